@@ -1,0 +1,272 @@
+#include "core/config.h"
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+
+#include <toml++/toml.h>
+
+namespace tandem {
+namespace {
+
+std::vector<std::string> SplitKey(std::string_view key) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  while (true) {
+    size_t dot = key.find('.', start);
+    parts.emplace_back(key.substr(start, dot == std::string_view::npos ? dot : dot - start));
+    if (dot == std::string_view::npos) break;
+    start = dot + 1;
+  }
+  return parts;
+}
+
+const toml::node* Find(const toml::table& table, std::string_view key) {
+  const toml::node* node = &table;
+  for (const auto& part : SplitKey(key)) {
+    const toml::table* t = node->as_table();
+    if (t == nullptr) return nullptr;
+    node = t->get(part);
+    if (node == nullptr) return nullptr;
+  }
+  return node;
+}
+
+void CollectLeaves(const toml::table& table, const std::string& prefix,
+                   std::vector<std::string>* out) {
+  for (const auto& [k, v] : table) {
+    std::string key = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
+    if (const toml::table* sub = v.as_table()) {
+      CollectLeaves(*sub, key, out);
+    } else {
+      out->push_back(key);
+    }
+  }
+}
+
+const char* TypeName(const toml::node& node) {
+  switch (node.type()) {
+    case toml::node_type::table: return "a table";
+    case toml::node_type::array: return "an array";
+    case toml::node_type::string: return "a string";
+    case toml::node_type::integer: return "an integer";
+    case toml::node_type::floating_point: return "a number";
+    case toml::node_type::boolean: return "a boolean";
+    default: return "a date or time";
+  }
+}
+
+}  // namespace
+
+Config::Config() : table_(std::make_unique<toml::table>()) {}
+Config::~Config() = default;
+Config::Config(const Config& other)
+    : table_(std::make_unique<toml::table>(*other.table_)),
+      source_(other.source_),
+      used_(other.used_) {}
+Config& Config::operator=(const Config& other) {
+  if (this != &other) {
+    table_ = std::make_unique<toml::table>(*other.table_);
+    source_ = other.source_;
+    used_ = other.used_;
+  }
+  return *this;
+}
+Config::Config(Config&&) noexcept = default;
+Config& Config::operator=(Config&&) noexcept = default;
+
+StatusOr<Config> Config::LoadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::NotFound("cannot open config file '" + path + "'");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return Parse(ss.str(), path);
+}
+
+StatusOr<Config> Config::Parse(std::string_view text, std::string source) {
+  Config config;
+  config.source_ = std::move(source);
+  try {
+    *config.table_ = toml::parse(text, config.source_);
+  } catch (const toml::parse_error& e) {
+    std::ostringstream msg;
+    msg << config.source_ << ":" << e.source().begin.line << ":" << e.source().begin.column
+        << ": " << e.description();
+    return Status::InvalidArgument(msg.str());
+  }
+  return config;
+}
+
+Status Config::ApplyOverride(std::string_view assignment) {
+  size_t eq = assignment.find('=');
+  if (eq == std::string_view::npos || eq == 0) {
+    return Status::InvalidArgument("override '" + std::string(assignment) +
+                                   "': expected key=value");
+  }
+  std::string key(assignment.substr(0, eq));
+  std::string value(assignment.substr(eq + 1));
+  key.erase(std::remove_if(key.begin(), key.end(), ::isspace), key.end());
+  auto parts = SplitKey(key);
+  for (const auto& p : parts) {
+    if (p.empty()) return Status::InvalidArgument("override '" + key + "': empty key component");
+  }
+
+  toml::table parsed;
+  try {
+    parsed = toml::parse("v = " + value);
+  } catch (const toml::parse_error&) {
+    parsed = toml::table{{"v", value}};  // bare word: a string
+  }
+
+  toml::table* t = table_.get();
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    toml::node* child = t->get(parts[i]);
+    if (child == nullptr) {
+      t->insert(parts[i], toml::table{});
+      child = t->get(parts[i]);
+    }
+    if (!child->is_table()) {
+      return Status::InvalidArgument("override '" + key + "': '" + parts[i] +
+                                     "' is a value, not a table");
+    }
+    t = child->as_table();
+  }
+  t->insert_or_assign(parts.back(), *parsed.get("v"));
+  return Status::Ok();
+}
+
+bool Config::Has(std::string_view key) const { return Find(*table_, key) != nullptr; }
+
+std::string Config::Where(std::string_view key) const {
+  std::ostringstream out;
+  out << source_;
+  if (const toml::node* n = Find(*table_, key); n && n->source().begin.line > 0) {
+    out << ":" << n->source().begin.line;
+  } else if (n) {
+    out << " (--set)";
+  }
+  out << ": " << key;
+  return out.str();
+}
+
+StatusOr<int64_t> Config::GetInt(std::string_view key, int64_t def, int64_t min,
+                                 int64_t max) const {
+  used_.emplace(key);
+  const toml::node* n = Find(*table_, key);
+  if (n == nullptr) return def;
+  auto v = n->value<int64_t>();
+  if (!n->is_integer() || !v) {
+    return Status::InvalidArgument(Where(key) + ": expected an integer, got " + TypeName(*n));
+  }
+  if (*v < min || *v > max) {
+    std::ostringstream msg;
+    msg << Where(key) << ": expected an integer in [" << min << ", " << max << "], got " << *v;
+    return Status::InvalidArgument(msg.str());
+  }
+  return *v;
+}
+
+StatusOr<double> Config::GetDouble(std::string_view key, double def, double min,
+                                   double max) const {
+  used_.emplace(key);
+  const toml::node* n = Find(*table_, key);
+  if (n == nullptr) return def;
+  if (!n->is_number()) {
+    return Status::InvalidArgument(Where(key) + ": expected a number, got " + TypeName(*n));
+  }
+  double v = *n->value<double>();
+  if (!(v >= min && v <= max)) {
+    std::ostringstream msg;
+    msg << Where(key) << ": expected a number in [" << min << ", " << max << "], got " << v;
+    return Status::InvalidArgument(msg.str());
+  }
+  return v;
+}
+
+StatusOr<bool> Config::GetBool(std::string_view key, bool def) const {
+  used_.emplace(key);
+  const toml::node* n = Find(*table_, key);
+  if (n == nullptr) return def;
+  if (!n->is_boolean()) {
+    return Status::InvalidArgument(Where(key) + ": expected true or false, got " + TypeName(*n));
+  }
+  return *n->value<bool>();
+}
+
+StatusOr<std::string> Config::GetString(std::string_view key, std::string def) const {
+  used_.emplace(key);
+  const toml::node* n = Find(*table_, key);
+  if (n == nullptr) return def;
+  if (!n->is_string()) {
+    return Status::InvalidArgument(Where(key) + ": expected a string, got " + TypeName(*n));
+  }
+  return *n->value<std::string>();
+}
+
+StatusOr<std::string> Config::RequireString(std::string_view key) const {
+  if (!Has(key)) {
+    used_.emplace(key);
+    return Status::InvalidArgument(source_ + ": " + std::string(key) +
+                                   ": required key is missing");
+  }
+  return GetString(key, "");
+}
+
+StatusOr<std::string> Config::GetChoice(std::string_view key, std::string def,
+                                        const std::vector<std::string>& choices) const {
+  TANDEM_ASSIGN_OR_RETURN(std::string v, GetString(key, std::move(def)));
+  if (std::find(choices.begin(), choices.end(), v) != choices.end()) return v;
+  std::string list;
+  for (const auto& c : choices) list += (list.empty() ? "" : ", ") + c;
+  return Status::InvalidArgument(Where(key) + ": expected one of {" + list + "}, got '" + v +
+                                 "'");
+}
+
+StatusOr<std::vector<std::string>> Config::GetStringList(std::string_view key,
+                                                         std::vector<std::string> def) const {
+  used_.emplace(key);
+  const toml::node* n = Find(*table_, key);
+  if (n == nullptr) return def;
+  const toml::array* arr = n->as_array();
+  if (arr == nullptr) {
+    return Status::InvalidArgument(Where(key) + ": expected an array of strings, got " +
+                                   TypeName(*n));
+  }
+  std::vector<std::string> out;
+  for (const auto& item : *arr) {
+    if (!item.is_string()) {
+      return Status::InvalidArgument(Where(key) + ": expected an array of strings, found " +
+                                     TypeName(item));
+    }
+    out.push_back(*item.value<std::string>());
+  }
+  return out;
+}
+
+void Config::MarkUsed(std::string_view prefix) const {
+  std::vector<std::string> leaves;
+  CollectLeaves(*table_, "", &leaves);
+  for (const auto& leaf : leaves) {
+    if (leaf == prefix || leaf.rfind(std::string(prefix) + ".", 0) == 0) used_.insert(leaf);
+  }
+}
+
+Status Config::CheckAllKeysUsed() const {
+  std::vector<std::string> leaves;
+  CollectLeaves(*table_, "", &leaves);
+  std::string unknown;
+  for (const auto& leaf : leaves) {
+    if (used_.count(leaf) == 0) unknown += (unknown.empty() ? "" : ", ") + leaf;
+  }
+  if (unknown.empty()) return Status::Ok();
+  return Status::InvalidArgument(source_ + ": unknown key(s): " + unknown +
+                                 " (check the spelling against the documented keys)");
+}
+
+std::string Config::ToToml() const {
+  std::ostringstream out;
+  out << toml::toml_formatter(*table_);
+  return out.str();
+}
+
+}  // namespace tandem

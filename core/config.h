@@ -1,0 +1,78 @@
+// TOML configuration with validation errors that name the file, the line, the key and what was
+// expected, plus `--set key=value` overrides. Built on toml++.
+//
+// Every getter records the key it read; CheckAllKeysUsed() then reports keys nobody read, so a
+// typo such as `train.stpes` is an error rather than a silently ignored setting.
+// Not thread-safe: configs are read once, at start-up, on one thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/status.h"
+
+namespace toml {
+inline namespace v3 {
+class table;
+}
+}  // namespace toml
+
+namespace tandem {
+
+class Config {
+ public:
+  Config();
+  ~Config();
+  Config(const Config& other);
+  Config& operator=(const Config& other);
+  Config(Config&&) noexcept;
+  Config& operator=(Config&&) noexcept;
+
+  static StatusOr<Config> LoadFile(const std::string& path);
+  // `source` names the text in error messages (a path, or "<string>").
+  static StatusOr<Config> Parse(std::string_view text, std::string source = "<string>");
+
+  // Applies "a.b.c=value". The value is read as a TOML value (42, 1.5, true, "text", [1, 2]);
+  // anything that is not valid TOML is taken as a bare string, so `--set model.preset=slm-tiny`
+  // works without quotes. Intermediate tables are created as needed.
+  Status ApplyOverride(std::string_view assignment);
+
+  bool Has(std::string_view key) const;
+
+  // Typed getters: the default is returned when the key is absent; a present key of the wrong
+  // type or outside [min, max] is an InvalidArgument naming file, line and key.
+  StatusOr<int64_t> GetInt(std::string_view key, int64_t def, int64_t min = INT64_MIN,
+                           int64_t max = INT64_MAX) const;
+  StatusOr<double> GetDouble(std::string_view key, double def, double min = -1e308,
+                             double max = 1e308) const;
+  StatusOr<bool> GetBool(std::string_view key, bool def) const;
+  StatusOr<std::string> GetString(std::string_view key, std::string def) const;
+  // One of `choices`; the error lists them.
+  StatusOr<std::string> GetChoice(std::string_view key, std::string def,
+                                  const std::vector<std::string>& choices) const;
+  StatusOr<std::vector<std::string>> GetStringList(std::string_view key,
+                                                   std::vector<std::string> def) const;
+  // A required key: absent is an error.
+  StatusOr<std::string> RequireString(std::string_view key) const;
+
+  // Marks every key under `prefix` as read (for sections handed whole to another component).
+  void MarkUsed(std::string_view prefix) const;
+  // InvalidArgument listing every key that was never read.
+  Status CheckAllKeysUsed() const;
+
+  // The resolved config (file plus overrides) as TOML text, for runs/<name>/config.toml.
+  std::string ToToml() const;
+  const std::string& source() const { return source_; }
+
+ private:
+  std::string Where(std::string_view key) const;  // "file:line: key"
+  std::unique_ptr<toml::table> table_;
+  std::string source_;
+  mutable std::set<std::string, std::less<>> used_;
+};
+
+}  // namespace tandem
