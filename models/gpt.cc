@@ -1,0 +1,471 @@
+#include "models/gpt.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "core/rng.h"
+#include "models/attention.h"
+#include "models/cross_entropy.h"
+#include "models/embedding.h"
+#include "models/gelu.h"
+#include "models/layernorm.h"
+#include "models/linear.h"
+#include "models/tensor_map.h"
+
+namespace tandem {
+namespace {
+
+// The four linear layers of a block, in the order of kLinearNames.
+enum LinearKind { kQkv = 0, kAttnProj = 1, kFc = 2, kFcProj = 3, kNumLinear = 4 };
+const char* const kLinearNames[kNumLinear] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc",
+                                              "mlp.c_proj"};
+
+std::string BlockName(int layer, const char* rest) {
+  return "h." + std::to_string(layer) + "." + rest;
+}
+
+}  // namespace
+
+// Activations of one Forward, kept for Backward, plus gradient scratch. One arena.
+struct Gpt::Activations {
+  int B = 0, T = 0;
+  std::vector<float> arena;
+  std::vector<int32_t> tokens, targets;  // (B,T) copies of the last inputs
+
+  float* encoded;  // (N,C)
+  struct Layer {
+    float *ln1, *ln1_mean, *ln1_rstd;  // (N,C) (N) (N)
+    float* qkv;                        // (N,3C)
+    float* att;                        // (B,NH,T,T)
+    float* atty;                       // (N,C)
+    float* res2;                       // (N,C) residual after attention
+    float *ln2, *ln2_mean, *ln2_rstd;  // (N,C) (N) (N)
+    float* fch;                        // (N,4C)
+    float* fch_gelu;                   // (N,4C)
+    float* res3;                       // (N,C) residual after the MLP: the block's output
+    float* lora_xa[kNumLinear];        // (N,r) per adapted linear, or null
+  };
+  std::vector<Layer> layers;
+  float *lnf, *lnf_mean, *lnf_rstd;  // (N,C) (N) (N)
+  float* logits;                     // (N,V)
+  float* probs;                      // (N,V); dlogits in place during Backward
+  float* losses;                     // (N)
+  // Gradient scratch, reused by every layer.
+  float* dres;   // (N,C) gradient of the residual stream
+  float* dbig;   // (N,4C)
+  float* dbig2;  // (N,4C)
+  float* dqkv;   // (N,3C)
+  float* dsmall; // (N,C)
+  float* dxa;    // (N,r)
+};
+
+struct Gpt::LoraState {
+  LoraConfig config;
+  ParamLayout layout;
+  std::vector<float> params, grads;
+  bool merged = false;
+  // Offset of A and B per (layer, linear kind), or SIZE_MAX when that linear has no adapter.
+  std::vector<size_t> a_offset, b_offset;
+};
+
+struct Gpt::LinearSlot {
+  float* w;
+  float* b;
+  float* dw;
+  float* db;
+  int in, out;
+  float* lora_a = nullptr;
+  float* lora_b = nullptr;
+  float* lora_da = nullptr;
+  float* lora_db = nullptr;
+  float** lora_xa = nullptr;  // where the forward keeps inp @ A
+};
+
+Gpt::Gpt(const ModelConfig& config) : config_(config) {
+  TANDEM_CHECK(config_.Validate().ok());
+  const int64_t C = config_.d_model, V = config_.vocab;
+  layout_.Add("wte.weight", {V, C}, true);
+  layout_.Add("wpe.weight", {config_.context, C}, true);
+  for (int l = 0; l < config_.n_layer; ++l) {
+    layout_.Add(BlockName(l, "ln_1.weight"), {C}, false);
+    layout_.Add(BlockName(l, "ln_1.bias"), {C}, false);
+    layout_.Add(BlockName(l, "attn.c_attn.weight"), {C, 3 * C}, true);
+    layout_.Add(BlockName(l, "attn.c_attn.bias"), {3 * C}, false);
+    layout_.Add(BlockName(l, "attn.c_proj.weight"), {C, C}, true);
+    layout_.Add(BlockName(l, "attn.c_proj.bias"), {C}, false);
+    layout_.Add(BlockName(l, "ln_2.weight"), {C}, false);
+    layout_.Add(BlockName(l, "ln_2.bias"), {C}, false);
+    layout_.Add(BlockName(l, "mlp.c_fc.weight"), {C, 4 * C}, true);
+    layout_.Add(BlockName(l, "mlp.c_fc.bias"), {4 * C}, false);
+    layout_.Add(BlockName(l, "mlp.c_proj.weight"), {4 * C, C}, true);
+    layout_.Add(BlockName(l, "mlp.c_proj.bias"), {C}, false);
+  }
+  layout_.Add("ln_f.weight", {C}, false);
+  layout_.Add("ln_f.bias", {C}, false);
+  params_.assign(layout_.total(), 0.0f);
+  grads_.assign(layout_.total(), 0.0f);
+}
+
+Gpt::~Gpt() = default;
+
+Gpt::Gpt(const Gpt& other)
+    : config_(other.config_),
+      layout_(other.layout_),
+      params_(other.params_),
+      grads_(other.grads_),
+      train_base_(other.train_base_) {
+  if (other.lora_) lora_ = std::make_unique<LoraState>(*other.lora_);
+}
+
+void Gpt::InitWeights(uint64_t seed) {
+  Rng rng(seed);
+  const float proj_std = 0.02f / std::sqrt(2.0f * config_.n_layer);
+  for (const auto& t : layout_.tensors()) {
+    float* p = params_.data() + t.offset;
+    const bool is_ln_gain = t.name.find("ln_") != std::string::npos &&
+                            t.name.find(".weight") != std::string::npos;
+    const bool is_bias = t.name.size() >= 5 && t.name.compare(t.name.size() - 5, 5, ".bias") == 0;
+    if (is_ln_gain) {
+      std::fill(p, p + t.size, 1.0f);
+    } else if (is_bias) {
+      std::fill(p, p + t.size, 0.0f);
+    } else {
+      const bool residual_proj = t.name.find("c_proj.weight") != std::string::npos;
+      const float stddev = residual_proj ? proj_std : 0.02f;
+      for (size_t i = 0; i < t.size; ++i) p[i] = static_cast<float>(rng.Normal()) * stddev;
+    }
+  }
+}
+
+float* Gpt::param(const std::string& name) {
+  const TensorSpec* t = layout_.Find(name);
+  TANDEM_CHECK(t != nullptr);
+  return params_.data() + t->offset;
+}
+const float* Gpt::param(const std::string& name) const {
+  const TensorSpec* t = layout_.Find(name);
+  TANDEM_CHECK(t != nullptr);
+  return params_.data() + t->offset;
+}
+float* Gpt::grad(const std::string& name) {
+  const TensorSpec* t = layout_.Find(name);
+  TANDEM_CHECK(t != nullptr);
+  return grads_.data() + t->offset;
+}
+
+BlockWeights Gpt::block(int l) const {
+  return {param(BlockName(l, "ln_1.weight")),      param(BlockName(l, "ln_1.bias")),
+          param(BlockName(l, "attn.c_attn.weight")), param(BlockName(l, "attn.c_attn.bias")),
+          param(BlockName(l, "attn.c_proj.weight")), param(BlockName(l, "attn.c_proj.bias")),
+          param(BlockName(l, "ln_2.weight")),      param(BlockName(l, "ln_2.bias")),
+          param(BlockName(l, "mlp.c_fc.weight")),  param(BlockName(l, "mlp.c_fc.bias")),
+          param(BlockName(l, "mlp.c_proj.weight")), param(BlockName(l, "mlp.c_proj.bias"))};
+}
+
+// --- LoRA ---------------------------------------------------------------------------------
+
+Status Gpt::EnableLora(const LoraConfig& lora, uint64_t seed) {
+  TANDEM_RETURN_IF_ERROR(lora.Validate());
+  if (lora_) return Status::FailedPrecondition("LoRA adapters are already enabled");
+  auto state = std::make_unique<LoraState>();
+  state->config = lora;
+  const int C = config_.d_model;
+  const int ins[kNumLinear] = {C, C, C, 4 * C};
+  const int outs[kNumLinear] = {3 * C, C, 4 * C, C};
+  state->a_offset.assign(static_cast<size_t>(config_.n_layer) * kNumLinear, SIZE_MAX);
+  state->b_offset.assign(state->a_offset.size(), SIZE_MAX);
+  for (int l = 0; l < config_.n_layer; ++l) {
+    for (int k = 0; k < kNumLinear; ++k) {
+      if (std::find(lora.targets.begin(), lora.targets.end(), kLinearNames[k]) ==
+          lora.targets.end()) {
+        continue;
+      }
+      const std::string base = BlockName(l, kLinearNames[k]);
+      state->a_offset[l * kNumLinear + k] =
+          state->layout.Add(base + ".lora_A", {ins[k], lora.rank}, false);
+      state->b_offset[l * kNumLinear + k] =
+          state->layout.Add(base + ".lora_B", {lora.rank, outs[k]}, false);
+    }
+  }
+  state->params.assign(state->layout.total(), 0.0f);
+  state->grads.assign(state->layout.total(), 0.0f);
+  // A ~ N(0, 1/r) keeps inp @ A at the scale of inp; B = 0 so the adapter starts as identity.
+  Rng rng(seed);
+  for (const auto& t : state->layout.tensors()) {
+    if (t.name.find("lora_A") == std::string::npos) continue;
+    const float stddev = 1.0f / std::sqrt(static_cast<float>(t.shape[0]));
+    for (size_t i = 0; i < t.size; ++i) {
+      state->params[t.offset + i] = static_cast<float>(rng.Normal()) * stddev;
+    }
+  }
+  lora_ = std::move(state);
+  train_base_ = false;
+  acts_.reset();  // the arena needs room for the adapters' activations
+  return Status::Ok();
+}
+
+const LoraConfig& Gpt::lora_config() const {
+  TANDEM_CHECK(lora_ != nullptr);
+  return lora_->config;
+}
+const ParamLayout& Gpt::lora_layout() const {
+  TANDEM_CHECK(lora_ != nullptr);
+  return lora_->layout;
+}
+std::span<float> Gpt::lora_params() {
+  TANDEM_CHECK(lora_ != nullptr);
+  return lora_->params;
+}
+std::span<const float> Gpt::lora_params() const {
+  TANDEM_CHECK(lora_ != nullptr);
+  return lora_->params;
+}
+std::span<float> Gpt::lora_grads() {
+  TANDEM_CHECK(lora_ != nullptr);
+  return lora_->grads;
+}
+bool Gpt::lora_merged() const { return lora_ != nullptr && lora_->merged; }
+
+void Gpt::MergeLora() {
+  TANDEM_CHECK(lora_ != nullptr && !lora_->merged);
+  for (int l = 0; l < config_.n_layer; ++l) {
+    for (int k = 0; k < kNumLinear; ++k) {
+      LinearSlot s = Linear(l, k);
+      if (s.lora_a == nullptr) continue;
+      LoraMerge(s.w, s.lora_a, s.lora_b, s.in, lora_->config.rank, s.out, lora_->config.scale(),
+                +1.0f);
+    }
+  }
+  lora_->merged = true;
+}
+
+void Gpt::UnmergeLora() {
+  TANDEM_CHECK(lora_ != nullptr && lora_->merged);
+  lora_->merged = false;
+  for (int l = 0; l < config_.n_layer; ++l) {
+    for (int k = 0; k < kNumLinear; ++k) {
+      LinearSlot s = Linear(l, k);
+      if (s.lora_a == nullptr) continue;
+      LoraMerge(s.w, s.lora_a, s.lora_b, s.in, lora_->config.rank, s.out, lora_->config.scale(),
+                -1.0f);
+    }
+  }
+}
+
+// --- Forward and backward -----------------------------------------------------------------
+
+Gpt::LinearSlot Gpt::Linear(int layer, int kind) {
+  const int C = config_.d_model;
+  const int ins[kNumLinear] = {C, C, C, 4 * C};
+  const int outs[kNumLinear] = {3 * C, C, 4 * C, C};
+  const std::string base = BlockName(layer, kLinearNames[kind]);
+  const TensorSpec* w = layout_.Find(base + ".weight");
+  const TensorSpec* b = layout_.Find(base + ".bias");
+  LinearSlot s{params_.data() + w->offset, params_.data() + b->offset,
+               grads_.data() + w->offset, grads_.data() + b->offset, ins[kind], outs[kind]};
+  if (lora_ && !lora_->merged) {
+    const size_t idx = static_cast<size_t>(layer) * kNumLinear + kind;
+    if (lora_->a_offset[idx] != SIZE_MAX) {
+      s.lora_a = lora_->params.data() + lora_->a_offset[idx];
+      s.lora_b = lora_->params.data() + lora_->b_offset[idx];
+      s.lora_da = lora_->grads.data() + lora_->a_offset[idx];
+      s.lora_db = lora_->grads.data() + lora_->b_offset[idx];
+      if (acts_) s.lora_xa = &acts_->layers[layer].lora_xa[kind];
+    }
+  }
+  return s;
+}
+
+void Gpt::LinearFwd(const LinearSlot& s, float* out, const float* inp, int N, bool accumulate) {
+  LinearForward(out, inp, s.w, s.b, N, s.in, s.out, accumulate);
+  if (s.lora_a != nullptr) {
+    LoraForward(out, *s.lora_xa, inp, s.lora_a, s.lora_b, N, s.in, lora_->config.rank, s.out,
+                lora_->config.scale());
+  }
+}
+
+void Gpt::LinearBwd(const LinearSlot& s, float* dinp, const float* dout, const float* inp, int N) {
+  LinearBackward(dinp, train_base_ ? s.dw : nullptr, train_base_ ? s.db : nullptr, dout, inp, s.w,
+                 N, s.in, s.out);
+  if (s.lora_a != nullptr) {
+    LoraBackward(dinp, s.lora_da, s.lora_db, acts_->dxa, dout, inp, *s.lora_xa, s.lora_a,
+                 s.lora_b, N, s.in, lora_->config.rank, s.out, lora_->config.scale());
+  }
+}
+
+void Gpt::EnsureActivations(int B, int T) {
+  if (acts_ && acts_->B == B && acts_->T == T) return;
+  const size_t N = static_cast<size_t>(B) * T;
+  const size_t C = config_.d_model, V = config_.vocab, NH = config_.n_head;
+  const size_t r = lora_ ? static_cast<size_t>(lora_->config.rank) : 0;
+  auto a = std::make_unique<Activations>();
+  a->B = B;
+  a->T = T;
+  a->tokens.resize(N);
+  a->targets.resize(N);
+  a->layers.resize(config_.n_layer);
+
+  // Two passes over the same carving: the first counts, the second hands out pointers.
+  size_t total = 0;
+  float* base = nullptr;
+  auto take = [&](size_t n) {
+    float* p = base ? base + total : nullptr;
+    total += (n + 15) & ~size_t{15};  // keep every tensor 64-byte aligned
+    return p;
+  };
+  for (int pass = 0; pass < 2; ++pass) {
+    total = 0;
+    a->encoded = take(N * C);
+    for (auto& L : a->layers) {
+      L.ln1 = take(N * C);
+      L.ln1_mean = take(N);
+      L.ln1_rstd = take(N);
+      L.qkv = take(N * 3 * C);
+      L.att = take(static_cast<size_t>(B) * NH * T * T);
+      L.atty = take(N * C);
+      L.res2 = take(N * C);
+      L.ln2 = take(N * C);
+      L.ln2_mean = take(N);
+      L.ln2_rstd = take(N);
+      L.fch = take(N * 4 * C);
+      L.fch_gelu = take(N * 4 * C);
+      L.res3 = take(N * C);
+      for (int k = 0; k < kNumLinear; ++k) L.lora_xa[k] = r > 0 ? take(N * r) : nullptr;
+    }
+    a->lnf = take(N * C);
+    a->lnf_mean = take(N);
+    a->lnf_rstd = take(N);
+    a->logits = take(N * V);
+    a->probs = take(N * V);
+    a->losses = take(N);
+    a->dres = take(N * C);
+    a->dbig = take(N * 4 * C);
+    a->dbig2 = take(N * 4 * C);
+    a->dqkv = take(N * 3 * C);
+    a->dsmall = take(N * C);
+    a->dxa = take(std::max<size_t>(N * r, 1));
+    if (pass == 0) {
+      a->arena.assign(total + 16, 0.0f);
+      // Align the base to 64 bytes.
+      uintptr_t addr = reinterpret_cast<uintptr_t>(a->arena.data());
+      base = a->arena.data() + ((64 - addr % 64) % 64) / sizeof(float);
+    }
+  }
+  acts_ = std::move(a);
+}
+
+float Gpt::Forward(const int32_t* tokens, const int32_t* targets, int B, int T) {
+  TANDEM_CHECK(B > 0 && T > 0 && T <= config_.context);
+  const int C = config_.d_model, V = config_.vocab, NH = config_.n_head;
+  const int N = B * T;
+  for (int i = 0; i < N; ++i) TANDEM_CHECK(tokens[i] >= 0 && tokens[i] < V);
+  if (targets != nullptr) {
+    for (int i = 0; i < N; ++i) {
+      TANDEM_CHECK(targets[i] == kIgnoreTarget || (targets[i] >= 0 && targets[i] < V));
+    }
+  }
+  EnsureActivations(B, T);
+  Activations& a = *acts_;
+  B_ = B;
+  T_ = T;
+  std::memcpy(a.tokens.data(), tokens, sizeof(int32_t) * N);
+  has_targets_ = targets != nullptr;
+  if (has_targets_) std::memcpy(a.targets.data(), targets, sizeof(int32_t) * N);
+
+  EmbeddingForward(a.encoded, tokens, param("wte.weight"), param("wpe.weight"), B, T, C);
+  const float* residual = a.encoded;
+  for (int l = 0; l < config_.n_layer; ++l) {
+    Activations::Layer& L = a.layers[l];
+    const BlockWeights w = block(l);
+    LayerNormForward(L.ln1, L.ln1_mean, L.ln1_rstd, residual, w.ln1_w, w.ln1_b, N, C);
+    LinearFwd(Linear(l, kQkv), L.qkv, L.ln1, N, false);
+    AttentionForward(L.atty, L.att, L.qkv, B, T, C, NH);
+    std::memcpy(L.res2, residual, sizeof(float) * N * C);
+    LinearFwd(Linear(l, kAttnProj), L.res2, L.atty, N, /*accumulate=*/true);
+    LayerNormForward(L.ln2, L.ln2_mean, L.ln2_rstd, L.res2, w.ln2_w, w.ln2_b, N, C);
+    LinearFwd(Linear(l, kFc), L.fch, L.ln2, N, false);
+    GeluForward(L.fch_gelu, L.fch, static_cast<size_t>(N) * 4 * C);
+    std::memcpy(L.res3, L.res2, sizeof(float) * N * C);
+    LinearFwd(Linear(l, kFcProj), L.res3, L.fch_gelu, N, /*accumulate=*/true);
+    residual = L.res3;
+  }
+  LayerNormForward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, param("ln_f.weight"),
+                   param("ln_f.bias"), N, C);
+  // Tied head: logits (N,V) = lnf (N,C) @ wte^T.
+  detail::MatMap(a.logits, N, V).noalias() =
+      detail::ConstMatMap(a.lnf, N, C) * detail::ConstMatMap(param("wte.weight"), V, C).transpose();
+
+  loss_count_ = 0;
+  if (!has_targets_) return 0.0f;
+  return CrossEntropyForward(a.probs, a.losses, a.logits, targets, N, V, &loss_count_);
+}
+
+const float* Gpt::logits() const {
+  TANDEM_CHECK(acts_ != nullptr);
+  return acts_->logits;
+}
+
+const float* Gpt::losses() const {
+  TANDEM_CHECK(acts_ != nullptr && has_targets_);
+  return acts_->losses;
+}
+
+void Gpt::ZeroGrad() {
+  std::fill(grads_.begin(), grads_.end(), 0.0f);
+  if (lora_) std::fill(lora_->grads.begin(), lora_->grads.end(), 0.0f);
+}
+
+void Gpt::Backward() {
+  TANDEM_CHECK(acts_ != nullptr && has_targets_);
+  const int N = B_ * T_;
+  CrossEntropyBackward(acts_->probs, acts_->probs, acts_->targets.data(), N, config_.vocab,
+                       loss_count_);
+  BackwardFromLogits(acts_->probs);
+}
+
+void Gpt::BackwardFromLogits(const float* dlogits) {
+  TANDEM_CHECK(acts_ != nullptr);
+  Activations& a = *acts_;
+  const int B = B_, T = T_, N = B * T;
+  const int C = config_.d_model, V = config_.vocab, NH = config_.n_head;
+  const float* wte = param("wte.weight");
+
+  // Tied head: dlnf (N,C) = dlogits @ wte; dwte (V,C) += dlogits^T @ lnf.
+  detail::ConstMatMap dL(dlogits, N, V);
+  detail::MatMap(a.dsmall, N, C).noalias() = dL * detail::ConstMatMap(wte, V, C);
+  if (train_base_) {
+    detail::MatMap(grad("wte.weight"), V, C).noalias() +=
+        dL.transpose() * detail::ConstMatMap(a.lnf, N, C);
+  }
+  const float* last = config_.n_layer > 0 ? a.layers.back().res3 : a.encoded;
+  std::memset(a.dres, 0, sizeof(float) * N * C);
+  LayerNormBackward(a.dres, train_base_ ? grad("ln_f.weight") : nullptr,
+                    train_base_ ? grad("ln_f.bias") : nullptr, a.dsmall, last,
+                    param("ln_f.weight"), a.lnf_mean, a.lnf_rstd, N, C);
+
+  for (int l = config_.n_layer - 1; l >= 0; --l) {
+    Activations::Layer& L = a.layers[l];
+    const BlockWeights w = block(l);
+    const float* residual = l == 0 ? a.encoded : a.layers[l - 1].res3;
+    const std::string ln1 = BlockName(l, "ln_1"), ln2 = BlockName(l, "ln_2");
+    // MLP, in reverse: res3 = res2 + c_proj(gelu(c_fc(ln2(res2)))).
+    LinearBwd(Linear(l, kFcProj), a.dbig, a.dres, L.fch_gelu, N);        // d fch_gelu
+    GeluBackward(a.dbig2, L.fch, a.dbig, static_cast<size_t>(N) * 4 * C);  // d fch
+    LinearBwd(Linear(l, kFc), a.dsmall, a.dbig2, L.ln2, N);              // d ln2
+    LayerNormBackward(a.dres, train_base_ ? grad(ln2 + ".weight") : nullptr,
+                      train_base_ ? grad(ln2 + ".bias") : nullptr, a.dsmall, L.res2, w.ln2_w,
+                      L.ln2_mean, L.ln2_rstd, N, C);                      // dres: d res2
+    // Attention, in reverse: res2 = residual + c_proj(attn(c_attn(ln1(residual)))).
+    LinearBwd(Linear(l, kAttnProj), a.dsmall, a.dres, L.atty, N);        // d atty
+    AttentionBackward(a.dqkv, a.dsmall, L.qkv, L.att, B, T, C, NH);       // d qkv
+    LinearBwd(Linear(l, kQkv), a.dsmall, a.dqkv, L.ln1, N);              // d ln1
+    LayerNormBackward(a.dres, train_base_ ? grad(ln1 + ".weight") : nullptr,
+                      train_base_ ? grad(ln1 + ".bias") : nullptr, a.dsmall, residual, w.ln1_w,
+                      L.ln1_mean, L.ln1_rstd, N, C);                      // dres: d residual
+  }
+  if (train_base_) {
+    EmbeddingBackward(grad("wte.weight"), grad("wpe.weight"), a.dres, a.tokens.data(), B, T, C);
+  }
+}
+
+}  // namespace tandem

@@ -1,0 +1,30 @@
+// GPT checkpoints as safetensors with the Hugging Face GPT-2 tensor names and layouts, and the
+// model config in the metadata (vocab_size, n_positions, n_embd, n_layer, n_head), so outside
+// tools read tandem's models and real GPT-2-family checkpoints load into tandem.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "core/status.h"
+#include "models/gpt.h"
+
+namespace tandem {
+
+// Writes the base parameters (with adapters merged out: the base alone) atomically.
+Status SaveGpt(const std::string& path, const Gpt& model,
+               const std::map<std::string, std::string>& extra_metadata = {});
+
+// Reads a checkpoint written by SaveGpt or by Hugging Face (a "transformer." prefix, F16/BF16
+// weights, the attention-mask buffers and a tied lm_head are all accepted). Without tandem's
+// metadata the shape is inferred from the tensors and n_head from GPT-2's head size of 64.
+// Every expected tensor must be present with its expected shape.
+StatusOr<std::unique_ptr<Gpt>> LoadGpt(const std::string& path);
+
+// The adapters alone (names "h.{i}.attn.c_attn.lora_A", ...; rank and alpha in the metadata).
+Status SaveLora(const std::string& path, const Gpt& model);
+// Enables LoRA on `model` from the file's config and loads the adapter weights.
+Status LoadLora(const std::string& path, Gpt* model);
+
+}  // namespace tandem

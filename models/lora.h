@@ -1,0 +1,42 @@
+// LoRA adapters (Hu et al. 2021) on a linear layer: out += (alpha / r) * (inp @ A) @ B, with
+// A (C,r) initialised small and random and B (r,OC) zero, so a fresh adapter changes nothing.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+
+namespace tandem {
+
+class Config;
+
+struct LoraConfig {
+  int rank = 8;
+  float alpha = 16.0f;
+  // Which linear layers of every block carry adapters: any of
+  // "attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj".
+  std::vector<std::string> targets = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};
+
+  float scale() const { return alpha / static_cast<float>(rank); }
+  Status Validate() const;
+};
+
+// Reads `<prefix>.rank`, `.alpha`, `.targets`.
+StatusOr<LoraConfig> LoraConfigFromConfig(const Config& config, const std::string& prefix);
+
+// xa (N,r) = inp (N,C) @ A (C,r), saved for backward; out (N,OC) += scale * xa @ B (r,OC).
+void LoraForward(float* out, float* xa, const float* inp, const float* A, const float* B, int N,
+                 int C, int r, int OC, float scale);
+
+// Given dout (N,OC): dB (r,OC) += scale * xa^T dout; dxa (N,r) = scale * dout B^T (scratch);
+// dA (C,r) += inp^T dxa; dinp (N,C) += dxa A^T (skipped when null).
+void LoraBackward(float* dinp, float* dA, float* dB, float* dxa, const float* dout,
+                  const float* inp, const float* xa, const float* A, const float* B, int N, int C,
+                  int r, int OC, float scale);
+
+// w (C,OC) += sign * scale * A @ B: sign +1 merges the adapter into the base weight, -1 undoes it.
+void LoraMerge(float* w, const float* A, const float* B, int C, int r, int OC, float scale,
+               float sign);
+
+}  // namespace tandem

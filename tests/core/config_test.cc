@@ -1,0 +1,92 @@
+// Config: typed reads, errors that name file, line and key, --set overrides, unknown keys.
+#include <gtest/gtest.h>
+
+#include "core/config.h"
+
+namespace tandem {
+namespace {
+
+TEST(ConfigTest, ReadsTypedValuesAndDefaults) {
+  auto c = Config::Parse("[train]\nsteps = 10\nlr = 0.5\nname = \"x\"\nfast = true\n", "t.toml");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(*c->GetInt("train.steps", 1), 10);
+  EXPECT_DOUBLE_EQ(*c->GetDouble("train.lr", 0.0), 0.5);
+  EXPECT_DOUBLE_EQ(*c->GetDouble("train.steps", 0.0), 10.0);  // integers read as numbers
+  EXPECT_EQ(*c->GetString("train.name", ""), "x");
+  EXPECT_TRUE(*c->GetBool("train.fast", false));
+  EXPECT_EQ(*c->GetInt("train.missing", 7), 7);
+}
+
+TEST(ConfigTest, SyntaxErrorNamesFileAndLine) {
+  auto c = Config::Parse("[train]\nsteps = = 3\n", "bad.toml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("bad.toml:2"), std::string::npos) << c.status().message();
+}
+
+TEST(ConfigTest, WrongTypeNamesFileLineKeyAndExpectation) {
+  auto c = Config::Parse("[train]\n\nsteps = \"many\"\n", "run.toml");
+  ASSERT_TRUE(c.ok());
+  auto v = c->GetInt("train.steps", 1);
+  ASSERT_FALSE(v.ok());
+  const std::string& m = v.status().message();
+  EXPECT_NE(m.find("run.toml:3"), std::string::npos) << m;
+  EXPECT_NE(m.find("train.steps"), std::string::npos) << m;
+  EXPECT_NE(m.find("expected an integer"), std::string::npos) << m;
+  EXPECT_NE(m.find("a string"), std::string::npos) << m;
+}
+
+TEST(ConfigTest, OutOfRangeIsAnError) {
+  auto c = Config::Parse("steps = -3\nlr = 2.0\n", "r.toml");
+  ASSERT_TRUE(c.ok());
+  EXPECT_FALSE(c->GetInt("steps", 1, 1).ok());
+  EXPECT_NE(c->GetInt("steps", 1, 1).status().message().find("got -3"), std::string::npos);
+  EXPECT_FALSE(c->GetDouble("lr", 0.1, 0.0, 1.0).ok());
+}
+
+TEST(ConfigTest, ChoiceListsTheOptions) {
+  auto c = Config::Parse("kind = \"dirichlet\"\n", "c.toml");
+  auto v = c->GetChoice("kind", "iid", {"iid", "by-category"});
+  ASSERT_FALSE(v.ok());
+  EXPECT_NE(v.status().message().find("iid, by-category"), std::string::npos);
+}
+
+TEST(ConfigTest, OverridesSetNewAndExistingKeys) {
+  auto c = Config::Parse("[train]\nsteps = 10\n", "o.toml");
+  ASSERT_TRUE(c->ApplyOverride("train.steps=20").ok());
+  ASSERT_TRUE(c->ApplyOverride("model.preset=slm-tiny").ok());  // bare word becomes a string
+  ASSERT_TRUE(c->ApplyOverride("privacy.dp.noise_multiplier=1.1").ok());
+  EXPECT_EQ(*c->GetInt("train.steps", 0), 20);
+  EXPECT_EQ(*c->GetString("model.preset", ""), "slm-tiny");
+  EXPECT_DOUBLE_EQ(*c->GetDouble("privacy.dp.noise_multiplier", 0), 1.1);
+  EXPECT_FALSE(c->ApplyOverride("novalue").ok());
+  EXPECT_FALSE(c->ApplyOverride("train.steps.deeper=1").ok());  // steps is a value, not a table
+  EXPECT_FALSE(c->ApplyOverride("a..b=1").ok());
+}
+
+TEST(ConfigTest, UnknownKeysAreReported) {
+  auto c = Config::Parse("[train]\nsteps = 10\nstpes = 3\n", "u.toml");
+  ASSERT_TRUE(c.ok());
+  (void)c->GetInt("train.steps", 1);
+  Status s = c->CheckAllKeysUsed();
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("train.stpes"), std::string::npos) << s.message();
+  EXPECT_EQ(s.message().find("train.steps,"), std::string::npos);
+}
+
+TEST(ConfigTest, MissingFileIsNotFound) {
+  auto c = Config::LoadFile("/nonexistent/dir/x.toml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), StatusCode::kNotFound);
+}
+
+TEST(ConfigTest, ToTomlRoundTrips) {
+  auto c = Config::Parse("[a]\nb = 1\nc = \"x\"\n", "r.toml");
+  ASSERT_TRUE(c->ApplyOverride("a.d=2.5").ok());
+  auto again = Config::Parse(c->ToToml(), "again");
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again->GetInt("a.b", 0), 1);
+  EXPECT_DOUBLE_EQ(*again->GetDouble("a.d", 0), 2.5);
+}
+
+}  // namespace
+}  // namespace tandem
