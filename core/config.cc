@@ -243,6 +243,33 @@ StatusOr<std::vector<std::string>> Config::GetStringList(std::string_view key,
   return out;
 }
 
+StatusOr<std::vector<int64_t>> Config::GetIntList(std::string_view key, std::vector<int64_t> def,
+                                                  int64_t min, int64_t max) const {
+  used_.emplace(key);
+  const toml::node* n = Find(*table_, key);
+  if (n == nullptr) return def;
+  const toml::array* arr = n->as_array();
+  if (arr == nullptr) {
+    return Status::InvalidArgument(Where(key) + ": expected an array of integers, got " +
+                                   TypeName(*n));
+  }
+  std::vector<int64_t> out;
+  for (const auto& item : *arr) {
+    auto v = item.value<int64_t>();
+    if (!item.is_integer() || !v) {
+      return Status::InvalidArgument(Where(key) + ": expected an array of integers, found " +
+                                     TypeName(item));
+    }
+    if (*v < min || *v > max) {
+      return Status::InvalidArgument(Where(key) + ": element " + std::to_string(*v) +
+                                     " is outside [" + std::to_string(min) + ", " +
+                                     std::to_string(max) + "]");
+    }
+    out.push_back(*v);
+  }
+  return out;
+}
+
 void Config::MarkUsed(std::string_view prefix) const {
   std::vector<std::string> leaves;
   CollectLeaves(*table_, "", &leaves);

@@ -56,6 +56,8 @@ class Config {
                                   const std::vector<std::string>& choices) const;
   StatusOr<std::vector<std::string>> GetStringList(std::string_view key,
                                                    std::vector<std::string> def) const;
+  StatusOr<std::vector<int64_t>> GetIntList(std::string_view key, std::vector<int64_t> def,
+                                            int64_t min = INT64_MIN, int64_t max = INT64_MAX) const;
   // A required key: absent is an error.
   StatusOr<std::string> RequireString(std::string_view key) const;
 

@@ -1,0 +1,81 @@
+#include "train/commands.h"
+
+#include <cstdio>
+
+#include <nlohmann/json.hpp>
+
+#include "core/config.h"
+#include "models/generate.h"
+#include "models/gpt_checkpoint.h"
+#include "models/safetensors.h"
+#include "models/tokenizer.h"
+#include "train/data_setup.h"
+#include "train/evaluate.h"
+
+namespace tandem {
+namespace {
+
+StatusOr<std::unique_ptr<Gpt>> LoadModel(const std::string& checkpoint, const std::string& lora) {
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<Gpt> model, LoadGpt(checkpoint));
+  if (!lora.empty()) {
+    TANDEM_RETURN_IF_ERROR(LoadLora(lora, model.get()));
+    model->MergeLora();
+  }
+  return model;
+}
+
+}  // namespace
+
+Status RunEval(const Config& config, const std::string& checkpoint, const std::string& lora,
+               int64_t max_tokens, int exact_match_per_category, const std::string& json_out) {
+  TANDEM_ASSIGN_OR_RETURN(DataConfig data, DataConfigFromConfig(config));
+  config.MarkUsed("");  // the rest of a training config is not needed here
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<Gpt> model, LoadModel(checkpoint, lora));
+  TANDEM_ASSIGN_OR_RETURN(DatasetSplits splits, LoadSplits(data));
+  nlohmann::json out = {{"checkpoint", checkpoint}, {"model", model->config().ToString()}};
+  std::printf("%-12s %10s %12s %12s\n", "split", "loss", "perplexity", "tokens");
+  for (const auto& [name, records] : {std::pair{"validation", &splits.validation},
+                                      std::pair{"test", &splits.test}}) {
+    if (records->empty()) continue;
+    TANDEM_ASSIGN_OR_RETURN(LossResult r, EvaluateLoss(*model, *records, 16, max_tokens));
+    std::printf("%-12s %10.4f %12.3f %12lld\n", name, r.loss, r.perplexity,
+                static_cast<long long>(r.tokens));
+    out[name] = {{"loss", r.loss}, {"perplexity", r.perplexity}, {"tokens", r.tokens}};
+  }
+  if (exact_match_per_category > 0) {
+    auto em = EvaluateExactMatch(*model, splits.test, exact_match_per_category);
+    if (!em.empty()) std::printf("\n%-12s %10s %8s\n", "category", "accuracy", "n");
+    for (const auto& [cat, r] : em) {
+      std::printf("%-12s %10.3f %8lld\n", cat.c_str(), r.accuracy(),
+                  static_cast<long long>(r.total));
+      out["exact_match"][cat] = {{"accuracy", r.accuracy()}, {"n", r.total}};
+    }
+  }
+  if (!json_out.empty()) {
+    const std::string text = out.dump(2) + "\n";
+    TANDEM_RETURN_IF_ERROR(WriteFileAtomic(json_out, {text.begin(), text.end()}));
+  }
+  return Status::Ok();
+}
+
+Status RunGenerate(const GenerateOptions& options) {
+  SamplingConfig sampling;
+  sampling.temperature = options.temperature;
+  sampling.top_k = options.top_k;
+  TANDEM_RETURN_IF_ERROR(sampling.Validate());
+  if (options.max_tokens < 1) return Status::InvalidArgument("--max-tokens must be >= 1");
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<Gpt> model, LoadModel(options.checkpoint, options.lora));
+  if (model->config().vocab != ByteTokenizer::kVocabSize) {
+    return Status::InvalidArgument("model vocabulary is " + std::to_string(model->config().vocab) +
+                                   ", but tandem's byte tokenizer needs 256");
+  }
+  std::vector<int32_t> prompt = {ByteTokenizer::kEndOfText};
+  ByteTokenizer::EncodeAppend(options.prompt, &prompt);
+  Generator gen(*model);
+  Rng rng(options.seed);
+  auto out = gen.Generate(prompt, options.max_tokens, sampling, rng);
+  std::printf("%s%s\n", options.prompt.c_str(), ByteTokenizer::Decode(out).c_str());
+  return Status::Ok();
+}
+
+}  // namespace tandem

@@ -1,0 +1,340 @@
+#include "train/trainer.h"
+
+#include <sys/stat.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "core/config.h"
+#include "core/logging.h"
+#include "core/progress.h"
+#include "core/rng.h"
+#include "core/timer.h"
+#include "data/batcher.h"
+#include "models/generate.h"
+#include "models/gpt.h"
+#include "models/gpt_checkpoint.h"
+#include "models/safetensors.h"
+#include "models/tokenizer.h"
+#include "train/evaluate.h"
+
+namespace tandem {
+namespace {
+
+namespace fs = std::filesystem;
+
+Status MakeDirs(const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return Status::IoError("cannot create directory '" + dir + "': " + ec.message());
+  return Status::Ok();
+}
+
+Status WriteText(const std::string& path, const std::string& text) {
+  return WriteFileAtomic(path, std::vector<uint8_t>(text.begin(), text.end()));
+}
+
+// Appends one line and flushes it to disk, so a crash loses at most the line being written.
+Status AppendLine(const std::string& path, const std::string& line) {
+  std::ofstream out(path, std::ios::app);
+  if (!out) return Status::IoError("cannot open '" + path + "' for appending");
+  out << line << '\n';
+  out.flush();
+  if (!out) return Status::IoError("cannot write '" + path + "'");
+  return Status::Ok();
+}
+
+// Everything needed to resume: parameters (and adapters), AdamW moments, step, RNG state.
+Status SaveTrainState(const std::string& path, const Gpt& model, const AdamW& opt,
+                      int64_t step, const Rng& rng, bool lora) {
+  std::vector<TensorToWrite> tensors;
+  const auto params = lora ? model.lora_params() : model.params();
+  const int64_t n = static_cast<int64_t>(params.size());
+  tensors.push_back({"params", DType::kF32, {n}, params.data()});
+  if (lora) {
+    tensors.push_back({"base", DType::kF32, {static_cast<int64_t>(model.params().size())},
+                       model.params().data()});
+  }
+  tensors.push_back({"adamw.m", DType::kF32, {n}, opt.m().data()});
+  tensors.push_back({"adamw.v", DType::kF32, {n}, opt.v().data()});
+  std::map<std::string, std::string> meta = {{"format", "tandem-train-state"},
+                                             {"step", std::to_string(step)},
+                                             {"adamw_step", std::to_string(opt.step())},
+                                             {"rng", rng.SaveState()},
+                                             {"config", model.config().ToString()}};
+  return WriteSafetensors(path, tensors, meta);
+}
+
+Status LoadTrainState(const std::string& path, Gpt* model, AdamW* opt, int64_t* step, Rng* rng,
+                      bool lora) {
+  TANDEM_ASSIGN_OR_RETURN(SafetensorsFile file, ReadSafetensors(path));
+  auto meta = [&](const std::string& k) -> StatusOr<std::string> {
+    auto it = file.metadata.find(k);
+    if (it == file.metadata.end()) return Status::Corruption(path + ": metadata lacks " + k);
+    return it->second;
+  };
+  TANDEM_ASSIGN_OR_RETURN(std::string config, meta("config"));
+  if (config != model->config().ToString()) {
+    return Status::FailedPrecondition(path + ": checkpoint is for model " + config +
+                                      ", the config asks for " + model->config().ToString());
+  }
+  auto params = lora ? model->lora_params() : model->params();
+  auto copy = [&](const std::string& name, std::span<float> dest) -> Status {
+    auto it = file.tensors.find(name);
+    if (it == file.tensors.end() || it->second.dtype != DType::kF32 ||
+        it->second.elements() != dest.size()) {
+      return Status::Corruption(path + ": tensor '" + name + "' missing or of the wrong size");
+    }
+    std::memcpy(dest.data(), it->second.bytes.data(), dest.size() * sizeof(float));
+    return Status::Ok();
+  };
+  TANDEM_RETURN_IF_ERROR(copy("params", params));
+  if (lora) TANDEM_RETURN_IF_ERROR(copy("base", model->params()));
+  TANDEM_RETURN_IF_ERROR(copy("adamw.m", opt->m()));
+  TANDEM_RETURN_IF_ERROR(copy("adamw.v", opt->v()));
+  TANDEM_ASSIGN_OR_RETURN(std::string s, meta("step"));
+  TANDEM_ASSIGN_OR_RETURN(std::string a, meta("adamw_step"));
+  TANDEM_ASSIGN_OR_RETURN(std::string r, meta("rng"));
+  try {
+    *step = std::stoll(s);
+    opt->set_step(std::stoll(a));
+  } catch (const std::exception&) {
+    return Status::Corruption(path + ": step metadata is not a number");
+  }
+  return rng->LoadState(r);
+}
+
+}  // namespace
+
+StatusOr<TrainConfig> TrainConfigFromConfig(const Config& config) {
+  TrainConfig t;
+  TANDEM_ASSIGN_OR_RETURN(t.name, config.GetString("name", t.name));
+  TANDEM_ASSIGN_OR_RETURN(t.out_dir, config.GetString("out_dir", t.out_dir));
+  TANDEM_ASSIGN_OR_RETURN(int64_t seed, config.GetInt("seed", 1, 0));
+  t.seed = static_cast<uint64_t>(seed);
+  TANDEM_ASSIGN_OR_RETURN(t.model, ModelConfigFromConfig(config, "model"));
+  TANDEM_ASSIGN_OR_RETURN(t.init_checkpoint, config.GetString("model.init_checkpoint", ""));
+  t.use_lora = config.Has("model.lora");
+  if (t.use_lora) {
+    TANDEM_ASSIGN_OR_RETURN(t.lora, LoraConfigFromConfig(config, "model.lora"));
+  }
+  TANDEM_ASSIGN_OR_RETURN(t.data, DataConfigFromConfig(config));
+  TANDEM_ASSIGN_OR_RETURN(int64_t batch, config.GetInt("train.batch", t.batch, 1, 4096));
+  t.batch = static_cast<int>(batch);
+  TANDEM_ASSIGN_OR_RETURN(t.steps, config.GetInt("train.steps", t.steps, 1));
+  TANDEM_ASSIGN_OR_RETURN(t.max_seconds, config.GetDouble("train.max_seconds", 0.0, 0.0));
+  TANDEM_ASSIGN_OR_RETURN(t.stop_at_step, config.GetInt("train.stop_at_step", 0, 0));
+  TANDEM_ASSIGN_OR_RETURN(double lr, config.GetDouble("train.lr", 1e-3, 0.0, 10.0));
+  t.schedule.lr = static_cast<float>(lr);
+  TANDEM_ASSIGN_OR_RETURN(t.schedule.warmup_steps,
+                          config.GetInt("train.warmup_steps", std::min<int64_t>(100, t.steps / 10), 0));
+  TANDEM_ASSIGN_OR_RETURN(double min_ratio, config.GetDouble("train.min_lr_ratio", 0.1, 0.0, 1.0));
+  t.schedule.min_lr_ratio = static_cast<float>(min_ratio);
+  t.schedule.total_steps = t.steps;
+  TANDEM_ASSIGN_OR_RETURN(double wd, config.GetDouble("train.weight_decay", 0.1, 0.0, 10.0));
+  TANDEM_ASSIGN_OR_RETURN(double b1, config.GetDouble("train.beta1", 0.9, 0.0, 0.999999));
+  TANDEM_ASSIGN_OR_RETURN(double b2, config.GetDouble("train.beta2", 0.95, 0.0, 0.999999));
+  t.adamw.weight_decay = static_cast<float>(wd);
+  t.adamw.beta1 = static_cast<float>(b1);
+  t.adamw.beta2 = static_cast<float>(b2);
+  TANDEM_ASSIGN_OR_RETURN(t.grad_clip, config.GetDouble("train.grad_clip", 1.0, 0.0));
+  TANDEM_ASSIGN_OR_RETURN(t.eval_every, config.GetInt("train.eval_every", t.eval_every, 0));
+  TANDEM_ASSIGN_OR_RETURN(t.eval_tokens, config.GetInt("train.eval_tokens", t.eval_tokens, 0));
+  TANDEM_ASSIGN_OR_RETURN(t.checkpoint_every,
+                          config.GetInt("train.checkpoint_every", t.checkpoint_every, 0));
+  TANDEM_ASSIGN_OR_RETURN(int64_t em, config.GetInt("train.exact_match_per_category", 0, 0));
+  t.exact_match_per_category = static_cast<int>(em);
+  TANDEM_ASSIGN_OR_RETURN(int64_t sample, config.GetInt("train.sample_tokens", 0, 0, 100000));
+  t.sample_tokens = static_cast<int>(sample);
+  TANDEM_ASSIGN_OR_RETURN(t.sample_prompt, config.GetString("train.sample_prompt", ""));
+  TANDEM_RETURN_IF_ERROR(config.CheckAllKeysUsed());
+  return t;
+}
+
+StatusOr<TrainResult> RunTrain(const Config& config, bool resume) {
+  auto log = GetLogger("train");
+  TANDEM_ASSIGN_OR_RETURN(TrainConfig tc, TrainConfigFromConfig(config));
+  const std::string run_dir = tc.out_dir + "/" + tc.name;
+  const std::string ckpt_dir = run_dir + "/checkpoints";
+  TANDEM_RETURN_IF_ERROR(MakeDirs(ckpt_dir));
+  TANDEM_RETURN_IF_ERROR(WriteText(run_dir + "/config.toml", config.ToToml()));
+
+  TANDEM_ASSIGN_OR_RETURN(DatasetSplits splits, LoadSplits(tc.data));
+  log->info("data: {} train, {} validation, {} test records from '{}'", splits.train.size(),
+            splits.validation.size(), splits.test.size(), tc.data.source);
+  TANDEM_ASSIGN_OR_RETURN(
+      Batcher batcher,
+      Batcher::Create(TokenDataset::FromRecords(splits.train), tc.batch, tc.model.context));
+
+  std::unique_ptr<Gpt> model;
+  if (!tc.init_checkpoint.empty()) {
+    TANDEM_ASSIGN_OR_RETURN(model, LoadGpt(tc.init_checkpoint));
+    if (!(model->config() == tc.model)) {
+      return Status::InvalidArgument("model.init_checkpoint '" + tc.init_checkpoint +
+                                     "' holds model " + model->config().ToString() +
+                                     ", the config asks for " + tc.model.ToString());
+    }
+  } else {
+    model = std::make_unique<Gpt>(tc.model);
+    model->InitWeights(tc.seed);
+  }
+  if (tc.use_lora) TANDEM_RETURN_IF_ERROR(model->EnableLora(tc.lora, tc.seed + 1));
+  const bool lora = tc.use_lora;
+  AdamW opt(tc.adamw, lora ? model->lora_layout() : model->layout());
+  Rng rng(tc.seed * 7919 + 17);
+  int64_t start = 0;
+  const std::string state_path = ckpt_dir + "/train_state.safetensors";
+  const std::string metrics_path = run_dir + "/metrics.jsonl";
+  if (resume && fs::exists(state_path)) {
+    TANDEM_RETURN_IF_ERROR(LoadTrainState(state_path, model.get(), &opt, &start, &rng, lora));
+    log->info("resumed from {} at step {}", state_path, start);
+  } else {
+    std::error_code ec;
+    fs::remove(metrics_path, ec);
+  }
+  log->info("model {} ({} parameters{}), batch {}, {} steps", tc.model.ToString(),
+            model->num_params(), lora ? ", LoRA adapters trained" : "", tc.batch, tc.steps);
+
+  const int eval_batch = std::max(1, std::min(tc.batch, 16));
+  auto val_loss = [&]() -> StatusOr<double> {
+    if (splits.validation.empty()) return std::nan("");
+    TANDEM_ASSIGN_OR_RETURN(LossResult r,
+                            EvaluateLoss(*model, splits.validation, eval_batch, tc.eval_tokens));
+    return r.loss;
+  };
+  TANDEM_ASSIGN_OR_RETURN(double initial_val, val_loss());
+  TrainResult result;
+  result.initial_val_loss = initial_val;
+  result.run_dir = run_dir;
+
+  const int B = tc.batch, T = tc.model.context;
+  std::vector<int32_t> tokens(static_cast<size_t>(B) * T), targets(tokens.size());
+  Progress progress("train", tc.steps);
+  if (start == 0) {
+    progress.Note("step 0: validation loss " + std::to_string(initial_val));
+  }
+  Stopwatch clock;
+  int64_t tokens_done = 0;
+  double last_loss = 0.0;
+  int64_t step = start;
+  auto trainable = [&] { return lora ? model->lora_params() : model->params(); };
+  auto trainable_grads = [&] { return lora ? model->lora_grads() : model->grads(); };
+
+  for (; step < tc.steps; ++step) {
+    batcher.Next(&rng, tokens.data(), targets.data());
+    model->ZeroGrad();
+    last_loss = model->Forward(tokens.data(), targets.data(), B, T);
+    if (!std::isfinite(last_loss)) {
+      return Status::Internal("training diverged at step " + std::to_string(step) +
+                              " (loss is not finite); lower train.lr");
+    }
+    model->Backward();
+    const double norm = ClipGradientNorm(trainable_grads(), tc.grad_clip);
+    const float lr = tc.schedule.At(step);
+    opt.Step(trainable(), trainable_grads(), lr);
+    tokens_done += static_cast<int64_t>(B) * T;
+    progress.Update(step + 1, tokens_done, {{"loss", last_loss}, {"lr", lr}});
+
+    const bool last = step + 1 == tc.steps;
+    const bool out_of_time = (tc.max_seconds > 0 && clock.Seconds() >= tc.max_seconds) ||
+                             (tc.stop_at_step > 0 && step + 1 == tc.stop_at_step);
+    if ((tc.eval_every > 0 && (step + 1) % tc.eval_every == 0) || last || out_of_time) {
+      TANDEM_ASSIGN_OR_RETURN(double v, val_loss());
+      nlohmann::json line = {{"step", step + 1},      {"train_loss", last_loss},
+                             {"val_loss", v},         {"lr", lr},
+                             {"grad_norm", norm},     {"seconds", clock.Seconds()},
+                             {"tokens_per_s", tokens_done / std::max(1e-9, clock.Seconds())}};
+      std::string note = "step " + std::to_string(step + 1) + ": validation loss " +
+                         std::to_string(v);
+      if (tc.exact_match_per_category > 0) {
+        if (lora) model->MergeLora();
+        for (const auto& [cat, em] :
+             EvaluateExactMatch(*model, splits.validation, tc.exact_match_per_category)) {
+          line["exact_match"][cat] = em.accuracy();
+          note += " " + cat + " " + std::to_string(em.accuracy());
+        }
+        if (lora) model->UnmergeLora();
+      }
+      progress.Note(note);
+      TANDEM_RETURN_IF_ERROR(AppendLine(metrics_path, line.dump()));
+      result.final_val_loss = v;
+    }
+    if ((tc.checkpoint_every > 0 && (step + 1) % tc.checkpoint_every == 0) || last ||
+        out_of_time) {
+      TANDEM_RETURN_IF_ERROR(SaveTrainState(state_path, *model, opt, step + 1, rng, lora));
+      TANDEM_RETURN_IF_ERROR(SaveGpt(ckpt_dir + "/model.safetensors", *model));
+      if (lora) TANDEM_RETURN_IF_ERROR(SaveLora(ckpt_dir + "/lora.safetensors", *model));
+    }
+    if (out_of_time) {
+      progress.Note("stopping after step " + std::to_string(step + 1) +
+                    " (train.max_seconds or train.stop_at_step); --resume continues");
+      ++step;
+      break;
+    }
+  }
+  progress.Finish();
+  result.steps = step;
+  result.seconds = clock.Seconds();
+  result.tokens_per_second = tokens_done / std::max(1e-9, result.seconds);
+  if (!splits.test.empty()) {
+    TANDEM_ASSIGN_OR_RETURN(LossResult test,
+                            EvaluateLoss(*model, splits.test, eval_batch, tc.eval_tokens));
+    result.final_test_loss = test.loss;
+  }
+  nlohmann::json summary = {{"name", tc.name},
+                            {"model", tc.model.ToString()},
+                            {"parameters", model->num_params()},
+                            {"steps", result.steps},
+                            {"initial_val_loss", result.initial_val_loss},
+                            {"final_val_loss", result.final_val_loss},
+                            {"final_test_loss", result.final_test_loss},
+                            {"seconds", result.seconds},
+                            {"tokens_per_s", result.tokens_per_second}};
+  if (tc.sample_tokens > 0) {
+    if (lora) model->MergeLora();
+    Generator gen(*model);
+    Rng sample_rng(tc.seed);
+    SamplingConfig sampling;
+    sampling.temperature = 0.8f;
+    sampling.top_k = 40;
+    std::vector<int32_t> prompt = {ByteTokenizer::kEndOfText};
+    ByteTokenizer::EncodeAppend(tc.sample_prompt, &prompt);
+    auto out = gen.Generate(prompt, tc.sample_tokens, sampling, sample_rng);
+    summary["sample"] = tc.sample_prompt + ByteTokenizer::Decode(out);
+    if (lora) model->UnmergeLora();
+  }
+  TANDEM_RETURN_IF_ERROR(WriteText(run_dir + "/summary.json", summary.dump(2) + "\n"));
+  return result;
+}
+
+StatusOr<double> BenchTrainStep(const std::string& preset, int batch, int steps, int warmup) {
+  TANDEM_ASSIGN_OR_RETURN(ModelConfig config, ModelPreset(preset));
+  if (batch < 1 || steps < 1 || warmup < 0) {
+    return Status::InvalidArgument("bench train needs batch >= 1, steps >= 1, warmup >= 0");
+  }
+  Gpt model(config);
+  model.InitWeights(1);
+  AdamW opt(AdamWConfig{}, model.layout());
+  const int T = config.context;
+  std::vector<int32_t> tokens(static_cast<size_t>(batch) * T), targets(tokens.size());
+  Rng rng(3);
+  for (auto& t : tokens) t = static_cast<int32_t>(rng.Below(config.vocab));
+  for (auto& t : targets) t = static_cast<int32_t>(rng.Below(config.vocab));
+  auto step = [&] {
+    model.ZeroGrad();
+    model.Forward(tokens.data(), targets.data(), batch, T);
+    model.Backward();
+    ClipGradientNorm(model.grads(), 1.0);
+    opt.Step(model.params(), model.grads(), 3e-4f);
+  };
+  for (int i = 0; i < warmup; ++i) step();
+  Stopwatch clock;
+  for (int i = 0; i < steps; ++i) step();
+  return static_cast<double>(batch) * T * steps / clock.Seconds();
+}
+
+}  // namespace tandem
