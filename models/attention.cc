@@ -25,7 +25,8 @@ void AttentionForward(float* out, float* att, const float* qkv, int B, int T, in
       ConstStridedMap v(base + 2 * C, T, hd, OuterStride<>(C3));  // (T,hd)
       float* a = att + (static_cast<size_t>(b) * NH + h) * T * T;
       MatMap A(a, T, T);
-      A.noalias() = (q * k.transpose()) * scale;
+      // Only the causal (lower) triangle is computed; the rest is zeroed below.
+      A.triangularView<Eigen::Lower>() = (q * k.transpose()) * scale;
       // Causal softmax row by row over j <= t.
       for (int t = 0; t < T; ++t) {
         float* row = a + static_cast<size_t>(t) * T;
@@ -36,7 +37,7 @@ void AttentionForward(float* out, float* att, const float* qkv, int B, int T, in
         for (int j = t + 1; j < T; ++j) row[j] = 0.0f;
       }
       StridedMap o(out + static_cast<size_t>(b) * T * C + h * hd, T, hd, OuterStride<>(C));
-      o.noalias() = A * v;
+      o.noalias() = A.triangularView<Eigen::Lower>() * v;
     }
   }
 }
@@ -67,8 +68,9 @@ void AttentionBackward(float* dqkv, const float* dout, const float* qkv, const f
         const float* a = att + (static_cast<size_t>(b) * NH + h) * T * T;
         detail::ConstMatMap A(a, T, T);
 
-        dv.noalias() = A.transpose() * dO;   // (T,hd)
-        dA.noalias() = dO * v.transpose();   // d(att) (T,T)
+        // att is lower triangular, so every product below touches only that triangle.
+        dv.noalias() = A.transpose().triangularView<Eigen::Upper>() * dO;  // (T,hd)
+        dA.triangularView<Eigen::Lower>() = dO * v.transpose();             // d(att) (T,T)
         // Softmax backward: dpre = att * (datt - sum_j att * datt), on the causal part.
         for (int t = 0; t < T; ++t) {
           float* drow = scratch.data() + static_cast<size_t>(t) * T;
@@ -78,8 +80,8 @@ void AttentionBackward(float* dqkv, const float* dout, const float* qkv, const f
           for (int j = 0; j <= t; ++j) drow[j] = arow[j] * (drow[j] - dot) * scale;
           for (int j = t + 1; j < T; ++j) drow[j] = 0.0f;
         }
-        dq.noalias() = dA * k;
-        dk.noalias() = dA.transpose() * q;
+        dq.noalias() = dA.triangularView<Eigen::Lower>() * k;
+        dk.noalias() = dA.transpose().triangularView<Eigen::Upper>() * q;
       }
     }
   }

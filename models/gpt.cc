@@ -8,6 +8,7 @@
 #include "models/cross_entropy.h"
 #include "models/embedding.h"
 #include "models/gelu.h"
+#include "models/gemm.h"
 #include "models/layernorm.h"
 #include "models/linear.h"
 #include "models/tensor_map.h"
@@ -23,6 +24,19 @@ const char* const kLinearNames[kNumLinear] = {"attn.c_attn", "attn.c_proj", "mlp
 std::string BlockName(int layer, const char* rest) {
   return "h." + std::to_string(layer) + "." + rest;
 }
+
+// A block's tensors, in the order of their names in kBlockTensorNames.
+enum BlockTensor {
+  kLn1W, kLn1B, kQkvW, kQkvB, kProjW, kProjB, kLn2W, kLn2B, kFcW, kFcB, kFcProjW, kFcProjB,
+  kNumBlockTensors
+};
+const char* const kBlockTensorNames[kNumBlockTensors] = {
+    "ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias",
+    "attn.c_proj.weight", "attn.c_proj.bias", "ln_2.weight", "ln_2.bias",
+    "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias"};
+// Weight and bias of each LinearKind.
+const BlockTensor kLinearWeight[kNumLinear] = {kQkvW, kProjW, kFcW, kFcProjW};
+const BlockTensor kLinearBias[kNumLinear] = {kQkvB, kProjB, kFcB, kFcProjB};
 
 }  // namespace
 
@@ -104,12 +118,19 @@ Gpt::Gpt(const ModelConfig& config) : config_(config) {
   layout_.Add("ln_f.bias", {C}, false);
   params_.assign(layout_.total(), 0.0f);
   grads_.assign(layout_.total(), 0.0f);
+  block_offsets_.resize(config_.n_layer);
+  for (int l = 0; l < config_.n_layer; ++l) {
+    for (int k = 0; k < kNumBlockTensors; ++k) {
+      block_offsets_[l].push_back(layout_.Find(BlockName(l, kBlockTensorNames[k]))->offset);
+    }
+  }
 }
 
 Gpt::~Gpt() = default;
 
 Gpt::Gpt(const Gpt& other)
-    : config_(other.config_),
+    : block_offsets_(other.block_offsets_),
+      config_(other.config_),
       layout_(other.layout_),
       params_(other.params_),
       grads_(other.grads_),
@@ -154,12 +175,11 @@ float* Gpt::grad(const std::string& name) {
 }
 
 BlockWeights Gpt::block(int l) const {
-  return {param(BlockName(l, "ln_1.weight")),      param(BlockName(l, "ln_1.bias")),
-          param(BlockName(l, "attn.c_attn.weight")), param(BlockName(l, "attn.c_attn.bias")),
-          param(BlockName(l, "attn.c_proj.weight")), param(BlockName(l, "attn.c_proj.bias")),
-          param(BlockName(l, "ln_2.weight")),      param(BlockName(l, "ln_2.bias")),
-          param(BlockName(l, "mlp.c_fc.weight")),  param(BlockName(l, "mlp.c_fc.bias")),
-          param(BlockName(l, "mlp.c_proj.weight")), param(BlockName(l, "mlp.c_proj.bias"))};
+  const float* p = params_.data();
+  const std::vector<size_t>& o = block_offsets_[l];
+  return {p + o[kLn1W],  p + o[kLn1B],  p + o[kQkvW], p + o[kQkvB],
+          p + o[kProjW], p + o[kProjB], p + o[kLn2W], p + o[kLn2B],
+          p + o[kFcW],   p + o[kFcB],   p + o[kFcProjW], p + o[kFcProjB]};
 }
 
 // --- LoRA ---------------------------------------------------------------------------------
@@ -258,11 +278,10 @@ Gpt::LinearSlot Gpt::Linear(int layer, int kind) {
   const int C = config_.d_model;
   const int ins[kNumLinear] = {C, C, C, 4 * C};
   const int outs[kNumLinear] = {3 * C, C, 4 * C, C};
-  const std::string base = BlockName(layer, kLinearNames[kind]);
-  const TensorSpec* w = layout_.Find(base + ".weight");
-  const TensorSpec* b = layout_.Find(base + ".bias");
-  LinearSlot s{params_.data() + w->offset, params_.data() + b->offset,
-               grads_.data() + w->offset, grads_.data() + b->offset, ins[kind], outs[kind]};
+  const size_t w = block_offsets_[layer][kLinearWeight[kind]];
+  const size_t b = block_offsets_[layer][kLinearBias[kind]];
+  LinearSlot s{params_.data() + w, params_.data() + b, grads_.data() + w, grads_.data() + b,
+               ins[kind], outs[kind]};
   if (lora_ && !lora_->merged) {
     const size_t idx = static_cast<size_t>(layer) * kNumLinear + kind;
     if (lora_->a_offset[idx] != SIZE_MAX) {
@@ -392,8 +411,7 @@ float Gpt::Forward(const int32_t* tokens, const int32_t* targets, int B, int T) 
   LayerNormForward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, param("ln_f.weight"),
                    param("ln_f.bias"), N, C);
   // Tied head: logits (N,V) = lnf (N,C) @ wte^T.
-  detail::MatMap(a.logits, N, V).noalias() =
-      detail::ConstMatMap(a.lnf, N, C) * detail::ConstMatMap(param("wte.weight"), V, C).transpose();
+  Gemm(false, true, N, V, C, 1.0f, a.lnf, C, param("wte.weight"), C, 0.0f, a.logits, V);
 
   loss_count_ = 0;
   if (!has_targets_) return 0.0f;
@@ -431,11 +449,9 @@ void Gpt::BackwardFromLogits(const float* dlogits) {
   const float* wte = param("wte.weight");
 
   // Tied head: dlnf (N,C) = dlogits @ wte; dwte (V,C) += dlogits^T @ lnf.
-  detail::ConstMatMap dL(dlogits, N, V);
-  detail::MatMap(a.dsmall, N, C).noalias() = dL * detail::ConstMatMap(wte, V, C);
+  Gemm(false, false, N, C, V, 1.0f, dlogits, V, wte, C, 0.0f, a.dsmall, C);
   if (train_base_) {
-    detail::MatMap(grad("wte.weight"), V, C).noalias() +=
-        dL.transpose() * detail::ConstMatMap(a.lnf, N, C);
+    Gemm(true, false, V, C, N, 1.0f, dlogits, V, a.lnf, C, 1.0f, grad("wte.weight"), C);
   }
   const float* last = config_.n_layer > 0 ? a.layers.back().res3 : a.encoded;
   std::memset(a.dres, 0, sizeof(float) * N * C);
@@ -447,20 +463,21 @@ void Gpt::BackwardFromLogits(const float* dlogits) {
     Activations::Layer& L = a.layers[l];
     const BlockWeights w = block(l);
     const float* residual = l == 0 ? a.encoded : a.layers[l - 1].res3;
-    const std::string ln1 = BlockName(l, "ln_1"), ln2 = BlockName(l, "ln_2");
+    float* g = grads_.data();
+    const std::vector<size_t>& o = block_offsets_[l];
     // MLP, in reverse: res3 = res2 + c_proj(gelu(c_fc(ln2(res2)))).
     LinearBwd(Linear(l, kFcProj), a.dbig, a.dres, L.fch_gelu, N);        // d fch_gelu
     GeluBackward(a.dbig2, L.fch, a.dbig, static_cast<size_t>(N) * 4 * C);  // d fch
     LinearBwd(Linear(l, kFc), a.dsmall, a.dbig2, L.ln2, N);              // d ln2
-    LayerNormBackward(a.dres, train_base_ ? grad(ln2 + ".weight") : nullptr,
-                      train_base_ ? grad(ln2 + ".bias") : nullptr, a.dsmall, L.res2, w.ln2_w,
+    LayerNormBackward(a.dres, train_base_ ? g + o[kLn2W] : nullptr,
+                      train_base_ ? g + o[kLn2B] : nullptr, a.dsmall, L.res2, w.ln2_w,
                       L.ln2_mean, L.ln2_rstd, N, C);                      // dres: d res2
     // Attention, in reverse: res2 = residual + c_proj(attn(c_attn(ln1(residual)))).
     LinearBwd(Linear(l, kAttnProj), a.dsmall, a.dres, L.atty, N);        // d atty
     AttentionBackward(a.dqkv, a.dsmall, L.qkv, L.att, B, T, C, NH);       // d qkv
     LinearBwd(Linear(l, kQkv), a.dsmall, a.dqkv, L.ln1, N);              // d ln1
-    LayerNormBackward(a.dres, train_base_ ? grad(ln1 + ".weight") : nullptr,
-                      train_base_ ? grad(ln1 + ".bias") : nullptr, a.dsmall, residual, w.ln1_w,
+    LayerNormBackward(a.dres, train_base_ ? g + o[kLn1W] : nullptr,
+                      train_base_ ? g + o[kLn1B] : nullptr, a.dsmall, residual, w.ln1_w,
                       L.ln1_mean, L.ln1_rstd, N, C);                      // dres: d residual
   }
   if (train_base_) {

@@ -113,6 +113,10 @@ class Gpt {
   void LinearFwd(const LinearSlot& s, float* out, const float* inp, int N, bool accumulate);
   void LinearBwd(const LinearSlot& s, float* dinp, const float* dout, const float* inp, int N);
 
+  // Offsets into params_/grads_ of every block's tensors, resolved once so the step does no
+  // name lookups: [layer][BlockTensor].
+  std::vector<std::vector<size_t>> block_offsets_;
+
   ModelConfig config_;
   ParamLayout layout_;
   std::vector<float> params_;

@@ -1,38 +1,44 @@
 #include "models/linear.h"
 
+#include <cstddef>
+
+#include "models/gemm.h"
 #include "models/tensor_map.h"
 
 namespace tandem {
 
-using detail::ConstMatMap;
-using detail::MatMap;
-
 void LinearForward(float* out, const float* inp, const float* w, const float* bias, int N, int C,
                    int OC, bool accumulate) {
-  MatMap o(out, N, OC);
-  ConstMatMap x(inp, N, C);
-  ConstMatMap W(w, C, OC);
-  if (accumulate) {
-    o.noalias() += x * W;
-  } else {
-    o.noalias() = x * W;
+  float beta = accumulate ? 1.0f : 0.0f;
+  if (bias != nullptr && !accumulate) {
+    // Start from the bias so the product adds onto it in one pass.
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < N; ++i) {
+      float* o = out + static_cast<size_t>(i) * OC;
+      for (int j = 0; j < OC; ++j) o[j] = bias[j];
+    }
+    beta = 1.0f;
   }
-  if (bias != nullptr) {
-    o.rowwise() += detail::ConstRowVecMap(bias, OC);
+  Gemm(false, false, N, OC, C, 1.0f, inp, C, w, OC, beta, out, OC);
+  if (bias != nullptr && accumulate) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < N; ++i) {
+      float* o = out + static_cast<size_t>(i) * OC;
+      for (int j = 0; j < OC; ++j) o[j] += bias[j];
+    }
   }
 }
 
 void LinearBackward(float* dinp, float* dw, float* dbias, const float* dout, const float* inp,
                     const float* w, int N, int C, int OC) {
-  ConstMatMap dO(dout, N, OC);
   if (dinp != nullptr) {
-    MatMap(dinp, N, C).noalias() = dO * ConstMatMap(w, C, OC).transpose();
+    Gemm(false, true, N, C, OC, 1.0f, dout, OC, w, OC, 0.0f, dinp, C);  // dout @ w^T
   }
   if (dw != nullptr) {
-    MatMap(dw, C, OC).noalias() += ConstMatMap(inp, N, C).transpose() * dO;
+    Gemm(true, false, C, OC, N, 1.0f, inp, C, dout, OC, 1.0f, dw, OC);  // inp^T @ dout
   }
   if (dbias != nullptr) {
-    detail::RowVecMap(dbias, OC) += dO.colwise().sum();
+    detail::RowVecMap(dbias, OC) += detail::ConstMatMap(dout, N, OC).colwise().sum();
   }
 }
 

@@ -9,6 +9,7 @@ PACKAGES=(
   libspdlog-dev libfmt-dev libtomlplusplus-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   fortunes fortunes-min
+  libopenblas-openmp-dev
   python3 python3-torch python3-numpy libopenblas0-pthread
   gnuplot-nox
 )
