@@ -3,6 +3,8 @@
 #include <cmath>
 #include <cstring>
 
+#include <omp.h>
+
 #include "core/rng.h"
 #include "models/attention.h"
 #include "models/cross_entropy.h"
@@ -71,6 +73,8 @@ struct Gpt::Activations {
   float* dqkv;   // (N,3C)
   float* dsmall; // (N,C)
   float* dxa;    // (N,r)
+  // Gradient buffers of shards 1.. (shard 0 uses the model's own), added in after Backward.
+  std::vector<std::vector<float>> shard_grads, shard_lora_grads;
 };
 
 struct Gpt::LoraState {
@@ -92,7 +96,7 @@ struct Gpt::LinearSlot {
   float* lora_b = nullptr;
   float* lora_da = nullptr;
   float* lora_db = nullptr;
-  float** lora_xa = nullptr;  // where the forward keeps inp @ A
+  float* lora_xa = nullptr;  // (N,r): where the forward keeps inp @ A
 };
 
 Gpt::Gpt(const ModelConfig& config) : config_(config) {
@@ -250,7 +254,7 @@ void Gpt::MergeLora() {
   TANDEM_CHECK(lora_ != nullptr && !lora_->merged);
   for (int l = 0; l < config_.n_layer; ++l) {
     for (int k = 0; k < kNumLinear; ++k) {
-      LinearSlot s = Linear(l, k);
+      LinearSlot s = Linear(l, k, nullptr);
       if (s.lora_a == nullptr) continue;
       LoraMerge(s.w, s.lora_a, s.lora_b, s.in, lora_->config.rank, s.out, lora_->config.scale(),
                 +1.0f);
@@ -264,7 +268,7 @@ void Gpt::UnmergeLora() {
   lora_->merged = false;
   for (int l = 0; l < config_.n_layer; ++l) {
     for (int k = 0; k < kNumLinear; ++k) {
-      LinearSlot s = Linear(l, k);
+      LinearSlot s = Linear(l, k, nullptr);
       if (s.lora_a == nullptr) continue;
       LoraMerge(s.w, s.lora_a, s.lora_b, s.in, lora_->config.rank, s.out, lora_->config.scale(),
                 -1.0f);
@@ -274,41 +278,45 @@ void Gpt::UnmergeLora() {
 
 // --- Forward and backward -----------------------------------------------------------------
 
-Gpt::LinearSlot Gpt::Linear(int layer, int kind) {
+Gpt::LinearSlot Gpt::Linear(int layer, int kind, float* g, float* gl) {
   const int C = config_.d_model;
   const int ins[kNumLinear] = {C, C, C, 4 * C};
   const int outs[kNumLinear] = {3 * C, C, 4 * C, C};
+  if (g == nullptr) g = grads_.data();
   const size_t w = block_offsets_[layer][kLinearWeight[kind]];
   const size_t b = block_offsets_[layer][kLinearBias[kind]];
-  LinearSlot s{params_.data() + w, params_.data() + b, grads_.data() + w, grads_.data() + b,
-               ins[kind], outs[kind]};
+  LinearSlot s{params_.data() + w, params_.data() + b, g + w, g + b, ins[kind], outs[kind]};
   if (lora_ && !lora_->merged) {
     const size_t idx = static_cast<size_t>(layer) * kNumLinear + kind;
     if (lora_->a_offset[idx] != SIZE_MAX) {
+      if (gl == nullptr) gl = lora_->grads.data();
       s.lora_a = lora_->params.data() + lora_->a_offset[idx];
       s.lora_b = lora_->params.data() + lora_->b_offset[idx];
-      s.lora_da = lora_->grads.data() + lora_->a_offset[idx];
-      s.lora_db = lora_->grads.data() + lora_->b_offset[idx];
-      if (acts_) s.lora_xa = &acts_->layers[layer].lora_xa[kind];
+      s.lora_da = gl + lora_->a_offset[idx];
+      s.lora_db = gl + lora_->b_offset[idx];
+      if (acts_) s.lora_xa = acts_->layers[layer].lora_xa[kind];
     }
   }
   return s;
 }
 
-void Gpt::LinearFwd(const LinearSlot& s, float* out, const float* inp, int N, bool accumulate) {
+void Gpt::LinearFwd(const LinearSlot& s, float* out, const float* inp, int N, bool accumulate,
+                    size_t xa_offset) {
   LinearForward(out, inp, s.w, s.b, N, s.in, s.out, accumulate);
   if (s.lora_a != nullptr) {
-    LoraForward(out, *s.lora_xa, inp, s.lora_a, s.lora_b, N, s.in, lora_->config.rank, s.out,
-                lora_->config.scale());
+    LoraForward(out, s.lora_xa + xa_offset, inp, s.lora_a, s.lora_b, N, s.in,
+                lora_->config.rank, s.out, lora_->config.scale());
   }
 }
 
-void Gpt::LinearBwd(const LinearSlot& s, float* dinp, const float* dout, const float* inp, int N) {
+void Gpt::LinearBwd(const LinearSlot& s, float* dinp, const float* dout, const float* inp, int N,
+                    size_t xa_offset) {
   LinearBackward(dinp, train_base_ ? s.dw : nullptr, train_base_ ? s.db : nullptr, dout, inp, s.w,
                  N, s.in, s.out);
   if (s.lora_a != nullptr) {
-    LoraBackward(dinp, s.lora_da, s.lora_db, acts_->dxa, dout, inp, *s.lora_xa, s.lora_a,
-                 s.lora_b, N, s.in, lora_->config.rank, s.out, lora_->config.scale());
+    LoraBackward(dinp, s.lora_da, s.lora_db, acts_->dxa + xa_offset, dout, inp,
+                 s.lora_xa + xa_offset, s.lora_a, s.lora_b, N, s.in, lora_->config.rank, s.out,
+                 lora_->config.scale());
   }
 }
 
@@ -375,7 +383,7 @@ void Gpt::EnsureActivations(int B, int T) {
 
 float Gpt::Forward(const int32_t* tokens, const int32_t* targets, int B, int T) {
   TANDEM_CHECK(B > 0 && T > 0 && T <= config_.context);
-  const int C = config_.d_model, V = config_.vocab, NH = config_.n_head;
+  const int V = config_.vocab;
   const int N = B * T;
   for (int i = 0; i < N; ++i) TANDEM_CHECK(tokens[i] >= 0 && tokens[i] < V);
   if (targets != nullptr) {
@@ -391,31 +399,78 @@ float Gpt::Forward(const int32_t* tokens, const int32_t* targets, int B, int T) 
   has_targets_ = targets != nullptr;
   if (has_targets_) std::memcpy(a.targets.data(), targets, sizeof(int32_t) * N);
 
-  EmbeddingForward(a.encoded, tokens, param("wte.weight"), param("wpe.weight"), B, T, C);
-  const float* residual = a.encoded;
+  // The batch is split into one shard of sequences per thread; each thread runs the whole
+  // network on its shard with single-threaded kernels, so threads meet only at the end.
+  const int shards = NumShards(B);
+  std::vector<double> loss_sum(shards, 0.0);
+  std::vector<int> count(shards, 0);
+  if (shards == 1) {
+    ForwardShard(0, B, &loss_sum[0], &count[0]);
+  } else {
+#pragma omp parallel num_threads(shards)
+    {
+      const int s = omp_get_thread_num();
+      const int b0 = s * B / shards, b1 = (s + 1) * B / shards;
+      ForwardShard(b0, b1 - b0, &loss_sum[s], &count[s]);
+    }
+  }
+  double total = 0.0;
+  loss_count_ = 0;
+  for (int s = 0; s < shards; ++s) {
+    total += loss_sum[s];
+    loss_count_ += count[s];
+  }
+  if (!has_targets_ || loss_count_ == 0) return 0.0f;
+  return static_cast<float>(total / loss_count_);
+}
+
+int Gpt::NumShards(int B) const { return std::max(1, std::min(B, omp_get_max_threads())); }
+
+void Gpt::ForwardShard(int b0, int nb, double* loss_sum, int* count) {
+  const int T = T_, C = config_.d_model, V = config_.vocab, NH = config_.n_head;
+  const int N = nb * T;
+  const size_t row0 = static_cast<size_t>(b0) * T;  // first row of this shard
+  const size_t r = lora_ ? static_cast<size_t>(lora_->config.rank) : 0;
+  Activations& a = *acts_;
+  const int32_t* tokens = a.tokens.data() + row0;
+
+  float* encoded = a.encoded + row0 * C;
+  EmbeddingForward(encoded, tokens, param("wte.weight"), param("wpe.weight"), nb, T, C);
+  const float* residual = encoded;
   for (int l = 0; l < config_.n_layer; ++l) {
     Activations::Layer& L = a.layers[l];
     const BlockWeights w = block(l);
-    LayerNormForward(L.ln1, L.ln1_mean, L.ln1_rstd, residual, w.ln1_w, w.ln1_b, N, C);
-    LinearFwd(Linear(l, kQkv), L.qkv, L.ln1, N, false);
-    AttentionForward(L.atty, L.att, L.qkv, B, T, C, NH);
-    std::memcpy(L.res2, residual, sizeof(float) * N * C);
-    LinearFwd(Linear(l, kAttnProj), L.res2, L.atty, N, /*accumulate=*/true);
-    LayerNormForward(L.ln2, L.ln2_mean, L.ln2_rstd, L.res2, w.ln2_w, w.ln2_b, N, C);
-    LinearFwd(Linear(l, kFc), L.fch, L.ln2, N, false);
-    GeluForward(L.fch_gelu, L.fch, static_cast<size_t>(N) * 4 * C);
-    std::memcpy(L.res3, L.res2, sizeof(float) * N * C);
-    LinearFwd(Linear(l, kFcProj), L.res3, L.fch_gelu, N, /*accumulate=*/true);
-    residual = L.res3;
+    float* ln1 = L.ln1 + row0 * C;
+    float* qkv = L.qkv + row0 * 3 * C;
+    float* atty = L.atty + row0 * C;
+    float* res2 = L.res2 + row0 * C;
+    float* ln2 = L.ln2 + row0 * C;
+    float* fch = L.fch + row0 * 4 * C;
+    float* fch_gelu = L.fch_gelu + row0 * 4 * C;
+    float* res3 = L.res3 + row0 * C;
+    LayerNormForward(ln1, L.ln1_mean + row0, L.ln1_rstd + row0, residual, w.ln1_w, w.ln1_b, N, C);
+    LinearFwd(Linear(l, kQkv, nullptr), qkv, ln1, N, false, row0 * r);
+    AttentionForward(atty, L.att + static_cast<size_t>(b0) * NH * T * T, qkv, nb, T, C, NH);
+    std::memcpy(res2, residual, sizeof(float) * N * C);
+    LinearFwd(Linear(l, kAttnProj, nullptr), res2, atty, N, /*accumulate=*/true, row0 * r);
+    LayerNormForward(ln2, L.ln2_mean + row0, L.ln2_rstd + row0, res2, w.ln2_w, w.ln2_b, N, C);
+    LinearFwd(Linear(l, kFc, nullptr), fch, ln2, N, false, row0 * r);
+    GeluForward(fch_gelu, fch, static_cast<size_t>(N) * 4 * C);
+    std::memcpy(res3, res2, sizeof(float) * N * C);
+    LinearFwd(Linear(l, kFcProj, nullptr), res3, fch_gelu, N, /*accumulate=*/true, row0 * r);
+    residual = res3;
   }
-  LayerNormForward(a.lnf, a.lnf_mean, a.lnf_rstd, residual, param("ln_f.weight"),
+  float* lnf = a.lnf + row0 * C;
+  float* logits = a.logits + row0 * V;
+  LayerNormForward(lnf, a.lnf_mean + row0, a.lnf_rstd + row0, residual, param("ln_f.weight"),
                    param("ln_f.bias"), N, C);
   // Tied head: logits (N,V) = lnf (N,C) @ wte^T.
-  Gemm(false, true, N, V, C, 1.0f, a.lnf, C, param("wte.weight"), C, 0.0f, a.logits, V);
-
-  loss_count_ = 0;
-  if (!has_targets_) return 0.0f;
-  return CrossEntropyForward(a.probs, a.losses, a.logits, targets, N, V, &loss_count_);
+  Gemm(false, true, N, V, C, 1.0f, lnf, C, param("wte.weight"), C, 0.0f, logits, V);
+  if (has_targets_) {
+    const float mean = CrossEntropyForward(a.probs + row0 * V, a.losses + row0, logits,
+                                           a.targets.data() + row0, N, V, count);
+    *loss_sum = static_cast<double>(mean) * *count;
+  }
 }
 
 const float* Gpt::logits() const {
@@ -444,44 +499,110 @@ void Gpt::Backward() {
 void Gpt::BackwardFromLogits(const float* dlogits) {
   TANDEM_CHECK(acts_ != nullptr);
   Activations& a = *acts_;
-  const int B = B_, T = T_, N = B * T;
+  const int B = B_;
+  const int shards = NumShards(B);
+  if (shards == 1) {
+    BackwardShard(0, B, dlogits, grads_.data(), lora_ ? lora_->grads.data() : nullptr);
+    return;
+  }
+  // Shard 0 accumulates into grads_; the others into their own buffers, added in at the end.
+  const size_t P = grads_.size(), PL = lora_ ? lora_->grads.size() : 0;
+  if (a.shard_grads.size() != static_cast<size_t>(shards - 1)) {
+    a.shard_grads.assign(shards - 1, std::vector<float>(train_base_ ? P : 0));
+    a.shard_lora_grads.assign(shards - 1, std::vector<float>(PL));
+  }
+#pragma omp parallel num_threads(shards)
+  {
+    const int s = omp_get_thread_num();
+    const int b0 = s * B / shards, b1 = (s + 1) * B / shards;
+    float* g = grads_.data();
+    float* gl = lora_ ? lora_->grads.data() : nullptr;
+    if (s > 0) {
+      auto& mine = a.shard_grads[s - 1];
+      auto& mine_lora = a.shard_lora_grads[s - 1];
+      if (train_base_ && mine.size() != P) mine.assign(P, 0.0f);
+      std::fill(mine.begin(), mine.end(), 0.0f);
+      std::fill(mine_lora.begin(), mine_lora.end(), 0.0f);
+      g = mine.data();
+      gl = lora_ ? mine_lora.data() : nullptr;
+    }
+    BackwardShard(b0, b1 - b0, dlogits, g, gl);
+#pragma omp barrier
+    // Reduce: each thread adds a slice of every other shard's gradients into grads_.
+    const size_t p0 = s * P / shards, p1 = (s + 1) * P / shards;
+    const size_t q0 = s * PL / shards, q1 = (s + 1) * PL / shards;
+    for (int o = 0; o < shards - 1; ++o) {
+      if (train_base_) {
+        const float* src = a.shard_grads[o].data();
+        for (size_t i = p0; i < p1; ++i) grads_[i] += src[i];
+      }
+      if (lora_) {
+        const float* src = a.shard_lora_grads[o].data();
+        for (size_t i = q0; i < q1; ++i) lora_->grads[i] += src[i];
+      }
+    }
+  }
+}
+
+void Gpt::BackwardShard(int b0, int nb, const float* dlogits_all, float* g, float* gl) {
+  Activations& a = *acts_;
+  const int T = T_, N = nb * T;
   const int C = config_.d_model, V = config_.vocab, NH = config_.n_head;
+  const size_t row0 = static_cast<size_t>(b0) * T;
+  const size_t r = lora_ ? static_cast<size_t>(lora_->config.rank) : 0;
   const float* wte = param("wte.weight");
+  const TensorSpec* wte_spec = layout_.Find("wte.weight");
+  const TensorSpec* wpe_spec = layout_.Find("wpe.weight");
+  const TensorSpec* lnf_w = layout_.Find("ln_f.weight");
+  const TensorSpec* lnf_b = layout_.Find("ln_f.bias");
+  const bool base = train_base_;
+  const float* dlogits = dlogits_all + row0 * V;
+  float* dres = a.dres + row0 * C;
+  float* dsmall = a.dsmall + row0 * C;
+  float* dbig = a.dbig + row0 * 4 * C;
+  float* dbig2 = a.dbig2 + row0 * 4 * C;
+  float* dqkv = a.dqkv + row0 * 3 * C;
+  const float* lnf = a.lnf + row0 * C;
 
   // Tied head: dlnf (N,C) = dlogits @ wte; dwte (V,C) += dlogits^T @ lnf.
-  Gemm(false, false, N, C, V, 1.0f, dlogits, V, wte, C, 0.0f, a.dsmall, C);
-  if (train_base_) {
-    Gemm(true, false, V, C, N, 1.0f, dlogits, V, a.lnf, C, 1.0f, grad("wte.weight"), C);
-  }
-  const float* last = config_.n_layer > 0 ? a.layers.back().res3 : a.encoded;
-  std::memset(a.dres, 0, sizeof(float) * N * C);
-  LayerNormBackward(a.dres, train_base_ ? grad("ln_f.weight") : nullptr,
-                    train_base_ ? grad("ln_f.bias") : nullptr, a.dsmall, last,
-                    param("ln_f.weight"), a.lnf_mean, a.lnf_rstd, N, C);
+  Gemm(false, false, N, C, V, 1.0f, dlogits, V, wte, C, 0.0f, dsmall, C);
+  if (base) Gemm(true, false, V, C, N, 1.0f, dlogits, V, lnf, C, 1.0f, g + wte_spec->offset, C);
+  const float* last =
+      (config_.n_layer > 0 ? a.layers.back().res3 : a.encoded) + row0 * C;
+  std::memset(dres, 0, sizeof(float) * N * C);
+  LayerNormBackward(dres, base ? g + lnf_w->offset : nullptr, base ? g + lnf_b->offset : nullptr,
+                    dsmall, last, param("ln_f.weight"), a.lnf_mean + row0, a.lnf_rstd + row0, N,
+                    C);
 
   for (int l = config_.n_layer - 1; l >= 0; --l) {
     Activations::Layer& L = a.layers[l];
     const BlockWeights w = block(l);
-    const float* residual = l == 0 ? a.encoded : a.layers[l - 1].res3;
-    float* g = grads_.data();
     const std::vector<size_t>& o = block_offsets_[l];
+    const float* residual = (l == 0 ? a.encoded : a.layers[l - 1].res3) + row0 * C;
+    const float* fch = L.fch + row0 * 4 * C;
+    const float* fch_gelu = L.fch_gelu + row0 * 4 * C;
+    const float* ln2 = L.ln2 + row0 * C;
+    const float* res2 = L.res2 + row0 * C;
+    const float* atty = L.atty + row0 * C;
+    const float* qkv = L.qkv + row0 * 3 * C;
+    const float* ln1 = L.ln1 + row0 * C;
     // MLP, in reverse: res3 = res2 + c_proj(gelu(c_fc(ln2(res2)))).
-    LinearBwd(Linear(l, kFcProj), a.dbig, a.dres, L.fch_gelu, N);        // d fch_gelu
-    GeluBackward(a.dbig2, L.fch, a.dbig, static_cast<size_t>(N) * 4 * C);  // d fch
-    LinearBwd(Linear(l, kFc), a.dsmall, a.dbig2, L.ln2, N);              // d ln2
-    LayerNormBackward(a.dres, train_base_ ? g + o[kLn2W] : nullptr,
-                      train_base_ ? g + o[kLn2B] : nullptr, a.dsmall, L.res2, w.ln2_w,
-                      L.ln2_mean, L.ln2_rstd, N, C);                      // dres: d res2
+    LinearBwd(Linear(l, kFcProj, g, gl), dbig, dres, fch_gelu, N, row0 * r);  // d fch_gelu
+    GeluBackward(dbig2, fch, dbig, static_cast<size_t>(N) * 4 * C);          // d fch
+    LinearBwd(Linear(l, kFc, g, gl), dsmall, dbig2, ln2, N, row0 * r);        // d ln2
+    LayerNormBackward(dres, base ? g + o[kLn2W] : nullptr, base ? g + o[kLn2B] : nullptr, dsmall,
+                      res2, w.ln2_w, L.ln2_mean + row0, L.ln2_rstd + row0, N, C);  // d res2
     // Attention, in reverse: res2 = residual + c_proj(attn(c_attn(ln1(residual)))).
-    LinearBwd(Linear(l, kAttnProj), a.dsmall, a.dres, L.atty, N);        // d atty
-    AttentionBackward(a.dqkv, a.dsmall, L.qkv, L.att, B, T, C, NH);       // d qkv
-    LinearBwd(Linear(l, kQkv), a.dsmall, a.dqkv, L.ln1, N);              // d ln1
-    LayerNormBackward(a.dres, train_base_ ? g + o[kLn1W] : nullptr,
-                      train_base_ ? g + o[kLn1B] : nullptr, a.dsmall, residual, w.ln1_w,
-                      L.ln1_mean, L.ln1_rstd, N, C);                      // dres: d residual
+    LinearBwd(Linear(l, kAttnProj, g, gl), dsmall, dres, atty, N, row0 * r);  // d atty
+    AttentionBackward(dqkv, dsmall, qkv, L.att + static_cast<size_t>(b0) * NH * T * T, nb, T, C,
+                      NH);                                                      // d qkv
+    LinearBwd(Linear(l, kQkv, g, gl), dsmall, dqkv, ln1, N, row0 * r);        // d ln1
+    LayerNormBackward(dres, base ? g + o[kLn1W] : nullptr, base ? g + o[kLn1B] : nullptr, dsmall,
+                      residual, w.ln1_w, L.ln1_mean + row0, L.ln1_rstd + row0, N, C);  // d input
   }
-  if (train_base_) {
-    EmbeddingBackward(grad("wte.weight"), grad("wpe.weight"), a.dres, a.tokens.data(), B, T, C);
+  if (base) {
+    EmbeddingBackward(g + wte_spec->offset, g + wpe_spec->offset, dres,
+                      a.tokens.data() + row0, nb, T, C);
   }
 }
 

