@@ -1,5 +1,8 @@
-// GEMM efficiency of Eigen row-major products at the shapes of one tandem training step,
-// as a percentage of the FP32 peak measured in the same run (bench/peak_flops.h).
+// GEMM efficiency at the shapes of one tandem training step, as a percentage of the FP32 peak
+// measured in the same run (bench/peak_flops.h). Two backends side by side: tandem's Gemm
+// (OpenBLAS, models/gemm.h) as the training step runs it — single-threaded on one shard of
+// N/threads rows, since each thread owns a shard of the batch — and Eigen's product on the
+// same shard, the backend tandem used before.
 //
 //   tandem_gemm_bench [--threads K]
 //
@@ -18,6 +21,7 @@
 #include <vector>
 
 #include "bench/peak_flops.h"
+#include "models/gemm.h"
 
 namespace {
 
@@ -46,8 +50,25 @@ const char* VariantName(Variant v) {
 
 // Seconds per product, best of several timed loops of ~50 ms each.
 double TimeProduct(int n, const Layer& l, Variant v, std::vector<float>& a, std::vector<float>& b,
-                   std::vector<float>& c) {
+                   std::vector<float>& c, bool blas) {
   auto run = [&] {
+    if (blas) {
+      switch (v) {
+        case Variant::kFwd:
+          tandem::Gemm(false, false, n, l.out, l.in, 1.0f, a.data(), l.in, b.data(), l.out, 0.0f,
+                       c.data(), l.out);
+          break;
+        case Variant::kDataGrad:
+          tandem::Gemm(false, true, n, l.in, l.out, 1.0f, a.data(), l.out, b.data(), l.out, 0.0f,
+                       c.data(), l.in);
+          break;
+        case Variant::kWeightGrad:
+          tandem::Gemm(true, false, l.in, l.out, n, 1.0f, a.data(), l.in, b.data(), l.out, 1.0f,
+                       c.data(), l.out);
+          break;
+      }
+      return;
+    }
     switch (v) {
       case Variant::kFwd:  // (N,in) x (in,out) -> (N,out)
         Map(c.data(), n, l.out).noalias() = Map(a.data(), n, l.in) * Map(b.data(), l.in, l.out);
@@ -83,6 +104,7 @@ double TimeProduct(int n, const Layer& l, Variant v, std::vector<float>& a, std:
 
 int main(int argc, char** argv) {
   int threads = omp_get_max_threads();
+  omp_set_num_threads(1);  // each product on one core, as a shard runs it
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
       threads = std::atoi(argv[++i]);
@@ -100,10 +122,12 @@ int main(int argc, char** argv) {
 
   const Preset presets[] = {{"slm-tiny", 16, 128, 128, 256}, {"llm-small", 8, 128, 384, 256}};
   const Variant variants[] = {Variant::kFwd, Variant::kDataGrad, Variant::kWeightGrad};
+  std::printf("one shard per thread: N = batch*context/%d rows, each product on one core\n",
+              threads);
   std::printf("%-10s %-10s %-20s %-12s %9s %6s %9s %6s\n", "preset", "layer", "(N,K)x(K,M)",
-              "product", "GF/s 1T", "%pk", "GF/s nT", "%pk");
+              "product", "OpenBLAS", "%pk", "Eigen", "%pk");
   for (const Preset& p : presets) {
-    const int n = p.batch * p.context, c = p.d_model;
+    const int n = p.batch * p.context / threads, c = p.d_model;
     const Layer layers[] = {{"qkv", c, 3 * c}, {"attn_proj", c, c}, {"fc", c, 4 * c},
                             {"mlp_proj", 4 * c, c}, {"head", c, p.vocab}};
     double p_flops = 0, p_t1 = 0, p_tn = 0;
@@ -117,15 +141,14 @@ int main(int argc, char** argv) {
       for (Variant v : variants) {
         const double flops = 2.0 * n * l.in * l.out;
         Eigen::setNbThreads(1);
-        const double t1 = TimeProduct(n, l, v, a, b, out);
-        Eigen::setNbThreads(threads);
-        const double tn = TimeProduct(n, l, v, a, b, out);
+        const double t1 = TimeProduct(n, l, v, a, b, out, /*blas=*/true);
+        const double tn = TimeProduct(n, l, v, a, b, out, /*blas=*/false);
         const double g1 = flops / t1 * 1e-9, gn = flops / tn * 1e-9;
         char shape[32];
         std::snprintf(shape, sizeof shape, "(%d,%d)x(%d,%d)", n, l.in, l.in, l.out);
         std::printf("%-10s %-10s %-20s %-12s %9.1f %5.1f%% %9.1f %5.1f%%\n", p.name,
                     l.name.c_str(), shape, VariantName(v), g1, 100 * g1 / peak1, gn,
-                    100 * gn / peakn);
+                    100 * gn / peak1);
         p_flops += flops;
         p_t1 += t1;
         p_tn += tn;
@@ -133,7 +156,7 @@ int main(int argc, char** argv) {
     }
     std::printf("%-10s %-10s %-20s %-12s %9.1f %5.1f%% %9.1f %5.1f%%\n", p.name, "all", "", "",
                 p_flops / p_t1 * 1e-9, 100 * p_flops / p_t1 * 1e-9 / peak1,
-                p_flops / p_tn * 1e-9, 100 * p_flops / p_tn * 1e-9 / peakn);
+                p_flops / p_tn * 1e-9, 100 * p_flops / p_tn * 1e-9 / peak1);
   }
   // Another process taking a core mid-run makes every ratio above wrong; say so.
   const double peakn_end = tandem::bench::MeasurePeakGflops(threads);
