@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The tandem command line end to end: every subcommand answers --help, bad input gives one clear
+# error line and exit status 1, and train -> eval -> generate works on a small corpus.
+# Usage: cli_test.sh TANDEM_BINARY
+set -uo pipefail
+TANDEM="$1"
+dir="$(mktemp -d)"
+trap 'rm -rf "$dir"' EXIT
+failures=0
+pass() { echo "ok: $1"; }
+fail() { echo "FAIL: $1"; failures=$((failures + 1)); }
+
+# expect_error DESCRIPTION PATTERN COMMAND...: exit status non-zero and stderr matching PATTERN.
+expect_error() {
+  local what="$1" pattern="$2"; shift 2
+  local err
+  err="$("$@" 2>&1 >/dev/null)"; local rc=$?
+  if [ $rc -ne 0 ] && grep -qE "$pattern" <<<"$err"; then pass "$what"; else
+    fail "$what (exit $rc, stderr: $err)"; fi
+}
+
+for sub in train eval generate "bench train"; do
+  # shellcheck disable=SC2086
+  if "$TANDEM" $sub --help >/dev/null 2>&1; then pass "$sub --help"; else fail "$sub --help"; fi
+done
+
+printf 'the cat sat on the mat.\n\nthe dog sat on the log.\n\n%.0s' {1..200} > "$dir/corpus.txt"
+cat > "$dir/run.toml" <<TOML
+name = "cli"
+seed = 2
+out_dir = "$dir/runs"
+[model]
+preset = "slm-micro"
+[data]
+source = "$dir/corpus.txt"
+validation_fraction = 0.1
+test_fraction = 0.1
+[train]
+batch = 4
+steps = 12
+eval_every = 6
+checkpoint_every = 6
+TOML
+
+expect_error "missing config file" "config" "$TANDEM" train "$dir/none.toml"
+printf '[train]\nsteps = = 1\n' > "$dir/syntax.toml"
+expect_error "TOML syntax error names file and line" "syntax.toml:2" "$TANDEM" train "$dir/syntax.toml"
+expect_error "misspelt key" "unknown key.*train.stpes" "$TANDEM" train "$dir/run.toml" --set train.stpes=3
+expect_error "wrong type names the key" "train.batch.*expected an integer" \
+  "$TANDEM" train "$dir/run.toml" --set 'train.batch="four"'
+expect_error "unknown preset lists the presets" "slm-tiny" "$TANDEM" bench train --preset nope
+expect_error "missing checkpoint" "checkpoint" "$TANDEM" generate --checkpoint "$dir/none.safetensors"
+head -c 100 /dev/urandom > "$dir/garbage.safetensors"
+expect_error "corrupt checkpoint" "safetensors" "$TANDEM" generate --checkpoint "$dir/garbage.safetensors"
+
+if "$TANDEM" train "$dir/run.toml" > "$dir/train.out" 2>&1 && grep -q "held-out loss" "$dir/train.out"; then
+  pass "train"; else fail "train: $(tail -5 "$dir/train.out")"; fi
+ckpt="$dir/runs/cli/checkpoints/model.safetensors"
+if [ -s "$dir/runs/cli/metrics.jsonl" ] && [ -s "$dir/runs/cli/summary.json" ] && [ -s "$ckpt" ]; then
+  pass "run directory"; else fail "run directory incomplete: $(ls -R "$dir/runs")"; fi
+if "$TANDEM" eval "$dir/run.toml" --checkpoint "$ckpt" --json "$dir/eval.json" | grep -q "^validation"; then
+  pass "eval"; else fail "eval"; fi
+if grep -q '"perplexity"' "$dir/eval.json"; then pass "eval --json"; else fail "eval --json"; fi
+out="$("$TANDEM" generate --checkpoint "$ckpt" --prompt "the " --max-tokens 20 --seed 3)"
+if [ "${out:0:4}" = "the " ] && [ ${#out} -gt 4 ]; then pass "generate"; else fail "generate: '$out'"; fi
+if "$TANDEM" bench train --preset slm-micro --batch 2 --steps 2 | grep -qE '^tokens_per_s=[0-9.]+$'; then
+  pass "bench train"; else fail "bench train"; fi
+
+echo "$failures failure(s)"
+[ $failures -eq 0 ]
