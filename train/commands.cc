@@ -42,7 +42,9 @@ Status RunEval(const Config& config, const std::string& checkpoint, const std::s
                 static_cast<long long>(r.tokens));
     out[name] = {{"loss", r.loss}, {"perplexity", r.perplexity}, {"tokens", r.tokens}};
   }
-  if (exact_match_per_category > 0) {
+  // Exact match is meaningful only for prompt/answer tasks, not for free text that happens to
+  // contain an '='.
+  if (exact_match_per_category > 0 && data.source == "arithmetic") {
     auto em = EvaluateExactMatch(*model, splits.test, exact_match_per_category);
     if (!em.empty()) std::printf("\n%-12s %10s %8s\n", "category", "accuracy", "n");
     for (const auto& [cat, r] : em) {

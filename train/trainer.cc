@@ -148,6 +148,11 @@ StatusOr<TrainConfig> TrainConfigFromConfig(const Config& config) {
                           config.GetInt("train.checkpoint_every", t.checkpoint_every, 0));
   TANDEM_ASSIGN_OR_RETURN(int64_t em, config.GetInt("train.exact_match_per_category", 0, 0));
   t.exact_match_per_category = static_cast<int>(em);
+  if (em > 0 && t.data.source != "arithmetic") {
+    return Status::InvalidArgument(config.source() +
+                                   ": train.exact_match_per_category scores prompt/answer "
+                                   "tasks; it needs data.source = \"arithmetic\"");
+  }
   TANDEM_ASSIGN_OR_RETURN(int64_t sample, config.GetInt("train.sample_tokens", 0, 0, 100000));
   t.sample_tokens = static_cast<int>(sample);
   TANDEM_ASSIGN_OR_RETURN(t.sample_prompt, config.GetString("train.sample_prompt", ""));
@@ -240,8 +245,9 @@ StatusOr<TrainResult> RunTrain(const Config& config, bool resume) {
     progress.Update(step + 1, tokens_done, {{"loss", last_loss}, {"lr", lr}});
 
     const bool last = step + 1 == tc.steps;
-    const bool out_of_time = (tc.max_seconds > 0 && clock.Seconds() >= tc.max_seconds) ||
-                             (tc.stop_at_step > 0 && step + 1 == tc.stop_at_step);
+    const bool time_up = tc.max_seconds > 0 && clock.Seconds() >= tc.max_seconds;
+    const bool stop_step = tc.stop_at_step > 0 && step + 1 == tc.stop_at_step;
+    const bool out_of_time = time_up || stop_step;
     if ((tc.eval_every > 0 && (step + 1) % tc.eval_every == 0) || last || out_of_time) {
       TANDEM_ASSIGN_OR_RETURN(double v, val_loss());
       nlohmann::json line = {{"step", step + 1},      {"train_loss", last_loss},
@@ -270,8 +276,9 @@ StatusOr<TrainResult> RunTrain(const Config& config, bool resume) {
       if (lora) TANDEM_RETURN_IF_ERROR(SaveLora(ckpt_dir + "/lora.safetensors", *model));
     }
     if (out_of_time) {
-      progress.Note("stopping after step " + std::to_string(step + 1) +
-                    " (train.max_seconds or train.stop_at_step); --resume continues");
+      progress.Note(std::string(time_up ? "time budget train.max_seconds" : "train.stop_at_step") +
+                    " reached after step " + std::to_string(step + 1) + " of " +
+                    std::to_string(tc.steps) + "; checkpoint saved, --resume continues");
       ++step;
       break;
     }
