@@ -274,7 +274,9 @@ void Config::MarkUsed(std::string_view prefix) const {
   std::vector<std::string> leaves;
   CollectLeaves(*table_, "", &leaves);
   for (const auto& leaf : leaves) {
-    if (leaf == prefix || leaf.rfind(std::string(prefix) + ".", 0) == 0) used_.insert(leaf);
+    if (prefix.empty() || leaf == prefix || leaf.rfind(std::string(prefix) + ".", 0) == 0) {
+      used_.insert(leaf);
+    }
   }
 }
 

@@ -61,7 +61,8 @@ class Config {
   // A required key: absent is an error.
   StatusOr<std::string> RequireString(std::string_view key) const;
 
-  // Marks every key under `prefix` as read (for sections handed whole to another component).
+  // Marks every key under `prefix` as read (for sections handed whole to another component);
+  // an empty prefix marks every key.
   void MarkUsed(std::string_view prefix) const;
   // InvalidArgument listing every key that was never read.
   Status CheckAllKeysUsed() const;

@@ -89,7 +89,8 @@ const float* Generator::Feed(int32_t token) {
   const int context = model_.config().context;
   if (pos_ == context) {
     // Full: keep the most recent half and rebuild the cache for it.
-    const int keep = std::max(1, context / 2);
+    // Keep the most recent half, leaving at least one free position for the new token.
+    const int keep = std::min(context / 2, context - 1);
     std::vector<int32_t> recent(history_.end() - keep, history_.end());
     Reset();
     for (int32_t t : recent) {

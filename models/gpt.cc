@@ -213,7 +213,7 @@ Status Gpt::EnableLora(const LoraConfig& lora, uint64_t seed) {
   }
   state->params.assign(state->layout.total(), 0.0f);
   state->grads.assign(state->layout.total(), 0.0f);
-  // A ~ N(0, 1/r) keeps inp @ A at the scale of inp; B = 0 so the adapter starts as identity.
+  // A ~ N(0, 1/fan_in) keeps inp @ A at the scale of inp; B = 0 so a new adapter adds nothing.
   Rng rng(seed);
   for (const auto& t : state->layout.tensors()) {
     if (t.name.find("lora_A") == std::string::npos) continue;
@@ -407,9 +407,10 @@ float Gpt::Forward(const int32_t* tokens, const int32_t* targets, int B, int T) 
   if (shards == 1) {
     ForwardShard(0, B, &loss_sum[0], &count[0]);
   } else {
-#pragma omp parallel num_threads(shards)
-    {
-      const int s = omp_get_thread_num();
+    // A loop rather than one shard per thread id: the runtime may grant fewer threads than asked
+    // (OMP_THREAD_LIMIT, OMP_DYNAMIC), and every shard must still run.
+#pragma omp parallel for schedule(static, 1) num_threads(shards)
+    for (int s = 0; s < shards; ++s) {
       const int b0 = s * B / shards, b1 = (s + 1) * B / shards;
       ForwardShard(b0, b1 - b0, &loss_sum[s], &count[s]);
     }
@@ -498,6 +499,7 @@ void Gpt::Backward() {
 
 void Gpt::BackwardFromLogits(const float* dlogits) {
   TANDEM_CHECK(acts_ != nullptr);
+  TANDEM_CHECK(!lora_merged());  // merged adapters receive no gradient: unmerge to train
   Activations& a = *acts_;
   const int B = B_;
   const int shards = NumShards(B);
@@ -506,40 +508,41 @@ void Gpt::BackwardFromLogits(const float* dlogits) {
     return;
   }
   // Shard 0 accumulates into grads_; the others into their own buffers, added in at the end.
-  const size_t P = grads_.size(), PL = lora_ ? lora_->grads.size() : 0;
-  if (a.shard_grads.size() != static_cast<size_t>(shards - 1)) {
-    a.shard_grads.assign(shards - 1, std::vector<float>(train_base_ ? P : 0));
-    a.shard_lora_grads.assign(shards - 1, std::vector<float>(PL));
+  // Buffers are sized here, before the parallel region, whatever the team size turns out to be.
+  const size_t P = train_base_ ? grads_.size() : 0, PL = lora_ ? lora_->grads.size() : 0;
+  a.shard_grads.resize(shards - 1);
+  a.shard_lora_grads.resize(shards - 1);
+  for (int s = 1; s < shards; ++s) {
+    if (a.shard_grads[s - 1].size() != P) a.shard_grads[s - 1].assign(P, 0.0f);
+    if (a.shard_lora_grads[s - 1].size() != PL) a.shard_lora_grads[s - 1].assign(PL, 0.0f);
   }
-#pragma omp parallel num_threads(shards)
-  {
-    const int s = omp_get_thread_num();
+#pragma omp parallel for schedule(static, 1) num_threads(shards)
+  for (int s = 0; s < shards; ++s) {
     const int b0 = s * B / shards, b1 = (s + 1) * B / shards;
     float* g = grads_.data();
     float* gl = lora_ ? lora_->grads.data() : nullptr;
     if (s > 0) {
       auto& mine = a.shard_grads[s - 1];
       auto& mine_lora = a.shard_lora_grads[s - 1];
-      if (train_base_ && mine.size() != P) mine.assign(P, 0.0f);
       std::fill(mine.begin(), mine.end(), 0.0f);
       std::fill(mine_lora.begin(), mine_lora.end(), 0.0f);
       g = mine.data();
       gl = lora_ ? mine_lora.data() : nullptr;
     }
     BackwardShard(b0, b1 - b0, dlogits, g, gl);
-#pragma omp barrier
-    // Reduce: each thread adds a slice of every other shard's gradients into grads_.
-    const size_t p0 = s * P / shards, p1 = (s + 1) * P / shards;
-    const size_t q0 = s * PL / shards, q1 = (s + 1) * PL / shards;
-    for (int o = 0; o < shards - 1; ++o) {
-      if (train_base_) {
-        const float* src = a.shard_grads[o].data();
-        for (size_t i = p0; i < p1; ++i) grads_[i] += src[i];
-      }
-      if (lora_) {
-        const float* src = a.shard_lora_grads[o].data();
-        for (size_t i = q0; i < q1; ++i) lora_->grads[i] += src[i];
-      }
+  }
+  // Add the other shards' gradients into the model's, element by element in shard order.
+  const long np = static_cast<long>(P), nl = static_cast<long>(PL);
+  float* grads = grads_.data();
+#pragma omp parallel for schedule(static)
+  for (long i = 0; i < np; ++i) {
+    for (int o = 0; o < shards - 1; ++o) grads[i] += a.shard_grads[o][i];
+  }
+  if (lora_) {
+    float* lgrads = lora_->grads.data();
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < nl; ++i) {
+      for (int o = 0; o < shards - 1; ++o) lgrads[i] += a.shard_lora_grads[o][i];
     }
   }
 }

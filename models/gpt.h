@@ -4,8 +4,10 @@
 //
 // Parameters, gradients and (in AdamW) optimizer moments each live in one flat buffer laid out by
 // layout(); tensors are named and shaped as in Hugging Face GPT-2. Optional LoRA adapters live in
-// a second flat buffer with its own layout. Activations are kept in an arena sized for the largest
-// (B,T) seen, so a training step allocates nothing once warm.
+// a second flat buffer with its own layout. Activations are kept in an arena sized for the last
+// (B,T), reallocated only when that shape changes, so a training step allocates nothing once
+// warm. The batch is split into one shard of sequences per OpenMP thread; each shard has its own
+// gradient buffer, so results are bit-for-bit the same whatever the scheduling.
 // Not thread-safe: one model is used by one thread at a time (its kernels use OpenMP inside).
 #pragma once
 
@@ -65,7 +67,8 @@ class Gpt {
 
   // --- LoRA -------------------------------------------------------------------------------
   // Adds adapters to every block's target layers and freezes the base (set_train_base(true) to
-  // train both). A is N(0, 1/sqrt(C))... as in Hu et al.; B is zero.
+  // train both). A has standard deviation 1/sqrt(fan_in) and B is zero (Hu et al.), so a new
+  // adapter leaves the model's output unchanged.
   Status EnableLora(const LoraConfig& lora, uint64_t seed);
   bool has_lora() const { return lora_ != nullptr; }
   const LoraConfig& lora_config() const;

@@ -1,5 +1,6 @@
 #include "models/gpt_checkpoint.h"
 
+#include <algorithm>
 #include <cstring>
 #include <sstream>
 
@@ -109,6 +110,17 @@ StatusOr<std::unique_ptr<Gpt>> LoadGpt(const std::string& path) {
   }
   Status valid = config.Validate();
   if (!valid.ok()) return valid.WithContext(path);
+  // Every parameter must come from the file, so a model larger than the file's tensors is
+  // corrupt: refuse it before allocating (a forged header must not make us allocate gigabytes).
+  const double C = config.d_model, L = config.n_layer;
+  const double needed = config.vocab * C + config.context * C + L * (12 * C * C + 13 * C) + 2 * C;
+  double available = 0;
+  for (const auto& [name, t] : file.tensors) available += static_cast<double>(t.elements());
+  // A slightly short file (a missing bias, say) is reported below by the tensor it lacks.
+  if (needed > 2 * available + (1 << 20)) {
+    return Status::Corruption(path + ": the model its header describes (" + config.ToString() +
+                              ") needs more parameters than the file holds");
+  }
   auto model = std::make_unique<Gpt>(config);
   TANDEM_RETURN_IF_ERROR(CopyTensors(file, model->layout(), model->params().data(), path, prefix));
   return model;
@@ -152,13 +164,38 @@ Status LoadLora(const std::string& path, Gpt* model) {
   lora.targets.clear();
   std::stringstream ss(targets->second);
   for (std::string t; std::getline(ss, t, ',');) lora.targets.push_back(t);
-  if (!model->has_lora()) {
-    TANDEM_RETURN_IF_ERROR(model->EnableLora(lora, 0).WithContext(path));
-  } else if (model->lora_config().rank != lora.rank ||
-             model->lora_config().targets != lora.targets) {
-    return Status::InvalidArgument(path + ": adapters do not match the model's LoRA config");
+  TANDEM_RETURN_IF_ERROR(lora.Validate().WithContext(path));
+  if (model->lora_merged()) {
+    return Status::FailedPrecondition(path + ": cannot load adapters into a model whose adapters "
+                                             "are merged; unmerge first");
   }
-  return CopyTensors(file, model->lora_layout(), model->lora_params().data(), path, "");
+  if (model->has_lora()) {
+    auto sorted = [](std::vector<std::string> v) {
+      std::sort(v.begin(), v.end());
+      return v;
+    };
+    const LoraConfig& have = model->lora_config();
+    if (have.rank != lora.rank || have.alpha != lora.alpha ||
+        sorted(have.targets) != sorted(lora.targets)) {
+      return Status::InvalidArgument(path + ": adapters (rank, alpha or targets) do not match "
+                                            "the model's LoRA config");
+    }
+    // Load into a copy first: a file that fails part-way leaves the model as it was.
+    Gpt staged(*model);
+    TANDEM_RETURN_IF_ERROR(
+        CopyTensors(file, staged.lora_layout(), staged.lora_params().data(), path, ""));
+    std::copy(staged.lora_params().begin(), staged.lora_params().end(),
+              model->lora_params().begin());
+    return Status::Ok();
+  }
+  Gpt staged(*model);
+  TANDEM_RETURN_IF_ERROR(staged.EnableLora(lora, 0).WithContext(path));
+  TANDEM_RETURN_IF_ERROR(
+      CopyTensors(file, staged.lora_layout(), staged.lora_params().data(), path, ""));
+  TANDEM_RETURN_IF_ERROR(model->EnableLora(lora, 0));
+  std::copy(staged.lora_params().begin(), staged.lora_params().end(),
+            model->lora_params().begin());
+  return Status::Ok();
 }
 
 }  // namespace tandem

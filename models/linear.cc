@@ -38,7 +38,13 @@ void LinearBackward(float* dinp, float* dw, float* dbias, const float* dout, con
     Gemm(true, false, C, OC, N, 1.0f, inp, C, dout, OC, 1.0f, dw, OC);  // inp^T @ dout
   }
   if (dbias != nullptr) {
-    detail::RowVecMap(dbias, OC) += detail::ConstMatMap(dout, N, OC).colwise().sum();
+    // Rows in order: every element is summed in the same order whatever the buffers' alignment
+    // (Eigen's vectorised column sums treat unaligned edges differently, which made gradients
+    // depend on where a buffer happened to be allocated).
+    for (int i = 0; i < N; ++i) {
+      const float* d = dout + static_cast<size_t>(i) * OC;
+      for (int j = 0; j < OC; ++j) dbias[j] += d[j];
+    }
   }
 }
 

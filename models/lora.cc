@@ -1,6 +1,7 @@
 #include "models/lora.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/config.h"
 #include "models/tensor_map.h"
@@ -14,7 +15,9 @@ Status LoraConfig::Validate() const {
   if (rank < 1 || rank > 4096) {
     return Status::InvalidArgument("lora rank must be in [1, 4096], got " + std::to_string(rank));
   }
-  if (!(alpha > 0.0f)) return Status::InvalidArgument("lora alpha must be > 0");
+  if (!(alpha > 0.0f) || !std::isfinite(alpha)) {
+    return Status::InvalidArgument("lora alpha must be a finite number > 0");
+  }
   static const std::vector<std::string> known = {"attn.c_attn", "attn.c_proj", "mlp.c_fc",
                                                  "mlp.c_proj"};
   if (targets.empty()) return Status::InvalidArgument("lora targets must not be empty");

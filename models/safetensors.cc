@@ -240,13 +240,21 @@ StatusOr<SafetensorsFile> ParseSafetensors(const std::vector<uint8_t>& image,
                      " bytes but its shape and dtype need " +
                      std::to_string(elements * DTypeSize(t.dtype)));
     }
-    t.bytes.assign(data + begin, data + end);
     ranges.emplace_back(begin, end);
     file.tensors.emplace(name, std::move(t));
   }
-  std::sort(ranges.begin(), ranges.end());
-  for (size_t i = 1; i < ranges.size(); ++i) {
-    if (ranges[i].first < ranges[i - 1].second) return corrupt("tensor data ranges overlap");
+  // Check the ranges before copying anything, so a header whose entries all point at the same
+  // bytes cannot make the reader allocate many times the file's size.
+  std::vector<std::pair<size_t, size_t>> sorted = ranges;
+  std::sort(sorted.begin(), sorted.end());
+  for (size_t i = 1; i < sorted.size(); ++i) {
+    if (sorted[i].first < sorted[i - 1].second) return corrupt("tensor data ranges overlap");
+  }
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    if (it.key() == "__metadata__") continue;
+    const auto& off = it.value()["data_offsets"];
+    const size_t begin = off[0].get<size_t>(), end = off[1].get<size_t>();
+    file.tensors[it.key()].bytes.assign(data + begin, data + end);
   }
   return file;
 }

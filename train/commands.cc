@@ -17,6 +17,11 @@ namespace {
 
 StatusOr<std::unique_ptr<Gpt>> LoadModel(const std::string& checkpoint, const std::string& lora) {
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<Gpt> model, LoadGpt(checkpoint));
+  if (model->config().vocab < ByteTokenizer::kVocabSize) {
+    return Status::InvalidArgument(checkpoint + ": model vocabulary is " +
+                                   std::to_string(model->config().vocab) +
+                                   "; tandem's byte tokenizer needs at least 256");
+  }
   if (!lora.empty()) {
     TANDEM_RETURN_IF_ERROR(LoadLora(lora, model.get()));
     model->MergeLora();
@@ -29,7 +34,7 @@ StatusOr<std::unique_ptr<Gpt>> LoadModel(const std::string& checkpoint, const st
 Status RunEval(const Config& config, const std::string& checkpoint, const std::string& lora,
                int64_t max_tokens, int exact_match_per_category, const std::string& json_out) {
   TANDEM_ASSIGN_OR_RETURN(DataConfig data, DataConfigFromConfig(config));
-  config.MarkUsed("");  // the rest of a training config is not needed here
+  config.MarkUsed("");  // the rest of a training config is not needed here (all keys)
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<Gpt> model, LoadModel(checkpoint, lora));
   TANDEM_ASSIGN_OR_RETURN(DatasetSplits splits, LoadSplits(data));
   nlohmann::json out = {{"checkpoint", checkpoint}, {"model", model->config().ToString()}};

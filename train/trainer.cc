@@ -117,6 +117,11 @@ StatusOr<TrainConfig> TrainConfigFromConfig(const Config& config) {
   TANDEM_ASSIGN_OR_RETURN(int64_t seed, config.GetInt("seed", 1, 0));
   t.seed = static_cast<uint64_t>(seed);
   TANDEM_ASSIGN_OR_RETURN(t.model, ModelConfigFromConfig(config, "model"));
+  if (t.model.vocab < ByteTokenizer::kVocabSize) {
+    return Status::InvalidArgument(config.source() + ": model.vocab is " +
+                                   std::to_string(t.model.vocab) +
+                                   "; the byte tokenizer needs at least 256");
+  }
   TANDEM_ASSIGN_OR_RETURN(t.init_checkpoint, config.GetString("model.init_checkpoint", ""));
   t.use_lora = config.Has("model.lora");
   if (t.use_lora) {
@@ -257,13 +262,19 @@ StatusOr<TrainResult> RunTrain(const Config& config, bool resume) {
       std::string note = "step " + std::to_string(step + 1) + ": validation loss " +
                          std::to_string(v);
       if (tc.exact_match_per_category > 0) {
-        if (lora) model->MergeLora();
-        for (const auto& [cat, em] :
-             EvaluateExactMatch(*model, splits.validation, tc.exact_match_per_category)) {
+        // Adapters are merged into a copy: merging and unmerging in float32 does not give back
+        // the base bit for bit, and the trained model must not drift.
+        std::unique_ptr<Gpt> merged;
+        if (lora) {
+          merged = std::make_unique<Gpt>(*model);
+          merged->MergeLora();
+        }
+        for (const auto& [cat, em] : EvaluateExactMatch(lora ? *merged : *model,
+                                                        splits.validation,
+                                                        tc.exact_match_per_category)) {
           line["exact_match"][cat] = em.accuracy();
           note += " " + cat + " " + std::to_string(em.accuracy());
         }
-        if (lora) model->UnmergeLora();
       }
       progress.Note(note);
       TANDEM_RETURN_IF_ERROR(AppendLine(metrics_path, line.dump()));
@@ -302,8 +313,12 @@ StatusOr<TrainResult> RunTrain(const Config& config, bool resume) {
                             {"seconds", result.seconds},
                             {"tokens_per_s", result.tokens_per_second}};
   if (tc.sample_tokens > 0) {
-    if (lora) model->MergeLora();
-    Generator gen(*model);
+    std::unique_ptr<Gpt> merged;
+    if (lora) {
+      merged = std::make_unique<Gpt>(*model);
+      merged->MergeLora();
+    }
+    Generator gen(lora ? *merged : *model);
     Rng sample_rng(tc.seed);
     SamplingConfig sampling;
     sampling.temperature = 0.8f;
@@ -312,7 +327,6 @@ StatusOr<TrainResult> RunTrain(const Config& config, bool resume) {
     ByteTokenizer::EncodeAppend(tc.sample_prompt, &prompt);
     auto out = gen.Generate(prompt, tc.sample_tokens, sampling, sample_rng);
     summary["sample"] = tc.sample_prompt + ByteTokenizer::Decode(out);
-    if (lora) model->UnmergeLora();
   }
   TANDEM_RETURN_IF_ERROR(WriteText(run_dir + "/summary.json", summary.dump(2) + "\n"));
   return result;

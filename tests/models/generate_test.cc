@@ -60,3 +60,20 @@ TEST(GenerateTest, GreedyIsArgmaxAndTopKRestricts) {
 
 }  // namespace
 }  // namespace tandem
+
+namespace tandem {
+namespace {
+
+TEST(GenerateTest, ContextOfOneKeepsGenerating) {
+  Gpt model(ModelConfig{256, 1, 16, 1, 2});
+  model.InitWeights(5);
+  Generator gen(model);
+  Rng rng(3);
+  SamplingConfig s;
+  s.temperature = 0.0f;
+  auto out = gen.Generate({65, 66, 67}, 5, s, rng);
+  EXPECT_GE(out.size(), 1u);
+}
+
+}  // namespace
+}  // namespace tandem

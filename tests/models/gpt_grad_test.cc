@@ -2,6 +2,7 @@
 // training overfits one batch.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <vector>
 
 #include "core/rng.h"
@@ -127,6 +128,48 @@ TEST(GptTrainTest, OverfitsOneBatch) {
   }
   EXPECT_NEAR(first, std::log(256.0f), 0.3f);  // random init predicts nearly uniformly
   EXPECT_LT(last, 0.1f) << "training did not memorise a single batch";
+}
+
+}  // namespace
+}  // namespace tandem
+
+namespace tandem {
+namespace {
+
+// Threads split the batch; whatever the scheduling and whatever ran before, the same batch must
+// give the same gradient to the last bit (resume and reproducibility depend on it). Batches
+// alternate so that stale activations or scratch from a previous step would show.
+TEST(GptDeterminismTest, SameBatchGivesBitIdenticalGradientsWhateverRanBefore) {
+  ModelConfig c{256, 32, 64, 2, 4};
+  Gpt model(c);
+  model.InitWeights(12);
+  const int B = 6, T = 32;
+  Rng rng(13);
+  std::vector<int32_t> tokens[2], targets[2];
+  for (int k = 0; k < 2; ++k) {
+    for (int i = 0; i < B * T; ++i) {
+      tokens[k].push_back(static_cast<int32_t>(rng.Below(256)));
+      targets[k].push_back(static_cast<int32_t>(rng.Below(256)));
+    }
+  }
+  std::vector<float> first;
+  float first_loss = 0.0f;
+  for (int rep = 0; rep < 30; ++rep) {
+    const int k = rep % 3 == 0 ? 0 : 1;  // batch 0 after batch 1, or after itself
+    model.ZeroGrad();
+    const float loss = model.Forward(tokens[k].data(), targets[k].data(), B, T);
+    if (rep % 5 == 4) continue;  // a forward without backward, as an evaluation does
+    model.Backward();
+    if (k != 0) continue;
+    if (first.empty()) {
+      first.assign(model.grads().begin(), model.grads().end());
+      first_loss = loss;
+      continue;
+    }
+    ASSERT_EQ(loss, first_loss) << "rep " << rep;
+    ASSERT_EQ(std::memcmp(first.data(), model.grads().data(), first.size() * sizeof(float)), 0)
+        << "gradients differ at rep " << rep;
+  }
 }
 
 }  // namespace

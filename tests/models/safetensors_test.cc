@@ -183,3 +183,40 @@ TEST_F(SafetensorsTest, FailedWriteLeavesThePreviousFileIntact) {
 
 }  // namespace
 }  // namespace tandem
+
+namespace tandem {
+namespace {
+
+// A forged header describing a huge model must be refused before anything is allocated for it.
+TEST(SafetensorsHostileTest, HugeModelInMetadataIsRefusedCheaply) {
+  const std::string path = ::testing::TempDir() + "/forged.safetensors";
+  std::vector<float> tiny(4, 0.0f);
+  ASSERT_TRUE(WriteSafetensors(path, {{"wte.weight", DType::kF32, {2, 2}, tiny.data()}},
+                               {{"vocab_size", "256"}, {"n_positions", "1024"},
+                                {"n_embd", "8192"}, {"n_layer", "256"}, {"n_head", "64"}})
+                  .ok());
+  auto m = LoadGpt(path);
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find("needs more parameters"), std::string::npos)
+      << m.status().message();
+}
+
+// Many header entries pointing at one byte range are rejected without copying them all.
+TEST(SafetensorsHostileTest, OverlappingRangesAreRejected) {
+  std::string json = "{";
+  for (int i = 0; i < 50; ++i) {
+    json += (i ? "," : "") + std::string("\"t") + std::to_string(i) +
+            "\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}";
+  }
+  json += "}";
+  std::vector<uint8_t> img(8);
+  for (int i = 0; i < 8; ++i) img[i] = static_cast<uint8_t>(json.size() >> (8 * i));
+  img.insert(img.end(), json.begin(), json.end());
+  img.resize(img.size() + 16);
+  auto r = ParseSafetensors(img, "overlap");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("overlap"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tandem
