@@ -14,26 +14,29 @@ constexpr float kSqrt2OverPi = 0.7978845608028654f;
 constexpr float kCubic = 0.044715f;
 constexpr size_t kChunk = 4096;  // elements per vectorized slice
 
-}  // namespace
-
-void GeluForward(float* out, const float* inp, size_t n) {
+// Calls fn(begin, len) for consecutive slices of at most kChunk elements, in parallel.
+template <typename Fn>
+void ForEachChunk(size_t n, Fn fn) {
   const long chunks = static_cast<long>((n + kChunk - 1) / kChunk);
 #pragma omp parallel for schedule(static)
   for (long c = 0; c < chunks; ++c) {
     const size_t begin = static_cast<size_t>(c) * kChunk;
-    const size_t len = std::min(kChunk, n - begin);
-    detail::ConstArrayMap x(inp + begin, len);
-    detail::ArrayMap y(out + begin, len);
-    y = 0.5f * x * (1.0f + (kSqrt2OverPi * (x + kCubic * x * x * x)).tanh());
+    fn(begin, std::min(kChunk, n - begin));
   }
 }
 
+}  // namespace
+
+void GeluForward(float* out, const float* inp, size_t n) {
+  ForEachChunk(n, [&](size_t begin, size_t len) {
+    detail::ConstArrayMap x(inp + begin, len);
+    detail::ArrayMap y(out + begin, len);
+    y = 0.5f * x * (1.0f + (kSqrt2OverPi * (x + kCubic * x * x * x)).tanh());
+  });
+}
+
 void GeluBackward(float* dinp, const float* inp, const float* dout, size_t n) {
-  const long chunks = static_cast<long>((n + kChunk - 1) / kChunk);
-#pragma omp parallel for schedule(static)
-  for (long c = 0; c < chunks; ++c) {
-    const size_t begin = static_cast<size_t>(c) * kChunk;
-    const size_t len = std::min(kChunk, n - begin);
+  ForEachChunk(n, [&](size_t begin, size_t len) {
     detail::ConstArrayMap x(inp + begin, len);
     detail::ConstArrayMap dy(dout + begin, len);
     detail::ArrayMap dx(dinp + begin, len);
@@ -42,7 +45,7 @@ void GeluBackward(float* dinp, const float* inp, const float* dout, size_t n) {
     t = (kSqrt2OverPi * (x + kCubic * x * x * x)).tanh();
     dx = dy * (0.5f * (1.0f + t) +
                0.5f * x * (1.0f - t * t) * kSqrt2OverPi * (1.0f + 3.0f * kCubic * x * x));
-  }
+  });
 }
 
 }  // namespace tandem

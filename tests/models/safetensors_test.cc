@@ -10,23 +10,14 @@
 #include "core/rng.h"
 #include "models/gpt_checkpoint.h"
 #include "models/safetensors.h"
+#include "tests/temp_dir.h"
 
 namespace tandem {
 namespace {
 
 namespace fs = std::filesystem;
 
-class SafetensorsTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("tandem_st_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string Path(const std::string& name) { return (dir_ / name).string(); }
-  fs::path dir_;
-};
+using SafetensorsTest = testing::TempDirTest;
 
 ModelConfig Small() { return ModelConfig{256, 16, 32, 2, 4}; }
 

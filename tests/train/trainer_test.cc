@@ -10,6 +10,7 @@
 #include "core/rng.h"
 #include "models/gpt_checkpoint.h"
 #include "train/evaluate.h"
+#include "tests/temp_dir.h"
 #include "train/trainer.h"
 
 namespace tandem {
@@ -17,12 +18,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class TrainerTest : public ::testing::Test {
+class TrainerTest : public testing::TempDirTest {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("tandem_train_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::create_directories(dir_);
+    TempDirTest::SetUp();
     // A corpus with structure to learn: repeated phrases with small variations.
     std::ofstream out(dir_ / "corpus.txt");
     Rng rng(1);
@@ -31,8 +30,6 @@ class TrainerTest : public ::testing::Test {
       out << "the " << words[rng.Below(5)] << " sat on the " << words[rng.Below(5)] << ".\n\n";
     }
   }
-  void TearDown() override { fs::remove_all(dir_); }
-
   Config MakeConfig(const std::string& name, int steps) {
     std::string text = "name = \"" + name + "\"\nseed = 3\nout_dir = \"" + dir_.string() +
                        "\"\n[model]\npreset = \"slm-micro\"\n[data]\nsource = \"" +
@@ -44,7 +41,6 @@ class TrainerTest : public ::testing::Test {
     EXPECT_TRUE(c.ok()) << c.status().ToString();
     return *c;
   }
-  fs::path dir_;
 };
 
 TEST_F(TrainerTest, LossFallsAndCheckpointLoads) {
