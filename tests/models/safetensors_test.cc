@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -207,6 +208,51 @@ TEST(SafetensorsHostileTest, OverlappingRangesAreRejected) {
   auto r = ParseSafetensors(img, "overlap");
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("overlap"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tandem
+
+namespace tandem {
+namespace {
+
+using LoraLoadTest = testing::TempDirTest;
+
+// An adapter file that fails part-way must leave the model exactly as it was, and adapters that
+// do not match the model's (alpha included) are refused.
+TEST_F(LoraLoadTest, FailedLoadLeavesTheModelUnchanged) {
+  Gpt source(ModelConfig{256, 16, 32, 2, 4});
+  source.InitWeights(1);
+  LoraConfig lora;
+  lora.rank = 2;
+  ASSERT_TRUE(source.EnableLora(lora, 3).ok());
+  ASSERT_TRUE(SaveLora(Path("a.safetensors"), source).ok());
+  // Drop one adapter tensor from the file.
+  auto file = ReadSafetensors(Path("a.safetensors"));
+  ASSERT_TRUE(file.ok());
+  file->tensors.erase("h.1.mlp.c_fc.lora_B");
+  std::vector<TensorToWrite> keep;
+  std::vector<std::vector<float>> values;
+  values.reserve(file->tensors.size());
+  for (const auto& [name, t] : file->tensors) {
+    values.push_back(*t.ToFloat());
+    keep.push_back({name, DType::kF32, t.shape, values.back().data()});
+  }
+  ASSERT_TRUE(WriteSafetensors(Path("broken.safetensors"), keep, file->metadata).ok());
+
+  Gpt fresh(ModelConfig{256, 16, 32, 2, 4});
+  Status s = LoadLora(Path("broken.safetensors"), &fresh);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("h.1.mlp.c_fc.lora_B"), std::string::npos) << s.message();
+  EXPECT_FALSE(fresh.has_lora()) << "a failed load left adapters enabled";
+
+  Gpt adapted(ModelConfig{256, 16, 32, 2, 4});
+  LoraConfig other = lora;
+  other.alpha = 4.0f;
+  ASSERT_TRUE(adapted.EnableLora(other, 3).ok());
+  std::vector<float> before(adapted.lora_params().begin(), adapted.lora_params().end());
+  EXPECT_FALSE(LoadLora(Path("a.safetensors"), &adapted).ok()) << "alpha mismatch accepted";
+  EXPECT_TRUE(std::equal(before.begin(), before.end(), adapted.lora_params().begin()));
 }
 
 }  // namespace
