@@ -194,7 +194,11 @@ StatusOr<SafetensorsFile> ParseSafetensors(const std::vector<uint8_t>& image,
   const uint8_t* data = image.data() + 8 + len;
 
   SafetensorsFile file;
-  std::vector<std::pair<size_t, size_t>> ranges;
+  struct Range {
+    size_t begin, end;
+    SafeTensor* tensor;
+  };
+  std::vector<Range> ranges;
   for (auto it = header.begin(); it != header.end(); ++it) {
     if (it.key() == "__metadata__") {
       if (!it.value().is_object()) return corrupt("__metadata__ is not an object");
@@ -240,22 +244,17 @@ StatusOr<SafetensorsFile> ParseSafetensors(const std::vector<uint8_t>& image,
                      " bytes but its shape and dtype need " +
                      std::to_string(elements * DTypeSize(t.dtype)));
     }
-    ranges.emplace_back(begin, end);
-    file.tensors.emplace(name, std::move(t));
+    SafeTensor& stored = file.tensors.emplace(name, std::move(t)).first->second;
+    ranges.push_back({static_cast<size_t>(begin), static_cast<size_t>(end), &stored});
   }
   // Check the ranges before copying anything, so a header whose entries all point at the same
   // bytes cannot make the reader allocate many times the file's size.
-  std::vector<std::pair<size_t, size_t>> sorted = ranges;
-  std::sort(sorted.begin(), sorted.end());
-  for (size_t i = 1; i < sorted.size(); ++i) {
-    if (sorted[i].first < sorted[i - 1].second) return corrupt("tensor data ranges overlap");
+  std::sort(ranges.begin(), ranges.end(),
+            [](const Range& x, const Range& y) { return x.begin < y.begin; });
+  for (size_t i = 1; i < ranges.size(); ++i) {
+    if (ranges[i].begin < ranges[i - 1].end) return corrupt("tensor data ranges overlap");
   }
-  for (auto it = header.begin(); it != header.end(); ++it) {
-    if (it.key() == "__metadata__") continue;
-    const auto& off = it.value()["data_offsets"];
-    const size_t begin = off[0].get<size_t>(), end = off[1].get<size_t>();
-    file.tensors[it.key()].bytes.assign(data + begin, data + end);
-  }
+  for (const Range& r : ranges) r.tensor->bytes.assign(data + r.begin, data + r.end);
   return file;
 }
 
