@@ -122,6 +122,10 @@ Gpt::Gpt(const ModelConfig& config) : config_(config) {
   layout_.Add("ln_f.bias", {C}, false);
   params_.assign(layout_.total(), 0.0f);
   grads_.assign(layout_.total(), 0.0f);
+  wte_offset_ = layout_.Find("wte.weight")->offset;
+  wpe_offset_ = layout_.Find("wpe.weight")->offset;
+  lnf_w_offset_ = layout_.Find("ln_f.weight")->offset;
+  lnf_b_offset_ = layout_.Find("ln_f.bias")->offset;
   block_offsets_.resize(config_.n_layer);
   for (int l = 0; l < config_.n_layer; ++l) {
     for (int k = 0; k < kNumBlockTensors; ++k) {
@@ -134,6 +138,10 @@ Gpt::~Gpt() = default;
 
 Gpt::Gpt(const Gpt& other)
     : block_offsets_(other.block_offsets_),
+      wte_offset_(other.wte_offset_),
+      wpe_offset_(other.wpe_offset_),
+      lnf_w_offset_(other.lnf_w_offset_),
+      lnf_b_offset_(other.lnf_b_offset_),
       config_(other.config_),
       layout_(other.layout_),
       params_(other.params_),
@@ -436,7 +444,8 @@ void Gpt::ForwardShard(int b0, int nb, double* loss_sum, int* count) {
   const int32_t* tokens = a.tokens.data() + row0;
 
   float* encoded = a.encoded + row0 * C;
-  EmbeddingForward(encoded, tokens, param("wte.weight"), param("wpe.weight"), nb, T, C);
+  const float* p = params_.data();
+  EmbeddingForward(encoded, tokens, p + wte_offset_, p + wpe_offset_, nb, T, C);
   const float* residual = encoded;
   for (int l = 0; l < config_.n_layer; ++l) {
     Activations::Layer& L = a.layers[l];
@@ -463,10 +472,10 @@ void Gpt::ForwardShard(int b0, int nb, double* loss_sum, int* count) {
   }
   float* lnf = a.lnf + row0 * C;
   float* logits = a.logits + row0 * V;
-  LayerNormForward(lnf, a.lnf_mean + row0, a.lnf_rstd + row0, residual, param("ln_f.weight"),
-                   param("ln_f.bias"), N, C);
+  LayerNormForward(lnf, a.lnf_mean + row0, a.lnf_rstd + row0, residual, p + lnf_w_offset_,
+                   p + lnf_b_offset_, N, C);
   // Tied head: logits (N,V) = lnf (N,C) @ wte^T.
-  Gemm(false, true, N, V, C, 1.0f, lnf, C, param("wte.weight"), C, 0.0f, logits, V);
+  Gemm(false, true, N, V, C, 1.0f, lnf, C, p + wte_offset_, C, 0.0f, logits, V);
   if (has_targets_) {
     const float mean = CrossEntropyForward(a.probs + row0 * V, a.losses + row0, logits,
                                            a.targets.data() + row0, N, V, count);
@@ -553,11 +562,7 @@ void Gpt::BackwardShard(int b0, int nb, const float* dlogits_all, float* g, floa
   const int C = config_.d_model, V = config_.vocab, NH = config_.n_head;
   const size_t row0 = static_cast<size_t>(b0) * T;
   const size_t r = lora_ ? static_cast<size_t>(lora_->config.rank) : 0;
-  const float* wte = param("wte.weight");
-  const TensorSpec* wte_spec = layout_.Find("wte.weight");
-  const TensorSpec* wpe_spec = layout_.Find("wpe.weight");
-  const TensorSpec* lnf_w = layout_.Find("ln_f.weight");
-  const TensorSpec* lnf_b = layout_.Find("ln_f.bias");
+  const float* wte = params_.data() + wte_offset_;
   const bool base = train_base_;
   const float* dlogits = dlogits_all + row0 * V;
   float* dres = a.dres + row0 * C;
@@ -569,12 +574,12 @@ void Gpt::BackwardShard(int b0, int nb, const float* dlogits_all, float* g, floa
 
   // Tied head: dlnf (N,C) = dlogits @ wte; dwte (V,C) += dlogits^T @ lnf.
   Gemm(false, false, N, C, V, 1.0f, dlogits, V, wte, C, 0.0f, dsmall, C);
-  if (base) Gemm(true, false, V, C, N, 1.0f, dlogits, V, lnf, C, 1.0f, g + wte_spec->offset, C);
+  if (base) Gemm(true, false, V, C, N, 1.0f, dlogits, V, lnf, C, 1.0f, g + wte_offset_, C);
   const float* last =
       (config_.n_layer > 0 ? a.layers.back().res3 : a.encoded) + row0 * C;
   std::memset(dres, 0, sizeof(float) * N * C);
-  LayerNormBackward(dres, base ? g + lnf_w->offset : nullptr, base ? g + lnf_b->offset : nullptr,
-                    dsmall, last, param("ln_f.weight"), a.lnf_mean + row0, a.lnf_rstd + row0, N,
+  LayerNormBackward(dres, base ? g + lnf_w_offset_ : nullptr, base ? g + lnf_b_offset_ : nullptr,
+                    dsmall, last, params_.data() + lnf_w_offset_, a.lnf_mean + row0, a.lnf_rstd + row0, N,
                     C);
 
   for (int l = config_.n_layer - 1; l >= 0; --l) {
@@ -604,7 +609,7 @@ void Gpt::BackwardShard(int b0, int nb, const float* dlogits_all, float* g, floa
                       residual, w.ln1_w, L.ln1_mean + row0, L.ln1_rstd + row0, N, C);  // d input
   }
   if (base) {
-    EmbeddingBackward(g + wte_spec->offset, g + wpe_spec->offset, dres,
+    EmbeddingBackward(g + wte_offset_, g + wpe_offset_, dres,
                       a.tokens.data() + row0, nb, T, C);
   }
 }

@@ -129,6 +129,8 @@ class Gpt {
   // Offsets into params_/grads_ of every block's tensors, resolved once so the step does no
   // name lookups: [layer][BlockTensor].
   std::vector<std::vector<size_t>> block_offsets_;
+  // Offsets of the tensors outside the blocks, resolved once likewise.
+  size_t wte_offset_ = 0, wpe_offset_ = 0, lnf_w_offset_ = 0, lnf_b_offset_ = 0;
 
   ModelConfig config_;
   ParamLayout layout_;
