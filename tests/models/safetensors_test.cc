@@ -22,6 +22,21 @@ using SafetensorsTest = testing::TempDirTest;
 
 ModelConfig Small() { return ModelConfig{256, 16, 32, 2, 4}; }
 
+// Rewrites the float32 safetensors file `from` to `to` without the tensor `drop`.
+Status CopyWithout(const std::string& from, const std::string& to, const std::string& drop) {
+  TANDEM_ASSIGN_OR_RETURN(SafetensorsFile file, ReadSafetensors(from));
+  file.tensors.erase(drop);
+  std::vector<TensorToWrite> keep;
+  std::vector<std::vector<float>> values;
+  values.reserve(file.tensors.size());
+  for (const auto& [name, t] : file.tensors) {
+    TANDEM_ASSIGN_OR_RETURN(std::vector<float> v, t.ToFloat());
+    values.push_back(std::move(v));
+    keep.push_back({name, DType::kF32, t.shape, values.back().data()});
+  }
+  return WriteSafetensors(to, keep, file.metadata);
+}
+
 TEST_F(SafetensorsTest, ModelRoundTripIsExactAndUsesGpt2Names) {
   Gpt model(Small());
   model.InitWeights(5);
@@ -144,18 +159,9 @@ TEST_F(SafetensorsTest, MalformedFilesAreRejectedWithReasons) {
   Gpt other(ModelConfig{256, 16, 48, 2, 4});
   other.InitWeights(1);
   ASSERT_TRUE(SaveGpt(Path("other.safetensors"), other).ok());
-  auto f = ReadSafetensors(Path("other.safetensors"));
-  ASSERT_TRUE(f.ok());
   // Remove one tensor: loading must name it.
-  f->tensors.erase("h.1.mlp.c_fc.bias");
-  std::vector<TensorToWrite> keep;
-  std::vector<std::vector<float>> values;
-  values.reserve(f->tensors.size());
-  for (const auto& [name, t] : f->tensors) {
-    values.push_back(*t.ToFloat());
-    keep.push_back({name, DType::kF32, t.shape, values.back().data()});
-  }
-  ASSERT_TRUE(WriteSafetensors(Path("missing.safetensors"), keep, f->metadata).ok());
+  ASSERT_TRUE(CopyWithout(Path("other.safetensors"), Path("missing.safetensors"),
+                          "h.1.mlp.c_fc.bias").ok());
   auto m = LoadGpt(Path("missing.safetensors"));
   ASSERT_FALSE(m.ok());
   EXPECT_NE(m.status().message().find("h.1.mlp.c_fc.bias"), std::string::npos);
@@ -228,17 +234,8 @@ TEST_F(LoraLoadTest, FailedLoadLeavesTheModelUnchanged) {
   ASSERT_TRUE(source.EnableLora(lora, 3).ok());
   ASSERT_TRUE(SaveLora(Path("a.safetensors"), source).ok());
   // Drop one adapter tensor from the file.
-  auto file = ReadSafetensors(Path("a.safetensors"));
-  ASSERT_TRUE(file.ok());
-  file->tensors.erase("h.1.mlp.c_fc.lora_B");
-  std::vector<TensorToWrite> keep;
-  std::vector<std::vector<float>> values;
-  values.reserve(file->tensors.size());
-  for (const auto& [name, t] : file->tensors) {
-    values.push_back(*t.ToFloat());
-    keep.push_back({name, DType::kF32, t.shape, values.back().data()});
-  }
-  ASSERT_TRUE(WriteSafetensors(Path("broken.safetensors"), keep, file->metadata).ok());
+  ASSERT_TRUE(CopyWithout(Path("a.safetensors"), Path("broken.safetensors"),
+                          "h.1.mlp.c_fc.lora_B").ok());
 
   Gpt fresh(ModelConfig{256, 16, 32, 2, 4});
   Status s = LoadLora(Path("broken.safetensors"), &fresh);
