@@ -1,0 +1,87 @@
+// Server strategies: how the coordinator turns a round's client deltas into the next global model.
+// FedAvg (McMahan et al. 2017), FedProx (Li et al. 2020), FedAvgM (Hsu et al. 2019), FedAdam and
+// FedYogi (Reddi et al. 2021, "Adaptive Federated Optimization", Algorithm 2), and the robust
+// coordinate-wise median and trimmed mean (Yin et al. 2018).
+#pragma once
+
+#include <cstddef>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+#include "core/status.h"
+
+namespace tandem {
+
+// Convention: a client's contribution is its delta = local_weights - global_weights, with a
+// weight (its example count, say). Δ below is the weighted mean delta.
+struct StrategyConfig {
+  std::string name = "fedavg";  // fedavg, fedprox, fedavgm, fedadam, fedyogi, median, trimmed-mean
+  double server_lr = 1.0;       // η: fedavgm, fedadam, fedyogi (the others use 1)
+  double momentum = 0.9;        // fedavgm β
+  double beta1 = 0.9, beta2 = 0.99, tau = 1e-3;  // fedadam/fedyogi (τ = adaptivity, paper's ε)
+  double proximal_mu = 0.0;     // fedprox μ, sent to clients; > 0 required for fedprox
+  double trim_fraction = 0.1;   // trimmed-mean: fraction trimmed at EACH end, in [0, 0.5)
+};
+
+// Every valid StrategyConfig::name.
+const std::vector<std::string>& StrategyNames();
+
+// Ranges: server_lr in (0, 1000]; momentum, beta1, beta2 in [0, 1); tau in (0, 10];
+// proximal_mu in [0, 1000] and > 0 for fedprox; trim_fraction in [0, 0.5). InvalidArgument naming
+// the field otherwise. Fields that the chosen name does not use are not checked.
+Status ValidateStrategyConfig(const StrategyConfig& config);
+
+// Reads the [strategy] section: name, server_lr, momentum, beta1, beta2, tau, proximal_mu,
+// trim_fraction, then ValidateStrategyConfig. A key that the chosen name does not use is an
+// error (e.g. strategy.momentum with name = "fedadam"), not silently ignored: a researcher who
+// sets it believes it acts. Keys other than these under [strategy] are left unread, so the
+// caller's Config::CheckAllKeysUsed() reports typos.
+StatusOr<StrategyConfig> StrategyConfigFromConfig(const Config& config);
+
+// One server strategy. Life cycle per round: BeginRound(length), AddDelta() per client result
+// (in any order: the aggregate is bit-identical for every arrival order), Apply(global).
+// Not thread-safe.
+class Strategy {
+ public:
+  virtual ~Strategy();
+
+  // True for median/trimmed-mean: they keep every contribution (memory O(clients × model)) and
+  // cannot work under secure aggregation, which reveals only the sum.
+  virtual bool NeedsIndividualContributions() const = 0;
+  // Starts collecting a round's deltas for a model of `length` parameters, dropping any deltas
+  // of an unfinished round. Server optimizer state is kept.
+  virtual void BeginRound(size_t length) = 0;
+  // Folds one client's delta in. Rejected (InvalidArgument, nothing changes) when its length is
+  // not the round's, a value is not finite, or the weight is negative, non-finite or >= 2^30;
+  // mean-based strategies also reject any |weight·value| >= 2^30 (see RunningSum).
+  // FailedPrecondition before the first BeginRound().
+  virtual Status AddDelta(std::span<const float> delta, double weight) = 0;
+  // Deltas accepted since BeginRound().
+  virtual size_t count() const = 0;
+  // Applies the round's aggregate to `global` in place (global.size() must be the round's
+  // length) and updates the server optimizer state; the round's deltas are then consumed
+  // (count() becomes 0). FailedPrecondition when no delta was added or their total weight is 0
+  // (mean-based strategies); on any error neither `global` nor the state changes.
+  virtual Status Apply(std::span<float> global) = 0;
+
+  // Server-optimizer state for checkpoints, as named float tensors: "fedavgm.velocity";
+  // "<name>.m", "<name>.v", "<name>.step" for fedadam/fedyogi (step: rounds applied, 1 value).
+  // Empty for stateless strategies and before the first Apply(). Float state is the working
+  // state itself, so a run resumed from it continues bit-for-bit.
+  virtual std::map<std::string, std::vector<float>> SaveState() const = 0;
+  // Restores what SaveState() returned (an empty map resets to the initial state). Every tensor
+  // must have `length` values (1 for a step); missing, extra or foreign keys (another strategy's
+  // checkpoint), wrong sizes and non-finite values are InvalidArgument and change nothing.
+  virtual Status LoadState(const std::map<std::string, std::vector<float>>& state,
+                           size_t length) = 0;
+  virtual std::string name() const = 0;
+};
+
+// InvalidArgument when ValidateStrategyConfig fails.
+StatusOr<std::unique_ptr<Strategy>> MakeStrategy(const StrategyConfig& config);
+
+}  // namespace tandem

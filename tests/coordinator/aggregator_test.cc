@@ -1,0 +1,253 @@
+// RunningSum: exactness against a long-double reference, bit-identical results under every
+// arrival order, rejection without side effects, and overflow detection.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+#include "coordinator/aggregator.h"
+#include "core/rng.h"
+
+namespace tandem {
+namespace {
+
+constexpr double kResolution = 1.0 / 4294967296.0;  // 2^-32
+
+struct Contribution {
+  std::vector<float> values;
+  double weight;
+};
+
+// Values spanning several orders of magnitude and both signs, so float sums depend on order.
+std::vector<Contribution> RandomContributions(Rng& rng, size_t count, size_t length) {
+  std::vector<Contribution> out(count);
+  for (auto& c : out) {
+    c.values.resize(length);
+    for (float& v : c.values) {
+      v = static_cast<float>(rng.Normal() * std::pow(10.0, -4.0 + 5.0 * rng.Uniform()));
+    }
+    c.weight = 0.5 + 100.0 * rng.Uniform();
+  }
+  return out;
+}
+
+void Shuffle(Rng& rng, std::vector<size_t>& order) {
+  for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[rng.Below(i)]);
+}
+
+bool SameBits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+// Everything observable about a RunningSum, to check that a rejection changed nothing.
+struct Snapshot {
+  size_t count;
+  double total_weight;
+  std::vector<float> mean, sum;
+  bool operator==(const Snapshot& o) const {
+    return count == o.count && std::memcmp(&total_weight, &o.total_weight, sizeof(double)) == 0 &&
+           SameBits(mean, o.mean) && SameBits(sum, o.sum);
+  }
+};
+Snapshot Take(const RunningSum& s) {
+  Snapshot snap{s.count(), s.total_weight(), std::vector<float>(s.length()),
+                std::vector<float>(s.length())};
+  EXPECT_TRUE(s.Mean(snap.mean).ok());
+  EXPECT_TRUE(s.Sum(snap.sum).ok());
+  return snap;
+}
+
+TEST(RunningSumTest, MatchesExactWeightedMeanWithinResolution) {
+  Rng rng(11);
+  const size_t kLength = 257, kCount = 37;
+  auto contributions = RandomContributions(rng, kCount, kLength);
+  RunningSum sum(kLength);
+  for (const auto& c : contributions) ASSERT_TRUE(sum.Add(c.values, c.weight).ok());
+  EXPECT_EQ(sum.count(), kCount);
+
+  long double total_weight = 0;
+  for (const auto& c : contributions) total_weight += c.weight;
+  EXPECT_NEAR(sum.total_weight(), static_cast<double>(total_weight), kCount * kResolution);
+
+  std::vector<float> mean(kLength), raw(kLength);
+  ASSERT_TRUE(sum.Mean(mean).ok());
+  ASSERT_TRUE(sum.Sum(raw).ok());
+  for (size_t i = 0; i < kLength; ++i) {
+    long double exact = 0;
+    for (const auto& c : contributions) {
+      exact += static_cast<long double>(c.weight) * static_cast<long double>(c.values[i]);
+    }
+    // Quantization: each term off by at most 2^-33, and Σw by as much; then one float rounding.
+    const double exact_mean = static_cast<double>(exact / total_weight);
+    const double quant = kCount * kResolution / 2 * (1 + std::fabs(exact_mean)) /
+                         static_cast<double>(total_weight);
+    // (1e-12 relative covers the double arithmetic around it.)
+    EXPECT_LE(std::fabs(mean[i] - exact_mean),
+              quant + std::ldexp(std::fabs(exact_mean), -24) + 1e-12 * std::fabs(exact_mean))
+        << "coordinate " << i;
+    const double exact_sum = static_cast<double>(exact);
+    EXPECT_LE(std::fabs(raw[i] - exact_sum),
+              kCount * kResolution / 2 + std::ldexp(std::fabs(exact_sum), -24) +
+                  1e-12 * std::fabs(exact_sum))
+        << "coordinate " << i;
+  }
+}
+
+TEST(RunningSumTest, BitIdenticalUnderEveryArrivalOrder) {
+  Rng rng(12);
+  const size_t kLength = 64, kCount = 30;
+  auto contributions = RandomContributions(rng, kCount, kLength);
+  std::vector<size_t> order(kCount);
+  std::iota(order.begin(), order.end(), 0);
+
+  std::vector<float> first_mean, first_sum, first_naive;
+  bool naive_ever_differs = false;
+  RunningSum sum(kLength);
+  for (int trial = 0; trial < 300; ++trial) {
+    sum.Reset();
+    std::vector<float> naive(kLength, 0.0f);
+    for (size_t k : order) {
+      ASSERT_TRUE(sum.Add(contributions[k].values, contributions[k].weight).ok());
+      for (size_t i = 0; i < kLength; ++i) {
+        naive[i] += static_cast<float>(contributions[k].weight) * contributions[k].values[i];
+      }
+    }
+    std::vector<float> mean(kLength), raw(kLength);
+    ASSERT_TRUE(sum.Mean(mean).ok());
+    ASSERT_TRUE(sum.Sum(raw).ok());
+    if (trial == 0) {
+      first_mean = mean;
+      first_sum = raw;
+      first_naive = naive;
+    } else {
+      ASSERT_TRUE(SameBits(mean, first_mean)) << "mean differs in permutation " << trial;
+      ASSERT_TRUE(SameBits(raw, first_sum)) << "sum differs in permutation " << trial;
+      naive_ever_differs |= !SameBits(naive, first_naive);
+    }
+    Shuffle(rng, order);
+  }
+  // The data are such that plain float summation does depend on the order, so the test would
+  // catch an implementation that sums floats.
+  EXPECT_TRUE(naive_ever_differs);
+}
+
+TEST(RunningSumTest, RejectedContributionLeavesStateBitIdentical) {
+  Rng rng(13);
+  const size_t kLength = 16;
+  auto contributions = RandomContributions(rng, 3, kLength);
+  RunningSum sum(kLength);
+  for (const auto& c : contributions) ASSERT_TRUE(sum.Add(c.values, c.weight).ok());
+  const Snapshot before = Take(sum);
+
+  const float kNan = std::numeric_limits<float>::quiet_NaN();
+  const float kInf = std::numeric_limits<float>::infinity();
+  std::vector<float> good = contributions[0].values;
+  auto with = [&](size_t index, float value) {
+    std::vector<float> v = good;
+    v[index] = value;
+    return v;
+  };
+  struct Bad {
+    const char* what;
+    std::vector<float> values;
+    double weight;
+  };
+  const std::vector<Bad> bad = {
+      {"NaN last", with(kLength - 1, kNan), 1.0},
+      {"+Inf middle", with(kLength / 2, kInf), 1.0},
+      {"-Inf first", with(0, -kInf), 1.0},
+      {"too short", std::vector<float>(kLength - 1, 0.5f), 1.0},
+      {"too long", std::vector<float>(kLength + 1, 0.5f), 1.0},
+      {"empty", {}, 1.0},
+      {"negative weight", good, -1.0},
+      {"NaN weight", good, std::nan("")},
+      {"infinite weight", good, std::numeric_limits<double>::infinity()},
+      {"weight 2^30", std::vector<float>(kLength, 0.0f), 1073741824.0},
+      {"|w*x| = 2^30 at the end", with(kLength - 1, 1073741824.0f), 1.0},
+      {"|w*x| = 2^30 by weight", with(kLength - 1, -2.0f), 536870912.0},
+      {"|w*x| > 2^30", with(3, 3e9f), 1.0},
+  };
+  for (const auto& b : bad) {
+    Status st = sum.Add(b.values, b.weight);
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << b.what << ": " << st.ToString();
+    EXPECT_TRUE(Take(sum) == before) << b.what << " changed the state";
+  }
+  // Just below the limit is accepted.
+  ASSERT_TRUE(sum.Add(with(0, 1073741760.0f), 1.0).ok());
+  EXPECT_EQ(sum.count(), 4u);
+}
+
+TEST(RunningSumTest, EmptyOrWeightlessIsFailedPrecondition) {
+  RunningSum sum(4);
+  std::vector<float> out(4);
+  EXPECT_EQ(sum.Mean(out).code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(sum.Sum(out).code(), StatusCode::kFailedPrecondition);
+
+  const std::vector<float> values = {1.0f, -2.0f, 3.0f, 0.25f};
+  ASSERT_TRUE(sum.Add(values, 0.0).ok());  // a zero weight is allowed, it just adds nothing
+  EXPECT_EQ(sum.count(), 1u);
+  EXPECT_EQ(sum.Mean(out).code(), StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(sum.Sum(out).ok());
+  EXPECT_EQ(out, std::vector<float>(4, 0.0f));
+
+  ASSERT_TRUE(sum.Add(values, 2.0).ok());
+  ASSERT_TRUE(sum.Mean(out).ok());
+  EXPECT_EQ(out, values);  // multiples of 2^-32: exact
+  std::vector<float> wrong(3);
+  EXPECT_EQ(sum.Mean(wrong).code(), StatusCode::kInvalidArgument);
+
+  sum.Reset();
+  EXPECT_EQ(sum.count(), 0u);
+  EXPECT_EQ(sum.total_weight(), 0.0);
+  EXPECT_EQ(sum.Mean(out).code(), StatusCode::kFailedPrecondition);
+}
+
+TEST(RunningSumTest, QuantizesToTwoToTheMinus32) {
+  RunningSum sum(4);
+  // 2^-34 rounds to 0; ties go to the even multiple: 1.5·2^-32 and 2.5·2^-32 both to 2·2^-32;
+  // -2^-32 is exact.
+  const std::vector<float> values = {std::ldexp(1.0f, -34), std::ldexp(1.5f, -32),
+                                     std::ldexp(2.5f, -32), std::ldexp(-1.0f, -32)};
+  ASSERT_TRUE(sum.Add(values, 1.0).ok());
+  std::vector<float> out(4);
+  ASSERT_TRUE(sum.Sum(out).ok());
+  EXPECT_EQ(out[0], 0.0f);
+  EXPECT_EQ(out[1], std::ldexp(2.0f, -32));
+  EXPECT_EQ(out[2], std::ldexp(2.0f, -32));
+  EXPECT_EQ(out[3], std::ldexp(-1.0f, -32));
+}
+
+TEST(RunningSumTest, DetectsPossibleOverflowOfTheFinalSum) {
+  // 1e9 is a float; two of them (2e9 < 2^31) are summed exactly, a third may wrap int64.
+  const std::vector<float> big = {1e9f, -5.0f};
+  RunningSum sum(2);
+  ASSERT_TRUE(sum.Add(big, 1.0).ok());
+  ASSERT_TRUE(sum.Add(big, 1.0).ok());
+  std::vector<float> out(2);
+  ASSERT_TRUE(sum.Sum(out).ok());
+  EXPECT_EQ(out[0], 2e9f);
+  EXPECT_EQ(out[1], -10.0f);
+  ASSERT_TRUE(sum.Mean(out).ok());
+  EXPECT_EQ(out[0], 1e9f);
+
+  ASSERT_TRUE(sum.Add(big, 1.0).ok());  // each term is in range: accepted
+  Status st = sum.Sum(out);
+  EXPECT_EQ(st.code(), StatusCode::kOutOfRange) << st.ToString();
+  EXPECT_NE(st.message().find("2^31"), std::string::npos) << st.message();
+  EXPECT_EQ(sum.Mean(out).code(), StatusCode::kOutOfRange);
+
+  // The total weight has the same limit.
+  RunningSum weights(1);
+  const std::vector<float> zero = {0.0f};
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(weights.Add(zero, 1073741823.0).ok());
+  ASSERT_TRUE(weights.Sum(std::span<float>(out).first(1)).ok());
+  ASSERT_TRUE(weights.Add(zero, 1073741823.0).ok());
+  EXPECT_EQ(weights.Mean(std::span<float>(out).first(1)).code(), StatusCode::kOutOfRange);
+}
+
+}  // namespace
+}  // namespace tandem
