@@ -1,6 +1,9 @@
 // Chunk frames and their reassembly; see wire/chunk.h.
 #include "wire/chunk.h"
 
+#include <algorithm>
+#include <cstring>
+#include <new>
 #include <utility>
 
 #include "wire/msgpack_detail.h"
@@ -12,9 +15,173 @@ constexpr size_t kChunkFields = 7;  // version, type, message_id, index, count, 
 
 std::string Id(uint64_t message_id) { return "chunked message " + std::to_string(message_id); }
 
+// Room in front of a chunk's payload for its header: fixarray, version (uint32), type, message_id
+// (uint64), index and count (uint32), total_bytes (uint64), bin32 header = at most 41 bytes.
+constexpr size_t kHeaderRoom = 64;
+
+// The frame header of a chunk, everything before its data bytes.
+std::string EncodeChunkHeader(uint64_t message_id, uint32_t index, uint32_t count,
+                              uint64_t total_bytes, size_t data_size) {
+  std::string out;
+  out.reserve(kHeaderRoom);
+  detail::StringWriter writer{&out};
+  msgpack::packer<detail::StringWriter> pk(writer);
+  pk.pack_array(kChunkFields);
+  pk.pack_uint32(kProtocolVersion);
+  pk.pack_uint8(static_cast<uint8_t>(MessageType::kChunk));
+  pk.pack_uint64(message_id);
+  pk.pack_uint32(index);
+  pk.pack_uint32(count);
+  pk.pack_uint64(total_bytes);
+  pk.pack_bin(static_cast<uint32_t>(data_size));
+  TANDEM_CHECK(out.size() <= kHeaderRoom);
+  return out;
+}
+
+// Receives an encoding as it is produced and cuts it into chunk frames, each built in place: the
+// payload is copied into a buffer once, the header written in front of it when the payload is
+// complete.
+class ChunkFrameBuilder {
+ public:
+  ChunkFrameBuilder(uint64_t message_id, uint64_t total_bytes, size_t chunk_bytes,
+                    const std::function<void(Frame)>& emit)
+      : message_id_(message_id),
+        total_bytes_(total_bytes),
+        chunk_bytes_(chunk_bytes),
+        count_(static_cast<uint32_t>((total_bytes + chunk_bytes - 1) / chunk_bytes)),
+        emit_(emit) {}
+
+  static void Sink(void* self, const char* data, size_t size) {
+    static_cast<ChunkFrameBuilder*>(self)->Write(data, size);
+  }
+
+  void Write(const char* data, size_t size) {
+    while (size > 0) {
+      if (!buffer_) Start();
+      const size_t n = std::min(size, payload_ - filled_);
+      std::memcpy(buffer_.get() + kHeaderRoom + filled_, data, n);
+      filled_ += n;
+      data += n;
+      size -= n;
+      if (filled_ == payload_) Finish();
+    }
+  }
+
+  // Every byte of the declared total was written and every frame emitted.
+  bool done() const { return index_ == count_ && !buffer_; }
+
+ private:
+  void Start() {
+    TANDEM_CHECK(index_ < count_);
+    payload_ = static_cast<size_t>(
+        std::min<uint64_t>(chunk_bytes_, total_bytes_ - uint64_t{index_} * chunk_bytes_));
+    buffer_ = std::make_unique_for_overwrite<char[]>(kHeaderRoom + payload_);
+    filled_ = 0;
+  }
+  void Finish() {
+    const std::string header =
+        EncodeChunkHeader(message_id_, index_, count_, total_bytes_, payload_);
+    const size_t offset = kHeaderRoom - header.size();
+    std::memcpy(buffer_.get() + offset, header.data(), header.size());
+    emit_(Frame(std::move(buffer_), offset, header.size() + payload_));
+    buffer_.reset();
+    ++index_;
+  }
+
+  uint64_t message_id_;
+  uint64_t total_bytes_;
+  size_t chunk_bytes_;
+  uint32_t count_;
+  const std::function<void(Frame)>& emit_;
+  uint32_t index_ = 0;
+  std::unique_ptr<char[]> buffer_;
+  size_t payload_ = 0;
+  size_t filled_ = 0;
+};
+
+ChunkView ViewOf(const Chunk& c) {
+  return ChunkView{c.message_id, c.index, c.count, c.total_bytes, c.data};
+}
+
+struct BinLocation {
+  uint64_t header = 0;  // offset of the bin's type byte
+  uint64_t begin = 0;   // offset of its first data byte
+  uint64_t length = 0;
+};
+
+uint64_t BigEndian(const unsigned char* p, size_t n) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < n; ++i) v = (v << 8) | p[i];
+  return v;
+}
+
+// Walks the msgpack values of a message's first bytes, in order, to the first bin of at least
+// `min_length` bytes; nullopt if the prefix ends first or holds something odd. Arrays and maps
+// are just headers here (their elements follow inline), so no structure is kept. This only
+// decides where bytes are put while reassembling; DecodeAssembled validates everything.
+std::optional<BinLocation> FindLargeBin(std::string_view prefix, uint64_t min_length) {
+  const auto* p = reinterpret_cast<const unsigned char*>(prefix.data());
+  const uint64_t size = prefix.size();
+  uint64_t pos = 0;
+  while (pos < size) {
+    const unsigned char t = p[pos];
+    uint64_t header = 1;       // bytes of the type byte and its length or value
+    uint64_t length_size = 0;  // bytes of a str/bin/ext length field, after the type byte
+    uint64_t extra = 0;        // bytes after the length field (ext type), before the payload
+    bool is_bin = false;
+    bool has_payload = false;
+    if (t <= 0x7f || t >= 0xe0 || (t >= 0x80 && t <= 0x9f) || t == 0xc0 || t == 0xc2 ||
+        t == 0xc3) {
+      // fixint, fixmap, fixarray, nil, bool
+    } else if (t >= 0xa0 && t <= 0xbf) {
+      if (pos + 1 + (t & 0x1f) > size) return std::nullopt;
+      pos += 1 + (t & 0x1f);  // fixstr
+      continue;
+    } else {
+      switch (t) {
+        case 0xc4: case 0xc5: case 0xc6:  // bin 8/16/32
+          length_size = size_t{1} << (t - 0xc4);
+          is_bin = has_payload = true;
+          break;
+        case 0xd9: case 0xda: case 0xdb:  // str 8/16/32
+          length_size = size_t{1} << (t - 0xd9);
+          has_payload = true;
+          break;
+        case 0xc7: case 0xc8: case 0xc9:  // ext 8/16/32
+          length_size = size_t{1} << (t - 0xc7);
+          extra = 1;
+          has_payload = true;
+          break;
+        case 0xca: header = 5; break;  // float32
+        case 0xcb: header = 9; break;  // float64
+        case 0xcc: case 0xd0: header = 2; break;
+        case 0xcd: case 0xd1: case 0xdc: case 0xde: header = 3; break;
+        case 0xce: case 0xd2: case 0xdd: case 0xdf: header = 5; break;
+        case 0xcf: case 0xd3: header = 9; break;
+        case 0xd4: header = 3; break;  // fixext 1, 2, 4, 8, 16: type byte + data
+        case 0xd5: header = 4; break;
+        case 0xd6: header = 6; break;
+        case 0xd7: header = 10; break;
+        case 0xd8: header = 18; break;
+        default: return std::nullopt;  // 0xc1 is never used
+      }
+    }
+    if (!has_payload) {
+      pos += header;
+      continue;
+    }
+    header = 1 + length_size + extra;
+    if (pos + header > size) return std::nullopt;
+    const uint64_t length = BigEndian(p + pos + 1, length_size);
+    if (is_bin && length >= min_length) return BinLocation{pos, pos + header, length};
+    pos += header + length;
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
-Status ValidateChunk(const Chunk& c) {
+Status ValidateChunk(const ChunkView& c) {
   const std::string what = Id(c.message_id);
   if (c.count == 0 || c.count > kMaxChunksPerMessage) {
     return Status::InvalidArgument(what + ": chunk count " + std::to_string(c.count) +
@@ -41,6 +208,8 @@ Status ValidateChunk(const Chunk& c) {
   return Status::Ok();
 }
 
+Status ValidateChunk(const Chunk& c) { return ValidateChunk(ViewOf(c)); }
+
 std::vector<Chunk> SplitIntoChunks(std::string_view message, uint64_t message_id,
                                    size_t chunk_bytes) {
   TANDEM_CHECK(!message.empty() && message.size() <= kMaxMessageBytes);
@@ -60,23 +229,47 @@ std::vector<Chunk> SplitIntoChunks(std::string_view message, uint64_t message_id
 
 std::string EncodeChunk(const Chunk& c) {
   TANDEM_CHECK(ValidateChunk(c).ok());
-  std::string out;
-  out.reserve(c.data.size() + 64);
-  detail::StringWriter writer{&out};
-  msgpack::packer<detail::StringWriter> pk(writer);
-  pk.pack_array(kChunkFields);
-  pk.pack_uint32(kProtocolVersion);
-  pk.pack_uint8(static_cast<uint8_t>(MessageType::kChunk));
-  pk.pack_uint64(c.message_id);
-  pk.pack_uint32(c.index);
-  pk.pack_uint32(c.count);
-  pk.pack_uint64(c.total_bytes);
-  pk.pack_bin(static_cast<uint32_t>(c.data.size()));
-  pk.pack_bin_body(c.data.data(), static_cast<uint32_t>(c.data.size()));
+  std::string out = EncodeChunkHeader(c.message_id, c.index, c.count, c.total_bytes, c.data.size());
+  out.reserve(out.size() + c.data.size());
+  out += c.data;
   return out;
 }
 
+Status EncodeMessageFrames(const Message& message, size_t chunk_bytes,
+                           const std::function<void(Frame)>& emit) {
+  TANDEM_CHECK(chunk_bytes >= kMinChunkBytes && chunk_bytes <= kMaxChunkBytes);
+  TANDEM_RETURN_IF_ERROR(ValidateMessage(message));
+  detail::StringWriter counter;  // sizes the encoding without writing it
+  detail::PackValidMessage(message, counter);
+  const size_t total = counter.written;
+  if (total > kMaxMessageBytes) {
+    return Status::InvalidArgument("encoded message of " + std::to_string(total) +
+                                   " bytes exceeds the limit of " +
+                                   std::to_string(kMaxMessageBytes));
+  }
+  if (total <= kChunkThresholdBytes) {
+    std::string bytes;
+    bytes.reserve(total);
+    detail::StringWriter writer{&bytes};
+    detail::PackValidMessage(message, writer);
+    emit(Frame(std::move(bytes)));
+    return Status::Ok();
+  }
+  ChunkFrameBuilder builder(message.envelope.sequence, total, chunk_bytes, emit);
+  detail::StringWriter writer;
+  writer.sink = &ChunkFrameBuilder::Sink;
+  writer.sink_context = &builder;
+  detail::PackValidMessage(message, writer);
+  TANDEM_CHECK(builder.done());
+  return Status::Ok();
+}
+
 StatusOr<Chunk> DecodeChunk(std::string_view bytes) {
+  TANDEM_ASSIGN_OR_RETURN(const ChunkView view, DecodeChunkView(bytes));
+  return Chunk{view.message_id, view.index, view.count, view.total_bytes, std::string(view.data)};
+}
+
+StatusOr<ChunkView> DecodeChunkView(std::string_view bytes) {
   if (bytes.size() > kMaxFrameBytes) {
     return Status::Corruption("chunk frame of " + std::to_string(bytes.size()) +
                               " bytes exceeds the limit of " + std::to_string(kMaxFrameBytes));
@@ -95,7 +288,7 @@ StatusOr<Chunk> DecodeChunk(std::string_view bytes) {
                               " fields, expected " + std::to_string(kChunkFields));
   }
   const msgpack::object* f = root.via.array.ptr;
-  Chunk c;
+  ChunkView c;
   TANDEM_ASSIGN_OR_RETURN(c.message_id, detail::ReadUint(f[2], "chunk.message_id"));
   TANDEM_ASSIGN_OR_RETURN(const uint64_t index,
                           detail::ReadUint(f[3], "chunk.index", kMaxChunksPerMessage));
@@ -105,18 +298,68 @@ StatusOr<Chunk> DecodeChunk(std::string_view bytes) {
   c.count = static_cast<uint32_t>(count);
   TANDEM_ASSIGN_OR_RETURN(c.total_bytes,
                           detail::ReadUint(f[5], "chunk.total_bytes", kMaxMessageBytes));
-  TANDEM_ASSIGN_OR_RETURN(std::string_view data,
-                          detail::ReadBin(f[6], "chunk.data", kMaxChunkBytes));
-  c.data = std::string(data);
+  TANDEM_ASSIGN_OR_RETURN(c.data, detail::ReadBin(f[6], "chunk.data", kMaxChunkBytes));
   Status valid = ValidateChunk(c);
   if (!valid.ok()) return Status::Corruption(valid.message());
   return c;
 }
 
-ChunkReassembler::ChunkReassembler(size_t max_pending_bytes, size_t max_pending_messages)
-    : max_pending_bytes_(max_pending_bytes), max_pending_messages_(max_pending_messages) {}
+StatusOr<Message> DecodeAssembled(AssembledMessage&& message) {
+  if (!message.bin) return DecodeMessage(std::move(message.bytes));
+  return detail::DecodeWithDetachedBin(message.bytes, message.bin_header, std::move(*message.bin),
+                                       message.bin_finite);
+}
 
-StatusOr<std::optional<std::string>> ChunkReassembler::Add(Chunk chunk) {
+ChunkReassembler::ChunkReassembler(size_t max_pending_bytes, size_t max_pending_messages,
+                                   bool detach_large_bins)
+    : max_pending_bytes_(max_pending_bytes),
+      max_pending_messages_(max_pending_messages),
+      detach_large_bins_(detach_large_bins) {}
+
+StatusOr<std::optional<std::string>> ChunkReassembler::Add(const Chunk& chunk) {
+  return Add(ViewOf(chunk));
+}
+
+StatusOr<std::optional<std::string>> ChunkReassembler::Add(const ChunkView& chunk) {
+  TANDEM_CHECK(!detach_large_bins_);  // a detached bin only comes back as an AssembledMessage
+  TANDEM_ASSIGN_OR_RETURN(std::optional<AssembledMessage> done, AddAssembled(chunk));
+  if (!done) return std::optional<std::string>();
+  return std::optional<std::string>(std::move(done->bytes));
+}
+
+void ChunkReassembler::Place(Partial& p, std::string_view data) {
+  while (!data.empty()) {
+    const uint64_t pos = p.placed;
+    uint64_t n = data.size();
+    if (!p.detached) {
+      p.assembled.append(data);
+    } else if (pos < p.bin_header) {
+      n = std::min<uint64_t>(n, p.bin_header - pos);
+      p.assembled.append(data.substr(0, n));
+      if (pos + n == p.bin_header) p.assembled.append("\xc4\x00", 2);  // the placeholder
+    } else if (pos < p.bin_begin) {
+      n = std::min<uint64_t>(n, p.bin_begin - pos);  // the original bin header: replaced
+    } else if (pos < p.bin_end) {
+      n = std::min<uint64_t>(n, p.bin_end - pos);
+      p.bin.append(data.substr(0, n));
+      // Scan the words just completed while they are still in cache.
+      const uint64_t complete = p.bin.size() & ~uint64_t{3};
+      if (p.bin_finite && complete > p.bin_checked) {
+        if (detail::AnyNonFiniteFloat32(p.bin.data() + p.bin_checked,
+                                        (complete - p.bin_checked) / 4)) {
+          p.bin_finite = false;
+        }
+        p.bin_checked = complete;
+      }
+    } else {
+      p.assembled.append(data);
+    }
+    p.placed += n;
+    data.remove_prefix(n);
+  }
+}
+
+StatusOr<std::optional<AssembledMessage>> ChunkReassembler::AddAssembled(const ChunkView& chunk) {
   TANDEM_RETURN_IF_ERROR(ValidateChunk(chunk));
   const std::string what = Id(chunk.message_id);
   auto it = pending_.find(chunk.message_id);
@@ -134,7 +377,7 @@ StatusOr<std::optional<std::string>> ChunkReassembler::Add(Chunk chunk) {
       Discard(chunk.message_id);
       return Status::Corruption(what + ": inconsistent chunks (" + detail + "); message dropped");
     }
-    if (!p.pieces[chunk.index].empty()) {
+    if (chunk.index < p.next_index || p.early.count(chunk.index) > 0) {
       return Status::Corruption(what + ": duplicate chunk " + std::to_string(chunk.index));
     }
     if (p.received_bytes + chunk.data.size() > p.total_bytes) {
@@ -152,15 +395,47 @@ StatusOr<std::optional<std::string>> ChunkReassembler::Add(Chunk chunk) {
     Partial p;
     p.count = chunk.count;
     p.total_bytes = chunk.total_bytes;
-    p.pieces.resize(chunk.count);
+    if (detach_large_bins_ && chunk.index == 0) {
+      const std::optional<BinLocation> bin =
+          FindLargeBin(chunk.data, std::max<uint64_t>(chunk.total_bytes / 2, 1));
+      if (bin && bin->begin + bin->length <= chunk.total_bytes) {
+        p.detached = true;
+        p.bin_header = bin->header;
+        p.bin_begin = bin->begin;
+        p.bin_end = bin->begin + bin->length;
+      }
+    }
+    try {
+      // Address space only: pages are touched as chunks are copied in.
+      if (p.detached) {
+        const uint64_t bin_length = p.bin_end - p.bin_begin;
+        p.bin.reserve(bin_length);
+        p.assembled.reserve(chunk.total_bytes - bin_length + 2);
+      } else {
+        p.assembled.reserve(chunk.total_bytes);
+      }
+    } catch (const std::bad_alloc&) {
+      return Status::OutOfRange(what + ": cannot reserve " + std::to_string(chunk.total_bytes) +
+                                " bytes");
+    }
     it = pending_.emplace(chunk.message_id, std::move(p)).first;
   }
   Partial& p = it->second;
   p.received_bytes += chunk.data.size();
   p.received_chunks += 1;
   pending_bytes_ += chunk.data.size();
-  p.pieces[chunk.index] = std::move(chunk.data);
-  if (p.received_chunks < p.count) return std::optional<std::string>();
+  if (chunk.index == p.next_index) {
+    Place(p, chunk.data);
+    ++p.next_index;
+    for (auto e = p.early.begin(); e != p.early.end() && e->first == p.next_index;
+         e = p.early.erase(e)) {
+      Place(p, e->second);
+      ++p.next_index;
+    }
+  } else {
+    p.early.emplace(chunk.index, std::string(chunk.data));
+  }
+  if (p.received_chunks < p.count) return std::optional<AssembledMessage>();
 
   if (p.received_bytes != p.total_bytes) {
     const uint64_t got = p.received_bytes;
@@ -169,14 +444,16 @@ StatusOr<std::optional<std::string>> ChunkReassembler::Add(Chunk chunk) {
     return Status::Corruption(what + ": all chunks arrived carrying " + std::to_string(got) +
                               " bytes, declared " + std::to_string(want) + "; message dropped");
   }
-  std::string whole;
-  whole.reserve(p.total_bytes);
-  for (std::string& piece : p.pieces) {
-    whole += piece;
-    std::string().swap(piece);  // release as we go: peak stays near one copy
+  TANDEM_CHECK(p.next_index == p.count && p.early.empty() && p.placed == p.total_bytes);
+  AssembledMessage done;
+  done.bytes = std::move(p.assembled);
+  if (p.detached) {
+    done.bin = std::move(p.bin);
+    done.bin_header = p.bin_header;
+    done.bin_finite = p.bin_finite;
   }
   Discard(it->first);
-  return std::optional<std::string>(std::move(whole));
+  return std::optional<AssembledMessage>(std::move(done));
 }
 
 void ChunkReassembler::Discard(uint64_t message_id) {

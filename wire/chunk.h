@@ -1,16 +1,21 @@
 // Chunking: an encoded message above kChunkThresholdBytes travels as several Chunk frames, each
 // [version, Chunk, message_id, index, count, total_bytes, data], and is put back together by a
 // ChunkReassembler on the receiving side before DecodeMessage. See docs/protocol.md "Chunking".
+// EncodeMessageFrames is the sender's fast path: it encodes a message straight into the frames
+// that carry it.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "core/status.h"
+#include "wire/message.h"
 #include "wire/protocol.h"
 
 namespace tandem::wire {
@@ -25,8 +30,19 @@ struct Chunk {
   bool operator==(const Chunk&) const = default;
 };
 
+// A chunk whose data still lives in the frame it was decoded from (no copy): valid only while
+// that frame is.
+struct ChunkView {
+  uint64_t message_id = 0;
+  uint32_t index = 0;
+  uint32_t count = 0;
+  uint64_t total_bytes = 0;
+  std::string_view data;
+};
+
 // Every chunk-local rule: index < count, sizes within limits, count consistent with total_bytes.
 Status ValidateChunk(const Chunk& chunk);
+Status ValidateChunk(const ChunkView& chunk);
 
 // Splits an encoded message into chunks of `chunk_bytes` (the last one shorter).
 // Requires: 0 < message.size() <= kMaxMessageBytes and kMinChunkBytes <= chunk_bytes <=
@@ -38,11 +54,65 @@ std::vector<Chunk> SplitIntoChunks(std::string_view message, uint64_t message_id
 std::string EncodeChunk(const Chunk& chunk);
 // Decodes and validates one chunk frame; the same strictness as DecodeMessage.
 StatusOr<Chunk> DecodeChunk(std::string_view bytes);
+// The same without copying the data out of `bytes`.
+StatusOr<ChunkView> DecodeChunkView(std::string_view bytes);
+
+// One encoded frame, owning its bytes: either a whole message (a string) or a chunk built in a
+// buffer with room in front for its header, which is written once the payload is in place.
+// A transport moves the Frame to the heap once and hands bytes() to ZeroMQ without copying.
+class Frame {
+ public:
+  Frame() = default;
+  explicit Frame(std::string bytes) : string_(std::move(bytes)) {}
+  Frame(std::unique_ptr<char[]> buffer, size_t offset, size_t size)
+      : buffer_(std::move(buffer)), offset_(offset), size_(size) {}
+
+  std::string_view bytes() const {
+    return buffer_ ? std::string_view(buffer_.get() + offset_, size_) : std::string_view(string_);
+  }
+  size_t size() const { return buffer_ ? size_ : string_.size(); }
+
+ private:
+  std::string string_;
+  std::unique_ptr<char[]> buffer_;
+  size_t offset_ = 0;
+  size_t size_ = 0;
+};
+
+// Validates and encodes `message` as the frames that carry it, handing each to `emit` as soon as
+// it is complete (so a transport can send the first while the rest are being encoded): one frame
+// when the encoding is at most kChunkThresholdBytes, else Chunk frames of `chunk_bytes` payload
+// with message_id = envelope.sequence. Byte for byte the frames are EncodeMessage followed by
+// SplitIntoChunks and EncodeChunk, but the tensor bytes are copied once, straight into the frames.
+// Fails (InvalidArgument, nothing emitted) as EncodeMessage does. Requires kMinChunkBytes <=
+// chunk_bytes <= kMaxChunkBytes (checked, aborts).
+Status EncodeMessageFrames(const Message& message, size_t chunk_bytes,
+                           const std::function<void(Frame)>& emit);
+
+// A reassembled message. Normally `bytes` is the whole encoded message. When its reassembler
+// detaches large bins and found, in the first chunk, a bin holding at least half of the message
+// (the tensor of a model update), that bin's bytes are in `bin` instead -- copied there once,
+// straight from the chunks, their float32 words checked for NaN and infinity on the way
+// (`bin_finite`) -- and `bytes` holds the rest of the message with the bin written as an empty
+// bin8 (c4 00) at offset `bin_header`.
+struct AssembledMessage {
+  std::string bytes;
+  std::optional<std::string> bin;
+  size_t bin_header = 0;
+  bool bin_finite = false;
+};
+
+// Decodes and validates a reassembled message, exactly as DecodeMessage does; a detached bin is
+// moved into its tensor without a copy, and its NaN scan is not repeated.
+StatusOr<Message> DecodeAssembled(AssembledMessage&& message);
 
 // Puts chunked messages back together, for one peer. Chunks may arrive in any order and chunks of
 // different messages may interleave. Memory is bounded: at most `max_pending_bytes` buffered
-// across at most `max_pending_messages` incomplete messages; nothing is allocated for a chunk's
-// declared total, only for bytes that actually arrived.
+// across at most `max_pending_messages` incomplete messages. Chunks that arrive in order (the
+// usual case: one ZeroMQ connection keeps order) are copied once, straight into place in the
+// message; for that, the first chunk of a message reserves address space for its declared total,
+// but memory is written, and so committed, only for bytes that arrived, and the limits count
+// bytes that arrived. Chunks that arrive early are held apart until their predecessors are in.
 //
 // Errors (each names its reason) and what they do to the incomplete message:
 //  - invalid chunk (ValidateChunk), or the buffer limits would be exceeded: chunk dropped;
@@ -53,10 +123,15 @@ StatusOr<Chunk> DecodeChunk(std::string_view bytes);
 class ChunkReassembler {
  public:
   explicit ChunkReassembler(size_t max_pending_bytes = kMaxReassemblyBytes,
-                            size_t max_pending_messages = kMaxPendingChunkedMessages);
+                            size_t max_pending_messages = kMaxPendingChunkedMessages,
+                            bool detach_large_bins = false);
 
   // The whole encoded message when `chunk` completes it, nullopt while more are needed.
-  StatusOr<std::optional<std::string>> Add(Chunk chunk);
+  StatusOr<std::optional<std::string>> Add(const ChunkView& chunk);
+  StatusOr<std::optional<std::string>> Add(const Chunk& chunk);
+  // The same, for a reassembler that detaches large bins (see AssembledMessage): a transport's
+  // receive path, followed by DecodeAssembled.
+  StatusOr<std::optional<AssembledMessage>> AddAssembled(const ChunkView& chunk);
 
   // Forgets an incomplete message (e.g. its sender timed out or the round closed).
   void Discard(uint64_t message_id);
@@ -71,11 +146,24 @@ class ChunkReassembler {
     uint64_t total_bytes = 0;
     uint64_t received_bytes = 0;
     uint32_t received_chunks = 0;
-    std::vector<std::string> pieces;  // by index; empty = not yet received (chunks are non-empty)
+    uint32_t next_index = 0;               // chunks 0 .. next_index-1 are placed
+    uint64_t placed = 0;                   // bytes placed: the message's first `placed` bytes
+    std::string assembled;                 // those bytes (without a detached bin)
+    std::map<uint32_t, std::string> early;  // chunks that arrived before a predecessor
+    // A detached bin: its header occupies [bin_header, bin_begin) and its data
+    // [bin_begin, bin_end) of the message; the data goes to `bin`.
+    bool detached = false;
+    uint64_t bin_header = 0, bin_begin = 0, bin_end = 0;
+    std::string bin;
+    uint64_t bin_checked = 0;  // bytes of `bin` scanned for non-finite float32 words
+    bool bin_finite = true;
   };
+  // Appends the message's next bytes (in order) where they belong.
+  static void Place(Partial& p, std::string_view data);
 
   size_t max_pending_bytes_;
   size_t max_pending_messages_;
+  bool detach_large_bins_;
   size_t pending_bytes_ = 0;
   std::map<uint64_t, Partial> pending_;
 };

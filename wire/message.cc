@@ -2,6 +2,7 @@
 // tensors as maps whose `data` is a msgpack bin of little-endian elements (docs/protocol.md).
 #include "wire/message.h"
 
+#include <algorithm>
 #include <array>
 #include <bit>
 #include <cmath>
@@ -62,6 +63,26 @@ void FromLeBytes(const std::string& data, T* out, size_t n) {
 
 // ---- Validation helpers. ----
 
+// Exponent all ones: Inf or NaN. A bit test, so it is exact and independent of -ffast-math.
+bool NonFinite(uint32_t bits) { return (bits & 0x7F800000u) == 0x7F800000u; }
+
+// The index of the first NaN or infinite element among `n` little-endian float32 at `p`, or `n`.
+// Blocks are tested without branches, which the compiler vectorizes: this scan runs over every
+// model update on both sides of the wire, at memory speed rather than one branch per element.
+uint64_t FirstNonFinite(const char* p, uint64_t n) {
+  constexpr uint64_t kBlock = 1024;
+  for (uint64_t begin = 0; begin < n; begin += kBlock) {
+    const uint64_t end = std::min(n, begin + kBlock);
+    uint32_t any = 0;
+    for (uint64_t i = begin; i < end; ++i) any |= NonFinite(LoadLe32(p + 4 * i)) ? 1u : 0u;
+    if (any == 0) continue;
+    for (uint64_t i = begin; i < end; ++i) {
+      if (NonFinite(LoadLe32(p + 4 * i))) return i;
+    }
+  }
+  return n;
+}
+
 // Elements in `shape`, or an error when the rank or the element count exceeds the limits.
 StatusOr<uint64_t> CheckedElements(const std::vector<uint64_t>& shape, const std::string& what) {
   if (shape.size() > kMaxTensorRank) {
@@ -111,7 +132,10 @@ Status CheckMapSize(size_t n, const std::string& what) {
   return Status::Ok();
 }
 
-Status ValidateTensors(const std::vector<Tensor>& tensors, const std::string& what) {
+Status ValidateTensorImpl(const Tensor& t, bool scan_floats);
+
+Status ValidateTensors(const std::vector<Tensor>& tensors, const std::string& what,
+                       const Tensor* known_finite) {
   if (tensors.size() > kMaxTensorsPerMessage) {
     return Status::InvalidArgument(what + ": " + std::to_string(tensors.size()) +
                                    " tensors exceed the limit of " +
@@ -119,7 +143,7 @@ Status ValidateTensors(const std::vector<Tensor>& tensors, const std::string& wh
   }
   std::set<std::string_view> names;
   for (const Tensor& t : tensors) {
-    TANDEM_RETURN_IF_ERROR(ValidateTensor(t).WithContext(what));
+    TANDEM_RETURN_IF_ERROR(ValidateTensorImpl(t, &t != known_finite).WithContext(what));
     if (!names.insert(t.name).second) {
       return Status::InvalidArgument(what + ": duplicate tensor name '" + t.name + "'");
     }
@@ -156,6 +180,7 @@ bool NeedsTaskId(MessageType type) {
 }
 
 struct BodyValidator {
+  const Tensor* known_finite = nullptr;  // its float32 elements were checked as they arrived
   Status operator()(const Hello& b) const {
     TANDEM_RETURN_IF_ERROR(CheckText(b.agent, "Hello.agent"));
     TANDEM_RETURN_IF_ERROR(CheckMapSize(b.capabilities.size(), "Hello.capabilities"));
@@ -182,13 +207,13 @@ struct BodyValidator {
   Status operator()(const TaskAssign& b) const {
     TANDEM_RETURN_IF_ERROR(CheckName(b.kind, "TaskAssign.kind"));
     TANDEM_RETURN_IF_ERROR(ValidateParams(b.params, "TaskAssign.params"));
-    return ValidateTensors(b.tensors, "TaskAssign.tensors");
+    return ValidateTensors(b.tensors, "TaskAssign.tensors", known_finite);
   }
   Status operator()(const TaskResult& b) const {
     TANDEM_RETURN_IF_ERROR(CheckFinite(b.weight, "TaskResult.weight"));
     if (b.weight < 0) return Status::InvalidArgument("TaskResult.weight: negative");
     TANDEM_RETURN_IF_ERROR(ValidateMetrics(b.metrics, "TaskResult.metrics"));
-    return ValidateTensors(b.tensors, "TaskResult.tensors");
+    return ValidateTensors(b.tensors, "TaskResult.tensors", known_finite);
   }
   Status operator()(const TaskCancel& b) const { return CheckText(b.reason, "TaskCancel.reason"); }
   Status operator()(const Bye& b) const { return CheckText(b.reason, "Bye.reason"); }
@@ -397,7 +422,24 @@ StatusOr<uint32_t> ReadU32(const msgpack::object& o, const std::string& what) {
   return static_cast<uint32_t>(v);
 }
 
-StatusOr<Tensor> DecodeTensor(const msgpack::object& o, const std::string& what) {
+// How one large tensor avoids a copy while decoding. Two modes:
+//  - in place (DecodeMessage(std::string&&)): the tensor whose data fills at least half of the
+//    frame is not copied; DecodeMessage moves the frame's buffer into it afterwards;
+//  - detached (detail::DecodeWithDetachedBin): the frame holds an empty placeholder bin where the
+//    tensor's data was, and the data itself, already in its own string, is moved into the tensor.
+struct BinHook {
+  const char* base = nullptr;  // in place: the frame
+  size_t min_size = 0;         // in place: half the frame
+  const char* placeholder = nullptr;  // detached: the placeholder bin, c4 00, in the frame
+  std::string* detached = nullptr;    // detached: the data
+  bool claimed = false;
+  std::string tensor_name;
+  size_t offset = 0;  // in place
+  size_t size = 0;    // in place
+};
+
+StatusOr<Tensor> DecodeTensor(const msgpack::object& o, const std::string& what,
+                              BinHook* hook) {
   Fields<4> f(what, {"name", "dtype", "shape", "data"});
   TANDEM_RETURN_IF_ERROR(f.Read(o));
   Tensor t;
@@ -422,23 +464,45 @@ StatusOr<Tensor> DecodeTensor(const msgpack::object& o, const std::string& what)
   TANDEM_ASSIGN_OR_RETURN(
       std::string_view data,
       ReadBin(f["data"], f.Path("data"), kMaxTensorElements * DTypeBytes(t.dtype)));
+  // msgpack-c points an empty bin at its length byte or just past it: either lies within the
+  // placeholder's two bytes, where no other value can start.
+  const bool detached = hook != nullptr && hook->detached != nullptr && !hook->claimed &&
+                        data.empty() && data.data() != nullptr &&
+                        data.data() >= hook->placeholder && data.data() <= hook->placeholder + 2;
+  const size_t size = detached ? hook->detached->size() : data.size();
   // Shape against length before copying, so a lying shape costs nothing.
   TANDEM_ASSIGN_OR_RETURN(const uint64_t n, CheckedElements(t.shape, what));
-  if (data.size() != n * DTypeBytes(t.dtype)) {
+  if (size != n * DTypeBytes(t.dtype)) {
     return Status::Corruption(what + ": shape holds " + std::to_string(n) +
-                              " elements but data has " + std::to_string(data.size()) + " bytes");
+                              " elements but data has " + std::to_string(size) + " bytes");
+  }
+  if (detached) {
+    hook->claimed = true;
+    hook->tensor_name = t.name;
+    t.data = std::move(*hook->detached);
+    return t;
+  }
+  if (hook != nullptr && hook->detached == nullptr && !hook->claimed && !data.empty() &&
+      data.size() >= hook->min_size) {
+    hook->claimed = true;
+    hook->tensor_name = t.name;
+    hook->offset = static_cast<size_t>(data.data() - hook->base);
+    hook->size = data.size();
+    return t;  // data filled in by DecodeMessage(std::string&&)
   }
   t.data = std::string(data);
   return t;
 }
 
-StatusOr<std::vector<Tensor>> DecodeTensors(const msgpack::object& o, const std::string& what) {
+StatusOr<std::vector<Tensor>> DecodeTensors(const msgpack::object& o, const std::string& what,
+                                            BinHook* hook) {
   TANDEM_RETURN_IF_ERROR(ExpectArray(o, what, kMaxTensorsPerMessage));
   std::vector<Tensor> tensors;
   tensors.reserve(o.via.array.size);
   for (uint32_t i = 0; i < o.via.array.size; ++i) {
     TANDEM_ASSIGN_OR_RETURN(Tensor t,
-                            DecodeTensor(ArrayOf(o)[i], what + "[" + std::to_string(i) + "]"));
+                            DecodeTensor(ArrayOf(o)[i], what + "[" + std::to_string(i) + "]",
+                                         hook));
     tensors.push_back(std::move(t));
   }
   return tensors;
@@ -449,7 +513,7 @@ StatusOr<std::string> ReadString(const msgpack::object& o, const std::string& wh
   return std::string(s);
 }
 
-StatusOr<Body> DecodeBody(MessageType type, const msgpack::object& o) {
+StatusOr<Body> DecodeBody(MessageType type, const msgpack::object& o, BinHook* hook) {
   const std::string what(MessageTypeName(type));
   switch (type) {
     case MessageType::kHello: {
@@ -517,7 +581,7 @@ StatusOr<Body> DecodeBody(MessageType type, const msgpack::object& o) {
           return Status::Corruption(field + ": duplicate key");
         }
       }
-      TANDEM_ASSIGN_OR_RETURN(b.tensors, DecodeTensors(f["tensors"], f.Path("tensors")));
+      TANDEM_ASSIGN_OR_RETURN(b.tensors, DecodeTensors(f["tensors"], f.Path("tensors"), hook));
       TANDEM_ASSIGN_OR_RETURN(b.deadline_ms, ReadU32(f["deadline_ms"], f.Path("deadline_ms")));
       return Body(std::move(b));
     }
@@ -525,7 +589,7 @@ StatusOr<Body> DecodeBody(MessageType type, const msgpack::object& o) {
       Fields<3> f(what, {"tensors", "weight", "metrics"});
       TANDEM_RETURN_IF_ERROR(f.Read(o));
       TaskResult b;
-      TANDEM_ASSIGN_OR_RETURN(b.tensors, DecodeTensors(f["tensors"], f.Path("tensors")));
+      TANDEM_ASSIGN_OR_RETURN(b.tensors, DecodeTensors(f["tensors"], f.Path("tensors"), hook));
       TANDEM_ASSIGN_OR_RETURN(b.weight, ReadNumber(f["weight"], f.Path("weight")));
       const msgpack::object& metrics = f["metrics"];
       TANDEM_RETURN_IF_ERROR(ExpectMap(metrics, f.Path("metrics"), kMaxMapEntries));
@@ -652,7 +716,11 @@ void Tensor::CopyTo(std::span<float> out) const {
 
 // ---- Validation. ----
 
-Status ValidateTensor(const Tensor& t) {
+Status ValidateTensor(const Tensor& t) { return ValidateTensorImpl(t, true); }
+
+namespace {
+
+Status ValidateTensorImpl(const Tensor& t, bool scan_floats) {
   const std::string what = "tensor '" + t.name + "'";
   TANDEM_RETURN_IF_ERROR(CheckName(t.name, "tensor"));
   if (t.dtype != DType::kFloat32 && t.dtype != DType::kUint32) {
@@ -665,21 +733,19 @@ Status ValidateTensor(const Tensor& t) {
                                    std::to_string(expected) + " bytes) but data has " +
                                    std::to_string(t.data.size()) + " bytes");
   }
-  if (t.dtype == DType::kFloat32) {
+  if (t.dtype == DType::kFloat32 && scan_floats) {
     const char* p = t.data.data();
-    for (uint64_t i = 0; i < n; ++i) {
-      // Exponent all ones: Inf or NaN. Bit test, so it is exact and independent of -ffast-math.
-      if ((LoadLe32(p + 4 * i) & 0x7F800000u) == 0x7F800000u) {
-        const bool nan = (LoadLe32(p + 4 * i) & 0x007FFFFFu) != 0;
-        return Status::InvalidArgument(what + ": element " + std::to_string(i) + " is " +
-                                       (nan ? "NaN" : "infinite"));
-      }
+    const uint64_t i = FirstNonFinite(p, n);
+    if (i < n) {
+      const bool nan = (LoadLe32(p + 4 * i) & 0x007FFFFFu) != 0;
+      return Status::InvalidArgument(what + ": element " + std::to_string(i) + " is " +
+                                     (nan ? "NaN" : "infinite"));
     }
   }
   return Status::Ok();
 }
 
-Status ValidateMessage(const Message& message) {
+Status ValidateMessageImpl(const Message& message, const Tensor* known_finite) {
   const Envelope& e = message.envelope;
   if (e.version != kProtocolVersion) {
     return Status::InvalidArgument("unsupported protocol version " + std::to_string(e.version));
@@ -688,8 +754,12 @@ Status ValidateMessage(const Message& message) {
     return Status::InvalidArgument(std::string(MessageTypeName(message.type())) +
                                    ": task_id must be non-zero");
   }
-  return std::visit(BodyValidator{}, message.body);
+  return std::visit(BodyValidator{known_finite}, message.body);
 }
+
+}  // namespace
+
+Status ValidateMessage(const Message& message) { return ValidateMessageImpl(message, nullptr); }
 
 // ---- Codec. ----
 
@@ -704,6 +774,20 @@ StatusOr<std::string> EncodeMessage(const Message& message) {
   std::string out;
   out.reserve(tensor_bytes + 1024);
   detail::StringWriter writer{&out};
+  detail::PackValidMessage(message, writer);
+  if (out.size() > kMaxMessageBytes) {
+    return Status::InvalidArgument("encoded message of " + std::to_string(out.size()) +
+                                   " bytes exceeds the limit of " +
+                                   std::to_string(kMaxMessageBytes));
+  }
+  return out;
+}
+
+namespace detail {
+
+bool AnyNonFiniteFloat32(const char* p, uint64_t n) { return FirstNonFinite(p, n) < n; }
+
+void PackValidMessage(const Message& message, StringWriter& writer) {
   Packer pk(writer);
   const Envelope& e = message.envelope;
   pk.pack_array(kEnvelopeFields);
@@ -714,15 +798,14 @@ StatusOr<std::string> EncodeMessage(const Message& message) {
   pk.pack_uint64(e.task_id);
   pk.pack_uint64(e.sequence);
   std::visit(BodyPacker{pk}, message.body);
-  if (out.size() > kMaxMessageBytes) {
-    return Status::InvalidArgument("encoded message of " + std::to_string(out.size()) +
-                                   " bytes exceeds the limit of " +
-                                   std::to_string(kMaxMessageBytes));
-  }
-  return out;
 }
 
-StatusOr<Message> DecodeMessage(std::string_view bytes) {
+}  // namespace detail
+
+namespace {
+
+// Decodes without the final ValidateMessage; `hook` as in DecodeTensor.
+StatusOr<Message> DecodeUnvalidated(std::string_view bytes, BinHook* hook) {
   detail::Document doc;
   TANDEM_RETURN_IF_ERROR(detail::ParseDocument(bytes, &doc));
   const msgpack::object& root = doc.root();
@@ -741,9 +824,65 @@ StatusOr<Message> DecodeMessage(std::string_view bytes) {
   TANDEM_ASSIGN_OR_RETURN(m.envelope.round, ReadUint(f[3], "envelope.round"));
   TANDEM_ASSIGN_OR_RETURN(m.envelope.task_id, ReadUint(f[4], "envelope.task_id"));
   TANDEM_ASSIGN_OR_RETURN(m.envelope.sequence, ReadUint(f[5], "envelope.sequence"));
-  StatusOr<Body> body = DecodeBody(type, f[6]);
+  StatusOr<Body> body = DecodeBody(type, f[6], hook);
   if (!body.ok()) return Status::Corruption(body.status().message());
   m.body = std::move(body).value();
+  return m;
+}
+
+std::vector<Tensor>* TensorsOf(Body& body) {
+  if (auto* a = std::get_if<TaskAssign>(&body)) return &a->tensors;
+  if (auto* r = std::get_if<TaskResult>(&body)) return &r->tensors;
+  return nullptr;
+}
+
+}  // namespace
+
+StatusOr<Message> detail::DecodeWithDetachedBin(std::string_view skeleton, size_t placeholder,
+                                                std::string&& bin, bool bin_finite) {
+  TANDEM_CHECK(placeholder + 2 <= skeleton.size());
+  BinHook hook;
+  hook.placeholder = skeleton.data() + placeholder;
+  hook.detached = &bin;
+  TANDEM_ASSIGN_OR_RETURN(Message m, DecodeUnvalidated(skeleton, &hook));
+  if (!hook.claimed) return Status::Corruption("the message's large bin is not a tensor's data");
+  const Tensor* known_finite = nullptr;
+  if (bin_finite) {
+    std::vector<Tensor>* tensors = TensorsOf(m.body);
+    TANDEM_CHECK(tensors != nullptr);
+    for (const Tensor& t : *tensors) {
+      if (t.name == hook.tensor_name) known_finite = &t;
+    }
+  }
+  Status valid = ValidateMessageImpl(m, known_finite);
+  if (!valid.ok()) return Status::Corruption(valid.message());
+  return m;
+}
+
+StatusOr<Message> DecodeMessage(std::string_view bytes) {
+  TANDEM_ASSIGN_OR_RETURN(Message m, DecodeUnvalidated(bytes, nullptr));
+  Status valid = ValidateMessage(m);
+  if (!valid.ok()) return Status::Corruption(valid.message());
+  return m;
+}
+
+StatusOr<Message> DecodeMessage(std::string&& bytes) {
+  BinHook in_place;
+  in_place.base = bytes.data();
+  in_place.min_size = bytes.size() / 2;
+  TANDEM_ASSIGN_OR_RETURN(Message m, DecodeUnvalidated(bytes, &in_place));
+  if (in_place.claimed) {
+    // The frame's pages are already resident: sliding the tensor bytes to the front costs one
+    // pass over warm memory, where a fresh copy would also fault in a new buffer page by page.
+    std::vector<Tensor>* tensors = TensorsOf(m.body);
+    TANDEM_CHECK(tensors != nullptr);
+    auto it = std::find_if(tensors->begin(), tensors->end(),
+                           [&](const Tensor& t) { return t.name == in_place.tensor_name; });
+    TANDEM_CHECK(it != tensors->end());
+    std::memmove(bytes.data(), bytes.data() + in_place.offset, in_place.size);
+    bytes.resize(in_place.size);
+    it->data = std::move(bytes);
+  }
   Status valid = ValidateMessage(m);
   if (!valid.ok()) return Status::Corruption(valid.message());
   return m;

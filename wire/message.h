@@ -134,6 +134,10 @@ StatusOr<std::string> EncodeMessage(const Message& message);
 // truncated or trailing bytes, wrong msgpack types, unknown or missing fields, a limit exceeded,
 // or any ValidateMessage rule. Never throws, never reads outside `bytes`.
 StatusOr<Message> DecodeMessage(std::string_view bytes);
+// The same, taking the frame's buffer: the one tensor that fills at least half of the frame (a
+// model update) gets the buffer itself, its bytes slid to the front, instead of a fresh copy. The
+// result is identical to DecodeMessage(std::string_view(bytes)).
+StatusOr<Message> DecodeMessage(std::string&& bytes);
 
 // The type of an encoded frame (a message or a chunk) from its first bytes, after checking the
 // version; for routing a frame to DecodeMessage or DecodeChunk. Does not validate the rest.

@@ -13,15 +13,43 @@
 #include <string_view>
 
 #include "core/status.h"
+#include "wire/message.h"
 #include "wire/protocol.h"
 
 namespace tandem::wire::detail {
 
-// Appends to a std::string; the buffer type for msgpack::packer.
+// The buffer type for msgpack::packer: appends to `out`, or, when `out` is null, hands the bytes
+// to `sink` (the chunk-frame builder of EncodeMessageFrames), or, when both are null, only counts
+// them (an encoding's size without writing it: a bin body is one call, not a copy).
 struct StringWriter {
-  std::string* out;
-  void write(const char* data, size_t size) { out->append(data, size); }
+  std::string* out = nullptr;
+  void (*sink)(void* context, const char* data, size_t size) = nullptr;
+  void* sink_context = nullptr;
+  size_t written = 0;
+  void write(const char* data, size_t size) {
+    written += size;
+    if (out != nullptr) {
+      out->append(data, size);
+    } else if (sink != nullptr) {
+      sink(sink_context, data, size);
+    }
+  }
 };
+
+// Packs a message that already passed ValidateMessage (defined in message.cc; used by
+// EncodeMessage and by the chunked encoder in chunk.cc).
+void PackValidMessage(const Message& message, StringWriter& writer);
+
+// Decodes a message whose largest tensor's data was held apart while it was reassembled
+// (chunk.cc): `skeleton` is the message with that bin written as an empty bin8 (c4 00) at offset
+// `placeholder`, and `bin` the data, moved into the tensor without a copy. `bin_finite`: its
+// 4-byte words were already checked for NaN and infinity, so validation skips that scan.
+// Everything else is checked exactly as DecodeMessage does.
+StatusOr<Message> DecodeWithDetachedBin(std::string_view skeleton, size_t placeholder,
+                                        std::string&& bin, bool bin_finite);
+
+// Whether any of the `n` little-endian float32 at `p` is NaN or infinite (a vectorized scan).
+bool AnyNonFiniteFloat32(const char* p, uint64_t n);
 
 // A parsed msgpack document. `object` references `bytes` (strings and bins are not copied), so the
 // bytes must outlive it.
