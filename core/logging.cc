@@ -30,6 +30,9 @@ Status SetupLogging(const std::string& level, const std::string& log_file) {
   auto root = std::make_shared<spdlog::logger>("tandem", sinks.begin(), sinks.end());
   root->set_pattern("%H:%M:%S.%e %^%l%$ [%n] %v");
   root->set_level(lvl);
+  // Every line reaches the file at once: a killed process loses none, and a test or a user
+  // following the log sees each round as it ends.
+  root->flush_on(spdlog::level::trace);
   spdlog::set_default_logger(root);
   spdlog::set_level(lvl);
   return Status::Ok();
@@ -42,6 +45,7 @@ std::shared_ptr<spdlog::logger> GetLogger(const std::string& name) {
   auto logger = std::make_shared<spdlog::logger>(name, root->sinks().begin(), root->sinks().end());
   logger->set_pattern("%H:%M:%S.%e %^%l%$ [%n] %v");
   logger->set_level(root->level());
+  logger->flush_on(spdlog::level::trace);
   spdlog::register_logger(logger);
   return logger;
 }
