@@ -1,0 +1,391 @@
+// `tandem coordinator`; see coordinator/coordinator.h.
+#include "coordinator/coordinator.h"
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <set>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "coordinator/engine.h"
+#include "coordinator/fedavg_server.h"
+#include "coordinator/strategy.h"
+#include "core/config.h"
+#include "core/logging.h"
+#include "core/timer.h"
+#include "models/gpt.h"
+#include "models/gpt_checkpoint.h"
+#include "models/safetensors.h"
+#include "train/data_setup.h"
+#include "train/evaluate.h"
+#include "wire/transport.h"
+#include "wire/transport_config.h"
+
+namespace tandem {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kStateFormat[] = "tandem-coordinator-state";
+
+// The engine's view of the transport.
+class ServerOutbox : public Outbox {
+ public:
+  explicit ServerOutbox(wire::Server* server) : server_(server) {}
+  Status Send(const std::string& peer, wire::Message message) override {
+    return server_->Send(peer, std::move(message));
+  }
+  void AdvanceRound(uint64_t round) override { server_->AdvanceRound(round); }
+  uint64_t BytesSent() const override { return server_->stats().bytes_sent; }
+  uint64_t BytesReceived() const override { return server_->stats().bytes_received; }
+
+ private:
+  wire::Server* server_;
+};
+
+Status WriteText(const std::string& path, const std::string& text) {
+  return WriteFileAtomic(path, std::vector<uint8_t>(text.begin(), text.end()));
+}
+
+Status AppendLine(const std::string& path, const std::string& line) {
+  std::ofstream out(path, std::ios::app);
+  out << line << '\n';
+  out.flush();
+  if (!out) return Status::IoError("cannot append to '" + path + "'");
+  return Status::Ok();
+}
+
+// Keeps the lines of rounds before `next_round`: a line written after the last checkpoint
+// belongs to a round that the resumed run will do again.
+Status TrimMetrics(const std::string& path, uint64_t next_round) {
+  std::ifstream in(path);
+  if (!in) return Status::Ok();
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.contains("round") || !j["round"].is_number_unsigned()) continue;
+    if (j["round"].get<uint64_t>() < next_round) kept += line + "\n";
+  }
+  return WriteText(path, kept);
+}
+
+std::string FormatBytes(double bytes) {
+  char buf[32];
+  if (bytes >= 1e9) {
+    std::snprintf(buf, sizeof buf, "%.2f GB", bytes / 1e9);
+  } else if (bytes >= 1e6) {
+    std::snprintf(buf, sizeof buf, "%.1f MB", bytes / 1e6);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.0f kB", bytes / 1e3);
+  }
+  return buf;
+}
+
+struct Checkpointed {
+  EngineState engine;
+  double elapsed = 0.0;
+  double initial_val_loss = std::nan("");
+  uint64_t bytes_up = 0, bytes_down = 0;
+  uint64_t aborted = 0;
+};
+
+Status SaveCheckpoint(const std::string& dir, const ServerAlgorithm& algorithm,
+                      const Checkpointed& c) {
+  std::map<std::string, std::vector<float>> tensors;
+  std::map<std::string, std::string> meta;
+  algorithm.SaveState(&tensors, &meta);
+  for (const char* key : {"format", "next_round", "next_task_id", "rng", "elapsed",
+                          "initial_val_loss", "bytes_up", "bytes_down", "aborted"}) {
+    if (meta.count(key)) return Status::Internal(std::string("algorithm metadata uses ") + key);
+  }
+  meta["format"] = kStateFormat;
+  meta["next_round"] = std::to_string(c.engine.next_round);
+  meta["next_task_id"] = std::to_string(c.engine.next_task_id);
+  meta["rng"] = c.engine.rng_state;
+  std::ostringstream elapsed, initial;
+  elapsed.precision(17);
+  initial.precision(17);
+  elapsed << c.elapsed;
+  initial << c.initial_val_loss;
+  meta["elapsed"] = elapsed.str();
+  meta["initial_val_loss"] = initial.str();
+  meta["bytes_up"] = std::to_string(c.bytes_up);
+  meta["bytes_down"] = std::to_string(c.bytes_down);
+  meta["aborted"] = std::to_string(c.aborted);
+  std::vector<TensorToWrite> out;
+  for (const auto& [name, values] : tensors) {
+    out.push_back({name, DType::kF32, {static_cast<int64_t>(values.size())}, values.data()});
+  }
+  return WriteSafetensors(dir + "/coordinator.safetensors", out, meta);
+}
+
+Status LoadCheckpoint(const std::string& path, ServerAlgorithm* algorithm, Checkpointed* c) {
+  TANDEM_ASSIGN_OR_RETURN(SafetensorsFile file, ReadSafetensors(path));
+  auto meta = [&](const std::string& k) -> StatusOr<std::string> {
+    auto it = file.metadata.find(k);
+    if (it == file.metadata.end()) return Status::Corruption(path + ": metadata lacks " + k);
+    return it->second;
+  };
+  TANDEM_ASSIGN_OR_RETURN(std::string format, meta("format"));
+  if (format != kStateFormat) {
+    return Status::Corruption(path + ": not a coordinator checkpoint (format " + format + ")");
+  }
+  std::map<std::string, std::vector<float>> tensors;
+  for (const auto& [name, t] : file.tensors) {
+    if (t.dtype != DType::kF32) return Status::Corruption(path + ": tensor " + name + " not F32");
+    std::vector<float> v(t.elements());
+    std::memcpy(v.data(), t.bytes.data(), v.size() * sizeof(float));
+    tensors[name] = std::move(v);
+  }
+  try {
+    TANDEM_ASSIGN_OR_RETURN(std::string s, meta("next_round"));
+    c->engine.next_round = std::stoull(s);
+    TANDEM_ASSIGN_OR_RETURN(s, meta("next_task_id"));
+    c->engine.next_task_id = std::stoull(s);
+    TANDEM_ASSIGN_OR_RETURN(c->engine.rng_state, meta("rng"));
+    TANDEM_ASSIGN_OR_RETURN(s, meta("elapsed"));
+    c->elapsed = std::stod(s);
+    TANDEM_ASSIGN_OR_RETURN(s, meta("initial_val_loss"));
+    c->initial_val_loss = s == "nan" ? std::nan("") : std::stod(s);
+    TANDEM_ASSIGN_OR_RETURN(s, meta("bytes_up"));
+    c->bytes_up = std::stoull(s);
+    TANDEM_ASSIGN_OR_RETURN(s, meta("bytes_down"));
+    c->bytes_down = std::stoull(s);
+    TANDEM_ASSIGN_OR_RETURN(s, meta("aborted"));
+    c->aborted = std::stoull(s);
+  } catch (const std::exception&) {
+    return Status::Corruption(path + ": a number in the metadata does not parse");
+  }
+  return algorithm->LoadState(tensors, file.metadata);
+}
+
+}  // namespace
+
+StatusOr<std::string> RunDirectory(const Config& config) {
+  TANDEM_ASSIGN_OR_RETURN(std::string name, config.GetString("name", "run"));
+  TANDEM_ASSIGN_OR_RETURN(std::string out_dir, config.GetString("out_dir", "runs"));
+  return out_dir + "/" + name;
+}
+
+StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
+                                           const CoordinatorOptions& options) {
+  auto log = GetLogger("coordinator");
+  Stopwatch clock;
+  // ---- Configuration: every key is read (or handed on) before anything starts. ----
+  TANDEM_ASSIGN_OR_RETURN(std::string run_dir, RunDirectory(config));
+  TANDEM_ASSIGN_OR_RETURN(std::string name, config.GetString("name", "run"));
+  TANDEM_ASSIGN_OR_RETURN(int64_t seed, config.GetInt("seed", 1, 0));
+  TANDEM_ASSIGN_OR_RETURN(std::string algorithm_name,
+                          config.GetChoice("algorithm.name", "fedavg", {"fedavg"}));
+  TANDEM_ASSIGN_OR_RETURN(ModelConfig model_config, ModelConfigFromConfig(config, "model"));
+  TANDEM_ASSIGN_OR_RETURN(std::string init_checkpoint,
+                          config.GetString("model.init_checkpoint", ""));
+  TANDEM_ASSIGN_OR_RETURN(DataConfig data, DataConfigFromConfig(config));
+  TANDEM_ASSIGN_OR_RETURN(EngineConfig engine_config, EngineConfigFromConfig(config));
+  TANDEM_ASSIGN_OR_RETURN(FedAvgServerConfig fedavg, FedAvgServerConfigFromConfig(config));
+  TANDEM_ASSIGN_OR_RETURN(wire::TransportConfig transport,
+                          wire::TransportConfigFromConfig(config, run_dir));
+  if (!options.keys_dir.empty()) transport.keys_dir = options.keys_dir;
+  // Read by the clients, from the same file.
+  config.MarkUsed("federation.partition");
+  config.MarkUsed("client.give_up_s");
+  TANDEM_RETURN_IF_ERROR(config.CheckAllKeysUsed());
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<Strategy> strategy, MakeStrategy(fedavg.strategy));
+
+  const std::string ckpt_dir = run_dir + "/checkpoints";
+  const std::string state_path = ckpt_dir + "/coordinator.safetensors";
+  const std::string metrics_path = run_dir + "/metrics.jsonl";
+  std::error_code ec;
+  fs::create_directories(ckpt_dir, ec);
+  if (ec) return Status::IoError("cannot create '" + ckpt_dir + "': " + ec.message());
+  TANDEM_RETURN_IF_ERROR(WriteText(run_dir + "/config.toml", config.ToToml()));
+
+  TANDEM_ASSIGN_OR_RETURN(DatasetSplits splits, LoadSplits(data));
+  std::unique_ptr<Gpt> model;
+  if (!init_checkpoint.empty()) {
+    TANDEM_ASSIGN_OR_RETURN(model, LoadGpt(init_checkpoint));
+    if (!(model->config() == model_config)) {
+      return Status::InvalidArgument("model.init_checkpoint '" + init_checkpoint + "' holds " +
+                                     model->config().ToString() + ", the config asks for " +
+                                     model_config.ToString());
+    }
+  } else {
+    model = std::make_unique<Gpt>(model_config);
+    model->InitWeights(static_cast<uint64_t>(seed));
+  }
+  log->info("run '{}': {} with {} on {}, {} clients expected, {} rounds", name, algorithm_name,
+            fedavg.strategy.name, model_config.ToString(), engine_config.expected_clients,
+            engine_config.rounds);
+  FedAvgServer algorithm(fedavg, std::move(model), std::move(strategy), splits.validation);
+
+  Checkpointed saved;
+  const bool resuming = options.resume && fs::exists(state_path);
+  if (resuming) {
+    TANDEM_RETURN_IF_ERROR(LoadCheckpoint(state_path, &algorithm, &saved));
+    TANDEM_RETURN_IF_ERROR(TrimMetrics(metrics_path, saved.engine.next_round));
+    log->info("resumed from {} before round {}", state_path, saved.engine.next_round);
+  } else {
+    if (options.resume) log->warn("--resume: no checkpoint at {}; starting afresh", state_path);
+    fs::remove(metrics_path, ec);
+  }
+
+  // ---- Transport. ----
+  std::random_device entropy;
+  const uint64_t run_id = (static_cast<uint64_t>(entropy()) << 32 | entropy()) | 1;
+  const std::string endpoint = options.bind.empty() ? transport.endpoint : options.bind;
+  TANDEM_ASSIGN_OR_RETURN(wire::TransportOptions server_options,
+                          wire::ServerTransportOptions(transport, endpoint, run_id));
+  server_options.zmq_context = options.zmq_context;
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<wire::Server> server,
+                          wire::Server::Bind(server_options));
+  log->info("listening on {}{}", server->endpoint(),
+            transport.curve ? " (CURVE, allow-list)" : "");
+  if (options.on_bound) TANDEM_RETURN_IF_ERROR(options.on_bound(server->endpoint()));
+
+  // ---- Round 0: the starting point. ----
+  const double elapsed_before = saved.elapsed;
+  auto elapsed = [&] { return elapsed_before + clock.Seconds(); };
+  if (!resuming) {
+    TANDEM_ASSIGN_OR_RETURN(saved.initial_val_loss, algorithm.ValidationLoss());
+    nlohmann::json line = {{"round", 0}, {"time_s", elapsed()}};
+    if (std::isfinite(saved.initial_val_loss)) {
+      line["val_loss"] = saved.initial_val_loss;
+      line["val_ppl"] = std::exp(saved.initial_val_loss);
+    }
+    TANDEM_RETURN_IF_ERROR(AppendLine(metrics_path, line.dump()));
+    if (options.show_progress) {
+      std::fprintf(stderr, "round 0: held-out loss %.4f\n", saved.initial_val_loss);
+    }
+  }
+
+  // ---- Rounds. ----
+  ServerOutbox outbox(server.get());
+  Stopwatch engine_clock;
+  RoundEngine engine(engine_config, &algorithm, &outbox, [&] { return engine_clock.Seconds(); },
+                     static_cast<uint64_t>(seed));
+  if (resuming) engine.RestoreState(saved.engine);
+  CoordinatorResult result;
+  result.run_dir = run_dir;
+  result.initial_val_loss = saved.initial_val_loss;
+  result.final_val_loss = saved.initial_val_loss;
+  engine.SetRoundEndCallback([&](uint64_t round, const std::map<std::string, double>& m) {
+    nlohmann::json line = {{"round", round}, {"time_s", elapsed()}};
+    for (const auto& [k, v] : m) line[k] = v;
+    saved.bytes_up += static_cast<uint64_t>(m.at("bytes_up"));
+    saved.bytes_down += static_cast<uint64_t>(m.at("bytes_down"));
+    line["bytes_up_total"] = saved.bytes_up;
+    line["bytes_down_total"] = saved.bytes_down;
+    const bool aborted = m.count("aborted") > 0;
+    if (aborted) ++saved.aborted;
+    if (m.count("val_loss")) result.final_val_loss = m.at("val_loss");
+    TANDEM_RETURN_IF_ERROR(AppendLine(metrics_path, line.dump()));
+    saved.engine = engine.state();
+    saved.elapsed = elapsed();
+    TANDEM_RETURN_IF_ERROR(SaveCheckpoint(ckpt_dir, algorithm, saved));
+    TANDEM_RETURN_IF_ERROR(SaveGpt(ckpt_dir + "/model.safetensors", algorithm.model()));
+    if (options.show_progress) {
+      char buf[256];
+      if (aborted) {
+        std::snprintf(buf, sizeof buf, "round %llu/%lld: aborted (%g of %g results), model kept",
+                      static_cast<unsigned long long>(round),
+                      static_cast<long long>(engine_config.rounds), m.at("results"),
+                      m.at("cohort"));
+      } else {
+        std::snprintf(buf, sizeof buf,
+                      "round %llu/%lld: held-out loss %.4f (local train %.4f), %g/%g results, "
+                      "%s up, %s down, %.1f s",
+                      static_cast<unsigned long long>(round),
+                      static_cast<long long>(engine_config.rounds),
+                      m.count("val_loss") ? m.at("val_loss") : std::nan(""),
+                      m.count("train_loss") ? m.at("train_loss") : std::nan(""), m.at("results"),
+                      m.at("cohort"), FormatBytes(m.at("bytes_up")).c_str(),
+                      FormatBytes(m.at("bytes_down")).c_str(), m.at("round_s"));
+      }
+      std::fprintf(stderr, "%s\n", buf);
+    }
+    return Status::Ok();
+  });
+
+  std::set<std::string> live;
+  while (!engine.done()) {
+    const auto wait = std::chrono::milliseconds(
+        std::max<int64_t>(1, static_cast<int64_t>(engine.NextWakeSeconds() * 1000)));
+    TANDEM_ASSIGN_OR_RETURN(std::optional<wire::TransportEvent> event, server->Receive(wait));
+    if (event) {
+      switch (event->kind) {
+        case wire::TransportEvent::Kind::kPeerJoined: {
+          std::vector<std::string> capabilities;
+          if (const auto* hello = std::get_if<wire::Hello>(&event->message.body)) {
+            capabilities = hello->capabilities;
+          }
+          wire::Message welcome;
+          const int index = ClientIndexFromName(event->peer);
+          welcome.body = wire::Welcome{static_cast<uint32_t>(index < 0 ? 0xFFFFFFFFu : index),
+                                       transport.heartbeat_ms, transport.peer_timeout_ms};
+          if (Status s = server->Send(event->peer, std::move(welcome)); !s.ok()) {
+            log->warn("cannot welcome {}: {}", event->peer, s.message());
+            break;
+          }
+          live.insert(event->peer);
+          engine.OnJoined(event->peer, capabilities);
+          break;
+        }
+        case wire::TransportEvent::Kind::kPeerLost:
+          live.erase(event->peer);
+          engine.OnLost(event->peer);
+          break;
+        case wire::TransportEvent::Kind::kMessage:
+          engine.OnMessage(event->peer, event->message);
+          break;
+      }
+    }
+    engine.Tick();
+  }
+
+  // ---- The end: tell the clients, then the final numbers. ----
+  const std::string reason = engine.status().ok() ? "the run is complete" : "the run failed";
+  for (const auto& peer : live) {
+    wire::Message bye;
+    bye.body = wire::Bye{reason};
+    (void)server->Send(peer, std::move(bye));
+  }
+  // Give the I/O thread a moment to deliver the Byes before the socket closes.
+  for (Stopwatch drain; drain.Seconds() < 0.5;) {
+    auto event = server->Receive(std::chrono::milliseconds(50));
+    if (!event.ok()) break;
+  }
+  TANDEM_RETURN_IF_ERROR(engine.status());
+
+  result.rounds = engine.state().next_round - 1;
+  result.aborted_rounds = saved.aborted;
+  result.bytes_up = saved.bytes_up;
+  result.bytes_down = saved.bytes_down;
+  if (!splits.test.empty()) {
+    TANDEM_ASSIGN_OR_RETURN(LossResult test, EvaluateLoss(algorithm.model(), splits.test, 16,
+                                                          fedavg.eval_tokens));
+    result.final_test_loss = test.loss;
+  }
+  result.seconds = elapsed();
+  nlohmann::json summary = {{"name", name},
+                            {"algorithm", algorithm_name},
+                            {"strategy", fedavg.strategy.name},
+                            {"model", model_config.ToString()},
+                            {"clients", engine_config.expected_clients},
+                            {"rounds", result.rounds},
+                            {"aborted_rounds", result.aborted_rounds},
+                            {"initial_val_loss", result.initial_val_loss},
+                            {"final_val_loss", result.final_val_loss},
+                            {"final_test_loss", result.final_test_loss},
+                            {"bytes_up", result.bytes_up},
+                            {"bytes_down", result.bytes_down},
+                            {"seconds", result.seconds}};
+  TANDEM_RETURN_IF_ERROR(WriteText(run_dir + "/summary.json", summary.dump(2) + "\n"));
+  return result;
+}
+
+}  // namespace tandem

@@ -1,0 +1,44 @@
+// `tandem coordinator`: the cloud side of a run. Binds the configured endpoint, admits clients,
+// runs the round engine with the configured algorithm, and leaves in runs/<name>/ the resolved
+// config, metrics.jsonl (one line per round), summary.json and an atomic checkpoint after every
+// round, from which --resume continues bit for bit.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "core/status.h"
+
+namespace tandem {
+
+class Config;
+
+struct CoordinatorOptions {
+  bool resume = false;
+  std::string bind;      // overrides federation.endpoint
+  std::string keys_dir;  // overrides federation.keys_dir
+  // Called once the endpoint is bound, with the address clients should connect to (the real port
+  // when tcp port 0 was asked for). `tandem run` starts its clients from here.
+  std::function<Status(const std::string& endpoint)> on_bound;
+  void* zmq_context = nullptr;  // shared with in-process clients for inproc://
+  bool show_progress = true;
+};
+
+struct CoordinatorResult {
+  std::string run_dir;
+  uint64_t rounds = 0;           // rounds completed or aborted in this run's life (all sessions)
+  uint64_t aborted_rounds = 0;
+  double initial_val_loss = 0.0;
+  double final_val_loss = 0.0;
+  double final_test_loss = 0.0;
+  uint64_t bytes_up = 0, bytes_down = 0;
+  double seconds = 0.0;
+};
+
+StatusOr<CoordinatorResult> RunCoordinator(const Config& config, const CoordinatorOptions& options);
+
+// runs/<name> for a config (out_dir and name), for programs that need it before the run starts.
+StatusOr<std::string> RunDirectory(const Config& config);
+
+}  // namespace tandem

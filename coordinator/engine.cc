@@ -1,0 +1,433 @@
+// The round engine's state machine; see coordinator/engine.h.
+#include "coordinator/engine.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/config.h"
+#include "core/logging.h"
+
+namespace tandem {
+namespace {
+
+constexpr double kMaxTickInterval = 0.5;  // seconds between ticks when nothing happens
+constexpr double kWaitLogInterval = 10.0;
+
+std::string Join(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+
+}  // namespace
+
+int ClientIndexFromName(const std::string& name) {
+  constexpr std::string_view kPrefix = "client-";
+  if (name.size() <= kPrefix.size() || name.compare(0, kPrefix.size(), kPrefix) != 0) return -1;
+  int64_t k = 0;
+  for (size_t i = kPrefix.size(); i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9' || k > 1'000'000) return -1;
+    k = k * 10 + (name[i] - '0');
+  }
+  if (name.size() > kPrefix.size() + 1 && name[kPrefix.size()] == '0') return -1;  // "client-01"
+  return static_cast<int>(k);
+}
+
+StatusOr<EngineConfig> EngineConfigFromConfig(const Config& config) {
+  EngineConfig c;
+  TANDEM_ASSIGN_OR_RETURN(c.rounds, config.GetInt("federation.rounds", c.rounds, 1, 1'000'000));
+  TANDEM_ASSIGN_OR_RETURN(int64_t clients,
+                          config.GetInt("federation.clients", c.expected_clients, 1, 100'000));
+  c.expected_clients = static_cast<int>(clients);
+  TANDEM_ASSIGN_OR_RETURN(int64_t cohort, config.GetInt("federation.cohort", 0, 0, clients));
+  c.cohort = static_cast<int>(cohort);
+  TANDEM_ASSIGN_OR_RETURN(c.cohort_fraction,
+                          config.GetDouble("federation.cohort_fraction", 1.0, 1e-9, 1.0));
+  if (cohort > 0 && config.Has("federation.cohort_fraction")) {
+    return Status::InvalidArgument(config.source() +
+                                   ": set federation.cohort or federation.cohort_fraction, "
+                                   "not both");
+  }
+  TANDEM_ASSIGN_OR_RETURN(int64_t min_results,
+                          config.GetInt("federation.min_results", 0, 0, clients));
+  c.min_results = static_cast<int>(min_results);
+  TANDEM_ASSIGN_OR_RETURN(c.round_deadline_s,
+                          config.GetDouble("federation.round_deadline_s", c.round_deadline_s,
+                                           0.001, 1e7));
+  TANDEM_ASSIGN_OR_RETURN(c.wait_for_clients_s,
+                          config.GetDouble("federation.wait_for_clients_s", c.wait_for_clients_s,
+                                           0.0, 1e7));
+  const int cohort_size =
+      c.cohort > 0 ? c.cohort
+                   : std::max(1, static_cast<int>(std::ceil(c.cohort_fraction * clients - 1e-9)));
+  if (c.min_results > cohort_size) {
+    return Status::InvalidArgument(config.source() + ": federation.min_results is " +
+                                   std::to_string(c.min_results) + " but a cohort has only " +
+                                   std::to_string(cohort_size) + " clients");
+  }
+  return c;
+}
+
+RoundEngine::RoundEngine(EngineConfig config, ServerAlgorithm* algorithm, Outbox* outbox,
+                         std::function<double()> now, uint64_t seed)
+    : config_(config), algorithm_(algorithm), outbox_(outbox), now_(std::move(now)),
+      rng_(seed * 0x9E3779B97F4A7C15ULL + 0x5851F42D) {
+  state_.rng_state = rng_.SaveState();
+  if (state_.next_round > static_cast<uint64_t>(config_.rounds)) done_ = true;
+}
+
+void RoundEngine::RestoreState(const EngineState& state) {
+  state_ = state;
+  if (!state.rng_state.empty()) {
+    Status s = rng_.LoadState(state.rng_state);
+    TANDEM_CHECK(s.ok());
+  }
+  done_ = state_.next_round > static_cast<uint64_t>(config_.rounds);
+}
+
+int RoundEngine::cohort_size() const {
+  if (config_.cohort > 0) return config_.cohort;
+  return std::max(1, static_cast<int>(std::ceil(config_.cohort_fraction *
+                                                config_.expected_clients - 1e-9)));
+}
+
+int RoundEngine::min_results() const {
+  return config_.min_results > 0 ? config_.min_results : cohort_size();
+}
+
+void RoundEngine::OnJoined(const std::string& peer, const std::vector<std::string>& capabilities) {
+  auto log = GetLogger("coordinator");
+  ClientInfo info{peer, ClientIndexFromName(peer), capabilities};
+  const bool rejoin = clients_.count(peer) > 0;
+  clients_[peer] = info;
+  log->info("round {}: client {} {} ({} connected)", round_, peer,
+            rejoin ? "rejoined" : "joined", clients_.size());
+  // A member that joins again mid-task has lost the task with its old session.
+  if (phase_ == Phase::kTask && task_.members.count(peer) && !task_.answered.count(peer)) {
+    task_.answered.insert(peer);
+    ++task_.report.failed;
+    log->warn("round {}: client {} restarted during task {}; counted as dropped", round_, peer,
+              task_.id);
+    MaybeCloseTask(false);
+  }
+}
+
+void RoundEngine::OnLost(const std::string& peer) {
+  auto log = GetLogger("coordinator");
+  if (clients_.erase(peer) == 0) return;
+  log->warn("round {}: client {} lost ({} connected)", round_, peer, clients_.size());
+  if (phase_ == Phase::kTask && task_.members.count(peer) && !task_.answered.count(peer)) {
+    task_.answered.insert(peer);
+    ++task_.report.failed;
+    MaybeCloseTask(false);
+  }
+}
+
+void RoundEngine::OnMessage(const std::string& peer, const wire::Message& message) {
+  auto log = GetLogger("coordinator");
+  const uint64_t task_id = message.envelope.task_id;
+  const bool open = phase_ == Phase::kTask && task_id == task_.id;
+  if (const auto* result = std::get_if<wire::TaskResult>(&message.body)) {
+    if (!open) {
+      if (closed_tasks_.count(task_id)) {
+        ++late_;
+        log->info("round {}: late result from {} for closed task {} dropped", round_, peer,
+                  task_id);
+      } else {
+        ++round_rejected_;
+        log->warn("round {}: result from {} for unknown task {} rejected", round_, peer, task_id);
+      }
+      return;
+    }
+    auto member = task_.members.find(peer);
+    if (member == task_.members.end()) {
+      ++task_.report.rejected;
+      log->warn("round {}: result from {} rejected: not in task {}'s cohort", round_, peer,
+                task_id);
+      return;
+    }
+    if (task_.answered.count(peer)) {
+      ++task_.report.rejected;
+      log->warn("round {}: second result from {} for task {} rejected", round_, peer, task_id);
+      return;
+    }
+    task_.answered.insert(peer);
+    if (Status s = algorithm_->OnResult(member->second, *result); !s.ok()) {
+      ++task_.report.rejected;
+      log->warn("round {}: result from {} for task {} rejected: {}", round_, peer, task_id,
+                s.message());
+    } else {
+      task_.report.responded.push_back(peer);
+      log->debug("round {}: result from {} for task {} ({}/{})", round_, peer, task_id,
+                 task_.report.responded.size(), task_.members.size());
+    }
+    MaybeCloseTask(false);
+    return;
+  }
+  if (const auto* error = std::get_if<wire::Error>(&message.body)) {
+    if (open && task_.members.count(peer) && !task_.answered.count(peer)) {
+      task_.answered.insert(peer);
+      ++task_.report.failed;
+      log->warn("round {}: client {} could not do task {}: {}", round_, peer, task_id,
+                error->message);
+      MaybeCloseTask(false);
+    } else {
+      log->warn("round {}: error from {}: {}", round_, peer, error->message);
+    }
+  }
+}
+
+void RoundEngine::Tick() {
+  if (done_) return;
+  if (phase_ == Phase::kTask && now_() >= task_.deadline) MaybeCloseTask(true);
+  // A round that just ended is followed by the next one at once when its cohort is here.
+  if (phase_ == Phase::kWaiting && !done_) TryStartRound();
+}
+
+double RoundEngine::NextWakeSeconds() const {
+  if (phase_ == Phase::kTask) {
+    return std::clamp(task_.deadline - now_(), 0.0, kMaxTickInterval);
+  }
+  return kMaxTickInterval;
+}
+
+void RoundEngine::Stop(Status reason) {
+  status_ = std::move(reason);
+  done_ = true;
+  phase_ = Phase::kDone;
+}
+
+void RoundEngine::Fail(Status status) {
+  GetLogger("coordinator")->error("round {}: {}", round_, status.message());
+  Stop(std::move(status));
+}
+
+std::vector<ClientInfo> RoundEngine::SelectCohort() {
+  const auto required = algorithm_->RequiredCapabilities();
+  std::vector<ClientInfo> eligible;  // in name order: the sampling depends only on who is here
+  for (const auto& [name, info] : clients_) {
+    bool ok = true;
+    for (const auto& cap : required) {
+      ok = ok && std::find(info.capabilities.begin(), info.capabilities.end(), cap) !=
+                     info.capabilities.end();
+    }
+    if (ok) eligible.push_back(info);
+  }
+  const size_t want = static_cast<size_t>(cohort_size());
+  if (eligible.size() > want) {
+    // Partial Fisher-Yates with the engine's checkpointed generator.
+    for (size_t i = 0; i < want; ++i) {
+      std::swap(eligible[i], eligible[i + rng_.Below(eligible.size() - i)]);
+    }
+    eligible.resize(want);
+    std::sort(eligible.begin(), eligible.end(),
+              [](const ClientInfo& a, const ClientInfo& b) { return a.name < b.name; });
+  }
+  return eligible;
+}
+
+void RoundEngine::TryStartRound() {
+  auto log = GetLogger("coordinator");
+  if (state_.next_round > static_cast<uint64_t>(config_.rounds)) {
+    done_ = true;
+    phase_ = Phase::kDone;
+    return;
+  }
+  const double now = now_();
+  if (waiting_since_ < 0) waiting_since_ = now;
+  std::vector<ClientInfo> cohort = SelectCohort();
+  const bool full = static_cast<int>(cohort.size()) >= cohort_size();
+  const bool waited = now - waiting_since_ >= config_.wait_for_clients_s;
+  if (!full) {
+    if (waited && static_cast<int>(cohort.size()) < min_results()) {
+      Fail(Status::Unavailable(
+          "only " + std::to_string(cohort.size()) + " eligible clients connected after " +
+          std::to_string(static_cast<int>(config_.wait_for_clients_s)) +
+          " s (federation.wait_for_clients_s); a round needs " + std::to_string(min_results()) +
+          " (federation.min_results)"));
+      return;
+    }
+    if (!waited) {
+      if (last_wait_log_ < 0 || now - last_wait_log_ >= kWaitLogInterval) {
+        log->info("waiting for clients: {} of {} connected", cohort.size(), cohort_size());
+        last_wait_log_ = now;
+      }
+      return;
+    }
+    log->warn("starting round {} with {} of {} clients after waiting {:.0f} s",
+              state_.next_round, cohort.size(), cohort_size(), now - waiting_since_);
+  }
+  round_ = state_.next_round;
+  waiting_since_ = -1.0;
+  last_wait_log_ = -1.0;
+  round_started_ = now;
+  round_metrics_.clear();
+  round_cohort_ = cohort.size();
+  round_results_ = round_dropped_ = round_rejected_ = 0;
+  bytes_sent_at_start_ = outbox_->BytesSent();
+  bytes_received_at_start_ = outbox_->BytesReceived();
+  outbox_->AdvanceRound(round_);
+  std::vector<std::string> names;
+  for (const auto& c : cohort) names.push_back(c.name);
+  log->info("round {}: cohort of {}: {}", round_, cohort.size(), Join(names));
+  StatusOr<TaskSpec> spec = algorithm_->BeginRound(round_, cohort);
+  if (!spec.ok()) {
+    Fail(spec.status());
+    return;
+  }
+  task_.members.clear();
+  for (auto& c : cohort) task_.members[c.name] = c;
+  Dispatch(std::move(spec).value());
+}
+
+void RoundEngine::Dispatch(TaskSpec spec) {
+  auto log = GetLogger("coordinator");
+  const double now = now_();
+  std::map<std::string, ClientInfo> members = std::move(task_.members);
+  task_ = OpenTask{};
+  task_.id = state_.next_task_id++;
+  task_.kind = spec.kind;
+  task_.started = now;
+  task_.deadline = now + config_.round_deadline_s;
+  task_.report.task_id = task_.id;
+  task_.report.kind = spec.kind;
+  phase_ = Phase::kTask;
+  const auto deadline_ms = static_cast<uint32_t>(
+      std::min(config_.round_deadline_s * 1000.0, 4e9));
+  for (auto& [name, info] : members) {
+    // A member lost between the cohort's selection and now (e.g. while the previous task closed).
+    if (!clients_.count(name)) {
+      task_.answered.insert(name);
+      ++task_.report.failed;
+      task_.members[name] = info;
+      task_.report.assigned.push_back(name);
+      continue;
+    }
+    wire::Message m;
+    m.envelope.round = round_;
+    m.envelope.task_id = task_.id;
+    wire::TaskAssign assign{spec.kind, spec.params, spec.tensors, deadline_ms};
+    algorithm_->Customize(info, &assign);
+    m.body = std::move(assign);
+    task_.members[name] = info;
+    task_.report.assigned.push_back(name);
+    if (Status s = outbox_->Send(name, std::move(m)); !s.ok()) {
+      task_.answered.insert(name);
+      ++task_.report.failed;
+      log->warn("round {}: task {} could not be sent to {}: {}", round_, task_.id, name,
+                s.message());
+    }
+  }
+  round_metrics_["dispatch_s"] += now_() - now;
+  log->info("round {}: task {} ({}) sent to {} clients, deadline {:.0f} s", round_, task_.id,
+            spec.kind, task_.members.size() - task_.report.failed, config_.round_deadline_s);
+  MaybeCloseTask(false);
+}
+
+void RoundEngine::MaybeCloseTask(bool deadline_passed) {
+  if (phase_ != Phase::kTask) return;
+  const size_t accepted = task_.report.responded.size();
+  const bool all_in = task_.answered.size() == task_.members.size();
+  deadline_passed = deadline_passed || now_() >= task_.deadline;
+  if (!all_in && !deadline_passed) return;
+  if (static_cast<int>(accepted) >= min_results()) {
+    CloseTask();
+    return;
+  }
+  FinishRound(false, "task " + std::to_string(task_.id) + " (" + task_.kind + ") got " +
+                         std::to_string(accepted) + " of the " + std::to_string(min_results()) +
+                         " results it needs" +
+                         (all_in ? std::string(" (every member answered or dropped)")
+                                 : " by its deadline"));
+}
+
+void RoundEngine::CloseTask() {
+  auto log = GetLogger("coordinator");
+  closed_tasks_.insert(task_.id);
+  // Stragglers may stop: their results would be dropped as late.
+  for (const auto& [name, info] : task_.members) {
+    if (task_.answered.count(name)) continue;
+    ++task_.report.failed;
+    wire::Message cancel;
+    cancel.envelope.round = round_;
+    cancel.envelope.task_id = task_.id;
+    cancel.body = wire::TaskCancel{"the task closed at its deadline"};
+    (void)outbox_->Send(name, std::move(cancel));
+    log->info("round {}: client {} missed task {}'s deadline", round_, name, task_.id);
+  }
+  const double now = now_();
+  task_.report.seconds = now - task_.started;
+  round_metrics_["collect_s"] += task_.report.seconds;
+  round_results_ += task_.report.responded.size();
+  round_dropped_ += task_.report.failed;
+  round_rejected_ += task_.report.rejected;
+  StatusOr<std::optional<TaskSpec>> next = algorithm_->OnTaskClosed(task_.report);
+  round_metrics_["aggregate_s"] += now_() - now;
+  if (!next.ok()) {
+    FinishRound(false, next.status().message());
+    return;
+  }
+  if (next->has_value()) {
+    // The next task goes to the members still connected.
+    task_.members = [&] {
+      std::map<std::string, ClientInfo> m;
+      for (const auto& name : task_.report.responded) m[name] = task_.members[name];
+      return m;
+    }();
+    Dispatch(std::move(**next));
+    return;
+  }
+  FinishRound(true, "");
+}
+
+void RoundEngine::FinishRound(bool completed, const std::string& why) {
+  auto log = GetLogger("coordinator");
+  if (phase_ == Phase::kTask && !closed_tasks_.count(task_.id)) {
+    closed_tasks_.insert(task_.id);
+    round_dropped_ += task_.members.size() - task_.report.responded.size();
+    round_rejected_ += task_.report.rejected;
+    round_results_ += task_.report.responded.size();
+    for (const auto& [name, info] : task_.members) {
+      if (task_.answered.count(name)) continue;
+      wire::Message cancel;
+      cancel.envelope.round = round_;
+      cancel.envelope.task_id = task_.id;
+      cancel.body = wire::TaskCancel{"the round was aborted"};
+      (void)outbox_->Send(name, std::move(cancel));
+    }
+  }
+  std::map<std::string, double> metrics = round_metrics_;
+  if (completed) {
+    const double t = now_();
+    if (Status s = algorithm_->EndRound(round_, &metrics); !s.ok()) {
+      Fail(s);
+      return;
+    }
+    metrics["eval_s"] = now_() - t;
+  } else {
+    algorithm_->AbortRound();
+    metrics["aborted"] = 1;
+    log->warn("round {} aborted, model unchanged: {}", round_, why);
+  }
+  metrics["round_s"] = now_() - round_started_;
+  metrics["cohort"] = static_cast<double>(round_cohort_);
+  metrics["results"] = static_cast<double>(round_results_);
+  metrics["dropped"] = static_cast<double>(round_dropped_);
+  metrics["rejected"] = static_cast<double>(round_rejected_);
+  metrics["late"] = static_cast<double>(late_);
+  metrics["bytes_up"] = static_cast<double>(outbox_->BytesReceived() - bytes_received_at_start_);
+  metrics["bytes_down"] = static_cast<double>(outbox_->BytesSent() - bytes_sent_at_start_);
+  late_ = 0;
+  state_.next_round = round_ + 1;
+  state_.rng_state = rng_.SaveState();
+  phase_ = Phase::kWaiting;
+  if (state_.next_round > static_cast<uint64_t>(config_.rounds)) {
+    done_ = true;
+    phase_ = Phase::kDone;
+  }
+  if (on_round_end_) {
+    if (Status s = on_round_end_(round_, metrics); !s.ok()) Fail(s);
+  }
+}
+
+}  // namespace tandem

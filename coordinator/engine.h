@@ -1,0 +1,202 @@
+// The round engine of DESIGN.md "Round protocol": select a cohort, dispatch a task, collect results
+// until `min_results` are in and the deadline has passed (or all are in), hand each result to the
+// algorithm as it arrives, chain the round's tasks, then evaluate and checkpoint. It owns no
+// sockets: it consumes events (joins, losses, messages, time) and sends through an Outbox, so tests
+// drive it in-process and the same engine runs over inproc://, ipc:// and tcp://.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+#include "core/status.h"
+#include "wire/message.h"
+
+namespace tandem {
+
+class Config;
+
+// How the engine reaches clients. The coordinator program implements it over wire::Server; tests
+// implement it with queues.
+class Outbox {
+ public:
+  virtual ~Outbox() = default;
+  // Sends `message` to `peer`; the engine fills round and task id, the transport the rest.
+  // An error means the peer is gone (the engine counts it as dropped).
+  virtual Status Send(const std::string& peer, wire::Message message) = 0;
+  // Messages stamped with an earlier round are stale from now on.
+  virtual void AdvanceRound(uint64_t round) {}
+  // Bytes moved so far, for the metrics (0 when unknown).
+  virtual uint64_t BytesSent() const { return 0; }
+  virtual uint64_t BytesReceived() const { return 0; }
+};
+
+// A connected client as the engine sees it.
+struct ClientInfo {
+  std::string name;  // the identity from the authenticated channel, e.g. "client-3"
+  int index = -1;    // K of "client-K", or -1 for another name
+  std::vector<std::string> capabilities;
+};
+
+// One task of a round: the same kind, parameters and payload go to every cohort member (an
+// algorithm may adjust a member's copy in ServerAlgorithm::Customize).
+struct TaskSpec {
+  std::string kind;
+  wire::Params params;
+  std::vector<wire::Tensor> tensors;
+};
+
+// How a task ended, for the algorithm's OnTaskClosed.
+struct TaskReport {
+  uint64_t task_id = 0;
+  std::string kind;
+  std::vector<std::string> assigned;   // cohort members the task went to
+  std::vector<std::string> responded;  // whose results were accepted, in arrival order
+  size_t failed = 0;    // lost, refused the task, or could not be reached
+  size_t rejected = 0;  // results that failed validation (they changed nothing)
+  double seconds = 0.0;
+};
+
+// The server half of an algorithm (FedAvg, distillation, secure-aggregation steps...). The engine
+// calls it from one thread, in this order per round: BeginRound, then for each task OnResult* and
+// OnTaskClosed (which returns the round's next task or none), then EndRound; AbortRound instead of
+// EndRound when a task could not reach its min_results in time.
+class ServerAlgorithm {
+ public:
+  virtual ~ServerAlgorithm() = default;
+  virtual std::string name() const = 0;
+  // Task kinds a client must offer to be chosen for a cohort.
+  virtual std::vector<std::string> RequiredCapabilities() const = 0;
+  // The first task of round `round` for `cohort`.
+  virtual StatusOr<TaskSpec> BeginRound(uint64_t round, const std::vector<ClientInfo>& cohort) = 0;
+  // A cohort member's copy of the task, before it is sent.
+  virtual void Customize(const ClientInfo& client, wire::TaskAssign* assign) {}
+  // Validates one result and folds it in. An error rejects the result and must leave the
+  // algorithm's state exactly as it was.
+  virtual Status OnResult(const ClientInfo& client, const wire::TaskResult& result) = 0;
+  // The task closed with enough results. Takes the server-side step when the round is over and
+  // returns nullopt, or returns the round's next task.
+  virtual StatusOr<std::optional<TaskSpec>> OnTaskClosed(const TaskReport& report) = 0;
+  // The round could not complete: forget its partial state; the model stays as it was.
+  virtual void AbortRound() = 0;
+  // After the round's last task: evaluation and the algorithm's numbers for the metrics line.
+  virtual Status EndRound(uint64_t round, std::map<std::string, double>* metrics) = 0;
+  // Everything needed to continue bit for bit: float tensors and string metadata.
+  virtual void SaveState(std::map<std::string, std::vector<float>>* tensors,
+                         std::map<std::string, std::string>* metadata) const = 0;
+  virtual Status LoadState(const std::map<std::string, std::vector<float>>& tensors,
+                           const std::map<std::string, std::string>& metadata) = 0;
+};
+
+// The `[federation]` keys the engine reads.
+struct EngineConfig {
+  int64_t rounds = 5;
+  int expected_clients = 4;      // federation.clients
+  int cohort = 0;                // clients per round; 0 = use cohort_fraction
+  double cohort_fraction = 1.0;  // of expected_clients, rounded up
+  int min_results = 0;           // 0 = the whole cohort
+  double round_deadline_s = 300;
+  double wait_for_clients_s = 120;  // how long a round waits for a full cohort to be connected
+};
+
+// Reads federation.rounds, clients, cohort, cohort_fraction, min_results, round_deadline_s,
+// wait_for_clients_s, and checks they fit together.
+StatusOr<EngineConfig> EngineConfigFromConfig(const Config& config);
+
+// What the engine keeps across a restart, besides the algorithm's state.
+struct EngineState {
+  uint64_t next_round = 1;  // rounds are numbered from 1; round 0 is the initial evaluation
+  uint64_t next_task_id = 1;
+  std::string rng_state;
+};
+
+class RoundEngine {
+ public:
+  // `now` gives seconds on a monotonic clock (tests pass a fake one). `on_round_end` is called
+  // after each completed or aborted round with its metrics line (the program writes it and
+  // checkpoints); an error from it stops the engine.
+  using RoundEndFn = std::function<Status(uint64_t round, const std::map<std::string, double>&)>;
+  RoundEngine(EngineConfig config, ServerAlgorithm* algorithm, Outbox* outbox,
+              std::function<double()> now, uint64_t seed);
+
+  void SetRoundEndCallback(RoundEndFn fn) { on_round_end_ = std::move(fn); }
+  const EngineState& state() const { return state_; }
+  void RestoreState(const EngineState& state);
+
+  // Events from the transport.
+  void OnJoined(const std::string& peer, const std::vector<std::string>& capabilities);
+  void OnLost(const std::string& peer);
+  void OnMessage(const std::string& peer, const wire::Message& message);
+  // Advances time: starts rounds, closes tasks whose deadline passed. Call it after every event
+  // and at least every NextWakeSeconds().
+  void Tick();
+  // Seconds until the engine next needs a Tick without any event (bounded, >= 0).
+  double NextWakeSeconds() const;
+
+  bool done() const { return done_; }
+  // Non-OK when the engine stopped because of an error (e.g. too few clients for too long).
+  const Status& status() const { return status_; }
+  // Stops after the current state; sends nothing more.
+  void Stop(Status reason);
+
+  size_t live_clients() const { return clients_.size(); }
+  int cohort_size() const;
+  int min_results() const;
+
+ private:
+  enum class Phase { kWaiting, kTask, kDone };
+
+  void TryStartRound();
+  void Dispatch(TaskSpec spec);
+  void MaybeCloseTask(bool deadline_passed);
+  void CloseTask();
+  void FinishRound(bool completed, const std::string& why);
+  void Fail(Status status);
+  std::vector<ClientInfo> SelectCohort();
+
+  EngineConfig config_;
+  ServerAlgorithm* algorithm_;
+  Outbox* outbox_;
+  std::function<double()> now_;
+  RoundEndFn on_round_end_;
+  Rng rng_;
+  EngineState state_;
+  Status status_ = Status::Ok();
+  bool done_ = false;
+  Phase phase_ = Phase::kWaiting;
+  double waiting_since_ = -1.0;
+  double last_wait_log_ = -1.0;
+
+  std::map<std::string, ClientInfo> clients_;  // live, by name
+
+  // The open task.
+  struct OpenTask {
+    uint64_t id = 0;
+    std::string kind;
+    double started = 0.0;
+    double deadline = 0.0;
+    std::map<std::string, ClientInfo> members;  // who got it
+    std::set<std::string> answered;             // accepted, failed or lost
+    TaskReport report;
+  };
+  OpenTask task_;
+  std::set<uint64_t> closed_tasks_;  // of this run, for telling late results from unknown ones
+
+  // The round in progress.
+  uint64_t round_ = 0;
+  double round_started_ = 0.0;
+  std::map<std::string, double> round_metrics_;
+  size_t round_cohort_ = 0, round_results_ = 0, round_dropped_ = 0, round_rejected_ = 0;
+  size_t late_ = 0;  // late results since the previous metrics line
+  uint64_t bytes_sent_at_start_ = 0, bytes_received_at_start_ = 0;
+};
+
+// "client-3" -> 3; -1 for any other name.
+int ClientIndexFromName(const std::string& name);
+
+}  // namespace tandem

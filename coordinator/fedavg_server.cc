@@ -1,0 +1,230 @@
+// The coordinator's half of fedavg; see coordinator/fedavg_server.h.
+#include "coordinator/fedavg_server.h"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <span>
+#include <cstring>
+
+#include "core/config.h"
+#include "core/logging.h"
+#include "train/evaluate.h"
+
+namespace tandem {
+namespace {
+
+constexpr char kTrainTask[] = "fedavg.train";
+constexpr char kEvalTask[] = "fedavg.eval";
+
+const wire::Tensor* FindTensor(const std::vector<wire::Tensor>& tensors, const std::string& name) {
+  for (const auto& t : tensors) {
+    if (t.name == name) return &t;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+StatusOr<FedAvgServerConfig> FedAvgServerConfigFromConfig(const Config& config) {
+  FedAvgServerConfig c;
+  LocalTrainConfig& l = c.local;
+  TANDEM_ASSIGN_OR_RETURN(l.local_steps, config.GetInt("client.local_steps", l.local_steps, 0,
+                                                       10'000'000));
+  TANDEM_ASSIGN_OR_RETURN(l.local_epochs, config.GetDouble("client.local_epochs", 0.0, 0.0, 1e4));
+  if (l.local_steps == 0 && l.local_epochs == 0) {
+    return Status::InvalidArgument(config.source() +
+                                   ": set client.local_steps or client.local_epochs above 0");
+  }
+  TANDEM_ASSIGN_OR_RETURN(int64_t batch, config.GetInt("client.batch", l.batch, 1, 4096));
+  l.batch = static_cast<int>(batch);
+  TANDEM_ASSIGN_OR_RETURN(l.lr, config.GetDouble("client.lr", l.lr, 1e-9, 10.0));
+  TANDEM_ASSIGN_OR_RETURN(l.weight_decay,
+                          config.GetDouble("client.weight_decay", l.weight_decay, 0.0, 10.0));
+  TANDEM_ASSIGN_OR_RETURN(l.grad_clip, config.GetDouble("client.grad_clip", l.grad_clip, 0.0));
+  TANDEM_ASSIGN_OR_RETURN(c.strategy, StrategyConfigFromConfig(config));
+  TANDEM_ASSIGN_OR_RETURN(c.eval_tokens, config.GetInt("eval.tokens", c.eval_tokens, 0));
+  TANDEM_ASSIGN_OR_RETURN(c.client_eval, config.GetBool("eval.clients", c.client_eval));
+  TANDEM_ASSIGN_OR_RETURN(int64_t seed, config.GetInt("seed", 1, 0));
+  c.seed = static_cast<uint64_t>(seed);
+  return c;
+}
+
+FedAvgServer::FedAvgServer(FedAvgServerConfig config, std::unique_ptr<Gpt> model,
+                           std::unique_ptr<Strategy> strategy, std::vector<Record> validation)
+    : config_(std::move(config)), model_(std::move(model)), strategy_(std::move(strategy)),
+      validation_(std::move(validation)) {}
+
+std::vector<std::string> FedAvgServer::RequiredCapabilities() const {
+  if (config_.client_eval) return {kTrainTask, kEvalTask};
+  return {kTrainTask};
+}
+
+TaskSpec FedAvgServer::ModelTask(const std::string& kind, wire::Params params) const {
+  TaskSpec spec;
+  spec.kind = kind;
+  params["model"] = model_->config().ToString();
+  spec.params = std::move(params);
+  const auto p = model_->params();
+  spec.tensors.push_back(wire::Tensor::Float32("params", {p.size()}, p));
+  return spec;
+}
+
+StatusOr<TaskSpec> FedAvgServer::BeginRound(uint64_t round,
+                                            const std::vector<ClientInfo>& cohort) {
+  round_ = round;
+  task_kind_ = kTrainTask;
+  train_loss_sum_ = train_weight_ = client_val_sum_ = client_val_weight_ = 0.0;
+  compute_max_ = compute_sum_ = 0.0;
+  compute_count_ = 0;
+  strategy_->BeginRound(model_->params().size());
+  const LocalTrainConfig& l = config_.local;
+  wire::Params params = {
+      {"local_steps", l.local_steps},
+      {"local_epochs", l.local_epochs},
+      {"batch", static_cast<int64_t>(l.batch)},
+      {"lr", l.lr},
+      {"weight_decay", l.weight_decay},
+      {"grad_clip", l.grad_clip},
+      {"proximal_mu", config_.strategy.name == "fedprox" ? config_.strategy.proximal_mu : 0.0},
+      // Local sampling depends on (seed, client, round) only, so a resumed run replays a round
+      // exactly.
+      {"seed", static_cast<int64_t>(config_.seed & 0x7FFFFFFFFFFFFFFFULL)},
+  };
+  return ModelTask(kTrainTask, std::move(params));
+}
+
+Status FedAvgServer::OnResult(const ClientInfo& client, const wire::TaskResult& result) {
+  const size_t n = model_->params().size();
+  auto metric = [&](const std::string& key) -> StatusOr<double> {
+    auto it = result.metrics.find(key);
+    if (it == result.metrics.end()) return Status::InvalidArgument("metric '" + key + "' missing");
+    return it->second;
+  };
+  if (!(result.weight > 0.0)) {
+    return Status::InvalidArgument("weight " + std::to_string(result.weight) + " is not positive");
+  }
+  if (task_kind_ == kEvalTask) {
+    TANDEM_ASSIGN_OR_RETURN(double loss, metric("val_loss"));
+    if (!(loss >= 0.0)) return Status::InvalidArgument("val_loss is negative");
+    client_val_sum_ += loss * result.weight;
+    client_val_weight_ += result.weight;
+    return Status::Ok();
+  }
+  if (result.tensors.size() != 1) {
+    return Status::InvalidArgument("expected one tensor 'delta', got " +
+                                   std::to_string(result.tensors.size()));
+  }
+  const wire::Tensor* delta = FindTensor(result.tensors, "delta");
+  if (delta == nullptr || delta->dtype != wire::DType::kFloat32 || delta->shape.size() != 1 ||
+      delta->shape[0] != n) {
+    return Status::InvalidArgument("expected tensor 'delta' of f32[" + std::to_string(n) + "]");
+  }
+  TANDEM_ASSIGN_OR_RETURN(double loss, metric("train_loss"));
+  if (!(loss >= 0.0)) return Status::InvalidArgument("train_loss is negative");
+  // The strategy validates values and adds them atomically; only then are metrics counted.
+  // Read in place when the bytes are float-aligned (they are: decoded tensors own heap strings);
+  // a copy would double the coordinator's per-result memory.
+  std::vector<float> copy;
+  std::span<const float> values;
+  if constexpr (std::endian::native == std::endian::little) {
+    if (reinterpret_cast<uintptr_t>(delta->data.data()) % alignof(float) == 0) {
+      values = {reinterpret_cast<const float*>(delta->data.data()), n};
+    }
+  }
+  if (values.empty()) {
+    copy.resize(n);
+    delta->CopyTo(copy);
+    values = copy;
+  }
+  TANDEM_RETURN_IF_ERROR(strategy_->AddDelta(values, result.weight));
+  train_loss_sum_ += loss * result.weight;
+  train_weight_ += result.weight;
+  if (auto it = result.metrics.find("compute_s"); it != result.metrics.end() && it->second >= 0) {
+    compute_max_ = std::max(compute_max_, it->second);
+    compute_sum_ += it->second;
+    ++compute_count_;
+  }
+  return Status::Ok();
+}
+
+StatusOr<std::optional<TaskSpec>> FedAvgServer::OnTaskClosed(const TaskReport& report) {
+  if (task_kind_ == kTrainTask) {
+    TANDEM_RETURN_IF_ERROR(strategy_->Apply(model_->params()));
+    if (config_.client_eval) {
+      task_kind_ = kEvalTask;
+      return std::optional<TaskSpec>(
+          ModelTask(kEvalTask, {{"eval_tokens", config_.eval_tokens}}));
+    }
+  }
+  return std::optional<TaskSpec>();
+}
+
+void FedAvgServer::AbortRound() {
+  // Apply() was not reached (or the eval task failed after it, which leaves a valid model): the
+  // running sum is simply discarded at the next BeginRound.
+  train_loss_sum_ = train_weight_ = client_val_sum_ = client_val_weight_ = 0.0;
+}
+
+StatusOr<double> FedAvgServer::ValidationLoss() {
+  if (validation_.empty()) return std::nan("");
+  TANDEM_ASSIGN_OR_RETURN(LossResult r, EvaluateLoss(*model_, validation_, 16, config_.eval_tokens));
+  return r.loss;
+}
+
+Status FedAvgServer::EndRound(uint64_t round, std::map<std::string, double>* metrics) {
+  if (train_weight_ > 0) (*metrics)["train_loss"] = train_loss_sum_ / train_weight_;
+  if (client_val_weight_ > 0) (*metrics)["client_val_loss"] = client_val_sum_ / client_val_weight_;
+  if (compute_count_ > 0) {
+    (*metrics)["client_compute_s_max"] = compute_max_;
+    (*metrics)["client_compute_s_mean"] = compute_sum_ / compute_count_;
+  }
+  TANDEM_ASSIGN_OR_RETURN(double v, ValidationLoss());
+  if (std::isfinite(v)) {
+    (*metrics)["val_loss"] = v;
+    (*metrics)["val_ppl"] = std::exp(v);
+  }
+  return Status::Ok();
+}
+
+void FedAvgServer::SaveState(std::map<std::string, std::vector<float>>* tensors,
+                             std::map<std::string, std::string>* metadata) const {
+  const auto p = model_->params();
+  (*tensors)["model.params"] = std::vector<float>(p.begin(), p.end());
+  for (auto& [name, values] : strategy_->SaveState()) {
+    (*tensors)["strategy." + name] = std::move(values);
+  }
+  (*metadata)["model"] = model_->config().ToString();
+  (*metadata)["strategy"] = strategy_->name();
+}
+
+Status FedAvgServer::LoadState(const std::map<std::string, std::vector<float>>& tensors,
+                               const std::map<std::string, std::string>& metadata) {
+  auto model = metadata.find("model");
+  if (model == metadata.end() || model->second != model_->config().ToString()) {
+    return Status::FailedPrecondition("checkpoint holds model " +
+                                      (model == metadata.end() ? "?" : model->second) +
+                                      ", the config asks for " + model_->config().ToString());
+  }
+  auto strategy = metadata.find("strategy");
+  if (strategy == metadata.end() || strategy->second != strategy_->name()) {
+    return Status::FailedPrecondition("checkpoint was made with strategy " +
+                                      (strategy == metadata.end() ? "?" : strategy->second) +
+                                      ", the config asks for " + strategy_->name());
+  }
+  auto params = tensors.find("model.params");
+  if (params == tensors.end() || params->second.size() != model_->params().size()) {
+    return Status::Corruption("checkpoint lacks model.params of the model's size");
+  }
+  std::map<std::string, std::vector<float>> strategy_state;
+  for (const auto& [name, values] : tensors) {
+    if (name.rfind("strategy.", 0) == 0) strategy_state[name.substr(9)] = values;
+  }
+  TANDEM_RETURN_IF_ERROR(strategy_->LoadState(strategy_state, model_->params().size()));
+  std::memcpy(model_->params().data(), params->second.data(),
+              params->second.size() * sizeof(float));
+  return Status::Ok();
+}
+
+}  // namespace tandem

@@ -1,0 +1,388 @@
+// The round engine driven in-process: a fake clock, an outbox that records what was sent, and a
+// summing algorithm. Covers cohorts, min_results with a deadline, stragglers, late, duplicate and
+// foreign results, clients lost mid-task, aborted rounds, chained tasks and restored state.
+#include "coordinator/engine.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace tandem {
+namespace {
+
+struct Sent {
+  std::string peer;
+  wire::Message message;
+};
+
+class RecordingOutbox : public Outbox {
+ public:
+  Status Send(const std::string& peer, wire::Message message) override {
+    if (unreachable.count(peer)) return Status::NotFound(peer + " is gone");
+    sent.push_back({peer, std::move(message)});
+    return Status::Ok();
+  }
+  void AdvanceRound(uint64_t round) override { rounds.push_back(round); }
+  std::vector<Sent> sent;
+  std::vector<uint64_t> rounds;
+  std::set<std::string> unreachable;
+
+  // The assignments of the newest task, by peer.
+  std::map<std::string, wire::Message> LastAssignments() const {
+    std::map<std::string, wire::Message> out;
+    uint64_t newest = 0;
+    for (const auto& s : sent) {
+      if (std::holds_alternative<wire::TaskAssign>(s.message.body)) {
+        newest = std::max(newest, s.message.envelope.task_id);
+      }
+    }
+    for (const auto& s : sent) {
+      if (std::holds_alternative<wire::TaskAssign>(s.message.body) &&
+          s.message.envelope.task_id == newest) {
+        out[s.peer] = s.message;
+      }
+    }
+    return out;
+  }
+};
+
+// Sums the "x" metric of accepted results; rejects negative ones. Optionally chains a second task.
+class SumAlgorithm : public ServerAlgorithm {
+ public:
+  std::string name() const override { return "sum"; }
+  std::vector<std::string> RequiredCapabilities() const override { return {"sum"}; }
+  StatusOr<TaskSpec> BeginRound(uint64_t round, const std::vector<ClientInfo>& cohort) override {
+    ++begun;
+    pending = 0;
+    std::string names;
+    for (const auto& c : cohort) {
+      cohorts.push_back(c.name);
+      names += c.name + " ";
+    }
+    cohort_by_round[round] = names;  // a round done again after a restore overwrites its entry
+    return TaskSpec{"sum", {}, {}};
+  }
+  Status OnResult(const ClientInfo& client, const wire::TaskResult& result) override {
+    const double x = result.metrics.at("x");
+    if (x < 0) return Status::InvalidArgument("negative");
+    pending += x;
+    return Status::Ok();
+  }
+  StatusOr<std::optional<TaskSpec>> OnTaskClosed(const TaskReport& report) override {
+    reports.push_back(report);
+    if (chain && !in_second_task) {
+      in_second_task = true;
+      return std::optional<TaskSpec>(TaskSpec{"sum", {}, {}});
+    }
+    in_second_task = false;
+    total += pending;
+    return std::optional<TaskSpec>();
+  }
+  void AbortRound() override {
+    ++aborted;
+    pending = 0;
+    in_second_task = false;
+  }
+  Status EndRound(uint64_t round, std::map<std::string, double>* metrics) override {
+    (*metrics)["total"] = total;
+    return Status::Ok();
+  }
+  void SaveState(std::map<std::string, std::vector<float>>*,
+                 std::map<std::string, std::string>*) const override {}
+  Status LoadState(const std::map<std::string, std::vector<float>>&,
+                   const std::map<std::string, std::string>&) override {
+    return Status::Ok();
+  }
+
+  bool chain = false;
+  bool in_second_task = false;
+  int begun = 0, aborted = 0;
+  double pending = 0, total = 0;
+  std::vector<std::string> cohorts;
+  std::map<uint64_t, std::string> cohort_by_round;
+  std::vector<TaskReport> reports;
+};
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void Make(EngineConfig config, uint64_t seed = 7) {
+    engine_ = std::make_unique<RoundEngine>(config, &algo_, &outbox_, [this] { return now_; },
+                                            seed);
+    engine_->SetRoundEndCallback([this](uint64_t round, const std::map<std::string, double>& m) {
+      lines_.push_back(m);
+      return Status::Ok();
+    });
+  }
+  void Join(const std::string& name, std::vector<std::string> caps = {"sum"}) {
+    engine_->OnJoined(name, caps);
+    engine_->Tick();
+  }
+  // A result for the newest task assigned to `peer`.
+  void Answer(const std::string& peer, double x, int64_t task_offset = 0) {
+    auto assigned = outbox_.LastAssignments();
+    ASSERT_TRUE(assigned.count(peer)) << peer << " has no task";
+    wire::Message m;
+    m.envelope = assigned[peer].envelope;
+    m.envelope.task_id += task_offset;
+    m.body = wire::TaskResult{{}, 1.0, {{"x", x}}};
+    engine_->OnMessage(peer, m);
+    engine_->Tick();
+  }
+  void Advance(double seconds) {
+    now_ += seconds;
+    engine_->Tick();
+  }
+
+  double now_ = 0.0;
+  RecordingOutbox outbox_;
+  SumAlgorithm algo_;
+  std::unique_ptr<RoundEngine> engine_;
+  std::vector<std::map<std::string, double>> lines_;
+};
+
+EngineConfig Config(int clients, int min_results, int64_t rounds = 3) {
+  EngineConfig c;
+  c.expected_clients = clients;
+  c.min_results = min_results;
+  c.rounds = rounds;
+  c.round_deadline_s = 10;
+  c.wait_for_clients_s = 30;
+  return c;
+}
+
+TEST(ClientIndexFromName, ParsesOnlyCanonicalNames) {
+  EXPECT_EQ(ClientIndexFromName("client-0"), 0);
+  EXPECT_EQ(ClientIndexFromName("client-42"), 42);
+  EXPECT_EQ(ClientIndexFromName("client-"), -1);
+  EXPECT_EQ(ClientIndexFromName("client-07"), -1);
+  EXPECT_EQ(ClientIndexFromName("client-3x"), -1);
+  EXPECT_EQ(ClientIndexFromName("alice"), -1);
+}
+
+TEST_F(EngineTest, WaitsForAFullCohortThenRunsAllRounds) {
+  Make(Config(3, 0));
+  Join("client-0");
+  Join("client-1");
+  EXPECT_TRUE(outbox_.sent.empty()) << "a round started before the cohort was complete";
+  Join("client-2");
+  ASSERT_EQ(outbox_.LastAssignments().size(), 3u);
+  for (int round = 1; round <= 3; ++round) {
+    for (const auto& peer : {"client-0", "client-1", "client-2"}) Answer(peer, round);
+  }
+  EXPECT_TRUE(engine_->done());
+  EXPECT_TRUE(engine_->status().ok());
+  ASSERT_EQ(lines_.size(), 3u);
+  EXPECT_DOUBLE_EQ(algo_.total, 3 * (1 + 2 + 3));
+  EXPECT_EQ(lines_[2].at("results"), 3);
+  EXPECT_EQ(lines_[2].at("dropped"), 0);
+  EXPECT_EQ(outbox_.rounds, (std::vector<uint64_t>{1, 2, 3}));
+}
+
+TEST_F(EngineTest, WaitsForTheDeadlineOnceMinResultsAreIn) {
+  Make(Config(3, 2, 1));
+  for (auto p : {"client-0", "client-1", "client-2"}) Join(p);
+  Answer("client-0", 1);
+  Answer("client-1", 2);
+  EXPECT_FALSE(engine_->done()) << "closed before the deadline with a member still working";
+  Advance(9.9);
+  EXPECT_FALSE(engine_->done());
+  Advance(0.2);
+  ASSERT_TRUE(engine_->done());
+  EXPECT_DOUBLE_EQ(algo_.total, 3);
+  EXPECT_EQ(lines_[0].at("results"), 2);
+  EXPECT_EQ(lines_[0].at("dropped"), 1);
+  // The straggler was told to stop.
+  bool cancelled = false;
+  for (const auto& s : outbox_.sent) {
+    cancelled |= s.peer == "client-2" && std::holds_alternative<wire::TaskCancel>(s.message.body);
+  }
+  EXPECT_TRUE(cancelled);
+}
+
+TEST_F(EngineTest, StragglerDoesNotStallAndItsLateResultIsDropped) {
+  Make(Config(3, 2, 2));
+  for (auto p : {"client-0", "client-1", "client-2"}) Join(p);
+  auto first = outbox_.LastAssignments();
+  Answer("client-0", 1);
+  Answer("client-1", 1);
+  Advance(11);  // round 1 closes without client-2
+  ASSERT_EQ(lines_.size(), 1u);
+  // Round 2 is under way; client-2's round-1 result arrives now.
+  wire::Message late;
+  late.envelope = first["client-2"].envelope;
+  late.body = wire::TaskResult{{}, 1.0, {{"x", 100.0}}};
+  engine_->OnMessage("client-2", late);
+  Answer("client-0", 1);
+  Answer("client-1", 1);
+  Answer("client-2", 1);
+  ASSERT_TRUE(engine_->done());
+  EXPECT_DOUBLE_EQ(algo_.total, 5) << "the late result was counted";
+  EXPECT_EQ(lines_[1].at("late"), 1);
+}
+
+TEST_F(EngineTest, LostMemberCompletesWithSurvivorsWhenEnough) {
+  Make(Config(3, 2, 1));
+  for (auto p : {"client-0", "client-1", "client-2"}) Join(p);
+  Answer("client-0", 1);
+  engine_->OnLost("client-2");
+  Answer("client-1", 1);
+  // Every member is accounted for: no need to wait for the deadline.
+  ASSERT_TRUE(engine_->done());
+  EXPECT_EQ(lines_[0].at("dropped"), 1);
+  EXPECT_EQ(algo_.aborted, 0);
+}
+
+TEST_F(EngineTest, TooFewResultsAbortsTheRoundAndKeepsTheModel) {
+  Make(Config(3, 3, 2));
+  for (auto p : {"client-0", "client-1", "client-2"}) Join(p);
+  Answer("client-0", 5);
+  engine_->OnLost("client-1");
+  Advance(11);
+  ASSERT_EQ(lines_.size(), 1u);
+  EXPECT_EQ(lines_[0].count("aborted"), 1u);
+  EXPECT_EQ(algo_.aborted, 1);
+  EXPECT_DOUBLE_EQ(algo_.total, 0);
+  // client-1 comes back; round 2 runs with everyone.
+  Join("client-1");
+  for (auto p : {"client-0", "client-1", "client-2"}) Answer(p, 1);
+  ASSERT_TRUE(engine_->done());
+  EXPECT_DOUBLE_EQ(algo_.total, 3);
+}
+
+TEST_F(EngineTest, RejectedDuplicateAndForeignResultsChangeNothing) {
+  Make(Config(3, 2, 1));
+  for (auto p : {"client-0", "client-1"}) Join(p);
+  Join("client-2");
+  Answer("client-0", 1);
+  Answer("client-0", 50);  // duplicate
+  Answer("client-1", -1);  // rejected by the algorithm
+  // A result for a task that never existed, and one from a stranger.
+  Answer("client-2", 70, /*task_offset=*/99);
+  wire::Message stranger;
+  stranger.envelope = outbox_.LastAssignments()["client-2"].envelope;
+  stranger.body = wire::TaskResult{{}, 1.0, {{"x", 80.0}}};
+  engine_->OnMessage("mallory", stranger);
+  Answer("client-2", 2);
+  ASSERT_TRUE(engine_->done());
+  EXPECT_DOUBLE_EQ(algo_.total, 3);
+  EXPECT_EQ(lines_[0].at("results"), 2);
+  EXPECT_GE(lines_[0].at("rejected"), 3);
+}
+
+TEST_F(EngineTest, GivesUpWhenTooFewClientsConnect) {
+  EngineConfig c = Config(4, 2, 1);
+  c.wait_for_clients_s = 5;
+  Make(c);
+  Join("client-0");
+  Advance(6);
+  ASSERT_TRUE(engine_->done());
+  EXPECT_FALSE(engine_->status().ok());
+  EXPECT_NE(engine_->status().message().find("wait_for_clients_s"), std::string::npos);
+}
+
+TEST_F(EngineTest, StartsWithMinResultsAfterWaiting) {
+  EngineConfig c = Config(4, 2, 1);
+  c.wait_for_clients_s = 5;
+  Make(c);
+  Join("client-0");
+  Join("client-1");
+  EXPECT_TRUE(outbox_.sent.empty());
+  Advance(6);
+  EXPECT_EQ(outbox_.LastAssignments().size(), 2u);
+}
+
+TEST_F(EngineTest, OnlyCapableClientsAreChosen) {
+  Make(Config(2, 0, 1));
+  Join("client-0", {"other"});
+  Join("client-1");
+  Join("client-2");
+  auto assigned = outbox_.LastAssignments();
+  EXPECT_EQ(assigned.count("client-0"), 0u);
+  EXPECT_EQ(assigned.size(), 2u);
+}
+
+TEST_F(EngineTest, UnreachableMemberCountsAsDropped) {
+  Make(Config(3, 2, 1));
+  outbox_.unreachable.insert("client-2");
+  for (auto p : {"client-0", "client-1", "client-2"}) Join(p);
+  Answer("client-0", 1);
+  Answer("client-1", 1);
+  ASSERT_TRUE(engine_->done());
+  EXPECT_EQ(lines_[0].at("dropped"), 1);
+}
+
+TEST_F(EngineTest, ChainedTasksGoToTheResponders) {
+  algo_.chain = true;
+  Make(Config(3, 2, 1));
+  for (auto p : {"client-0", "client-1", "client-2"}) Join(p);
+  Answer("client-0", 1);
+  Answer("client-1", 1);
+  engine_->OnLost("client-2");
+  auto second = outbox_.LastAssignments();
+  ASSERT_EQ(second.size(), 2u);
+  EXPECT_EQ(second.count("client-2"), 0u);
+  Answer("client-0", 1);
+  Answer("client-1", 1);
+  ASSERT_TRUE(engine_->done());
+  ASSERT_EQ(algo_.reports.size(), 2u);
+  EXPECT_NE(algo_.reports[0].task_id, algo_.reports[1].task_id);
+  EXPECT_DOUBLE_EQ(algo_.total, 4);
+}
+
+// Cohorts sampled from 6 clients, 2 per round: a restored engine continues the same sequence.
+TEST(EngineStateTest, RestoredEngineSamplesTheSameCohorts) {
+  // The checkpointed state is taken mid-round (the next round has started after the last
+  // answers), as a coordinator killed mid-round leaves it: the restored engine redoes that round.
+  auto run = [](int rounds_before_restore, std::map<uint64_t, std::string>* cohorts) {
+    double now = 0;
+    RecordingOutbox outbox;
+    SumAlgorithm algo;
+    EngineConfig c = Config(6, 0, 4);
+    c.cohort = 2;
+    EngineState state;
+    {
+      RoundEngine engine(c, &algo, &outbox, [&] { return now; }, 11);
+      for (int i = 0; i < 6; ++i) engine.OnJoined("client-" + std::to_string(i), {"sum"});
+      engine.Tick();
+      for (int r = 0; r < rounds_before_restore; ++r) {
+        for (auto& [peer, m] : outbox.LastAssignments()) {
+          wire::Message res;
+          res.envelope = m.envelope;
+          res.body = wire::TaskResult{{}, 1.0, {{"x", 1.0}}};
+          engine.OnMessage(peer, res);
+        }
+        engine.Tick();
+      }
+      state = engine.state();
+    }
+    RecordingOutbox outbox2;
+    RoundEngine engine(c, &algo, &outbox2, [&] { return now; }, 11);
+    engine.RestoreState(state);
+    for (int i = 0; i < 6; ++i) engine.OnJoined("client-" + std::to_string(i), {"sum"});
+    engine.Tick();
+    while (!engine.done()) {
+      for (auto& [peer, m] : outbox2.LastAssignments()) {
+        wire::Message res;
+        res.envelope = m.envelope;
+        res.body = wire::TaskResult{{}, 1.0, {{"x", 1.0}}};
+        engine.OnMessage(peer, res);
+      }
+      engine.Tick();
+    }
+    *cohorts = algo.cohort_by_round;
+  };
+  std::map<uint64_t, std::string> straight, restored;
+  run(4, &straight);   // all four rounds before the "restore" (which then has nothing to do)
+  run(2, &restored);   // two rounds, restore in round 3, the rest
+  ASSERT_EQ(straight.size(), 4u);
+  EXPECT_EQ(straight, restored);
+  // Sampling really varies between rounds (the same pair every time would hide a bug).
+  std::set<std::string> distinct;
+  for (const auto& [round, names] : straight) distinct.insert(names);
+  EXPECT_GT(distinct.size(), 1u);
+}
+
+}  // namespace
+}  // namespace tandem
