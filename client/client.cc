@@ -1,0 +1,53 @@
+// `tandem client`; see client/client.h.
+#include "client/client.h"
+
+#include "client/fedavg_client.h"
+#include "core/compute_slots.h"
+#include "core/config.h"
+#include "core/logging.h"
+#include "core/threads.h"
+#include "models/model_config.h"
+#include "wire/transport.h"
+#include "wire/transport_config.h"
+
+namespace tandem {
+
+StatusOr<SessionSummary> RunClient(const Config& config, const ClientOptions& options) {
+  auto log = GetLogger("client");
+  TANDEM_ASSIGN_OR_RETURN(std::string name, config.GetString("name", "run"));
+  TANDEM_ASSIGN_OR_RETURN(std::string out_dir, config.GetString("out_dir", "runs"));
+  const std::string run_dir = out_dir + "/" + name;
+  TANDEM_ASSIGN_OR_RETURN(ModelConfig model, ModelConfigFromConfig(config, "model"));
+  TANDEM_ASSIGN_OR_RETURN(wire::TransportConfig transport,
+                          wire::TransportConfigFromConfig(config, run_dir));
+  if (!options.keys_dir.empty()) transport.keys_dir = options.keys_dir;
+  SessionOptions session;
+  session.stop = options.stop;
+  TANDEM_ASSIGN_OR_RETURN(session.give_up_s,
+                          config.GetDouble("client.give_up_s", session.give_up_s, 1.0, 1e7));
+  TANDEM_ASSIGN_OR_RETURN(ClientData data, LoadClientData(config, options.index));
+  // The coordinator's keys; this process only needs to accept them.
+  config.MarkUsed("");
+  const std::string endpoint = options.connect.empty() ? transport.endpoint : options.connect;
+  if (endpoint.rfind("tcp://", 0) == 0 && endpoint.size() >= 2 &&
+      endpoint.compare(endpoint.size() - 2, 2, ":0") == 0) {
+    return Status::InvalidArgument("client " + std::to_string(options.index) +
+                                   ": no coordinator address (federation.endpoint is " + endpoint +
+                                   "); pass --connect tcp://HOST:PORT");
+  }
+  TANDEM_ASSIGN_OR_RETURN(wire::TransportOptions link_options,
+                          wire::ClientTransportOptions(transport, endpoint, options.index));
+  link_options.zmq_context = options.zmq_context;
+  // Alone on a node it may use the node's cores (or TANDEM_THREADS, which `tandem run` and the
+  // SLURM script set when several processes share a machine).
+  const int threads = options.threads > 0 ? options.threads : ComputeThreads(1);
+  log->info("client {}: {} training and {} held-out records, {} compute threads, connecting to {}",
+            options.index, data.train.size(), data.validation.size(), threads, endpoint);
+  const ComputeSlots slots = ComputeSlots::ForMachine();
+  FedAvgClient handler(model, std::move(data), options.index, threads,
+                       options.use_compute_slots ? &slots : nullptr);
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<wire::Client> link, wire::Client::Connect(link_options));
+  return RunSession(link.get(), &handler, session);
+}
+
+}  // namespace tandem

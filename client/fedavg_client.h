@@ -1,0 +1,51 @@
+// The client half of `fedavg` and its family: "fedavg.train" trains the global SLM it is sent on
+// the client's own partition for some steps or epochs (with the FedProx term when μ > 0, Li et al.
+// 2020) and uploads the delta, weighted by its number of examples; "fedavg.eval" reports the
+// loss of the model it is sent on the client's own held-out records.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "client/session.h"
+#include "core/compute_slots.h"
+#include "data/corpus.h"
+#include "models/gpt.h"
+
+namespace tandem {
+
+struct ClientData {
+  std::vector<Record> train;       // this client's partition of the training split
+  std::vector<Record> validation;  // this client's partition of the validation split
+};
+
+class FedAvgClient : public TaskHandler {
+ public:
+  // `index`: this client's K, which seeds its local sampling. `threads`: compute threads it
+  // uses, holding that many machine-wide compute slots while it computes (nullptr: no slots).
+  FedAvgClient(const ModelConfig& model, ClientData data, int index, int threads,
+               const ComputeSlots* slots);
+
+  std::vector<std::string> Capabilities() const override;
+  Status Run(uint64_t round, const wire::TaskAssign& task, wire::TaskResult* result) override;
+
+ private:
+  Status Train(uint64_t round, const wire::TaskAssign& task, wire::TaskResult* result);
+  Status Evaluate(const wire::TaskAssign& task, wire::TaskResult* result);
+  Status LoadGlobal(const wire::TaskAssign& task);
+
+  std::unique_ptr<Gpt> model_;
+  ClientData data_;
+  int index_;
+  int threads_;
+  const ComputeSlots* slots_;
+};
+
+// The client's share of the run's data: the config's corpus split and partitioned exactly as
+// every other process does, then partition `index` of `clients`.
+class Config;
+StatusOr<ClientData> LoadClientData(const Config& config, int index);
+
+}  // namespace tandem

@@ -1,0 +1,139 @@
+// The client session loop; see client/session.h.
+#include "client/session.h"
+
+#include <algorithm>
+#include <chrono>
+#include <set>
+
+#include "core/logging.h"
+#include "core/timer.h"
+#include "wire/transport.h"
+
+namespace tandem {
+namespace {
+
+constexpr auto kPoll = std::chrono::milliseconds(100);
+
+}  // namespace
+
+StatusOr<SessionSummary> RunSession(wire::Client* link, TaskHandler* handler,
+                                    const SessionOptions& options) {
+  auto log = GetLogger("client");
+  Stopwatch clock;
+  SessionSummary summary;
+  bool joined = false;
+  double backoff = options.hello_backoff_s;
+  double next_hello = 0.0;
+  double alone_since = 0.0;  // when the session last lost (or had not yet found) the coordinator
+  std::set<uint64_t> cancelled;
+  uint64_t round = 0;
+
+  auto send_hello = [&]() -> Status {
+    wire::Message hello;
+    hello.envelope.round = 0;
+    hello.body = wire::Hello{options.agent, handler->Capabilities()};
+    return link->Send(std::move(hello));
+  };
+
+  while (true) {
+    if (options.stop != nullptr && options.stop->load()) return summary;
+    const double now = clock.Seconds();
+    if (!joined) {
+      if (now - alone_since > options.give_up_s) {
+        return Status::Unavailable("no coordinator for " +
+                                   std::to_string(static_cast<int>(options.give_up_s)) +
+                                   " s; giving up");
+      }
+      if (now >= next_hello) {
+        if (Status s = send_hello(); !s.ok()) log->warn("cannot send Hello: {}", s.message());
+        next_hello = now + backoff;
+        backoff = std::min(backoff * 2, options.hello_backoff_max_s);
+      }
+    }
+    TANDEM_ASSIGN_OR_RETURN(std::optional<wire::TransportEvent> event, link->Receive(kPoll));
+    if (!event) continue;
+    if (event->kind == wire::TransportEvent::Kind::kPeerLost) {
+      // The transport reports the coordinator's Bye as the end of the peer, with the Bye.
+      if (const auto* bye = std::get_if<wire::Bye>(&event->message.body)) {
+        log->info("coordinator ended the run: {}", bye->reason);
+        return summary;
+      }
+      log->warn("coordinator silent; reconnecting");
+      // The give-up clock runs from when the coordinator was last there, not from this attempt.
+      if (joined) alone_since = clock.Seconds();
+      joined = false;
+      backoff = options.hello_backoff_s;
+      next_hello = 0.0;
+      TANDEM_RETURN_IF_ERROR(link->Reconnect());
+      continue;
+    }
+    if (event->kind != wire::TransportEvent::Kind::kMessage) continue;
+    const wire::Message& m = event->message;
+    round = std::max(round, m.envelope.round);
+    if (const auto* welcome = std::get_if<wire::Welcome>(&m.body)) {
+      if (!joined) {
+        joined = true;
+        ++summary.joins;
+        cancelled.clear();
+        backoff = options.hello_backoff_s;
+        log->info("joined the run as client {}", welcome->client_index);
+        handler->OnWelcome(welcome->client_index);
+      }
+      continue;
+    }
+    if (const auto* error = std::get_if<wire::Error>(&m.body)) {
+      if (error->code == wire::ErrorCode::kNotJoined) {
+        // The coordinator restarted and does not know this session: join again.
+        if (joined) {
+          log->info("coordinator does not know this session; joining again");
+          alone_since = clock.Seconds();
+        }
+        joined = false;
+        next_hello = 0.0;
+      } else if (error->code == wire::ErrorCode::kRefused) {
+        return Status::FailedPrecondition("coordinator refused this client: " + error->message);
+      } else {
+        log->warn("coordinator reports: {}", error->message);
+      }
+      continue;
+    }
+    if (std::holds_alternative<wire::Bye>(m.body)) {
+      log->info("coordinator ended the run: {}", std::get<wire::Bye>(m.body).reason);
+      return summary;
+    }
+    if (std::holds_alternative<wire::TaskCancel>(m.body)) {
+      cancelled.insert(m.envelope.task_id);
+      continue;
+    }
+    const auto* task = std::get_if<wire::TaskAssign>(&m.body);
+    if (task == nullptr) continue;
+    if (!joined) {
+      log->warn("round {}: task {} before Welcome ignored", m.envelope.round, m.envelope.task_id);
+      continue;
+    }
+    if (cancelled.count(m.envelope.task_id)) continue;
+    wire::TaskResult result;
+    Stopwatch task_clock;
+    Status s = handler->Run(m.envelope.round, *task, &result);
+    wire::Message reply;
+    reply.envelope.round = m.envelope.round;
+    reply.envelope.task_id = m.envelope.task_id;
+    if (s.ok()) {
+      ++summary.tasks_done;
+      reply.body = std::move(result);
+      log->info("round {}: task {} ({}) done in {:.1f} s", m.envelope.round, m.envelope.task_id,
+                task->kind, task_clock.Seconds());
+    } else {
+      ++summary.tasks_failed;
+      log->warn("round {}: task {} ({}) failed: {}", m.envelope.round, m.envelope.task_id,
+                task->kind, s.message());
+      reply.body = wire::Error{wire::ErrorCode::kTaskFailed, s.message()};
+    }
+    if (Status sent = link->Send(std::move(reply)); !sent.ok()) {
+      log->warn("round {}: result of task {} not sent: {}", m.envelope.round, m.envelope.task_id,
+                sent.message());
+    }
+  }
+}
+
+}  // namespace tandem
