@@ -1,16 +1,22 @@
 // `tandem`: one program, one subcommand per job. Each subcommand parses its flags, loads the
 // config with its --set overrides, and calls into a library; errors print one clear line.
 #include <cstdio>
+#include <filesystem>
 #include <string>
 #include <vector>
 
 #include <CLI/CLI.hpp>
 
+#include "apps/launch.h"
+#include "client/client.h"
+#include "coordinator/coordinator.h"
 #include "core/config.h"
 #include "core/logging.h"
 #include "core/threads.h"
 #include "train/commands.h"
+#include "train/report.h"
 #include "train/trainer.h"
+#include "wire/curve.h"
 
 namespace {
 
@@ -27,6 +33,27 @@ StatusOr<Config> LoadConfig(const std::string& path, const std::vector<std::stri
 int Fail(const Status& status) {
   std::fprintf(stderr, "tandem: error: %s\n", status.message().c_str());
   return 1;
+}
+
+// Logs of a federated run go to the terminal and to runs/<name>/<file>.
+Status SetupRunLogging(const Config& config, const std::string& level, const std::string& file) {
+  TANDEM_ASSIGN_OR_RETURN(std::string run_dir, tandem::RunDirectory(config));
+  std::error_code ec;
+  std::filesystem::create_directories(run_dir, ec);
+  return tandem::SetupLogging(level, ec ? "" : run_dir + "/" + file);
+}
+
+void PrintSummary(const tandem::CoordinatorResult& r) {
+  std::printf("held-out loss %.4f -> %.4f (test %.4f) after %llu rounds%s in %.1f s; "
+              "%.1f MB up, %.1f MB down\n"
+              "run directory: %s (tandem report %s draws the curves)\n",
+              r.initial_val_loss, r.final_val_loss, r.final_test_loss,
+              static_cast<unsigned long long>(r.rounds),
+              r.aborted_rounds > 0
+                  ? (" (" + std::to_string(r.aborted_rounds) + " aborted)").c_str()
+                  : "",
+              r.seconds, r.bytes_up / 1e6, r.bytes_down / 1e6, r.run_dir.c_str(),
+              r.run_dir.c_str());
 }
 
 }  // namespace
@@ -82,10 +109,110 @@ int main(int argc, char** argv) {
   bench_train->add_option("--steps", steps, "Timed steps")->capture_default_str()->check(CLI::Range(1, 1000000));
   bench_train->add_option("--warmup", warmup, "Untimed steps first")->capture_default_str()->check(CLI::Range(0, 1000));
 
+  // tandem run CONFIG
+  auto* run = app.add_subcommand("run", "Coordinator and the config's clients on this machine");
+  run->add_option("config", config_path, "TOML config")->required()->check(CLI::ExistingFile);
+  run->add_option("--set", overrides, "Override a config key (also passed to the clients)");
+  run->add_flag("--resume", resume, "Continue from the coordinator's last checkpoint");
+
+  // tandem coordinator CONFIG
+  std::string bind, keys_dir;
+  auto* coordinator = app.add_subcommand("coordinator", "The cloud side of a run, alone");
+  coordinator->add_option("config", config_path, "TOML config")->required()->check(CLI::ExistingFile);
+  coordinator->add_option("--set", overrides, "Override a config key");
+  coordinator->add_flag("--resume", resume, "Continue from the last checkpoint");
+  coordinator->add_option("--bind", bind, "Endpoint to bind (default: federation.endpoint)");
+  coordinator->add_option("--keys", keys_dir, "CURVE key directory (default: federation.keys_dir)");
+
+  // tandem client CONFIG --id K
+  int client_id = -1;
+  std::string connect;
+  auto* client = app.add_subcommand("client", "One edge client");
+  client->add_option("config", config_path, "TOML config")->required()->check(CLI::ExistingFile);
+  client->add_option("--id", client_id, "This client's K: its data partition and key client-K")->required()->check(CLI::NonNegativeNumber);
+  client->add_option("--connect", connect, "Coordinator endpoint (default: federation.endpoint)");
+  client->add_option("--keys", keys_dir, "CURVE key directory (default: federation.keys_dir)");
+  client->add_option("--set", overrides, "Override a config key");
+
+  // tandem keygen --out DIR --clients N
+  std::string keygen_out;
+  int keygen_clients = 4;
+  bool keygen_force = false;
+  auto* keygen = app.add_subcommand("keygen", "CURVE key pairs for a coordinator and N clients, and the allow-list");
+  keygen->add_option("--out", keygen_out, "Directory for the keys")->required();
+  keygen->add_option("--clients", keygen_clients, "Number of clients")->capture_default_str()->check(CLI::Range(1, 100000));
+  keygen->add_flag("--force", keygen_force, "Overwrite existing keys");
+
+  // tandem report RUN_DIR
+  std::string report_dir;
+  tandem::ReportOptions report_options;
+  bool no_plots = false;
+  auto* report = app.add_subcommand("report", "Curves and a table from a run's metrics");
+  report->add_option("run_dir", report_dir, "Run directory (runs/<name>)")->required()->check(CLI::ExistingDirectory);
+  report->add_option("--out", report_options.out_dir, "Where to write (default: RUN_DIR/report)");
+  report->add_flag("--no-plots", no_plots, "Only the table");
+
   CLI11_PARSE(app, argc, argv);
 
-  if (Status s = tandem::SetupLogging(log_level); !s.ok()) return Fail(s);
   tandem::SetComputeThreads(tandem::ComputeThreads());
+  if (*run || *coordinator || *client) {
+    auto config = LoadConfig(config_path, overrides);
+    if (!config.ok()) return Fail(config.status());
+    const std::string log_file =
+        *client ? "logs/client-" + std::to_string(client_id) + ".session.log" : "coordinator.log";
+    Status s = *client ? tandem::SetupLogging(log_level) : SetupRunLogging(*config, log_level, log_file);
+    if (!s.ok()) return Fail(s);
+    if (*client) {
+      tandem::ClientOptions o;
+      o.index = client_id;
+      o.connect = connect;
+      o.keys_dir = keys_dir;
+      auto r = tandem::RunClient(*config, o);
+      if (!r.ok()) return Fail(r.status());
+      return 0;
+    }
+    auto r = [&]() -> tandem::StatusOr<tandem::CoordinatorResult> {
+      if (*run) {
+        tandem::LaunchOptions o;
+        o.config_path = config_path;
+        o.overrides = overrides;
+        o.resume = resume;
+        o.log_level = log_level;
+        return tandem::RunLocal(*config, o);
+      }
+      tandem::CoordinatorOptions o;
+      o.resume = resume;
+      o.bind = bind;
+      o.keys_dir = keys_dir;
+      o.on_bound = [](const std::string& endpoint) {
+        std::printf("coordinator listening on %s\n", endpoint.c_str());
+        std::fflush(stdout);
+        return tandem::Status::Ok();
+      };
+      return tandem::RunCoordinator(*config, o);
+    }();
+    if (!r.ok()) return Fail(r.status());
+    PrintSummary(*r);
+    return 0;
+  }
+
+  if (Status s = tandem::SetupLogging(log_level); !s.ok()) return Fail(s);
+  if (*keygen) {
+    Status s = tandem::wire::Keygen(keygen_out, keygen_clients, keygen_force);
+    if (!s.ok()) return Fail(s);
+    std::printf("keys for the coordinator and %d clients in %s; give each client its "
+                "client-K.key and coordinator.pub, keep coordinator.key and allow-list.txt "
+                "with the coordinator\n",
+                keygen_clients, keygen_out.c_str());
+    return 0;
+  }
+  if (*report) {
+    report_options.plots = !no_plots;
+    auto md = tandem::RunReport(report_dir, report_options);
+    if (!md.ok()) return Fail(md.status());
+    std::printf("%s", md->c_str());
+    return 0;
+  }
 
   if (*train) {
     auto config = LoadConfig(config_path, overrides);

@@ -1,0 +1,27 @@
+// `tandem run`: a whole federated run on one machine. The coordinator runs in this process; the
+// config's clients run as child processes (`tandem client ...`, over ipc:// or tcp://) or, with
+// federation.transport = "inproc", as threads of this process sharing its ZeroMQ context. Compute
+// threads are divided among them and machine-wide compute slots keep the cores from being
+// oversubscribed.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "coordinator/coordinator.h"
+#include "core/status.h"
+
+namespace tandem {
+
+class Config;
+
+struct LaunchOptions {
+  std::string config_path;
+  std::vector<std::string> overrides;  // passed on to every client as --set
+  bool resume = false;
+  std::string log_level = "info";
+};
+
+StatusOr<CoordinatorResult> RunLocal(const Config& config, const LaunchOptions& options);
+
+}  // namespace tandem

@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# End-to-end federated runs with real processes: `federation_test.sh SCENARIO TANDEM`.
+# Scenarios: ipc, tcp-curve, kill-client, resume, allow-list, straggler. Each works in its own
+# temporary directory, bounds every wait, and stops every process it started.
+set -euo pipefail
+SCENARIO="$1"
+TANDEM="$(readlink -f "$2")"
+SRC="${TANDEM_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}"
+WORK="$(mktemp -d /tmp/tandem-fed-XXXXXX)"
+export TANDEM_SLOTS_DIR="$WORK/slots"
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  [ -n "${TANDEM_TEST_KEEP:-}" ] && echo "kept $WORK" >&2 || rm -rf "$WORK"
+}
+trap cleanup EXIT
+cd "$WORK"
+
+fail() { echo "FAIL [$SCENARIO]: $*" >&2; for f in runs/*/coordinator.log runs/*/logs/*.log coord*.out client*.out; do [ -f "$f" ] && { echo "--- $f"; tail -n 25 "$f"; }; done >&2; exit 1; }
+
+# wait_for SECONDS DESCRIPTION COMMAND...: polls COMMAND until it succeeds.
+wait_for() {
+  local limit="$1" what="$2"; shift 2
+  local end=$((SECONDS + limit))
+  until "$@" >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$end" ] || fail "timed out after ${limit}s waiting for: $what"
+    sleep 0.2
+  done
+}
+
+# The number of metrics lines of rounds >= 1 in RUN_DIR.
+rounds_done() { [ -f "$1/metrics.jsonl" ] && grep -c '"round":[1-9]' "$1/metrics.jsonl" || echo 0; }
+has_rounds() { [ "$(rounds_done "$1")" -ge "$2" ]; }
+# The value of KEY in the metrics line of ROUND.
+metric() {
+  /usr/bin/python3 - "$1" "$2" "$3" <<'EOF'
+import json, sys
+for line in open(sys.argv[1] + "/metrics.jsonl"):
+    j = json.loads(line)
+    if j.get("round") == int(sys.argv[2]):
+        print(j.get(sys.argv[3], ""))
+EOF
+}
+
+# A small, quick run: slm-micro, 3 clients, few local steps, small evaluations.
+cat > base.toml <<'EOF'
+name = "fed"
+seed = 3
+out_dir = "runs"
+[model]
+preset = "slm-micro"
+[data]
+source = "fortunes"
+validation_fraction = 0.05
+test_fraction = 0.05
+[federation]
+clients = 3
+transport = "ipc"
+partition = "by-category"
+rounds = 3
+round_deadline_s = 60
+wait_for_clients_s = 60
+heartbeat_ms = 200
+peer_timeout_ms = 2000
+[client]
+local_steps = 6
+batch = 4
+lr = 3e-3
+give_up_s = 60
+[eval]
+tokens = 4096
+EOF
+
+start_coordinator() {  # NAME [args...]: the coordinator in the background, output in coord-NAME.out
+  local name="$1"; shift
+  "$TANDEM" coordinator base.toml "$@" > "coord-$name.out" 2>&1 &
+  PIDS+=($!)
+  COORD_PID=$!
+}
+start_client() {  # K ENDPOINT [args...]
+  local k="$1" ep="$2"; shift 2
+  TANDEM_THREADS=1 "$TANDEM" client base.toml --id "$k" --connect "$ep" "$@" > "client$k-$RANDOM.out" 2>&1 &
+  PIDS+=($!)
+  CLIENT_PID[$k]=$!
+}
+endpoint_of() { sed -n 's/^coordinator listening on //p' "$1" | head -1; }
+declare -a CLIENT_PID
+
+case "$SCENARIO" in
+ipc)
+  TANDEM_THREADS=1 "$TANDEM" run base.toml > run.out 2>&1 || fail "tandem run failed: $(tail -5 run.out)"
+  [ "$(rounds_done runs/fed)" -eq 3 ] || fail "expected 3 rounds in metrics.jsonl"
+  first="$(metric runs/fed 0 val_loss)"; last="$(metric runs/fed 3 val_loss)"
+  /usr/bin/python3 -c "import sys; sys.exit(0 if $last < $first - 0.05 else 1)" ||
+    fail "held-out loss did not fall: $first -> $last"
+  [ "$(metric runs/fed 3 results)" = "3.0" ] || fail "round 3 did not get 3 results"
+  [ "$(metric runs/fed 1 bytes_up)" != "0.0" ] || fail "no bytes counted"
+  grep -q '"final_test_loss"' runs/fed/summary.json || fail "summary.json lacks the final loss"
+  [ -f runs/fed/checkpoints/model.safetensors ] || fail "no model checkpoint"
+  grep -q "held-out loss" run.out || fail "no final summary line"
+  # The report reads the run.
+  "$TANDEM" report runs/fed > report.out 2>&1 || fail "tandem report failed: $(tail -3 report.out)"
+  grep -q "val_loss" report.out || fail "the report's table lacks val_loss"
+  ;;
+inproc-100)
+  # 100 clients as threads of one process over inproc://, the same round engine.
+  TANDEM_THREADS=1 "$TANDEM" run base.toml --set federation.transport=inproc \
+    --set federation.clients=100 --set federation.rounds=2 --set federation.partition=iid \
+    --set client.local_steps=2 --set client.batch=2 --set eval.tokens=1024 \
+    > run.out 2>&1 || fail "tandem run with 100 in-process clients failed: $(tail -5 run.out)"
+  [ "$(metric runs/fed 2 results)" = "100.0" ] || fail "round 2 did not get 100 results"
+  ;;
+tcp-curve)
+  TANDEM_THREADS=1 "$TANDEM" run base.toml --set federation.transport=tcp --set federation.rounds=2 \
+    > run.out 2>&1 || fail "tandem run over tcp failed: $(tail -5 run.out)"
+  [ "$(rounds_done runs/fed)" -eq 2 ] || fail "expected 2 rounds"
+  grep -q "CURVE" runs/fed/coordinator.log || fail "the coordinator did not use CURVE"
+  [ -f runs/fed/keys/allow-list.txt ] || fail "tandem run made no keys"
+  [ "$(stat -c %a runs/fed/keys/client-0.key)" = "600" ] || fail "a secret key is readable by others"
+  ;;
+kill-client)
+  # A client SIGKILLed mid-round: the round completes with the other two (min_results = 2);
+  # the client restarted rejoins and takes part again.
+  start_coordinator k --set federation.min_results=2 --set federation.rounds=4 \
+    --set client.local_steps=400
+  wait_for 30 "the coordinator's endpoint" grep -q "listening on" coord-k.out
+  ep="$(endpoint_of coord-k.out)"
+  for k in 0 1 2; do start_client "$k" "$ep" --set federation.min_results=2; done
+  wait_for 60 "round 1's tasks" grep -q "task 1 (fedavg.train) sent" runs/fed/coordinator.log
+  sleep 0.5
+  kill -9 "${CLIENT_PID[2]}"
+  wait_for 60 "round 1 to complete" has_rounds runs/fed 1
+  [ "$(metric runs/fed 1 aborted)" = "" ] || fail "round 1 was aborted"
+  [ "$(metric runs/fed 1 results)" = "2.0" ] || fail "round 1 should have 2 results, has $(metric runs/fed 1 results)"
+  start_client 2 "$ep"
+  wait_for 60 "the run to finish" has_rounds runs/fed 4
+  wait "$COORD_PID" || fail "the coordinator failed"
+  [ "$(grep -c "client client-2 joined" runs/fed/coordinator.log)" -ge 2 ] || fail "no rejoin logged"
+  [ "$(metric runs/fed 2 results)" = "3.0" ] || fail "the restarted client did not take part in round 2"
+  ;;
+resume)
+  # Uninterrupted reference run.
+  start_coordinator a --set name=ref --set federation.rounds=4 --set client.local_steps=300
+  wait_for 30 "endpoint" grep -q "listening on" coord-a.out
+  ep="$(endpoint_of coord-a.out)"
+  for k in 0 1 2; do start_client "$k" "$ep" --set name=ref; done
+  wait "$COORD_PID" || fail "reference coordinator failed"
+  # The same run, its coordinator SIGKILLed during round 3 and restarted with --resume.
+  start_coordinator b --set name=cut --set federation.rounds=4 --set client.local_steps=300
+  wait_for 30 "endpoint" grep -q "listening on" coord-b.out
+  ep="$(endpoint_of coord-b.out)"
+  for k in 0 1 2; do start_client "$k" "$ep" --set name=cut; done
+  wait_for 120 "round 2" has_rounds runs/cut 2
+  wait_for 60 "round 3's task" grep -q "round 3: task" runs/cut/coordinator.log
+  kill -9 "$COORD_PID"
+  wait "$COORD_PID" 2>/dev/null || true
+  "$TANDEM" coordinator base.toml --set name=cut --set federation.rounds=4 \
+    --set client.local_steps=300 --resume \
+    --bind "$ep" > coord-c.out 2>&1 &
+  COORD_PID=$!; PIDS+=($COORD_PID)
+  wait "$COORD_PID" || fail "resumed coordinator failed: $(tail -5 coord-c.out)"
+  grep -q "resumed from" runs/cut/coordinator.log || fail "the coordinator did not resume"
+  [ "$(rounds_done runs/cut)" -eq 4 ] || fail "metrics.jsonl should hold rounds 1-4 once each"
+  cmp runs/ref/checkpoints/model.safetensors runs/cut/checkpoints/model.safetensors ||
+    fail "the resumed run's model differs from the uninterrupted run's"
+  ;;
+allow-list)
+  # CURVE over tcp: a client whose key is not on the allow-list never joins; the others finish.
+  "$TANDEM" keygen --out keys --clients 3 > /dev/null
+  "$TANDEM" keygen --out stranger --clients 3 > /dev/null
+  cp keys/coordinator.pub stranger/coordinator.pub
+  start_coordinator z --set federation.transport=tcp --set federation.rounds=2 \
+    --set federation.wait_for_clients_s=60 --keys keys --bind tcp://127.0.0.1:0
+  wait_for 30 "endpoint" grep -q "listening on" coord-z.out
+  ep="$(endpoint_of coord-z.out)"
+  start_client 2 "$ep" --set federation.transport=tcp --keys stranger --set client.give_up_s=4
+  stranger_pid="${CLIENT_PID[2]}"
+  sleep 2
+  grep -q "client-2 joined" runs/fed/coordinator.log && fail "a client with an unknown key joined"
+  start_client 0 "$ep" --set federation.transport=tcp --keys keys
+  start_client 1 "$ep" --set federation.transport=tcp --keys keys
+  if wait "$stranger_pid"; then fail "the stranger's client should give up with an error"; fi
+  start_client 2 "$ep" --set federation.transport=tcp --keys keys
+  wait "$COORD_PID" || fail "coordinator failed: $(tail -5 coord-z.out)"
+  [ "$(rounds_done runs/fed)" -eq 2 ] || fail "the legitimate clients did not finish the run"
+  ;;
+straggler)
+  # A client stopped (SIGSTOP) during round 1 is past the deadline: the round closes with the
+  # other two; resumed after the deadline, its late result is dropped and the run goes on.
+  start_coordinator s --set federation.min_results=2 --set federation.round_deadline_s=6 \
+    --set federation.peer_timeout_ms=30000 --set client.local_steps=200
+  wait_for 30 "endpoint" grep -q "listening on" coord-s.out
+  ep="$(endpoint_of coord-s.out)"
+  for k in 0 1 2; do start_client "$k" "$ep" --set federation.peer_timeout_ms=30000; done
+  wait_for 60 "round 1's tasks" grep -q "task 1 (fedavg.train) sent" runs/fed/coordinator.log
+  kill -STOP "${CLIENT_PID[2]}"
+  start=$SECONDS
+  wait_for 30 "round 1 to close at its deadline" has_rounds runs/fed 1
+  [ $((SECONDS - start)) -le 15 ] || fail "round 1 took too long to close"
+  [ "$(metric runs/fed 1 results)" = "2.0" ] || fail "round 1 should have 2 results"
+  kill -CONT "${CLIENT_PID[2]}"
+  wait "$COORD_PID" || fail "coordinator failed"
+  [ "$(rounds_done runs/fed)" -eq 3 ] || fail "the run did not finish its rounds"
+  grep -Eq "late result|stale|missed task" runs/fed/coordinator.log || fail "nothing logged about the straggler"
+  ;;
+*)
+  echo "unknown scenario $SCENARIO" >&2; exit 2 ;;
+esac
+echo "PASS [$SCENARIO]"
