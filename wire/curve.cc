@@ -1,6 +1,8 @@
 // CURVE key generation, key files, the allow-list and `tandem keygen`; see wire/curve.h.
 #include "wire/curve.h"
 
+#include <cctype>
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -89,12 +91,17 @@ StatusOr<std::map<std::string, std::string>> ReadKeyFile(const std::string& path
     const std::string where = path + ":" + std::to_string(i + 1) + ": ";
     const std::string line = Trim(lines[i]);
     if (line.empty() || line[0] == '#') continue;
-    // Z85 uses '=' and '#', so only the first '=' separates and nothing follows the value.
-    const size_t eq = line.find('=');
-    if (eq == std::string::npos) {
+    // Z85 uses '=' and '#': the entry's name is the leading word, and the '=' must follow it
+    // (a key may hold '=' itself, so "public KEY" must not be read as a name up to the key's '=').
+    size_t name_end = 0;
+    while (name_end < line.size() && std::isalpha(static_cast<unsigned char>(line[name_end]))) {
+      ++name_end;
+    }
+    const size_t eq = line.find_first_not_of(" \t", name_end);
+    if (name_end == 0 || eq == std::string::npos || line[eq] != '=') {
       return Status::InvalidArgument(where + "expected 'public = KEY' or 'secret = KEY'");
     }
-    const std::string name = Trim(line.substr(0, eq));
+    const std::string name = line.substr(0, name_end);
     const std::string value = Trim(line.substr(eq + 1));
     if (name != "public" && name != "secret") {
       return Status::InvalidArgument(where + "unknown entry '" + name +
