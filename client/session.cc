@@ -22,33 +22,40 @@ StatusOr<SessionSummary> RunSession(wire::Client* link, TaskHandler* handler,
   Stopwatch clock;
   SessionSummary summary;
   bool joined = false;
+  // One Hello per connection: a second Hello on a live connection would start a new session on
+  // the coordinator (a re-join) and cost the client its task. A Hello that gets no Welcome ends
+  // with the transport reporting the coordinator silent; the session then reconnects after a
+  // backoff that doubles up to hello_backoff_max_s.
   double backoff = options.hello_backoff_s;
-  double next_hello = 0.0;
+  double reconnect_at = -1.0;     // >= 0: reconnect then
+  double last_hello = -1e9;
   double alone_since = 0.0;  // when the session last lost (or had not yet found) the coordinator
   std::set<uint64_t> cancelled;
   uint64_t round = 0;
 
-  auto send_hello = [&]() -> Status {
+  auto send_hello = [&]() {
     wire::Message hello;
     hello.envelope.round = 0;
     hello.body = wire::Hello{options.agent, handler->Capabilities()};
-    return link->Send(std::move(hello));
+    if (Status s = link->Send(std::move(hello)); !s.ok()) {
+      log->warn("cannot send Hello: {}", s.message());
+    }
+    last_hello = clock.Seconds();
   };
+  send_hello();
 
   while (true) {
     if (options.stop != nullptr && options.stop->load()) return summary;
     const double now = clock.Seconds();
-    if (!joined) {
-      if (now - alone_since > options.give_up_s) {
-        return Status::Unavailable("no coordinator for " +
-                                   std::to_string(static_cast<int>(options.give_up_s)) +
-                                   " s; giving up");
-      }
-      if (now >= next_hello) {
-        if (Status s = send_hello(); !s.ok()) log->warn("cannot send Hello: {}", s.message());
-        next_hello = now + backoff;
-        backoff = std::min(backoff * 2, options.hello_backoff_max_s);
-      }
+    if (!joined && now - alone_since > options.give_up_s) {
+      return Status::Unavailable("no coordinator for " +
+                                 std::to_string(static_cast<int>(options.give_up_s)) +
+                                 " s; giving up");
+    }
+    if (reconnect_at >= 0 && now >= reconnect_at) {
+      reconnect_at = -1.0;
+      TANDEM_RETURN_IF_ERROR(link->Reconnect());
+      send_hello();
     }
     TANDEM_ASSIGN_OR_RETURN(std::optional<wire::TransportEvent> event, link->Receive(kPoll));
     if (!event) continue;
@@ -58,13 +65,15 @@ StatusOr<SessionSummary> RunSession(wire::Client* link, TaskHandler* handler,
         log->info("coordinator ended the run: {}", bye->reason);
         return summary;
       }
-      log->warn("coordinator silent; reconnecting");
       // The give-up clock runs from when the coordinator was last there, not from this attempt.
-      if (joined) alone_since = clock.Seconds();
+      if (joined) {
+        alone_since = clock.Seconds();
+        backoff = options.hello_backoff_s;
+      }
       joined = false;
-      backoff = options.hello_backoff_s;
-      next_hello = 0.0;
-      TANDEM_RETURN_IF_ERROR(link->Reconnect());
+      log->warn("coordinator silent; reconnecting in {:.2f} s", backoff);
+      reconnect_at = clock.Seconds() + backoff;
+      backoff = std::min(backoff * 2, options.hello_backoff_max_s);
       continue;
     }
     if (event->kind != wire::TransportEvent::Kind::kMessage) continue;
@@ -83,13 +92,17 @@ StatusOr<SessionSummary> RunSession(wire::Client* link, TaskHandler* handler,
     }
     if (const auto* error = std::get_if<wire::Error>(&m.body)) {
       if (error->code == wire::ErrorCode::kNotJoined) {
-        // The coordinator restarted and does not know this session: join again.
+        // The coordinator restarted and does not know this session: join again (once per
+        // backoff interval: every heartbeat of this side draws the same answer).
         if (joined) {
           log->info("coordinator does not know this session; joining again");
           alone_since = clock.Seconds();
         }
         joined = false;
-        next_hello = 0.0;
+        if (clock.Seconds() - last_hello >= backoff) {
+          send_hello();
+          backoff = std::min(backoff * 2, options.hello_backoff_max_s);
+        }
       } else if (error->code == wire::ErrorCode::kRefused) {
         return Status::FailedPrecondition("coordinator refused this client: " + error->message);
       } else {

@@ -33,7 +33,7 @@ class TaskHandler {
 
 struct SessionOptions {
   std::string agent = "tandem/0.1.0";
-  double hello_backoff_s = 0.25;      // first wait for a Welcome before saying Hello again
+  double hello_backoff_s = 0.25;      // first wait before reconnecting to a silent coordinator
   double hello_backoff_max_s = 8.0;   // the wait doubles up to this
   double give_up_s = 600.0;           // without a coordinator for this long, stop with an error
   const std::atomic<bool>* stop = nullptr;  // when set and true, the session ends (OK) at once

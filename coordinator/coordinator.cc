@@ -234,22 +234,9 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
     fs::remove(metrics_path, ec);
   }
 
-  // ---- Transport. ----
-  std::random_device entropy;
-  const uint64_t run_id = (static_cast<uint64_t>(entropy()) << 32 | entropy()) | 1;
-  const std::string endpoint = options.bind.empty() ? transport.endpoint : options.bind;
-  TANDEM_ASSIGN_OR_RETURN(wire::TransportOptions server_options,
-                          wire::ServerTransportOptions(transport, endpoint, run_id));
-  server_options.zmq_context = options.zmq_context;
-  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<wire::Server> server,
-                          wire::Server::Bind(server_options));
-  log->info("listening on {}{}", server->endpoint(),
-            transport.curve ? " (CURVE, allow-list)" : "");
-  if (options.on_bound) TANDEM_RETURN_IF_ERROR(options.on_bound(server->endpoint()));
-
-  // ---- Round 0: the starting point. ----
   const double elapsed_before = saved.elapsed;
   auto elapsed = [&] { return elapsed_before + clock.Seconds(); };
+  // ---- Round 0: the starting point, before any client is let in. ----
   if (!resuming) {
     TANDEM_ASSIGN_OR_RETURN(saved.initial_val_loss, algorithm.ValidationLoss());
     nlohmann::json line = {{"round", 0}, {"time_s", elapsed()}};
@@ -262,6 +249,19 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
       std::fprintf(stderr, "round 0: held-out loss %.4f\n", saved.initial_val_loss);
     }
   }
+
+  // ---- Transport. ----
+  std::random_device entropy;
+  const uint64_t run_id = (static_cast<uint64_t>(entropy()) << 32 | entropy()) | 1;
+  const std::string endpoint = options.bind.empty() ? transport.endpoint : options.bind;
+  TANDEM_ASSIGN_OR_RETURN(wire::TransportOptions server_options,
+                          wire::ServerTransportOptions(transport, endpoint, run_id));
+  server_options.zmq_context = options.zmq_context;
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<wire::Server> server,
+                          wire::Server::Bind(server_options));
+  log->info("listening on {}{}", server->endpoint(),
+            transport.curve ? " (CURVE, allow-list)" : "");
+  if (options.on_bound) TANDEM_RETURN_IF_ERROR(options.on_bound(server->endpoint()));
 
   // ---- Rounds. ----
   ServerOutbox outbox(server.get());
@@ -324,6 +324,7 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
             capabilities = hello->capabilities;
           }
           wire::Message welcome;
+          welcome.envelope.round = engine.current_round();
           const int index = ClientIndexFromName(event->peer);
           welcome.body = wire::Welcome{static_cast<uint32_t>(index < 0 ? 0xFFFFFFFFu : index),
                                        transport.heartbeat_ms, transport.peer_timeout_ms};
@@ -351,6 +352,7 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
   const std::string reason = engine.status().ok() ? "the run is complete" : "the run failed";
   for (const auto& peer : live) {
     wire::Message bye;
+    bye.envelope.round = engine.current_round();
     bye.body = wire::Bye{reason};
     (void)server->Send(peer, std::move(bye));
   }

@@ -147,6 +147,8 @@ class RoundEngine {
   size_t live_clients() const { return clients_.size(); }
   int cohort_size() const;
   int min_results() const;
+  // The round in progress, or the last one (0 before the first): what messages are stamped with.
+  uint64_t current_round() const { return round_; }
 
  private:
   enum class Phase { kWaiting, kTask, kDone };
