@@ -322,9 +322,10 @@ StatusOr<std::optional<std::string>> ChunkReassembler::Add(const Chunk& chunk) {
 
 StatusOr<std::optional<std::string>> ChunkReassembler::Add(const ChunkView& chunk) {
   TANDEM_CHECK(!detach_large_bins_);  // a detached bin only comes back as an AssembledMessage
-  TANDEM_ASSIGN_OR_RETURN(std::optional<AssembledMessage> done, AddAssembled(chunk));
-  if (!done) return std::optional<std::string>();
-  return std::optional<std::string>(std::move(done->bytes));
+  StatusOr<std::optional<AssembledMessage>> done = AddAssembled(chunk);
+  if (!done.ok()) return done.status();
+  if (!done->has_value()) return std::optional<std::string>();
+  return std::optional<std::string>(std::move((*done)->bytes));
 }
 
 void ChunkReassembler::Place(Partial& p, std::string_view data) {

@@ -372,8 +372,8 @@ TEST_F(TransportTest, SixtyFourMiBMessageArrivesIntact) {
 
 TEST_F(TransportTest, HeartbeatsKeepAnIdlePeerAliveAcrossTheTimeout) {
   TransportOptions so = BaseOptions("tcp://127.0.0.1:0");
-  so.heartbeat_interval_ms = 50;
-  so.peer_timeout_ms = 300;
+  so.heartbeat_interval_ms = 100;
+  so.peer_timeout_ms = 600;
   StatusOr<std::unique_ptr<Server>> server = Server::Bind(so);
   ASSERT_TRUE(server.ok());
   TransportOptions co = so;
@@ -383,10 +383,10 @@ TEST_F(TransportTest, HeartbeatsKeepAnIdlePeerAliveAcrossTheTimeout) {
   ASSERT_TRUE(client.ok());
   ASSERT_TRUE((*client)->Send(HelloMessage()).ok());
   ASSERT_TRUE(WaitFor(**server, Kind::kPeerJoined, kWait).has_value());
-  ASSERT_TRUE((*server)->Send("idle", Make(Welcome{0, 50, 300})).ok());
+  ASSERT_TRUE((*server)->Send("idle", Make(Welcome{0, 100, 600})).ok());
   ASSERT_TRUE(WaitFor(**client, Kind::kPeerJoined, kWait).has_value());
-  // Both owners are "busy" for 4 timeouts: no event at all may appear.
-  const auto deadline = std::chrono::steady_clock::now() + milliseconds(1200);
+  // Both owners are "busy" for 2.5 timeouts: no event at all may appear.
+  const auto deadline = std::chrono::steady_clock::now() + milliseconds(1500);
   std::vector<TransportEvent> server_events, client_events;
   while (std::chrono::steady_clock::now() < deadline) {
     if (auto e = AnyEvent(**server, milliseconds(20)); e && e->kind != Kind::kMessage) {
@@ -419,7 +419,7 @@ TEST_F(TransportTest, SilentPeerIsLostWithinTheTimeoutAndByeEndsASession) {
   std::optional<TransportEvent> lost = WaitFor(**server, Kind::kPeerLost, kWait);
   ASSERT_TRUE(lost.has_value());
   EXPECT_EQ(lost->peer, "gone");
-  EXPECT_LT(watch.Seconds(), 0.4 + 0.5);
+  EXPECT_LT(watch.Seconds(), 0.4 + 1.0);  // the timeout, plus slack for a loaded machine
   EXPECT_TRUE((*server)->peers().empty());
   EXPECT_EQ((*server)->Send("gone", WelcomeMessage()).code(), StatusCode::kNotFound);
 
@@ -450,7 +450,7 @@ TEST_F(TransportTest, ClientReportsASilentCoordinatorLost) {
   server->reset();
   Stopwatch watch;
   ASSERT_TRUE(WaitFor(**client, Kind::kPeerLost, kWait).has_value());
-  EXPECT_LT(watch.Seconds(), 0.5 + 0.5);
+  EXPECT_LT(watch.Seconds(), 0.5 + 1.0);
   EXPECT_FALSE(AnyEvent(**client, milliseconds(700)).has_value());  // reported once
 }
 
