@@ -294,29 +294,48 @@ void RoundEngine::Dispatch(TaskSpec spec) {
   phase_ = Phase::kTask;
   const auto deadline_ms = static_cast<uint32_t>(
       std::min(config_.round_deadline_s * 1000.0, 4e9));
+  std::vector<std::string> reachable;
   for (auto& [name, info] : members) {
+    task_.members[name] = info;
+    task_.report.assigned.push_back(name);
     // A member lost between the cohort's selection and now (e.g. while the previous task closed).
     if (!clients_.count(name)) {
       task_.answered.insert(name);
       ++task_.report.failed;
-      task_.members[name] = info;
-      task_.report.assigned.push_back(name);
-      continue;
+    } else {
+      reachable.push_back(name);
     }
+  }
+  std::vector<std::string> unreachable;
+  auto message_for = [&](const ClientInfo* info) {
     wire::Message m;
     m.envelope.round = round_;
     m.envelope.task_id = task_.id;
-    wire::TaskAssign assign{spec.kind, spec.params, spec.tensors, deadline_ms};
-    algorithm_->Customize(info, &assign);
-    m.body = std::move(assign);
-    task_.members[name] = info;
-    task_.report.assigned.push_back(name);
-    if (Status s = outbox_->Send(name, std::move(m)); !s.ok()) {
-      task_.answered.insert(name);
-      ++task_.report.failed;
-      log->warn("round {}: task {} could not be sent to {}: {}", round_, task_.id, name,
-                s.message());
+    wire::TaskAssign assign{spec.kind, spec.params, {}, deadline_ms};
+    if (info != nullptr) {
+      assign.tensors = spec.tensors;
+      algorithm_->Customize(*info, &assign);
+    } else {
+      assign.tensors = std::move(spec.tensors);
     }
+    m.body = std::move(assign);
+    return m;
+  };
+  if (algorithm_->CustomizesTasks()) {
+    for (const auto& name : reachable) {
+      if (!outbox_->Send(name, message_for(&task_.members[name])).ok()) {
+        unreachable.push_back(name);
+      }
+    }
+  } else if (Status s = outbox_->Broadcast(reachable, message_for(nullptr), &unreachable);
+             !s.ok()) {
+    Fail(Status::Internal("task " + std::to_string(task_.id) + " cannot be sent: " + s.message()));
+    return;
+  }
+  for (const auto& name : unreachable) {
+    task_.answered.insert(name);
+    ++task_.report.failed;
+    log->warn("round {}: task {} could not be sent to {}", round_, task_.id, name);
   }
   round_metrics_["dispatch_s"] += now_() - now;
   log->info("round {}: task {} ({}) sent to {} clients, deadline {:.0f} s", round_, task_.id,

@@ -29,6 +29,16 @@ class Outbox {
   // Sends `message` to `peer`; the engine fills round and task id, the transport the rest.
   // An error means the peer is gone (the engine counts it as dropped).
   virtual Status Send(const std::string& peer, wire::Message message) = 0;
+  // Sends one message to many peers; the transport may encode it once for all (the global model
+  // going to a cohort of 100 must not be copied 100 times). Peers that cannot be reached are
+  // appended to *unreachable.
+  virtual Status Broadcast(const std::vector<std::string>& peers, const wire::Message& message,
+                           std::vector<std::string>* unreachable) {
+    for (const auto& peer : peers) {
+      if (!Send(peer, message).ok()) unreachable->push_back(peer);
+    }
+    return Status::Ok();
+  }
   // Messages stamped with an earlier round are stale from now on.
   virtual void AdvanceRound(uint64_t round) {}
   // Bytes moved so far, for the metrics (0 when unknown).
@@ -74,7 +84,9 @@ class ServerAlgorithm {
   virtual std::vector<std::string> RequiredCapabilities() const = 0;
   // The first task of round `round` for `cohort`.
   virtual StatusOr<TaskSpec> BeginRound(uint64_t round, const std::vector<ClientInfo>& cohort) = 0;
-  // A cohort member's copy of the task, before it is sent.
+  // A cohort member's copy of the task, before it is sent; only called when CustomizesTasks().
+  // Otherwise every member gets the same message, sent as one broadcast.
+  virtual bool CustomizesTasks() const { return false; }
   virtual void Customize(const ClientInfo& client, wire::TaskAssign* assign) {}
   // Validates one result and folds it in. An error rejects the result and must leave the
   // algorithm's state exactly as it was.
