@@ -178,6 +178,7 @@ allow-list)
   stranger_pid="${CLIENT_PID[2]}"
   sleep 2
   grep -q "client-2 joined" runs/fed/coordinator.log && fail "a client with an unknown key joined"
+  wait_for 10 "the refusal in the coordinator's log" grep -q "not on the allow-list" runs/fed/coordinator.log
   start_client 0 "$ep" --set federation.transport=tcp --keys keys
   start_client 1 "$ep" --set federation.transport=tcp --keys keys
   if wait "$stranger_pid"; then fail "the stranger's client should give up with an error"; fi
