@@ -89,12 +89,15 @@ declare -a CLIENT_PID
 
 case "$SCENARIO" in
 ipc)
-  TANDEM_THREADS=1 "$TANDEM" run base.toml > run.out 2>&1 || fail "tandem run failed: $(tail -5 run.out)"
+  # Local training by epochs, and a second task each round: the clients evaluate the new model.
+  TANDEM_THREADS=1 "$TANDEM" run base.toml --set eval.clients=true \
+    --set client.local_epochs=0.002 > run.out 2>&1 || fail "tandem run failed: $(tail -5 run.out)"
+  [ -n "$(metric runs/fed 3 client_val_loss)" ] || fail "no client evaluation in round 3"
   [ "$(rounds_done runs/fed)" -eq 3 ] || fail "expected 3 rounds in metrics.jsonl"
   first="$(metric runs/fed 0 val_loss)"; last="$(metric runs/fed 3 val_loss)"
   /usr/bin/python3 -c "import sys; sys.exit(0 if $last < $first - 0.05 else 1)" ||
     fail "held-out loss did not fall: $first -> $last"
-  [ "$(metric runs/fed 3 results)" = "3.0" ] || fail "round 3 did not get 3 results"
+  [ "$(metric runs/fed 3 results)" = "6.0" ] || fail "round 3 did not get 3 training and 3 evaluation results"
   [ "$(metric runs/fed 1 bytes_up)" != "0.0" ] || fail "no bytes counted"
   grep -q '"final_test_loss"' runs/fed/summary.json || fail "summary.json lacks the final loss"
   [ -f runs/fed/checkpoints/model.safetensors ] || fail "no model checkpoint"
