@@ -12,6 +12,10 @@ namespace tandem::wire {
 namespace {
 
 constexpr size_t kChunkFields = 7;  // version, type, message_id, index, count, total_bytes, data
+constexpr size_t kOfferFields = 5;  // version, type, message_id, count, total_bytes
+constexpr size_t kGrantFields = 3;  // version, type, message_id
+// An offer encodes to at most 31 bytes, a grant to 17; anything much longer is not one.
+constexpr size_t kMaxFlowFrameBytes = 64;
 
 std::string Id(uint64_t message_id) { return "chunked message " + std::to_string(message_id); }
 
@@ -98,6 +102,34 @@ class ChunkFrameBuilder {
   size_t payload_ = 0;
   size_t filled_ = 0;
 };
+
+// The first two fields of a flow-control frame, which the message header check (types up to
+// kMaxMessageType) does not know: the root array of `fields` values, the version, the type.
+Status ReadFramingHeader(const msgpack::object& root, MessageType expected, size_t fields) {
+  const std::string what(MessageTypeName(expected));
+  if (root.type != msgpack::type::ARRAY || root.via.array.size < 2) {
+    return Status::Corruption("not a tandem frame: expected an array [version, type, ...]");
+  }
+  const msgpack::object* f = root.via.array.ptr;
+  TANDEM_ASSIGN_OR_RETURN(const uint64_t version, detail::ReadUint(f[0], "version"));
+  if (version != kProtocolVersion) {
+    return Status::InvalidArgument("unsupported protocol version " + std::to_string(version) +
+                                   " (this build speaks version " +
+                                   std::to_string(kProtocolVersion) + ")");
+  }
+  TANDEM_ASSIGN_OR_RETURN(const uint64_t type, detail::ReadUint(f[1], "type"));
+  if (type != static_cast<uint64_t>(expected)) {
+    const std::string got = type >= kMinMessageType && type <= kMaxFrameType
+                                ? std::string(MessageTypeName(static_cast<MessageType>(type)))
+                                : "unknown type " + std::to_string(type);
+    return Status::Corruption("expected a " + what + ", got a " + got + " frame");
+  }
+  if (root.via.array.size != fields) {
+    return Status::Corruption(what + " has " + std::to_string(root.via.array.size) +
+                              " fields, expected " + std::to_string(fields));
+  }
+  return Status::Ok();
+}
 
 ChunkView ViewOf(const Chunk& c) {
   return ChunkView{c.message_id, c.index, c.count, c.total_bytes, c.data};
@@ -210,6 +242,86 @@ Status ValidateChunk(const ChunkView& c) {
 
 Status ValidateChunk(const Chunk& c) { return ValidateChunk(ViewOf(c)); }
 
+Status ValidateChunkOffer(const ChunkOffer& o) {
+  const std::string what = "offer of " + Id(o.message_id);
+  if (o.count == 0 || o.count > kMaxChunksPerMessage) {
+    return Status::InvalidArgument(what + ": chunk count " + std::to_string(o.count) +
+                                   " outside 1.." + std::to_string(kMaxChunksPerMessage));
+  }
+  if (o.total_bytes == 0 || o.total_bytes > kMaxMessageBytes) {
+    return Status::InvalidArgument(what + ": declared total of " + std::to_string(o.total_bytes) +
+                                   " bytes outside 1.." + std::to_string(kMaxMessageBytes));
+  }
+  if (o.count > o.total_bytes || o.total_bytes > uint64_t{o.count} * kMaxChunkBytes) {
+    return Status::InvalidArgument(what + ": " + std::to_string(o.count) +
+                                   " chunks cannot carry " + std::to_string(o.total_bytes) +
+                                   " bytes");
+  }
+  return Status::Ok();
+}
+
+std::string EncodeChunkOffer(const ChunkOffer& o) {
+  TANDEM_CHECK(ValidateChunkOffer(o).ok());
+  std::string out;
+  detail::StringWriter writer{&out};
+  msgpack::packer<detail::StringWriter> pk(writer);
+  pk.pack_array(kOfferFields);
+  pk.pack_uint32(kProtocolVersion);
+  pk.pack_uint8(static_cast<uint8_t>(MessageType::kChunkOffer));
+  pk.pack_uint64(o.message_id);
+  pk.pack_uint32(o.count);
+  pk.pack_uint64(o.total_bytes);
+  return out;
+}
+
+std::string EncodeChunkGrant(const ChunkGrant& g) {
+  std::string out;
+  detail::StringWriter writer{&out};
+  msgpack::packer<detail::StringWriter> pk(writer);
+  pk.pack_array(kGrantFields);
+  pk.pack_uint32(kProtocolVersion);
+  pk.pack_uint8(static_cast<uint8_t>(MessageType::kChunkGrant));
+  pk.pack_uint64(g.message_id);
+  return out;
+}
+
+StatusOr<ChunkOffer> DecodeChunkOffer(std::string_view bytes) {
+  if (bytes.size() > kMaxFlowFrameBytes) {
+    return Status::Corruption("ChunkOffer frame of " + std::to_string(bytes.size()) +
+                              " bytes; at most " + std::to_string(kMaxFlowFrameBytes));
+  }
+  detail::Document doc;
+  TANDEM_RETURN_IF_ERROR(detail::ParseDocument(bytes, &doc));
+  const msgpack::object& root = doc.root();
+  TANDEM_RETURN_IF_ERROR(ReadFramingHeader(root, MessageType::kChunkOffer, kOfferFields));
+  const msgpack::object* f = root.via.array.ptr;
+  ChunkOffer o;
+  TANDEM_ASSIGN_OR_RETURN(o.message_id, detail::ReadUint(f[2], "offer.message_id"));
+  TANDEM_ASSIGN_OR_RETURN(const uint64_t count,
+                          detail::ReadUint(f[3], "offer.count", kMaxChunksPerMessage));
+  o.count = static_cast<uint32_t>(count);
+  TANDEM_ASSIGN_OR_RETURN(o.total_bytes,
+                          detail::ReadUint(f[4], "offer.total_bytes", kMaxMessageBytes));
+  Status valid = ValidateChunkOffer(o);
+  if (!valid.ok()) return Status::Corruption(valid.message());
+  return o;
+}
+
+StatusOr<ChunkGrant> DecodeChunkGrant(std::string_view bytes) {
+  if (bytes.size() > kMaxFlowFrameBytes) {
+    return Status::Corruption("ChunkGrant frame of " + std::to_string(bytes.size()) +
+                              " bytes; at most " + std::to_string(kMaxFlowFrameBytes));
+  }
+  detail::Document doc;
+  TANDEM_RETURN_IF_ERROR(detail::ParseDocument(bytes, &doc));
+  const msgpack::object& root = doc.root();
+  TANDEM_RETURN_IF_ERROR(ReadFramingHeader(root, MessageType::kChunkGrant, kGrantFields));
+  ChunkGrant g;
+  TANDEM_ASSIGN_OR_RETURN(g.message_id,
+                          detail::ReadUint(root.via.array.ptr[2], "grant.message_id"));
+  return g;
+}
+
 std::vector<Chunk> SplitIntoChunks(std::string_view message, uint64_t message_id,
                                    size_t chunk_bytes) {
   TANDEM_CHECK(!message.empty() && message.size() <= kMaxMessageBytes);
@@ -237,6 +349,13 @@ std::string EncodeChunk(const Chunk& c) {
 
 Status EncodeMessageFrames(const Message& message, size_t chunk_bytes,
                            const std::function<void(Frame)>& emit) {
+  return EncodeMessageFrames(message, chunk_bytes, nullptr, emit);
+}
+
+Status EncodeMessageFrames(
+    const Message& message, size_t chunk_bytes,
+    const std::function<void(uint64_t total_bytes, bool chunked, uint32_t count)>& start,
+    const std::function<void(Frame)>& emit) {
   TANDEM_CHECK(chunk_bytes >= kMinChunkBytes && chunk_bytes <= kMaxChunkBytes);
   TANDEM_RETURN_IF_ERROR(ValidateMessage(message));
   detail::StringWriter counter;  // sizes the encoding without writing it
@@ -247,7 +366,12 @@ Status EncodeMessageFrames(const Message& message, size_t chunk_bytes,
                                    " bytes exceeds the limit of " +
                                    std::to_string(kMaxMessageBytes));
   }
-  if (total <= kChunkThresholdBytes) {
+  const bool chunked = total > kChunkThresholdBytes;
+  if (start) {
+    const size_t count = chunked ? (total + chunk_bytes - 1) / chunk_bytes : 1;
+    start(total, chunked, static_cast<uint32_t>(count));
+  }
+  if (!chunked) {
     std::string bytes;
     bytes.reserve(total);
     detail::StringWriter writer{&bytes};

@@ -1,8 +1,9 @@
 // Chunking: an encoded message above kChunkThresholdBytes travels as several Chunk frames, each
 // [version, Chunk, message_id, index, count, total_bytes, data], and is put back together by a
-// ChunkReassembler on the receiving side before DecodeMessage. See docs/protocol.md "Chunking".
-// EncodeMessageFrames is the sender's fast path: it encodes a message straight into the frames
-// that carry it.
+// ChunkReassembler on the receiving side before DecodeMessage. A client announces such an upload
+// with a ChunkOffer and sends its chunks once the coordinator's ChunkGrant arrives (flow control).
+// See docs/protocol.md "Chunking". EncodeMessageFrames is the sender's fast path: it encodes a
+// message straight into the frames that carry it.
 #pragma once
 
 #include <cstdint>
@@ -29,6 +30,32 @@ struct Chunk {
   std::string data;          // 1 .. kMaxChunkBytes bytes of the encoded message
   bool operator==(const Chunk&) const = default;
 };
+
+// Upload flow control (client -> coordinator): before the first chunk of a chunked message a
+// client sends [version, ChunkOffer, message_id, count, total_bytes] and holds the chunks until
+// the coordinator answers [version, ChunkGrant, message_id]. message_id is the message's sequence
+// number, the id its chunks carry; count and total_bytes are theirs.
+struct ChunkOffer {
+  uint64_t message_id = 0;
+  uint32_t count = 0;        // 1 .. kMaxChunksPerMessage
+  uint64_t total_bytes = 0;  // 1 .. kMaxMessageBytes, and count..count*kMaxChunkBytes
+  bool operator==(const ChunkOffer&) const = default;
+};
+
+struct ChunkGrant {
+  uint64_t message_id = 0;
+  bool operator==(const ChunkGrant&) const = default;
+};
+
+// The same size rules as ValidateChunk: limits, and count consistent with total_bytes.
+Status ValidateChunkOffer(const ChunkOffer& offer);
+// Encodes a valid offer (checked, aborts) / a grant as one frame.
+std::string EncodeChunkOffer(const ChunkOffer& offer);
+std::string EncodeChunkGrant(const ChunkGrant& grant);
+// Decode and validate one frame, as strictly as DecodeChunk (exact field count, field types and
+// limits, no trailing bytes).
+StatusOr<ChunkOffer> DecodeChunkOffer(std::string_view bytes);
+StatusOr<ChunkGrant> DecodeChunkGrant(std::string_view bytes);
 
 // A chunk whose data still lives in the frame it was decoded from (no copy): valid only while
 // that frame is.
@@ -60,23 +87,29 @@ StatusOr<ChunkView> DecodeChunkView(std::string_view bytes);
 // One encoded frame, owning its bytes: either a whole message (a string) or a chunk built in a
 // buffer with room in front for its header, which is written once the payload is in place.
 // A transport moves the Frame to the heap once and hands bytes() to ZeroMQ without copying.
+// The shared form holds another Frame by reference count: a broadcast hands every peer the same
+// bytes, which live until the last send of them is done. A Frame is not thread-safe, but shared
+// forms of one frame may be used and destroyed from any threads (the bytes are only read).
 class Frame {
  public:
   Frame() = default;
   explicit Frame(std::string bytes) : string_(std::move(bytes)) {}
   Frame(std::unique_ptr<char[]> buffer, size_t offset, size_t size)
       : buffer_(std::move(buffer)), offset_(offset), size_(size) {}
+  explicit Frame(std::shared_ptr<const Frame> shared) : shared_(std::move(shared)) {}
 
   std::string_view bytes() const {
+    if (shared_) return shared_->bytes();
     return buffer_ ? std::string_view(buffer_.get() + offset_, size_) : std::string_view(string_);
   }
-  size_t size() const { return buffer_ ? size_ : string_.size(); }
+  size_t size() const { return bytes().size(); }
 
  private:
   std::string string_;
   std::unique_ptr<char[]> buffer_;
   size_t offset_ = 0;
   size_t size_ = 0;
+  std::shared_ptr<const Frame> shared_;
 };
 
 // Validates and encodes `message` as the frames that carry it, handing each to `emit` as soon as
@@ -88,6 +121,13 @@ class Frame {
 // chunk_bytes <= kMaxChunkBytes (checked, aborts).
 Status EncodeMessageFrames(const Message& message, size_t chunk_bytes,
                            const std::function<void(Frame)>& emit);
+// The same, first calling `start` once, after validation and before any frame is emitted, with
+// the encoded message's size and whether it goes as chunks (and how many): a client announces a
+// chunked upload with a ChunkOffer before its chunks.
+Status EncodeMessageFrames(
+    const Message& message, size_t chunk_bytes,
+    const std::function<void(uint64_t total_bytes, bool chunked, uint32_t count)>& start,
+    const std::function<void(Frame)>& emit);
 
 // A reassembled message. Normally `bytes` is the whole encoded message. When its reassembler
 // detaches large bins and found, in the first chunk, a bin holding at least half of the message
@@ -135,6 +175,8 @@ class ChunkReassembler {
 
   // Forgets an incomplete message (e.g. its sender timed out or the round closed).
   void Discard(uint64_t message_id);
+  // Whether chunks of `message_id` are buffered (an incomplete message in progress).
+  bool Holds(uint64_t message_id) const { return pending_.count(message_id) > 0; }
   void Clear();
 
   size_t pending_messages() const { return pending_.size(); }

@@ -629,7 +629,9 @@ StatusOr<Body> DecodeBody(MessageType type, const msgpack::object& o, BinHook* h
                               ReadString(f["message"], f.Path("message"), kMaxStringBytes));
       return Body(std::move(b));
     }
-    case MessageType::kChunk: break;
+    case MessageType::kChunk:
+    case MessageType::kChunkOffer:  // never get here: the header check refuses them
+    case MessageType::kChunkGrant: break;
   }
   return Status::Corruption("frame is a chunk, not a message: reassemble it first");
 }
@@ -905,7 +907,7 @@ StatusOr<MessageType> PeekType(std::string_view bytes) {
                                    " (this build speaks version " +
                                    std::to_string(kProtocolVersion) + ")");
   }
-  if (visitor.ints[1] < kMinMessageType || visitor.ints[1] > kMaxMessageType) {
+  if (visitor.ints[1] < kMinMessageType || visitor.ints[1] > kMaxFrameType) {
     return Status::Corruption("unknown message type " + std::to_string(visitor.ints[1]));
   }
   return static_cast<MessageType>(visitor.ints[1]);

@@ -24,9 +24,21 @@ enum class MessageType : uint8_t {
   kBye = 7,          // either way: orderly leave
   kError = 8,        // either way: the previous message (or the session) failed
   kChunk = 9,        // framing only: one piece of a message too large for one frame (wire/chunk.h)
+  kChunkOffer = 10,  // framing only, client -> coordinator: may I send this chunked message?
+  kChunkGrant = 11,  // framing only, coordinator -> client: yes, send its chunks now
 };
+// The types a message or chunk header may carry (DecodeMessage, DecodeChunk): the flow-control
+// frames 10 and 11 have their own decoders and are "unknown" to those two.
 inline constexpr uint8_t kMinMessageType = 1;
 inline constexpr uint8_t kMaxMessageType = 9;
+// The types any frame may carry (PeekType).
+inline constexpr uint8_t kMaxFrameType = 11;
+
+// Chunk, ChunkOffer and ChunkGrant frames are framing, not messages: no envelope, no sequence.
+constexpr bool IsFramingType(MessageType type) {
+  return type == MessageType::kChunk || type == MessageType::kChunkOffer ||
+         type == MessageType::kChunkGrant;
+}
 
 constexpr std::string_view MessageTypeName(MessageType type) {
   switch (type) {
@@ -39,6 +51,8 @@ constexpr std::string_view MessageTypeName(MessageType type) {
     case MessageType::kBye: return "Bye";
     case MessageType::kError: return "Error";
     case MessageType::kChunk: return "Chunk";
+    case MessageType::kChunkOffer: return "ChunkOffer";
+    case MessageType::kChunkGrant: return "ChunkGrant";
   }
   return "Unknown";
 }
@@ -50,10 +64,12 @@ enum class Role : uint8_t { kCoordinator = 1, kClient = 2 };
 constexpr bool ReceivedBy(MessageType type, Role role) {
   switch (type) {
     case MessageType::kHello:
-    case MessageType::kTaskResult: return role == Role::kCoordinator;
+    case MessageType::kTaskResult:
+    case MessageType::kChunkOffer: return role == Role::kCoordinator;
     case MessageType::kWelcome:
     case MessageType::kTaskAssign:
-    case MessageType::kTaskCancel: return role == Role::kClient;
+    case MessageType::kTaskCancel:
+    case MessageType::kChunkGrant: return role == Role::kClient;
     case MessageType::kHeartbeat:
     case MessageType::kBye:
     case MessageType::kError:

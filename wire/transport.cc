@@ -1,7 +1,8 @@
 // The ZeroMQ transport (see wire/transport.h): an I/O thread per transport owns the socket; owner
 // threads hand it frames through a queue and an eventfd; the ZAP handler that enforces the
-// allow-list runs on its own thread, one per ZeroMQ context. libzmq's C API is used directly, so
-// every failure is an errno turned into a Status here.
+// allow-list runs on its own thread, one per ZeroMQ context. The Server's I/O thread also grants
+// uploads (ChunkOffer -> ChunkGrant), so the memory that uploads take stays bounded. libzmq's C API
+// is used directly, so every failure is an errno turned into a Status here.
 #include "wire/transport.h"
 
 #include <poll.h>
@@ -174,7 +175,8 @@ class ZmqMessage {
 struct AtomicStats {
   std::atomic<uint64_t> bytes_sent{0}, bytes_received{0}, frames_sent{0}, frames_received{0},
       messages_sent{0}, messages_received{0}, heartbeats_sent{0}, heartbeats_received{0},
-      rejected{0}, dropped{0}, retries{0};
+      rejected{0}, dropped{0}, retries{0}, bytes_encoded{0}, uploads_offered{0},
+      uploads_granted{0}, reassemblies{0}, reassemblies_peak{0};
   TransportStats Snapshot() const {
     TransportStats s;
     s.bytes_sent = bytes_sent.load();
@@ -188,6 +190,11 @@ struct AtomicStats {
     s.rejected = rejected.load();
     s.dropped = dropped.load();
     s.retries = retries.load();
+    s.bytes_encoded = bytes_encoded.load();
+    s.uploads_offered = uploads_offered.load();
+    s.uploads_granted = uploads_granted.load();
+    s.reassemblies = reassemblies.load();
+    s.reassemblies_peak = reassemblies_peak.load();
     return s;
   }
 };
@@ -205,8 +212,13 @@ struct OutItem {
   std::string peer;        // Server: identity
   std::string routing_id;  // Server: where the frame goes
   Frame frame;
-  MessageType type = MessageType::kHeartbeat;  // of the message the frame belongs to
+  MessageType type = MessageType::kHeartbeat;  // of the message the frame belongs to, or
+                                               // kChunkOffer / kChunkGrant for those frames
   bool last = true;                            // the frame completes its message
+  // Client: a chunk of an upload, held until the coordinator grants `message_id` (also set on
+  // the upload's ChunkOffer).
+  bool held = false;
+  uint64_t message_id = 0;
   uint64_t epoch = 0;                          // kDisconnect: the session it ends
   std::shared_ptr<std::promise<Status>> done;  // kReconnect
 };
@@ -238,39 +250,81 @@ class Outbox {
   WakeFd wake_;
 };
 
-// Validates and encodes `message` and pushes its frames as they are produced (the previous frame
-// is pushed when the next arrives, so the last can be marked).
+// Where the frames of a message go: a peer's identity and the routing id of its connection.
+struct Target {
+  const std::string* peer;
+  const std::string* routing_id;
+};
+
+// Validates and encodes `message` and pushes its frames, as they are produced, to every target
+// (the previous frame is pushed when the next arrives, so the last can be marked). Several targets
+// get the same frames, shared. With `offer` (a Client's upload), a message that goes as chunks is
+// preceded by a ChunkOffer and its chunks are pushed held, for the I/O thread to keep until the
+// grant. Nothing is pushed for an invalid message.
 Status QueueMessage(const Message& message, size_t chunk_bytes, Outbox& outbox,
-                    const std::string& peer, const std::string& routing_id) {
-  std::optional<Frame> held;
-  auto push = [&](Frame frame, bool last) {
-    OutItem item;
-    item.peer = peer;
-    item.routing_id = routing_id;
-    item.frame = std::move(frame);
-    item.type = message.type();
-    item.last = last;
-    outbox.Push(std::move(item));
+                    const std::vector<Target>& targets, bool offer, AtomicStats& stats) {
+  std::optional<Frame> pending;
+  bool held = false;
+  auto push = [&](Frame frame, bool last, MessageType type) {
+    std::shared_ptr<const Frame> shared;
+    if (targets.size() > 1) shared = std::make_shared<const Frame>(std::move(frame));
+    for (const Target& target : targets) {
+      OutItem item;
+      item.peer = *target.peer;
+      item.routing_id = *target.routing_id;
+      item.frame = shared ? Frame(shared) : std::move(frame);
+      item.type = type;
+      item.last = last;
+      item.held = held;
+      item.message_id = message.envelope.sequence;
+      outbox.Push(std::move(item));
+    }
   };
-  Status status = EncodeMessageFrames(message, chunk_bytes, [&](Frame frame) {
-    if (held) push(std::move(*held), false);
-    held = std::move(frame);
+  auto start = [&](uint64_t total_bytes, bool chunked, uint32_t count) {
+    if (!offer || !chunked) return;
+    push(Frame(EncodeChunkOffer({message.envelope.sequence, count, total_bytes})), true,
+         MessageType::kChunkOffer);
+    stats.uploads_offered.fetch_add(1, std::memory_order_relaxed);
+    held = true;
+  };
+  Status status = EncodeMessageFrames(message, chunk_bytes, start, [&](Frame frame) {
+    stats.bytes_encoded.fetch_add(frame.size(), std::memory_order_relaxed);
+    if (pending) push(std::move(*pending), false, message.type());
+    pending = std::move(frame);
   });
   if (!status.ok()) return status;
-  push(std::move(*held), true);
+  push(std::move(*pending), true, message.type());
   return Status::Ok();
 }
 
-// Events from the I/O thread to the owner's Receive().
+// Tensor bytes a decoded message holds: what a large message costs while it waits for the owner.
+size_t PayloadBytes(const Message& message) {
+  const std::vector<Tensor>* tensors = nullptr;
+  if (const auto* r = std::get_if<TaskResult>(&message.body)) tensors = &r->tensors;
+  if (const auto* a = std::get_if<TaskAssign>(&message.body)) tensors = &a->tensors;
+  size_t bytes = 0;
+  if (tensors != nullptr) {
+    for (const Tensor& t : *tensors) bytes += t.data.size();
+  }
+  return bytes;
+}
+
+// Events from the I/O thread to the owner's Receive(). Counts the tensor bytes of the messages
+// waiting; taking one that holds any wakes `on_take` (the Server's I/O thread, which may then
+// grant an upload).
 class EventQueue {
  public:
+  explicit EventQueue(WakeFd* on_take = nullptr) : on_take_(on_take) {}
   void Push(TransportEvent event) {
+    const size_t bytes = PayloadBytes(event.message);
     {
       std::lock_guard<std::mutex> lock(mu_);
       events_.push_back(std::move(event));
+      bytes_.fetch_add(bytes, std::memory_order_relaxed);
     }
     cv_.notify_one();
   }
+  size_t queued_bytes() const { return bytes_.load(std::memory_order_relaxed); }
   void Fail(Status status) {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -284,6 +338,10 @@ class EventQueue {
     if (!events_.empty()) {
       TransportEvent event = std::move(events_.front());
       events_.pop_front();
+      const size_t bytes = PayloadBytes(event.message);
+      bytes_.fetch_sub(bytes, std::memory_order_relaxed);
+      lock.unlock();
+      if (bytes > 0 && on_take_ != nullptr) on_take_->Signal();
       return std::optional<TransportEvent>(std::move(event));
     }
     if (!failed_.ok()) return failed_;
@@ -291,9 +349,11 @@ class EventQueue {
   }
 
  private:
+  WakeFd* on_take_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<TransportEvent> events_;
+  std::atomic<size_t> bytes_{0};
   Status failed_;
 };
 
@@ -314,6 +374,10 @@ Status ValidateCommon(const TransportOptions& o) {
                                    std::to_string(kMaxChunkBytes));
   }
   if (o.high_water_mark < 0) return Status::InvalidArgument("transport: negative high_water_mark");
+  if (o.max_active_uploads == 0 || o.upload_queue_budget_bytes == 0) {
+    return Status::InvalidArgument("transport: max_active_uploads and upload_queue_budget_bytes "
+                                   "must be positive (zero would never grant an upload)");
+  }
   if (o.curve && IsInproc(o.endpoint)) {
     return Status::InvalidArgument("transport: CURVE needs tcp:// or ipc://; ZeroMQ runs no "
                                    "security handshake on inproc:// (" + o.endpoint + ")");
@@ -360,17 +424,43 @@ Status AcceptIntoSession(SessionValidator& validator, const Message& message) {
   return validator.Accept(message);
 }
 
+// A message that completed an offered upload. Its offer took its place in the sequence (checked
+// and recorded then), so its sequence must be the offered id and is not checked again (the peer
+// may have sent later numbers while the upload waited); everything else is checked as usual.
+Status AcceptUpload(SessionValidator& validator, Message& message, uint64_t offered_id) {
+  if (message.envelope.sequence != offered_id) {
+    return Status::Corruption("chunked message carries sequence " +
+                              std::to_string(message.envelope.sequence) + ", its offer said " +
+                              std::to_string(offered_id));
+  }
+  message.envelope.sequence = validator.last_sequence().value_or(0) + 1;
+  Status checked = validator.Check(message);
+  message.envelope.sequence = offered_id;
+  if (!checked.ok()) return checked;
+  validator.AdvanceRound(message.envelope.round);  // as Accept does
+  return Status::Ok();
+}
+
 // A frame that reached the codec: either a decoded message or the reason it was refused.
-// `complete` is false while a chunked message waits for more chunks.
+// `complete` is false while a chunked message waits for more chunks. `chunk`: the frame was a
+// chunk that decoded, of message `chunk_id`.
 struct Decoded {
   bool complete = false;
   std::optional<Message> message;
   Status error;
+  bool chunk = false;
+  uint64_t chunk_id = 0;
+  bool reassembled = false;  // the chunk went to the reassembler (admitted)
 };
 
+// Decides whether a decoded chunk may go to the reassembler (the Server: only granted uploads).
+using ChunkAdmission = std::function<Status(const ChunkView&)>;
+
 // The codec part of the incoming path, shared by both sides: size bound, PeekType, chunks into
-// `reassembler` (null: chunks are refused, the peer has no session), DecodeMessage.
-Decoded DecodeFrame(std::string_view bytes, ChunkReassembler* reassembler) {
+// `reassembler` (null: chunks are refused, the peer has no session) if `admit` lets them,
+// DecodeMessage. Offers and grants are handled by the callers, before this; here they are refused.
+Decoded DecodeFrame(std::string_view bytes, ChunkReassembler* reassembler,
+                    const ChunkAdmission& admit = nullptr) {
   Decoded out;
   if (bytes.size() > kMaxFrameBytes) {
     out.error = Status::Corruption("frame of " + std::to_string(bytes.size()) +
@@ -380,6 +470,11 @@ Decoded DecodeFrame(std::string_view bytes, ChunkReassembler* reassembler) {
   StatusOr<MessageType> type = PeekType(bytes);
   if (!type.ok()) {
     out.error = type.status();
+    return out;
+  }
+  if (*type == MessageType::kChunkOffer || *type == MessageType::kChunkGrant) {
+    out.error = Status::Corruption("a " + std::string(MessageTypeName(*type)) +
+                                   " frame, which only the other side receives");
     return out;
   }
   if (*type == MessageType::kChunk) {
@@ -392,6 +487,16 @@ Decoded DecodeFrame(std::string_view bytes, ChunkReassembler* reassembler) {
       out.error = chunk.status();
       return out;
     }
+    out.chunk = true;
+    out.chunk_id = chunk->message_id;
+    if (admit) {
+      Status admitted = admit(*chunk);
+      if (!admitted.ok()) {
+        out.error = std::move(admitted);
+        return out;
+      }
+    }
+    out.reassembled = true;
     StatusOr<std::optional<AssembledMessage>> whole = reassembler->AddAssembled(*chunk);
     if (!whole.ok()) {
       out.error = whole.status();
@@ -421,6 +526,13 @@ Decoded DecodeFrame(std::string_view bytes, ChunkReassembler* reassembler) {
     out.message = std::move(*message);
   }
   return out;
+}
+
+// A Client's only target: the coordinator, over its one connection.
+std::vector<Target> CoordinatorTarget() {
+  static const std::string peer = kCoordinatorPeer;
+  static const std::string routing_id;
+  return {Target{&peer, &routing_id}};
 }
 
 std::string RandomRoutingId() {
@@ -617,12 +729,15 @@ class Server::Impl {
   explicit Impl(const TransportOptions& options)
       : options_(options),
         context_(options.zmq_context),
-        tick_(TickFor(options.heartbeat_interval_ms, options.peer_timeout_ms)) {}
+        tick_(TickFor(options.heartbeat_interval_ms, options.peer_timeout_ms)),
+        events_(&outbox_.wake()) {}
   ~Impl();
 
   Status Start();
   std::string endpoint() const { return endpoint_; }
   Status Send(const std::string& peer, Message message);
+  Status Broadcast(const std::vector<std::string>& peers, Message message,
+                   std::vector<std::string>* unreachable);
   StatusOr<std::optional<TransportEvent>> Receive(std::chrono::milliseconds timeout) {
     return events_.Pop(timeout);
   }
@@ -650,6 +765,13 @@ class Server::Impl {
     std::atomic<int64_t> last_sent_ms{0};  // since the I/O thread started; for heartbeats
     AtomicStats stats;
   };
+  // A chunked message this peer offered: waiting for a grant, or granted and being reassembled.
+  struct Upload {
+    uint32_t count = 0;
+    uint64_t total_bytes = 0;
+    bool granted = false;
+    Clock::time_point last_progress;  // granted, or its last chunk accepted
+  };
   // I/O-thread-only state of a live session.
   struct Session {
     std::shared_ptr<PeerState> state;
@@ -657,8 +779,15 @@ class Server::Impl {
     SessionValidator validator{Role::kCoordinator, 0};
     // A model update's tensor is copied once, from the chunks straight into the tensor.
     ChunkReassembler reassembler{kMaxReassemblyBytes, kMaxPendingChunkedMessages, true};
+    std::map<uint64_t, Upload> uploads;  // by message_id (the message's sequence number)
     Clock::time_point last_heard;
     uint64_t epoch = 0;
+  };
+  // An offer in the grant queue; skipped when its session or upload is gone by its turn.
+  struct WaitingUpload {
+    std::string identity;
+    uint64_t epoch = 0;
+    uint64_t message_id = 0;
   };
   struct PeerQueue {
     std::deque<OutItem> frames;
@@ -676,8 +805,16 @@ class Server::Impl {
   bool SendQueued();  // true when frames are left that can be sent right away
   void ReceiveFrames();
   void HandleFrame(std::string_view routing_id, ZmqMessage& payload);
+  void HandleOffer(const std::string& identity, std::string_view routing_id, Session* session,
+                   AtomicStats* peer_stats, std::string_view bytes);
+  // `upload`: the message completed an offered upload with this id (its sequence was checked
+  // against the session when the offer arrived).
   void HandleMessage(const std::string& identity, std::string_view routing_id, Session* session,
-                     Message message);
+                     Message message, std::optional<uint64_t> upload = std::nullopt);
+  void GrantUploads();
+  void EndUpload(Session& session, uint64_t message_id);  // frees its slot if granted
+  void EndUploads(Session& session);                      // all of a session's, as it ends
+  void CountReassemblies();
   void Tick();
   void EndSession(const std::string& identity, const std::string& reason, bool report,
                   Message bye = {});
@@ -710,6 +847,8 @@ class Server::Impl {
   // I/O thread only.
   std::map<std::string, Session> sessions_;  // by identity
   std::map<std::string, PeerQueue> queues_;  // by identity
+  std::deque<WaitingUpload> waiting_;        // offers in arrival order
+  size_t active_uploads_ = 0;                // granted and not yet complete, all sessions
 };
 
 Status Server::Impl::Start() {
@@ -793,11 +932,65 @@ Status Server::Impl::Send(const std::string& peer, Message message) {
   if (!state->live) return Status::NotFound("no session with '" + peer + "'");
   message.envelope.run_id = options_.run_id;
   message.envelope.sequence = state->sequence + 1;
-  TANDEM_RETURN_IF_ERROR(
-      QueueMessage(message, options_.chunk_bytes, outbox_, peer, state->routing_id));
+  TANDEM_RETURN_IF_ERROR(QueueMessage(message, options_.chunk_bytes, outbox_,
+                                      {Target{&peer, &state->routing_id}}, false, stats_));
   state->sequence += 1;
   state->last_round = std::max(state->last_round, message.envelope.round);
   state->last_sent_ms = NowMs();
+  return Status::Ok();
+}
+
+Status Server::Impl::Broadcast(const std::vector<std::string>& peers, Message message,
+                               std::vector<std::string>* unreachable) {
+  if (failed_) return Status::Unavailable("the coordinator transport has stopped");
+  // Sorted and unique: every broadcast takes the send locks in this order, so two never deadlock;
+  // Send and the I/O thread never hold more than one at a time.
+  std::vector<std::string> names(peers);
+  std::sort(names.begin(), names.end());
+  names.erase(std::unique(names.begin(), names.end()), names.end());
+  std::vector<std::string> missing;
+  std::vector<std::pair<const std::string*, std::shared_ptr<PeerState>>> found;
+  for (const std::string& name : names) {
+    std::shared_ptr<PeerState> state = FindPeer(name);
+    if (state) {
+      found.emplace_back(&name, std::move(state));
+    } else {
+      missing.push_back(name);
+    }
+  }
+  std::vector<std::unique_lock<std::mutex>> locks;
+  locks.reserve(found.size());
+  std::vector<PeerState*> live;
+  std::vector<Target> targets;
+  uint64_t last = 0;
+  for (auto& [name, state] : found) {
+    locks.emplace_back(state->send_mu);
+    if (!state->live) {
+      missing.push_back(*name);
+      continue;
+    }
+    live.push_back(state.get());
+    targets.push_back(Target{name, &state->routing_id});
+    last = std::max(last, state->sequence);
+  }
+  std::sort(missing.begin(), missing.end());
+  message.envelope.run_id = options_.run_id;
+  message.envelope.sequence = last + 1;
+  if (targets.empty()) {
+    TANDEM_RETURN_IF_ERROR(ValidateMessage(message));
+  } else {
+    TANDEM_RETURN_IF_ERROR(
+        QueueMessage(message, options_.chunk_bytes, outbox_, targets, false, stats_));
+  }
+  const int64_t now_ms = NowMs();
+  for (PeerState* state : live) {
+    state->sequence = message.envelope.sequence;
+    state->last_round = std::max(state->last_round, message.envelope.round);
+    state->last_sent_ms = now_ms;
+  }
+  if (unreachable != nullptr) {
+    unreachable->insert(unreachable->end(), missing.begin(), missing.end());
+  }
   return Status::Ok();
 }
 
@@ -854,6 +1047,8 @@ void Server::Impl::Run() {
     if (items[1].revents & ZMQ_POLLIN) outbox_.wake().Drain();
     TakeOutbox();
     if (items[0].revents & ZMQ_POLLIN) ReceiveFrames();
+    // Offers that arrived, uploads that completed, events the owner took: any may free a slot.
+    GrantUploads();
     busy = SendQueued();
     if (Clock::now() >= next_tick) {
       Tick();
@@ -873,7 +1068,9 @@ void Server::Impl::TakeOutbox() {
       case OutItem::Kind::kDisconnect: {
         auto it = sessions_.find(item.peer);
         if (it != sessions_.end() && it->second.epoch == item.epoch) {
+          EndUploads(it->second);
           sessions_.erase(it);
+          CountReassemblies();
           log_->info("session with '{}' ended by the coordinator", item.peer);
         }
         break;
@@ -912,7 +1109,7 @@ bool Server::Impl::SendQueued() {
         --budget;
         Add(stats_.frames_sent, peer_stats, &AtomicStats::frames_sent);
         Add(stats_.bytes_sent, peer_stats, &AtomicStats::bytes_sent, size);
-        if (item.last) {
+        if (item.last && !IsFramingType(item.type)) {
           if (item.type == MessageType::kHeartbeat) {
             Add(stats_.heartbeats_sent, peer_stats, &AtomicStats::heartbeats_sent);
           } else {
@@ -1008,8 +1205,50 @@ void Server::Impl::HandleFrame(std::string_view routing_id, ZmqMessage& payload)
       (it != sessions_.end() && it->second.routing_id == routing_id) ? &it->second : nullptr;
   if (session) session->last_heard = Clock::now();  // any frame is a sign of life
 
+  if (bytes.size() <= kMaxFrameBytes) {
+    StatusOr<MessageType> type = PeekType(bytes);
+    if (type.ok() && *type == MessageType::kChunkOffer) {
+      HandleOffer(identity, routing_id, session, peer_stats, bytes);
+      return;
+    }
+  }
+  // Only chunks of a granted upload, consistent with its offer, reach the reassembler; any other
+  // chunk is refused without touching it.
+  ChunkAdmission admit = [session](const ChunkView& chunk) -> Status {
+    auto up = session->uploads.find(chunk.message_id);
+    if (up == session->uploads.end() || !up->second.granted) {
+      return Status::FailedPrecondition(
+          "a chunk of message " + std::to_string(chunk.message_id) +
+          ", which was not granted (a chunked upload starts with a ChunkOffer and waits for the "
+          "ChunkGrant)");
+    }
+    if (up->second.count != chunk.count || up->second.total_bytes != chunk.total_bytes) {
+      return Status::Corruption("a chunk of message " + std::to_string(chunk.message_id) +
+                                " disagrees with its offer (count or total_bytes)");
+    }
+    return Status::Ok();
+  };
   // Chunks from a peer without a session have nowhere to go (a Hello is never chunked).
-  Decoded decoded = DecodeFrame(bytes, session ? &session->reassembler : nullptr);
+  Decoded decoded = DecodeFrame(bytes, session ? &session->reassembler : nullptr,
+                                session ? admit : nullptr);
+  std::optional<uint64_t> upload;
+  if (decoded.chunk && session) {
+    auto up = session->uploads.find(decoded.chunk_id);
+    if (up != session->uploads.end() && up->second.granted) {
+      if (decoded.complete) {
+        upload = decoded.chunk_id;
+        EndUpload(*session, decoded.chunk_id);
+      } else if (decoded.error.ok()) {
+        up->second.last_progress = Clock::now();
+      } else if (decoded.reassembled && !session->reassembler.Holds(decoded.chunk_id)) {
+        // The reassembler dropped the message (or never started it): it cannot complete. A chunk
+        // refused before it (not admitted) changes nothing.
+        log_->warn("upload {} from '{}' failed; its slot is free", decoded.chunk_id, identity);
+        EndUpload(*session, decoded.chunk_id);
+      }
+    }
+    CountReassemblies();
+  }
   if (!decoded.error.ok()) {
     Reject(identity, peer_stats, decoded.error.message());
     if (session) {
@@ -1018,11 +1257,116 @@ void Server::Impl::HandleFrame(std::string_view routing_id, ZmqMessage& payload)
     return;
   }
   if (!decoded.complete) return;
-  HandleMessage(identity, routing_id, session, std::move(*decoded.message));
+  HandleMessage(identity, routing_id, session, std::move(*decoded.message), upload);
+}
+
+void Server::Impl::HandleOffer(const std::string& identity, std::string_view routing_id,
+                               Session* session, AtomicStats* peer_stats,
+                               std::string_view bytes) {
+  if (!session) {
+    Reject(identity, peer_stats, "a ChunkOffer from a peer that has not joined");
+    return;
+  }
+  StatusOr<ChunkOffer> offer = DecodeChunkOffer(bytes);
+  if (!offer.ok()) {
+    Reject(identity, peer_stats, offer.status().message());
+    ReplyError(identity, routing_id, ErrorCode::kBadMessage, offer.status().message(), 0);
+    return;
+  }
+  const uint64_t id = offer->message_id;
+  if (session->uploads.count(id) > 0) {
+    const std::string reason = "a second ChunkOffer for message " + std::to_string(id);
+    Reject(identity, peer_stats, reason);
+    ReplyError(identity, routing_id, ErrorCode::kBadMessage, reason, 0);
+    return;
+  }
+  if (session->uploads.size() >= kMaxPendingChunkedMessages) {
+    const std::string reason = "already " + std::to_string(session->uploads.size()) +
+                               " uploads offered; ChunkOffer for message " + std::to_string(id) +
+                               " refused";
+    Reject(identity, peer_stats, reason);
+    ReplyError(identity, routing_id, ErrorCode::kOverloaded, reason, 0);
+    return;
+  }
+  // The offer takes the message's place in the peer's sequence: checked and recorded now (as a
+  // heartbeat with that number would be), so the messages the peer sends while it waits carry
+  // higher numbers, and the message itself is checked for the rest when it completes.
+  session->validator.AdvanceRound(current_round_.load());
+  const Message place = HeartbeatMessage(session->validator.run_id(),
+                                         session->validator.current_round(), id);
+  Status accepted = session->validator.Accept(place);
+  if (!accepted.ok()) {
+    const std::string reason = "ChunkOffer for message " + std::to_string(id) + ": " +
+                               accepted.message();
+    Reject(identity, peer_stats, reason);
+    ReplyError(identity, routing_id,
+               accepted.code() == StatusCode::kFailedPrecondition ? ErrorCode::kStale
+                                                                  : ErrorCode::kBadMessage,
+               reason, 0);
+    return;
+  }
+  Upload& up = session->uploads[id];
+  up.count = offer->count;
+  up.total_bytes = offer->total_bytes;
+  waiting_.push_back(WaitingUpload{identity, session->epoch, id});
+  Add(stats_.uploads_offered, peer_stats, &AtomicStats::uploads_offered);
+  log_->debug("'{}' offers message {} ({} bytes in {} chunks); {} waiting", identity, id,
+              offer->total_bytes, offer->count, waiting_.size());
+}
+
+void Server::Impl::GrantUploads() {
+  while (active_uploads_ < options_.max_active_uploads && !waiting_.empty() &&
+         events_.queued_bytes() < options_.upload_queue_budget_bytes) {
+    const WaitingUpload next = std::move(waiting_.front());
+    waiting_.pop_front();
+    auto it = sessions_.find(next.identity);
+    if (it == sessions_.end() || it->second.epoch != next.epoch) continue;  // session ended
+    Session& session = it->second;
+    auto up = session.uploads.find(next.message_id);
+    if (up == session.uploads.end() || up->second.granted) continue;
+    up->second.granted = true;
+    up->second.last_progress = Clock::now();
+    ++active_uploads_;
+    OutItem item;
+    item.peer = next.identity;
+    item.routing_id = session.routing_id;
+    item.frame = Frame(EncodeChunkGrant({next.message_id}));
+    item.type = MessageType::kChunkGrant;
+    queues_[next.identity].frames.push_back(std::move(item));
+    Add(stats_.uploads_granted, &session.state->stats, &AtomicStats::uploads_granted);
+    log_->debug("granted message {} of '{}' ({} active, {} waiting)", next.message_id,
+                next.identity, active_uploads_, waiting_.size());
+  }
+}
+
+void Server::Impl::EndUpload(Session& session, uint64_t message_id) {
+  auto up = session.uploads.find(message_id);
+  if (up == session.uploads.end()) return;
+  if (up->second.granted) {
+    TANDEM_CHECK(active_uploads_ > 0);
+    --active_uploads_;
+  }
+  session.reassembler.Discard(message_id);  // nothing left once it completed
+  session.uploads.erase(up);
+}
+
+void Server::Impl::EndUploads(Session& session) {
+  while (!session.uploads.empty()) EndUpload(session, session.uploads.begin()->first);
+  session.reassembler.Clear();
+}
+
+void Server::Impl::CountReassemblies() {
+  uint64_t now = 0;
+  for (const auto& [identity, session] : sessions_) now += session.reassembler.pending_messages();
+  stats_.reassemblies.store(now, std::memory_order_relaxed);
+  if (now > stats_.reassemblies_peak.load(std::memory_order_relaxed)) {
+    stats_.reassemblies_peak.store(now, std::memory_order_relaxed);
+  }
 }
 
 void Server::Impl::HandleMessage(const std::string& identity, std::string_view routing_id,
-                                 Session* session, Message message) {
+                                 Session* session, Message message,
+                                 std::optional<uint64_t> upload) {
   const MessageType type = message.type();
   const std::string what(MessageTypeName(type));
   if (type == MessageType::kHello) {
@@ -1037,11 +1381,12 @@ void Server::Impl::HandleMessage(const std::string& identity, std::string_view r
     validator.AdvanceRound(current_round_.load());
     const bool rejoin = sessions_.count(identity) > 0;
     Session& s = sessions_[identity];
+    EndUploads(s);  // a rejoin drops what the old session offered
     s.state = state;
     s.routing_id = std::string(routing_id);
     s.validator = std::move(validator);
-    s.reassembler.Clear();
     s.last_heard = Clock::now();
+    CountReassemblies();
     {
       std::lock_guard<std::mutex> lock(state->send_mu);
       state->live = true;
@@ -1069,7 +1414,8 @@ void Server::Impl::HandleMessage(const std::string& identity, std::string_view r
     return;
   }
   session->validator.AdvanceRound(current_round_.load());
-  Status accepted = AcceptIntoSession(session->validator, message);
+  Status accepted = upload ? AcceptUpload(session->validator, message, *upload)
+                           : AcceptIntoSession(session->validator, message);
   if (!accepted.ok()) {
     Reject(identity, peer_stats, accepted.message());
     if (type != MessageType::kHeartbeat && type != MessageType::kError) {
@@ -1098,7 +1444,9 @@ void Server::Impl::EndSession(const std::string& identity, const std::string& re
   auto it = sessions_.find(identity);
   if (it == sessions_.end()) return;
   std::shared_ptr<PeerState> state = it->second.state;
+  EndUploads(it->second);
   sessions_.erase(it);
+  CountReassemblies();
   {
     std::lock_guard<std::mutex> lock(state->send_mu);
     state->live = false;
@@ -1123,7 +1471,10 @@ void Server::Impl::ReplyError(const std::string& identity, std::string_view rout
   if (!lock.owns_lock()) return;
   const Message error = ErrorMessage(options_.run_id, state->last_round, task_id,
                                      state->sequence + 1, code, text);
-  if (QueueMessage(error, options_.chunk_bytes, outbox_, identity, std::string(routing_id)).ok()) {
+  const std::string routing(routing_id);
+  if (QueueMessage(error, options_.chunk_bytes, outbox_, {Target{&identity, &routing}}, false,
+                   stats_)
+          .ok()) {
     state->sequence += 1;
   }
 }
@@ -1132,7 +1483,9 @@ void Server::Impl::QueueHeartbeat(const std::string& identity, PeerState& state)
   std::unique_lock<std::mutex> lock(state.send_mu, std::try_to_lock);
   if (!lock.owns_lock() || !state.live) return;  // an owner is queueing: that is traffic enough
   const Message heartbeat = HeartbeatMessage(options_.run_id, state.last_round, state.sequence + 1);
-  if (QueueMessage(heartbeat, options_.chunk_bytes, outbox_, identity, state.routing_id).ok()) {
+  if (QueueMessage(heartbeat, options_.chunk_bytes, outbox_, {Target{&identity, &state.routing_id}},
+                   false, stats_)
+          .ok()) {
     state.sequence += 1;
     state.last_sent_ms = NowMs();
   }
@@ -1152,6 +1505,21 @@ void Server::Impl::Tick() {
   for (const std::string& identity : silent) {
     EndSession(identity, "silent for " + std::to_string(options_.peer_timeout_ms) + " ms", true);
   }
+  // A granted upload whose chunks stopped coming from a peer that is still alive would hold its
+  // slot for good. (A dead peer's session times out first, at one peer timeout.)
+  const int64_t stall_ms = 2 * int64_t{options_.peer_timeout_ms};
+  for (auto& [identity, session] : sessions_) {
+    std::vector<uint64_t> stalled;
+    for (const auto& [id, up] : session.uploads) {
+      if (up.granted && MillisBetween(up.last_progress, now) >= stall_ms) stalled.push_back(id);
+    }
+    for (uint64_t id : stalled) {
+      log_->warn("upload {} from '{}' stalled for {} ms; its slot is free", id, identity,
+                 stall_ms);
+      EndUpload(session, id);
+    }
+    if (!stalled.empty()) CountReassemblies();
+  }
 }
 
 Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -1166,6 +1534,10 @@ StatusOr<std::unique_ptr<Server>> Server::Bind(const TransportOptions& options) 
 std::string Server::endpoint() const { return impl_->endpoint(); }
 Status Server::Send(const std::string& peer, Message message) {
   return impl_->Send(peer, std::move(message));
+}
+Status Server::Broadcast(const std::vector<std::string>& peers, Message message,
+                         std::vector<std::string>* unreachable) {
+  return impl_->Broadcast(peers, std::move(message), unreachable);
 }
 StatusOr<std::optional<TransportEvent>> Server::Receive(std::chrono::milliseconds timeout) {
   return impl_->Receive(timeout);
@@ -1213,6 +1585,7 @@ class Client::Impl {
   void Reject(const std::string& reason);
   void ReplyError(ErrorCode code, const std::string& text, uint64_t task_id);
   void QueueHeartbeat();
+  void HandleGrant(std::string_view bytes);
 
   const TransportOptions options_;
   Context context_;
@@ -1234,11 +1607,19 @@ class Client::Impl {
   std::atomic<uint64_t> current_round_{0};    // the validator's, for heartbeats
   std::atomic<int64_t> last_sent_ms_{0};
 
+  // An upload offered to the coordinator: its chunk frames wait here until the grant.
+  struct Upload {
+    bool granted = false;
+    bool complete = false;  // its last frame has come out of the outbox
+    std::deque<OutItem> held;
+  };
+
   // I/O thread only.
   void* socket_ = nullptr;
   void* monitor_ = nullptr;
   std::string monitor_endpoint_;
   std::deque<OutItem> queue_;
+  std::map<uint64_t, Upload> uploads_;  // by message_id
   Clock::time_point retry_at_;
   int backoff_ms_ = 0;
   SessionValidator validator_{Role::kClient, 0};
@@ -1350,7 +1731,8 @@ Status Client::Impl::Send(Message message) {
   std::lock_guard<std::mutex> lock(send_mu_);
   message.envelope.run_id = run_id_.load();
   message.envelope.sequence = sequence_ + 1;
-  TANDEM_RETURN_IF_ERROR(QueueMessage(message, options_.chunk_bytes, outbox_, kCoordinatorPeer, ""));
+  TANDEM_RETURN_IF_ERROR(QueueMessage(message, options_.chunk_bytes, outbox_, CoordinatorTarget(),
+                                      /*offer=*/true, stats_));
   sequence_ += 1;
   last_round_ = std::max(last_round_, message.envelope.round);
   last_sent_ms_ = NowMs();
@@ -1412,12 +1794,28 @@ void Client::Impl::Run() {
 void Client::Impl::TakeOutbox() {
   for (OutItem& item : outbox_.TakeAll()) {
     if (item.kind == OutItem::Kind::kFrame) {
+      if (item.type == MessageType::kChunkOffer) {
+        uploads_[item.message_id] = Upload{};
+      } else if (item.held) {
+        auto it = uploads_.find(item.message_id);
+        TANDEM_CHECK(it != uploads_.end());  // its offer came out of the outbox first
+        Upload& upload = it->second;
+        upload.complete = item.last;
+        if (!upload.granted) {
+          upload.held.push_back(std::move(item));
+          continue;
+        }
+        if (upload.complete) uploads_.erase(it);
+      }
       queue_.push_back(std::move(item));
       continue;
     }
     if (item.kind != OutItem::Kind::kReconnect) continue;
-    stats_.dropped.fetch_add(queue_.size(), std::memory_order_relaxed);
+    size_t held = 0;
+    for (const auto& [id, upload] : uploads_) held += upload.held.size();
+    stats_.dropped.fetch_add(queue_.size() + held, std::memory_order_relaxed);
     queue_.clear();
+    uploads_.clear();
     CloseSockets();
     validator_ = SessionValidator(Role::kClient, 0);
     reassembler_.Clear();
@@ -1462,7 +1860,7 @@ bool Client::Impl::SendQueued() {
       backoff_ms_ = 0;
       stats_.frames_sent.fetch_add(1, std::memory_order_relaxed);
       stats_.bytes_sent.fetch_add(size, std::memory_order_relaxed);
-      if (item.last) {
+      if (item.last && !IsFramingType(item.type)) {
         (item.type == MessageType::kHeartbeat ? stats_.heartbeats_sent : stats_.messages_sent)
             .fetch_add(1, std::memory_order_relaxed);
       }
@@ -1499,6 +1897,13 @@ void Client::Impl::HandleFrame(ZmqMessage& payload) {
   const std::string_view bytes = payload.bytes();
   stats_.frames_received.fetch_add(1, std::memory_order_relaxed);
   stats_.bytes_received.fetch_add(bytes.size(), std::memory_order_relaxed);
+  if (bytes.size() <= kMaxFrameBytes) {
+    StatusOr<MessageType> type = PeekType(bytes);
+    if (type.ok() && *type == MessageType::kChunkGrant) {
+      HandleGrant(bytes);
+      return;
+    }
+  }
   Decoded decoded = DecodeFrame(bytes, &reassembler_);
   if (!decoded.error.ok()) {
     Reject(decoded.error.message());
@@ -1554,6 +1959,29 @@ void Client::Impl::HandleFrame(ZmqMessage& payload) {
                               std::move(message)});
 }
 
+void Client::Impl::HandleGrant(std::string_view bytes) {
+  StatusOr<ChunkGrant> grant = DecodeChunkGrant(bytes);
+  if (!grant.ok()) {
+    Reject(grant.status().message());
+    if (heard_) ReplyError(ErrorCode::kBadMessage, grant.status().message(), 0);
+    return;
+  }
+  auto it = uploads_.find(grant->message_id);
+  if (it == uploads_.end() || it->second.granted) {
+    // E.g. for an upload that Reconnect() dropped. Not answered: there is nothing to correct.
+    Reject("a ChunkGrant for message " + std::to_string(grant->message_id) +
+           ", which is not waiting for one");
+    return;
+  }
+  last_heard_ = Clock::now();  // an accepted frame
+  stats_.uploads_granted.fetch_add(1, std::memory_order_relaxed);
+  Upload& upload = it->second;
+  upload.granted = true;
+  for (OutItem& item : upload.held) queue_.push_back(std::move(item));
+  upload.held.clear();
+  if (upload.complete) uploads_.erase(it);
+}
+
 void Client::Impl::ReadMonitor() {
   for (int n = 0; n < 16; ++n) {
     ZmqMessage event;
@@ -1588,7 +2016,7 @@ void Client::Impl::ReplyError(ErrorCode code, const std::string& text, uint64_t 
   if (!lock.owns_lock()) return;
   const Message error = ErrorMessage(run_id_.load(), std::max(last_round_, current_round_.load()),
                                      task_id, sequence_ + 1, code, text);
-  if (QueueMessage(error, options_.chunk_bytes, outbox_, kCoordinatorPeer, "").ok()) {
+  if (QueueMessage(error, options_.chunk_bytes, outbox_, CoordinatorTarget(), false, stats_).ok()) {
     sequence_ += 1;
     last_sent_ms_ = NowMs();
   }
@@ -1599,7 +2027,8 @@ void Client::Impl::QueueHeartbeat() {
   if (!lock.owns_lock()) return;
   const Message heartbeat = HeartbeatMessage(
       run_id_.load(), std::max(last_round_, current_round_.load()), sequence_ + 1);
-  if (QueueMessage(heartbeat, options_.chunk_bytes, outbox_, kCoordinatorPeer, "").ok()) {
+  if (QueueMessage(heartbeat, options_.chunk_bytes, outbox_, CoordinatorTarget(), false, stats_)
+          .ok()) {
     sequence_ += 1;
     last_sent_ms_ = NowMs();
   }

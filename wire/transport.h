@@ -2,7 +2,9 @@
 // tandem Messages, chunked when large, over tcp://, ipc:// or inproc://, with CURVE encryption and
 // a ZAP allow-list on tcp. Each transport runs one I/O thread that owns its socket, validates
 // every incoming frame (codec, chunks, session) and keeps heartbeats flowing while the owner is
-// busy; the owner's threads only call Send and Receive. Behaviour: docs/protocol.md "Transport".
+// busy; the owner's threads only call Send, Broadcast and Receive. The coordinator's memory stays
+// O(model): a broadcast is encoded once for all peers, and clients upload large messages only when
+// granted (ChunkOffer / ChunkGrant). Behaviour: docs/protocol.md "Transport".
 #pragma once
 
 #include <chrono>
@@ -49,6 +51,14 @@ struct TransportOptions {
   // Optional shared ZeroMQ context (required to share inproc:// endpoints between transports in
   // one process); it must outlive the transport. Otherwise the transport owns one.
   void* zmq_context = nullptr;
+  // Server: upload flow control (docs/protocol.md "Upload flow control"), which bounds the memory
+  // that uploads from many clients take at once. A Client sends the chunks of a chunked message
+  // only once the Server has granted its ChunkOffer; the Server grants at most this many uploads at
+  // a time across all peers, in the order the offers arrived (>= 1)...
+  size_t max_active_uploads = 1;
+  // ...and only while the decoded messages waiting for Receive hold fewer tensor bytes than this
+  // (>= 1). The default grants only when no large (chunked-size) message is waiting.
+  size_t upload_queue_budget_bytes = kChunkThresholdBytes;
 };
 
 struct TransportEvent {
@@ -75,6 +85,17 @@ struct TransportStats {
   uint64_t rejected = 0;  // incoming frames refused (codec, chunk, session, unknown peer)
   uint64_t dropped = 0;   // outgoing frames dropped: the peer was gone (EHOSTUNREACH), or lost
   uint64_t retries = 0;   // sends deferred because ZeroMQ's queue to the peer was full (EAGAIN)
+  // Frame bytes the encoder produced (messages, heartbeats and errors; not offers or grants). A
+  // Broadcast counts its frames once, however many peers get them. Totals only (0 per peer).
+  uint64_t bytes_encoded = 0;
+  // Upload flow control. Server: offers accepted and grants sent; Client: offers queued and grants
+  // accepted.
+  uint64_t uploads_offered = 0;
+  uint64_t uploads_granted = 0;
+  // Server totals only: chunked messages being reassembled now, across all peers, and the most
+  // there ever were at once (at most max_active_uploads).
+  uint64_t reassemblies = 0;
+  uint64_t reassemblies_peak = 0;
 };
 
 // Coordinator side: a ROUTER bound to the endpoint (ZMQ_ROUTER_MANDATORY, ZMQ_ROUTER_HANDOVER,
@@ -98,8 +119,21 @@ class Server {
   // counted (stats().dropped).
   Status Send(const std::string& peer, Message message);
 
+  // Thread-safe. Sends one message to many peers, encoded once: every peer gets the same frames
+  // (shared, reference-counted, lent to ZeroMQ without copying; freed when the last peer's copy is
+  // sent), so a model sent to 100 clients takes the memory of one encoding. The sequence number is
+  // one value S above every target's last sequence (per-peer sequences stay strictly increasing;
+  // the protocol allows gaps), so the frames are byte-identical for all peers. Peers without a
+  // live session are appended to *unreachable (may be null; sorted) and skipped; a peer listed
+  // twice gets the message once. Errors only for an invalid message (InvalidArgument, nothing
+  // sent) or a stopped transport. Holds the targets' send locks while encoding: a Send to one of
+  // them waits for it.
+  Status Broadcast(const std::vector<std::string>& peers, Message message,
+                   std::vector<std::string>* unreachable);
+
   // One consumer thread. The next event, or an empty optional after `timeout` (normal). An error
-  // only when the transport itself failed (its I/O thread stopped).
+  // only when the transport itself failed (its I/O thread stopped). Taking a large message may let
+  // the transport grant the next waiting upload (see TransportOptions::max_active_uploads).
   StatusOr<std::optional<TransportEvent>> Receive(std::chrono::milliseconds timeout);
 
   // Thread-safe. From now on, messages from any peer with envelope.round < round are rejected as
@@ -136,7 +170,9 @@ class Client {
 
   // Thread-safe. As Server::Send: validates, stamps the next sequence number and the run id
   // learned from the coordinator's first accepted message (0 before it, as a first Hello
-  // carries), chunks and queues.
+  // carries), chunks and queues. A chunked message is announced with a ChunkOffer and its chunks
+  // are held until the coordinator's ChunkGrant arrives; other messages and heartbeats keep
+  // flowing meanwhile.
   Status Send(Message message);
 
   // One consumer thread; as Server::Receive. Events: kPeerJoined when the first message of a
@@ -145,7 +181,8 @@ class Client {
   StatusOr<std::optional<TransportEvent>> Receive(std::chrono::milliseconds timeout);
 
   // Drops the connection and the session and connects again with a fresh socket: sequence
-  // numbers restart, a new validator, the run id forgotten, queued frames dropped. The owner
+  // numbers restart, a new validator, the run id forgotten, queued frames and uploads waiting for
+  // a grant dropped. The owner
   // then sends Hello again. Waits for the I/O thread to switch sockets (up to a few seconds).
   Status Reconnect();
 

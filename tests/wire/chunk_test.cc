@@ -1,5 +1,6 @@
 // Chunking: a 16 MiB tensor through shuffled chunk frames, and the reassembler's refusals
-// (duplicates, inconsistent totals, too many bytes, memory limits).
+// (duplicates, inconsistent totals, too many bytes, memory limits); the flow-control frames
+// (ChunkOffer, ChunkGrant), strict and fuzzed; shared frames; the encoder's size announcement.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -7,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/rng.h"
 #include "tests/wire/test_messages.h"
 #include "wire/chunk.h"
 #include "wire/message.h"
@@ -176,6 +178,201 @@ TEST(ChunkTest, BufferLimitsBoundMemory) {
   EXPECT_TRUE(done->has_value());
   r.Clear();
   EXPECT_EQ(r.pending_messages(), 0u);
+}
+
+TEST(FlowControlTest, OfferAndGrantRoundTripAndArePeekable) {
+  const ChunkOffer offer{0xFFFFFFFFFFFFFFFFull, 200, 200 * kChunkBytes - 3};
+  const std::string frame = EncodeChunkOffer(offer);
+  EXPECT_LE(frame.size(), 64u);
+  StatusOr<ChunkOffer> back = DecodeChunkOffer(frame);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(*back, offer);
+  ASSERT_TRUE(PeekType(frame).ok());
+  EXPECT_EQ(*PeekType(frame), MessageType::kChunkOffer);
+
+  const std::string grant = EncodeChunkGrant({12345});
+  StatusOr<ChunkGrant> g = DecodeChunkGrant(grant);
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  EXPECT_EQ(g->message_id, 12345u);
+  EXPECT_EQ(*PeekType(grant), MessageType::kChunkGrant);
+  EXPECT_TRUE(ReceivedBy(MessageType::kChunkOffer, Role::kCoordinator));
+  EXPECT_FALSE(ReceivedBy(MessageType::kChunkOffer, Role::kClient));
+  EXPECT_TRUE(ReceivedBy(MessageType::kChunkGrant, Role::kClient));
+  EXPECT_FALSE(ReceivedBy(MessageType::kChunkGrant, Role::kCoordinator));
+
+  // Neither is a message or a chunk, and neither decodes as the other.
+  EXPECT_FALSE(DecodeMessage(frame).ok());
+  EXPECT_FALSE(DecodeMessage(grant).ok());
+  EXPECT_FALSE(DecodeChunk(frame).ok());
+  StatusOr<ChunkGrant> crossed = DecodeChunkGrant(frame);
+  ASSERT_FALSE(crossed.ok());
+  EXPECT_TRUE(Contains(crossed.status(), "expected a ChunkGrant, got a ChunkOffer"))
+      << crossed.status().ToString();
+  EXPECT_FALSE(DecodeChunkOffer(grant).ok());
+  EXPECT_FALSE(DecodeChunkOffer(EncodeChunk(MakeChunk(1, 0, 1, 10, 10))).ok());
+}
+
+TEST(FlowControlTest, OfferSizesAreValidatedLikeChunks) {
+  EXPECT_TRUE(ValidateChunkOffer({1, 1, 1}).ok());
+  EXPECT_TRUE(ValidateChunkOffer({1, 2, 2 * kMaxChunkBytes}).ok());
+  EXPECT_TRUE(Contains(ValidateChunkOffer({1, 0, 100}), "chunk count 0"));
+  EXPECT_TRUE(Contains(ValidateChunkOffer({1, kMaxChunksPerMessage + 1, kMaxMessageBytes}),
+                       "chunk count"));
+  EXPECT_TRUE(Contains(ValidateChunkOffer({1, 1, 0}), "declared total"));
+  EXPECT_TRUE(Contains(ValidateChunkOffer({1, 1, kMaxMessageBytes + 1}), "declared total"));
+  EXPECT_TRUE(Contains(ValidateChunkOffer({1, 5, 4}), "cannot carry"));  // a chunk is >= 1 byte
+  EXPECT_TRUE(Contains(ValidateChunkOffer({1, 2, 2 * kMaxChunkBytes + 1}), "cannot carry"));
+}
+
+// An offer or grant frame written field by field, for what the encoders refuse to produce.
+std::string RawFlowFrame(uint64_t version, uint64_t type, std::vector<uint64_t> fields,
+                         int extra = 0) {
+  testing::RawWriter w;
+  w.pk().pack_array(static_cast<uint32_t>(2 + fields.size() + extra));
+  w.pk().pack_uint64(version);
+  w.pk().pack_uint64(type);
+  for (uint64_t f : fields) w.pk().pack_uint64(f);
+  for (int i = 0; i < extra; ++i) w.Str("x");
+  return w.bytes();
+}
+
+TEST(FlowControlTest, MalformedOffersAndGrantsAreRejected) {
+  const uint64_t offer = static_cast<uint64_t>(MessageType::kChunkOffer);
+  const uint64_t grant = static_cast<uint64_t>(MessageType::kChunkGrant);
+  ASSERT_TRUE(DecodeChunkOffer(RawFlowFrame(1, offer, {7, 3, 30000})).ok());
+  ASSERT_TRUE(DecodeChunkGrant(RawFlowFrame(1, grant, {7})).ok());
+  struct Case {
+    std::string name, bytes, reason;
+  };
+  std::vector<Case> offers = {
+      {"version 2", RawFlowFrame(2, offer, {7, 3, 30000}), "unsupported protocol version 2"},
+      {"4 fields", RawFlowFrame(1, offer, {7, 3}), "4 fields, expected 5"},
+      {"6 fields", RawFlowFrame(1, offer, {7, 3, 30000, 1}), "6 fields, expected 5"},
+      {"count 0", RawFlowFrame(1, offer, {7, 0, 30000}), "chunk count 0"},
+      {"count above the limit", RawFlowFrame(1, offer, {7, kMaxChunksPerMessage + 1, 30000}),
+       "offer.count"},
+      {"total above the limit", RawFlowFrame(1, offer, {7, 3, kMaxMessageBytes + 1}),
+       "offer.total_bytes"},
+      {"total 0", RawFlowFrame(1, offer, {7, 1, 0}), "declared total"},
+      {"count cannot carry", RawFlowFrame(1, offer, {7, 1, kMaxChunkBytes + 1}), "cannot carry"},
+      {"a string field", RawFlowFrame(1, offer, {7, 3}, 1), "offer.total_bytes"},
+      {"trailing byte", RawFlowFrame(1, offer, {7, 3, 30000}) + '\0', "trailing"},
+      {"oversized", RawFlowFrame(1, offer, {7, 3, 30000}) + std::string(100, 'x'), "at most 64"},
+      {"not an array", std::string("\x81\xa1x\x01", 4), "not a tandem frame"},
+      {"empty", "", "empty"},
+  };
+  for (const Case& c : offers) {
+    StatusOr<ChunkOffer> o = DecodeChunkOffer(c.bytes);
+    ASSERT_FALSE(o.ok()) << c.name;
+    EXPECT_TRUE(Contains(o.status(), c.reason)) << c.name << ": " << o.status().ToString();
+  }
+  std::vector<Case> grants = {
+      {"version 0", RawFlowFrame(0, grant, {7}), "unsupported protocol version 0"},
+      {"2 fields", RawFlowFrame(1, grant, {}), "2 fields, expected 3"},
+      {"4 fields", RawFlowFrame(1, grant, {7, 8}), "4 fields, expected 3"},
+      {"a string id", RawFlowFrame(1, grant, {}, 1), "grant.message_id"},
+      {"unknown type", RawFlowFrame(1, 12, {7}), "unknown type 12"},
+      {"a heartbeat type", RawFlowFrame(1, 3, {7}), "got a Heartbeat frame"},
+  };
+  for (const Case& c : grants) {
+    StatusOr<ChunkGrant> g = DecodeChunkGrant(c.bytes);
+    ASSERT_FALSE(g.ok()) << c.name;
+    EXPECT_TRUE(Contains(g.status(), c.reason)) << c.name << ": " << g.status().ToString();
+  }
+  // Every proper prefix of a valid frame is refused.
+  const std::string good = EncodeChunkOffer({99, 3, 30000});
+  for (size_t n = 0; n < good.size(); ++n) {
+    EXPECT_FALSE(DecodeChunkOffer(good.substr(0, n)).ok()) << n;
+  }
+  const std::string good_grant = EncodeChunkGrant({99});
+  for (size_t n = 0; n < good_grant.size(); ++n) {
+    EXPECT_FALSE(DecodeChunkGrant(good_grant.substr(0, n)).ok()) << n;
+  }
+}
+
+TEST(FlowControlTest, CorruptedOffersAndGrantsFailCleanly) {
+  // As tests/wire/mutation_test.cc does for messages: whatever still decodes must be valid and
+  // survive a round trip.
+  const std::vector<std::string> corpus = {EncodeChunkOffer({1, 1, 1}),
+                                           EncodeChunkOffer({1ull << 40, 200, 200 * kChunkBytes}),
+                                           EncodeChunkGrant({0}), EncodeChunkGrant({1ull << 50})};
+  Rng rng(424242);
+  int accepted = 0;
+  constexpr int kIterations = 20000;
+  for (int iter = 0; iter < kIterations; ++iter) {
+    std::string bytes = corpus[rng.Below(corpus.size())];
+    const uint64_t kind = rng.Below(4);
+    if (kind < 2) {
+      for (uint64_t f = 0, n = 1 + rng.Below(3); f < n; ++f) {
+        bytes[rng.Below(bytes.size())] ^= static_cast<char>(1 + rng.Below(255));
+      }
+    } else if (kind == 2) {
+      bytes.resize(rng.Below(bytes.size()));
+    } else {
+      std::string junk(1 + rng.Below(4), '\0');
+      for (char& ch : junk) ch = static_cast<char>(rng.Below(256));
+      bytes.insert(rng.Below(bytes.size() + 1), junk);
+    }
+    const std::string exact = bytes;  // exact size: a read past the end is an ASan error
+    StatusOr<ChunkOffer> o = DecodeChunkOffer(exact);
+    if (o.ok()) {
+      ++accepted;
+      ASSERT_TRUE(ValidateChunkOffer(*o).ok());
+      EXPECT_EQ(*DecodeChunkOffer(EncodeChunkOffer(*o)), *o);
+    }
+    StatusOr<ChunkGrant> g = DecodeChunkGrant(exact);
+    if (g.ok()) {
+      ++accepted;
+      EXPECT_EQ(*DecodeChunkGrant(EncodeChunkGrant(*g)), *g);
+    }
+    (void)PeekType(exact);
+    EXPECT_FALSE(DecodeMessage(exact).ok());
+  }
+  EXPECT_LT(accepted, kIterations / 2);
+}
+
+TEST(FlowControlTest, SharedFramesLendTheSameBytes) {
+  auto original = std::make_shared<const Frame>(std::string(100000, 'q'));
+  Frame a(original);
+  Frame b(original);
+  EXPECT_EQ(a.bytes().data(), original->bytes().data());  // no copy
+  EXPECT_EQ(b.bytes().data(), original->bytes().data());
+  EXPECT_EQ(a.size(), 100000u);
+  const char* storage = original->bytes().data();
+  original.reset();
+  Frame moved = std::move(a);
+  EXPECT_EQ(moved.bytes().data(), storage);  // alive while a holder is
+  EXPECT_EQ(b.bytes(), std::string(100000, 'q'));
+}
+
+TEST(FlowControlTest, EncoderAnnouncesSizeAndChunkCountFirst) {
+  for (size_t floats : {size_t{100}, size_t{1500000}}) {  // one frame; 6 MB in chunks
+    TaskResult r;
+    r.tensors.push_back(Tensor::Float32("delta", {floats}, std::vector<float>(floats, 0.5f)));
+    r.weight = 1.0;
+    const Message m{SampleEnvelope(), r};
+    int starts = 0;
+    uint64_t total = 0;
+    bool chunked = false;
+    uint32_t count = 0;
+    std::vector<size_t> sizes;
+    ASSERT_TRUE(EncodeMessageFrames(
+                    m, 256 * 1024,
+                    [&](uint64_t t, bool c, uint32_t n) {
+                      EXPECT_TRUE(sizes.empty());  // before any frame
+                      ++starts;
+                      total = t;
+                      chunked = c;
+                      count = n;
+                    },
+                    [&](Frame f) { sizes.push_back(f.size()); })
+                    .ok());
+    EXPECT_EQ(starts, 1);
+    EXPECT_EQ(total, EncodeMessage(m)->size());
+    EXPECT_EQ(chunked, total > kChunkThresholdBytes);
+    EXPECT_EQ(count, sizes.size());
+    EXPECT_EQ(chunked, floats > 1000);
+  }
 }
 
 TEST(ChunkTest, FramesAreStrict) {

@@ -1,14 +1,19 @@
 // The ZeroMQ transport: round trips over inproc, ipc and tcp with CURVE; a 64 MiB message; liveness
 // (heartbeats, silent peers, Bye); rejoin, restart and Reconnect(); the allow-list; hostile raw
 // frames (truncated, oversized, wrong shape, NaN, replayed, stale) from a raw DEALER; queueing
-// under a full high-water mark; the frame encoder the transport uses.
+// under a full high-water mark; the frame encoder the transport uses; Broadcast (one shared
+// encoding for every peer); upload flow control (offers, grants, one reassembly at a time, a dead
+// uploader's slot, chunks without a grant, waiting past the peer timeout).
 #include <zmq.h>
 
 #include <gtest/gtest.h>
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -94,7 +99,8 @@ std::optional<TransportEvent> AnyEvent(T& transport, milliseconds window) {
 }
 
 // Hello -> kPeerJoined + Hello -> Welcome -> the client's kPeerJoined + Welcome.
-void Join(Server& server, Client& client, const std::string& expected_identity) {
+void Join(Server& server, Client& client, const std::string& expected_identity,
+          const Message& welcome_message = WelcomeMessage()) {
   ASSERT_TRUE(client.Send(HelloMessage()).ok());
   std::optional<TransportEvent> joined = WaitFor(server, Kind::kPeerJoined, kWait);
   ASSERT_TRUE(joined.has_value()) << "no kPeerJoined for " << expected_identity;
@@ -102,7 +108,7 @@ void Join(Server& server, Client& client, const std::string& expected_identity) 
   std::optional<TransportEvent> hello = WaitFor(server, Kind::kMessage, kWait);
   ASSERT_TRUE(hello.has_value());
   EXPECT_EQ(hello->message.type(), MessageType::kHello);
-  ASSERT_TRUE(server.Send(expected_identity, WelcomeMessage()).ok());
+  ASSERT_TRUE(server.Send(expected_identity, welcome_message).ok());
   std::optional<TransportEvent> welcome = WaitFor(client, Kind::kMessage, kWait);
   ASSERT_TRUE(welcome.has_value());
   ASSERT_EQ(welcome->message.type(), MessageType::kWelcome);
@@ -179,6 +185,24 @@ class RawPeer {
       zmq_msg_close(&msg);
       EXPECT_TRUE(m.ok()) << m.status().ToString();
       if (m.ok() && m->type() != MessageType::kHeartbeat) return *m;
+    }
+    return std::nullopt;
+  }
+  // The next frame of `type` (e.g. a ChunkGrant), raw; frames of other types are discarded.
+  std::optional<std::string> ReceiveFrameOf(MessageType type, milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      zmq_pollitem_t item{socket_, 0, ZMQ_POLLIN, 0};
+      const auto left = std::chrono::duration_cast<milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (zmq_poll(&item, 1, std::max<long>(1, left.count())) <= 0) continue;
+      zmq_msg_t msg;
+      zmq_msg_init(&msg);
+      zmq_msg_recv(&msg, socket_, 0);
+      std::string bytes(static_cast<const char*>(zmq_msg_data(&msg)), zmq_msg_size(&msg));
+      zmq_msg_close(&msg);
+      StatusOr<MessageType> got = PeekType(bytes);
+      if (got.ok() && *got == type) return bytes;
     }
     return std::nullopt;
   }
@@ -741,6 +765,444 @@ TEST_F(TransportTest, FrameBytesAgreeOnBothSides) {
   EXPECT_EQ(s.bytes_sent, c.bytes_received);
   EXPECT_EQ(c.messages_sent, 2u);
   EXPECT_EQ(s.messages_received, 2u);
+}
+
+// ---- Broadcast and upload flow control. ----
+
+// The process's resident memory, from /proc/self/status.
+size_t ResidentBytes() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoul(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+
+// Waits until `done` holds, up to kWait.
+template <typename F>
+bool Eventually(F done) {
+  const auto deadline = std::chrono::steady_clock::now() + kWait;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(milliseconds(2));
+  }
+  return true;
+}
+
+std::vector<float> Pattern(size_t n, float seed) {
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = seed + static_cast<float>(i % 977) * 0.125f;
+  return v;
+}
+
+// The frames a sender would produce for `m`, and the offer that announces them.
+struct Upload {
+  std::vector<std::string> frames;
+  ChunkOffer offer;
+};
+Upload Frames(const Message& m) {
+  Upload u;
+  u.offer.message_id = m.envelope.sequence;
+  EXPECT_TRUE(EncodeMessageFrames(
+                  m, kChunkBytes,
+                  [&](uint64_t total, bool chunked, uint32_t count) {
+                    EXPECT_TRUE(chunked);
+                    u.offer.total_bytes = total;
+                    u.offer.count = count;
+                  },
+                  [&](Frame f) { u.frames.emplace_back(f.bytes()); })
+                  .ok());
+  return u;
+}
+
+TEST_F(TransportTest, BroadcastEncodesOnceAndKeepsEveryPeersSequence) {
+  TransportOptions so = BaseOptions("ipc://" + Path("bc.sock"));
+  so.heartbeat_interval_ms = 5000;  // no heartbeats take sequence numbers during the test
+  so.peer_timeout_ms = 10000;
+  StatusOr<std::unique_ptr<Server>> server = Server::Bind(so);
+  ASSERT_TRUE(server.ok());
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int k = 0; k < 3; ++k) {
+    TransportOptions co = so;
+    co.identity = "c" + std::to_string(k);
+    StatusOr<std::unique_ptr<Client>> c = Client::Connect(co);
+    ASSERT_TRUE(c.ok());
+    clients.push_back(std::move(*c));
+    Join(**server, *clients.back(), co.identity);
+  }
+  // c0 is two messages ahead: its last sequence is 3, the others' 1.
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE((*server)->Send("c0", Make(TaskCancel{"ahead"}, 0, 1)).ok());
+    ASSERT_TRUE(WaitFor(*clients[0], Kind::kMessage, kWait).has_value());
+  }
+  const std::vector<float> weights = Pattern(3 * kMiB, -3.0f);  // 12 MiB: chunked
+  const TransportStats before = (*server)->stats();
+  std::vector<std::string> unreachable;
+  ASSERT_TRUE((*server)
+                  ->Broadcast({"c2", "c0", "ghost", "c1", "c0"}, AssignMessage(1, 9, weights),
+                              &unreachable)
+                  .ok());
+  EXPECT_EQ(unreachable, std::vector<std::string>{"ghost"});
+  for (auto& client : clients) {
+    std::optional<TransportEvent> got = WaitFor(*client, Kind::kMessage, kWait);
+    ASSERT_TRUE(got.has_value());
+    ASSERT_EQ(got->message.type(), MessageType::kTaskAssign);
+    EXPECT_EQ(got->message.envelope.sequence, 4u);  // one above every target's last
+    EXPECT_EQ(got->message.envelope.task_id, 9u);
+    const Tensor& t = std::get<TaskAssign>(got->message.body).tensors[0];
+    ASSERT_EQ(t.data.size(), weights.size() * 4);
+    EXPECT_EQ(std::memcmp(t.data.data(), weights.data(), t.data.size()), 0);
+  }
+  const TransportStats after = (*server)->stats();
+  const uint64_t encoded = after.bytes_encoded - before.bytes_encoded;
+  EXPECT_GE(encoded, weights.size() * 4);
+  EXPECT_LT(encoded, weights.size() * 4 + 64 * 1024);  // encoded once, not three times
+  EXPECT_GE(after.bytes_sent - before.bytes_sent, 3 * weights.size() * 4);
+  EXPECT_EQ(after.messages_sent - before.messages_sent, 3u);
+
+  // Sends after it are accepted: each peer's sequence went on from the broadcast's.
+  for (auto& client : clients) {
+    const std::string name = &client == &clients[0] ? "c0" : &client == &clients[1] ? "c1" : "c2";
+    ASSERT_TRUE((*server)->Send(name, Make(TaskCancel{"after"}, 1, 9)).ok());
+    std::optional<TransportEvent> got = WaitFor(*client, Kind::kMessage, kWait);
+    ASSERT_TRUE(got.has_value());
+    EXPECT_EQ(got->message.envelope.sequence, 5u);
+  }
+  // An invalid message is refused before anything is sent or any sequence number used.
+  Message nan = AssignMessage(1, 10, {1.0f});
+  std::get<TaskAssign>(nan.body).tensors[0].data = FloatBytes(std::nanf(""));
+  unreachable.clear();
+  EXPECT_EQ((*server)->Broadcast({"c0", "c1", "nobody"}, nan, &unreachable).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ((*server)->Broadcast({"x", "y"}, nan, nullptr).code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE((*server)->Broadcast({"y", "x"}, AssignMessage(1, 10, {1.0f}), &unreachable).ok());
+  EXPECT_EQ(unreachable, (std::vector<std::string>{"x", "y"}));
+  ASSERT_TRUE((*server)->Broadcast({"c2"}, AssignMessage(1, 11, {2.0f}), nullptr).ok());
+  std::optional<TransportEvent> got = WaitFor(*clients[2], Kind::kMessage, kWait);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->message.envelope.sequence, 6u);
+  EXPECT_EQ(got->message.envelope.task_id, 11u);
+  EXPECT_EQ((*server)->stats().rejected, 0u);
+  for (auto& client : clients) EXPECT_EQ(client->stats().rejected, 0u);
+}
+
+TEST_F(TransportTest, BroadcastFramesAreSharedNotCopied) {
+  // Eight peers that read nothing: every frame stays queued to all of them. With shared frames
+  // that is one encoding's worth of memory; with a copy per peer it would be eight.
+  TransportOptions so = BaseOptions("ipc://" + Path("shared.sock"));
+  so.peer_timeout_ms = 10000;
+  StatusOr<std::unique_ptr<Server>> server = Server::Bind(so);
+  ASSERT_TRUE(server.ok());
+  SharedContext ctx;
+  std::vector<std::unique_ptr<RawPeer>> peers;
+  std::vector<std::string> names;
+  for (int k = 0; k < 8; ++k) {
+    names.push_back("idle-" + std::to_string(k));
+    peers.push_back(std::make_unique<RawPeer>(ctx.ctx, (*server)->endpoint(), names.back(), 1));
+    peers.back()->Send(HelloMessage(), 1, 0);
+    ASSERT_TRUE(WaitFor(**server, Kind::kPeerJoined, kWait).has_value());
+  }
+  const size_t model_bytes = 48 * kMiB;
+  const Message assign = AssignMessage(1, 1, std::vector<float>(model_bytes / 4, 0.5f));
+  const size_t rss_before = ResidentBytes();
+  std::vector<std::string> unreachable;
+  ASSERT_TRUE((*server)->Broadcast(names, assign, &unreachable).ok());  // a copy, freed on return
+  EXPECT_TRUE(unreachable.empty());
+  ASSERT_TRUE(Eventually([&] { return (*server)->stats().frames_sent >= 8 * 48; }));
+  std::this_thread::sleep_for(milliseconds(100));
+  const double growth = static_cast<double>(ResidentBytes()) - static_cast<double>(rss_before);
+  EXPECT_LT(growth, 2.5 * model_bytes) << "frames were copied per peer";
+  EXPECT_LT((*server)->stats().bytes_encoded, model_bytes + kMiB);
+  peers.clear();
+}
+
+TEST_F(TransportTest, TwentyUploadersAreGrantedOneAtATime) {
+  for (size_t max_active : {size_t{1}, size_t{3}}) {
+    SCOPED_TRACE("max_active_uploads " + std::to_string(max_active));
+    TransportOptions so = BaseOptions("ipc://" + Path("up" + std::to_string(max_active) + ".sock"));
+    so.max_active_uploads = max_active;
+    so.peer_timeout_ms = 10000;
+    StatusOr<std::unique_ptr<Server>> server = Server::Bind(so);
+    ASSERT_TRUE(server.ok());
+    constexpr int kClients = 20;
+    std::vector<std::unique_ptr<Client>> clients;
+    for (int k = 0; k < kClients; ++k) {
+      TransportOptions co = so;
+      char name[16];  // (not "u" + std::to_string(k): a GCC 12 -Wrestrict false positive)
+      std::snprintf(name, sizeof(name), "u%d", k);
+      co.identity = name;
+      StatusOr<std::unique_ptr<Client>> c = Client::Connect(co);
+      ASSERT_TRUE(c.ok());
+      clients.push_back(std::move(*c));
+      Join(**server, *clients.back(), co.identity);
+    }
+    const size_t floats = 1200000;  // 4.8 MB: above the chunking threshold
+    for (int k = 0; k < kClients; ++k) {
+      ASSERT_TRUE(clients[k]->Send(ResultMessage(1, k + 1, Pattern(floats, k))).ok());
+    }
+    // Every offer arrives; while the first finished upload waits to be taken, nothing more is
+    // granted.
+    ASSERT_TRUE(Eventually([&] { return (*server)->stats().uploads_offered == kClients; }));
+    std::this_thread::sleep_for(milliseconds(200));
+    const uint64_t granted_early = (*server)->stats().uploads_granted;
+    EXPECT_GE(granted_early, 1u);
+    EXPECT_LE(granted_early, max_active);
+    std::map<std::string, uint64_t> tasks;
+    for (int n = 0; n < kClients; ++n) {
+      std::optional<TransportEvent> got = WaitFor(**server, Kind::kMessage, kWait);
+      ASSERT_TRUE(got.has_value()) << n << " results arrived";
+      const int k = std::stoi(got->peer.substr(1));
+      const TaskResult& r = std::get<TaskResult>(got->message.body);
+      const std::vector<float> expected = Pattern(floats, k);
+      ASSERT_EQ(r.tensors[0].data.size(), floats * 4);
+      EXPECT_EQ(std::memcmp(r.tensors[0].data.data(), expected.data(), floats * 4), 0);
+      tasks[got->peer] = got->message.envelope.task_id;
+    }
+    EXPECT_EQ(tasks.size(), static_cast<size_t>(kClients));
+    const TransportStats s = (*server)->stats();
+    EXPECT_EQ(s.uploads_granted, static_cast<uint64_t>(kClients));
+    EXPECT_GE(s.reassemblies_peak, 1u);
+    EXPECT_LE(s.reassemblies_peak, max_active);  // never more reassemblies than slots
+    EXPECT_EQ(s.reassemblies, 0u);
+    EXPECT_EQ(s.rejected, 0u);
+    for (auto& c : clients) {
+      EXPECT_EQ(c->stats().uploads_offered, 1u);
+      EXPECT_EQ(c->stats().uploads_granted, 1u);
+    }
+  }
+}
+
+TEST_F(TransportTest, AnUploaderKilledMidUploadReleasesItsSlot) {
+  TransportOptions so = BaseOptions("ipc://" + Path("killed.sock"));
+  so.peer_timeout_ms = 1000;
+  StatusOr<std::unique_ptr<Server>> server = Server::Bind(so);
+  ASSERT_TRUE(server.ok());
+  SharedContext ctx;
+  auto dying = std::make_unique<RawPeer>(ctx.ctx, (*server)->endpoint(), "dying");
+  dying->Send(HelloMessage(), 1, 0);
+  ASSERT_TRUE(WaitFor(**server, Kind::kPeerJoined, kWait).has_value());
+  TransportOptions co = so;
+  co.identity = "next";
+  StatusOr<std::unique_ptr<Client>> next = Client::Connect(co);
+  ASSERT_TRUE(next.ok());
+  Join(**server, **next, "next", Make(Welcome{1, 100, 600}));
+
+  Message big = ResultMessage(1, 1, Pattern(1200000, 1.0f));
+  big.envelope.run_id = kRun;
+  big.envelope.sequence = 2;
+  const Upload upload = Frames(big);
+  dying->Send(EncodeChunkOffer(upload.offer));
+  std::optional<std::string> grant = dying->ReceiveFrameOf(MessageType::kChunkGrant, kWait);
+  ASSERT_TRUE(grant.has_value());
+  EXPECT_EQ(DecodeChunkGrant(*grant)->message_id, 2u);
+  dying->Send(upload.frames[0]);  // one chunk of five, then nothing
+  ASSERT_TRUE(Eventually([&] { return (*server)->stats().reassemblies == 1; }));
+
+  ASSERT_TRUE((*next)->Send(ResultMessage(1, 7, Pattern(1200000, 2.0f))).ok());
+  ASSERT_TRUE(Eventually([&] { return (*server)->stats().uploads_offered == 2; }));
+  dying->Send(Make(Heartbeat{}, 1), 3);  // alive (and later than its offer's sequence) until killed
+  EXPECT_FALSE(AnyEvent(**server, milliseconds(250)).has_value());  // the slot is taken
+  EXPECT_EQ((*server)->stats().uploads_granted, 1u);
+
+  dying.reset();  // killed mid-upload: its session times out and frees the slot
+  std::vector<TransportEvent> before;
+  std::optional<TransportEvent> got = WaitFor(**server, Kind::kMessage, kWait, &before);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->peer, "next");
+  EXPECT_EQ(got->message.envelope.task_id, 7u);
+  ASSERT_EQ(before.size(), 1u);
+  EXPECT_EQ(before[0].kind, Kind::kPeerLost);
+  EXPECT_EQ(before[0].peer, "dying");
+  const TransportStats s = (*server)->stats();
+  EXPECT_EQ(s.uploads_granted, 2u);
+  EXPECT_EQ(s.reassemblies, 0u);
+  EXPECT_EQ(s.reassemblies_peak, 1u);
+}
+
+TEST_F(TransportTest, AStuckUploaderLosesItsGrantButNotItsSession) {
+  TransportOptions so = BaseOptions("ipc://" + Path("stuck.sock"));
+  so.peer_timeout_ms = 300;  // the grant goes after twice this without a chunk
+  StatusOr<std::unique_ptr<Server>> server = Server::Bind(so);
+  ASSERT_TRUE(server.ok());
+  SharedContext ctx;
+  RawPeer stuck(ctx.ctx, (*server)->endpoint(), "stuck");
+  stuck.Send(HelloMessage(), 1, 0);
+  ASSERT_TRUE(WaitFor(**server, Kind::kPeerJoined, kWait).has_value());
+  Message big = ResultMessage(1, 1, Pattern(1200000, 1.0f));
+  big.envelope.run_id = kRun;
+  big.envelope.sequence = 2;
+  const Upload upload = Frames(big);
+  stuck.Send(EncodeChunkOffer(upload.offer));
+  ASSERT_TRUE(stuck.ReceiveFrameOf(MessageType::kChunkGrant, kWait).has_value());
+  Stopwatch granted;
+  TransportOptions co = so;
+  co.identity = "patient";
+  StatusOr<std::unique_ptr<Client>> patient = Client::Connect(co);
+  ASSERT_TRUE(patient.ok());
+  Join(**server, **patient, "patient", Make(Welcome{1, 100, 1000}));
+  ASSERT_TRUE((*patient)->Send(ResultMessage(1, 5, Pattern(1200000, 2.0f))).ok());
+  // The stuck peer stays alive (heartbeats) but sends no chunk: its grant is withdrawn.
+  std::optional<TransportEvent> got;
+  std::vector<TransportEvent> others;
+  for (uint64_t sequence = 3; !got && granted.Seconds() < 5; ++sequence) {
+    stuck.Send(Make(Heartbeat{}, 1), sequence);
+    got = WaitFor(**server, Kind::kMessage, milliseconds(80), &others);
+  }
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->peer, "patient");
+  EXPECT_GE(granted.Seconds(), 0.6 * 0.9);
+  EXPECT_TRUE(others.empty());  // no kPeerLost
+  EXPECT_EQ((*server)->peers(), (std::vector<std::string>{"patient", "stuck"}));
+  const uint64_t rejected = (*server)->stats().rejected;
+  stuck.Send(upload.frames[0]);  // too late
+  EXPECT_TRUE(Eventually([&] { return (*server)->stats().rejected == rejected + 1; }));
+  EXPECT_EQ((*server)->stats().reassemblies, 0u);
+}
+
+TEST_F(TransportTest, ChunksNeedAGrantAndTheOfferHoldsTheirSequence) {
+  TransportOptions so = BaseOptions("ipc://" + Path("grant.sock"));
+  so.peer_timeout_ms = 10000;
+  StatusOr<std::unique_ptr<Server>> server = Server::Bind(so);
+  ASSERT_TRUE(server.ok());
+  SharedContext ctx;
+  RawPeer raw(ctx.ctx, (*server)->endpoint(), "raw-up");
+  raw.Send(HelloMessage(), 1, 0);
+  ASSERT_TRUE(WaitFor(**server, Kind::kPeerJoined, kWait).has_value());
+  ASSERT_TRUE(WaitFor(**server, Kind::kMessage, kWait).has_value());
+  uint64_t rejected = 0;
+  auto expect_rejected = [&](uint64_t more, const std::string& what) {
+    rejected += more;
+    EXPECT_TRUE(Eventually([&] { return (*server)->stats().rejected == rejected; }))
+        << what << ": rejected " << (*server)->stats().rejected << ", expected " << rejected;
+  };
+
+  const std::vector<float> values = Pattern(1200000, 5.0f);
+  Message big = ResultMessage(1, 3, values);
+  big.envelope.run_id = kRun;
+  big.envelope.sequence = 2;
+  const Upload upload = Frames(big);
+  ASSERT_EQ(upload.frames.size(), 5u);
+  // Chunks without an offer: every one refused, nothing reassembled, nothing delivered.
+  for (const std::string& frame : upload.frames) raw.Send(frame);
+  expect_rejected(upload.frames.size(), "chunks without a grant");
+  EXPECT_EQ((*server)->stats().reassemblies_peak, 0u);
+  // A malformed offer: six fields.
+  std::string six = EncodeChunkOffer(upload.offer);
+  ASSERT_EQ(six[0], '\x95');  // fixarray of 5
+  six[0] = '\x96';
+  six += '\x01';
+  raw.Send(six);
+  expect_rejected(1, "an offer of six fields");
+  EXPECT_EQ((*server)->stats().uploads_offered, 0u);
+
+  raw.Send(EncodeChunkOffer(upload.offer));
+  std::optional<std::string> grant = raw.ReceiveFrameOf(MessageType::kChunkGrant, kWait);
+  ASSERT_TRUE(grant.has_value());
+  EXPECT_EQ(DecodeChunkGrant(*grant)->message_id, 2u);
+  // The same offer again, and one that replays an older sequence number (the Hello's).
+  raw.Send(EncodeChunkOffer(upload.offer));
+  expect_rejected(1, "a second offer");
+  raw.Send(EncodeChunkOffer({1, upload.offer.count, upload.offer.total_bytes}));
+  expect_rejected(1, "a replayed sequence");
+  // While the upload is on its way the peer goes on with later sequence numbers.
+  raw.Send(Make(Heartbeat{}, 1), 3);
+  raw.Send(ResultMessage(1, 4, {1.0f, 2.0f}), 4);
+  std::optional<TransportEvent> small = WaitFor(**server, Kind::kMessage, kWait);
+  ASSERT_TRUE(small.has_value());
+  EXPECT_EQ(small->message.envelope.sequence, 4u);
+  // A chunk that disagrees with the offer is refused and changes nothing.
+  StatusOr<Chunk> first = DecodeChunk(upload.frames[0]);
+  ASSERT_TRUE(first.ok());
+  Chunk odd = *first;
+  odd.count += 1;
+  raw.Send(EncodeChunk(odd));
+  expect_rejected(1, "a chunk disagreeing with its offer");
+  EXPECT_EQ((*server)->stats().reassemblies, 0u);
+  // The granted chunks: the message completes with the sequence its offer reserved.
+  for (const std::string& frame : upload.frames) raw.Send(frame);
+  std::optional<TransportEvent> got = WaitFor(**server, Kind::kMessage, kWait);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->message.envelope.sequence, 2u);
+  EXPECT_EQ(got->message.envelope.task_id, 3u);
+  EXPECT_EQ(std::get<TaskResult>(got->message.body).tensors[0].ToFloat32(), values);
+  // The grant is used up: its chunks again are refused; the session goes on.
+  raw.Send(upload.frames[0]);
+  expect_rejected(1, "a chunk of a completed upload");
+  raw.Send(ResultMessage(1, 5, {3.0f}), 5);
+  std::optional<TransportEvent> later = WaitFor(**server, Kind::kMessage, kWait);
+  ASSERT_TRUE(later.has_value());
+  EXPECT_EQ(later->message.envelope.sequence, 5u);
+  const TransportStats s = (*server)->stats();
+  EXPECT_EQ(s.uploads_offered, 1u);
+  EXPECT_EQ(s.uploads_granted, 1u);
+  EXPECT_EQ(s.reassemblies, 0u);
+  EXPECT_EQ(s.rejected, rejected);
+}
+
+TEST_F(TransportTest, AWaitingUploaderStaysAliveAndReconnectDropsItsUpload) {
+  TransportOptions so = BaseOptions("ipc://" + Path("wait.sock"));
+  so.heartbeat_interval_ms = 100;
+  so.peer_timeout_ms = 600;
+  StatusOr<std::unique_ptr<Server>> server = Server::Bind(so);
+  ASSERT_TRUE(server.ok());
+  std::vector<std::unique_ptr<Client>> clients;
+  for (const char* name : {"first", "second"}) {
+    TransportOptions co = so;
+    co.identity = name;
+    StatusOr<std::unique_ptr<Client>> c = Client::Connect(co);
+    ASSERT_TRUE(c.ok());
+    clients.push_back(std::move(*c));
+    Join(**server, *clients.back(), name, Make(Welcome{0, 100, 600}));
+  }
+  Client& first = *clients[0];
+  Client& second = *clients[1];
+  ASSERT_TRUE(first.Send(ResultMessage(1, 1, Pattern(1200000, 1.0f))).ok());
+  ASSERT_TRUE(Eventually([&] { return first.stats().uploads_granted == 1; }));
+  ASSERT_TRUE(second.Send(ResultMessage(1, 2, Pattern(1200000, 2.0f))).ok());
+  ASSERT_TRUE(Eventually([&] { return (*server)->stats().uploads_offered == 2; }));
+  // The owner takes nothing for 2.5 peer timeouts: the first result waits in the event queue, so
+  // the second upload waits for its grant, and heartbeats keep both sides alive.
+  const uint64_t heartbeats = second.stats().heartbeats_sent;
+  const auto until = std::chrono::steady_clock::now() + milliseconds(1500);
+  while (std::chrono::steady_clock::now() < until) {
+    for (auto& c : clients) EXPECT_FALSE(AnyEvent(*c, milliseconds(20)).has_value());
+  }
+  EXPECT_EQ(second.stats().uploads_granted, 0u);
+  EXPECT_GE(second.stats().heartbeats_sent - heartbeats, 5u);
+  EXPECT_EQ((*server)->peers(), (std::vector<std::string>{"first", "second"}));
+  EXPECT_EQ((*server)->stats().uploads_granted, 1u);
+
+  // The second client gives up on that connection: its held upload is dropped with it, and its
+  // offer leaves the coordinator's queue when it says Hello again.
+  const uint64_t dropped = second.stats().dropped;
+  const uint64_t hellos = (*server)->peer_stats("second").messages_received;
+  ASSERT_TRUE(second.Reconnect().ok());
+  EXPECT_GE(second.stats().dropped - dropped, 5u);  // the five held chunks
+  ASSERT_TRUE(second.Send(HelloMessage()).ok());
+  ASSERT_TRUE(Eventually(
+      [&] { return (*server)->peer_stats("second").messages_received == hellos + 1; }));
+  // Only now does the owner take the first result: a slot is free, and nothing is waiting for it.
+  std::vector<TransportEvent> seen;
+  std::optional<TransportEvent> result = WaitFor(**server, Kind::kMessage, kWait, &seen);
+  ASSERT_TRUE(result.has_value());
+  EXPECT_EQ(result->peer, "first");
+  EXPECT_EQ(result->message.envelope.task_id, 1u);
+  ASSERT_TRUE(WaitFor(**server, Kind::kPeerJoined, kWait, &seen).has_value());
+  ASSERT_TRUE(WaitFor(**server, Kind::kMessage, kWait, &seen).has_value());  // the Hello
+  ASSERT_TRUE((*server)->Send("second", Make(Welcome{0, 100, 600})).ok());
+  ASSERT_TRUE(WaitFor(second, Kind::kMessage, kWait).has_value());
+  std::this_thread::sleep_for(milliseconds(100));
+  EXPECT_EQ((*server)->stats().uploads_granted, 1u);
+  ASSERT_TRUE(second.Send(ResultMessage(1, 3, Pattern(1200000, 3.0f))).ok());
+  std::optional<TransportEvent> got = WaitFor(**server, Kind::kMessage, kWait, &seen);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->peer, "second");
+  EXPECT_EQ(got->message.envelope.task_id, 3u);  // never task 2: dropped with the connection
+  for (const TransportEvent& e : seen) EXPECT_NE(e.kind, Kind::kPeerLost);
+  EXPECT_EQ(second.stats().rejected, 0u);
+  EXPECT_EQ((*server)->stats().uploads_granted, 2u);
+  EXPECT_EQ((*server)->stats().reassemblies, 0u);
 }
 
 // ---- The frame encoder and in-place decoding the transport relies on. ----
