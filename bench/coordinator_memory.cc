@@ -91,6 +91,10 @@ class ServerOutbox : public Outbox {
   Status Send(const std::string& peer, wire::Message m) override {
     return s_->Send(peer, std::move(m));
   }
+  Status Broadcast(const std::vector<std::string>& peers, const wire::Message& m,
+                   std::vector<std::string>* unreachable) override {
+    return s_->Broadcast(peers, m, unreachable);
+  }
   void AdvanceRound(uint64_t r) override { s_->AdvanceRound(r); }
   uint64_t BytesSent() const override { return s_->stats().bytes_sent; }
   uint64_t BytesReceived() const override { return s_->stats().bytes_received; }

@@ -39,6 +39,10 @@ class ServerOutbox : public Outbox {
   Status Send(const std::string& peer, wire::Message message) override {
     return server_->Send(peer, std::move(message));
   }
+  Status Broadcast(const std::vector<std::string>& peers, const wire::Message& message,
+                   std::vector<std::string>* unreachable) override {
+    return server_->Broadcast(peers, message, unreachable);
+  }
   void AdvanceRound(uint64_t round) override { server_->AdvanceRound(round); }
   uint64_t BytesSent() const override { return server_->stats().bytes_sent; }
   uint64_t BytesReceived() const override { return server_->stats().bytes_received; }
