@@ -1,5 +1,7 @@
 // `tandem`: one program, one subcommand per job. Each subcommand parses its flags, loads the
 // config with its --set overrides, and calls into a library; errors print one clear line.
+#include <malloc.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -156,6 +158,10 @@ int main(int argc, char** argv) {
 
   tandem::SetComputeThreads(tandem::ComputeThreads());
   if (*run || *coordinator || *client) {
+    // Model-sized buffers (frames, messages, sums) come and go every round. glibc raises its mmap
+    // threshold after the first large free and then serves them from the heap, which it does not
+    // give back; a fixed threshold keeps them mmap'd, so freed rounds return their memory.
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
     auto config = LoadConfig(config_path, overrides);
     if (!config.ok()) return Fail(config.status());
     const std::string log_file =

@@ -6,6 +6,7 @@
 // memory, and the target is at most 4x.
 //
 //   tandem_coordinator_memory_bench [--clients 100] [--preset llm-small] [--rounds 2]
+#include <malloc.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -91,9 +92,9 @@ class ServerOutbox : public Outbox {
   Status Send(const std::string& peer, wire::Message m) override {
     return s_->Send(peer, std::move(m));
   }
-  Status Broadcast(const std::vector<std::string>& peers, const wire::Message& m,
+  Status Broadcast(const std::vector<std::string>& peers, wire::Message m,
                    std::vector<std::string>* unreachable) override {
-    return s_->Broadcast(peers, m, unreachable);
+    return s_->Broadcast(peers, std::move(m), unreachable);
   }
   void AdvanceRound(uint64_t r) override { s_->AdvanceRound(r); }
   uint64_t BytesSent() const override { return s_->stats().bytes_sent; }
@@ -120,6 +121,7 @@ int main(int argc, char** argv) {
     }
   }
   (void)SetupLogging("warn");
+  mallopt(M_MMAP_THRESHOLD, 256 * 1024);  // as `tandem coordinator` does (apps/main.cc)
   if (!serve_endpoint.empty()) return ServeClients(clients, serve_endpoint);
 
   auto config = ModelPreset(preset);

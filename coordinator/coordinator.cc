@@ -39,9 +39,9 @@ class ServerOutbox : public Outbox {
   Status Send(const std::string& peer, wire::Message message) override {
     return server_->Send(peer, std::move(message));
   }
-  Status Broadcast(const std::vector<std::string>& peers, const wire::Message& message,
+  Status Broadcast(const std::vector<std::string>& peers, wire::Message message,
                    std::vector<std::string>* unreachable) override {
-    return server_->Broadcast(peers, message, unreachable);
+    return server_->Broadcast(peers, std::move(message), unreachable);
   }
   void AdvanceRound(uint64_t round) override { server_->AdvanceRound(round); }
   uint64_t BytesSent() const override { return server_->stats().bytes_sent; }

@@ -32,7 +32,7 @@ class Outbox {
   // Sends one message to many peers; the transport may encode it once for all (the global model
   // going to a cohort of 100 must not be copied 100 times). Peers that cannot be reached are
   // appended to *unreachable.
-  virtual Status Broadcast(const std::vector<std::string>& peers, const wire::Message& message,
+  virtual Status Broadcast(const std::vector<std::string>& peers, wire::Message message,
                            std::vector<std::string>* unreachable) {
     for (const auto& peer : peers) {
       if (!Send(peer, message).ok()) unreachable->push_back(peer);

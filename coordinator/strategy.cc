@@ -97,16 +97,16 @@ class MeanStrategy : public Strategy {
 
   bool NeedsIndividualContributions() const override { return false; }
 
+  // The running sum (2x the model: 64 bits per parameter) exists only from a round's first delta
+  // to its Apply, so it is not held while the model goes out to the cohort.
   void BeginRound(size_t length) override {
-    if (sum_ && sum_->length() == length) {
-      sum_->Reset();
-    } else {
-      sum_.emplace(length);
-    }
+    length_ = length;
+    sum_.reset();
   }
 
   Status AddDelta(std::span<const float> delta, double weight) override {
-    if (!sum_) return Status::FailedPrecondition("AddDelta before BeginRound");
+    if (!length_) return Status::FailedPrecondition("AddDelta before BeginRound");
+    if (!sum_) sum_.emplace(*length_);
     return sum_->Add(delta, weight);
   }
 
@@ -122,10 +122,10 @@ class MeanStrategy : public Strategy {
                                      std::to_string(global.size()) + " parameters, the round's " +
                                      "deltas have " + std::to_string(sum_->length()));
     }
-    mean_.resize(sum_->length());
-    TANDEM_RETURN_IF_ERROR(sum_->Mean(mean_));
-    TANDEM_RETURN_IF_ERROR(Step(mean_, global));
-    sum_->Reset();
+    std::vector<float> mean(sum_->length());  // (length) Δ
+    TANDEM_RETURN_IF_ERROR(sum_->Mean(mean));
+    TANDEM_RETURN_IF_ERROR(Step(mean, global));
+    sum_.reset();
     return Status::Ok();
   }
 
@@ -138,8 +138,8 @@ class MeanStrategy : public Strategy {
   StrategyConfig config_;
 
  private:
+  std::optional<size_t> length_;  // set by BeginRound
   std::optional<RunningSum> sum_;
-  std::vector<float> mean_;  // (length) Δ, kept to avoid an allocation per round
 };
 
 // FedAvg and FedProx: x ← x + Δ (FedProx differs only on the client, by μ/2‖w − w_global‖²).
