@@ -310,10 +310,8 @@ size_t PayloadBytes(const Message& message) {
 }
 
 // Events from the I/O thread to the owner's Receive(). Counts the tensor bytes of the messages
-// waiting, and of the one the owner took last until it comes back for the next (it is folding
-// that one into its sum meanwhile): so the next upload is granted only once the owner is done,
-// and the coordinator holds one received update at a time. Releasing bytes wakes `on_take` (the
-// Server's I/O thread, which may then grant an upload).
+// waiting; taking one that holds any wakes `on_take` (the Server's I/O thread, which may then
+// grant an upload).
 class EventQueue {
  public:
   explicit EventQueue(WakeFd* on_take = nullptr) : on_take_(on_take) {}
@@ -336,16 +334,14 @@ class EventQueue {
   }
   StatusOr<std::optional<TransportEvent>> Pop(std::chrono::milliseconds timeout) {
     std::unique_lock<std::mutex> lock(mu_);
-    if (lent_bytes_ > 0) {  // the owner is back: it is done with the event it took last
-      bytes_.fetch_sub(lent_bytes_, std::memory_order_relaxed);
-      lent_bytes_ = 0;
-      if (on_take_ != nullptr) on_take_->Signal();
-    }
     cv_.wait_for(lock, timeout, [&] { return !events_.empty() || !failed_.ok(); });
     if (!events_.empty()) {
       TransportEvent event = std::move(events_.front());
       events_.pop_front();
-      lent_bytes_ = PayloadBytes(event.message);
+      const size_t bytes = PayloadBytes(event.message);
+      bytes_.fetch_sub(bytes, std::memory_order_relaxed);
+      lock.unlock();
+      if (bytes > 0 && on_take_ != nullptr) on_take_->Signal();
       return std::optional<TransportEvent>(std::move(event));
     }
     if (!failed_.ok()) return failed_;
@@ -357,8 +353,7 @@ class EventQueue {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<TransportEvent> events_;
-  std::atomic<size_t> bytes_{0};  // waiting, plus lent_bytes_
-  size_t lent_bytes_ = 0;         // of the event the owner took last (under mu_)
+  std::atomic<size_t> bytes_{0};
   Status failed_;
 };
 
