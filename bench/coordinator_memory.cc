@@ -24,6 +24,7 @@
 #include "client/session.h"
 #include "coordinator/engine.h"
 #include "coordinator/fedavg_server.h"
+#include "coordinator/server_outbox.h"
 #include "coordinator/strategy.h"
 #include "core/logging.h"
 #include "core/timer.h"
@@ -85,24 +86,6 @@ int ServeClients(int clients, const std::string& endpoint) {
   for (auto& t : threads) t.join();
   return failed.load() == 0 ? 0 : 1;
 }
-
-class ServerOutbox : public Outbox {
- public:
-  explicit ServerOutbox(wire::Server* s) : s_(s) {}
-  Status Send(const std::string& peer, wire::Message m) override {
-    return s_->Send(peer, std::move(m));
-  }
-  Status Broadcast(const std::vector<std::string>& peers, wire::Message m,
-                   std::vector<std::string>* unreachable) override {
-    return s_->Broadcast(peers, std::move(m), unreachable);
-  }
-  void AdvanceRound(uint64_t r) override { s_->AdvanceRound(r); }
-  uint64_t BytesSent() const override { return s_->stats().bytes_sent; }
-  uint64_t BytesReceived() const override { return s_->stats().bytes_received; }
-
- private:
-  wire::Server* s_;
-};
 
 }  // namespace
 

@@ -13,6 +13,7 @@
 
 #include "coordinator/engine.h"
 #include "coordinator/fedavg_server.h"
+#include "coordinator/server_outbox.h"
 #include "coordinator/strategy.h"
 #include "core/config.h"
 #include "core/logging.h"
@@ -31,25 +32,6 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr char kStateFormat[] = "tandem-coordinator-state";
-
-// The engine's view of the transport.
-class ServerOutbox : public Outbox {
- public:
-  explicit ServerOutbox(wire::Server* server) : server_(server) {}
-  Status Send(const std::string& peer, wire::Message message) override {
-    return server_->Send(peer, std::move(message));
-  }
-  Status Broadcast(const std::vector<std::string>& peers, wire::Message message,
-                   std::vector<std::string>* unreachable) override {
-    return server_->Broadcast(peers, std::move(message), unreachable);
-  }
-  void AdvanceRound(uint64_t round) override { server_->AdvanceRound(round); }
-  uint64_t BytesSent() const override { return server_->stats().bytes_sent; }
-  uint64_t BytesReceived() const override { return server_->stats().bytes_received; }
-
- private:
-  wire::Server* server_;
-};
 
 Status WriteText(const std::string& path, const std::string& text) {
   return WriteFileAtomic(path, std::vector<uint8_t>(text.begin(), text.end()));

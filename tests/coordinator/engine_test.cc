@@ -331,6 +331,17 @@ TEST_F(EngineTest, ChainedTasksGoToTheResponders) {
   EXPECT_DOUBLE_EQ(algo_.total, 4);
 }
 
+// Every member of the newest task answers x = 1.
+void AnswerAll(RoundEngine* engine, const RecordingOutbox& outbox) {
+  for (auto& [peer, m] : outbox.LastAssignments()) {
+    wire::Message res;
+    res.envelope = m.envelope;
+    res.body = wire::TaskResult{{}, 1.0, {{"x", 1.0}}};
+    engine->OnMessage(peer, res);
+  }
+  engine->Tick();
+}
+
 // Cohorts sampled from 6 clients, 2 per round: a restored engine continues the same sequence.
 TEST(EngineStateTest, RestoredEngineSamplesTheSameCohorts) {
   // The checkpointed state is taken mid-round (the next round has started after the last
@@ -346,15 +357,7 @@ TEST(EngineStateTest, RestoredEngineSamplesTheSameCohorts) {
       RoundEngine engine(c, &algo, &outbox, [&] { return now; }, 11);
       for (int i = 0; i < 6; ++i) engine.OnJoined("client-" + std::to_string(i), {"sum"});
       engine.Tick();
-      for (int r = 0; r < rounds_before_restore; ++r) {
-        for (auto& [peer, m] : outbox.LastAssignments()) {
-          wire::Message res;
-          res.envelope = m.envelope;
-          res.body = wire::TaskResult{{}, 1.0, {{"x", 1.0}}};
-          engine.OnMessage(peer, res);
-        }
-        engine.Tick();
-      }
+      for (int r = 0; r < rounds_before_restore; ++r) AnswerAll(&engine, outbox);
       state = engine.state();
     }
     RecordingOutbox outbox2;
@@ -362,15 +365,7 @@ TEST(EngineStateTest, RestoredEngineSamplesTheSameCohorts) {
     engine.RestoreState(state);
     for (int i = 0; i < 6; ++i) engine.OnJoined("client-" + std::to_string(i), {"sum"});
     engine.Tick();
-    while (!engine.done()) {
-      for (auto& [peer, m] : outbox2.LastAssignments()) {
-        wire::Message res;
-        res.envelope = m.envelope;
-        res.body = wire::TaskResult{{}, 1.0, {{"x", 1.0}}};
-        engine.OnMessage(peer, res);
-      }
-      engine.Tick();
-    }
+    while (!engine.done()) AnswerAll(&engine, outbox2);
     *cohorts = algo.cohort_by_round;
   };
   std::map<uint64_t, std::string> straight, restored;
