@@ -172,17 +172,8 @@ class RawPeer {
   // The next non-heartbeat message, decoded (chunks are not expected here).
   std::optional<Message> Receive(milliseconds timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-      zmq_pollitem_t item{socket_, 0, ZMQ_POLLIN, 0};
-      const auto left = std::chrono::duration_cast<milliseconds>(
-          deadline - std::chrono::steady_clock::now());
-      if (zmq_poll(&item, 1, std::max<long>(1, left.count())) <= 0) continue;
-      zmq_msg_t msg;
-      zmq_msg_init(&msg);
-      zmq_msg_recv(&msg, socket_, 0);
-      StatusOr<Message> m = DecodeMessage(
-          std::string_view(static_cast<const char*>(zmq_msg_data(&msg)), zmq_msg_size(&msg)));
-      zmq_msg_close(&msg);
+    while (std::optional<std::string> bytes = NextFrame(deadline)) {
+      StatusOr<Message> m = DecodeMessage(*bytes);
       EXPECT_TRUE(m.ok()) << m.status().ToString();
       if (m.ok() && m->type() != MessageType::kHeartbeat) return *m;
     }
@@ -191,6 +182,17 @@ class RawPeer {
   // The next frame of `type` (e.g. a ChunkGrant), raw; frames of other types are discarded.
   std::optional<std::string> ReceiveFrameOf(MessageType type, milliseconds timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::optional<std::string> bytes = NextFrame(deadline)) {
+      StatusOr<MessageType> got = PeekType(*bytes);
+      if (got.ok() && *got == type) return bytes;
+    }
+    return std::nullopt;
+  }
+  void* socket() { return socket_; }
+
+ private:
+  // The next frame's bytes, or nullopt once `deadline` has passed.
+  std::optional<std::string> NextFrame(std::chrono::steady_clock::time_point deadline) {
     while (std::chrono::steady_clock::now() < deadline) {
       zmq_pollitem_t item{socket_, 0, ZMQ_POLLIN, 0};
       const auto left = std::chrono::duration_cast<milliseconds>(
@@ -201,14 +203,11 @@ class RawPeer {
       zmq_msg_recv(&msg, socket_, 0);
       std::string bytes(static_cast<const char*>(zmq_msg_data(&msg)), zmq_msg_size(&msg));
       zmq_msg_close(&msg);
-      StatusOr<MessageType> got = PeekType(bytes);
-      if (got.ok() && *got == type) return bytes;
+      return bytes;
     }
     return std::nullopt;
   }
-  void* socket() { return socket_; }
 
- private:
   void* socket_;
 };
 
