@@ -116,7 +116,7 @@ inline constexpr size_t kMiB = size_t{1} << 20;
 // A whole message (after reassembly of its chunks). 256 MiB = 64 Mi float32 values.
 inline constexpr size_t kMaxMessageBytes = 256 * kMiB;
 // Encoded messages above this are sent as chunks; at or below it, as one frame.
-inline constexpr size_t kChunkThresholdBytes = 4 * kMiB;
+inline constexpr size_t kChunkThresholdBytes = 1 * kMiB;
 // Default payload bytes per chunk, and the range a sender may choose from.
 inline constexpr size_t kChunkBytes = 1 * kMiB;
 inline constexpr size_t kMinChunkBytes = 4 * 1024;

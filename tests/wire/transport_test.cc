@@ -653,11 +653,12 @@ TEST_F(TransportTest, FullQueuesDelayFramesButNeverLoseThem) {
   RawPeer slow(ctx.ctx, (*server)->endpoint(), "slow", /*rcvhwm=*/1);
   slow.Send(HelloMessage(), 1, 0);
   ASSERT_TRUE(WaitFor(**server, Kind::kPeerJoined, kWait).has_value());
-  // 40 x 1 MiB while the peer reads nothing: far beyond ZeroMQ's queues and the socket buffers.
-  constexpr int kMessages = 40;
+  // 80 unchunked messages of half a MiB while the peer reads nothing: far beyond ZeroMQ's queues
+  // and the socket buffers.
+  constexpr int kMessages = 80;
   Stopwatch watch;
   for (int i = 0; i < kMessages; ++i) {
-    ASSERT_TRUE((*server)->Send("slow", AssignMessage(1, i + 1, std::vector<float>(kMiB / 4, i))).ok());
+    ASSERT_TRUE((*server)->Send("slow", AssignMessage(1, i + 1, std::vector<float>(kChunkThresholdBytes / 8, i))).ok());
   }
   EXPECT_LT(watch.Seconds(), 2.0);  // Send queues; it does not wait for the network
   std::this_thread::sleep_for(milliseconds(300));
