@@ -31,7 +31,6 @@ StatusOr<SessionSummary> RunSession(wire::Client* link, TaskHandler* handler,
   double last_hello = -1e9;
   double alone_since = 0.0;  // when the session last lost (or had not yet found) the coordinator
   std::set<uint64_t> cancelled;
-  uint64_t round = 0;
 
   auto send_hello = [&]() {
     wire::Message hello;
@@ -78,7 +77,6 @@ StatusOr<SessionSummary> RunSession(wire::Client* link, TaskHandler* handler,
     }
     if (event->kind != wire::TransportEvent::Kind::kMessage) continue;
     const wire::Message& m = event->message;
-    round = std::max(round, m.envelope.round);
     if (const auto* welcome = std::get_if<wire::Welcome>(&m.body)) {
       if (!joined) {
         joined = true;

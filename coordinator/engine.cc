@@ -360,18 +360,26 @@ void RoundEngine::MaybeCloseTask(bool deadline_passed) {
                                  : " by its deadline"));
 }
 
+std::vector<std::string> RoundEngine::CancelUnanswered(const std::string& reason) {
+  std::vector<std::string> cancelled;
+  for (const auto& [name, info] : task_.members) {
+    if (task_.answered.count(name)) continue;
+    wire::Message cancel;
+    cancel.envelope.round = round_;
+    cancel.envelope.task_id = task_.id;
+    cancel.body = wire::TaskCancel{reason};
+    (void)outbox_->Send(name, std::move(cancel));
+    cancelled.push_back(name);
+  }
+  return cancelled;
+}
+
 void RoundEngine::CloseTask() {
   auto log = GetLogger("coordinator");
   closed_tasks_.insert(task_.id);
   // Stragglers may stop: their results would be dropped as late.
-  for (const auto& [name, info] : task_.members) {
-    if (task_.answered.count(name)) continue;
+  for (const std::string& name : CancelUnanswered("the task closed at its deadline")) {
     ++task_.report.failed;
-    wire::Message cancel;
-    cancel.envelope.round = round_;
-    cancel.envelope.task_id = task_.id;
-    cancel.body = wire::TaskCancel{"the task closed at its deadline"};
-    (void)outbox_->Send(name, std::move(cancel));
     log->info("round {}: client {} missed task {}'s deadline", round_, name, task_.id);
   }
   const double now = now_();
@@ -406,14 +414,7 @@ void RoundEngine::FinishRound(bool completed, const std::string& why) {
     round_dropped_ += task_.members.size() - task_.report.responded.size();
     round_rejected_ += task_.report.rejected;
     round_results_ += task_.report.responded.size();
-    for (const auto& [name, info] : task_.members) {
-      if (task_.answered.count(name)) continue;
-      wire::Message cancel;
-      cancel.envelope.round = round_;
-      cancel.envelope.task_id = task_.id;
-      cancel.body = wire::TaskCancel{"the round was aborted"};
-      (void)outbox_->Send(name, std::move(cancel));
-    }
+    CancelUnanswered("the round was aborted");
   }
   std::map<std::string, double> metrics = round_metrics_;
   if (completed) {

@@ -169,6 +169,8 @@ class RoundEngine {
   void Dispatch(TaskSpec spec);
   void MaybeCloseTask(bool deadline_passed);
   void CloseTask();
+  // Tells the open task's members that have not answered to stop; returns who they were.
+  std::vector<std::string> CancelUnanswered(const std::string& reason);
   void FinishRound(bool completed, const std::string& why);
   void Fail(Status status);
   std::vector<ClientInfo> SelectCohort();
