@@ -112,11 +112,7 @@ Status SaveCheckpoint(const std::string& dir, const ServerAlgorithm& algorithm,
 
 Status LoadCheckpoint(const std::string& path, ServerAlgorithm* algorithm, Checkpointed* c) {
   TANDEM_ASSIGN_OR_RETURN(SafetensorsFile file, ReadSafetensors(path));
-  auto meta = [&](const std::string& k) -> StatusOr<std::string> {
-    auto it = file.metadata.find(k);
-    if (it == file.metadata.end()) return Status::Corruption(path + ": metadata lacks " + k);
-    return it->second;
-  };
+  auto meta = [&](const std::string& k) { return RequireMetadata(file, k, path); };
   TANDEM_ASSIGN_OR_RETURN(std::string format, meta("format"));
   if (format != kStateFormat) {
     return Status::Corruption(path + ": not a coordinator checkpoint (format " + format + ")");

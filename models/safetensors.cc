@@ -266,4 +266,11 @@ StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
   return ParseSafetensors(image, path);
 }
 
+StatusOr<std::string> RequireMetadata(const SafetensorsFile& file, const std::string& key,
+                                      const std::string& path) {
+  auto it = file.metadata.find(key);
+  if (it == file.metadata.end()) return Status::Corruption(path + ": metadata lacks " + key);
+  return it->second;
+}
+
 }  // namespace tandem

@@ -50,6 +50,10 @@ StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path);
 StatusOr<SafetensorsFile> ParseSafetensors(const std::vector<uint8_t>& image,
                                            const std::string& what);
 
+// The metadata value under `key`; Corruption naming `path` and the key when it is absent.
+StatusOr<std::string> RequireMetadata(const SafetensorsFile& file, const std::string& key,
+                                      const std::string& path);
+
 // Writes `contents` to `path` atomically: a temporary file beside it, fsync, rename.
 Status WriteFileAtomic(const std::string& path, const std::vector<uint8_t>& contents);
 

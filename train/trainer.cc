@@ -72,11 +72,7 @@ Status SaveTrainState(const std::string& path, const Gpt& model, const AdamW& op
 Status LoadTrainState(const std::string& path, Gpt* model, AdamW* opt, int64_t* step, Rng* rng,
                       bool lora) {
   TANDEM_ASSIGN_OR_RETURN(SafetensorsFile file, ReadSafetensors(path));
-  auto meta = [&](const std::string& k) -> StatusOr<std::string> {
-    auto it = file.metadata.find(k);
-    if (it == file.metadata.end()) return Status::Corruption(path + ": metadata lacks " + k);
-    return it->second;
-  };
+  auto meta = [&](const std::string& k) { return RequireMetadata(file, k, path); };
   TANDEM_ASSIGN_OR_RETURN(std::string config, meta("config"));
   if (config != model->config().ToString()) {
     return Status::FailedPrecondition(path + ": checkpoint is for model " + config +
