@@ -104,7 +104,8 @@ StatusOr<ClientData> LoadClientData(const Config& config, int index) {
 
 FedAvgClient::FedAvgClient(const ModelConfig& model, ClientData data, int index, int threads,
                            const ComputeSlots* slots)
-    : model_(std::make_unique<Gpt>(model)), data_(std::move(data)), index_(index),
+    : model_(std::make_unique<Gpt>(model)), data_(std::move(data)),
+      train_tokens_(TokenDataset::FromRecords(data_.train)), index_(index),
       threads_(std::max(1, threads)), slots_(slots) {}
 
 std::vector<std::string> FedAvgClient::Capabilities() const { return {kTrainTask, kEvalTask}; }
@@ -159,7 +160,7 @@ Status FedAvgClient::Train(uint64_t round, const wire::TaskAssign& task,
 
   const int B = static_cast<int>(batch), T = model_->config().context;
   TANDEM_ASSIGN_OR_RETURN(Batcher batcher,
-                          Batcher::Create(TokenDataset::FromRecords(data_.train), B, T));
+                          Batcher::Create(train_tokens_, B, T));
   int64_t steps = local_steps;
   if (local_epochs > 0) {
     const double tokens = static_cast<double>(batcher.data().size());

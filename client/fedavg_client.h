@@ -11,6 +11,7 @@
 
 #include "client/session.h"
 #include "core/compute_slots.h"
+#include "data/batcher.h"
 #include "data/corpus.h"
 #include "models/gpt.h"
 
@@ -38,6 +39,7 @@ class FedAvgClient : public TaskHandler {
 
   std::unique_ptr<Gpt> model_;
   ClientData data_;
+  TokenDataset train_tokens_;  // data_.train, tokenized once
   int index_;
   int threads_;
   const ComputeSlots* slots_;
