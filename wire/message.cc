@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <set>
+#include <type_traits>
 #include <utility>
 
 #include "wire/msgpack_detail.h"
@@ -31,18 +32,33 @@ uint32_t LoadLe32(const char* p) {
   return v;
 }
 
+// Byte-swaps a 4- or 8-byte word on big-endian hosts; the identity on little-endian ones.
+template <typename U>
+U ToLittle(U v) {
+  if constexpr (std::endian::native == std::endian::little) {
+    return v;
+  } else if constexpr (sizeof(U) == 8) {
+    return __builtin_bswap64(v);
+  } else {
+    return __builtin_bswap32(v);
+  }
+}
+
+template <typename T>
+using WordOf = std::conditional_t<sizeof(T) == 8, uint64_t, uint32_t>;
+
 template <typename T>
 std::string ToLeBytes(std::span<const T> values) {
-  static_assert(sizeof(T) == 4);
-  std::string out(values.size() * 4, '\0');
+  static_assert(sizeof(T) == 4 || sizeof(T) == 8);
+  std::string out(values.size() * sizeof(T), '\0');
   if constexpr (std::endian::native == std::endian::little) {
     if (!values.empty()) std::memcpy(out.data(), values.data(), out.size());
   } else {
     for (size_t i = 0; i < values.size(); ++i) {
-      uint32_t v;
-      std::memcpy(&v, &values[i], 4);
-      v = __builtin_bswap32(v);
-      std::memcpy(out.data() + 4 * i, &v, 4);
+      WordOf<T> v;
+      std::memcpy(&v, &values[i], sizeof(T));
+      v = ToLittle(v);
+      std::memcpy(out.data() + sizeof(T) * i, &v, sizeof(T));
     }
   }
   return out;
@@ -50,13 +66,15 @@ std::string ToLeBytes(std::span<const T> values) {
 
 template <typename T>
 void FromLeBytes(const std::string& data, T* out, size_t n) {
-  static_assert(sizeof(T) == 4);
+  static_assert(sizeof(T) == 4 || sizeof(T) == 8);
   if constexpr (std::endian::native == std::endian::little) {
-    if (n > 0) std::memcpy(out, data.data(), n * 4);
+    if (n > 0) std::memcpy(out, data.data(), n * sizeof(T));
   } else {
     for (size_t i = 0; i < n; ++i) {
-      const uint32_t v = LoadLe32(data.data() + 4 * i);
-      std::memcpy(out + i, &v, 4);
+      WordOf<T> v;
+      std::memcpy(&v, data.data() + sizeof(T) * i, sizeof(T));
+      v = ToLittle(v);
+      std::memcpy(out + i, &v, sizeof(T));
     }
   }
 }
@@ -451,6 +469,10 @@ StatusOr<Tensor> DecodeTensor(const msgpack::object& o, const std::string& what,
     t.dtype = DType::kFloat32;
   } else if (dtype == DTypeName(DType::kUint32)) {
     t.dtype = DType::kUint32;
+  } else if (dtype == DTypeName(DType::kUint64)) {
+    t.dtype = DType::kUint64;
+  } else if (dtype == DTypeName(DType::kUint8)) {
+    t.dtype = DType::kUint8;
   } else {
     return Status::Corruption(f.Path("dtype") + ": unknown dtype '" + std::string(dtype) + "'");
   }
@@ -688,6 +710,19 @@ Tensor Tensor::Uint32(std::string name, std::vector<uint64_t> shape,
   return t;
 }
 
+Tensor Tensor::Uint64(std::string name, std::vector<uint64_t> shape,
+                      std::span<const uint64_t> values) {
+  Tensor t{std::move(name), DType::kUint64, std::move(shape), ToLeBytes(values)};
+  TANDEM_CHECK(t.NumElements() == values.size());
+  return t;
+}
+
+Tensor Tensor::Bytes(std::string name, std::span<const uint8_t> bytes) {
+  Tensor t{std::move(name), DType::kUint8, {bytes.size()},
+           std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size())};
+  return t;
+}
+
 uint64_t Tensor::NumElements() const {
   uint64_t n = 1;
   for (uint64_t d : shape) {
@@ -711,6 +746,18 @@ std::vector<uint32_t> Tensor::ToUint32() const {
   return out;
 }
 
+std::vector<uint64_t> Tensor::ToUint64() const {
+  TANDEM_CHECK(dtype == DType::kUint64 && data.size() % 8 == 0);
+  std::vector<uint64_t> out(data.size() / 8);
+  FromLeBytes(data, out.data(), out.size());
+  return out;
+}
+
+std::span<const uint8_t> Tensor::AsBytes() const {
+  TANDEM_CHECK(dtype == DType::kUint8);
+  return {reinterpret_cast<const uint8_t*>(data.data()), data.size()};
+}
+
 void Tensor::CopyTo(std::span<float> out) const {
   TANDEM_CHECK(dtype == DType::kFloat32 && out.size() * 4 == data.size());
   FromLeBytes(data, out.data(), out.size());
@@ -725,7 +772,8 @@ namespace {
 Status ValidateTensorImpl(const Tensor& t, bool scan_floats) {
   const std::string what = "tensor '" + t.name + "'";
   TANDEM_RETURN_IF_ERROR(CheckName(t.name, "tensor"));
-  if (t.dtype != DType::kFloat32 && t.dtype != DType::kUint32) {
+  if (t.dtype != DType::kFloat32 && t.dtype != DType::kUint32 && t.dtype != DType::kUint64 &&
+      t.dtype != DType::kUint8) {
     return Status::InvalidArgument(what + ": unknown dtype");
   }
   TANDEM_ASSIGN_OR_RETURN(const uint64_t n, CheckedElements(t.shape, what));

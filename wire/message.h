@@ -32,12 +32,18 @@ struct Tensor {
                         std::span<const float> values);
   static Tensor Uint32(std::string name, std::vector<uint64_t> shape,
                        std::span<const uint32_t> values);
+  static Tensor Uint64(std::string name, std::vector<uint64_t> shape,
+                       std::span<const uint64_t> values);
+  // A 1-D "u8" tensor holding `bytes`.
+  static Tensor Bytes(std::string name, std::span<const uint8_t> bytes);
 
   // Product of the shape; 0 if it overflows uint64 (which validation rejects anyway).
   uint64_t NumElements() const;
-  // The elements in host byte order. Requires dtype kFloat32 / kUint32 (checked, aborts).
+  // The elements in host byte order. Requires the matching dtype (checked, aborts).
   std::vector<float> ToFloat32() const;
   std::vector<uint32_t> ToUint32() const;
+  std::vector<uint64_t> ToUint64() const;
+  std::span<const uint8_t> AsBytes() const;  // kUint8; a view of `data`
   void CopyTo(std::span<float> out) const;  // requires out.size() == NumElements()
 
   bool operator==(const Tensor&) const = default;

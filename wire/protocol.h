@@ -81,18 +81,28 @@ constexpr bool ReceivedBy(MessageType type, Role role) {
 // Element type of a tensor. Tensor bytes are always little-endian.
 enum class DType : uint8_t {
   kFloat32 = 1,  // "f32": IEEE-754 binary32; must be finite
-  kUint32 = 2,   // "u32": ring elements mod 2^32 (fixed-point, secure-aggregation masked inputs)
+  kUint32 = 2,   // "u32": ring elements mod 2^k, k <= 32 (fixed point, masked secure-aggregation inputs)
+  kUint64 = 3,   // "u64": ring elements mod 2^k, 32 < k <= 64
+  kUint8 = 4,    // "u8": opaque bytes (secure-aggregation keys and encrypted shares)
 };
 
 constexpr std::string_view DTypeName(DType dtype) {
   switch (dtype) {
     case DType::kFloat32: return "f32";
     case DType::kUint32: return "u32";
+    case DType::kUint64: return "u64";
+    case DType::kUint8: return "u8";
   }
   return "unknown";
 }
 
-constexpr size_t DTypeBytes(DType dtype) { return 4; }  // both current types are 4 bytes
+constexpr size_t DTypeBytes(DType dtype) {
+  switch (dtype) {
+    case DType::kUint64: return 8;
+    case DType::kUint8: return 1;
+    default: return 4;
+  }
+}
 
 // Codes carried by an Error message. Values are on the wire: never renumber, only append.
 enum class ErrorCode : uint16_t {

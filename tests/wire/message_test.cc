@@ -330,6 +330,22 @@ TEST(MessageTest, NonFiniteFloatsAreRejected) {
   TaskResult r;
   r.tensors.push_back(Tensor::Uint32("m", {1}, std::vector<uint32_t>{0x7FC00000u}));
   EXPECT_TRUE(EncodeMessage({SampleEnvelope(), r}).ok());
+  // So do u64 tensors, and u8 tensors are opaque bytes; both round-trip exactly.
+  const std::vector<uint64_t> words = {0x7FF8000000000000ull, ~0ull, 0};
+  const std::vector<uint8_t> bytes = {0, 255, 7};
+  r.tensors.push_back(Tensor::Uint64("w", {3}, words));
+  r.tensors.push_back(Tensor::Bytes("b", bytes));
+  StatusOr<std::string> wide = EncodeMessage({SampleEnvelope(), r});
+  ASSERT_TRUE(wide.ok()) << wide.status().ToString();
+  StatusOr<Message> back = DecodeMessage(std::string_view(*wide));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  const auto& tensors = std::get<TaskResult>(back->body).tensors;
+  EXPECT_EQ(tensors[1].ToUint64(), words);
+  EXPECT_EQ(std::vector<uint8_t>(tensors[2].AsBytes().begin(), tensors[2].AsBytes().end()), bytes);
+  // A u64 tensor whose bytes are not a whole number of words is refused.
+  Tensor ragged = Tensor::Uint64("w", {3}, words);
+  ragged.data.pop_back();
+  EXPECT_FALSE(ValidateTensor(ragged).ok());
   // Non-finite scalars.
   TaskResult w;
   w.weight = std::numeric_limits<double>::quiet_NaN();
