@@ -202,7 +202,7 @@ void RoundEngine::Fail(Status status) {
   Stop(std::move(status));
 }
 
-std::vector<ClientInfo> RoundEngine::SelectCohort() {
+std::vector<ClientInfo> RoundEngine::Eligible() const {
   const auto required = algorithm_->RequiredCapabilities();
   std::vector<ClientInfo> eligible;  // in name order: the sampling depends only on who is here
   for (const auto& [name, info] : clients_) {
@@ -213,7 +213,22 @@ std::vector<ClientInfo> RoundEngine::SelectCohort() {
     }
     if (ok) eligible.push_back(info);
   }
+  return eligible;
+}
+
+std::vector<ClientInfo> RoundEngine::SelectCohort() {
+  std::vector<ClientInfo> eligible = Eligible();
   const size_t want = static_cast<size_t>(cohort_size());
+  if (config_.poisson_sampling) {
+    // Each client is in with probability q whoever else is present, so no client's chance of
+    // being sampled exceeds the q the accountant is told.
+    const double q = std::min(1.0, static_cast<double>(want) / config_.expected_clients);
+    std::vector<ClientInfo> cohort;
+    for (auto& info : eligible) {
+      if (rng_.Uniform() < q) cohort.push_back(std::move(info));
+    }
+    return cohort;
+  }
   if (eligible.size() > want) {
     // Partial Fisher-Yates with the engine's checkpointed generator.
     for (size_t i = 0; i < want; ++i) {
@@ -235,28 +250,31 @@ void RoundEngine::TryStartRound() {
   }
   const double now = now_();
   if (waiting_since_ < 0) waiting_since_ = now;
-  std::vector<ClientInfo> cohort = SelectCohort();
-  const bool full = static_cast<int>(cohort.size()) >= cohort_size();
+  // Poisson sampling waits for the whole population; a fixed-size cohort for its size.
+  const int wanted = config_.poisson_sampling ? config_.expected_clients : cohort_size();
+  const int eligible = static_cast<int>(Eligible().size());
+  const bool full = eligible >= wanted;
   const bool waited = now - waiting_since_ >= config_.wait_for_clients_s;
   if (!full) {
-    if (waited && static_cast<int>(cohort.size()) < min_results()) {
+    if (!waited) {
+      if (last_wait_log_ < 0 || now - last_wait_log_ >= kWaitLogInterval) {
+        log->info("waiting for clients: {} of {} connected", eligible, wanted);
+        last_wait_log_ = now;
+      }
+      return;
+    }
+    if (eligible < min_results()) {
       Fail(Status::Unavailable(
-          "only " + std::to_string(cohort.size()) + " eligible clients connected after " +
+          "only " + std::to_string(eligible) + " eligible clients connected after " +
           std::to_string(static_cast<int>(config_.wait_for_clients_s)) +
           " s (federation.wait_for_clients_s); a round needs " + std::to_string(min_results()) +
           " (federation.min_results)"));
       return;
     }
-    if (!waited) {
-      if (last_wait_log_ < 0 || now - last_wait_log_ >= kWaitLogInterval) {
-        log->info("waiting for clients: {} of {} connected", cohort.size(), cohort_size());
-        last_wait_log_ = now;
-      }
-      return;
-    }
     log->warn("starting round {} with {} of {} clients after waiting {:.0f} s",
-              state_.next_round, cohort.size(), cohort_size(), now - waiting_since_);
+              state_.next_round, eligible, wanted, now - waiting_since_);
   }
+  std::vector<ClientInfo> cohort = SelectCohort();
   round_ = state_.next_round;
   waiting_since_ = -1.0;
   last_wait_log_ = -1.0;
@@ -270,6 +288,12 @@ void RoundEngine::TryStartRound() {
   std::vector<std::string> names;
   for (const auto& c : cohort) names.push_back(c.name);
   log->info("round {}: cohort of {}: {}", round_, cohort.size(), Join(names));
+  if (config_.poisson_sampling && static_cast<int>(cohort.size()) < min_results()) {
+    // Nothing is sent, so nothing is learnt; the round still counts as sampled.
+    FinishRound(false, "the Poisson-sampled cohort of " + std::to_string(cohort.size()) +
+                           " is below federation.min_results " + std::to_string(min_results()));
+    return;
+  }
   StatusOr<TaskSpec> spec = algorithm_->BeginRound(round_, cohort);
   if (!spec.ok()) {
     Fail(spec.status());
@@ -284,6 +308,13 @@ void RoundEngine::Dispatch(TaskSpec spec) {
   auto log = GetLogger("coordinator");
   const double now = now_();
   std::map<std::string, ClientInfo> members = std::move(task_.members);
+  if (spec.members) {
+    std::map<std::string, ClientInfo> chosen;
+    for (const auto& name : *spec.members) {
+      if (auto it = members.find(name); it != members.end()) chosen.insert(*it);
+    }
+    members = std::move(chosen);
+  }
   task_ = OpenTask{};
   task_.id = state_.next_task_id++;
   task_.kind = spec.kind;
@@ -429,6 +460,7 @@ void RoundEngine::FinishRound(bool completed, const std::string& why) {
     metrics["aborted"] = 1;
     log->warn("round {} aborted, model unchanged: {}", round_, why);
   }
+  algorithm_->AddRoundMetrics(&metrics);
   metrics["round_s"] = now_() - round_started_;
   metrics["cohort"] = static_cast<double>(round_cohort_);
   metrics["results"] = static_cast<double>(round_results_);

@@ -59,6 +59,9 @@ struct TaskSpec {
   std::string kind;
   wire::Params params;
   std::vector<wire::Tensor> tensors;
+  // When set, the task goes only to these of the previous task's members (secure aggregation's
+  // steps go to the previous step's survivors); otherwise to all of them.
+  std::optional<std::vector<std::string>> members;
 };
 
 // How a task ended, for the algorithm's OnTaskClosed.
@@ -98,6 +101,8 @@ class ServerAlgorithm {
   virtual void AbortRound() = 0;
   // After the round's last task: evaluation and the algorithm's numbers for the metrics line.
   virtual Status EndRound(uint64_t round, std::map<std::string, double>* metrics) = 0;
+  // After EndRound or AbortRound: numbers every round's line carries, completed or not (ε spent).
+  virtual void AddRoundMetrics(std::map<std::string, double>* metrics) {}
   // Everything needed to continue bit for bit: float tensors and string metadata.
   virtual void SaveState(std::map<std::string, std::vector<float>>* tensors,
                          std::map<std::string, std::string>* metadata) const = 0;
@@ -114,6 +119,10 @@ struct EngineConfig {
   int min_results = 0;           // 0 = the whole cohort
   double round_deadline_s = 300;
   double wait_for_clients_s = 120;  // how long a round waits for a full cohort to be connected
+  // Poisson sampling (set by the privacy pipeline, not a [federation] key): once all
+  // expected_clients are connected, each joins a round's cohort independently with probability
+  // cohort_size() / expected_clients, as DP accounting of a sampled mechanism assumes.
+  bool poisson_sampling = false;
 };
 
 // Reads federation.rounds, clients, cohort, cohort_fraction, min_results, round_deadline_s,
@@ -173,6 +182,7 @@ class RoundEngine {
   std::vector<std::string> CancelUnanswered(const std::string& reason);
   void FinishRound(bool completed, const std::string& why);
   void Fail(Status status);
+  std::vector<ClientInfo> Eligible() const;  // live clients that offer the required kinds
   std::vector<ClientInfo> SelectCohort();
 
   EngineConfig config_;

@@ -129,6 +129,23 @@ class MeanStrategy : public Strategy {
     return Status::Ok();
   }
 
+  Status ApplyAggregate(std::span<const float> mean, std::span<float> global) override {
+    if (mean.size() != global.size()) {
+      return Status::InvalidArgument("strategy " + config_.name + ": aggregate has " +
+                                     std::to_string(mean.size()) + " values, the model " +
+                                     std::to_string(global.size()));
+    }
+    for (size_t i = 0; i < mean.size(); ++i) {
+      if (!std::isfinite(mean[i])) {
+        return Status::InvalidArgument("strategy " + config_.name + ": aggregate value " +
+                                       std::to_string(i) + " is not finite");
+      }
+    }
+    TANDEM_RETURN_IF_ERROR(Step(mean, global));
+    sum_.reset();
+    return Status::Ok();
+  }
+
   std::string name() const override { return config_.name; }
 
  protected:
@@ -306,6 +323,11 @@ class CoordinateWise final : public Strategy {
   }
 
   size_t count() const override { return deltas_.size(); }
+
+  Status ApplyAggregate(std::span<const float> mean, std::span<float> global) override {
+    return Status::FailedPrecondition("strategy " + config_.name +
+                                      " needs every contribution, not their mean");
+  }
 
   Status Apply(std::span<float> global) override {
     const size_t n = deltas_.size();

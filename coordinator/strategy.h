@@ -67,6 +67,11 @@ class Strategy {
   // (count() becomes 0). FailedPrecondition when no delta was added or their total weight is 0
   // (mean-based strategies); on any error neither `global` nor the state changes.
   virtual Status Apply(std::span<float> global) = 0;
+  // The same step from a mean delta computed elsewhere: the privacy pipeline's unmasked, noised
+  // and divided sum (DESIGN.md "contributions"). Deltas added since BeginRound() are dropped.
+  // FailedPrecondition for strategies that need individual contributions; InvalidArgument for a
+  // wrong length or a non-finite value, changing nothing.
+  virtual Status ApplyAggregate(std::span<const float> mean, std::span<float> global) = 0;
 
   // Server-optimizer state for checkpoints, as named float tensors: "fedavgm.velocity";
   // "<name>.m", "<name>.v", "<name>.step" for fedadam/fedyogi (step: rounds applied, 1 value).

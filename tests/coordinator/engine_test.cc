@@ -342,6 +342,65 @@ void AnswerAll(RoundEngine* engine, const RecordingOutbox& outbox) {
   engine->Tick();
 }
 
+// A task may name which of the previous task's members it goes to (secure aggregation's steps go
+// to the previous step's survivors); names outside the previous members are ignored.
+TEST_F(EngineTest, ATaskCanGoToChosenMembersOnly) {
+  class Narrowing : public SumAlgorithm {
+   public:
+    StatusOr<std::optional<TaskSpec>> OnTaskClosed(const TaskReport& report) override {
+      reports.push_back(report);
+      if (reports.size() == 1) {
+        TaskSpec next{"sum", {}, {}};
+        next.members = std::vector<std::string>{"client-1", "client-9"};
+        return std::optional<TaskSpec>(next);
+      }
+      return std::optional<TaskSpec>();
+    }
+  } narrowing;
+  EngineConfig config = Config(3, 1, 1);
+  engine_ = std::make_unique<RoundEngine>(config, &narrowing, &outbox_, [this] { return now_; }, 7);
+  for (auto p : {"client-0", "client-1", "client-2"}) Join(p);
+  for (auto p : {"client-0", "client-1", "client-2"}) Answer(p, 1);
+  auto second = outbox_.LastAssignments();
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_EQ(second.count("client-1"), 1u);
+  Answer("client-1", 1);
+  EXPECT_TRUE(engine_->done());
+}
+
+// Poisson sampling: the round waits for the whole population, then each client is in with
+// probability cohort / clients; over many rounds the mean cohort is near the expectation and the
+// sizes vary. A round whose sample is below min_results is aborted without sending anything.
+TEST_F(EngineTest, PoissonSamplingDrawsEachClientIndependently) {
+  EngineConfig config = Config(10, 1, 400);
+  config.cohort = 3;  // q = 0.3
+  config.poisson_sampling = true;
+  Make(config, 11);
+  for (int i = 0; i < 9; ++i) Join("client-" + std::to_string(i));
+  EXPECT_EQ(algo_.begun, 0) << "started before the whole population was present";
+  Join("client-9");
+  std::map<size_t, int> sizes;
+  size_t total = 0;
+  int rounds = 0, empty = 0;
+  while (!engine_->done() && rounds++ < 1000) AnswerAll(engine_.get(), outbox_);
+  for (const auto& line : lines_) {
+    const auto n = static_cast<size_t>(line.at("cohort"));
+    ++sizes[n];
+    total += n;
+    if (n == 0) {
+      ++empty;
+      EXPECT_EQ(line.count("aborted"), 1u);
+    }
+  }
+  ASSERT_EQ(lines_.size(), 400u);
+  const double mean = static_cast<double>(total) / lines_.size();
+  // Binomial(10, 0.3): mean 3, sd of the mean over 400 rounds 0.072; 5 sd is 0.36.
+  EXPECT_NEAR(mean, 3.0, 0.36);
+  EXPECT_GE(sizes.size(), 5u) << "cohort sizes do not vary";
+  // P(empty) = 0.7^10 = 2.8 %: about 11 of 400.
+  EXPECT_GT(empty, 0);
+}
+
 // Cohorts sampled from 6 clients, 2 per round: a restored engine continues the same sequence.
 TEST(EngineStateTest, RestoredEngineSamplesTheSameCohorts) {
   // The checkpointed state is taken mid-round (the next round has started after the last

@@ -10,6 +10,7 @@
 #include <numeric>
 #include <vector>
 
+#include "coordinator/aggregator.h"
 #include "coordinator/strategy.h"
 #include "core/config.h"
 #include "core/rng.h"
@@ -302,6 +303,42 @@ INSTANTIATE_TEST_SUITE_P(Strategies, EveryStrategy,
                            std::replace(n.begin(), n.end(), '-', '_');
                            return n;
                          });
+
+// The privacy pipeline hands a mean-based strategy the mean it computed itself: the step and the
+// server-optimizer state must be those of Apply() over the same deltas. Robust statistics refuse.
+TEST_P(EveryStrategy, ApplyAggregateTakesApplysStepFromAGivenMean) {
+  const StrategyConfig config = Named(GetParam());
+  const size_t kLength = 40, kClients = 5;
+  Rng rng(31);
+  std::vector<float> by_apply = RandomModel(rng, kLength);
+  std::vector<float> by_aggregate = by_apply;
+  auto a = Make(config);
+  auto b = Make(config);
+  for (int round = 0; round < 3; ++round) {
+    const Round r = RandomRound(rng, kClients, kLength, 0.1);
+    RunRound(*a, r, by_apply);
+    RunningSum sum(kLength);
+    for (size_t k = 0; k < kClients; ++k) ASSERT_TRUE(sum.Add(r.deltas[k], r.weights[k]).ok());
+    std::vector<float> mean(kLength);
+    ASSERT_TRUE(sum.Mean(mean).ok());
+    b->BeginRound(kLength);
+    const Status s = b->ApplyAggregate(mean, by_aggregate);
+    if (b->NeedsIndividualContributions()) {
+      EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition);
+      return;
+    }
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    ASSERT_TRUE(SameBits(by_apply, by_aggregate)) << GetParam() << " round " << round;
+  }
+  EXPECT_TRUE(SameState(a->SaveState(), b->SaveState()));
+  // A wrong length or a non-finite mean changes nothing.
+  const std::vector<float> before = by_aggregate;
+  EXPECT_FALSE(b->ApplyAggregate(std::vector<float>(kLength - 1), by_aggregate).ok());
+  std::vector<float> bad(kLength, 0.0f);
+  bad[3] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_FALSE(b->ApplyAggregate(bad, by_aggregate).ok());
+  EXPECT_TRUE(SameBits(before, by_aggregate));
+}
 
 TEST(StrategyTest, FedAdamAndFedYogiStartFromVEqualTauSquared) {
   // One client, weight 1: Δ = d. Reddi et al. Algorithm 2 with m = 0, v = τ²:
