@@ -10,6 +10,7 @@
 #include <CLI/CLI.hpp>
 
 #include "apps/launch.h"
+#include "apps/privacy_command.h"
 #include "client/client.h"
 #include "coordinator/coordinator.h"
 #include "core/config.h"
@@ -153,6 +154,9 @@ int main(int argc, char** argv) {
   report->add_option("run_dir", report_dir, "Run directory (runs/<name>)")->required()->check(CLI::ExistingDirectory);
   report->add_option("--out", report_options.out_dir, "Where to write (default: RUN_DIR/report)");
   report->add_flag("--no-plots", no_plots, "Only the table");
+
+  // tandem privacy epsilon|sigma
+  tandem::AddPrivacyCommands(app);
 
   CLI11_PARSE(app, argc, argv);
 
