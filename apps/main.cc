@@ -57,6 +57,8 @@ void PrintSummary(const tandem::CoordinatorResult& r) {
                   : "",
               r.seconds, r.bytes_up / 1e6, r.bytes_down / 1e6, r.run_dir.c_str(),
               r.run_dir.c_str());
+  if (r.epsilon > 0.0) std::printf("privacy spent: epsilon %.4f\n", r.epsilon);
+  if (!r.stop_reason.empty()) std::printf("stopped early: %s\n", r.stop_reason.c_str());
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 #include "client/client.h"
 
 #include "client/fedavg_client.h"
+#include "client/private_handler.h"
 #include "core/compute_slots.h"
 #include "core/config.h"
 #include "core/logging.h"
@@ -46,8 +47,10 @@ StatusOr<SessionSummary> RunClient(const Config& config, const ClientOptions& op
   const ComputeSlots slots = ComputeSlots::ForMachine();
   FedAvgClient handler(model, std::move(data), options.index, threads,
                        options.use_compute_slots ? &slots : nullptr);
+  // The privacy pipeline acts only on tasks the coordinator marks as contributions.
+  PrivateTaskHandler protected_handler(&handler);
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<wire::Client> link, wire::Client::Connect(link_options));
-  return RunSession(link.get(), &handler, session);
+  return RunSession(link.get(), &protected_handler, session);
 }
 
 }  // namespace tandem

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <set>
 
+#include "client/task_params.h"
 #include "core/config.h"
 #include "core/logging.h"
 #include "core/rng.h"
@@ -22,42 +23,6 @@ namespace {
 constexpr char kTrainTask[] = "fedavg.train";
 constexpr char kEvalTask[] = "fedavg.eval";
 
-// A task parameter, checked: the coordinator is trusted for the run's design but not for the
-// integrity of what arrives, so every value is range-checked before use.
-StatusOr<int64_t> IntParam(const wire::Params& params, const std::string& key, int64_t min,
-                           int64_t max) {
-  auto it = params.find(key);
-  if (it == params.end() || !std::holds_alternative<int64_t>(it->second)) {
-    return Status::InvalidArgument("task parameter '" + key + "' missing or not an integer");
-  }
-  const int64_t v = std::get<int64_t>(it->second);
-  if (v < min || v > max) {
-    return Status::InvalidArgument("task parameter '" + key + "' = " + std::to_string(v) +
-                                   " outside [" + std::to_string(min) + ", " +
-                                   std::to_string(max) + "]");
-  }
-  return v;
-}
-
-StatusOr<double> RealParam(const wire::Params& params, const std::string& key, double min,
-                           double max) {
-  auto it = params.find(key);
-  if (it == params.end()) return Status::InvalidArgument("task parameter '" + key + "' missing");
-  double v;
-  if (std::holds_alternative<double>(it->second)) {
-    v = std::get<double>(it->second);
-  } else if (std::holds_alternative<int64_t>(it->second)) {
-    v = static_cast<double>(std::get<int64_t>(it->second));
-  } else {
-    return Status::InvalidArgument("task parameter '" + key + "' is not a number");
-  }
-  if (!(v >= min && v <= max)) {
-    return Status::InvalidArgument("task parameter '" + key + "' = " + std::to_string(v) +
-                                   " outside [" + std::to_string(min) + ", " +
-                                   std::to_string(max) + "]");
-  }
-  return v;
-}
 
 }  // namespace
 

@@ -14,6 +14,7 @@
 #include "coordinator/engine.h"
 #include "coordinator/fedavg_server.h"
 #include "coordinator/server_outbox.h"
+#include "coordinator/private_server.h"
 #include "coordinator/strategy.h"
 #include "core/config.h"
 #include "core/logging.h"
@@ -173,6 +174,19 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
   TANDEM_ASSIGN_OR_RETURN(wire::TransportConfig transport,
                           wire::TransportConfigFromConfig(config, run_dir));
   if (!options.keys_dir.empty()) transport.keys_dir = options.keys_dir;
+  const privacy::FederationShape shape{engine_config.expected_clients, CohortSize(engine_config),
+                                       MinResults(engine_config), engine_config.rounds};
+  TANDEM_ASSIGN_OR_RETURN(privacy::PrivacyConfig privacy,
+                          privacy::PrivacyConfigFromConfig(config, shape));
+  if (privacy.any()) {
+    TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<Strategy> probe, MakeStrategy(fedavg.strategy));
+    if (probe->NeedsIndividualContributions()) {
+      return Status::InvalidArgument(
+          "strategy.name = \"" + fedavg.strategy.name + "\" needs every client's update, which "
+          "differential privacy and secure aggregation do not reveal; use a mean-based strategy");
+    }
+  }
+  engine_config.poisson_sampling = privacy.dp.enabled && privacy.dp.sampling == "poisson";
   // Read by the clients, from the same file.
   config.MarkUsed("federation.partition");
   config.MarkUsed("client.give_up_s");
@@ -203,12 +217,42 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
   log->info("run '{}': {} with {} on {}, {} clients expected, {} rounds", name, algorithm_name,
             fedavg.strategy.name, model_config.ToString(), engine_config.expected_clients,
             engine_config.rounds);
-  FedAvgServer algorithm(fedavg, std::move(model), std::move(strategy), splits.validation);
+  auto fedavg_server = std::make_unique<FedAvgServer>(fedavg, std::move(model), std::move(strategy),
+                                                      splits.validation);
+  FedAvgServer& algorithm = *fedavg_server;
+  std::random_device entropy;
+  const uint64_t run_id = (static_cast<uint64_t>(entropy()) << 32 | entropy()) | 1;
+  std::unique_ptr<ServerAlgorithm> active = std::move(fedavg_server);
+  PrivateServer* private_server = nullptr;
+  if (privacy.any()) {
+    PrivateServerOptions private_options{privacy, shape, run_id, static_cast<uint64_t>(seed), {}};
+    TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<PrivateServer> wrapped,
+                            PrivateServer::Create(std::move(active), private_options));
+    private_server = wrapped.get();
+    active = std::move(wrapped);
+    if (privacy.dp.enabled) {
+      log->info("differential privacy: noise multiplier {:.4g} ({} noise), clip norm {:.4g}{}, "
+                "q = {:.4g}, delta = {:.3g}{}", private_server->noise_multiplier(),
+                privacy.dp.noise, privacy.dp.clip_norm,
+                privacy.dp.adaptive_clipping ? " (adaptive)" : "", private_server->sampling_rate(),
+                privacy.dp.delta,
+                privacy.dp.epsilon_budget > 0
+                    ? fmt::format(", budget epsilon {:.4g}", privacy.dp.epsilon_budget)
+                    : std::string());
+    }
+    if (privacy.secagg.enabled) {
+      log->info("secure aggregation: threshold {}, {}, ring 2^{} at 2^-{}", privacy.secagg.threshold,
+                privacy.secagg.neighbours > 0
+                    ? fmt::format("SecAgg+ with {} neighbours", privacy.secagg.neighbours)
+                    : std::string("every pair masks"),
+                privacy.secagg.modulus_bits, privacy.secagg.fraction_bits);
+    }
+  }
 
   Checkpointed saved;
   const bool resuming = options.resume && fs::exists(state_path);
   if (resuming) {
-    TANDEM_RETURN_IF_ERROR(LoadCheckpoint(state_path, &algorithm, &saved));
+    TANDEM_RETURN_IF_ERROR(LoadCheckpoint(state_path, active.get(), &saved));
     TANDEM_RETURN_IF_ERROR(TrimMetrics(metrics_path, saved.engine.next_round));
     log->info("resumed from {} before round {}", state_path, saved.engine.next_round);
   } else {
@@ -233,8 +277,6 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
   }
 
   // ---- Transport. ----
-  std::random_device entropy;
-  const uint64_t run_id = (static_cast<uint64_t>(entropy()) << 32 | entropy()) | 1;
   const std::string endpoint = options.bind.empty() ? transport.endpoint : options.bind;
   TANDEM_ASSIGN_OR_RETURN(wire::TransportOptions server_options,
                           wire::ServerTransportOptions(transport, endpoint, run_id));
@@ -248,7 +290,7 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
   // ---- Rounds. ----
   ServerOutbox outbox(server.get());
   Stopwatch engine_clock;
-  RoundEngine engine(engine_config, &algorithm, &outbox, [&] { return engine_clock.Seconds(); },
+  RoundEngine engine(engine_config, active.get(), &outbox, [&] { return engine_clock.Seconds(); },
                      static_cast<uint64_t>(seed));
   if (resuming) engine.RestoreState(saved.engine);
   CoordinatorResult result;
@@ -268,7 +310,7 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
     TANDEM_RETURN_IF_ERROR(AppendLine(metrics_path, line.dump()));
     saved.engine = engine.state();
     saved.elapsed = elapsed();
-    TANDEM_RETURN_IF_ERROR(SaveCheckpoint(ckpt_dir, algorithm, saved));
+    TANDEM_RETURN_IF_ERROR(SaveCheckpoint(ckpt_dir, *active, saved));
     TANDEM_RETURN_IF_ERROR(SaveGpt(ckpt_dir + "/model.safetensors", algorithm.model()));
     if (options.show_progress) {
       char buf[256];
@@ -279,14 +321,19 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
                       m.at("cohort"));
       } else {
         std::snprintf(buf, sizeof buf,
-                      "round %llu/%lld: held-out loss %.4f (local train %.4f), %g/%g results, "
-                      "%s up, %s down, %.1f s",
+                      "round %llu/%lld: held-out loss %.4f%s, %g/%g results, "
+                      "%s up, %s down, %.1f s%s",
                       static_cast<unsigned long long>(round),
                       static_cast<long long>(engine_config.rounds),
                       m.count("val_loss") ? m.at("val_loss") : std::nan(""),
-                      m.count("train_loss") ? m.at("train_loss") : std::nan(""), m.at("results"),
+                      m.count("train_loss")
+                          ? fmt::format(" (local train {:.4f})", m.at("train_loss")).c_str()
+                          : "",
+                      m.at("results"),
                       m.at("cohort"), FormatBytes(m.at("bytes_up")).c_str(),
-                      FormatBytes(m.at("bytes_down")).c_str(), m.at("round_s"));
+                      FormatBytes(m.at("bytes_down")).c_str(), m.at("round_s"),
+                      m.count("epsilon") ? fmt::format(", epsilon {:.3f}", m.at("epsilon")).c_str()
+                                         : "");
       }
       std::fprintf(stderr, "%s\n", buf);
     }
@@ -346,6 +393,8 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
   TANDEM_RETURN_IF_ERROR(engine.status());
 
   result.rounds = engine.state().next_round - 1;
+  result.stop_reason = engine.stop_reason();
+  if (private_server != nullptr && privacy.dp.enabled) result.epsilon = private_server->epsilon();
   result.aborted_rounds = saved.aborted;
   result.bytes_up = saved.bytes_up;
   result.bytes_down = saved.bytes_down;
@@ -368,6 +417,13 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
                             {"bytes_up", result.bytes_up},
                             {"bytes_down", result.bytes_down},
                             {"seconds", result.seconds}};
+  if (!result.stop_reason.empty()) summary["stopped"] = result.stop_reason;
+  if (privacy.dp.enabled) {
+    summary["epsilon"] = result.epsilon;
+    summary["delta"] = privacy.dp.delta;
+    summary["noise_multiplier"] = private_server->noise_multiplier();
+  }
+  if (privacy.secagg.enabled) summary["secure_aggregation"] = true;
   TANDEM_RETURN_IF_ERROR(WriteText(run_dir + "/summary.json", summary.dump(2) + "\n"));
   return result;
 }

@@ -34,6 +34,8 @@ struct CoordinatorResult {
   double final_test_loss = 0.0;
   uint64_t bytes_up = 0, bytes_down = 0;
   double seconds = 0.0;
+  std::string stop_reason;  // why the run ended early without an error (a privacy budget)
+  double epsilon = 0.0;     // with DP: ε spent at the config's δ
 };
 
 StatusOr<CoordinatorResult> RunCoordinator(const Config& config, const CoordinatorOptions& options);

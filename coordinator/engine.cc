@@ -85,15 +85,19 @@ void RoundEngine::RestoreState(const EngineState& state) {
   done_ = state_.next_round > static_cast<uint64_t>(config_.rounds);
 }
 
-int RoundEngine::cohort_size() const {
-  if (config_.cohort > 0) return config_.cohort;
-  return std::max(1, static_cast<int>(std::ceil(config_.cohort_fraction *
-                                                config_.expected_clients - 1e-9)));
+int CohortSize(const EngineConfig& config) {
+  if (config.cohort > 0) return config.cohort;
+  return std::max(1, static_cast<int>(std::ceil(config.cohort_fraction *
+                                                config.expected_clients - 1e-9)));
 }
 
-int RoundEngine::min_results() const {
-  return config_.min_results > 0 ? config_.min_results : cohort_size();
+int MinResults(const EngineConfig& config) {
+  return config.min_results > 0 ? config.min_results : CohortSize(config);
 }
+
+int RoundEngine::cohort_size() const { return CohortSize(config_); }
+
+int RoundEngine::min_results() const { return MinResults(config_); }
 
 void RoundEngine::OnJoined(const std::string& peer, const std::vector<std::string>& capabilities) {
   auto log = GetLogger("coordinator");
@@ -244,6 +248,13 @@ std::vector<ClientInfo> RoundEngine::SelectCohort() {
 void RoundEngine::TryStartRound() {
   auto log = GetLogger("coordinator");
   if (state_.next_round > static_cast<uint64_t>(config_.rounds)) {
+    done_ = true;
+    phase_ = Phase::kDone;
+    return;
+  }
+  if (std::optional<std::string> why = algorithm_->StopBeforeRound(state_.next_round)) {
+    log->warn("stopping before round {}: {}", state_.next_round, *why);
+    stop_reason_ = *why;
     done_ = true;
     phase_ = Phase::kDone;
     return;

@@ -53,6 +53,23 @@ struct ClientInfo {
   std::vector<std::string> capabilities;
 };
 
+// What a task's results contribute (DESIGN.md "contributions"): the float tensor `tensor` of
+// `length` values, with the result's weight. With the privacy pipeline on, such a task's results
+// never reach the algorithm one by one: it gets their weighted mean through OnAggregate().
+struct ContributionSpec {
+  std::string tensor;
+  size_t length = 0;
+};
+
+// The privacy pipeline's answer for a contribution task: the mean of the contributions that made
+// it (under DP: the noised sum over the expected cohort size; under secure aggregation alone: the
+// weighted mean of the survivors).
+struct Aggregate {
+  std::vector<float> mean;
+  size_t count = 0;           // contributions in the sum
+  double total_weight = 0.0;  // their summed weight (the cohort size the sum is divided by, under DP)
+};
+
 // One task of a round: the same kind, parameters and payload go to every cohort member (an
 // algorithm may adjust a member's copy in ServerAlgorithm::Customize).
 struct TaskSpec {
@@ -62,6 +79,8 @@ struct TaskSpec {
   // When set, the task goes only to these of the previous task's members (secure aggregation's
   // steps go to the previous step's survivors); otherwise to all of them.
   std::optional<std::vector<std::string>> members;
+  // Set when the results are contributions the privacy pipeline must protect.
+  std::optional<ContributionSpec> contribution;
 };
 
 // How a task ended, for the algorithm's OnTaskClosed.
@@ -103,6 +122,15 @@ class ServerAlgorithm {
   virtual Status EndRound(uint64_t round, std::map<std::string, double>* metrics) = 0;
   // After EndRound or AbortRound: numbers every round's line carries, completed or not (ε spent).
   virtual void AddRoundMetrics(std::map<std::string, double>* metrics) {}
+  // With the privacy pipeline on: the aggregate of a contribution task's results, delivered
+  // before that task's OnTaskClosed (whose report then lists the contributors). An error
+  // rejects the aggregate and aborts the round.
+  virtual Status OnAggregate(const Aggregate& aggregate) {
+    return Status::FailedPrecondition(name() + " does not take aggregated contributions");
+  }
+  // Asked before each round starts: a reason to end the run here (a privacy budget that the next
+  // round would exceed), or nullopt to go on. The run then ends normally, saying why.
+  virtual std::optional<std::string> StopBeforeRound(uint64_t round) { return std::nullopt; }
   // Everything needed to continue bit for bit: float tensors and string metadata.
   virtual void SaveState(std::map<std::string, std::vector<float>>* tensors,
                          std::map<std::string, std::string>* metadata) const = 0;
@@ -128,6 +156,9 @@ struct EngineConfig {
 // Reads federation.rounds, clients, cohort, cohort_fraction, min_results, round_deadline_s,
 // wait_for_clients_s, and checks they fit together.
 StatusOr<EngineConfig> EngineConfigFromConfig(const Config& config);
+// Clients per round (the expected number under Poisson sampling), and the results a task needs.
+int CohortSize(const EngineConfig& config);
+int MinResults(const EngineConfig& config);
 
 // What the engine keeps across a restart, besides the algorithm's state.
 struct EngineState {
@@ -164,6 +195,9 @@ class RoundEngine {
   const Status& status() const { return status_; }
   // Stops after the current state; sends nothing more.
   void Stop(Status reason);
+  // Why the run ended before its last round without an error (the algorithm's StopBeforeRound);
+  // empty otherwise.
+  const std::string& stop_reason() const { return stop_reason_; }
 
   size_t live_clients() const { return clients_.size(); }
   int cohort_size() const;
@@ -193,6 +227,7 @@ class RoundEngine {
   Rng rng_;
   EngineState state_;
   Status status_ = Status::Ok();
+  std::string stop_reason_;
   bool done_ = false;
   Phase phase_ = Phase::kWaiting;
   double waiting_since_ = -1.0;

@@ -75,6 +75,7 @@ StatusOr<TaskSpec> FedAvgServer::BeginRound(uint64_t round,
                                             const std::vector<ClientInfo>& cohort) {
   round_ = round;
   task_kind_ = kTrainTask;
+  aggregated_ = false;
   train_loss_sum_ = train_weight_ = client_val_sum_ = client_val_weight_ = 0.0;
   compute_max_ = compute_sum_ = 0.0;
   compute_count_ = 0;
@@ -92,7 +93,15 @@ StatusOr<TaskSpec> FedAvgServer::BeginRound(uint64_t round,
       // exactly.
       {"seed", static_cast<int64_t>(config_.seed & 0x7FFFFFFFFFFFFFFFULL)},
   };
-  return ModelTask(kTrainTask, std::move(params));
+  TaskSpec spec = ModelTask(kTrainTask, std::move(params));
+  spec.contribution = ContributionSpec{"delta", model_->params().size()};
+  return spec;
+}
+
+Status FedAvgServer::OnAggregate(const Aggregate& aggregate) {
+  TANDEM_RETURN_IF_ERROR(strategy_->ApplyAggregate(aggregate.mean, model_->params()));
+  aggregated_ = true;
+  return Status::Ok();
 }
 
 Status FedAvgServer::OnResult(const ClientInfo& client, const wire::TaskResult& result) {
@@ -151,7 +160,9 @@ Status FedAvgServer::OnResult(const ClientInfo& client, const wire::TaskResult& 
 
 StatusOr<std::optional<TaskSpec>> FedAvgServer::OnTaskClosed(const TaskReport& report) {
   if (task_kind_ == kTrainTask) {
-    TANDEM_RETURN_IF_ERROR(strategy_->Apply(model_->params()));
+    // Under the privacy pipeline the step was taken from the aggregate already.
+    if (!aggregated_) TANDEM_RETURN_IF_ERROR(strategy_->Apply(model_->params()));
+    aggregated_ = false;
     if (config_.client_eval) {
       task_kind_ = kEvalTask;
       return std::optional<TaskSpec>(

@@ -51,6 +51,7 @@ class FedAvgServer : public ServerAlgorithm {
   std::vector<std::string> RequiredCapabilities() const override;
   StatusOr<TaskSpec> BeginRound(uint64_t round, const std::vector<ClientInfo>& cohort) override;
   Status OnResult(const ClientInfo& client, const wire::TaskResult& result) override;
+  Status OnAggregate(const Aggregate& aggregate) override;
   StatusOr<std::optional<TaskSpec>> OnTaskClosed(const TaskReport& report) override;
   void AbortRound() override;
   Status EndRound(uint64_t round, std::map<std::string, double>* metrics) override;
@@ -72,6 +73,7 @@ class FedAvgServer : public ServerAlgorithm {
   std::vector<Record> validation_;
   uint64_t round_ = 0;
   std::string task_kind_;
+  bool aggregated_ = false;  // this round's step was taken in OnAggregate
   // Reported by clients with their results, weighted by the results' weights.
   double train_loss_sum_ = 0.0, train_weight_ = 0.0;
   double client_val_sum_ = 0.0, client_val_weight_ = 0.0;

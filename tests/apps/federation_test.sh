@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end federated runs with real processes: `federation_test.sh SCENARIO TANDEM`.
-# Scenarios: ipc, tcp-curve, kill-client, resume, allow-list, straggler. Each works in its own
+# Scenarios: ipc, inproc-100, strategies, tcp-curve, kill-client, resume, allow-list, straggler,
+# private. Each works in its own
 # temporary directory, bounds every wait, and stops every process it started.
 set -euo pipefail
 SCENARIO="$1"
@@ -224,6 +225,46 @@ straggler)
   wait "$COORD_PID" || fail "coordinator failed"
   [ "$(rounds_done runs/fed)" -eq 3 ] || fail "the run did not finish its rounds"
   grep -Eq "late result|stale|missed task" runs/fed/coordinator.log || fail "nothing logged about the straggler"
+  ;;
+private)
+  # DP (distributed noise) over secure aggregation with real processes: every round runs the
+  # four secure-aggregation steps, ε in the metrics is what `tandem privacy epsilon` says for the
+  # run's (q, σ, rounds, δ), and a budget stops the run before the round that would exceed it.
+  cat >> base.toml <<'EOF2'
+[privacy.dp]
+enabled = true
+noise_multiplier = 0.7
+clip_norm = 0.5
+noise = "distributed"
+sampling = "fixed"
+[privacy.secagg]
+enabled = true
+threshold = 2
+dropout_rate = 0.3
+EOF2
+  TANDEM_THREADS=1 "$TANDEM" run base.toml --set federation.min_results=2 > run.out 2>&1 ||
+    fail "tandem run failed: $(tail -5 run.out)"
+  [ "$(rounds_done runs/fed)" -eq 3 ] || fail "expected 3 rounds"
+  for step in advertise share mask unmask; do
+    [ "$(grep -c "(secagg.$step) sent" runs/fed/coordinator.log)" -eq 3 ] ||
+      fail "secagg.$step did not run once per round"
+  done
+  [ "$(metric runs/fed 3 secagg_survivors)" = "3.0" ] || fail "round 3 did not sum 3 masked inputs"
+  want="$("$TANDEM" privacy epsilon --q 1 --sigma 0.7 --steps 3 --delta 1e-5 --json |
+          /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["epsilon"])')"
+  got="$(metric runs/fed 3 epsilon)"
+  /usr/bin/python3 -c "import sys; sys.exit(0 if abs($got - $want) <= 1e-9 * $want else 1)" ||
+    fail "epsilon in the metrics ($got) is not the accountant's ($want)"
+  grep -q "privacy spent: epsilon" run.out || fail "the summary does not say what was spent"
+  # A budget between ε(2 rounds) and ε(3 rounds).
+  e2="$("$TANDEM" privacy epsilon --q 1 --sigma 0.7 --steps 2 --delta 1e-5 --json |
+        /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["epsilon"])')"
+  budget="$(/usr/bin/python3 -c "print(($e2 + $want) / 2)")"
+  TANDEM_THREADS=1 "$TANDEM" run base.toml --set name=budget --set federation.min_results=2 \
+    --set privacy.dp.epsilon_budget="$budget" > budget.out 2>&1 ||
+    fail "the budgeted run failed: $(tail -5 budget.out)"
+  [ "$(rounds_done runs/budget)" -eq 2 ] || fail "the budgeted run did not stop after 2 rounds"
+  grep -q "stopped early: the privacy budget" budget.out || fail "the early stop was not explained"
   ;;
 *)
   echo "unknown scenario $SCENARIO" >&2; exit 2 ;;

@@ -48,6 +48,12 @@ class RecordingOutbox : public Outbox {
   }
 };
 
+TaskSpec SumTask() {
+  TaskSpec spec;
+  spec.kind = "sum";
+  return spec;
+}
+
 // Sums the "x" metric of accepted results; rejects negative ones. Optionally chains a second task.
 class SumAlgorithm : public ServerAlgorithm {
  public:
@@ -62,7 +68,7 @@ class SumAlgorithm : public ServerAlgorithm {
       names += c.name + " ";
     }
     cohort_by_round[round] = names;  // a round done again after a restore overwrites its entry
-    return TaskSpec{"sum", {}, {}};
+    return SumTask();
   }
   Status OnResult(const ClientInfo& client, const wire::TaskResult& result) override {
     const double x = result.metrics.at("x");
@@ -74,7 +80,7 @@ class SumAlgorithm : public ServerAlgorithm {
     reports.push_back(report);
     if (chain && !in_second_task) {
       in_second_task = true;
-      return std::optional<TaskSpec>(TaskSpec{"sum", {}, {}});
+      return std::optional<TaskSpec>(SumTask());
     }
     in_second_task = false;
     total += pending;
@@ -350,7 +356,7 @@ TEST_F(EngineTest, ATaskCanGoToChosenMembersOnly) {
     StatusOr<std::optional<TaskSpec>> OnTaskClosed(const TaskReport& report) override {
       reports.push_back(report);
       if (reports.size() == 1) {
-        TaskSpec next{"sum", {}, {}};
+        TaskSpec next = SumTask();
         next.members = std::vector<std::string>{"client-1", "client-9"};
         return std::optional<TaskSpec>(next);
       }
