@@ -227,6 +227,20 @@ straggler)
   grep -Eq "late result|stale|missed task" runs/fed/coordinator.log || fail "nothing logged about the straggler"
   ;;
 private)
+  # Secure aggregation alone changes nothing but what the coordinator sees: in a 2^64 ring at
+  # 2^-32 (RunningSum's own format) the run's models are bit for bit those of the run without it.
+  TANDEM_THREADS=1 "$TANDEM" run base.toml --set name=clear > clear.out 2>&1 ||
+    fail "the run without secure aggregation failed: $(tail -5 clear.out)"
+  TANDEM_THREADS=1 "$TANDEM" run base.toml --set name=masked --set privacy.secagg.enabled=true \
+    --set privacy.secagg.threshold=2 --set privacy.secagg.dropout_rate=0.3 > masked.out 2>&1 ||
+    fail "the run with secure aggregation failed: $(tail -5 masked.out)"
+  for r in 1 2 3; do
+    [ -n "$(metric runs/clear $r val_loss)" ] || fail "no held-out loss in round $r"
+    [ "$(metric runs/clear $r val_loss)" = "$(metric runs/masked $r val_loss)" ] ||
+      fail "round $r: $(metric runs/clear $r val_loss) without, $(metric runs/masked $r val_loss) with secure aggregation"
+  done
+  cmp -s runs/clear/checkpoints/model.safetensors runs/masked/checkpoints/model.safetensors ||
+    fail "the final models differ"
   # DP (distributed noise) over secure aggregation with real processes: every round runs the
   # four secure-aggregation steps, ε in the metrics is what `tandem privacy epsilon` says for the
   # run's (q, σ, rounds, δ), and a budget stops the run before the round that would exceed it.
