@@ -136,12 +136,26 @@ Status PrivateTaskHandler::Protect(uint64_t round, const wire::TaskAssign& task,
   TANDEM_ASSIGN_OR_RETURN(int64_t frac, IntParam(p, "privacy.fraction_bits", 0, bits - 1));
   TANDEM_ASSIGN_OR_RETURN(double range, RealParam(p, "privacy.clip_range", 1e-12, 1e300));
   const privacy::FixedPointFormat format{static_cast<int>(bits), static_cast<int>(frac), range};
+  TANDEM_RETURN_IF_ERROR(privacy::ValidateFixedPoint(format, 1));
+  if (!(weight <= range)) {
+    return Status::OutOfRange("weight " + std::to_string(weight) +
+                              " exceeds privacy.secagg.clip_range " + std::to_string(range) +
+                              ": the weighted mean would be wrong; raise clip_range");
+  }
   // [w·x, w, (bit − ½)]: the weight and the adaptive-clipping bit ride in the same masked sum.
   std::vector<uint64_t> encoded(values.size() + 1 + (adaptive ? 1 : 0));
   const size_t clamped =
       privacy::EncodeFixedPoint(values, weight, format, std::span(encoded).first(values.size()));
   if (clamped > 0) {
-    GetLogger("client")->warn("round {}: {} coordinates beyond ±{} were clamped for secure "
+    if (!dp) {
+      // Without DP nothing bounds w·x but clip_range; a clamped mean would be silently wrong.
+      return Status::OutOfRange(std::to_string(clamped) + " weighted values exceed ±" +
+                                std::to_string(range) +
+                                " (privacy.secagg.clip_range); raise it or lower the weights");
+    }
+    // Under DP the values are clipped to C and only noise can reach the range: clamping is
+    // post-processing, and costs no privacy.
+    GetLogger("client")->warn("round {}: {} noised coordinates beyond ±{} were clamped for secure "
                               "aggregation (privacy.secagg.clip_range)", round, clamped, range);
   }
   encoded[values.size()] = privacy::EncodeFixedPointScalar(weight, format);
@@ -193,7 +207,10 @@ Status PrivateTaskHandler::RunSecAgg(uint64_t round, const wire::TaskAssign& tas
                             privacy::MaskedInputRequest::Parse(payload));
     std::vector<uint64_t> masked = *pending_;
     TANDEM_RETURN_IF_ERROR(secagg_->MaskInput(request, masked));
-    pending_.reset();  // masked once: a second mask against other peers would leak it
+    // Masked once: a second mask against other peers would leak it. The clear copy is wiped.
+    std::fill(pending_->begin(), pending_->end(), 0);
+    asm volatile("" : : "r"(pending_->data()) : "memory");
+    pending_.reset();
     if (modulus_bits_ > 32) {
       result->tensors.push_back(wire::Tensor::Uint64("masked", {masked.size()}, masked));
     } else {

@@ -178,6 +178,11 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
                                        MinResults(engine_config), engine_config.rounds};
   TANDEM_ASSIGN_OR_RETURN(privacy::PrivacyConfig privacy,
                           privacy::PrivacyConfigFromConfig(config, shape));
+  if (privacy.any() && fedavg.client_eval) {
+    return Status::InvalidArgument(
+        "eval.clients = true reports each client's held-out loss in the clear, outside secure "
+        "aggregation and the privacy accounting; it cannot be combined with [privacy]");
+  }
   if (privacy.any()) {
     TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<Strategy> probe, MakeStrategy(fedavg.strategy));
     if (probe->NeedsIndividualContributions()) {

@@ -15,6 +15,8 @@ namespace {
 constexpr const char* kSecAggTensor = "secagg";
 constexpr const char* kMaskedTensor = "masked";
 constexpr const char* kUnclippedMetric = "privacy.unclipped";
+// The range clients accept for a clip norm (client/private_handler.cc).
+constexpr double kMinClipNorm = 1e-9, kMaxClipNorm = 1e9;
 
 std::string Exact(double v) {
   char buf[40];
@@ -148,23 +150,16 @@ void PrivateServer::AddPipelineParams(TaskSpec* spec) const {
 StatusOr<TaskSpec> PrivateServer::BeginRound(uint64_t round,
                                              const std::vector<ClientInfo>& cohort) {
   ResetRound();
+  ResetRoundMetrics();
   round_ = round;
-  clipped_fraction_ = -1.0;
-  round_clip_norm_ = clip_norm_;
-  survivors_ = 0;
-  secagg_s_ = 0.0;
   TANDEM_ASSIGN_OR_RETURN(TaskSpec spec, inner_->BeginRound(round, cohort));
-  if (spec.contribution) {
-    contribution_ = spec.contribution;
-    stage_ = Stage::kContribution;
-    AddPipelineParams(&spec);
-  }
+  TANDEM_RETURN_IF_ERROR(Prepare(&spec));
   return spec;
 }
 
 bool PrivateServer::CustomizesTasks() const {
   return stage_ == Stage::kAdvertise || stage_ == Stage::kShare || stage_ == Stage::kMask ||
-         stage_ == Stage::kUnmask || (stage_ == Stage::kInner && inner_->CustomizesTasks());
+         stage_ == Stage::kUnmask || inner_->CustomizesTasks();
 }
 
 void PrivateServer::Customize(const ClientInfo& client, wire::TaskAssign* assign) {
@@ -218,7 +213,8 @@ Status PrivateServer::OnResult(const ClientInfo& client, const wire::TaskResult&
       const std::vector<float> values = t->ToFloat32();
       double norm2 = 0.0;
       for (float v : values) norm2 += static_cast<double>(v) * v;
-      if (std::sqrt(norm2) > clip_norm_ * (1.0 + 1e-5)) {
+      // Clients clip with a margin of 2^-22 for float rounding; the sensitivity is C to 1e-9.
+      if (std::sqrt(norm2) > clip_norm_ * (1.0 + 1e-9)) {
         return Status::InvalidArgument("contribution norm " + Exact(std::sqrt(norm2)) +
                                        " exceeds the clip norm " + Exact(clip_norm_));
       }
@@ -273,11 +269,7 @@ StatusOr<std::optional<TaskSpec>> PrivateServer::OnTaskClosed(const TaskReport& 
   switch (stage_) {
     case Stage::kInner: {
       TANDEM_ASSIGN_OR_RETURN(std::optional<TaskSpec> next, inner_->OnTaskClosed(report));
-      if (next && next->contribution) {
-        contribution_ = next->contribution;
-        stage_ = Stage::kContribution;
-        AddPipelineParams(&*next);
-      }
+      if (next) TANDEM_RETURN_IF_ERROR(Prepare(&*next));
       return next;
     }
     case Stage::kContribution: {
@@ -377,7 +369,7 @@ StatusOr<std::optional<TaskSpec>> PrivateServer::Deliver(
   Aggregate aggregate;
   aggregate.count = contributors.size();
   aggregate.mean.resize(m);
-  survivors_ = contributors.size();
+  double next_clip = clip_norm_, unclipped = -1.0;
   if (dp_.enabled) {
     // The noise goes on the sum; dividing by the expected cohort size, fixed in advance, keeps
     // the sensitivity of the mean at C / cohort whoever dropped (McMahan et al. 2018).
@@ -392,9 +384,11 @@ StatusOr<std::optional<TaskSpec>> PrivateServer::Deliver(
     if (dp_.adaptive_clipping) {
       // Bits are uploaded centred (b − ½), so the count's sensitivity is ½ (Andrew et al. §3.1).
       const double noisy_bits = sum[m + 1] + (central ? bit_sigma_ * noise_rng_.Normal() : 0.0);
-      const double unclipped = noisy_bits / denominator + 0.5;
-      clipped_fraction_ = 1.0 - unclipped;
-      clip_norm_ = privacy::NextClipNorm(clip_norm_, unclipped, dp_.target_quantile, dp_.clip_lr);
+      unclipped = noisy_bits / denominator + 0.5;
+      // Kept within a range clients accept, however noisy the bit count.
+      next_clip = std::clamp(
+          privacy::NextClipNorm(clip_norm_, unclipped, dp_.target_quantile, dp_.clip_lr),
+          kMinClipNorm, kMaxClipNorm);
     }
   } else {
     const double weight = sum[m];
@@ -406,22 +400,45 @@ StatusOr<std::optional<TaskSpec>> PrivateServer::Deliver(
     if (!std::isfinite(v)) return Status::OutOfRange("the aggregate is not finite");
   }
   TANDEM_RETURN_IF_ERROR(inner_->OnAggregate(aggregate));
+  // The round's release happened: only now do its numbers and the next clip norm count.
+  survivors_ = contributors.size();
+  if (dp_.enabled && dp_.adaptive_clipping) clipped_fraction_ = 1.0 - unclipped;
+  clip_norm_ = next_clip;
+  ++contributions_;
   TaskReport report = contribution_report_;
   report.responded = contributors;  // under secure aggregation, the survivors
   stage_ = Stage::kInner;
   contribution_.reset();
   TANDEM_ASSIGN_OR_RETURN(std::optional<TaskSpec> next, inner_->OnTaskClosed(report));
-  if (next && next->contribution) {
-    contribution_ = next->contribution;
-    stage_ = Stage::kContribution;
-    AddPipelineParams(&*next);
-  }
+  if (next) TANDEM_RETURN_IF_ERROR(Prepare(&*next));
   return next;
+}
+
+Status PrivateServer::Prepare(TaskSpec* spec) {
+  if (!spec->contribution) return Status::Ok();
+  if (contributions_ > 0 && dp_.enabled) {
+    // The accountant counts one release of the sampled Gaussian mechanism per round.
+    return Status::FailedPrecondition(inner_->name() + " asks for a second protected contribution "
+                                      "in one round; differential privacy accounts one per round");
+  }
+  contribution_ = spec->contribution;
+  stage_ = Stage::kContribution;
+  AddPipelineParams(spec);
+  return Status::Ok();
 }
 
 void PrivateServer::AbortRound() {
   inner_->AbortRound();
   ResetRound();
+  ResetRoundMetrics();
+}
+
+void PrivateServer::ResetRoundMetrics() {
+  clipped_fraction_ = -1.0;
+  round_clip_norm_ = clip_norm_;
+  survivors_ = 0;
+  secagg_s_ = 0.0;
+  contributions_ = 0;
 }
 
 Status PrivateServer::EndRound(uint64_t round, std::map<std::string, double>* metrics) {
@@ -444,6 +461,7 @@ void PrivateServer::AddRoundMetrics(std::map<std::string, double>* metrics) {
     (*metrics)["secagg_survivors"] = static_cast<double>(survivors_);
     (*metrics)["secagg_s"] = secagg_s_;
   }
+  ResetRoundMetrics();
 }
 
 std::optional<std::string> PrivateServer::StopBeforeRound(uint64_t round) {
@@ -466,7 +484,7 @@ void PrivateServer::SaveState(std::map<std::string, std::vector<float>>* tensors
   inner_->SaveState(tensors, metadata);
   if (dp_.enabled) {
     (*metadata)["privacy.accountant"] = accountant_.SaveState();
-    (*metadata)["privacy.clip_norm"] = Exact(clip_norm_);
+    if (dp_.adaptive_clipping) (*metadata)["privacy.clip_norm"] = Exact(clip_norm_);
   }
 }
 
@@ -476,13 +494,19 @@ Status PrivateServer::LoadState(const std::map<std::string, std::vector<float>>&
   privacy::RdpAccountant accountant = accountant_;
   if (dp_.enabled) {
     auto a = metadata.find("privacy.accountant");
-    auto c = metadata.find("privacy.clip_norm");
-    if (a == metadata.end() || c == metadata.end()) {
+    if (a == metadata.end()) {
       return Status::InvalidArgument(
           "the checkpoint has no privacy accountant: it is from a run without DP, and resuming "
           "it with DP on would under-state ε");
     }
     TANDEM_RETURN_IF_ERROR(accountant.LoadState(a->second));
+  }
+  // The adaptive clip norm continues where it was; a fixed one is the config's.
+  if (dp_.enabled && dp_.adaptive_clipping) {
+    auto c = metadata.find("privacy.clip_norm");
+    if (c == metadata.end()) {
+      return Status::InvalidArgument("the checkpoint has no adaptive clip norm");
+    }
     char* end = nullptr;
     clip = std::strtod(c->second.c_str(), &end);
     if (end == c->second.c_str() || *end != '\0' || !(clip > 0.0) || !std::isfinite(clip)) {

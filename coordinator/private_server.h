@@ -91,6 +91,9 @@ class PrivateServer : public ServerAlgorithm {
                                             const std::vector<std::string>& contributors);
   TaskSpec SecAggTask(const char* kind, const std::vector<std::string>& members) const;
   void ResetRound();
+  void ResetRoundMetrics();
+  // Marks a contribution task for the pipeline (one per round under DP) and adds its parameters.
+  Status Prepare(TaskSpec* spec);
 
   std::unique_ptr<ServerAlgorithm> inner_;
   PrivateServerOptions options_;
@@ -114,6 +117,7 @@ class PrivateServer : public ServerAlgorithm {
   double clipped_fraction_ = -1.0, round_clip_norm_ = 0.0;
   size_t survivors_ = 0;
   double secagg_s_ = 0.0;
+  int contributions_ = 0;  // delivered this round
 };
 
 }  // namespace tandem

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/config.h"
+#include "privacy/fixed_point.h"
 
 namespace tandem::privacy {
 namespace {
@@ -79,7 +80,9 @@ Status ValidateDp(const DpConfig& dp, const FederationShape& shape) {
   return Status::Ok();
 }
 
-Status ValidateSecAgg(const SecAggConfig& s, const FederationShape& shape) {
+// `summands`: the most contributions one sum can hold (the cohort, or every client under Poisson
+// sampling, whose cohorts only average the cohort size).
+Status ValidateSecAgg(const SecAggConfig& s, const FederationShape& shape, int64_t summands) {
   if (!(s.dropout_rate >= 0.0 && s.dropout_rate < 1.0)) {
     return Bad("privacy.secagg.dropout_rate", "must be in [0, 1), got " + Num(s.dropout_rate));
   }
@@ -109,6 +112,13 @@ Status ValidateSecAgg(const SecAggConfig& s, const FederationShape& shape) {
                                                std::to_string(s.threshold) +
                                                " (one share alone would reveal a secret)");
   }
+  // Above half the group, no two disjoint sets of answers can each reach t: a coordinator cannot
+  // collect both kinds of share of one client by telling two halves different stories.
+  if (2 * static_cast<int64_t>(s.threshold) <= group) {
+    return Bad("privacy.secagg.threshold",
+               std::to_string(s.threshold) + " must exceed half of the " + std::to_string(group) +
+                   " clients that hold a secret's shares");
+  }
   // Each step may lose dropout_rate of its clients; the survivors of the neighbourhood must still
   // hold t shares.
   const auto survivors = static_cast<int64_t>(
@@ -125,16 +135,10 @@ Status ValidateSecAgg(const SecAggConfig& s, const FederationShape& shape) {
                std::to_string(shape.min_results) + " is below privacy.secagg.threshold " +
                    std::to_string(s.threshold) + ": a step could close with too few shares");
   }
-  // n contributions of at most clip_range·2^f each must stay below 2^(k−1) so the sum cannot wrap.
-  const double limit = std::ldexp(1.0, s.modulus_bits - 1);
-  const double unit = s.clip_range * std::ldexp(1.0, s.fraction_bits);
-  if (static_cast<double>(n) * unit >= limit) {
-    const double fit = std::floor((limit - 1.0) / unit);
-    return Bad("privacy.secagg.modulus_bits",
-               "a ring of 2^" + std::to_string(s.modulus_bits) + " wraps when " +
-                   std::to_string(n) + " contributions of ±" + Num(s.clip_range) + " at 2^-" +
-                   std::to_string(s.fraction_bits) + " are added (at most " + Num(fit) +
-                   " fit); raise modulus_bits or lower fraction_bits or clip_range");
+  // A sum of as many contributions as can arrive must not wrap the ring.
+  const FixedPointFormat format{s.modulus_bits, s.fraction_bits, s.clip_range};
+  if (Status fits = ValidateFixedPoint(format, summands); !fits.ok()) {
+    return Bad("privacy.secagg.modulus_bits", fits.message());
   }
   return Status::Ok();
 }
@@ -152,7 +156,11 @@ double EffectiveBitNoise(const DpConfig& dp, int64_t cohort) {
 
 Status ValidatePrivacyConfig(const PrivacyConfig& config, const FederationShape& shape) {
   if (config.dp.enabled) TANDEM_RETURN_IF_ERROR(ValidateDp(config.dp, shape));
-  if (config.secagg.enabled) TANDEM_RETURN_IF_ERROR(ValidateSecAgg(config.secagg, shape));
+  if (config.secagg.enabled) {
+    const bool poisson = config.dp.enabled && config.dp.sampling == "poisson";
+    const int64_t summands = poisson ? std::max(shape.clients, shape.cohort) : shape.cohort;
+    TANDEM_RETURN_IF_ERROR(ValidateSecAgg(config.secagg, shape, summands));
+  }
   return Status::Ok();
 }
 

@@ -59,7 +59,8 @@ class MeanAlgorithm : public ServerAlgorithm {
   StatusOr<TaskSpec> BeginRound(uint64_t, const std::vector<ClientInfo>&) override {
     sum_.emplace(length_);
     aggregated_ = false;
-    TaskSpec spec{kKind, {}, {}};
+    TaskSpec spec;
+    spec.kind = kKind;
     spec.contribution = ContributionSpec{"delta", length_};
     return spec;
   }
@@ -296,6 +297,17 @@ TEST(PrivatePipelineTest, ASmallRingAgreesWithinItsResolution) {
   EXPECT_GT(worst, 0.0) << "a 2^-16 ring should not be exact";
 }
 
+// Without DP nothing bounds a weighted value but clip_range: a client whose weight or w·x would
+// be clamped fails its task with a clear error instead of skewing the mean silently.
+TEST(PrivatePipelineTest, AWeightBeyondTheClipRangeIsAnErrorNotASilentClamp) {
+  const Scenario s = MakeScenario(4, 20);  // weights 10, 17, 24, 31
+  Federation f(s, SecAgg(3, 64, 32, 20.0), Engine(1, 3));
+  ASSERT_TRUE(f.Run());
+  EXPECT_TRUE(f.algorithm->means.empty());
+  ASSERT_EQ(f.client_errors.size(), 2u);
+  EXPECT_NE(f.client_errors[0].find("clip_range"), std::string::npos) << f.client_errors[0];
+}
+
 TEST(PrivatePipelineTest, DropoutsAfterMaskingAreRecoveredFromShares) {
   const Scenario s = MakeScenario(6, 100);
   Federation f(s, SecAgg(4), Engine(1, 4));
@@ -362,7 +374,8 @@ TEST(PrivatePipelineTest, SecAggPlusWithDropouts) {
   ASSERT_EQ(f.algorithm->means.size(), 1u);
   RunningSum expected(s.length);
   for (int i = 0; i < 12; ++i) {
-    if (i != 7) ASSERT_TRUE(expected.Add(s.values[i], s.weights[i]).ok());
+    if (i == 7) continue;
+    ASSERT_TRUE(expected.Add(s.values[i], s.weights[i]).ok());
   }
   std::vector<float> mean(s.length);
   ASSERT_TRUE(expected.Mean(mean).ok());

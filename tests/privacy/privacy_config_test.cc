@@ -76,6 +76,7 @@ TEST(PrivacyConfigTest, RejectsThresholdsTheDropoutRateBreaks) {
   const std::string s = "[privacy.secagg]\nenabled = true\n";
   ExpectRejected(s + "threshold = 1\n", "one share alone");
   ExpectRejected(s + "threshold = 11\n", "threshold");
+  ExpectRejected(s + "threshold = 5\n", "exceed half");  // 5 of 10 is not a majority
   // 10 clients, 30 % dropout: 7 survive, so t = 8 cannot work and t = 7 can (with min_results 7).
   ExpectRejected(s + "threshold = 8\ndropout_rate = 0.3\n", "cannot tolerate");
   FederationShape shape = kShape;
@@ -97,7 +98,7 @@ TEST(PrivacyConfigTest, RejectsARingTheSumCouldWrap) {
   const std::string s = "[privacy.secagg]\nenabled = true\n";
   // 10 · 2^16 · 2^32 = 10·2^48 < 2^63: fits. 2^32 ring: 10 · 2^16 · 2^16 ≥ 2^31 wraps.
   EXPECT_TRUE(Build(s).ok());
-  ExpectRejected(s + "modulus_bits = 32\nfraction_bits = 16\n", "wraps");
+  ExpectRejected(s + "modulus_bits = 32\nfraction_bits = 16\n", "could wrap");
   // 10 · 4 · 2^24 = 2^29.3 < 2^31: fits in 32 bits.
   EXPECT_TRUE(Build(s + "modulus_bits = 32\nfraction_bits = 24\nclip_range = 4\n").ok());
   // Boundary: n · c · 2^f must be strictly below 2^(k−1). With a cohort of 16, 16 · 2^3 · 2^3 =
@@ -105,8 +106,15 @@ TEST(PrivacyConfigTest, RejectsARingTheSumCouldWrap) {
   FederationShape shape = kShape;
   shape.cohort = 16;
   shape.min_results = 16;
-  ExpectRejected(s + "modulus_bits = 11\nfraction_bits = 3\nclip_range = 8\n", "wraps", shape);
+  ExpectRejected(s + "modulus_bits = 11\nfraction_bits = 3\nclip_range = 8\n", "could wrap", shape);
   EXPECT_TRUE(Build(s + "modulus_bits = 12\nfraction_bits = 3\nclip_range = 8\n", shape).ok());
+  // Under Poisson sampling a cohort can be the whole population: 100 · 8 · 2^3 = 6400 needs 2^14.
+  const std::string poisson =
+      "[privacy.dp]\nenabled = true\nsampling = \"poisson\"\ndelta = 1e-3\n" + s;
+  ExpectRejected(poisson + "modulus_bits = 13\nfraction_bits = 3\nclip_range = 8\n", "could wrap",
+                 shape);
+  shape.clients = 16;
+  EXPECT_TRUE(Build(poisson + "modulus_bits = 12\nfraction_bits = 3\nclip_range = 8\n", shape).ok());
   ExpectRejected(s + "modulus_bits = 4\n", "modulus_bits");
   ExpectRejected(s + "fraction_bits = 64\n", "fraction_bits");
   ExpectRejected(s + "clip_range = 0\n", "clip_range");
