@@ -91,6 +91,10 @@ int main(int argc, char** argv) {
   eval->add_option("--max-tokens", max_tokens, "Evaluate at most this many tokens per split (0: all)");
   eval->add_option("--exact-match", exact_match, "Prompt/answer records scored per category")->capture_default_str();
   eval->add_option("--json", json_out, "Also write the results as JSON here");
+  tandem::ProxyEval proxy;
+  eval->add_option("--proxy-tuned", proxy.tuned, "Proxy-tuning: a tuned small model")->check(CLI::ExistingFile);
+  eval->add_option("--proxy-base", proxy.base, "Proxy-tuning: that small model before tuning")->check(CLI::ExistingFile);
+  eval->add_option("--proxy-alpha", proxy.alpha, "Proxy-tuning strength")->capture_default_str();
 
   // tandem generate --checkpoint F
   tandem::GenerateOptions gen;
@@ -241,7 +245,7 @@ int main(int argc, char** argv) {
   if (*eval) {
     auto config = LoadConfig(config_path, overrides);
     if (!config.ok()) return Fail(config.status());
-    Status s = tandem::RunEval(*config, checkpoint, lora, max_tokens, exact_match, json_out);
+    Status s = tandem::RunEval(*config, checkpoint, lora, max_tokens, exact_match, json_out, proxy);
     return s.ok() ? 0 : Fail(s);
   }
   if (*generate) {

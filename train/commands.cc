@@ -11,6 +11,7 @@
 #include "models/tokenizer.h"
 #include "train/data_setup.h"
 #include "train/evaluate.h"
+#include "train/proxy_tune.h"
 
 namespace tandem {
 namespace {
@@ -32,20 +33,47 @@ StatusOr<std::unique_ptr<Gpt>> LoadModel(const std::string& checkpoint, const st
 }  // namespace
 
 Status RunEval(const Config& config, const std::string& checkpoint, const std::string& lora,
-               int64_t max_tokens, int exact_match_per_category, const std::string& json_out) {
+               int64_t max_tokens, int exact_match_per_category, const std::string& json_out,
+               const ProxyEval& proxy) {
   TANDEM_ASSIGN_OR_RETURN(DataConfig data, DataConfigFromConfig(config));
   config.MarkUsed("");  // the rest of a training config is not needed here (all keys)
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<Gpt> model, LoadModel(checkpoint, lora));
+  if (proxy.tuned.empty() != proxy.base.empty()) {
+    return Status::InvalidArgument("proxy-tuning needs both --proxy-tuned and --proxy-base");
+  }
+  std::unique_ptr<Gpt> tuned, base;
+  if (!proxy.tuned.empty()) {
+    TANDEM_ASSIGN_OR_RETURN(tuned, LoadGpt(proxy.tuned));
+    TANDEM_ASSIGN_OR_RETURN(base, LoadGpt(proxy.base));
+    if (!(tuned->config() == base->config())) {
+      return Status::InvalidArgument("--proxy-tuned holds " + tuned->config().ToString() +
+                                     " but --proxy-base holds " + base->config().ToString());
+    }
+  }
   TANDEM_ASSIGN_OR_RETURN(DatasetSplits splits, LoadSplits(data));
   nlohmann::json out = {{"checkpoint", checkpoint}, {"model", model->config().ToString()}};
-  std::printf("%-12s %10s %12s %12s\n", "split", "loss", "perplexity", "tokens");
+  std::printf("%-16s %10s %12s %12s\n", "split", "loss", "perplexity", "tokens");
   for (const auto& [name, records] : {std::pair{"validation", &splits.validation},
                                       std::pair{"test", &splits.test}}) {
     if (records->empty()) continue;
     TANDEM_ASSIGN_OR_RETURN(LossResult r, EvaluateLoss(*model, *records, 16, max_tokens));
-    std::printf("%-12s %10.4f %12.3f %12lld\n", name, r.loss, r.perplexity,
+    std::printf("%-16s %10.4f %12.3f %12lld\n", name, r.loss, r.perplexity,
                 static_cast<long long>(r.tokens));
     out[name] = {{"loss", r.loss}, {"perplexity", r.perplexity}, {"tokens", r.tokens}};
+    if (tuned) {
+      ProxyTuneOptions options;
+      options.alpha = proxy.alpha;
+      options.batch = 16;
+      options.max_tokens = max_tokens;
+      TANDEM_ASSIGN_OR_RETURN(LossResult p,
+                              EvaluateProxyTuned(*model, *tuned, *base, *records, options));
+      const std::string label = std::string(name) + "+proxy";
+      std::printf("%-16s %10.4f %12.3f %12lld\n", label.c_str(), p.loss, p.perplexity,
+                  static_cast<long long>(p.tokens));
+      out[std::string(name) + "_proxy_tuned"] = {
+          {"loss", p.loss}, {"perplexity", p.perplexity}, {"tokens", p.tokens},
+          {"alpha", proxy.alpha}};
+    }
   }
   // Exact match is meaningful only for prompt/answer tasks, not for free text that happens to
   // contain an '='.

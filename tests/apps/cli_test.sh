@@ -61,6 +61,14 @@ if [ -s "$dir/runs/cli/metrics.jsonl" ] && [ -s "$dir/runs/cli/summary.json" ] &
 if "$TANDEM" eval "$dir/run.toml" --checkpoint "$ckpt" --json "$dir/eval.json" | grep -q "^validation"; then
   pass "eval"; else fail "eval"; fi
 if grep -q '"perplexity"' "$dir/eval.json"; then pass "eval --json"; else fail "eval --json"; fi
+# Proxy-tuning a model by a tuned model identical to its base steers nothing: the same loss.
+proxy="$("$TANDEM" eval "$dir/run.toml" --checkpoint "$ckpt" --proxy-tuned "$ckpt" --proxy-base "$ckpt")"
+plain_loss="$(echo "$proxy" | awk '$1 == "validation" {print $2}')"
+proxy_loss="$(echo "$proxy" | awk '$1 == "validation+proxy" {print $2}')"
+if [ -n "$plain_loss" ] && [ "$plain_loss" = "$proxy_loss" ]; then pass "eval --proxy-tuned";
+  else fail "eval --proxy-tuned: '$plain_loss' vs '$proxy_loss'"; fi
+if ! "$TANDEM" eval "$dir/run.toml" --checkpoint "$ckpt" --proxy-tuned "$ckpt" > /dev/null 2>&1; then
+  pass "eval --proxy-tuned without --proxy-base is an error"; else fail "proxy without base accepted"; fi
 out="$("$TANDEM" generate --checkpoint "$ckpt" --prompt "the " --max-tokens 20 --seed 3)"
 if [ "${out:0:4}" = "the " ] && [ ${#out} -gt 4 ]; then pass "generate"; else fail "generate: '$out'"; fi
 if "$TANDEM" bench train --preset slm-micro --batch 2 --steps 2 | grep -qE '^tokens_per_s=[0-9.]+$'; then
