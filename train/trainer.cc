@@ -157,6 +157,7 @@ StatusOr<TrainConfig> TrainConfigFromConfig(const Config& config) {
   TANDEM_ASSIGN_OR_RETURN(int64_t sample, config.GetInt("train.sample_tokens", 0, 0, 100000));
   t.sample_tokens = static_cast<int>(sample);
   TANDEM_ASSIGN_OR_RETURN(t.sample_prompt, config.GetString("train.sample_prompt", ""));
+  TANDEM_ASSIGN_OR_RETURN(t.train_on, config.GetChoice("train.on", "train", {"train", "public"}));
   TANDEM_RETURN_IF_ERROR(config.CheckAllKeysUsed());
   return t;
 }
@@ -170,11 +171,19 @@ StatusOr<TrainResult> RunTrain(const Config& config, bool resume) {
   TANDEM_RETURN_IF_ERROR(WriteText(run_dir + "/config.toml", config.ToToml()));
 
   TANDEM_ASSIGN_OR_RETURN(DatasetSplits splits, LoadSplits(tc.data));
-  log->info("data: {} train, {} validation, {} test records from '{}'", splits.train.size(),
-            splits.validation.size(), splits.test.size(), tc.data.source);
+  log->info("data: {} train, {} validation, {} test, {} public records from '{}'",
+            splits.train.size(), splits.validation.size(), splits.test.size(),
+            splits.public_.size(), tc.data.source);
+  const std::vector<Record>& training = tc.train_on == "public" ? splits.public_ : splits.train;
+  if (training.empty()) {
+    return Status::InvalidArgument("train.on = \"" + tc.train_on + "\" but that split is empty" +
+                                   (tc.train_on == "public"
+                                        ? std::string("; set data.public_categories")
+                                        : std::string()));
+  }
   TANDEM_ASSIGN_OR_RETURN(
       Batcher batcher,
-      Batcher::Create(TokenDataset::FromRecords(splits.train), tc.batch, tc.model.context));
+      Batcher::Create(TokenDataset::FromRecords(training), tc.batch, tc.model.context));
 
   std::unique_ptr<Gpt> model;
   if (!tc.init_checkpoint.empty()) {

@@ -22,6 +22,9 @@ struct TrainConfig {
   uint64_t seed = 1;
   ModelConfig model;
   std::string init_checkpoint;  // start from these weights instead of a fresh init
+  // train.on: "train" (the training split) or "public" (the public split: how the cloud LLM and
+  // the SLMs' starting point learn the public categories before a federated run).
+  std::string train_on = "train";
   bool use_lora = false;
   LoraConfig lora;
   DataConfig data;
