@@ -1,7 +1,9 @@
 // The client half of fedavg; see client/fedavg_client.h.
 #include "client/fedavg_client.h"
 
+#include <algorithm>
 #include <cmath>
+#include <optional>
 #include <cstring>
 #include <set>
 
@@ -13,6 +15,8 @@
 #include "core/timer.h"
 #include "data/batcher.h"
 #include "data/partition.h"
+#include "distill/kd_loss.h"
+#include "distill/topk.h"
 #include "models/adamw.h"
 #include "train/data_setup.h"
 #include "train/evaluate.h"
@@ -22,6 +26,30 @@ namespace {
 
 constexpr char kTrainTask[] = "fedavg.train";
 constexpr char kEvalTask[] = "fedavg.eval";
+constexpr char kDistillTask[] = "distill.train";
+
+const wire::Tensor* Named(const wire::TaskAssign& task, const std::string& name) {
+  for (const auto& t : task.tensors) {
+    if (t.name == name) return &t;
+  }
+  return nullptr;
+}
+
+// The rows of `windows` (each T rows of `all`, in window order) as one TopKTargets.
+TopKTargets GatherWindows(const TopKTargets& all, const std::vector<int>& windows, int T) {
+  TopKTargets out;
+  out.k = all.k;
+  out.vocab = all.vocab;
+  out.temperature = all.temperature;
+  out.rows = static_cast<int>(windows.size()) * T;
+  for (int w : windows) {
+    const TopKTargets part = SliceTopK(all, w * T, T);
+    out.indices.insert(out.indices.end(), part.indices.begin(), part.indices.end());
+    out.probs.insert(out.probs.end(), part.probs.begin(), part.probs.end());
+    out.tail.insert(out.tail.end(), part.tail.begin(), part.tail.end());
+  }
+  return out;
+}
 
 
 }  // namespace
@@ -45,6 +73,7 @@ StatusOr<ClientData> LoadClientData(const Config& config, int index) {
   TANDEM_ASSIGN_OR_RETURN(auto parts, PartitionRecords(splits.train, *spec,
                                                        static_cast<int>(clients), data.seed));
   ClientData out;
+  out.public_ = splits.public_;
   for (size_t i : parts[index]) out.train.push_back(splits.train[i]);
   if (spec->kind == PartitionKind::kByCategory) {
     // Held-out records of the client's own categories.
@@ -70,13 +99,70 @@ StatusOr<ClientData> LoadClientData(const Config& config, int index) {
 FedAvgClient::FedAvgClient(const ModelConfig& model, ClientData data, int index, int threads,
                            const ComputeSlots* slots)
     : model_(std::make_unique<Gpt>(model)), data_(std::move(data)),
-      train_tokens_(TokenDataset::FromRecords(data_.train)), index_(index),
+      train_tokens_(TokenDataset::FromRecords(data_.train)),
+      public_tokens_(TokenDataset::FromRecords(data_.public_)), index_(index),
       threads_(std::max(1, threads)), slots_(slots) {}
 
-std::vector<std::string> FedAvgClient::Capabilities() const { return {kTrainTask, kEvalTask}; }
+std::vector<std::string> FedAvgClient::Capabilities() const {
+  return {kTrainTask, kEvalTask, kDistillTask};
+}
+
+struct FedAvgClient::KdBatches {
+  std::vector<int32_t> starts;  // public-stream offset of each window
+  TopKTargets targets;          // (windows · T) rows, window by window
+  KdOptions options;
+  double weight = 1.0;          // of the KD batch's loss against the own-data loss
+};
+
+StatusOr<FedAvgClient::KdBatches> FedAvgClient::LoadKd(const wire::TaskAssign& task) const {
+  KdBatches kd;
+  const wire::Params& p = task.params;
+  TANDEM_ASSIGN_OR_RETURN(double alpha, RealParam(p, "kd.alpha", 0.0, 1.0));
+  TANDEM_ASSIGN_OR_RETURN(double temperature, RealParam(p, "kd.temperature", 1e-3, 1e3));
+  TANDEM_ASSIGN_OR_RETURN(kd.weight, RealParam(p, "kd.weight", 0.0, 1e3));
+  kd.options.alpha = static_cast<float>(alpha);
+  kd.options.temperature = static_cast<float>(temperature);
+  const wire::Tensor* windows = Named(task, "kd.windows");
+  const wire::Tensor* words = Named(task, "kd.topk_words");
+  const wire::Tensor* values = Named(task, "kd.topk_values");
+  if (windows == nullptr || windows->dtype != wire::DType::kUint32 || words == nullptr ||
+      words->dtype != wire::DType::kUint32 || values == nullptr ||
+      values->dtype != wire::DType::kFloat32) {
+    return Status::InvalidArgument("a distill.train task needs u32 'kd.windows', u32 "
+                                   "'kd.topk_words' and f32 'kd.topk_values'");
+  }
+  const int T = model_->config().context;
+  const std::vector<uint32_t> starts = windows->ToUint32();
+  if (starts.empty()) return Status::InvalidArgument("kd.windows is empty");
+  if (public_tokens_.size() < static_cast<size_t>(T) + 1) {
+    return Status::FailedPrecondition("this client's public split has fewer than " +
+                                      std::to_string(T + 1) + " tokens");
+  }
+  const size_t last = public_tokens_.size() - static_cast<size_t>(T) - 1;
+  for (uint32_t s : starts) {
+    if (s > last) {
+      return Status::InvalidArgument("kd.windows: start " + std::to_string(s) +
+                                     " is past the public split's last window " +
+                                     std::to_string(last));
+    }
+    kd.starts.push_back(static_cast<int32_t>(s));
+  }
+  TANDEM_ASSIGN_OR_RETURN(kd.targets, DecodeTopK(words->ToUint32(), values->ToFloat32()));
+  if (kd.targets.rows != static_cast<int>(starts.size()) * T ||
+      kd.targets.vocab != model_->config().vocab ||
+      kd.targets.temperature != kd.options.temperature) {
+    return Status::InvalidArgument("kd targets hold " + std::to_string(kd.targets.rows) +
+                                   " rows of vocabulary " + std::to_string(kd.targets.vocab) +
+                                   " at T " + std::to_string(kd.targets.temperature) +
+                                   "; expected " + std::to_string(starts.size() * T) +
+                                   " rows of " + std::to_string(model_->config().vocab) +
+                                   " at the task's kd.temperature");
+  }
+  return kd;
+}
 
 Status FedAvgClient::Run(uint64_t round, const wire::TaskAssign& task, wire::TaskResult* result) {
-  if (task.kind != kTrainTask && task.kind != kEvalTask) {
+  if (task.kind != kTrainTask && task.kind != kEvalTask && task.kind != kDistillTask) {
     return Status::InvalidArgument("unknown task kind '" + task.kind + "'");
   }
   ComputeSlots::Lease lease;
@@ -87,7 +173,7 @@ Status FedAvgClient::Run(uint64_t round, const wire::TaskAssign& task, wire::Tas
   // Time spent computing, without the wait for a compute slot: the round's critical path is
   // compared with it (bench/round_overhead.sh).
   Stopwatch compute;
-  Status s = task.kind == kTrainTask ? Train(round, task, result) : Evaluate(task, result);
+  Status s = task.kind == kEvalTask ? Evaluate(task, result) : Train(round, task, result);
   if (s.ok()) result->metrics["compute_s"] = compute.Seconds();
   return s;
 }
@@ -100,13 +186,12 @@ Status FedAvgClient::LoadGlobal(const wire::TaskAssign& task) {
                                    model_->config().ToString());
   }
   const size_t n = model_->params().size();
-  if (task.tensors.size() != 1 || task.tensors[0].name != "params" ||
-      task.tensors[0].dtype != wire::DType::kFloat32 || task.tensors[0].shape.size() != 1 ||
-      task.tensors[0].shape[0] != n) {
-    return Status::InvalidArgument("expected one tensor 'params' of f32[" + std::to_string(n) +
-                                   "]");
+  const wire::Tensor* params = Named(task, "params");
+  if (params == nullptr || params->dtype != wire::DType::kFloat32 || params->shape.size() != 1 ||
+      params->shape[0] != n) {
+    return Status::InvalidArgument("expected a tensor 'params' of f32[" + std::to_string(n) + "]");
   }
-  task.tensors[0].CopyTo(model_->params());
+  params->CopyTo(model_->params());
   return Status::Ok();
 }
 
@@ -122,6 +207,11 @@ Status FedAvgClient::Train(uint64_t round, const wire::TaskAssign& task,
   TANDEM_ASSIGN_OR_RETURN(double mu, RealParam(p, "proximal_mu", 0.0, 1e6));
   TANDEM_ASSIGN_OR_RETURN(int64_t seed, IntParam(p, "seed", 0, INT64_MAX));
   TANDEM_RETURN_IF_ERROR(LoadGlobal(task));
+  std::optional<KdBatches> kd;
+  if (task.kind == kDistillTask) {
+    TANDEM_ASSIGN_OR_RETURN(KdBatches loaded, LoadKd(task));
+    kd = std::move(loaded);
+  }
 
   const int B = static_cast<int>(batch), T = model_->config().context;
   TANDEM_ASSIGN_OR_RETURN(Batcher batcher,
@@ -139,7 +229,13 @@ Status FedAvgClient::Train(uint64_t round, const wire::TaskAssign& task,
   // The same (seed, client, round) gives the same batches, so a replayed round is identical.
   Rng rng = Rng(static_cast<uint64_t>(seed)).Fork((static_cast<uint64_t>(index_) << 32) ^ round);
   std::vector<int32_t> tokens(static_cast<size_t>(B) * T), targets(tokens.size());
-  double loss_sum = 0.0;
+  // KD batches walk the task's public windows in order, B at a time, wrapping around.
+  const int kd_windows = kd ? static_cast<int>(kd->starts.size()) : 0;
+  const int kd_batch = std::min(B, std::max(kd_windows, 1));
+  std::vector<int32_t> kd_tokens(static_cast<size_t>(kd_batch) * T), kd_targets(kd_tokens.size());
+  std::vector<float> dlogits;
+  std::vector<int> chosen(kd_batch);
+  double loss_sum = 0.0, kd_sum = 0.0, kl_sum = 0.0;
   for (int64_t step = 0; step < steps; ++step) {
     batcher.Next(&rng, tokens.data(), targets.data());
     model_->ZeroGrad();
@@ -150,6 +246,29 @@ Status FedAvgClient::Train(uint64_t round, const wire::TaskAssign& task,
     }
     loss_sum += loss;
     model_->Backward();
+    if (kd) {
+      const auto& pub = public_tokens_.tokens();
+      for (int b = 0; b < kd_batch; ++b) {
+        chosen[b] = static_cast<int>((step * kd_batch + b) % kd_windows);
+        const size_t s = static_cast<size_t>(kd->starts[chosen[b]]);
+        std::copy(pub.begin() + s, pub.begin() + s + T, kd_tokens.begin() + b * T);
+        std::copy(pub.begin() + s + 1, pub.begin() + s + T + 1, kd_targets.begin() + b * T);
+      }
+      const TopKTargets teacher = GatherWindows(kd->targets, chosen, T);
+      const int N = kd_batch * T, V = model_->config().vocab;
+      model_->Forward(kd_tokens.data(), nullptr, kd_batch, T);
+      const KdLoss l = KdTopKForward(model_->logits(), teacher, kd_targets.data(), N, V,
+                                     kd->options);
+      if (!std::isfinite(l.loss)) {
+        return Status::Internal("distillation loss not finite at step " + std::to_string(step));
+      }
+      kd_sum += l.loss;
+      kl_sum += l.kl;
+      dlogits.resize(static_cast<size_t>(N) * V);
+      KdTopKBackward(dlogits.data(), model_->logits(), teacher, kd_targets.data(), N, V,
+                     kd->options, l.count, static_cast<float>(kd->weight));
+      model_->BackwardFromLogits(dlogits.data());
+    }
     if (mu > 0) {
       // FedProx: the gradient of μ/2·‖w − w_global‖².
       auto w = model_->params();
@@ -168,6 +287,10 @@ Status FedAvgClient::Train(uint64_t round, const wire::TaskAssign& task,
   result->weight = static_cast<double>(data_.train.size());
   result->metrics = {{"train_loss", steps > 0 ? loss_sum / steps : 0.0},
                      {"steps", static_cast<double>(steps)}};
+  if (kd && steps > 0) {
+    result->metrics["kd_loss"] = kd_sum / steps;
+    result->metrics["kd_kl"] = kl_sum / steps;
+  }
   return Status::Ok();
 }
 

@@ -1,7 +1,9 @@
 // The client half of `fedavg` and its family: "fedavg.train" trains the global SLM it is sent on
 // the client's own partition for some steps or epochs (with the FedProx term when μ > 0, Li et al.
 // 2020) and uploads the delta, weighted by its number of examples; "fedavg.eval" reports the
-// loss of the model it is sent on the client's own held-out records.
+// loss of the model it is sent on the client's own held-out records. "distill.train" (the client
+// half of `distill-down`) is "fedavg.train" plus, at every local step, a knowledge-distillation
+// batch on the public split against the coordinator's top-k teacher targets.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +22,7 @@ namespace tandem {
 struct ClientData {
   std::vector<Record> train;       // this client's partition of the training split
   std::vector<Record> validation;  // this client's partition of the validation split
+  std::vector<Record> public_;     // the public split, the same for every process
 };
 
 class FedAvgClient : public TaskHandler {
@@ -34,12 +37,16 @@ class FedAvgClient : public TaskHandler {
 
  private:
   Status Train(uint64_t round, const wire::TaskAssign& task, wire::TaskResult* result);
+  // The public windows and teacher targets of a "distill.train" task, checked.
+  struct KdBatches;
+  StatusOr<KdBatches> LoadKd(const wire::TaskAssign& task) const;
   Status Evaluate(const wire::TaskAssign& task, wire::TaskResult* result);
   Status LoadGlobal(const wire::TaskAssign& task);
 
   std::unique_ptr<Gpt> model_;
   ClientData data_;
-  TokenDataset train_tokens_;  // data_.train, tokenized once
+  TokenDataset train_tokens_;   // data_.train, tokenized once
+  TokenDataset public_tokens_;  // data_.public_, tokenized once
   int index_;
   int threads_;
   const ComputeSlots* slots_;

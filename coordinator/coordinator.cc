@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -14,6 +15,7 @@
 #include "coordinator/engine.h"
 #include "coordinator/fedavg_server.h"
 #include "coordinator/server_outbox.h"
+#include "coordinator/distill_down_server.h"
 #include "coordinator/private_server.h"
 #include "coordinator/strategy.h"
 #include "core/config.h"
@@ -164,13 +166,18 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
   TANDEM_ASSIGN_OR_RETURN(std::string name, config.GetString("name", "run"));
   TANDEM_ASSIGN_OR_RETURN(int64_t seed, config.GetInt("seed", 1, 0));
   TANDEM_ASSIGN_OR_RETURN(std::string algorithm_name,
-                          config.GetChoice("algorithm.name", "fedavg", {"fedavg"}));
+                          config.GetChoice("algorithm.name", "fedavg", {"fedavg", "distill-down"}));
   TANDEM_ASSIGN_OR_RETURN(ModelConfig model_config, ModelConfigFromConfig(config, "model"));
   TANDEM_ASSIGN_OR_RETURN(std::string init_checkpoint,
                           config.GetString("model.init_checkpoint", ""));
   TANDEM_ASSIGN_OR_RETURN(DataConfig data, DataConfigFromConfig(config));
   TANDEM_ASSIGN_OR_RETURN(EngineConfig engine_config, EngineConfigFromConfig(config));
   TANDEM_ASSIGN_OR_RETURN(FedAvgServerConfig fedavg, FedAvgServerConfigFromConfig(config));
+  std::optional<DistillDownConfig> distill;
+  if (algorithm_name == "distill-down") {
+    TANDEM_ASSIGN_OR_RETURN(DistillDownConfig c, DistillDownConfigFromConfig(config));
+    distill = std::move(c);
+  }
   TANDEM_ASSIGN_OR_RETURN(wire::TransportConfig transport,
                           wire::TransportConfigFromConfig(config, run_dir));
   if (!options.keys_dir.empty()) transport.keys_dir = options.keys_dir;
@@ -228,6 +235,21 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
   std::random_device entropy;
   const uint64_t run_id = (static_cast<uint64_t>(entropy()) << 32 | entropy()) | 1;
   std::unique_ptr<ServerAlgorithm> active = std::move(fedavg_server);
+  if (distill) {
+    StatusOr<std::unique_ptr<Gpt>> loaded = LoadGpt(distill->teacher);
+    if (!loaded.ok()) {
+      return Status::InvalidArgument("distill.teacher: " + loaded.status().message() +
+                                     " (train one with `tandem train configs/llm-public.toml`)");
+    }
+    std::unique_ptr<Gpt> teacher = std::move(loaded).value();
+    log->info("distill-down: teacher {} ({}), top-{} targets at T = {:g} on {} public windows a "
+              "round", distill->teacher, teacher->config().ToString(), distill->top_k,
+              distill->temperature, distill->windows);
+    std::unique_ptr<FedAvgServer> inner(static_cast<FedAvgServer*>(active.release()));
+    TANDEM_ASSIGN_OR_RETURN(active, DistillDownServer::Create(*distill, std::move(inner),
+                                                              std::move(teacher), splits.public_,
+                                                              static_cast<uint64_t>(seed)));
+  }
   PrivateServer* private_server = nullptr;
   if (privacy.any()) {
     PrivateServerOptions private_options{privacy, shape, run_id, static_cast<uint64_t>(seed), {}};

@@ -280,6 +280,59 @@ EOF2
   [ "$(rounds_done runs/budget)" -eq 2 ] || fail "the budgeted run did not stop after 2 rounds"
   grep -q "stopped early: the privacy budget" budget.out || fail "the early stop was not explained"
   ;;
+distill-down)
+  # The LLM-to-SLM direction: a teacher (here a briefly trained slm-micro; the experiments use
+  # an llm preset) sends top-k targets on public windows with every round's training task. The
+  # clients' distillation loss and the held-out loss must fall over two rounds on a fixed seed.
+  cat > teacher.toml <<'EOF2'
+name = "teacher"
+seed = 5
+out_dir = "runs"
+[model]
+preset = "slm-micro"
+[data]
+source = "fortunes"
+public_categories = ["art", "zippy", "linux"]
+validation_fraction = 0.05
+test_fraction = 0.05
+[train]
+on = "public"
+batch = 8
+steps = 40
+lr = 3e-3
+eval_every = 0
+checkpoint_every = 0
+EOF2
+  "$TANDEM" train teacher.toml > teacher.out 2>&1 || fail "teacher training failed: $(tail -5 teacher.out)"
+  grep -v public_categories teacher.toml > no-public.toml
+  if "$TANDEM" train no-public.toml > no-public.out 2>&1; then fail "train.on = public trained without a public split"; fi
+  grep -q "split is empty" no-public.out || fail "no clear error for an empty public split: $(tail -2 no-public.out)"
+  cat >> base.toml <<'EOF2'
+[algorithm]
+name = "distill-down"
+[distill]
+teacher = "runs/teacher/checkpoints/model.safetensors"
+top_k = 8
+temperature = 2.0
+windows = 8
+EOF2
+  sed -i 's/^source = "fortunes"$/source = "fortunes"\npublic_categories = ["art", "zippy", "linux"]/' base.toml
+  TANDEM_THREADS=1 "$TANDEM" run base.toml --set federation.rounds=2 > run.out 2>&1 ||
+    fail "tandem run failed: $(tail -5 run.out)"
+  [ "$(rounds_done runs/fed)" -eq 2 ] || fail "expected 2 rounds"
+  [ "$(grep -c '(distill.train) sent' runs/fed/coordinator.log)" -eq 2 ] || fail "no distill.train tasks"
+  kd1="$(metric runs/fed 1 kd_kl)"; kd2="$(metric runs/fed 2 kd_kl)"
+  [ -n "$kd1" ] && [ -n "$kd2" ] || fail "no distillation loss in the metrics"
+  /usr/bin/python3 -c "import sys; sys.exit(0 if $kd2 < $kd1 else 1)" ||
+    fail "the distillation KL did not fall: $kd1 -> $kd2"
+  first="$(metric runs/fed 0 val_loss)"; last="$(metric runs/fed 2 val_loss)"
+  /usr/bin/python3 -c "import sys; sys.exit(0 if $last < $first - 0.05 else 1)" ||
+    fail "held-out loss did not fall: $first -> $last"
+  # 8 windows of 64 positions at k = 8: 52 bytes a position, a twentieth of dense f32 logits.
+  bytes="$(metric runs/fed 1 kd_targets_bytes)"
+  /usr/bin/python3 -c "import sys; sys.exit(0 if 0 < $bytes < 8 * 64 * 256 * 4 / 10 else 1)" ||
+    fail "top-k targets take $bytes bytes"
+  ;;
 *)
   echo "unknown scenario $SCENARIO" >&2; exit 2 ;;
 esac

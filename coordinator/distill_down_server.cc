@@ -1,0 +1,152 @@
+#include "coordinator/distill_down_server.h"
+
+#include <algorithm>
+
+#include "core/config.h"
+#include "core/timer.h"
+#include "distill/topk.h"
+
+namespace tandem {
+namespace {
+
+constexpr char kDistillTask[] = "distill.train";
+constexpr char kFedAvgTrainTask[] = "fedavg.train";
+constexpr int kTeacherBatch = 8;  // windows per teacher forward
+
+}  // namespace
+
+StatusOr<DistillDownConfig> DistillDownConfigFromConfig(const Config& config) {
+  DistillDownConfig c;
+  TANDEM_ASSIGN_OR_RETURN(c.teacher, config.RequireString("distill.teacher"));
+  TANDEM_ASSIGN_OR_RETURN(int64_t k, config.GetInt("distill.top_k", c.top_k, 1, 1 << 20));
+  TANDEM_ASSIGN_OR_RETURN(c.temperature,
+                          config.GetDouble("distill.temperature", c.temperature, 1e-3, 1e3));
+  TANDEM_ASSIGN_OR_RETURN(c.alpha, config.GetDouble("distill.alpha", c.alpha, 0.0, 1.0));
+  TANDEM_ASSIGN_OR_RETURN(c.weight, config.GetDouble("distill.weight", c.weight, 0.0, 1e3));
+  TANDEM_ASSIGN_OR_RETURN(int64_t w, config.GetInt("distill.windows", c.windows, 1, 65536));
+  c.top_k = static_cast<int>(k);
+  c.windows = static_cast<int>(w);
+  return c;
+}
+
+StatusOr<std::unique_ptr<DistillDownServer>> DistillDownServer::Create(
+    DistillDownConfig config, std::unique_ptr<FedAvgServer> inner, std::unique_ptr<Gpt> teacher,
+    const std::vector<Record>& public_records, uint64_t seed) {
+  const ModelConfig& slm = inner->model().config();
+  const ModelConfig& llm = teacher->config();
+  if (llm.vocab != slm.vocab) {
+    return Status::InvalidArgument("distill.teacher has a vocabulary of " +
+                                   std::to_string(llm.vocab) + ", the SLM " +
+                                   std::to_string(slm.vocab));
+  }
+  if (llm.context < slm.context) {
+    return Status::InvalidArgument("distill.teacher's context " + std::to_string(llm.context) +
+                                   " is shorter than the SLM's " + std::to_string(slm.context));
+  }
+  if (config.top_k > slm.vocab) {
+    return Status::InvalidArgument("distill.top_k " + std::to_string(config.top_k) +
+                                   " exceeds the vocabulary " + std::to_string(slm.vocab));
+  }
+  TokenDataset tokens = TokenDataset::FromRecords(public_records);
+  if (tokens.size() < static_cast<size_t>(slm.context) + 1) {
+    return Status::InvalidArgument(
+        "distill-down needs a public split of at least one context (" +
+        std::to_string(slm.context + 1) + " tokens), it has " + std::to_string(tokens.size()) +
+        "; set data.public_categories or data.public_fraction");
+  }
+  return std::unique_ptr<DistillDownServer>(new DistillDownServer(
+      std::move(config), std::move(inner), std::move(teacher), std::move(tokens), seed));
+}
+
+DistillDownServer::DistillDownServer(DistillDownConfig config, std::unique_ptr<FedAvgServer> inner,
+                                     std::unique_ptr<Gpt> teacher, TokenDataset public_tokens,
+                                     uint64_t seed)
+    : config_(std::move(config)), inner_(std::move(inner)), teacher_(std::move(teacher)),
+      public_tokens_(std::move(public_tokens)), seed_(seed) {}
+
+std::vector<std::string> DistillDownServer::RequiredCapabilities() const {
+  std::vector<std::string> caps = inner_->RequiredCapabilities();
+  std::replace(caps.begin(), caps.end(), std::string(kFedAvgTrainTask), std::string(kDistillTask));
+  return caps;
+}
+
+std::vector<uint32_t> DistillDownServer::DrawWindows(uint64_t round) const {
+  const int T = inner_->model().config().context;
+  const uint64_t starts = public_tokens_.size() - static_cast<uint64_t>(T);  // s in [0, N−T−1]
+  // From (seed, round) alone, so a resumed round distils on the same windows.
+  Rng rng = Rng(seed_).Fork(0x64697374ULL ^ round);
+  std::vector<uint32_t> out(config_.windows);
+  for (auto& s : out) s = static_cast<uint32_t>(rng.Below(starts));
+  return out;
+}
+
+StatusOr<TaskSpec> DistillDownServer::BeginRound(uint64_t round,
+                                                 const std::vector<ClientInfo>& cohort) {
+  kd_sum_ = kl_sum_ = kd_weight_ = 0.0;
+  TANDEM_ASSIGN_OR_RETURN(TaskSpec spec, inner_->BeginRound(round, cohort));
+  if (spec.kind != kFedAvgTrainTask) return spec;
+  Stopwatch watch;
+  const int T = inner_->model().config().context, V = teacher_->config().vocab;
+  const std::vector<uint32_t> starts = DrawWindows(round);
+  const auto& pub = public_tokens_.tokens();
+  TopKTargets all;
+  all.k = config_.top_k;
+  all.vocab = V;
+  all.temperature = static_cast<float>(config_.temperature);
+  std::vector<int32_t> tokens(static_cast<size_t>(kTeacherBatch) * T);
+  for (size_t w0 = 0; w0 < starts.size(); w0 += kTeacherBatch) {
+    const int B = static_cast<int>(std::min<size_t>(kTeacherBatch, starts.size() - w0));
+    for (int b = 0; b < B; ++b) {
+      std::copy(pub.begin() + starts[w0 + b], pub.begin() + starts[w0 + b] + T,
+                tokens.begin() + static_cast<size_t>(b) * T);
+    }
+    teacher_->Forward(tokens.data(), nullptr, B, T);
+    const TopKTargets part = TopKFromLogits(teacher_->logits(), B * T, V, config_.top_k,
+                                            static_cast<float>(config_.temperature));
+    all.rows += part.rows;
+    all.indices.insert(all.indices.end(), part.indices.begin(), part.indices.end());
+    all.probs.insert(all.probs.end(), part.probs.begin(), part.probs.end());
+    all.tail.insert(all.tail.end(), part.tail.begin(), part.tail.end());
+  }
+  const TopKWire wire = EncodeTopK(all);
+  spec.kind = kDistillTask;
+  spec.params["kd.alpha"] = config_.alpha;
+  spec.params["kd.temperature"] = static_cast<double>(static_cast<float>(config_.temperature));
+  spec.params["kd.weight"] = config_.weight;
+  spec.tensors.push_back(wire::Tensor::Uint32("kd.windows", {starts.size()}, starts));
+  spec.tensors.push_back(wire::Tensor::Uint32("kd.topk_words", {wire.words.size()}, wire.words));
+  spec.tensors.push_back(wire::Tensor::Float32("kd.topk_values", {wire.values.size()}, wire.values));
+  targets_bytes_ = TopKWireBytes(all.rows, all.k, all.vocab) + starts.size() * 4;
+  teacher_s_ = watch.Seconds();
+  return spec;
+}
+
+Status DistillDownServer::OnResult(const ClientInfo& client, const wire::TaskResult& result) {
+  TANDEM_RETURN_IF_ERROR(inner_->OnResult(client, result));
+  auto kd = result.metrics.find("kd_loss");
+  auto kl = result.metrics.find("kd_kl");
+  if (kd != result.metrics.end() && kl != result.metrics.end() && result.weight > 0) {
+    kd_sum_ += kd->second * result.weight;
+    kl_sum_ += kl->second * result.weight;
+    kd_weight_ += result.weight;
+  }
+  return Status::Ok();
+}
+
+void DistillDownServer::AbortRound() {
+  inner_->AbortRound();
+  kd_sum_ = kl_sum_ = kd_weight_ = 0.0;
+}
+
+Status DistillDownServer::EndRound(uint64_t round, std::map<std::string, double>* metrics) {
+  TANDEM_RETURN_IF_ERROR(inner_->EndRound(round, metrics));
+  if (kd_weight_ > 0) {
+    (*metrics)["kd_loss"] = kd_sum_ / kd_weight_;
+    (*metrics)["kd_kl"] = kl_sum_ / kd_weight_;
+  }
+  (*metrics)["teacher_s"] = teacher_s_;
+  (*metrics)["kd_targets_bytes"] = static_cast<double>(targets_bytes_);
+  return Status::Ok();
+}
+
+}  // namespace tandem

@@ -1,0 +1,89 @@
+// The coordinator's half of `distill-down` (DESIGN.md "Algorithms"): knowledge flows from the
+// cloud LLM to the edge SLMs. Every round the coordinator picks windows of the public split, runs
+// its LLM (the teacher) on them, and sends the top-k of its predictions with the round's training
+// task ("distill.train"); each client trains the global SLM on its own data plus a
+// distillation batch on those public windows (client/fedavg_client.h), and the deltas are
+// averaged as in FedAvg, with any of its server strategies and the privacy pipeline.
+//
+// Clients hold the same public split (it is derived from the shared config), so only window
+// offsets and k + 1 numbers per position travel: 100 bytes a position for k = 16.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "coordinator/engine.h"
+#include "coordinator/fedavg_server.h"
+#include "core/rng.h"
+#include "data/batcher.h"
+#include "models/gpt.h"
+
+namespace tandem {
+
+class Config;
+
+// The [distill] section.
+struct DistillDownConfig {
+  std::string teacher;       // distill.teacher: the LLM checkpoint (safetensors); required
+  int top_k = 16;            // distill.top_k: teacher tokens kept per position, in [1, vocab]
+  double temperature = 2.0;  // distill.temperature: T of the KD term
+  double alpha = 0.5;        // distill.alpha: weight of the public batch's own CE; 1 − α for KD
+  double weight = 1.0;       // distill.weight: of the public batch's loss against the own-data one
+  int windows = 32;          // distill.windows: public windows per round, each one SLM context
+};
+
+StatusOr<DistillDownConfig> DistillDownConfigFromConfig(const Config& config);
+
+class DistillDownServer : public ServerAlgorithm {
+ public:
+  // `teacher` must share the SLM's vocabulary and have at least its context; `public_records`
+  // the public split, holding at least one window. `seed` draws the windows of each round.
+  static StatusOr<std::unique_ptr<DistillDownServer>> Create(
+      DistillDownConfig config, std::unique_ptr<FedAvgServer> inner, std::unique_ptr<Gpt> teacher,
+      const std::vector<Record>& public_records, uint64_t seed);
+
+  std::string name() const override { return "distill-down"; }
+  std::vector<std::string> RequiredCapabilities() const override;
+  StatusOr<TaskSpec> BeginRound(uint64_t round, const std::vector<ClientInfo>& cohort) override;
+  bool CustomizesTasks() const override { return inner_->CustomizesTasks(); }
+  void Customize(const ClientInfo& client, wire::TaskAssign* assign) override {
+    inner_->Customize(client, assign);
+  }
+  Status OnResult(const ClientInfo& client, const wire::TaskResult& result) override;
+  Status OnAggregate(const Aggregate& aggregate) override { return inner_->OnAggregate(aggregate); }
+  StatusOr<std::optional<TaskSpec>> OnTaskClosed(const TaskReport& report) override {
+    return inner_->OnTaskClosed(report);
+  }
+  void AbortRound() override;
+  Status EndRound(uint64_t round, std::map<std::string, double>* metrics) override;
+  void SaveState(std::map<std::string, std::vector<float>>* tensors,
+                 std::map<std::string, std::string>* metadata) const override {
+    inner_->SaveState(tensors, metadata);
+  }
+  Status LoadState(const std::map<std::string, std::vector<float>>& tensors,
+                   const std::map<std::string, std::string>& metadata) override {
+    return inner_->LoadState(tensors, metadata);
+  }
+
+  FedAvgServer& fedavg() { return *inner_; }
+  // The public-stream offsets of round `round`'s windows, from (seed, round) alone.
+  std::vector<uint32_t> DrawWindows(uint64_t round) const;
+
+ private:
+  DistillDownServer(DistillDownConfig config, std::unique_ptr<FedAvgServer> inner,
+                    std::unique_ptr<Gpt> teacher, TokenDataset public_tokens, uint64_t seed);
+
+  DistillDownConfig config_;
+  std::unique_ptr<FedAvgServer> inner_;
+  std::unique_ptr<Gpt> teacher_;
+  TokenDataset public_tokens_;
+  uint64_t seed_;
+  // Clients' distillation numbers this round, weighted by their results' weights.
+  double kd_sum_ = 0.0, kl_sum_ = 0.0, kd_weight_ = 0.0;
+  double teacher_s_ = 0.0;
+  uint64_t targets_bytes_ = 0;
+};
+
+}  // namespace tandem
