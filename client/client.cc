@@ -7,6 +7,7 @@
 #include "core/config.h"
 #include "core/logging.h"
 #include "core/threads.h"
+#include "models/gpt_checkpoint.h"
 #include "models/model_config.h"
 #include "wire/transport.h"
 #include "wire/transport_config.h"
@@ -47,6 +48,17 @@ StatusOr<SessionSummary> RunClient(const Config& config, const ClientOptions& op
   const ComputeSlots slots = ComputeSlots::ForMachine();
   FedAvgClient handler(model, std::move(data), options.index, threads,
                        options.use_compute_slots ? &slots : nullptr);
+  // Where a client's own SLM starts (distill-up): the SLM trained on the public categories.
+  TANDEM_ASSIGN_OR_RETURN(std::string init, config.GetString("model.init_checkpoint", ""));
+  if (!init.empty()) {
+    TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<Gpt> start, LoadGpt(init));
+    if (!(start->config() == model)) {
+      return Status::InvalidArgument("model.init_checkpoint '" + init + "' holds " +
+                                     start->config().ToString() + ", the config asks for " +
+                                     model.ToString());
+    }
+    handler.SetInitialParams({start->params().begin(), start->params().end()});
+  }
   // The privacy pipeline acts only on tasks the coordinator marks as contributions.
   PrivateTaskHandler protected_handler(&handler);
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<wire::Client> link, wire::Client::Connect(link_options));

@@ -15,6 +15,7 @@
 #include "core/timer.h"
 #include "data/batcher.h"
 #include "data/partition.h"
+#include "distill/ensemble.h"
 #include "distill/kd_loss.h"
 #include "distill/topk.h"
 #include "models/adamw.h"
@@ -27,6 +28,7 @@ namespace {
 constexpr char kTrainTask[] = "fedavg.train";
 constexpr char kEvalTask[] = "fedavg.eval";
 constexpr char kDistillTask[] = "distill.train";
+constexpr char kDistillUpTask[] = "distill.up";
 
 const wire::Tensor* Named(const wire::TaskAssign& task, const std::string& name) {
   for (const auto& t : task.tensors) {
@@ -104,7 +106,7 @@ FedAvgClient::FedAvgClient(const ModelConfig& model, ClientData data, int index,
       threads_(std::max(1, threads)), slots_(slots) {}
 
 std::vector<std::string> FedAvgClient::Capabilities() const {
-  return {kTrainTask, kEvalTask, kDistillTask};
+  return {kTrainTask, kEvalTask, kDistillTask, kDistillUpTask};
 }
 
 struct FedAvgClient::KdBatches {
@@ -162,7 +164,8 @@ StatusOr<FedAvgClient::KdBatches> FedAvgClient::LoadKd(const wire::TaskAssign& t
 }
 
 Status FedAvgClient::Run(uint64_t round, const wire::TaskAssign& task, wire::TaskResult* result) {
-  if (task.kind != kTrainTask && task.kind != kEvalTask && task.kind != kDistillTask) {
+  if (task.kind != kTrainTask && task.kind != kEvalTask && task.kind != kDistillTask &&
+      task.kind != kDistillUpTask) {
     return Status::InvalidArgument("unknown task kind '" + task.kind + "'");
   }
   ComputeSlots::Lease lease;
@@ -204,9 +207,16 @@ Status FedAvgClient::Train(uint64_t round, const wire::TaskAssign& task,
   TANDEM_ASSIGN_OR_RETURN(double lr, RealParam(p, "lr", 0.0, 10.0));
   TANDEM_ASSIGN_OR_RETURN(double weight_decay, RealParam(p, "weight_decay", 0.0, 10.0));
   TANDEM_ASSIGN_OR_RETURN(double grad_clip, RealParam(p, "grad_clip", 0.0, 1e9));
-  TANDEM_ASSIGN_OR_RETURN(double mu, RealParam(p, "proximal_mu", 0.0, 1e6));
   TANDEM_ASSIGN_OR_RETURN(int64_t seed, IntParam(p, "seed", 0, INT64_MAX));
-  TANDEM_RETURN_IF_ERROR(LoadGlobal(task));
+  const bool up = task.kind == kDistillUpTask;
+  double mu = 0.0;
+  if (up) {
+    // distill-up: this client's own SLM, which stays here between rounds.
+    TANDEM_RETURN_IF_ERROR(UseLocalModel(task, static_cast<uint64_t>(seed)));
+  } else {
+    TANDEM_ASSIGN_OR_RETURN(mu, RealParam(p, "proximal_mu", 0.0, 1e6));
+    TANDEM_RETURN_IF_ERROR(LoadGlobal(task));
+  }
   std::optional<KdBatches> kd;
   if (task.kind == kDistillTask) {
     TANDEM_ASSIGN_OR_RETURN(KdBatches loaded, LoadKd(task));
@@ -279,12 +289,18 @@ Status FedAvgClient::Train(uint64_t round, const wire::TaskAssign& task,
     if (grad_clip > 0) ClipGradientNorm(model_->grads(), grad_clip);
     opt.Step(model_->params(), model_->grads(), static_cast<float>(lr));
   }
-  std::vector<float> delta(n);
-  const auto w = model_->params();
-  for (size_t i = 0; i < n; ++i) delta[i] = w[i] - global[i];
   result->tensors.clear();
-  result->tensors.push_back(wire::Tensor::Float32("delta", {n}, delta));
-  result->weight = static_cast<double>(data_.train.size());
+  if (up) {
+    TANDEM_ASSIGN_OR_RETURN(std::vector<float> probs, PredictWindows(task));
+    result->tensors.push_back(wire::Tensor::Float32("probs", {probs.size()}, probs));
+    result->weight = 1.0;  // the ensemble is a plain mean of the clients' distributions
+  } else {
+    std::vector<float> delta(n);
+    const auto w = model_->params();
+    for (size_t i = 0; i < n; ++i) delta[i] = w[i] - global[i];
+    result->tensors.push_back(wire::Tensor::Float32("delta", {n}, delta));
+    result->weight = static_cast<double>(data_.train.size());
+  }
   result->metrics = {{"train_loss", steps > 0 ? loss_sum / steps : 0.0},
                      {"steps", static_cast<double>(steps)}};
   if (kd && steps > 0) {
@@ -292,6 +308,50 @@ Status FedAvgClient::Train(uint64_t round, const wire::TaskAssign& task,
     result->metrics["kd_kl"] = kl_sum / steps;
   }
   return Status::Ok();
+}
+
+Status FedAvgClient::UseLocalModel(const wire::TaskAssign& task, uint64_t seed) {
+  auto model = task.params.find("model");
+  if (model == task.params.end() || !std::holds_alternative<std::string>(model->second) ||
+      std::get<std::string>(model->second) != model_->config().ToString()) {
+    return Status::InvalidArgument("task is for another model than this client's " +
+                                   model_->config().ToString());
+  }
+  if (!local_ready_) {
+    if (!initial_params_.empty()) {
+      std::copy(initial_params_.begin(), initial_params_.end(), model_->params().begin());
+    } else {
+      model_->InitWeights(seed ^ (static_cast<uint64_t>(index_) << 20));
+    }
+    local_ready_ = true;
+  }
+  return Status::Ok();
+}
+
+StatusOr<std::vector<float>> FedAvgClient::PredictWindows(const wire::TaskAssign& task) {
+  TANDEM_ASSIGN_OR_RETURN(double temperature, RealParam(task.params, "kd.temperature", 1e-3, 1e3));
+  const wire::Tensor* windows = Named(task, "kd.windows");
+  if (windows == nullptr || windows->dtype != wire::DType::kUint32 || windows->NumElements() == 0) {
+    return Status::InvalidArgument("a distill.up task needs a non-empty u32 tensor 'kd.windows'");
+  }
+  const int T = model_->config().context, V = model_->config().vocab;
+  const std::vector<uint32_t> starts = windows->ToUint32();
+  if (public_tokens_.size() < static_cast<size_t>(T) + 1) {
+    return Status::FailedPrecondition("this client's public split is shorter than one context");
+  }
+  const size_t last = public_tokens_.size() - static_cast<size_t>(T) - 1;
+  const auto& pub = public_tokens_.tokens();
+  std::vector<float> probs(starts.size() * static_cast<size_t>(T) * V);
+  for (size_t w = 0; w < starts.size(); ++w) {
+    if (starts[w] > last) {
+      return Status::InvalidArgument("kd.windows: start " + std::to_string(starts[w]) +
+                                     " is past the public split's last window");
+    }
+    model_->Forward(pub.data() + starts[w], nullptr, 1, T);
+    EnsembleContribution(probs.data() + w * T * V, model_->logits(), T, V,
+                         static_cast<float>(temperature), EnsembleMode::kMeanProbabilities);
+  }
+  return probs;
 }
 
 Status FedAvgClient::Evaluate(const wire::TaskAssign& task, wire::TaskResult* result) {

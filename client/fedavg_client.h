@@ -3,7 +3,9 @@
 // 2020) and uploads the delta, weighted by its number of examples; "fedavg.eval" reports the
 // loss of the model it is sent on the client's own held-out records. "distill.train" (the client
 // half of `distill-down`) is "fedavg.train" plus, at every local step, a knowledge-distillation
-// batch on the public split against the coordinator's top-k teacher targets.
+// batch on the public split against the coordinator's top-k teacher targets. "distill.up" (the
+// client half of `distill-up`) trains this client's own SLM, which stays here, and uploads its
+// predictions on the task's public windows.
 #pragma once
 
 #include <cstdint>
@@ -33,6 +35,9 @@ class FedAvgClient : public TaskHandler {
                const ComputeSlots* slots);
 
   std::vector<std::string> Capabilities() const override;
+  // The weights this client's own SLM starts from in distill-up (e.g. the SLM trained on the
+  // public categories); without them it starts from a fresh initialization.
+  void SetInitialParams(std::vector<float> params) { initial_params_ = std::move(params); }
   Status Run(uint64_t round, const wire::TaskAssign& task, wire::TaskResult* result) override;
 
  private:
@@ -42,6 +47,10 @@ class FedAvgClient : public TaskHandler {
   StatusOr<KdBatches> LoadKd(const wire::TaskAssign& task) const;
   Status Evaluate(const wire::TaskAssign& task, wire::TaskResult* result);
   Status LoadGlobal(const wire::TaskAssign& task);
+  // distill-up: checks the task's model and sets up this client's own SLM on first use.
+  Status UseLocalModel(const wire::TaskAssign& task, uint64_t seed);
+  // distill-up: the SLM's probabilities at the task's temperature on its public windows.
+  StatusOr<std::vector<float>> PredictWindows(const wire::TaskAssign& task);
 
   std::unique_ptr<Gpt> model_;
   ClientData data_;
@@ -49,6 +58,8 @@ class FedAvgClient : public TaskHandler {
   TokenDataset public_tokens_;  // data_.public_, tokenized once
   int index_;
   int threads_;
+  std::vector<float> initial_params_;
+  bool local_ready_ = false;  // distill-up: the own SLM exists
   const ComputeSlots* slots_;
 };
 

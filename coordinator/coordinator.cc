@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <functional>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -16,6 +17,7 @@
 #include "coordinator/fedavg_server.h"
 #include "coordinator/server_outbox.h"
 #include "coordinator/distill_down_server.h"
+#include "coordinator/distill_up_server.h"
 #include "coordinator/private_server.h"
 #include "coordinator/strategy.h"
 #include "core/config.h"
@@ -166,7 +168,8 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
   TANDEM_ASSIGN_OR_RETURN(std::string name, config.GetString("name", "run"));
   TANDEM_ASSIGN_OR_RETURN(int64_t seed, config.GetInt("seed", 1, 0));
   TANDEM_ASSIGN_OR_RETURN(std::string algorithm_name,
-                          config.GetChoice("algorithm.name", "fedavg", {"fedavg", "distill-down"}));
+                          config.GetChoice("algorithm.name", "fedavg",
+                                           {"fedavg", "distill-down", "distill-up"}));
   TANDEM_ASSIGN_OR_RETURN(ModelConfig model_config, ModelConfigFromConfig(config, "model"));
   TANDEM_ASSIGN_OR_RETURN(std::string init_checkpoint,
                           config.GetString("model.init_checkpoint", ""));
@@ -177,6 +180,14 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
   if (algorithm_name == "distill-down") {
     TANDEM_ASSIGN_OR_RETURN(DistillDownConfig c, DistillDownConfigFromConfig(config));
     distill = std::move(c);
+  }
+  // distill-up trains the cloud LLM (distill.llm); [model] is the clients' SLM.
+  std::optional<DistillUpConfig> up;
+  std::string llm_path;
+  if (algorithm_name == "distill-up") {
+    TANDEM_ASSIGN_OR_RETURN(DistillUpConfig c, DistillUpConfigFromConfig(config));
+    up = std::move(c);
+    TANDEM_ASSIGN_OR_RETURN(llm_path, config.RequireString("distill.llm"));
   }
   TANDEM_ASSIGN_OR_RETURN(wire::TransportConfig transport,
                           wire::TransportConfigFromConfig(config, run_dir));
@@ -215,7 +226,15 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
 
   TANDEM_ASSIGN_OR_RETURN(DatasetSplits splits, LoadSplits(data));
   std::unique_ptr<Gpt> model;
-  if (!init_checkpoint.empty()) {
+  if (up) {
+    // The SLM's init checkpoint is the clients'; the coordinator's model is the LLM.
+    StatusOr<std::unique_ptr<Gpt>> llm = LoadGpt(llm_path);
+    if (!llm.ok()) {
+      return Status::InvalidArgument("distill.llm: " + llm.status().message() +
+                                     " (train one with `tandem train configs/llm-public.toml`)");
+    }
+    model = std::move(llm).value();
+  } else if (!init_checkpoint.empty()) {
     TANDEM_ASSIGN_OR_RETURN(model, LoadGpt(init_checkpoint));
     if (!(model->config() == model_config)) {
       return Status::InvalidArgument("model.init_checkpoint '" + init_checkpoint + "' holds " +
@@ -229,12 +248,33 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
   log->info("run '{}': {} with {} on {}, {} clients expected, {} rounds", name, algorithm_name,
             fedavg.strategy.name, model_config.ToString(), engine_config.expected_clients,
             engine_config.rounds);
-  auto fedavg_server = std::make_unique<FedAvgServer>(fedavg, std::move(model), std::move(strategy),
-                                                      splits.validation);
-  FedAvgServer& algorithm = *fedavg_server;
   std::random_device entropy;
   const uint64_t run_id = (static_cast<uint64_t>(entropy()) << 32 | entropy()) | 1;
-  std::unique_ptr<ServerAlgorithm> active = std::move(fedavg_server);
+  // The model the run trains and reports on: the global SLM, or the LLM under distill-up.
+  Gpt* main_model = nullptr;
+  std::function<StatusOr<double>()> validation_loss;
+  std::unique_ptr<ServerAlgorithm> active;
+  if (up) {
+    TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<DistillUpServer> server,
+                            DistillUpServer::Create(*up, fedavg.local, std::move(model),
+                                                    model_config, splits.public_,
+                                                    splits.validation, fedavg.eval_tokens,
+                                                    static_cast<uint64_t>(seed)));
+    log->info("distill-up: the LLM ({}) learns from the clients' {} predictions on {} public "
+              "windows a round at T = {:g}", server->llm().config().ToString(),
+              model_config.ToString(), up->windows, up->temperature);
+    main_model = &server->llm();
+    DistillUpServer* raw = server.get();
+    validation_loss = [raw] { return raw->ValidationLoss(); };
+    active = std::move(server);
+  } else {
+    auto fedavg_server = std::make_unique<FedAvgServer>(fedavg, std::move(model),
+                                                        std::move(strategy), splits.validation);
+    main_model = &fedavg_server->model();
+    FedAvgServer* raw = fedavg_server.get();
+    validation_loss = [raw] { return raw->ValidationLoss(); };
+    active = std::move(fedavg_server);
+  }
   if (distill) {
     StatusOr<std::unique_ptr<Gpt>> loaded = LoadGpt(distill->teacher);
     if (!loaded.ok()) {
@@ -291,7 +331,7 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
   auto elapsed = [&] { return elapsed_before + clock.Seconds(); };
   // ---- Round 0: the starting point, before any client is let in. ----
   if (!resuming) {
-    TANDEM_ASSIGN_OR_RETURN(saved.initial_val_loss, algorithm.ValidationLoss());
+    TANDEM_ASSIGN_OR_RETURN(saved.initial_val_loss, validation_loss());
     nlohmann::json line = {{"round", 0}, {"time_s", elapsed()}};
     if (std::isfinite(saved.initial_val_loss)) {
       line["val_loss"] = saved.initial_val_loss;
@@ -338,7 +378,7 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
     saved.engine = engine.state();
     saved.elapsed = elapsed();
     TANDEM_RETURN_IF_ERROR(SaveCheckpoint(ckpt_dir, *active, saved));
-    TANDEM_RETURN_IF_ERROR(SaveGpt(ckpt_dir + "/model.safetensors", algorithm.model()));
+    TANDEM_RETURN_IF_ERROR(SaveGpt(ckpt_dir + "/model.safetensors", *main_model));
     if (options.show_progress) {
       char buf[256];
       if (aborted) {
@@ -426,7 +466,7 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
   result.bytes_up = saved.bytes_up;
   result.bytes_down = saved.bytes_down;
   if (!splits.test.empty()) {
-    TANDEM_ASSIGN_OR_RETURN(LossResult test, EvaluateLoss(algorithm.model(), splits.test, 16,
+    TANDEM_ASSIGN_OR_RETURN(LossResult test, EvaluateLoss(*main_model, splits.test, 16,
                                                           fedavg.eval_tokens));
     result.final_test_loss = test.loss;
   }

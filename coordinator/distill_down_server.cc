@@ -70,14 +70,19 @@ std::vector<std::string> DistillDownServer::RequiredCapabilities() const {
   return caps;
 }
 
-std::vector<uint32_t> DistillDownServer::DrawWindows(uint64_t round) const {
-  const int T = inner_->model().config().context;
-  const uint64_t starts = public_tokens_.size() - static_cast<uint64_t>(T);  // s in [0, N−T−1]
-  // From (seed, round) alone, so a resumed round distils on the same windows.
-  Rng rng = Rng(seed_).Fork(0x64697374ULL ^ round);
-  std::vector<uint32_t> out(config_.windows);
+std::vector<uint32_t> DrawPublicWindows(size_t stream_tokens, int context, int count,
+                                        uint64_t seed, uint64_t round) {
+  TANDEM_CHECK(stream_tokens > static_cast<size_t>(context));
+  const uint64_t starts = stream_tokens - static_cast<uint64_t>(context);  // s in [0, N−T−1]
+  Rng rng = Rng(seed).Fork(0x64697374ULL ^ round);
+  std::vector<uint32_t> out(count);
   for (auto& s : out) s = static_cast<uint32_t>(rng.Below(starts));
   return out;
+}
+
+std::vector<uint32_t> DistillDownServer::DrawWindows(uint64_t round) const {
+  return DrawPublicWindows(public_tokens_.size(), inner_->model().config().context,
+                           config_.windows, seed_, round);
 }
 
 StatusOr<TaskSpec> DistillDownServer::BeginRound(uint64_t round,

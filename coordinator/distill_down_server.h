@@ -36,6 +36,12 @@ struct DistillDownConfig {
 
 StatusOr<DistillDownConfig> DistillDownConfigFromConfig(const Config& config);
 
+// `count` window offsets into a public stream of `stream_tokens` tokens, each leaving room for
+// `context` tokens and their next-token targets, drawn from (seed, round) alone so that a resumed
+// round uses the same windows. Requires stream_tokens > context.
+std::vector<uint32_t> DrawPublicWindows(size_t stream_tokens, int context, int count,
+                                        uint64_t seed, uint64_t round);
+
 class DistillDownServer : public ServerAlgorithm {
  public:
   // `teacher` must share the SLM's vocabulary and have at least its context; `public_records`

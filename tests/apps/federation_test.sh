@@ -333,6 +333,66 @@ EOF2
   /usr/bin/python3 -c "import sys; sys.exit(0 if 0 < $bytes < 8 * 64 * 256 * 4 / 10 else 1)" ||
     fail "top-k targets take $bytes bytes"
   ;;
+distill-up)
+  # The SLM-to-LLM direction (FedDF): clients start their own SLMs from the public checkpoint,
+  # train them on their private categories and upload their predictions on public windows; the
+  # coordinator distils its LLM into their ensemble. Over two rounds on a fixed seed the LLM's
+  # distillation loss on the round's windows falls, and the upload is a contribution (secure
+  # aggregation on here, so only the sum is seen).
+  sed -i 's/^source = "fortunes"$/source = "fortunes"\npublic_categories = ["art", "zippy", "linux"]/' base.toml
+  cat > llm.toml <<'EOF2'
+name = "llm"
+seed = 5
+out_dir = "runs"
+[model]
+preset = "slm-micro"
+n_layer = 3
+[data]
+source = "fortunes"
+public_categories = ["art", "zippy", "linux"]
+validation_fraction = 0.05
+test_fraction = 0.05
+[train]
+on = "public"
+batch = 8
+steps = 30
+lr = 3e-3
+eval_every = 0
+checkpoint_every = 0
+EOF2
+  "$TANDEM" train llm.toml > llm.out 2>&1 || fail "LLM training failed: $(tail -5 llm.out)"
+  "$TANDEM" train llm.toml --set name=slm --set model.n_layer=2 > slm.out 2>&1 ||
+    fail "SLM training failed: $(tail -5 slm.out)"
+  cat >> base.toml <<'EOF2'
+[algorithm]
+name = "distill-up"
+[distill]
+llm = "runs/llm/checkpoints/model.safetensors"
+windows = 4
+server_steps = 6
+server_batch = 2
+server_lr = 1e-3
+[privacy.secagg]
+enabled = true
+threshold = 2
+dropout_rate = 0.3
+modulus_bits = 64
+fraction_bits = 32
+EOF2
+  sed -i 's/^preset = "slm-micro"$/preset = "slm-micro"\ninit_checkpoint = "runs\/slm\/checkpoints\/model.safetensors"/' base.toml
+  TANDEM_THREADS=1 "$TANDEM" run base.toml --set federation.rounds=2 > run.out 2>&1 ||
+    fail "tandem run failed: $(tail -5 run.out)"
+  [ "$(rounds_done runs/fed)" -eq 2 ] || fail "expected 2 rounds"
+  [ "$(grep -c '(distill.up) sent' runs/fed/coordinator.log)" -eq 2 ] || fail "no distill.up tasks"
+  [ "$(metric runs/fed 2 secagg_survivors)" = "3.0" ] || fail "the predictions did not go through secure aggregation"
+  for r in 1 2; do
+    a="$(metric runs/fed $r llm_kd_loss_before)"; b="$(metric runs/fed $r llm_kd_loss_after)"
+    [ -n "$a" ] && [ -n "$b" ] || fail "no LLM distillation loss in round $r"
+    /usr/bin/python3 -c "import sys; sys.exit(0 if $b < $a else 1)" ||
+      fail "round $r: the LLM's distillation loss did not fall: $a -> $b"
+  done
+  [ -n "$(metric runs/fed 2 val_loss)" ] || fail "no held-out loss of the LLM"
+  ;;
 *)
   echo "unknown scenario $SCENARIO" >&2; exit 2 ;;
 esac

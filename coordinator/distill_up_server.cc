@@ -1,0 +1,270 @@
+#include "coordinator/distill_up_server.h"
+
+#include <cmath>
+
+#include "core/config.h"
+#include "core/timer.h"
+#include "coordinator/distill_down_server.h"
+#include "distill/ensemble.h"
+#include "distill/kd_loss.h"
+#include "models/gpt_checkpoint.h"
+#include "train/evaluate.h"
+
+namespace tandem {
+namespace {
+
+constexpr char kUpTask[] = "distill.up";
+
+}  // namespace
+
+StatusOr<DistillUpConfig> DistillUpConfigFromConfig(const Config& config) {
+  DistillUpConfig c;
+  TANDEM_ASSIGN_OR_RETURN(c.temperature,
+                          config.GetDouble("distill.temperature", c.temperature, 1e-3, 1e3));
+  TANDEM_ASSIGN_OR_RETURN(c.alpha, config.GetDouble("distill.alpha", c.alpha, 0.0, 1.0));
+  TANDEM_ASSIGN_OR_RETURN(int64_t w, config.GetInt("distill.windows", c.windows, 1, 4096));
+  TANDEM_ASSIGN_OR_RETURN(int64_t s, config.GetInt("distill.server_steps", c.server_steps, 0,
+                                                   100000));
+  TANDEM_ASSIGN_OR_RETURN(int64_t b, config.GetInt("distill.server_batch", c.server_batch, 1, 1024));
+  TANDEM_ASSIGN_OR_RETURN(c.server_lr, config.GetDouble("distill.server_lr", c.server_lr, 0.0, 1.0));
+  c.windows = static_cast<int>(w);
+  c.server_steps = static_cast<int>(s);
+  c.server_batch = static_cast<int>(b);
+  return c;
+}
+
+StatusOr<std::unique_ptr<DistillUpServer>> DistillUpServer::Create(
+    DistillUpConfig config, LocalTrainConfig local, std::unique_ptr<Gpt> llm,
+    const ModelConfig& student, const std::vector<Record>& public_records,
+    std::vector<Record> validation, int64_t eval_tokens, uint64_t seed) {
+  if (llm->config().vocab != student.vocab) {
+    return Status::InvalidArgument("the LLM's vocabulary (" + std::to_string(llm->config().vocab) +
+                                   ") is not the SLM's (" + std::to_string(student.vocab) + ")");
+  }
+  if (llm->config().context < student.context) {
+    return Status::InvalidArgument("the LLM's context is shorter than the SLM's");
+  }
+  TokenDataset tokens = TokenDataset::FromRecords(public_records);
+  if (tokens.size() < static_cast<size_t>(student.context) + 1) {
+    return Status::InvalidArgument("distill-up needs a public split of at least one context (" +
+                                   std::to_string(student.context + 1) + " tokens), it has " +
+                                   std::to_string(tokens.size()) +
+                                   "; set data.public_categories or data.public_fraction");
+  }
+  return std::unique_ptr<DistillUpServer>(
+      new DistillUpServer(std::move(config), local, std::move(llm), student, std::move(tokens),
+                          std::move(validation), eval_tokens, seed));
+}
+
+DistillUpServer::DistillUpServer(DistillUpConfig config, LocalTrainConfig local,
+                                 std::unique_ptr<Gpt> llm, ModelConfig student,
+                                 TokenDataset public_tokens, std::vector<Record> validation,
+                                 int64_t eval_tokens, uint64_t seed)
+    : config_(std::move(config)), local_(local), llm_(std::move(llm)), student_(student),
+      public_tokens_(std::move(public_tokens)), validation_(std::move(validation)),
+      eval_tokens_(eval_tokens), seed_(seed) {}
+
+size_t DistillUpServer::ContributionLength() const {
+  return static_cast<size_t>(config_.windows) * student_.context * student_.vocab;
+}
+
+StatusOr<TaskSpec> DistillUpServer::BeginRound(uint64_t round, const std::vector<ClientInfo>&) {
+  AbortRound();
+  round_ = round;
+  windows_ = DrawPublicWindows(public_tokens_.size(), student_.context, config_.windows, seed_,
+                               round);
+  TaskSpec spec;
+  spec.kind = kUpTask;
+  spec.params = {
+      {"model", student_.ToString()},
+      {"local_steps", local_.local_steps},
+      {"local_epochs", local_.local_epochs},
+      {"batch", static_cast<int64_t>(local_.batch)},
+      {"lr", local_.lr},
+      {"weight_decay", local_.weight_decay},
+      {"grad_clip", local_.grad_clip},
+      {"seed", static_cast<int64_t>(seed_ & 0x7FFFFFFFFFFFFFFFULL)},
+      {"kd.temperature", static_cast<double>(static_cast<float>(config_.temperature))},
+  };
+  spec.tensors.push_back(wire::Tensor::Uint32("kd.windows", {windows_.size()}, windows_));
+  spec.contribution = ContributionSpec{"probs", ContributionLength()};
+  return spec;
+}
+
+Status DistillUpServer::OnResult(const ClientInfo&, const wire::TaskResult& result) {
+  const size_t n = ContributionLength();
+  const wire::Tensor* probs = nullptr;
+  for (const auto& t : result.tensors) {
+    if (t.name == "probs") probs = &t;
+  }
+  if (probs == nullptr || probs->dtype != wire::DType::kFloat32 || probs->NumElements() != n) {
+    return Status::InvalidArgument("expected a tensor 'probs' of f32[" + std::to_string(n) + "]");
+  }
+  const std::vector<float> values = probs->ToFloat32();
+  // Each row must be a distribution: a client cannot outweigh the others by scaling its upload.
+  const int V = student_.vocab;
+  for (size_t row = 0; row < n / V; ++row) {
+    double sum = 0.0;
+    for (int v = 0; v < V; ++v) {
+      const float p = values[row * V + v];
+      if (!(p >= 0.0f && p <= 1.0f)) return Status::InvalidArgument("a probability is outside [0, 1]");
+      sum += p;
+    }
+    if (std::fabs(sum - 1.0) > 1e-3) {
+      return Status::InvalidArgument("row " + std::to_string(row) + " sums to " +
+                                     std::to_string(sum) + ", not 1");
+    }
+  }
+  if (!sum_) sum_.emplace(n);
+  TANDEM_RETURN_IF_ERROR(sum_->Add(values, 1.0));
+  if (auto it = result.metrics.find("train_loss"); it != result.metrics.end()) {
+    client_loss_sum_ += it->second;
+    client_weight_ += 1.0;
+  }
+  return Status::Ok();
+}
+
+Status DistillUpServer::OnAggregate(const Aggregate& aggregate) {
+  if (aggregate.mean.size() != ContributionLength()) {
+    return Status::InvalidArgument("aggregate of the wrong length");
+  }
+  mean_ = aggregate.mean;
+  return Status::Ok();
+}
+
+StatusOr<std::optional<TaskSpec>> DistillUpServer::OnTaskClosed(const TaskReport&) {
+  std::vector<float> mean;
+  if (mean_) {
+    mean = std::move(*mean_);
+  } else {
+    if (!sum_ || sum_->count() == 0) return Status::FailedPrecondition("no predictions arrived");
+    mean.resize(ContributionLength());
+    TANDEM_RETURN_IF_ERROR(sum_->Mean(mean));
+  }
+  sum_.reset();
+  mean_.reset();
+  TANDEM_RETURN_IF_ERROR(TrainLlm(mean));
+  return std::optional<TaskSpec>();
+}
+
+Status DistillUpServer::TrainLlm(const std::vector<float>& mean) {
+  Stopwatch watch;
+  const int T = student_.context, V = student_.vocab, W = static_cast<int>(windows_.size());
+  const float temperature = static_cast<float>(config_.temperature);
+  // The ensemble as teacher logits at T (the mean of probabilities, floored and renormalised:
+  // DP noise can leave the simplex).
+  std::vector<float> teacher(mean.size());
+  EnsembleTeacherLogits(teacher.data(), mean.data(), W * T, V, temperature,
+                        EnsembleMode::kMeanProbabilities);
+  AdamWConfig adamw;
+  AdamW opt(adamw, llm_->layout());
+  const int B = std::min(config_.server_batch, W);
+  const auto& pub = public_tokens_.tokens();
+  std::vector<int32_t> tokens(static_cast<size_t>(B) * T), targets(tokens.size());
+  std::vector<float> window_teacher(static_cast<size_t>(B) * T * V), dlogits(window_teacher.size());
+  KdOptions kd;
+  kd.temperature = temperature;
+  kd.alpha = static_cast<float>(config_.alpha);
+  // Fills the batch with windows first .. first + B − 1 (mod W).
+  auto fill = [&](int first) {
+    for (int b = 0; b < B; ++b) {
+      const int w = (first + b) % W;
+      const size_t s = windows_[w];
+      std::copy(pub.begin() + s, pub.begin() + s + T, tokens.begin() + static_cast<size_t>(b) * T);
+      std::copy(pub.begin() + s + 1, pub.begin() + s + T + 1,
+                targets.begin() + static_cast<size_t>(b) * T);
+      std::copy(teacher.begin() + static_cast<size_t>(w) * T * V,
+                teacher.begin() + static_cast<size_t>(w + 1) * T * V,
+                window_teacher.begin() + static_cast<size_t>(b) * T * V);
+    }
+  };
+  // The loss over all the round's windows, without training: before and after, on the same data.
+  auto whole = [&]() {
+    double sum = 0.0;
+    int batches = 0;
+    for (int first = 0; first < W; first += B, ++batches) {
+      fill(first);
+      llm_->Forward(tokens.data(), nullptr, B, T);
+      sum += KdForward(llm_->logits(), window_teacher.data(), targets.data(), B * T, V, kd).loss;
+    }
+    return sum / batches;
+  };
+  kd_before_ = whole();
+  for (int step = 0; step < config_.server_steps; ++step) {
+    fill(step * B);
+    llm_->ZeroGrad();
+    llm_->Forward(tokens.data(), nullptr, B, T);
+    const KdLoss l = KdForward(llm_->logits(), window_teacher.data(), targets.data(), B * T, V, kd);
+    if (!std::isfinite(l.loss)) {
+      return Status::Internal("the LLM's distillation loss is not finite; lower distill.server_lr");
+    }
+    KdBackward(dlogits.data(), llm_->logits(), window_teacher.data(), targets.data(), B * T, V, kd,
+               l.count);
+    llm_->BackwardFromLogits(dlogits.data());
+    ClipGradientNorm(llm_->grads(), 1.0);
+    opt.Step(llm_->params(), llm_->grads(), static_cast<float>(config_.server_lr));
+    kd_sum_ += l.loss;
+    kl_sum_ += l.kl;
+    ce_sum_ += l.ce;
+    ++steps_done_;
+  }
+  kd_after_ = whole();
+  server_s_ = watch.Seconds();
+  return Status::Ok();
+}
+
+void DistillUpServer::AbortRound() {
+  sum_.reset();
+  mean_.reset();
+  client_loss_sum_ = client_weight_ = 0.0;
+  kd_sum_ = kl_sum_ = ce_sum_ = 0.0;
+  steps_done_ = 0;
+  server_s_ = 0.0;
+}
+
+StatusOr<double> DistillUpServer::ValidationLoss() {
+  if (validation_.empty()) return std::nan("");
+  TANDEM_ASSIGN_OR_RETURN(LossResult r, EvaluateLoss(*llm_, validation_, 8, eval_tokens_));
+  return r.loss;
+}
+
+Status DistillUpServer::EndRound(uint64_t round, std::map<std::string, double>* metrics) {
+  if (client_weight_ > 0) (*metrics)["train_loss"] = client_loss_sum_ / client_weight_;
+  if (steps_done_ > 0) {
+    (*metrics)["llm_kd_loss"] = kd_sum_ / steps_done_;
+    (*metrics)["llm_kd_kl"] = kl_sum_ / steps_done_;
+    (*metrics)["llm_public_ce"] = ce_sum_ / steps_done_;
+    (*metrics)["llm_kd_loss_before"] = kd_before_;
+    (*metrics)["llm_kd_loss_after"] = kd_after_;
+  }
+  (*metrics)["server_train_s"] = server_s_;
+  TANDEM_ASSIGN_OR_RETURN(double v, ValidationLoss());
+  if (std::isfinite(v)) {
+    (*metrics)["val_loss"] = v;
+    (*metrics)["val_ppl"] = std::exp(v);
+  }
+  return Status::Ok();
+}
+
+void DistillUpServer::SaveState(std::map<std::string, std::vector<float>>* tensors,
+                                std::map<std::string, std::string>* metadata) const {
+  const auto p = llm_->params();
+  (*tensors)["model.params"] = std::vector<float>(p.begin(), p.end());
+  (*metadata)["model"] = llm_->config().ToString();
+}
+
+Status DistillUpServer::LoadState(const std::map<std::string, std::vector<float>>& tensors,
+                                  const std::map<std::string, std::string>& metadata) {
+  auto m = metadata.find("model");
+  if (m == metadata.end() || m->second != llm_->config().ToString()) {
+    return Status::InvalidArgument("the checkpoint holds another model than this run's LLM");
+  }
+  auto t = tensors.find("model.params");
+  if (t == tensors.end() || t->second.size() != llm_->params().size()) {
+    return Status::InvalidArgument("the checkpoint's LLM parameters are missing or the wrong size");
+  }
+  std::copy(t->second.begin(), t->second.end(), llm_->params().begin());
+  return Status::Ok();
+}
+
+}  // namespace tandem

@@ -1,0 +1,97 @@
+// The coordinator's half of `distill-up` (DESIGN.md "Algorithms"; FedDF, Lin et al. 2020): what
+// the edge SLMs learn on private data flows up into the cloud LLM. Every round each client trains
+// its own SLM on its own data (the SLMs stay local) and uploads its predictions on windows of the
+// public split as a contribution — so secure aggregation and DP apply to them like to any update;
+// the coordinator gets their mean, a mixture of the clients' distributions, and trains its LLM by
+// knowledge distillation to it, together with the LLM's own loss on the public text:
+//
+//   LLM loss on a public window = α·CE(text) + (1 − α)·T²·KL(ensemble^T ‖ LLM^T)
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "coordinator/aggregator.h"
+#include "coordinator/engine.h"
+#include "coordinator/fedavg_server.h"
+#include "data/batcher.h"
+#include "models/adamw.h"
+#include "models/gpt.h"
+
+namespace tandem {
+
+class Config;
+
+// The [distill] section as distill-up reads it.
+struct DistillUpConfig {
+  std::string student;       // distill.student: the clients' SLM architecture ("model" param)
+  double temperature = 2.0;  // distill.temperature
+  double alpha = 0.5;        // distill.alpha: weight of the LLM's CE on the public text
+  int windows = 8;           // distill.windows: public windows the clients predict per round
+  int server_steps = 8;      // distill.server_steps: LLM steps per round
+  int server_batch = 4;      // distill.server_batch: windows per LLM step
+  double server_lr = 3e-4;   // distill.server_lr: AdamW, fresh every round
+};
+
+StatusOr<DistillUpConfig> DistillUpConfigFromConfig(const Config& config);
+
+class DistillUpServer : public ServerAlgorithm {
+ public:
+  // `llm` is the cloud model being trained; `student` the clients' SLM architecture; `local` the
+  // clients' local training ([client]); `validation` the held-out records the LLM is evaluated on.
+  static StatusOr<std::unique_ptr<DistillUpServer>> Create(
+      DistillUpConfig config, LocalTrainConfig local, std::unique_ptr<Gpt> llm,
+      const ModelConfig& student, const std::vector<Record>& public_records,
+      std::vector<Record> validation, int64_t eval_tokens, uint64_t seed);
+
+  std::string name() const override { return "distill-up"; }
+  std::vector<std::string> RequiredCapabilities() const override { return {"distill.up"}; }
+  StatusOr<TaskSpec> BeginRound(uint64_t round, const std::vector<ClientInfo>& cohort) override;
+  Status OnResult(const ClientInfo& client, const wire::TaskResult& result) override;
+  Status OnAggregate(const Aggregate& aggregate) override;
+  StatusOr<std::optional<TaskSpec>> OnTaskClosed(const TaskReport& report) override;
+  void AbortRound() override;
+  Status EndRound(uint64_t round, std::map<std::string, double>* metrics) override;
+  void SaveState(std::map<std::string, std::vector<float>>* tensors,
+                 std::map<std::string, std::string>* metadata) const override;
+  Status LoadState(const std::map<std::string, std::vector<float>>& tensors,
+                   const std::map<std::string, std::string>& metadata) override;
+
+  Gpt& llm() { return *llm_; }
+  StatusOr<double> ValidationLoss();
+  // Values each client uploads: windows · context · vocab probabilities.
+  size_t ContributionLength() const;
+
+ private:
+  DistillUpServer(DistillUpConfig config, LocalTrainConfig local, std::unique_ptr<Gpt> llm,
+                  ModelConfig student, TokenDataset public_tokens, std::vector<Record> validation,
+                  int64_t eval_tokens, uint64_t seed);
+  // Trains the LLM on the round's windows against the ensemble `mean` (probabilities).
+  Status TrainLlm(const std::vector<float>& mean);
+
+  DistillUpConfig config_;
+  LocalTrainConfig local_;
+  std::unique_ptr<Gpt> llm_;
+  ModelConfig student_;
+  TokenDataset public_tokens_;
+  std::vector<Record> validation_;
+  int64_t eval_tokens_;
+  uint64_t seed_;
+
+  // The round in progress.
+  uint64_t round_ = 0;
+  std::vector<uint32_t> windows_;
+  std::optional<RunningSum> sum_;          // clients' probabilities, without the privacy pipeline
+  std::optional<std::vector<float>> mean_;  // from the privacy pipeline
+  double client_loss_sum_ = 0.0, client_weight_ = 0.0;
+  double kd_sum_ = 0.0, kl_sum_ = 0.0, ce_sum_ = 0.0;
+  // The LLM's loss over all the round's windows before and after its steps.
+  double kd_before_ = 0.0, kd_after_ = 0.0;
+  int steps_done_ = 0;
+  double server_s_ = 0.0;
+};
+
+}  // namespace tandem

@@ -1,0 +1,108 @@
+// distill-up's coordinator half: the task asks for predictions on windows drawn from (seed,
+// round) as a protected contribution; uploads that are not distributions are refused and change
+// nothing; the LLM moves towards the clients' ensemble (its KD loss on the round's windows falls)
+// whether the ensemble comes from plain results or from the privacy pipeline's aggregate.
+#include "coordinator/distill_up_server.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "distill/ensemble.h"
+
+namespace tandem {
+namespace {
+
+ModelConfig Micro() {
+  auto c = ModelPreset("slm-micro");
+  EXPECT_TRUE(c.ok());
+  return *c;
+}
+
+std::vector<Record> Corpus(const std::string& category, int n) {
+  std::vector<Record> out;
+  for (int i = 0; i < n; ++i) {
+    out.push_back({"Line " + std::to_string(i) + " of " + category + ": pack my box with jugs.\n",
+                   category});
+  }
+  return out;
+}
+
+std::unique_ptr<DistillUpServer> Make() {
+  auto llm = std::make_unique<Gpt>(Micro());
+  llm->InitWeights(4);
+  DistillUpConfig c;
+  c.windows = 2;
+  c.server_steps = 10;
+  c.server_batch = 2;
+  c.server_lr = 3e-3;
+  c.alpha = 0.0;  // pure distillation, so the KD loss is what moves
+  auto s = DistillUpServer::Create(c, LocalTrainConfig{}, std::move(llm), Micro(),
+                                   Corpus("public", 30), Corpus("val", 4), 256, 7);
+  EXPECT_TRUE(s.ok()) << s.status().ToString();
+  return std::move(s).value();
+}
+
+// A sharp, made-up client distribution: most mass on token (row % 50) + 60.
+std::vector<float> Predictions(size_t rows, int V) {
+  std::vector<float> p(rows * V, 0.2f / (V - 1));
+  for (size_t r = 0; r < rows; ++r) p[r * V + (r % 50) + 60] = 0.8f;
+  return p;
+}
+
+TEST(DistillUpTest, TheLlmMovesTowardsTheEnsembleAndBadUploadsAreRefused) {
+  auto server = Make();
+  ClientInfo c{"client-0", 0, {"distill.up"}};
+  auto spec = server->BeginRound(1, {c});
+  ASSERT_TRUE(spec.ok());
+  EXPECT_EQ(spec->kind, "distill.up");
+  ASSERT_TRUE(spec->contribution.has_value());
+  const size_t n = server->ContributionLength();
+  EXPECT_EQ(spec->contribution->length, n);
+  const int V = 256;
+  const std::vector<float> good = Predictions(n / V, V);
+  auto result = [&](std::vector<float> v) {
+    return wire::TaskResult{{wire::Tensor::Float32("probs", {v.size()}, v)}, 1.0,
+                            {{"train_loss", 1.0}}};
+  };
+  std::vector<float> scaled = good;
+  for (float& x : scaled) x *= 2.0f;  // rows sum to 2: would outweigh the others
+  EXPECT_FALSE(server->OnResult(c, result(scaled)).ok());
+  std::vector<float> negative = good;
+  negative[5] = -0.1f;
+  EXPECT_FALSE(server->OnResult(c, result(negative)).ok());
+  EXPECT_FALSE(server->OnResult(c, result(std::vector<float>(n - 1, 0.0f))).ok());
+  ASSERT_TRUE(server->OnResult(c, result(good)).ok());
+  const std::vector<float> before(server->llm().params().begin(), server->llm().params().end());
+  ASSERT_TRUE(server->OnTaskClosed(TaskReport{}).ok());
+  std::map<std::string, double> metrics;
+  ASSERT_TRUE(server->EndRound(1, &metrics).ok());
+  EXPECT_LT(metrics.at("llm_kd_loss_after"), 0.9 * metrics.at("llm_kd_loss_before"));
+  EXPECT_NE(before, std::vector<float>(server->llm().params().begin(),
+                                       server->llm().params().end()));
+  EXPECT_TRUE(metrics.count("val_loss"));
+}
+
+TEST(DistillUpTest, TheAggregateFromThePrivacyPipelineServesAsTheEnsemble) {
+  auto server = Make();
+  ClientInfo c{"client-0", 0, {"distill.up"}};
+  ASSERT_TRUE(server->BeginRound(1, {c}).ok());
+  const size_t n = server->ContributionLength();
+  Aggregate wrong;
+  wrong.mean.assign(n + 1, 0.0f);
+  EXPECT_FALSE(server->OnAggregate(wrong).ok());
+  Aggregate aggregate;
+  aggregate.mean = Predictions(n / 256, 256);
+  aggregate.count = 3;
+  ASSERT_TRUE(server->OnAggregate(aggregate).ok());
+  ASSERT_TRUE(server->OnTaskClosed(TaskReport{}).ok());
+  std::map<std::string, double> metrics;
+  ASSERT_TRUE(server->EndRound(1, &metrics).ok());
+  EXPECT_LT(metrics.at("llm_kd_loss_after"), metrics.at("llm_kd_loss_before"));
+  // Without any upload the round cannot close.
+  ASSERT_TRUE(server->BeginRound(2, {c}).ok());
+  EXPECT_FALSE(server->OnTaskClosed(TaskReport{}).ok());
+}
+
+}  // namespace
+}  // namespace tandem
