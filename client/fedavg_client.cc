@@ -29,6 +29,7 @@ constexpr char kTrainTask[] = "fedavg.train";
 constexpr char kEvalTask[] = "fedavg.eval";
 constexpr char kDistillTask[] = "distill.train";
 constexpr char kDistillUpTask[] = "distill.up";
+constexpr char kMutualTask[] = "distill.mutual";
 
 const wire::Tensor* Named(const wire::TaskAssign& task, const std::string& name) {
   for (const auto& t : task.tensors) {
@@ -106,7 +107,7 @@ FedAvgClient::FedAvgClient(const ModelConfig& model, ClientData data, int index,
       threads_(std::max(1, threads)), slots_(slots) {}
 
 std::vector<std::string> FedAvgClient::Capabilities() const {
-  return {kTrainTask, kEvalTask, kDistillTask, kDistillUpTask};
+  return {kTrainTask, kEvalTask, kDistillTask, kDistillUpTask, kMutualTask};
 }
 
 struct FedAvgClient::KdBatches {
@@ -165,7 +166,7 @@ StatusOr<FedAvgClient::KdBatches> FedAvgClient::LoadKd(const wire::TaskAssign& t
 
 Status FedAvgClient::Run(uint64_t round, const wire::TaskAssign& task, wire::TaskResult* result) {
   if (task.kind != kTrainTask && task.kind != kEvalTask && task.kind != kDistillTask &&
-      task.kind != kDistillUpTask) {
+      task.kind != kDistillUpTask && task.kind != kMutualTask) {
     return Status::InvalidArgument("unknown task kind '" + task.kind + "'");
   }
   ComputeSlots::Lease lease;
@@ -208,7 +209,8 @@ Status FedAvgClient::Train(uint64_t round, const wire::TaskAssign& task,
   TANDEM_ASSIGN_OR_RETURN(double weight_decay, RealParam(p, "weight_decay", 0.0, 10.0));
   TANDEM_ASSIGN_OR_RETURN(double grad_clip, RealParam(p, "grad_clip", 0.0, 1e9));
   TANDEM_ASSIGN_OR_RETURN(int64_t seed, IntParam(p, "seed", 0, INT64_MAX));
-  const bool up = task.kind == kDistillUpTask;
+  // distill.up and distill.mutual train this client's own SLM and upload its predictions.
+  const bool up = task.kind == kDistillUpTask || task.kind == kMutualTask;
   double mu = 0.0;
   if (up) {
     // distill-up: this client's own SLM, which stays here between rounds.
@@ -218,7 +220,7 @@ Status FedAvgClient::Train(uint64_t round, const wire::TaskAssign& task,
     TANDEM_RETURN_IF_ERROR(LoadGlobal(task));
   }
   std::optional<KdBatches> kd;
-  if (task.kind == kDistillTask) {
+  if (task.kind == kDistillTask || task.kind == kMutualTask) {
     TANDEM_ASSIGN_OR_RETURN(KdBatches loaded, LoadKd(task));
     kd = std::move(loaded);
   }

@@ -5,7 +5,8 @@
 // half of `distill-down`) is "fedavg.train" plus, at every local step, a knowledge-distillation
 // batch on the public split against the coordinator's top-k teacher targets. "distill.up" (the
 // client half of `distill-up`) trains this client's own SLM, which stays here, and uploads its
-// predictions on the task's public windows.
+// predictions on the task's public windows. "distill.mutual" (`fedmkt`) does both: the own SLM
+// trains with distillation to the LLM's targets and uploads its predictions.
 #pragma once
 
 #include <cstdint>

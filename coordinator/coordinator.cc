@@ -169,7 +169,7 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
   TANDEM_ASSIGN_OR_RETURN(int64_t seed, config.GetInt("seed", 1, 0));
   TANDEM_ASSIGN_OR_RETURN(std::string algorithm_name,
                           config.GetChoice("algorithm.name", "fedavg",
-                                           {"fedavg", "distill-down", "distill-up"}));
+                                           {"fedavg", "distill-down", "distill-up", "fedmkt"}));
   TANDEM_ASSIGN_OR_RETURN(ModelConfig model_config, ModelConfigFromConfig(config, "model"));
   TANDEM_ASSIGN_OR_RETURN(std::string init_checkpoint,
                           config.GetString("model.init_checkpoint", ""));
@@ -184,7 +184,7 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
   // distill-up trains the cloud LLM (distill.llm); [model] is the clients' SLM.
   std::optional<DistillUpConfig> up;
   std::string llm_path;
-  if (algorithm_name == "distill-up") {
+  if (algorithm_name == "distill-up" || algorithm_name == "fedmkt") {
     TANDEM_ASSIGN_OR_RETURN(DistillUpConfig c, DistillUpConfigFromConfig(config));
     up = std::move(c);
     TANDEM_ASSIGN_OR_RETURN(llm_path, config.RequireString("distill.llm"));
@@ -196,6 +196,11 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
                                        MinResults(engine_config), engine_config.rounds};
   TANDEM_ASSIGN_OR_RETURN(privacy::PrivacyConfig privacy,
                           privacy::PrivacyConfigFromConfig(config, shape));
+  if (privacy.any() && up && up->selection == "min-ce") {
+    return Status::InvalidArgument(
+        "distill.selection = \"min-ce\" picks one client's prediction per position, which "
+        "needs every client's upload; with [privacy] on only their mean exists: use \"mean\"");
+  }
   if (privacy.any() && fedavg.client_eval) {
     return Status::InvalidArgument(
         "eval.clients = true reports each client's held-out loss in the clear, outside secure "
@@ -260,8 +265,8 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
                                                     model_config, splits.public_,
                                                     splits.validation, fedavg.eval_tokens,
                                                     static_cast<uint64_t>(seed)));
-    log->info("distill-up: the LLM ({}) learns from the clients' {} predictions on {} public "
-              "windows a round at T = {:g}", server->llm().config().ToString(),
+    log->info("{}: the LLM ({}) learns from the clients' {} predictions on {} public "
+              "windows a round at T = {:g}", server->name(), server->llm().config().ToString(),
               model_config.ToString(), up->windows, up->temperature);
     main_model = &server->llm();
     DistillUpServer* raw = server.get();

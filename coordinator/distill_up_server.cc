@@ -1,5 +1,6 @@
 #include "coordinator/distill_up_server.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/config.h"
@@ -7,6 +8,7 @@
 #include "coordinator/distill_down_server.h"
 #include "distill/ensemble.h"
 #include "distill/kd_loss.h"
+#include "distill/topk.h"
 #include "models/gpt_checkpoint.h"
 #include "train/evaluate.h"
 
@@ -14,6 +16,7 @@ namespace tandem {
 namespace {
 
 constexpr char kUpTask[] = "distill.up";
+constexpr char kMutualTask[] = "distill.mutual";
 
 }  // namespace
 
@@ -30,6 +33,18 @@ StatusOr<DistillUpConfig> DistillUpConfigFromConfig(const Config& config) {
   c.windows = static_cast<int>(w);
   c.server_steps = static_cast<int>(s);
   c.server_batch = static_cast<int>(b);
+  TANDEM_ASSIGN_OR_RETURN(std::string name, config.GetString("algorithm.name", "distill-up"));
+  c.mutual = name == "fedmkt";
+  if (c.mutual) {
+    TANDEM_ASSIGN_OR_RETURN(int64_t k, config.GetInt("distill.top_k", c.top_k, 1, 1 << 20));
+    c.top_k = static_cast<int>(k);
+    TANDEM_ASSIGN_OR_RETURN(c.client_alpha,
+                            config.GetDouble("distill.client_alpha", c.client_alpha, 0.0, 1.0));
+    TANDEM_ASSIGN_OR_RETURN(c.client_weight,
+                            config.GetDouble("distill.client_weight", c.client_weight, 0.0, 1e3));
+    TANDEM_ASSIGN_OR_RETURN(c.selection,
+                            config.GetChoice("distill.selection", "mean", {"mean", "min-ce"}));
+  }
   return c;
 }
 
@@ -88,6 +103,31 @@ StatusOr<TaskSpec> DistillUpServer::BeginRound(uint64_t round, const std::vector
   };
   spec.tensors.push_back(wire::Tensor::Uint32("kd.windows", {windows_.size()}, windows_));
   spec.contribution = ContributionSpec{"probs", ContributionLength()};
+  if (config_.mutual) {
+    // Knowledge down as well: the LLM's top-k on the same windows, before it learns this round.
+    const int T = student_.context, V = student_.vocab;
+    const auto& pub = public_tokens_.tokens();
+    TopKTargets all;
+    all.k = config_.top_k;
+    all.vocab = V;
+    all.temperature = static_cast<float>(config_.temperature);
+    for (uint32_t start : windows_) {
+      llm_->Forward(pub.data() + start, nullptr, 1, T);
+      const TopKTargets part = TopKFromLogits(llm_->logits(), T, V, config_.top_k,
+                                              static_cast<float>(config_.temperature));
+      all.rows += part.rows;
+      all.indices.insert(all.indices.end(), part.indices.begin(), part.indices.end());
+      all.probs.insert(all.probs.end(), part.probs.begin(), part.probs.end());
+      all.tail.insert(all.tail.end(), part.tail.begin(), part.tail.end());
+    }
+    const TopKWire wire = EncodeTopK(all);
+    spec.kind = kMutualTask;
+    spec.params["kd.alpha"] = config_.client_alpha;
+    spec.params["kd.weight"] = config_.client_weight;
+    spec.tensors.push_back(wire::Tensor::Uint32("kd.topk_words", {wire.words.size()}, wire.words));
+    spec.tensors.push_back(
+        wire::Tensor::Float32("kd.topk_values", {wire.values.size()}, wire.values));
+  }
   return spec;
 }
 
@@ -115,11 +155,33 @@ Status DistillUpServer::OnResult(const ClientInfo&, const wire::TaskResult& resu
                                      std::to_string(sum) + ", not 1");
     }
   }
-  if (!sum_) sum_.emplace(n);
-  TANDEM_RETURN_IF_ERROR(sum_->Add(values, 1.0));
+  if (config_.selection == "min-ce") {
+    // Per position, keep the client whose prediction gives the text's next token the most mass.
+    const int T = student_.context;
+    const auto& pub = public_tokens_.tokens();
+    if (best_.empty()) {
+      best_.assign(n, 0.0f);
+      best_ce_.assign(n / V, INFINITY);
+    }
+    for (size_t row = 0; row < n / V; ++row) {
+      const size_t target = pub[windows_[row / T] + row % T + 1];
+      const double ce = -std::log(std::max(static_cast<double>(values[row * V + target]), 1e-30));
+      if (ce < best_ce_[row]) {
+        best_ce_[row] = ce;
+        std::copy(values.begin() + row * V, values.begin() + (row + 1) * V,
+                  best_.begin() + row * V);
+      }
+    }
+  } else {
+    if (!sum_) sum_.emplace(n);
+    TANDEM_RETURN_IF_ERROR(sum_->Add(values, 1.0));
+  }
   if (auto it = result.metrics.find("train_loss"); it != result.metrics.end()) {
     client_loss_sum_ += it->second;
     client_weight_ += 1.0;
+    if (auto kl = result.metrics.find("kd_kl"); kl != result.metrics.end()) {
+      client_kl_sum_ += kl->second;
+    }
   }
   return Status::Ok();
 }
@@ -136,6 +198,11 @@ StatusOr<std::optional<TaskSpec>> DistillUpServer::OnTaskClosed(const TaskReport
   std::vector<float> mean;
   if (mean_) {
     mean = std::move(*mean_);
+  } else if (config_.selection == "min-ce") {
+    if (best_.empty()) return Status::FailedPrecondition("no predictions arrived");
+    mean = std::move(best_);
+    best_.clear();
+    best_ce_.clear();
   } else {
     if (!sum_ || sum_->count() == 0) return Status::FailedPrecondition("no predictions arrived");
     mean.resize(ContributionLength());
@@ -216,7 +283,9 @@ Status DistillUpServer::TrainLlm(const std::vector<float>& mean) {
 void DistillUpServer::AbortRound() {
   sum_.reset();
   mean_.reset();
-  client_loss_sum_ = client_weight_ = 0.0;
+  best_.clear();
+  best_ce_.clear();
+  client_loss_sum_ = client_weight_ = client_kl_sum_ = 0.0;
   kd_sum_ = kl_sum_ = ce_sum_ = 0.0;
   steps_done_ = 0;
   server_s_ = 0.0;
@@ -230,6 +299,7 @@ StatusOr<double> DistillUpServer::ValidationLoss() {
 
 Status DistillUpServer::EndRound(uint64_t round, std::map<std::string, double>* metrics) {
   if (client_weight_ > 0) (*metrics)["train_loss"] = client_loss_sum_ / client_weight_;
+  if (config_.mutual && client_weight_ > 0) (*metrics)["kd_kl"] = client_kl_sum_ / client_weight_;
   if (steps_done_ > 0) {
     (*metrics)["llm_kd_loss"] = kd_sum_ / steps_done_;
     (*metrics)["llm_kd_kl"] = kl_sum_ / steps_done_;

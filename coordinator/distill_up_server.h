@@ -6,6 +6,13 @@
 // knowledge distillation to it, together with the LLM's own loss on the public text:
 //
 //   LLM loss on a public window = α·CE(text) + (1 − α)·T²·KL(ensemble^T ‖ LLM^T)
+//
+// `fedmkt` (Fan et al. 2024, FedMKT) is the same class with knowledge going both ways every round:
+// the task ("distill.mutual") also carries the LLM's top-k targets on the round's windows, and
+// each client's own SLM trains on its data plus distillation to them before it predicts. FedMKT
+// picks, per public position, the client whose prediction has the lowest cross-entropy to the
+// text (selection = "min-ce"); that needs individual uploads, so it is refused with the privacy
+// pipeline on, where only the mean exists (selection = "mean").
 #pragma once
 
 #include <cstdint>
@@ -34,6 +41,12 @@ struct DistillUpConfig {
   int server_steps = 8;      // distill.server_steps: LLM steps per round
   int server_batch = 4;      // distill.server_batch: windows per LLM step
   double server_lr = 3e-4;   // distill.server_lr: AdamW, fresh every round
+  // fedmkt only.
+  bool mutual = false;           // set from algorithm.name = "fedmkt"
+  int top_k = 16;                // distill.top_k: the LLM's targets for the clients
+  double client_alpha = 0.5;     // distill.client_alpha: the clients' public CE weight
+  double client_weight = 1.0;    // distill.client_weight: their public batch's weight
+  std::string selection = "mean";  // distill.selection: "mean" or "min-ce" (per position)
 };
 
 StatusOr<DistillUpConfig> DistillUpConfigFromConfig(const Config& config);
@@ -47,8 +60,10 @@ class DistillUpServer : public ServerAlgorithm {
       const ModelConfig& student, const std::vector<Record>& public_records,
       std::vector<Record> validation, int64_t eval_tokens, uint64_t seed);
 
-  std::string name() const override { return "distill-up"; }
-  std::vector<std::string> RequiredCapabilities() const override { return {"distill.up"}; }
+  std::string name() const override { return config_.mutual ? "fedmkt" : "distill-up"; }
+  std::vector<std::string> RequiredCapabilities() const override {
+    return {config_.mutual ? "distill.mutual" : "distill.up"};
+  }
   StatusOr<TaskSpec> BeginRound(uint64_t round, const std::vector<ClientInfo>& cohort) override;
   Status OnResult(const ClientInfo& client, const wire::TaskResult& result) override;
   Status OnAggregate(const Aggregate& aggregate) override;
@@ -85,8 +100,12 @@ class DistillUpServer : public ServerAlgorithm {
   uint64_t round_ = 0;
   std::vector<uint32_t> windows_;
   std::optional<RunningSum> sum_;          // clients' probabilities, without the privacy pipeline
+  // selection = "min-ce": per position the lowest-CE client's probabilities and that CE.
+  std::vector<float> best_;
+  std::vector<double> best_ce_;
   std::optional<std::vector<float>> mean_;  // from the privacy pipeline
   double client_loss_sum_ = 0.0, client_weight_ = 0.0;
+  double client_kl_sum_ = 0.0;  // fedmkt: the clients' distillation KL to the LLM
   double kd_sum_ = 0.0, kl_sum_ = 0.0, ce_sum_ = 0.0;
   // The LLM's loss over all the round's windows before and after its steps.
   double kd_before_ = 0.0, kd_after_ = 0.0;

@@ -88,6 +88,36 @@ start_client() {  # K ENDPOINT [args...]
 endpoint_of() { sed -n 's/^coordinator listening on //p' "$1" | head -1; }
 declare -a CLIENT_PID
 
+# A small "LLM" and SLM trained on the public categories, and base.toml's data and model set up
+# for them: what distill-up and fedmkt start from.
+public_llm_and_slm() {
+  sed -i 's/^source = "fortunes"$/source = "fortunes"\npublic_categories = ["art", "zippy", "linux"]/' base.toml
+  cat > llm.toml <<'EOF2'
+name = "llm"
+seed = 5
+out_dir = "runs"
+[model]
+preset = "slm-micro"
+n_layer = 3
+[data]
+source = "fortunes"
+public_categories = ["art", "zippy", "linux"]
+validation_fraction = 0.05
+test_fraction = 0.05
+[train]
+on = "public"
+batch = 8
+steps = 30
+lr = 3e-3
+eval_every = 0
+checkpoint_every = 0
+EOF2
+  "$TANDEM" train llm.toml > llm.out 2>&1 || fail "LLM training failed: $(tail -5 llm.out)"
+  "$TANDEM" train llm.toml --set name=slm --set model.n_layer=2 > slm.out 2>&1 ||
+    fail "SLM training failed: $(tail -5 slm.out)"
+  sed -i 's/^preset = "slm-micro"$/preset = "slm-micro"\ninit_checkpoint = "runs\/slm\/checkpoints\/model.safetensors"/' base.toml
+}
+
 case "$SCENARIO" in
 ipc)
   # Local training by epochs, and a second task each round: the clients evaluate the new model.
@@ -339,30 +369,7 @@ distill-up)
   # coordinator distils its LLM into their ensemble. Over two rounds on a fixed seed the LLM's
   # distillation loss on the round's windows falls, and the upload is a contribution (secure
   # aggregation on here, so only the sum is seen).
-  sed -i 's/^source = "fortunes"$/source = "fortunes"\npublic_categories = ["art", "zippy", "linux"]/' base.toml
-  cat > llm.toml <<'EOF2'
-name = "llm"
-seed = 5
-out_dir = "runs"
-[model]
-preset = "slm-micro"
-n_layer = 3
-[data]
-source = "fortunes"
-public_categories = ["art", "zippy", "linux"]
-validation_fraction = 0.05
-test_fraction = 0.05
-[train]
-on = "public"
-batch = 8
-steps = 30
-lr = 3e-3
-eval_every = 0
-checkpoint_every = 0
-EOF2
-  "$TANDEM" train llm.toml > llm.out 2>&1 || fail "LLM training failed: $(tail -5 llm.out)"
-  "$TANDEM" train llm.toml --set name=slm --set model.n_layer=2 > slm.out 2>&1 ||
-    fail "SLM training failed: $(tail -5 slm.out)"
+  public_llm_and_slm
   cat >> base.toml <<'EOF2'
 [algorithm]
 name = "distill-up"
@@ -379,7 +386,6 @@ dropout_rate = 0.3
 modulus_bits = 64
 fraction_bits = 32
 EOF2
-  sed -i 's/^preset = "slm-micro"$/preset = "slm-micro"\ninit_checkpoint = "runs\/slm\/checkpoints\/model.safetensors"/' base.toml
   TANDEM_THREADS=1 "$TANDEM" run base.toml --set federation.rounds=2 > run.out 2>&1 ||
     fail "tandem run failed: $(tail -5 run.out)"
   [ "$(rounds_done runs/fed)" -eq 2 ] || fail "expected 2 rounds"
@@ -392,6 +398,39 @@ EOF2
       fail "round $r: the LLM's distillation loss did not fall: $a -> $b"
   done
   [ -n "$(metric runs/fed 2 val_loss)" ] || fail "no held-out loss of the LLM"
+  ;;
+fedmkt)
+  # Both directions every round, with FedMKT's per-position choice of the lowest-CE client: the
+  # clients distil from the LLM (their KL is reported) and the LLM from the chosen predictions
+  # (its loss on the round's windows falls). That choice needs individual uploads, so asking for
+  # it with secure aggregation on is refused.
+  public_llm_and_slm
+  cat >> base.toml <<'EOF2'
+[algorithm]
+name = "fedmkt"
+[distill]
+llm = "runs/llm/checkpoints/model.safetensors"
+windows = 4
+top_k = 8
+server_steps = 6
+server_batch = 2
+server_lr = 1e-3
+selection = "min-ce"
+EOF2
+  TANDEM_THREADS=1 "$TANDEM" run base.toml --set federation.rounds=2 > run.out 2>&1 ||
+    fail "tandem run failed: $(tail -5 run.out)"
+  [ "$(grep -c '(distill.mutual) sent' runs/fed/coordinator.log)" -eq 2 ] || fail "no distill.mutual tasks"
+  for r in 1 2; do
+    [ -n "$(metric runs/fed $r kd_kl)" ] || fail "round $r: no client distillation KL"
+    a="$(metric runs/fed $r llm_kd_loss_before)"; b="$(metric runs/fed $r llm_kd_loss_after)"
+    /usr/bin/python3 -c "import sys; sys.exit(0 if $b < $a else 1)" ||
+      fail "round $r: the LLM's distillation loss did not fall: $a -> $b"
+  done
+  if "$TANDEM" coordinator base.toml --set name=refused --set privacy.secagg.enabled=true \
+       --set privacy.secagg.threshold=2 > refused.out 2>&1; then
+    fail "min-ce selection was accepted with secure aggregation"
+  fi
+  grep -q "min-ce" refused.out || fail "no clear error: $(tail -2 refused.out)"
   ;;
 *)
   echo "unknown scenario $SCENARIO" >&2; exit 2 ;;
