@@ -30,6 +30,7 @@ constexpr char kEvalTask[] = "fedavg.eval";
 constexpr char kDistillTask[] = "distill.train";
 constexpr char kDistillUpTask[] = "distill.up";
 constexpr char kMutualTask[] = "distill.mutual";
+constexpr char kAdapterTask[] = "fedcollm.train";
 
 const wire::Tensor* Named(const wire::TaskAssign& task, const std::string& name) {
   for (const auto& t : task.tensors) {
@@ -107,7 +108,7 @@ FedAvgClient::FedAvgClient(const ModelConfig& model, ClientData data, int index,
       threads_(std::max(1, threads)), slots_(slots) {}
 
 std::vector<std::string> FedAvgClient::Capabilities() const {
-  return {kTrainTask, kEvalTask, kDistillTask, kDistillUpTask, kMutualTask};
+  return {kTrainTask, kEvalTask, kDistillTask, kDistillUpTask, kMutualTask, kAdapterTask};
 }
 
 struct FedAvgClient::KdBatches {
@@ -166,7 +167,7 @@ StatusOr<FedAvgClient::KdBatches> FedAvgClient::LoadKd(const wire::TaskAssign& t
 
 Status FedAvgClient::Run(uint64_t round, const wire::TaskAssign& task, wire::TaskResult* result) {
   if (task.kind != kTrainTask && task.kind != kEvalTask && task.kind != kDistillTask &&
-      task.kind != kDistillUpTask && task.kind != kMutualTask) {
+      task.kind != kDistillUpTask && task.kind != kMutualTask && task.kind != kAdapterTask) {
     return Status::InvalidArgument("unknown task kind '" + task.kind + "'");
   }
   ComputeSlots::Lease lease;
@@ -219,6 +220,9 @@ Status FedAvgClient::Train(uint64_t round, const wire::TaskAssign& task,
     TANDEM_ASSIGN_OR_RETURN(mu, RealParam(p, "proximal_mu", 0.0, 1e6));
     TANDEM_RETURN_IF_ERROR(LoadGlobal(task));
   }
+  // fedcollm: only the LoRA adapters train, on the frozen global base.
+  const bool adapters = task.kind == kAdapterTask;
+  if (adapters) TANDEM_RETURN_IF_ERROR(LoadAdapters(task));
   std::optional<KdBatches> kd;
   if (task.kind == kDistillTask || task.kind == kMutualTask) {
     TANDEM_ASSIGN_OR_RETURN(KdBatches loaded, LoadKd(task));
@@ -233,11 +237,14 @@ Status FedAvgClient::Train(uint64_t round, const wire::TaskAssign& task,
     const double tokens = static_cast<double>(batcher.data().size());
     steps = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(local_epochs * tokens / (B * T))));
   }
-  const auto n = model_->params().size();
-  std::vector<float> global(model_->params().begin(), model_->params().end());
+  // What trains: every parameter, or the adapters alone.
+  const std::span<float> trained = adapters ? model_->lora_params() : model_->params();
+  const std::span<float> trained_grads = adapters ? model_->lora_grads() : model_->grads();
+  const auto n = trained.size();
+  std::vector<float> global(trained.begin(), trained.end());
   AdamWConfig adamw;
   adamw.weight_decay = static_cast<float>(weight_decay);
-  AdamW opt(adamw, model_->layout());
+  AdamW opt(adamw, adapters ? model_->lora_layout() : model_->layout());
   // The same (seed, client, round) gives the same batches, so a replayed round is identical.
   Rng rng = Rng(static_cast<uint64_t>(seed)).Fork((static_cast<uint64_t>(index_) << 32) ^ round);
   std::vector<int32_t> tokens(static_cast<size_t>(B) * T), targets(tokens.size());
@@ -283,13 +290,11 @@ Status FedAvgClient::Train(uint64_t round, const wire::TaskAssign& task,
     }
     if (mu > 0) {
       // FedProx: the gradient of μ/2·‖w − w_global‖².
-      auto w = model_->params();
-      auto g = model_->grads();
       const float m = static_cast<float>(mu);
-      for (size_t i = 0; i < n; ++i) g[i] += m * (w[i] - global[i]);
+      for (size_t i = 0; i < n; ++i) trained_grads[i] += m * (trained[i] - global[i]);
     }
-    if (grad_clip > 0) ClipGradientNorm(model_->grads(), grad_clip);
-    opt.Step(model_->params(), model_->grads(), static_cast<float>(lr));
+    if (grad_clip > 0) ClipGradientNorm(trained_grads, grad_clip);
+    opt.Step(trained, trained_grads, static_cast<float>(lr));
   }
   result->tensors.clear();
   if (up) {
@@ -298,8 +303,7 @@ Status FedAvgClient::Train(uint64_t round, const wire::TaskAssign& task,
     result->weight = 1.0;  // the ensemble is a plain mean of the clients' distributions
   } else {
     std::vector<float> delta(n);
-    const auto w = model_->params();
-    for (size_t i = 0; i < n; ++i) delta[i] = w[i] - global[i];
+    for (size_t i = 0; i < n; ++i) delta[i] = trained[i] - global[i];
     result->tensors.push_back(wire::Tensor::Float32("delta", {n}, delta));
     result->weight = static_cast<double>(data_.train.size());
   }
@@ -309,6 +313,38 @@ Status FedAvgClient::Train(uint64_t round, const wire::TaskAssign& task,
     result->metrics["kd_loss"] = kd_sum / steps;
     result->metrics["kd_kl"] = kl_sum / steps;
   }
+  return Status::Ok();
+}
+
+Status FedAvgClient::LoadAdapters(const wire::TaskAssign& task) {
+  const wire::Params& p = task.params;
+  LoraConfig lora;
+  TANDEM_ASSIGN_OR_RETURN(int64_t rank, IntParam(p, "lora.rank", 1, 4096));
+  TANDEM_ASSIGN_OR_RETURN(double alpha, RealParam(p, "lora.alpha", 1e-6, 1e6));
+  TANDEM_ASSIGN_OR_RETURN(std::string targets, StringParam(p, "lora.targets"));
+  lora.rank = static_cast<int>(rank);
+  lora.alpha = static_cast<float>(alpha);
+  lora.targets.clear();
+  for (size_t at = 0; at <= targets.size();) {
+    const size_t comma = std::min(targets.find(',', at), targets.size());
+    lora.targets.push_back(targets.substr(at, comma - at));
+    at = comma + 1;
+  }
+  TANDEM_RETURN_IF_ERROR(lora.Validate());
+  if (!model_->has_lora()) {
+    TANDEM_RETURN_IF_ERROR(model_->EnableLora(lora, 0));
+  } else if (model_->lora_config().rank != lora.rank ||
+             model_->lora_config().alpha != lora.alpha ||
+             model_->lora_config().targets != lora.targets) {
+    return Status::InvalidArgument("the task's LoRA configuration changed during the run");
+  }
+  const wire::Tensor* adapters = Named(task, "lora");
+  const size_t n = model_->lora_params().size();
+  if (adapters == nullptr || adapters->dtype != wire::DType::kFloat32 ||
+      adapters->NumElements() != n) {
+    return Status::InvalidArgument("expected a tensor 'lora' of f32[" + std::to_string(n) + "]");
+  }
+  adapters->CopyTo(model_->lora_params());
   return Status::Ok();
 }
 

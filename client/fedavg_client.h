@@ -6,7 +6,8 @@
 // batch on the public split against the coordinator's top-k teacher targets. "distill.up" (the
 // client half of `distill-up`) trains this client's own SLM, which stays here, and uploads its
 // predictions on the task's public windows. "distill.mutual" (`fedmkt`) does both: the own SLM
-// trains with distillation to the LLM's targets and uploads its predictions.
+// trains with distillation to the LLM's targets and uploads its predictions. "fedcollm.train"
+// trains only LoRA adapters on the global SLM and uploads their delta.
 #pragma once
 
 #include <cstdint>
@@ -48,6 +49,8 @@ class FedAvgClient : public TaskHandler {
   StatusOr<KdBatches> LoadKd(const wire::TaskAssign& task) const;
   Status Evaluate(const wire::TaskAssign& task, wire::TaskResult* result);
   Status LoadGlobal(const wire::TaskAssign& task);
+  // fedcollm: enables the task's LoRA adapters on the SLM (once) and loads the global ones.
+  Status LoadAdapters(const wire::TaskAssign& task);
   // distill-up: checks the task's model and sets up this client's own SLM on first use.
   Status UseLocalModel(const wire::TaskAssign& task, uint64_t seed);
   // distill-up: the SLM's probabilities at the task's temperature on its public windows.

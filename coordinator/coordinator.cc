@@ -18,6 +18,7 @@
 #include "coordinator/server_outbox.h"
 #include "coordinator/distill_down_server.h"
 #include "coordinator/distill_up_server.h"
+#include "coordinator/fedcollm_server.h"
 #include "coordinator/private_server.h"
 #include "coordinator/strategy.h"
 #include "core/config.h"
@@ -169,7 +170,7 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
   TANDEM_ASSIGN_OR_RETURN(int64_t seed, config.GetInt("seed", 1, 0));
   TANDEM_ASSIGN_OR_RETURN(std::string algorithm_name,
                           config.GetChoice("algorithm.name", "fedavg",
-                                           {"fedavg", "distill-down", "distill-up", "fedmkt"}));
+                                           {"fedavg", "distill-down", "distill-up", "fedmkt", "fedcollm"}));
   TANDEM_ASSIGN_OR_RETURN(ModelConfig model_config, ModelConfigFromConfig(config, "model"));
   TANDEM_ASSIGN_OR_RETURN(std::string init_checkpoint,
                           config.GetString("model.init_checkpoint", ""));
@@ -187,6 +188,12 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
   if (algorithm_name == "distill-up" || algorithm_name == "fedmkt") {
     TANDEM_ASSIGN_OR_RETURN(DistillUpConfig c, DistillUpConfigFromConfig(config));
     up = std::move(c);
+    TANDEM_ASSIGN_OR_RETURN(llm_path, config.RequireString("distill.llm"));
+  }
+  std::optional<FedCoLLMConfig> collm;
+  if (algorithm_name == "fedcollm") {
+    TANDEM_ASSIGN_OR_RETURN(FedCoLLMConfig c, FedCoLLMConfigFromConfig(config));
+    collm = std::move(c);
     TANDEM_ASSIGN_OR_RETURN(llm_path, config.RequireString("distill.llm"));
   }
   TANDEM_ASSIGN_OR_RETURN(wire::TransportConfig transport,
@@ -259,7 +266,26 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
   Gpt* main_model = nullptr;
   std::function<StatusOr<double>()> validation_loss;
   std::unique_ptr<ServerAlgorithm> active;
-  if (up) {
+  if (collm) {
+    StatusOr<std::unique_ptr<Gpt>> llm = LoadGpt(llm_path);
+    if (!llm.ok()) {
+      return Status::InvalidArgument("distill.llm: " + llm.status().message() +
+                                     " (train one with `tandem train configs/llm-public.toml`)");
+    }
+    TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<FedCoLLMServer> server,
+                            FedCoLLMServer::Create(*collm, fedavg.local, fedavg.strategy,
+                                                   std::move(model), std::move(llm).value(),
+                                                   splits.public_, splits.validation,
+                                                   fedavg.eval_tokens,
+                                                   static_cast<uint64_t>(seed)));
+    log->info("fedcollm: rank-{} adapters on the SLM, distilled both ways with the LLM ({}) on {} "
+              "public windows a round", collm->lora.rank, server->llm().config().ToString(),
+              collm->windows);
+    main_model = &server->slm();
+    FedCoLLMServer* raw = server.get();
+    validation_loss = [raw] { return raw->SlmValidationLoss(); };
+    active = std::move(server);
+  } else if (up) {
     TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<DistillUpServer> server,
                             DistillUpServer::Create(*up, fedavg.local, std::move(model),
                                                     model_config, splits.public_,

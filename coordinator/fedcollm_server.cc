@@ -1,0 +1,254 @@
+#include "coordinator/fedcollm_server.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/config.h"
+#include "core/timer.h"
+#include "coordinator/distill_down_server.h"
+#include "distill/kd_loss.h"
+#include "models/adamw.h"
+#include "train/evaluate.h"
+
+namespace tandem {
+namespace {
+
+constexpr char kTask[] = "fedcollm.train";
+
+std::string JoinTargets(const std::vector<std::string>& targets) {
+  std::string out;
+  for (const auto& t : targets) out += (out.empty() ? "" : ",") + t;
+  return out;
+}
+
+}  // namespace
+
+StatusOr<FedCoLLMConfig> FedCoLLMConfigFromConfig(const Config& config) {
+  FedCoLLMConfig c;
+  if (config.Has("model.lora.rank") || config.Has("model.lora.alpha") ||
+      config.Has("model.lora.targets")) {
+    TANDEM_ASSIGN_OR_RETURN(c.lora, LoraConfigFromConfig(config, "model.lora"));
+  }
+  TANDEM_RETURN_IF_ERROR(c.lora.Validate());
+  TANDEM_ASSIGN_OR_RETURN(c.temperature,
+                          config.GetDouble("distill.temperature", c.temperature, 1e-3, 1e3));
+  TANDEM_ASSIGN_OR_RETURN(c.alpha, config.GetDouble("distill.alpha", c.alpha, 0.0, 1.0));
+  TANDEM_ASSIGN_OR_RETURN(int64_t w, config.GetInt("distill.windows", c.windows, 1, 4096));
+  TANDEM_ASSIGN_OR_RETURN(int64_t s, config.GetInt("distill.server_steps", c.server_steps, 0,
+                                                   100000));
+  TANDEM_ASSIGN_OR_RETURN(int64_t b, config.GetInt("distill.server_batch", c.server_batch, 1, 1024));
+  TANDEM_ASSIGN_OR_RETURN(c.slm_lr, config.GetDouble("distill.slm_lr", c.slm_lr, 0.0, 1.0));
+  TANDEM_ASSIGN_OR_RETURN(c.llm_lr, config.GetDouble("distill.server_lr", c.llm_lr, 0.0, 1.0));
+  c.windows = static_cast<int>(w);
+  c.server_steps = static_cast<int>(s);
+  c.server_batch = static_cast<int>(b);
+  return c;
+}
+
+StatusOr<std::unique_ptr<FedCoLLMServer>> FedCoLLMServer::Create(
+    FedCoLLMConfig config, LocalTrainConfig local, StrategyConfig strategy_config,
+    std::unique_ptr<Gpt> slm, std::unique_ptr<Gpt> llm, const std::vector<Record>& public_records,
+    std::vector<Record> validation, int64_t eval_tokens, uint64_t seed) {
+  if (llm->config().vocab != slm->config().vocab || llm->config().context < slm->config().context) {
+    return Status::InvalidArgument("the LLM must share the SLM's vocabulary and cover its context");
+  }
+  TokenDataset tokens = TokenDataset::FromRecords(public_records);
+  if (tokens.size() < static_cast<size_t>(slm->config().context) + 1) {
+    return Status::InvalidArgument("fedcollm needs a public split of at least one context; set "
+                                   "data.public_categories or data.public_fraction");
+  }
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<Strategy> strategy, MakeStrategy(strategy_config));
+  if (strategy->NeedsIndividualContributions()) {
+    return Status::InvalidArgument("fedcollm averages adapters: use a mean-based strategy");
+  }
+  TANDEM_RETURN_IF_ERROR(slm->EnableLora(config.lora, seed));
+  return std::unique_ptr<FedCoLLMServer>(new FedCoLLMServer(
+      std::move(config), local, std::move(strategy), std::move(slm), std::move(llm),
+      std::move(tokens), std::move(validation), eval_tokens, seed));
+}
+
+FedCoLLMServer::FedCoLLMServer(FedCoLLMConfig config, LocalTrainConfig local,
+                               std::unique_ptr<Strategy> strategy, std::unique_ptr<Gpt> slm,
+                               std::unique_ptr<Gpt> llm, TokenDataset public_tokens,
+                               std::vector<Record> validation, int64_t eval_tokens, uint64_t seed)
+    : config_(std::move(config)), local_(local), strategy_(std::move(strategy)),
+      slm_(std::move(slm)), llm_(std::move(llm)), public_tokens_(std::move(public_tokens)),
+      validation_(std::move(validation)), eval_tokens_(eval_tokens), seed_(seed) {}
+
+StatusOr<TaskSpec> FedCoLLMServer::BeginRound(uint64_t round, const std::vector<ClientInfo>&) {
+  AbortRound();
+  round_ = round;
+  windows_ = DrawPublicWindows(public_tokens_.size(), slm_->config().context, config_.windows,
+                               seed_, round);
+  const auto adapters = slm_->lora_params();
+  strategy_->BeginRound(adapters.size());
+  TaskSpec spec;
+  spec.kind = kTask;
+  spec.params = {
+      {"model", slm_->config().ToString()},
+      {"local_steps", local_.local_steps},
+      {"local_epochs", local_.local_epochs},
+      {"batch", static_cast<int64_t>(local_.batch)},
+      {"lr", local_.lr},
+      {"weight_decay", local_.weight_decay},
+      {"grad_clip", local_.grad_clip},
+      {"proximal_mu", 0.0},
+      {"seed", static_cast<int64_t>(seed_ & 0x7FFFFFFFFFFFFFFFULL)},
+      {"lora.rank", static_cast<int64_t>(config_.lora.rank)},
+      {"lora.alpha", static_cast<double>(config_.lora.alpha)},
+      {"lora.targets", JoinTargets(config_.lora.targets)},
+  };
+  const auto base = slm_->params();
+  spec.tensors.push_back(wire::Tensor::Float32("params", {base.size()}, base));
+  spec.tensors.push_back(wire::Tensor::Float32("lora", {adapters.size()}, adapters));
+  spec.contribution = ContributionSpec{"delta", adapters.size()};
+  return spec;
+}
+
+Status FedCoLLMServer::OnResult(const ClientInfo&, const wire::TaskResult& result) {
+  const size_t n = slm_->lora_params().size();
+  if (result.tensors.size() != 1 || result.tensors[0].name != "delta" ||
+      result.tensors[0].dtype != wire::DType::kFloat32 || result.tensors[0].NumElements() != n) {
+    return Status::InvalidArgument("expected one tensor 'delta' of f32[" + std::to_string(n) + "]");
+  }
+  if (!(result.weight > 0.0)) return Status::InvalidArgument("weight is not positive");
+  TANDEM_RETURN_IF_ERROR(strategy_->AddDelta(result.tensors[0].ToFloat32(), result.weight));
+  if (auto it = result.metrics.find("train_loss"); it != result.metrics.end()) {
+    train_loss_sum_ += it->second * result.weight;
+    train_weight_ += result.weight;
+  }
+  return Status::Ok();
+}
+
+Status FedCoLLMServer::OnAggregate(const Aggregate& aggregate) {
+  TANDEM_RETURN_IF_ERROR(strategy_->ApplyAggregate(aggregate.mean, slm_->lora_params()));
+  aggregated_ = true;
+  return Status::Ok();
+}
+
+StatusOr<std::pair<double, double>> FedCoLLMServer::Distil(Gpt& teacher, Gpt& student,
+                                                           bool adapters, double lr) {
+  const int T = slm_->config().context, V = slm_->config().vocab;
+  const int W = static_cast<int>(windows_.size()), B = std::min(config_.server_batch, W);
+  const auto& pub = public_tokens_.tokens();
+  std::vector<int32_t> tokens(static_cast<size_t>(B) * T), targets(tokens.size());
+  std::vector<float> teacher_logits(static_cast<size_t>(B) * T * V), dlogits(teacher_logits.size());
+  KdOptions kd;
+  kd.temperature = static_cast<float>(config_.temperature);
+  kd.alpha = static_cast<float>(config_.alpha);
+  auto fill = [&](int first) {
+    for (int b = 0; b < B; ++b) {
+      const size_t s = windows_[(first + b) % W];
+      std::copy(pub.begin() + s, pub.begin() + s + T, tokens.begin() + static_cast<size_t>(b) * T);
+      std::copy(pub.begin() + s + 1, pub.begin() + s + T + 1,
+                targets.begin() + static_cast<size_t>(b) * T);
+    }
+    teacher.Forward(tokens.data(), nullptr, B, T);
+    std::copy(teacher.logits(), teacher.logits() + teacher_logits.size(), teacher_logits.begin());
+  };
+  auto whole = [&]() {
+    double sum = 0.0;
+    int batches = 0;
+    for (int first = 0; first < W; first += B, ++batches) {
+      fill(first);
+      student.Forward(tokens.data(), nullptr, B, T);
+      sum += KdForward(student.logits(), teacher_logits.data(), targets.data(), B * T, V, kd).loss;
+    }
+    return sum / batches;
+  };
+  const double before = whole();
+  const std::span<float> params = adapters ? student.lora_params() : student.params();
+  const std::span<float> grads = adapters ? student.lora_grads() : student.grads();
+  AdamW opt(AdamWConfig{}, adapters ? student.lora_layout() : student.layout());
+  for (int step = 0; step < config_.server_steps; ++step) {
+    fill(step * B);
+    student.ZeroGrad();
+    student.Forward(tokens.data(), nullptr, B, T);
+    const KdLoss l = KdForward(student.logits(), teacher_logits.data(), targets.data(), B * T, V, kd);
+    if (!std::isfinite(l.loss)) return Status::Internal("server distillation diverged");
+    KdBackward(dlogits.data(), student.logits(), teacher_logits.data(), targets.data(), B * T, V,
+               kd, l.count);
+    student.BackwardFromLogits(dlogits.data());
+    ClipGradientNorm(grads, 1.0);
+    opt.Step(params, grads, static_cast<float>(lr));
+  }
+  return std::make_pair(before, whole());
+}
+
+StatusOr<std::optional<TaskSpec>> FedCoLLMServer::OnTaskClosed(const TaskReport&) {
+  if (!aggregated_) TANDEM_RETURN_IF_ERROR(strategy_->Apply(slm_->lora_params()));
+  aggregated_ = false;
+  Stopwatch watch;
+  // LLM → SLM: the averaged adapters learn from the LLM on public text.
+  TANDEM_ASSIGN_OR_RETURN(down_, Distil(*llm_, *slm_, /*adapters=*/true, config_.slm_lr));
+  // SLM → LLM: the LLM learns what the clients' adapters taught the SLM.
+  TANDEM_ASSIGN_OR_RETURN(up_, Distil(*slm_, *llm_, /*adapters=*/false, config_.llm_lr));
+  server_s_ = watch.Seconds();
+  return std::optional<TaskSpec>();
+}
+
+void FedCoLLMServer::AbortRound() {
+  aggregated_ = false;
+  train_loss_sum_ = train_weight_ = 0.0;
+  down_ = up_ = {0, 0};
+  server_s_ = 0.0;
+}
+
+StatusOr<double> FedCoLLMServer::SlmValidationLoss() {
+  if (validation_.empty()) return std::nan("");
+  TANDEM_ASSIGN_OR_RETURN(LossResult r, EvaluateLoss(*slm_, validation_, 8, eval_tokens_));
+  return r.loss;
+}
+
+StatusOr<double> FedCoLLMServer::LlmValidationLoss() {
+  if (validation_.empty()) return std::nan("");
+  TANDEM_ASSIGN_OR_RETURN(LossResult r, EvaluateLoss(*llm_, validation_, 8, eval_tokens_));
+  return r.loss;
+}
+
+Status FedCoLLMServer::EndRound(uint64_t round, std::map<std::string, double>* metrics) {
+  if (train_weight_ > 0) (*metrics)["train_loss"] = train_loss_sum_ / train_weight_;
+  (*metrics)["slm_kd_loss_before"] = down_.first;
+  (*metrics)["slm_kd_loss_after"] = down_.second;
+  (*metrics)["llm_kd_loss_before"] = up_.first;
+  (*metrics)["llm_kd_loss_after"] = up_.second;
+  (*metrics)["server_train_s"] = server_s_;
+  TANDEM_ASSIGN_OR_RETURN(double slm, SlmValidationLoss());
+  TANDEM_ASSIGN_OR_RETURN(double llm, LlmValidationLoss());
+  if (std::isfinite(slm)) {
+    (*metrics)["val_loss"] = slm;
+    (*metrics)["val_ppl"] = std::exp(slm);
+  }
+  if (std::isfinite(llm)) (*metrics)["llm_val_loss"] = llm;
+  return Status::Ok();
+}
+
+void FedCoLLMServer::SaveState(std::map<std::string, std::vector<float>>* tensors,
+                               std::map<std::string, std::string>* metadata) const {
+  const auto a = slm_->lora_params();
+  const auto l = llm_->params();
+  (*tensors)["slm.lora"] = std::vector<float>(a.begin(), a.end());
+  (*tensors)["llm.params"] = std::vector<float>(l.begin(), l.end());
+  for (auto& [name, values] : strategy_->SaveState()) (*tensors)["strategy." + name] = values;
+  (*metadata)["model"] = llm_->config().ToString();
+}
+
+Status FedCoLLMServer::LoadState(const std::map<std::string, std::vector<float>>& tensors,
+                                 const std::map<std::string, std::string>& metadata) {
+  auto a = tensors.find("slm.lora");
+  auto l = tensors.find("llm.params");
+  if (a == tensors.end() || a->second.size() != slm_->lora_params().size() ||
+      l == tensors.end() || l->second.size() != llm_->params().size()) {
+    return Status::InvalidArgument("the checkpoint is not this fedcollm run's");
+  }
+  std::map<std::string, std::vector<float>> strategy_state;
+  for (const auto& [name, values] : tensors) {
+    if (name.rfind("strategy.", 0) == 0) strategy_state[name.substr(9)] = values;
+  }
+  TANDEM_RETURN_IF_ERROR(strategy_->LoadState(strategy_state, slm_->lora_params().size()));
+  std::copy(a->second.begin(), a->second.end(), slm_->lora_params().begin());
+  std::copy(l->second.begin(), l->second.end(), llm_->params().begin());
+  return Status::Ok();
+}
+
+}  // namespace tandem

@@ -1,0 +1,92 @@
+// The coordinator's half of `fedcollm` (DESIGN.md "Algorithms"; FedCoLLM, Fan et al. 2024): the
+// clients train LoRA adapters on the shared SLM (parameter-efficient, so little moves) and the
+// coordinator averages them; then, on windows of the public split, it distils both ways between
+// the SLM with the averaged adapters and its LLM — LLM → SLM trains the adapters, SLM → LLM the
+// LLM — and sends the SLM adapters back with the next round's task.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "coordinator/engine.h"
+#include "coordinator/fedavg_server.h"
+#include "coordinator/strategy.h"
+#include "data/batcher.h"
+#include "models/gpt.h"
+#include "models/lora.h"
+
+namespace tandem {
+
+class Config;
+
+// The [distill] section as fedcollm reads it, and [model.lora] for the adapters.
+struct FedCoLLMConfig {
+  LoraConfig lora;           // model.lora.rank / alpha / targets
+  double temperature = 2.0;  // distill.temperature
+  double alpha = 0.5;        // distill.alpha: CE weight of both server-side distillations
+  int windows = 8;           // distill.windows: public windows per round
+  int server_steps = 8;      // distill.server_steps: steps of each direction per round
+  int server_batch = 4;      // distill.server_batch
+  double slm_lr = 1e-3;      // distill.slm_lr: the adapters' AdamW (LLM → SLM)
+  double llm_lr = 3e-4;      // distill.server_lr: the LLM's AdamW (SLM → LLM)
+};
+
+StatusOr<FedCoLLMConfig> FedCoLLMConfigFromConfig(const Config& config);
+
+class FedCoLLMServer : public ServerAlgorithm {
+ public:
+  // `slm` is the shared base SLM (its adapters are created here), `llm` the cloud model.
+  static StatusOr<std::unique_ptr<FedCoLLMServer>> Create(
+      FedCoLLMConfig config, LocalTrainConfig local, StrategyConfig strategy,
+      std::unique_ptr<Gpt> slm, std::unique_ptr<Gpt> llm, const std::vector<Record>& public_records,
+      std::vector<Record> validation, int64_t eval_tokens, uint64_t seed);
+
+  std::string name() const override { return "fedcollm"; }
+  std::vector<std::string> RequiredCapabilities() const override { return {"fedcollm.train"}; }
+  StatusOr<TaskSpec> BeginRound(uint64_t round, const std::vector<ClientInfo>& cohort) override;
+  Status OnResult(const ClientInfo& client, const wire::TaskResult& result) override;
+  Status OnAggregate(const Aggregate& aggregate) override;
+  StatusOr<std::optional<TaskSpec>> OnTaskClosed(const TaskReport& report) override;
+  void AbortRound() override;
+  Status EndRound(uint64_t round, std::map<std::string, double>* metrics) override;
+  void SaveState(std::map<std::string, std::vector<float>>* tensors,
+                 std::map<std::string, std::string>* metadata) const override;
+  Status LoadState(const std::map<std::string, std::vector<float>>& tensors,
+                   const std::map<std::string, std::string>& metadata) override;
+
+  Gpt& slm() { return *slm_; }
+  Gpt& llm() { return *llm_; }
+  // Held-out loss of the SLM with its adapters, and of the LLM.
+  StatusOr<double> SlmValidationLoss();
+  StatusOr<double> LlmValidationLoss();
+
+ private:
+  FedCoLLMServer(FedCoLLMConfig config, LocalTrainConfig local, std::unique_ptr<Strategy> strategy,
+                 std::unique_ptr<Gpt> slm, std::unique_ptr<Gpt> llm, TokenDataset public_tokens,
+                 std::vector<Record> validation, int64_t eval_tokens, uint64_t seed);
+  // `steps` of KD from `teacher` into `student` on the round's windows, training the student's
+  // adapters (student == slm) or all its weights; returns the student's KD loss on all the
+  // windows before and after.
+  StatusOr<std::pair<double, double>> Distil(Gpt& teacher, Gpt& student, bool adapters,
+                                             double lr);
+
+  FedCoLLMConfig config_;
+  LocalTrainConfig local_;
+  std::unique_ptr<Strategy> strategy_;
+  std::unique_ptr<Gpt> slm_;
+  std::unique_ptr<Gpt> llm_;
+  TokenDataset public_tokens_;
+  std::vector<Record> validation_;
+  int64_t eval_tokens_;
+  uint64_t seed_;
+  uint64_t round_ = 0;
+  std::vector<uint32_t> windows_;
+  bool aggregated_ = false;
+  double train_loss_sum_ = 0.0, train_weight_ = 0.0;
+  std::pair<double, double> down_{0, 0}, up_{0, 0};  // KD loss before / after, each direction
+  double server_s_ = 0.0;
+};
+
+}  // namespace tandem
