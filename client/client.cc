@@ -20,6 +20,23 @@ StatusOr<SessionSummary> RunClient(const Config& config, const ClientOptions& op
   TANDEM_ASSIGN_OR_RETURN(std::string out_dir, config.GetString("out_dir", "runs"));
   const std::string run_dir = out_dir + "/" + name;
   TANDEM_ASSIGN_OR_RETURN(ModelConfig model, ModelConfigFromConfig(config, "model"));
+  // Heterogeneous clients run the architecture the list gives their index, and start from the
+  // matching entry of federation.client_init_checkpoints when there is one.
+  TANDEM_ASSIGN_OR_RETURN(std::vector<ModelConfig> client_models, ClientModelsFromConfig(config));
+  TANDEM_ASSIGN_OR_RETURN(std::vector<std::string> client_inits,
+                          config.GetStringList("federation.client_init_checkpoints", {}));
+  std::string own_init;
+  if (!client_models.empty()) {
+    const size_t k = static_cast<size_t>(options.index) % client_models.size();
+    model = client_models[k];
+    if (!client_inits.empty()) {
+      if (client_inits.size() != client_models.size()) {
+        return Status::InvalidArgument("federation.client_init_checkpoints must have one entry per "
+                                       "federation.client_models entry");
+      }
+      own_init = client_inits[k];
+    }
+  }
   TANDEM_ASSIGN_OR_RETURN(wire::TransportConfig transport,
                           wire::TransportConfigFromConfig(config, run_dir));
   if (!options.keys_dir.empty()) transport.keys_dir = options.keys_dir;
@@ -50,6 +67,7 @@ StatusOr<SessionSummary> RunClient(const Config& config, const ClientOptions& op
                        options.use_compute_slots ? &slots : nullptr);
   // Where a client's own SLM starts (distill-up): the SLM trained on the public categories.
   TANDEM_ASSIGN_OR_RETURN(std::string init, config.GetString("model.init_checkpoint", ""));
+  if (!client_models.empty()) init = own_init;
   if (!init.empty()) {
     TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<Gpt> start, LoadGpt(init));
     if (!(start->config() == model)) {

@@ -112,6 +112,7 @@ std::vector<std::string> FedAvgClient::Capabilities() const {
 }
 
 struct FedAvgClient::KdBatches {
+  int context = 0;              // window length: the task's kd.context, at most the model's
   std::vector<int32_t> starts;  // public-stream offset of each window
   TopKTargets targets;          // (windows · T) rows, window by window
   KdOptions options;
@@ -135,7 +136,8 @@ StatusOr<FedAvgClient::KdBatches> FedAvgClient::LoadKd(const wire::TaskAssign& t
     return Status::InvalidArgument("a distill.train task needs u32 'kd.windows', u32 "
                                    "'kd.topk_words' and f32 'kd.topk_values'");
   }
-  const int T = model_->config().context;
+  TANDEM_ASSIGN_OR_RETURN(kd.context, WindowContext(task.params));
+  const int T = kd.context;
   const std::vector<uint32_t> starts = windows->ToUint32();
   if (starts.empty()) return Status::InvalidArgument("kd.windows is empty");
   if (public_tokens_.size() < static_cast<size_t>(T) + 1) {
@@ -251,7 +253,8 @@ Status FedAvgClient::Train(uint64_t round, const wire::TaskAssign& task,
   // KD batches walk the task's public windows in order, B at a time, wrapping around.
   const int kd_windows = kd ? static_cast<int>(kd->starts.size()) : 0;
   const int kd_batch = std::min(B, std::max(kd_windows, 1));
-  std::vector<int32_t> kd_tokens(static_cast<size_t>(kd_batch) * T), kd_targets(kd_tokens.size());
+  const int kdT = kd ? kd->context : T;
+  std::vector<int32_t> kd_tokens(static_cast<size_t>(kd_batch) * kdT), kd_targets(kd_tokens.size());
   std::vector<float> dlogits;
   std::vector<int> chosen(kd_batch);
   double loss_sum = 0.0, kd_sum = 0.0, kl_sum = 0.0;
@@ -270,12 +273,12 @@ Status FedAvgClient::Train(uint64_t round, const wire::TaskAssign& task,
       for (int b = 0; b < kd_batch; ++b) {
         chosen[b] = static_cast<int>((step * kd_batch + b) % kd_windows);
         const size_t s = static_cast<size_t>(kd->starts[chosen[b]]);
-        std::copy(pub.begin() + s, pub.begin() + s + T, kd_tokens.begin() + b * T);
-        std::copy(pub.begin() + s + 1, pub.begin() + s + T + 1, kd_targets.begin() + b * T);
+        std::copy(pub.begin() + s, pub.begin() + s + kdT, kd_tokens.begin() + b * kdT);
+        std::copy(pub.begin() + s + 1, pub.begin() + s + kdT + 1, kd_targets.begin() + b * kdT);
       }
-      const TopKTargets teacher = GatherWindows(kd->targets, chosen, T);
-      const int N = kd_batch * T, V = model_->config().vocab;
-      model_->Forward(kd_tokens.data(), nullptr, kd_batch, T);
+      const TopKTargets teacher = GatherWindows(kd->targets, chosen, kdT);
+      const int N = kd_batch * kdT, V = model_->config().vocab;
+      model_->Forward(kd_tokens.data(), nullptr, kd_batch, kdT);
       const KdLoss l = KdTopKForward(model_->logits(), teacher, kd_targets.data(), N, V,
                                      kd->options);
       if (!std::isfinite(l.loss)) {
@@ -314,6 +317,13 @@ Status FedAvgClient::Train(uint64_t round, const wire::TaskAssign& task,
     result->metrics["kd_kl"] = kl_sum / steps;
   }
   return Status::Ok();
+}
+
+StatusOr<int> FedAvgClient::WindowContext(const wire::Params& params) const {
+  // Clients of different architectures predict on windows of the shortest context among them.
+  if (!params.count("kd.context")) return model_->config().context;
+  TANDEM_ASSIGN_OR_RETURN(int64_t context, IntParam(params, "kd.context", 1, model_->config().context));
+  return static_cast<int>(context);
 }
 
 Status FedAvgClient::LoadAdapters(const wire::TaskAssign& task) {
@@ -372,7 +382,8 @@ StatusOr<std::vector<float>> FedAvgClient::PredictWindows(const wire::TaskAssign
   if (windows == nullptr || windows->dtype != wire::DType::kUint32 || windows->NumElements() == 0) {
     return Status::InvalidArgument("a distill.up task needs a non-empty u32 tensor 'kd.windows'");
   }
-  const int T = model_->config().context, V = model_->config().vocab;
+  TANDEM_ASSIGN_OR_RETURN(const int T, WindowContext(task.params));
+  const int V = model_->config().vocab;
   const std::vector<uint32_t> starts = windows->ToUint32();
   if (public_tokens_.size() < static_cast<size_t>(T) + 1) {
     return Status::FailedPrecondition("this client's public split is shorter than one context");

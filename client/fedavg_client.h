@@ -49,6 +49,8 @@ class FedAvgClient : public TaskHandler {
   StatusOr<KdBatches> LoadKd(const wire::TaskAssign& task) const;
   Status Evaluate(const wire::TaskAssign& task, wire::TaskResult* result);
   Status LoadGlobal(const wire::TaskAssign& task);
+  // The length of the task's public windows: kd.context when given (at most this model's context).
+  StatusOr<int> WindowContext(const wire::Params& params) const;
   // fedcollm: enables the task's LoRA adapters on the SLM (once) and loads the global ones.
   Status LoadAdapters(const wire::TaskAssign& task);
   // distill-up: checks the task's model and sets up this client's own SLM on first use.

@@ -190,6 +190,13 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
     up = std::move(c);
     TANDEM_ASSIGN_OR_RETURN(llm_path, config.RequireString("distill.llm"));
   }
+  TANDEM_ASSIGN_OR_RETURN(std::vector<ModelConfig> client_models, ClientModelsFromConfig(config));
+  config.MarkUsed("federation.client_init_checkpoints");  // read by the clients
+  if (!client_models.empty() && algorithm_name != "distill-up" && algorithm_name != "fedmkt") {
+    return Status::InvalidArgument(
+        "federation.client_models (clients of different architectures) works with distill-up "
+        "and fedmkt, where only predictions move; " + algorithm_name + " averages weights");
+  }
   std::optional<FedCoLLMConfig> collm;
   if (algorithm_name == "fedcollm") {
     TANDEM_ASSIGN_OR_RETURN(FedCoLLMConfig c, FedCoLLMConfigFromConfig(config));
@@ -290,7 +297,7 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
                             DistillUpServer::Create(*up, fedavg.local, std::move(model),
                                                     model_config, splits.public_,
                                                     splits.validation, fedavg.eval_tokens,
-                                                    static_cast<uint64_t>(seed)));
+                                                    static_cast<uint64_t>(seed), client_models));
     log->info("{}: the LLM ({}) learns from the clients' {} predictions on {} public "
               "windows a round at T = {:g}", server->name(), server->llm().config().ToString(),
               model_config.ToString(), up->windows, up->temperature);

@@ -51,7 +51,14 @@ StatusOr<DistillUpConfig> DistillUpConfigFromConfig(const Config& config) {
 StatusOr<std::unique_ptr<DistillUpServer>> DistillUpServer::Create(
     DistillUpConfig config, LocalTrainConfig local, std::unique_ptr<Gpt> llm,
     const ModelConfig& student, const std::vector<Record>& public_records,
-    std::vector<Record> validation, int64_t eval_tokens, uint64_t seed) {
+    std::vector<Record> validation, int64_t eval_tokens, uint64_t seed,
+    std::vector<ModelConfig> client_models) {
+  for (const ModelConfig& m : client_models) {
+    if (m.vocab != student.vocab) {
+      return Status::InvalidArgument("every client SLM must share one vocabulary: " +
+                                     m.ToString() + " does not");
+    }
+  }
   if (llm->config().vocab != student.vocab) {
     return Status::InvalidArgument("the LLM's vocabulary (" + std::to_string(llm->config().vocab) +
                                    ") is not the SLM's (" + std::to_string(student.vocab) + ")");
@@ -66,9 +73,13 @@ StatusOr<std::unique_ptr<DistillUpServer>> DistillUpServer::Create(
                                    std::to_string(tokens.size()) +
                                    "; set data.public_categories or data.public_fraction");
   }
-  return std::unique_ptr<DistillUpServer>(
+  auto server = std::unique_ptr<DistillUpServer>(
       new DistillUpServer(std::move(config), local, std::move(llm), student, std::move(tokens),
                           std::move(validation), eval_tokens, seed));
+  server->context_ = student.context;
+  for (const ModelConfig& m : client_models) server->context_ = std::min(server->context_, m.context);
+  server->client_models_ = std::move(client_models);
+  return server;
 }
 
 DistillUpServer::DistillUpServer(DistillUpConfig config, LocalTrainConfig local,
@@ -80,13 +91,13 @@ DistillUpServer::DistillUpServer(DistillUpConfig config, LocalTrainConfig local,
       eval_tokens_(eval_tokens), seed_(seed) {}
 
 size_t DistillUpServer::ContributionLength() const {
-  return static_cast<size_t>(config_.windows) * student_.context * student_.vocab;
+  return static_cast<size_t>(config_.windows) * context_ * student_.vocab;
 }
 
 StatusOr<TaskSpec> DistillUpServer::BeginRound(uint64_t round, const std::vector<ClientInfo>&) {
   AbortRound();
   round_ = round;
-  windows_ = DrawPublicWindows(public_tokens_.size(), student_.context, config_.windows, seed_,
+  windows_ = DrawPublicWindows(public_tokens_.size(), context_, config_.windows, seed_,
                                round);
   TaskSpec spec;
   spec.kind = kUpTask;
@@ -100,12 +111,13 @@ StatusOr<TaskSpec> DistillUpServer::BeginRound(uint64_t round, const std::vector
       {"grad_clip", local_.grad_clip},
       {"seed", static_cast<int64_t>(seed_ & 0x7FFFFFFFFFFFFFFFULL)},
       {"kd.temperature", static_cast<double>(static_cast<float>(config_.temperature))},
+      {"kd.context", static_cast<int64_t>(context_)},
   };
   spec.tensors.push_back(wire::Tensor::Uint32("kd.windows", {windows_.size()}, windows_));
   spec.contribution = ContributionSpec{"probs", ContributionLength()};
   if (config_.mutual) {
     // Knowledge down as well: the LLM's top-k on the same windows, before it learns this round.
-    const int T = student_.context, V = student_.vocab;
+    const int T = context_, V = student_.vocab;
     const auto& pub = public_tokens_.tokens();
     TopKTargets all;
     all.k = config_.top_k;
@@ -129,6 +141,12 @@ StatusOr<TaskSpec> DistillUpServer::BeginRound(uint64_t round, const std::vector
         wire::Tensor::Float32("kd.topk_values", {wire.values.size()}, wire.values));
   }
   return spec;
+}
+
+void DistillUpServer::Customize(const ClientInfo& client, wire::TaskAssign* assign) {
+  if (client_models_.empty()) return;
+  const size_t k = client.index >= 0 ? static_cast<size_t>(client.index) : 0;
+  assign->params["model"] = client_models_[k % client_models_.size()].ToString();
 }
 
 Status DistillUpServer::OnResult(const ClientInfo&, const wire::TaskResult& result) {
@@ -157,7 +175,7 @@ Status DistillUpServer::OnResult(const ClientInfo&, const wire::TaskResult& resu
   }
   if (config_.selection == "min-ce") {
     // Per position, keep the client whose prediction gives the text's next token the most mass.
-    const int T = student_.context;
+    const int T = context_;
     const auto& pub = public_tokens_.tokens();
     if (best_.empty()) {
       best_.assign(n, 0.0f);
@@ -216,7 +234,7 @@ StatusOr<std::optional<TaskSpec>> DistillUpServer::OnTaskClosed(const TaskReport
 
 Status DistillUpServer::TrainLlm(const std::vector<float>& mean) {
   Stopwatch watch;
-  const int T = student_.context, V = student_.vocab, W = static_cast<int>(windows_.size());
+  const int T = context_, V = student_.vocab, W = static_cast<int>(windows_.size());
   const float temperature = static_cast<float>(config_.temperature);
   // The ensemble as teacher logits at T (the mean of probabilities, floored and renormalised:
   // DP noise can leave the simplex).

@@ -55,16 +55,22 @@ class DistillUpServer : public ServerAlgorithm {
  public:
   // `llm` is the cloud model being trained; `student` the clients' SLM architecture; `local` the
   // clients' local training ([client]); `validation` the held-out records the LLM is evaluated on.
+  // `client_models`, when not empty, gives client K the architecture client_models[K % size]
+  // (heterogeneous clients: only predictions move, so each may run its own SLM); windows are then
+  // as long as the shortest context among them.
   static StatusOr<std::unique_ptr<DistillUpServer>> Create(
       DistillUpConfig config, LocalTrainConfig local, std::unique_ptr<Gpt> llm,
       const ModelConfig& student, const std::vector<Record>& public_records,
-      std::vector<Record> validation, int64_t eval_tokens, uint64_t seed);
+      std::vector<Record> validation, int64_t eval_tokens, uint64_t seed,
+      std::vector<ModelConfig> client_models = {});
 
   std::string name() const override { return config_.mutual ? "fedmkt" : "distill-up"; }
   std::vector<std::string> RequiredCapabilities() const override {
     return {config_.mutual ? "distill.mutual" : "distill.up"};
   }
   StatusOr<TaskSpec> BeginRound(uint64_t round, const std::vector<ClientInfo>& cohort) override;
+  bool CustomizesTasks() const override { return !client_models_.empty(); }
+  void Customize(const ClientInfo& client, wire::TaskAssign* assign) override;
   Status OnResult(const ClientInfo& client, const wire::TaskResult& result) override;
   Status OnAggregate(const Aggregate& aggregate) override;
   StatusOr<std::optional<TaskSpec>> OnTaskClosed(const TaskReport& report) override;
@@ -91,6 +97,8 @@ class DistillUpServer : public ServerAlgorithm {
   LocalTrainConfig local_;
   std::unique_ptr<Gpt> llm_;
   ModelConfig student_;
+  std::vector<ModelConfig> client_models_;
+  int context_ = 0;  // window length: the shortest context of any client's SLM
   TokenDataset public_tokens_;
   std::vector<Record> validation_;
   int64_t eval_tokens_;

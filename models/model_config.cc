@@ -83,4 +83,19 @@ StatusOr<ModelConfig> ModelConfigFromConfig(const Config& config, const std::str
   return m;
 }
 
+StatusOr<std::vector<ModelConfig>> ClientModelsFromConfig(const Config& config) {
+  TANDEM_ASSIGN_OR_RETURN(std::vector<std::string> names,
+                          config.GetStringList("federation.client_models", {}));
+  std::vector<ModelConfig> out;
+  for (const auto& name : names) {
+    StatusOr<ModelConfig> m = ModelPreset(name);
+    if (!m.ok()) {
+      return Status::InvalidArgument(config.source() + ": federation.client_models: " +
+                                     m.status().message());
+    }
+    out.push_back(*m);
+  }
+  return out;
+}
+
 }  // namespace tandem

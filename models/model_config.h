@@ -25,6 +25,10 @@ struct ModelConfig {
 
 // "slm-tiny", "slm-small", "llm-small", ...; NotFound lists the known names.
 StatusOr<ModelConfig> ModelPreset(const std::string& name);
+
+// Heterogeneous clients: `federation.client_models`, a list of preset names; client K runs
+// client_models[K % size]. Empty when the key is not set (every client runs [model]).
+StatusOr<std::vector<ModelConfig>> ClientModelsFromConfig(const Config& config);
 std::vector<std::string> ModelPresetNames();
 
 // Reads `<prefix>.preset` and then per-field overrides `<prefix>.d_model`, `.n_layer`, `.n_head`,

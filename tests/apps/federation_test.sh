@@ -466,6 +466,38 @@ EOF2
   /usr/bin/python3 -c "import sys; sys.exit(0 if $up < 0.25 * $down else 1)" ||
     fail "uploads are not adapter-sized: $up up against $down down"
   ;;
+heterogeneous)
+  # Clients of different architectures (slm-micro and slm-tiny, each started from its own public
+  # checkpoint) in one distill-up run: each is sent its own architecture's task, all predict on
+  # windows of the shorter context, and the LLM distils from all of them.
+  public_llm_and_slm
+  sed -i '/^init_checkpoint = /d' base.toml
+  "$TANDEM" train llm.toml --set name=tiny --set model.preset=slm-tiny --set model.n_layer=4 \
+    --set train.steps=20 > tiny.out 2>&1 || fail "slm-tiny training failed: $(tail -5 tiny.out)"
+  cat >> base.toml <<'EOF2'
+[algorithm]
+name = "distill-up"
+[distill]
+llm = "runs/llm/checkpoints/model.safetensors"
+windows = 4
+server_steps = 6
+server_batch = 2
+server_lr = 1e-4
+EOF2
+  sed -i 's/^partition = "by-category"$/partition = "by-category"\nclient_models = ["slm-micro", "slm-tiny"]\nclient_init_checkpoints = ["runs\/slm\/checkpoints\/model.safetensors", "runs\/tiny\/checkpoints\/model.safetensors"]/' base.toml
+  TANDEM_THREADS=1 "$TANDEM" run base.toml --set federation.rounds=2 > run.out 2>&1 ||
+    fail "tandem run failed: $(tail -5 run.out)"
+  for r in 1 2; do
+    [ "$(metric runs/fed $r results)" = "3.0" ] || fail "round $r: not every architecture answered"
+    a="$(metric runs/fed $r llm_kd_loss_before)"; b="$(metric runs/fed $r llm_kd_loss_after)"
+    /usr/bin/python3 -c "import sys; sys.exit(0 if $b < $a else 1)" ||
+      fail "round $r: the LLM's distillation loss did not fall: $a -> $b"
+  done
+  if "$TANDEM" coordinator base.toml --set name=refused --set algorithm.name=fedavg > refused.out 2>&1; then
+    fail "client_models was accepted for fedavg"
+  fi
+  grep -q "client_models" refused.out || fail "no clear error: $(tail -2 refused.out)"
+  ;;
 *)
   echo "unknown scenario $SCENARIO" >&2; exit 2 ;;
 esac
