@@ -152,6 +152,16 @@ Status LoadCheckpoint(const std::string& path, ServerAlgorithm* algorithm, Check
   return algorithm->LoadState(tensors, file.metadata);
 }
 
+// The cloud LLM a distillation algorithm names under `key`, with a hint when it is missing.
+StatusOr<std::unique_ptr<Gpt>> LoadCloudModel(const std::string& key, const std::string& path) {
+  StatusOr<std::unique_ptr<Gpt>> model = LoadGpt(path);
+  if (!model.ok()) {
+    return Status::InvalidArgument(key + ": " + model.status().message() +
+                                   " (train one with `tandem train configs/llm-public.toml`)");
+  }
+  return model;
+}
+
 }  // namespace
 
 StatusOr<std::string> RunDirectory(const Config& config) {
@@ -247,12 +257,7 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
   std::unique_ptr<Gpt> model;
   if (up) {
     // The SLM's init checkpoint is the clients'; the coordinator's model is the LLM.
-    StatusOr<std::unique_ptr<Gpt>> llm = LoadGpt(llm_path);
-    if (!llm.ok()) {
-      return Status::InvalidArgument("distill.llm: " + llm.status().message() +
-                                     " (train one with `tandem train configs/llm-public.toml`)");
-    }
-    model = std::move(llm).value();
+    TANDEM_ASSIGN_OR_RETURN(model, LoadCloudModel("distill.llm", llm_path));
   } else if (!init_checkpoint.empty()) {
     TANDEM_ASSIGN_OR_RETURN(model, LoadGpt(init_checkpoint));
     if (!(model->config() == model_config)) {
@@ -274,14 +279,10 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
   std::function<StatusOr<double>()> validation_loss;
   std::unique_ptr<ServerAlgorithm> active;
   if (collm) {
-    StatusOr<std::unique_ptr<Gpt>> llm = LoadGpt(llm_path);
-    if (!llm.ok()) {
-      return Status::InvalidArgument("distill.llm: " + llm.status().message() +
-                                     " (train one with `tandem train configs/llm-public.toml`)");
-    }
+    TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<Gpt> llm, LoadCloudModel("distill.llm", llm_path));
     TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<FedCoLLMServer> server,
                             FedCoLLMServer::Create(*collm, fedavg.local, fedavg.strategy,
-                                                   std::move(model), std::move(llm).value(),
+                                                   std::move(model), std::move(llm),
                                                    splits.public_, splits.validation,
                                                    fedavg.eval_tokens,
                                                    static_cast<uint64_t>(seed)));
@@ -314,12 +315,8 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
     active = std::move(fedavg_server);
   }
   if (distill) {
-    StatusOr<std::unique_ptr<Gpt>> loaded = LoadGpt(distill->teacher);
-    if (!loaded.ok()) {
-      return Status::InvalidArgument("distill.teacher: " + loaded.status().message() +
-                                     " (train one with `tandem train configs/llm-public.toml`)");
-    }
-    std::unique_ptr<Gpt> teacher = std::move(loaded).value();
+    TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<Gpt> teacher,
+                            LoadCloudModel("distill.teacher", distill->teacher));
     log->info("distill-down: teacher {} ({}), top-{} targets at T = {:g} on {} public windows a "
               "round", distill->teacher, teacher->config().ToString(), distill->top_k,
               distill->temperature, distill->windows);

@@ -80,6 +80,37 @@ std::vector<uint32_t> DrawPublicWindows(size_t stream_tokens, int context, int c
   return out;
 }
 
+size_t AddTeacherTargets(Gpt& teacher, const TokenDataset& stream,
+                         const std::vector<uint32_t>& starts, int context, int k,
+                         double temperature, TaskSpec* spec) {
+  const int T = context, V = teacher.config().vocab;
+  const auto& tokens_in = stream.tokens();
+  TopKTargets all;
+  all.k = k;
+  all.vocab = V;
+  all.temperature = static_cast<float>(temperature);
+  std::vector<int32_t> tokens(static_cast<size_t>(kTeacherBatch) * T);
+  for (size_t w0 = 0; w0 < starts.size(); w0 += kTeacherBatch) {
+    const int B = static_cast<int>(std::min<size_t>(kTeacherBatch, starts.size() - w0));
+    for (int b = 0; b < B; ++b) {
+      std::copy(tokens_in.begin() + starts[w0 + b], tokens_in.begin() + starts[w0 + b] + T,
+                tokens.begin() + static_cast<size_t>(b) * T);
+    }
+    teacher.Forward(tokens.data(), nullptr, B, T);
+    const TopKTargets part =
+        TopKFromLogits(teacher.logits(), B * T, V, k, static_cast<float>(temperature));
+    all.rows += part.rows;
+    all.indices.insert(all.indices.end(), part.indices.begin(), part.indices.end());
+    all.probs.insert(all.probs.end(), part.probs.begin(), part.probs.end());
+    all.tail.insert(all.tail.end(), part.tail.begin(), part.tail.end());
+  }
+  const TopKWire wire = EncodeTopK(all);
+  spec->tensors.push_back(wire::Tensor::Uint32("kd.topk_words", {wire.words.size()}, wire.words));
+  spec->tensors.push_back(
+      wire::Tensor::Float32("kd.topk_values", {wire.values.size()}, wire.values));
+  return TopKWireBytes(all.rows, all.k, all.vocab);
+}
+
 std::vector<uint32_t> DistillDownServer::DrawWindows(uint64_t round) const {
   return DrawPublicWindows(public_tokens_.size(), inner_->model().config().context,
                            config_.windows, seed_, round);
@@ -91,37 +122,16 @@ StatusOr<TaskSpec> DistillDownServer::BeginRound(uint64_t round,
   TANDEM_ASSIGN_OR_RETURN(TaskSpec spec, inner_->BeginRound(round, cohort));
   if (spec.kind != kFedAvgTrainTask) return spec;
   Stopwatch watch;
-  const int T = inner_->model().config().context, V = teacher_->config().vocab;
+  const int T = inner_->model().config().context;
   const std::vector<uint32_t> starts = DrawWindows(round);
-  const auto& pub = public_tokens_.tokens();
-  TopKTargets all;
-  all.k = config_.top_k;
-  all.vocab = V;
-  all.temperature = static_cast<float>(config_.temperature);
-  std::vector<int32_t> tokens(static_cast<size_t>(kTeacherBatch) * T);
-  for (size_t w0 = 0; w0 < starts.size(); w0 += kTeacherBatch) {
-    const int B = static_cast<int>(std::min<size_t>(kTeacherBatch, starts.size() - w0));
-    for (int b = 0; b < B; ++b) {
-      std::copy(pub.begin() + starts[w0 + b], pub.begin() + starts[w0 + b] + T,
-                tokens.begin() + static_cast<size_t>(b) * T);
-    }
-    teacher_->Forward(tokens.data(), nullptr, B, T);
-    const TopKTargets part = TopKFromLogits(teacher_->logits(), B * T, V, config_.top_k,
-                                            static_cast<float>(config_.temperature));
-    all.rows += part.rows;
-    all.indices.insert(all.indices.end(), part.indices.begin(), part.indices.end());
-    all.probs.insert(all.probs.end(), part.probs.begin(), part.probs.end());
-    all.tail.insert(all.tail.end(), part.tail.begin(), part.tail.end());
-  }
-  const TopKWire wire = EncodeTopK(all);
   spec.kind = kDistillTask;
   spec.params["kd.alpha"] = config_.alpha;
   spec.params["kd.temperature"] = static_cast<double>(static_cast<float>(config_.temperature));
   spec.params["kd.weight"] = config_.weight;
   spec.tensors.push_back(wire::Tensor::Uint32("kd.windows", {starts.size()}, starts));
-  spec.tensors.push_back(wire::Tensor::Uint32("kd.topk_words", {wire.words.size()}, wire.words));
-  spec.tensors.push_back(wire::Tensor::Float32("kd.topk_values", {wire.values.size()}, wire.values));
-  targets_bytes_ = TopKWireBytes(all.rows, all.k, all.vocab) + starts.size() * 4;
+  targets_bytes_ = AddTeacherTargets(*teacher_, public_tokens_, starts, T, config_.top_k,
+                                     config_.temperature, &spec) +
+                   starts.size() * 4;
   teacher_s_ = watch.Seconds();
   return spec;
 }

@@ -42,6 +42,13 @@ StatusOr<DistillDownConfig> DistillDownConfigFromConfig(const Config& config);
 std::vector<uint32_t> DrawPublicWindows(size_t stream_tokens, int context, int count,
                                         uint64_t seed, uint64_t round);
 
+// The teacher's top-k targets at temperature T on windows of `context` tokens starting at
+// `starts` in `stream` ((windows · context) rows in window order), added to `spec` as the
+// kd.topk_words / kd.topk_values tensors clients decode. Returns the targets' bytes on the wire.
+size_t AddTeacherTargets(Gpt& teacher, const TokenDataset& stream,
+                         const std::vector<uint32_t>& starts, int context, int k,
+                         double temperature, TaskSpec* spec);
+
 class DistillDownServer : public ServerAlgorithm {
  public:
   // `teacher` must share the SLM's vocabulary and have at least its context; `public_records`

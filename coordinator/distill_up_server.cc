@@ -117,28 +117,11 @@ StatusOr<TaskSpec> DistillUpServer::BeginRound(uint64_t round, const std::vector
   spec.contribution = ContributionSpec{"probs", ContributionLength()};
   if (config_.mutual) {
     // Knowledge down as well: the LLM's top-k on the same windows, before it learns this round.
-    const int T = context_, V = student_.vocab;
-    const auto& pub = public_tokens_.tokens();
-    TopKTargets all;
-    all.k = config_.top_k;
-    all.vocab = V;
-    all.temperature = static_cast<float>(config_.temperature);
-    for (uint32_t start : windows_) {
-      llm_->Forward(pub.data() + start, nullptr, 1, T);
-      const TopKTargets part = TopKFromLogits(llm_->logits(), T, V, config_.top_k,
-                                              static_cast<float>(config_.temperature));
-      all.rows += part.rows;
-      all.indices.insert(all.indices.end(), part.indices.begin(), part.indices.end());
-      all.probs.insert(all.probs.end(), part.probs.begin(), part.probs.end());
-      all.tail.insert(all.tail.end(), part.tail.begin(), part.tail.end());
-    }
-    const TopKWire wire = EncodeTopK(all);
+    AddTeacherTargets(*llm_, public_tokens_, windows_, context_, config_.top_k,
+                      config_.temperature, &spec);
     spec.kind = kMutualTask;
     spec.params["kd.alpha"] = config_.client_alpha;
     spec.params["kd.weight"] = config_.client_weight;
-    spec.tensors.push_back(wire::Tensor::Uint32("kd.topk_words", {wire.words.size()}, wire.words));
-    spec.tensors.push_back(
-        wire::Tensor::Float32("kd.topk_values", {wire.values.size()}, wire.values));
   }
   return spec;
 }
