@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/coordinator/distill_fixtures.h"
+
 #include "client/fedavg_client.h"
 #include "distill/kd_loss.h"
 #include "distill/topk.h"
@@ -13,21 +15,8 @@
 namespace tandem {
 namespace {
 
-ModelConfig Micro() {
-  auto c = ModelPreset("slm-micro");
-  EXPECT_TRUE(c.ok());
-  return *c;
-}
-
-std::vector<Record> Corpus(const std::string& category, int n) {
-  std::vector<Record> out;
-  for (int i = 0; i < n; ++i) {
-    out.push_back({"Record " + std::to_string(i) + " of " + category +
-                       ": the quick brown fox jumps over the lazy dog.\n",
-                   category});
-  }
-  return out;
-}
+using testing::Corpus;
+using testing::Micro;
 
 std::unique_ptr<FedAvgServer> Inner() {
   auto model = std::make_unique<Gpt>(Micro());

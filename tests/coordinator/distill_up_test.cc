@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/coordinator/distill_fixtures.h"
+
 #include <cmath>
 
 #include "distill/ensemble.h"
@@ -13,20 +15,8 @@
 namespace tandem {
 namespace {
 
-ModelConfig Micro() {
-  auto c = ModelPreset("slm-micro");
-  EXPECT_TRUE(c.ok());
-  return *c;
-}
-
-std::vector<Record> Corpus(const std::string& category, int n) {
-  std::vector<Record> out;
-  for (int i = 0; i < n; ++i) {
-    out.push_back({"Line " + std::to_string(i) + " of " + category + ": pack my box with jugs.\n",
-                   category});
-  }
-  return out;
-}
+using testing::Corpus;
+using testing::Micro;
 
 std::unique_ptr<DistillUpServer> Make() {
   auto llm = std::make_unique<Gpt>(Micro());

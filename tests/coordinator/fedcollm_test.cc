@@ -5,23 +5,13 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/coordinator/distill_fixtures.h"
+
 namespace tandem {
 namespace {
 
-ModelConfig Micro() {
-  auto c = ModelPreset("slm-micro");
-  EXPECT_TRUE(c.ok());
-  return *c;
-}
-
-std::vector<Record> Corpus(const std::string& category, int n) {
-  std::vector<Record> out;
-  for (int i = 0; i < n; ++i) {
-    out.push_back({"Entry " + std::to_string(i) + " of " + category + ": sphinx of black quartz.\n",
-                   category});
-  }
-  return out;
-}
+using testing::Corpus;
+using testing::Micro;
 
 std::unique_ptr<FedCoLLMServer> Make(double llm_lr) {
   auto slm = std::make_unique<Gpt>(Micro());
