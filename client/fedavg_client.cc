@@ -31,6 +31,7 @@ constexpr char kDistillTask[] = "distill.train";
 constexpr char kDistillUpTask[] = "distill.up";
 constexpr char kMutualTask[] = "distill.mutual";
 constexpr char kAdapterTask[] = "fedcollm.train";
+constexpr char kLocalEvalTask[] = "distill.eval";
 
 const wire::Tensor* Named(const wire::TaskAssign& task, const std::string& name) {
   for (const auto& t : task.tensors) {
@@ -78,6 +79,7 @@ StatusOr<ClientData> LoadClientData(const Config& config, int index) {
                                                        static_cast<int>(clients), data.seed));
   ClientData out;
   out.public_ = splits.public_;
+  out.all_validation = splits.validation;
   for (size_t i : parts[index]) out.train.push_back(splits.train[i]);
   if (spec->kind == PartitionKind::kByCategory) {
     // Held-out records of the client's own categories.
@@ -108,7 +110,8 @@ FedAvgClient::FedAvgClient(const ModelConfig& model, ClientData data, int index,
       threads_(std::max(1, threads)), slots_(slots) {}
 
 std::vector<std::string> FedAvgClient::Capabilities() const {
-  return {kTrainTask, kEvalTask, kDistillTask, kDistillUpTask, kMutualTask, kAdapterTask};
+  return {kTrainTask,  kEvalTask,    kDistillTask,  kDistillUpTask,
+          kMutualTask, kAdapterTask, kLocalEvalTask};
 }
 
 struct FedAvgClient::KdBatches {
@@ -169,7 +172,8 @@ StatusOr<FedAvgClient::KdBatches> FedAvgClient::LoadKd(const wire::TaskAssign& t
 
 Status FedAvgClient::Run(uint64_t round, const wire::TaskAssign& task, wire::TaskResult* result) {
   if (task.kind != kTrainTask && task.kind != kEvalTask && task.kind != kDistillTask &&
-      task.kind != kDistillUpTask && task.kind != kMutualTask && task.kind != kAdapterTask) {
+      task.kind != kDistillUpTask && task.kind != kMutualTask && task.kind != kAdapterTask &&
+      task.kind != kLocalEvalTask) {
     return Status::InvalidArgument("unknown task kind '" + task.kind + "'");
   }
   ComputeSlots::Lease lease;
@@ -180,7 +184,9 @@ Status FedAvgClient::Run(uint64_t round, const wire::TaskAssign& task, wire::Tas
   // Time spent computing, without the wait for a compute slot: the round's critical path is
   // compared with it (bench/round_overhead.sh).
   Stopwatch compute;
-  Status s = task.kind == kEvalTask ? Evaluate(task, result) : Train(round, task, result);
+  Status s = task.kind == kEvalTask        ? Evaluate(task, result)
+             : task.kind == kLocalEvalTask ? EvaluateLocal(task, result)
+                                           : Train(round, task, result);
   if (s.ok()) result->metrics["compute_s"] = compute.Seconds();
   return s;
 }
@@ -413,6 +419,22 @@ Status FedAvgClient::Evaluate(const wire::TaskAssign& task, wire::TaskResult* re
   result->tensors.clear();
   result->weight = static_cast<double>(r.tokens);
   result->metrics = {{"val_loss", r.loss}};
+  return Status::Ok();
+}
+
+Status FedAvgClient::EvaluateLocal(const wire::TaskAssign& task, wire::TaskResult* result) {
+  TANDEM_ASSIGN_OR_RETURN(int64_t max_tokens, IntParam(task.params, "eval_tokens", 0, INT64_MAX));
+  TANDEM_ASSIGN_OR_RETURN(int64_t seed, IntParam(task.params, "seed", 0, INT64_MAX));
+  TANDEM_RETURN_IF_ERROR(UseLocalModel(task, static_cast<uint64_t>(seed)));
+  if (data_.validation.empty() || data_.all_validation.empty()) {
+    return Status::FailedPrecondition("this client has no held-out records");
+  }
+  TANDEM_ASSIGN_OR_RETURN(LossResult own, EvaluateLoss(*model_, data_.validation, 16, max_tokens));
+  TANDEM_ASSIGN_OR_RETURN(LossResult all,
+                          EvaluateLoss(*model_, data_.all_validation, 16, max_tokens));
+  result->tensors.clear();
+  result->weight = 1.0;
+  result->metrics = {{"own_val_loss", own.loss}, {"all_val_loss", all.loss}};
   return Status::Ok();
 }
 

@@ -27,6 +27,7 @@ struct ClientData {
   std::vector<Record> train;       // this client's partition of the training split
   std::vector<Record> validation;  // this client's partition of the validation split
   std::vector<Record> public_;     // the public split, the same for every process
+  std::vector<Record> all_validation;  // every client's held-out records (all private categories)
 };
 
 class FedAvgClient : public TaskHandler {
@@ -48,6 +49,8 @@ class FedAvgClient : public TaskHandler {
   struct KdBatches;
   StatusOr<KdBatches> LoadKd(const wire::TaskAssign& task) const;
   Status Evaluate(const wire::TaskAssign& task, wire::TaskResult* result);
+  // distill.eval: this client's own SLM on its own held-out records and on everyone's.
+  Status EvaluateLocal(const wire::TaskAssign& task, wire::TaskResult* result);
   Status LoadGlobal(const wire::TaskAssign& task);
   // The length of the task's public windows: kd.context when given (at most this model's context).
   StatusOr<int> WindowContext(const wire::Params& params) const;

@@ -298,7 +298,8 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
                             DistillUpServer::Create(*up, fedavg.local, std::move(model),
                                                     model_config, splits.public_,
                                                     splits.validation, fedavg.eval_tokens,
-                                                    static_cast<uint64_t>(seed), client_models));
+                                                    static_cast<uint64_t>(seed), client_models,
+                                                    fedavg.client_eval));
     log->info("{}: the LLM ({}) learns from the clients' {} predictions on {} public "
               "windows a round at T = {:g}", server->name(), server->llm().config().ToString(),
               model_config.ToString(), up->windows, up->temperature);

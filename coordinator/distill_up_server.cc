@@ -52,7 +52,7 @@ StatusOr<std::unique_ptr<DistillUpServer>> DistillUpServer::Create(
     DistillUpConfig config, LocalTrainConfig local, std::unique_ptr<Gpt> llm,
     const ModelConfig& student, const std::vector<Record>& public_records,
     std::vector<Record> validation, int64_t eval_tokens, uint64_t seed,
-    std::vector<ModelConfig> client_models) {
+    std::vector<ModelConfig> client_models, bool client_eval) {
   for (const ModelConfig& m : client_models) {
     if (m.vocab != student.vocab) {
       return Status::InvalidArgument("every client SLM must share one vocabulary: " +
@@ -79,6 +79,7 @@ StatusOr<std::unique_ptr<DistillUpServer>> DistillUpServer::Create(
   server->context_ = student.context;
   for (const ModelConfig& m : client_models) server->context_ = std::min(server->context_, m.context);
   server->client_models_ = std::move(client_models);
+  server->client_eval_ = client_eval;
   return server;
 }
 
@@ -133,6 +134,18 @@ void DistillUpServer::Customize(const ClientInfo& client, wire::TaskAssign* assi
 }
 
 Status DistillUpServer::OnResult(const ClientInfo&, const wire::TaskResult& result) {
+  if (evaluating_) {
+    auto own = result.metrics.find("own_val_loss");
+    auto all = result.metrics.find("all_val_loss");
+    if (own == result.metrics.end() || all == result.metrics.end() || !(own->second >= 0.0) ||
+        !(all->second >= 0.0)) {
+      return Status::InvalidArgument("an evaluation needs own_val_loss and all_val_loss >= 0");
+    }
+    own_val_sum_ += own->second;
+    all_val_sum_ += all->second;
+    ++evaluations_;
+    return Status::Ok();
+  }
   const size_t n = ContributionLength();
   const wire::Tensor* probs = nullptr;
   for (const auto& t : result.tensors) {
@@ -196,6 +209,10 @@ Status DistillUpServer::OnAggregate(const Aggregate& aggregate) {
 }
 
 StatusOr<std::optional<TaskSpec>> DistillUpServer::OnTaskClosed(const TaskReport&) {
+  if (evaluating_) {
+    evaluating_ = false;
+    return std::optional<TaskSpec>();
+  }
   std::vector<float> mean;
   if (mean_) {
     mean = std::move(*mean_);
@@ -212,7 +229,14 @@ StatusOr<std::optional<TaskSpec>> DistillUpServer::OnTaskClosed(const TaskReport
   sum_.reset();
   mean_.reset();
   TANDEM_RETURN_IF_ERROR(TrainLlm(mean));
-  return std::optional<TaskSpec>();
+  if (!client_eval_) return std::optional<TaskSpec>();
+  evaluating_ = true;
+  TaskSpec eval;
+  eval.kind = "distill.eval";
+  eval.params = {{"model", student_.ToString()},
+                 {"eval_tokens", eval_tokens_},
+                 {"seed", static_cast<int64_t>(seed_ & 0x7FFFFFFFFFFFFFFFULL)}};
+  return std::optional<TaskSpec>(std::move(eval));
 }
 
 Status DistillUpServer::TrainLlm(const std::vector<float>& mean) {
@@ -286,6 +310,9 @@ void DistillUpServer::AbortRound() {
   mean_.reset();
   best_.clear();
   best_ce_.clear();
+  evaluating_ = false;
+  own_val_sum_ = all_val_sum_ = 0.0;
+  evaluations_ = 0;
   client_loss_sum_ = client_weight_ = client_kl_sum_ = 0.0;
   kd_sum_ = kl_sum_ = ce_sum_ = 0.0;
   steps_done_ = 0;
@@ -301,6 +328,11 @@ StatusOr<double> DistillUpServer::ValidationLoss() {
 Status DistillUpServer::EndRound(uint64_t round, std::map<std::string, double>* metrics) {
   if (client_weight_ > 0) (*metrics)["train_loss"] = client_loss_sum_ / client_weight_;
   if (config_.mutual && client_weight_ > 0) (*metrics)["kd_kl"] = client_kl_sum_ / client_weight_;
+  if (evaluations_ > 0) {
+    // The clients' own SLMs: on their own categories, and on every private category.
+    (*metrics)["slm_own_val_loss"] = own_val_sum_ / evaluations_;
+    (*metrics)["slm_all_val_loss"] = all_val_sum_ / evaluations_;
+  }
   if (steps_done_ > 0) {
     (*metrics)["llm_kd_loss"] = kd_sum_ / steps_done_;
     (*metrics)["llm_kd_kl"] = kl_sum_ / steps_done_;

@@ -62,11 +62,15 @@ class DistillUpServer : public ServerAlgorithm {
       DistillUpConfig config, LocalTrainConfig local, std::unique_ptr<Gpt> llm,
       const ModelConfig& student, const std::vector<Record>& public_records,
       std::vector<Record> validation, int64_t eval_tokens, uint64_t seed,
-      std::vector<ModelConfig> client_models = {});
+      std::vector<ModelConfig> client_models = {}, bool client_eval = false);
 
   std::string name() const override { return config_.mutual ? "fedmkt" : "distill-up"; }
+  // With eval.clients, each round ends with "distill.eval": the clients' own SLMs evaluated on
+  // their own held-out records and on all private categories.
   std::vector<std::string> RequiredCapabilities() const override {
-    return {config_.mutual ? "distill.mutual" : "distill.up"};
+    std::vector<std::string> caps = {config_.mutual ? "distill.mutual" : "distill.up"};
+    if (client_eval_) caps.push_back("distill.eval");
+    return caps;
   }
   StatusOr<TaskSpec> BeginRound(uint64_t round, const std::vector<ClientInfo>& cohort) override;
   bool CustomizesTasks() const override { return !client_models_.empty(); }
@@ -99,6 +103,10 @@ class DistillUpServer : public ServerAlgorithm {
   ModelConfig student_;
   std::vector<ModelConfig> client_models_;
   int context_ = 0;  // window length: the shortest context of any client's SLM
+  bool client_eval_ = false;
+  bool evaluating_ = false;  // the round's distill.eval task is open
+  double own_val_sum_ = 0.0, all_val_sum_ = 0.0;
+  int evaluations_ = 0;
   TokenDataset public_tokens_;
   std::vector<Record> validation_;
   int64_t eval_tokens_;

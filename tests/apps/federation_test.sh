@@ -417,9 +417,14 @@ server_batch = 2
 server_lr = 1e-3
 selection = "min-ce"
 EOF2
-  TANDEM_THREADS=1 "$TANDEM" run base.toml --set federation.rounds=2 > run.out 2>&1 ||
-    fail "tandem run failed: $(tail -5 run.out)"
+  TANDEM_THREADS=1 "$TANDEM" run base.toml --set federation.rounds=2 --set eval.clients=true \
+    > run.out 2>&1 || fail "tandem run failed: $(tail -5 run.out)"
   [ "$(grep -c '(distill.mutual) sent' runs/fed/coordinator.log)" -eq 2 ] || fail "no distill.mutual tasks"
+  # eval.clients: the clients' own SLMs on their own and on all private categories.
+  for key in slm_own_val_loss slm_all_val_loss; do
+    v="$(metric runs/fed 2 $key)"
+    /usr/bin/python3 -c "import sys; sys.exit(0 if 0 < $v < 20 else 1)" || fail "round 2: $key is '$v'"
+  done
   for r in 1 2; do
     [ -n "$(metric runs/fed $r kd_kl)" ] || fail "round $r: no client distillation KL"
     a="$(metric runs/fed $r llm_kd_loss_before)"; b="$(metric runs/fed $r llm_kd_loss_after)"
