@@ -313,18 +313,19 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
     main_model = &fedavg_server->model();
     FedAvgServer* raw = fedavg_server.get();
     validation_loss = [raw] { return raw->ValidationLoss(); };
-    active = std::move(fedavg_server);
-  }
-  if (distill) {
-    TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<Gpt> teacher,
-                            LoadCloudModel("distill.teacher", distill->teacher));
-    log->info("distill-down: teacher {} ({}), top-{} targets at T = {:g} on {} public windows a "
-              "round", distill->teacher, teacher->config().ToString(), distill->top_k,
-              distill->temperature, distill->windows);
-    std::unique_ptr<FedAvgServer> inner(static_cast<FedAvgServer*>(active.release()));
-    TANDEM_ASSIGN_OR_RETURN(active, DistillDownServer::Create(*distill, std::move(inner),
-                                                              std::move(teacher), splits.public_,
-                                                              static_cast<uint64_t>(seed)));
+    if (distill) {
+      // distill-down is FedAvg whose training task also carries the LLM's targets.
+      TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<Gpt> teacher,
+                              LoadCloudModel("distill.teacher", distill->teacher));
+      log->info("distill-down: teacher {} ({}), top-{} targets at T = {:g} on {} public windows "
+                "a round", distill->teacher, teacher->config().ToString(), distill->top_k,
+                distill->temperature, distill->windows);
+      TANDEM_ASSIGN_OR_RETURN(active, DistillDownServer::Create(*distill, std::move(fedavg_server),
+                                                                std::move(teacher), splits.public_,
+                                                                static_cast<uint64_t>(seed)));
+    } else {
+      active = std::move(fedavg_server);
+    }
   }
   PrivateServer* private_server = nullptr;
   if (privacy.any()) {
