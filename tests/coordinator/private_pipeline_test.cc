@@ -404,6 +404,18 @@ double NoiseVariance(const std::vector<float>& mean, double cohort,
   return ss / static_cast<double>(mean.size());
 }
 
+// The sum of the scenario's contributions, each clipped to L2 norm `clip`, in double.
+std::vector<double> ClippedSum(const Scenario& s, double clip) {
+  std::vector<double> sum(s.length, 0.0);
+  for (const auto& v : s.values) {
+    double norm = 0;
+    for (float x : v) norm += double(x) * x;
+    norm = std::sqrt(norm);
+    for (size_t i = 0; i < s.length; ++i) sum[i] += v[i] * std::min(1.0, clip / norm);
+  }
+  return sum;
+}
+
 // With m = 40000 noise values the sample variance has relative sd √(2/m) = 0.7 %; a ±5 % band is
 // 7 sd: a false failure has probability below 1e-11 (and the noise key is fixed anyway).
 TEST(PrivatePipelineTest, CentralNoiseHasTheStatedVarianceAndUpdatesAreClipped) {
@@ -413,14 +425,7 @@ TEST(PrivatePipelineTest, CentralNoiseHasTheStatedVarianceAndUpdatesAreClipped) 
   Federation f(s, Dp(sigma, clip, "central"), Engine(1));
   ASSERT_TRUE(f.Run());
   ASSERT_EQ(f.algorithm->means.size(), 1u);
-  std::vector<double> clean(m, 0.0);
-  for (const auto& v : s.values) {
-    double norm = 0;
-    for (float x : v) norm += double(x) * x;
-    norm = std::sqrt(norm);
-    for (size_t i = 0; i < m; ++i) clean[i] += v[i] * std::min(1.0, clip / norm);
-  }
-  const double var = NoiseVariance(f.algorithm->means[0], 4.0, clean);
+  const double var = NoiseVariance(f.algorithm->means[0], 4.0, ClippedSum(s, clip));
   EXPECT_NEAR(var / (sigma * sigma * clip * clip), 1.0, 0.05);
 }
 
@@ -435,14 +440,7 @@ TEST(PrivatePipelineTest, DistributedNoiseOverSecureAggregationHasTheStatedVaria
   Federation f(s, p, Engine(1, 4));
   ASSERT_TRUE(f.Run()) << (f.client_errors.empty() ? "" : f.client_errors[0]);
   ASSERT_EQ(f.algorithm->means.size(), 1u);
-  std::vector<double> clean(m, 0.0);
-  for (const auto& v : s.values) {
-    double norm = 0;
-    for (float x : v) norm += double(x) * x;
-    norm = std::sqrt(norm);
-    for (size_t i = 0; i < m; ++i) clean[i] += v[i] * std::min(1.0, clip / norm);
-  }
-  const double var = NoiseVariance(f.algorithm->means[0], 4.0, clean);
+  const double var = NoiseVariance(f.algorithm->means[0], 4.0, ClippedSum(s, clip));
   EXPECT_NEAR(var / (sigma * sigma * clip * clip), 1.0, 0.05);
 }
 
