@@ -70,6 +70,22 @@ std::vector<std::string> DistillDownServer::RequiredCapabilities() const {
   return caps;
 }
 
+Status ReadServerDistillConfig(const Config& config, ServerDistillConfig* out) {
+  ServerDistillConfig& c = *out;
+  TANDEM_ASSIGN_OR_RETURN(c.temperature,
+                          config.GetDouble("distill.temperature", c.temperature, 1e-3, 1e3));
+  TANDEM_ASSIGN_OR_RETURN(c.alpha, config.GetDouble("distill.alpha", c.alpha, 0.0, 1.0));
+  TANDEM_ASSIGN_OR_RETURN(int64_t w, config.GetInt("distill.windows", c.windows, 1, 4096));
+  TANDEM_ASSIGN_OR_RETURN(int64_t s, config.GetInt("distill.server_steps", c.server_steps, 0,
+                                                   100000));
+  TANDEM_ASSIGN_OR_RETURN(int64_t b, config.GetInt("distill.server_batch", c.server_batch, 1, 1024));
+  TANDEM_ASSIGN_OR_RETURN(c.server_lr, config.GetDouble("distill.server_lr", c.server_lr, 0.0, 1.0));
+  c.windows = static_cast<int>(w);
+  c.server_steps = static_cast<int>(s);
+  c.server_batch = static_cast<int>(b);
+  return Status::Ok();
+}
+
 std::vector<uint32_t> DrawPublicWindows(size_t stream_tokens, int context, int count,
                                         uint64_t seed, uint64_t round) {
   TANDEM_CHECK(stream_tokens > static_cast<size_t>(context));

@@ -36,6 +36,20 @@ struct DistillDownConfig {
 
 StatusOr<DistillDownConfig> DistillDownConfigFromConfig(const Config& config);
 
+// What the coordinator's own distillation steps read from [distill] (distill-up, fedmkt and
+// fedcollm train a model on the coordinator against the round's public windows).
+struct ServerDistillConfig {
+  double temperature = 2.0;  // distill.temperature
+  double alpha = 0.5;        // distill.alpha: weight of the trained model's CE on the public text
+  int windows = 8;           // distill.windows: public windows per round
+  int server_steps = 8;      // distill.server_steps: the coordinator's steps per round
+  int server_batch = 4;      // distill.server_batch: windows per step
+  double server_lr = 3e-4;   // distill.server_lr: the LLM's AdamW, fresh every round
+};
+
+// Reads the keys above into *out (its values are the defaults), checking their ranges.
+Status ReadServerDistillConfig(const Config& config, ServerDistillConfig* out);
+
 // `count` window offsets into a public stream of `stream_tokens` tokens, each leaving room for
 // `context` tokens and their next-token targets, drawn from (seed, round) alone so that a resumed
 // round uses the same windows. Requires stream_tokens > context.

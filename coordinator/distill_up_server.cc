@@ -22,17 +22,7 @@ constexpr char kMutualTask[] = "distill.mutual";
 
 StatusOr<DistillUpConfig> DistillUpConfigFromConfig(const Config& config) {
   DistillUpConfig c;
-  TANDEM_ASSIGN_OR_RETURN(c.temperature,
-                          config.GetDouble("distill.temperature", c.temperature, 1e-3, 1e3));
-  TANDEM_ASSIGN_OR_RETURN(c.alpha, config.GetDouble("distill.alpha", c.alpha, 0.0, 1.0));
-  TANDEM_ASSIGN_OR_RETURN(int64_t w, config.GetInt("distill.windows", c.windows, 1, 4096));
-  TANDEM_ASSIGN_OR_RETURN(int64_t s, config.GetInt("distill.server_steps", c.server_steps, 0,
-                                                   100000));
-  TANDEM_ASSIGN_OR_RETURN(int64_t b, config.GetInt("distill.server_batch", c.server_batch, 1, 1024));
-  TANDEM_ASSIGN_OR_RETURN(c.server_lr, config.GetDouble("distill.server_lr", c.server_lr, 0.0, 1.0));
-  c.windows = static_cast<int>(w);
-  c.server_steps = static_cast<int>(s);
-  c.server_batch = static_cast<int>(b);
+  TANDEM_RETURN_IF_ERROR(ReadServerDistillConfig(config, &c));
   TANDEM_ASSIGN_OR_RETURN(std::string name, config.GetString("algorithm.name", "distill-up"));
   c.mutual = name == "fedmkt";
   if (c.mutual) {

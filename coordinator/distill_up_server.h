@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "coordinator/aggregator.h"
+#include "coordinator/distill_down_server.h"
 #include "coordinator/engine.h"
 #include "coordinator/fedavg_server.h"
 #include "data/batcher.h"
@@ -33,14 +34,7 @@ namespace tandem {
 class Config;
 
 // The [distill] section as distill-up reads it.
-struct DistillUpConfig {
-  std::string student;       // distill.student: the clients' SLM architecture ("model" param)
-  double temperature = 2.0;  // distill.temperature
-  double alpha = 0.5;        // distill.alpha: weight of the LLM's CE on the public text
-  int windows = 8;           // distill.windows: public windows the clients predict per round
-  int server_steps = 8;      // distill.server_steps: LLM steps per round
-  int server_batch = 4;      // distill.server_batch: windows per LLM step
-  double server_lr = 3e-4;   // distill.server_lr: AdamW, fresh every round
+struct DistillUpConfig : ServerDistillConfig {
   // fedmkt only.
   bool mutual = false;           // set from algorithm.name = "fedmkt"
   int top_k = 16;                // distill.top_k: the LLM's targets for the clients

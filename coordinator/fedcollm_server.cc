@@ -30,18 +30,8 @@ StatusOr<FedCoLLMConfig> FedCoLLMConfigFromConfig(const Config& config) {
     TANDEM_ASSIGN_OR_RETURN(c.lora, LoraConfigFromConfig(config, "model.lora"));
   }
   TANDEM_RETURN_IF_ERROR(c.lora.Validate());
-  TANDEM_ASSIGN_OR_RETURN(c.temperature,
-                          config.GetDouble("distill.temperature", c.temperature, 1e-3, 1e3));
-  TANDEM_ASSIGN_OR_RETURN(c.alpha, config.GetDouble("distill.alpha", c.alpha, 0.0, 1.0));
-  TANDEM_ASSIGN_OR_RETURN(int64_t w, config.GetInt("distill.windows", c.windows, 1, 4096));
-  TANDEM_ASSIGN_OR_RETURN(int64_t s, config.GetInt("distill.server_steps", c.server_steps, 0,
-                                                   100000));
-  TANDEM_ASSIGN_OR_RETURN(int64_t b, config.GetInt("distill.server_batch", c.server_batch, 1, 1024));
+  TANDEM_RETURN_IF_ERROR(ReadServerDistillConfig(config, &c));
   TANDEM_ASSIGN_OR_RETURN(c.slm_lr, config.GetDouble("distill.slm_lr", c.slm_lr, 0.0, 1.0));
-  TANDEM_ASSIGN_OR_RETURN(c.llm_lr, config.GetDouble("distill.server_lr", c.llm_lr, 0.0, 1.0));
-  c.windows = static_cast<int>(w);
-  c.server_steps = static_cast<int>(s);
-  c.server_batch = static_cast<int>(b);
   return c;
 }
 
@@ -182,7 +172,7 @@ StatusOr<std::optional<TaskSpec>> FedCoLLMServer::OnTaskClosed(const TaskReport&
   // LLM → SLM: the averaged adapters learn from the LLM on public text.
   TANDEM_ASSIGN_OR_RETURN(down_, Distil(*llm_, *slm_, /*adapters=*/true, config_.slm_lr));
   // SLM → LLM: the LLM learns what the clients' adapters taught the SLM.
-  TANDEM_ASSIGN_OR_RETURN(up_, Distil(*slm_, *llm_, /*adapters=*/false, config_.llm_lr));
+  TANDEM_ASSIGN_OR_RETURN(up_, Distil(*slm_, *llm_, /*adapters=*/false, config_.server_lr));
   server_s_ = watch.Seconds();
   return std::optional<TaskSpec>();
 }

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "coordinator/distill_down_server.h"
 #include "coordinator/engine.h"
 #include "coordinator/fedavg_server.h"
 #include "coordinator/strategy.h"
@@ -22,15 +23,9 @@ namespace tandem {
 class Config;
 
 // The [distill] section as fedcollm reads it, and [model.lora] for the adapters.
-struct FedCoLLMConfig {
-  LoraConfig lora;           // model.lora.rank / alpha / targets
-  double temperature = 2.0;  // distill.temperature
-  double alpha = 0.5;        // distill.alpha: CE weight of both server-side distillations
-  int windows = 8;           // distill.windows: public windows per round
-  int server_steps = 8;      // distill.server_steps: steps of each direction per round
-  int server_batch = 4;      // distill.server_batch
-  double slm_lr = 1e-3;      // distill.slm_lr: the adapters' AdamW (LLM → SLM)
-  double llm_lr = 3e-4;      // distill.server_lr: the LLM's AdamW (SLM → LLM)
+struct FedCoLLMConfig : ServerDistillConfig {  // server_lr: the LLM's (SLM → LLM)
+  LoraConfig lora;       // model.lora.rank / alpha / targets
+  double slm_lr = 1e-3;  // distill.slm_lr: the adapters' AdamW (LLM → SLM)
 };
 
 StatusOr<FedCoLLMConfig> FedCoLLMConfigFromConfig(const Config& config);

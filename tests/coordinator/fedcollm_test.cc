@@ -27,7 +27,7 @@ std::unique_ptr<FedCoLLMServer> Make(double llm_lr) {
   c.server_steps = 6;
   c.server_batch = 2;
   c.slm_lr = 3e-3;
-  c.llm_lr = llm_lr;
+  c.server_lr = llm_lr;
   auto s = FedCoLLMServer::Create(c, LocalTrainConfig{}, StrategyConfig{}, std::move(slm),
                                   std::move(llm), Corpus("public", 30), Corpus("val", 4), 256, 3);
   EXPECT_TRUE(s.ok()) << s.status().ToString();
