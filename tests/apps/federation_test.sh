@@ -88,9 +88,9 @@ start_client() {  # K ENDPOINT [args...]
 endpoint_of() { sed -n 's/^coordinator listening on //p' "$1" | head -1; }
 declare -a CLIENT_PID
 
-# A small "LLM" and SLM trained on the public categories, and base.toml's data and model set up
-# for them: what distill-up and fedmkt start from.
-public_llm_and_slm() {
+# A small "LLM" (runs/llm) trained on the public categories, with base.toml's data given the
+# same public split: the teacher or the cloud model of the distillation scenarios.
+public_llm() {
   sed -i 's/^source = "fortunes"$/source = "fortunes"\npublic_categories = ["art", "zippy", "linux"]/' base.toml
   cat > llm.toml <<'EOF2'
 name = "llm"
@@ -113,6 +113,12 @@ eval_every = 0
 checkpoint_every = 0
 EOF2
   "$TANDEM" train llm.toml > llm.out 2>&1 || fail "LLM training failed: $(tail -5 llm.out)"
+}
+
+# public_llm, and an SLM (runs/slm) trained on the same split, from which base.toml's clients
+# start: what distill-up, fedmkt and fedcollm start from.
+public_llm_and_slm() {
+  public_llm
   "$TANDEM" train llm.toml --set name=slm --set model.n_layer=2 > slm.out 2>&1 ||
     fail "SLM training failed: $(tail -5 slm.out)"
   sed -i 's/^preset = "slm-micro"$/preset = "slm-micro"\ninit_checkpoint = "runs\/slm\/checkpoints\/model.safetensors"/' base.toml
@@ -311,42 +317,22 @@ EOF2
   grep -q "stopped early: the privacy budget" budget.out || fail "the early stop was not explained"
   ;;
 distill-down)
-  # The LLM-to-SLM direction: a teacher (here a briefly trained slm-micro; the experiments use
-  # an llm preset) sends top-k targets on public windows with every round's training task. The
+  # The LLM-to-SLM direction: a teacher (here a briefly trained 3-layer slm-micro; the
+  # experiments use an llm preset) sends top-k targets on public windows with every round's training task. The
   # clients' distillation loss and the held-out loss must fall over two rounds on a fixed seed.
-  cat > teacher.toml <<'EOF2'
-name = "teacher"
-seed = 5
-out_dir = "runs"
-[model]
-preset = "slm-micro"
-[data]
-source = "fortunes"
-public_categories = ["art", "zippy", "linux"]
-validation_fraction = 0.05
-test_fraction = 0.05
-[train]
-on = "public"
-batch = 8
-steps = 40
-lr = 3e-3
-eval_every = 0
-checkpoint_every = 0
-EOF2
-  "$TANDEM" train teacher.toml > teacher.out 2>&1 || fail "teacher training failed: $(tail -5 teacher.out)"
-  grep -v public_categories teacher.toml > no-public.toml
+  public_llm
+  grep -v public_categories llm.toml > no-public.toml
   if "$TANDEM" train no-public.toml > no-public.out 2>&1; then fail "train.on = public trained without a public split"; fi
   grep -q "split is empty" no-public.out || fail "no clear error for an empty public split: $(tail -2 no-public.out)"
   cat >> base.toml <<'EOF2'
 [algorithm]
 name = "distill-down"
 [distill]
-teacher = "runs/teacher/checkpoints/model.safetensors"
+teacher = "runs/llm/checkpoints/model.safetensors"
 top_k = 8
 temperature = 2.0
 windows = 8
 EOF2
-  sed -i 's/^source = "fortunes"$/source = "fortunes"\npublic_categories = ["art", "zippy", "linux"]/' base.toml
   TANDEM_THREADS=1 "$TANDEM" run base.toml --set federation.rounds=2 > run.out 2>&1 ||
     fail "tandem run failed: $(tail -5 run.out)"
   [ "$(rounds_done runs/fed)" -eq 2 ] || fail "expected 2 rounds"
