@@ -433,7 +433,7 @@ Status FedAvgClient::EvaluateLocal(const wire::TaskAssign& task, wire::TaskResul
   TANDEM_ASSIGN_OR_RETURN(LossResult all,
                           EvaluateLoss(*model_, data_.all_validation, 16, max_tokens));
   result->tensors.clear();
-  result->weight = 1.0;
+  result->weight = static_cast<double>(own.tokens);
   result->metrics = {{"own_val_loss", own.loss}, {"all_val_loss", all.loss}};
   return Status::Ok();
 }

@@ -131,7 +131,13 @@ Status DistillUpServer::OnResult(const ClientInfo&, const wire::TaskResult& resu
         !(all->second >= 0.0)) {
       return Status::InvalidArgument("an evaluation needs own_val_loss and all_val_loss >= 0");
     }
-    own_val_sum_ += own->second;
+    if (!(result.weight > 0.0) || !std::isfinite(result.weight)) {
+      return Status::InvalidArgument("an evaluation's weight (its own held-out tokens) must be > 0");
+    }
+    // Own categories: weighted by the client's held-out tokens, as fedavg's client_val_loss is, so
+    // the two read the same for one shared model. All categories: every client scores one set.
+    own_val_sum_ += own->second * result.weight;
+    own_val_weight_ += result.weight;
     all_val_sum_ += all->second;
     ++evaluations_;
     return Status::Ok();
@@ -301,7 +307,7 @@ void DistillUpServer::AbortRound() {
   best_.clear();
   best_ce_.clear();
   evaluating_ = false;
-  own_val_sum_ = all_val_sum_ = 0.0;
+  own_val_sum_ = own_val_weight_ = all_val_sum_ = 0.0;
   evaluations_ = 0;
   client_loss_sum_ = client_weight_ = client_kl_sum_ = 0.0;
   kd_sum_ = kl_sum_ = ce_sum_ = 0.0;
@@ -320,7 +326,7 @@ Status DistillUpServer::EndRound(uint64_t round, std::map<std::string, double>* 
   if (config_.mutual && client_weight_ > 0) (*metrics)["kd_kl"] = client_kl_sum_ / client_weight_;
   if (evaluations_ > 0) {
     // The clients' own SLMs: on their own categories, and on every private category.
-    (*metrics)["slm_own_val_loss"] = own_val_sum_ / evaluations_;
+    (*metrics)["slm_own_val_loss"] = own_val_sum_ / own_val_weight_;
     (*metrics)["slm_all_val_loss"] = all_val_sum_ / evaluations_;
   }
   if (steps_done_ > 0) {

@@ -99,7 +99,7 @@ class DistillUpServer : public ServerAlgorithm {
   int context_ = 0;  // window length: the shortest context of any client's SLM
   bool client_eval_ = false;
   bool evaluating_ = false;  // the round's distill.eval task is open
-  double own_val_sum_ = 0.0, all_val_sum_ = 0.0;
+  double own_val_sum_ = 0.0, own_val_weight_ = 0.0, all_val_sum_ = 0.0;
   int evaluations_ = 0;
   TokenDataset public_tokens_;
   std::vector<Record> validation_;

@@ -18,7 +18,7 @@ namespace {
 using testing::Corpus;
 using testing::Micro;
 
-std::unique_ptr<DistillUpServer> Make() {
+std::unique_ptr<DistillUpServer> Make(bool client_eval = false) {
   auto llm = std::make_unique<Gpt>(Micro());
   llm->InitWeights(4);
   DistillUpConfig c;
@@ -28,7 +28,7 @@ std::unique_ptr<DistillUpServer> Make() {
   c.server_lr = 3e-3;
   c.alpha = 0.0;  // pure distillation, so the KD loss is what moves
   auto s = DistillUpServer::Create(c, LocalTrainConfig{}, std::move(llm), Micro(),
-                                   Corpus("public", 30), Corpus("val", 4), 256, 7);
+                                   Corpus("public", 30), Corpus("val", 4), 256, 7, {}, client_eval);
   EXPECT_TRUE(s.ok()) << s.status().ToString();
   return std::move(s).value();
 }
@@ -92,6 +92,35 @@ TEST(DistillUpTest, TheAggregateFromThePrivacyPipelineServesAsTheEnsemble) {
   // Without any upload the round cannot close.
   ASSERT_TRUE(server->BeginRound(2, {c}).ok());
   EXPECT_FALSE(server->OnTaskClosed(TaskReport{}).ok());
+}
+
+TEST(DistillUpTest, ClientEvaluationsWeighOwnCategoriesByTheirTokens) {
+  auto server = Make(/*client_eval=*/true);
+  ClientInfo a{"client-0", 0, {"distill.up", "distill.eval"}};
+  ClientInfo b{"client-1", 1, {"distill.up", "distill.eval"}};
+  ASSERT_TRUE(server->BeginRound(1, {a, b}).ok());
+  const size_t n = server->ContributionLength();
+  const std::vector<float> probs = Predictions(n / 256, 256);
+  for (const ClientInfo* c : {&a, &b}) {
+    ASSERT_TRUE(server->OnResult(*c, {{wire::Tensor::Float32("probs", {n}, probs)}, 1.0,
+                                      {{"train_loss", 1.0}}}).ok());
+  }
+  auto next = server->OnTaskClosed(TaskReport{});
+  ASSERT_TRUE(next.ok());
+  ASSERT_TRUE(next->has_value());
+  EXPECT_EQ((*next)->kind, "distill.eval");
+  auto eval = [](double tokens, double own, double all) {
+    return wire::TaskResult{{}, tokens, {{"own_val_loss", own}, {"all_val_loss", all}}};
+  };
+  EXPECT_FALSE(server->OnResult(a, eval(0.0, 9.0, 9.0)).ok());  // no held-out tokens
+  EXPECT_FALSE(server->OnResult(a, wire::TaskResult{{}, 10.0, {{"own_val_loss", 1.0}}}).ok());
+  ASSERT_TRUE(server->OnResult(a, eval(100.0, 2.0, 1.0)).ok());
+  ASSERT_TRUE(server->OnResult(b, eval(300.0, 4.0, 3.0)).ok());
+  ASSERT_TRUE(server->OnTaskClosed(TaskReport{}).ok());
+  std::map<std::string, double> metrics;
+  ASSERT_TRUE(server->EndRound(1, &metrics).ok());
+  EXPECT_DOUBLE_EQ(metrics.at("slm_own_val_loss"), (100.0 * 2.0 + 300.0 * 4.0) / 400.0);
+  EXPECT_DOUBLE_EQ(metrics.at("slm_all_val_loss"), 2.0);
 }
 
 }  // namespace
