@@ -9,7 +9,9 @@ namespace tandem {
 StatusOr<DataConfig> DataConfigFromConfig(const Config& config) {
   DataConfig d;
   TANDEM_ASSIGN_OR_RETURN(int64_t seed, config.GetInt("seed", 1, 0));
-  d.seed = static_cast<uint64_t>(seed);
+  // Its own key so that runs on several seeds can share one held-out set.
+  TANDEM_ASSIGN_OR_RETURN(int64_t data_seed, config.GetInt("data.seed", seed, 0));
+  d.seed = static_cast<uint64_t>(data_seed);
   TANDEM_ASSIGN_OR_RETURN(d.source, config.GetString("data.source", d.source));
   TANDEM_ASSIGN_OR_RETURN(d.split.validation_fraction,
                           config.GetDouble("data.validation_fraction", 0.05, 0.0, 0.9));

@@ -23,8 +23,9 @@ struct DataConfig {
 };
 
 // Reads `data.source`, `data.validation_fraction`, `data.test_fraction`, `data.public_fraction`,
-// `data.public_categories`, `data.arithmetic.levels`, `data.arithmetic.examples_per_level`;
-// the seed is the config's top-level `seed`.
+// `data.public_categories`, `data.arithmetic.levels`, `data.arithmetic.examples_per_level`, and
+// `data.seed` (how records are shuffled into splits and partitions), which defaults to the
+// config's top-level `seed`.
 StatusOr<DataConfig> DataConfigFromConfig(const Config& config);
 
 StatusOr<DatasetSplits> LoadSplits(const DataConfig& data);
