@@ -127,7 +127,11 @@ bool HasWord(const std::vector<std::string>& words, std::initializer_list<const 
   return false;
 }
 
-bool IsLossKey(const std::string& k) { return k == "loss" || EndsWith(k, "_loss"); }
+// A loss, or one group's loss in a run of several model groups ("val_loss.slm-tiny").
+bool IsLossKey(const std::string& key) {
+  const std::string k = key.substr(0, key.find('.'));
+  return k == "loss" || EndsWith(k, "_loss");
+}
 bool IsBytesKey(const std::string& k) { return HasWord(Words(k), {"bytes"}); }
 // Wall-clock seconds since the run began, as opposed to the duration of one round or phase.
 bool IsCumulativeTime(const std::string& k) {

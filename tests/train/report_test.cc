@@ -117,6 +117,20 @@ TEST_F(ReportTest, FederatedTableColumnsRowsAndPlots) {
   EXPECT_NE(Read((out / "metrics.tsv").string()).find("\n0\tNaN\t5.55"), std::string::npos);
 }
 
+TEST_F(ReportTest, EachGroupsLossOfAGroupedRunIsPlotted) {
+  Write(Path("metrics.jsonl"),
+        "{\"round\":0,\"val_loss\":5.5,\"val_loss.slm-micro\":5.6,\"val_loss.slm-tiny\":5.4}\n"
+        "{\"round\":1,\"val_loss\":3.5,\"val_loss.slm-micro\":3.6,\"val_loss.slm-tiny\":3.4,"
+        "\"results.slm-tiny\":2}\n");
+  auto md = RunReport(dir_.string(), ReportOptions{});
+  ASSERT_TRUE(md.ok()) << md.status().ToString();
+  const fs::path out = dir_ / "report";
+  EXPECT_TRUE(IsPng((out / "val_loss.slm-tiny.png").string()));
+  EXPECT_TRUE(IsPng((out / "val_loss.slm-micro.png").string()));
+  EXPECT_FALSE(fs::exists(out / "results.slm-tiny.png"));  // a count, not a loss
+  EXPECT_NE(Read((out / "plots.gp").string()).find("title 'val_loss.slm-tiny'"), std::string::npos);
+}
+
 TEST_F(ReportTest, CentralizedRunUsesStepAndFlattensNestedObjects) {
   Write(Path("metrics.jsonl"), kCentralized);
   auto md = RunReport(dir_.string(), ReportOptions{});
