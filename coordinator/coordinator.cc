@@ -19,6 +19,7 @@
 #include "coordinator/distill_down_server.h"
 #include "coordinator/distill_up_server.h"
 #include "coordinator/fedcollm_server.h"
+#include "coordinator/grouped_server.h"
 #include "coordinator/private_server.h"
 #include "coordinator/strategy.h"
 #include "core/config.h"
@@ -162,6 +163,137 @@ StatusOr<std::unique_ptr<Gpt>> LoadCloudModel(const std::string& key, const std:
   return model;
 }
 
+// A grouped run (coordinator/grouped_server.h): clients of several architectures under an
+// algorithm that averages weights, one group per architecture.
+struct GroupedRun {
+  struct Group {
+    std::string name;
+    Gpt* model;  // the group's global SLM, owned by `server`
+    std::function<StatusOr<double>()> validation_loss;
+  };
+  std::unique_ptr<GroupedServer> server;
+  std::vector<Group> groups;
+};
+
+// One server per distinct architecture of `client_models` (named by `names`, the presets), each
+// built as a run of that architecture alone would build it. A group's SLM starts from its
+// federation.client_init_checkpoints entry (`inits`, when given), else from
+// model.init_checkpoint when that holds the group's architecture, else fresh from `seed`.
+// distill-down's teacher and fedcollm's LLM are loaded once and shared by every group.
+StatusOr<GroupedRun> MakeGroupedRun(const std::vector<ModelConfig>& client_models,
+                                    const std::vector<std::string>& names,
+                                    const std::vector<std::string>& inits,
+                                    const std::string& init_checkpoint,
+                                    const FedAvgServerConfig& fedavg,
+                                    const std::optional<DistillDownConfig>& distill,
+                                    const std::optional<FedCoLLMConfig>& collm,
+                                    const std::string& llm_path, const DatasetSplits& splits,
+                                    uint64_t seed) {
+  auto log = GetLogger("coordinator");
+  const ClientGroups placement = GroupClientModels(client_models);
+  std::unique_ptr<Gpt> init_model;
+  if (inits.empty() && !init_checkpoint.empty()) {
+    TANDEM_ASSIGN_OR_RETURN(init_model, LoadGpt(init_checkpoint));
+  }
+  std::shared_ptr<SharedTeacher> teacher;
+  if (distill) {
+    // Every group gets the same targets, so the windows are as long as the shortest context.
+    int context = client_models[0].context;
+    for (const ModelConfig& m : client_models) context = std::min(context, m.context);
+    TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<Gpt> model,
+                            LoadCloudModel("distill.teacher", distill->teacher));
+    log->info("distill-down: teacher {} ({}), top-{} targets at T = {:g} on {} public windows of "
+              "{} tokens a round, the same for every group", distill->teacher,
+              model->config().ToString(), distill->top_k, distill->temperature, distill->windows,
+              context);
+    teacher = std::make_shared<SharedTeacher>(std::move(model), context);
+  }
+  std::shared_ptr<Gpt> llm;
+  if (collm) {
+    TANDEM_ASSIGN_OR_RETURN(llm, LoadCloudModel("distill.llm", llm_path));
+    log->info("fedcollm: rank-{} adapters on each group's SLM, every group distilled both ways "
+              "with the one LLM ({}) on {} public windows a round", collm->lora.rank,
+              llm->config().ToString(), collm->windows);
+  }
+  GroupedRun run;
+  std::vector<ServerGroup> groups;
+  for (size_t g = 0; g < placement.first_position.size(); ++g) {
+    const size_t first = placement.first_position[g];
+    const ModelConfig& architecture = client_models[first];
+    std::unique_ptr<Gpt> model;
+    std::string from;
+    if (!inits.empty()) {
+      TANDEM_ASSIGN_OR_RETURN(model, LoadGpt(inits[first]));
+      if (!(model->config() == architecture)) {
+        return Status::InvalidArgument(
+            "federation.client_init_checkpoints entry " + std::to_string(first) + " '" +
+            inits[first] + "' holds " + model->config().ToString() + ", but " + names[first] +
+            " is " + architecture.ToString());
+      }
+      from = inits[first];
+    } else if (init_model != nullptr && init_model->config() == architecture) {
+      model = std::move(init_model);
+      from = init_checkpoint;
+    } else {
+      model = std::make_unique<Gpt>(architecture);
+      model->InitWeights(seed);
+      from = "fresh weights";
+    }
+    std::string positions;
+    for (size_t p = 0; p < placement.group_of_position.size(); ++p) {
+      if (placement.group_of_position[p] == static_cast<int>(g)) {
+        positions += (positions.empty() ? "" : ", ") + std::to_string(p);
+      }
+    }
+    log->info("group {} ({}): clients K with K % {} in {{{}}}, starting from {}", names[first],
+              architecture.ToString(), client_models.size(), positions, from);
+    GroupedRun::Group group{names[first], nullptr, nullptr};
+    std::unique_ptr<ServerAlgorithm> server;
+    const std::string context = "group " + names[first];
+    if (collm) {
+      StatusOr<std::unique_ptr<FedCoLLMServer>> made =
+          FedCoLLMServer::Create(*collm, fedavg.local, fedavg.strategy, std::move(model), llm,
+                                 splits.public_, splits.validation, fedavg.eval_tokens, seed);
+      if (!made.ok()) return made.status().WithContext(context);
+      std::unique_ptr<FedCoLLMServer> s = std::move(made).value();
+      s->set_llm_shared(true);  // saved and evaluated once, by the grouped server
+      group.model = &s->slm();
+      FedCoLLMServer* raw = s.get();
+      group.validation_loss = [raw] { return raw->SlmValidationLoss(); };
+      server = std::move(s);
+    } else {
+      TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<Strategy> strategy, MakeStrategy(fedavg.strategy));
+      auto s = std::make_unique<FedAvgServer>(fedavg, std::move(model), std::move(strategy),
+                                              splits.validation);
+      group.model = &s->model();
+      FedAvgServer* raw = s.get();
+      group.validation_loss = [raw] { return raw->ValidationLoss(); };
+      if (distill) {
+        StatusOr<std::unique_ptr<DistillDownServer>> made =
+            DistillDownServer::Create(*distill, std::move(s), teacher, splits.public_, seed);
+        if (!made.ok()) return made.status().WithContext(context);
+        server = std::move(made).value();
+      } else {
+        server = std::move(s);
+      }
+    }
+    groups.push_back({names[first], std::move(server)});
+    run.groups.push_back(std::move(group));
+  }
+  if (init_model != nullptr) {
+    log->warn("model.init_checkpoint '{}' holds {}, the architecture of no client group: not used",
+              init_checkpoint, init_model->config().ToString());
+  }
+  std::unique_ptr<GroupShared> shared;
+  if (llm) {
+    shared = std::make_unique<SharedModelState>("llm", llm, splits.validation, fedavg.eval_tokens);
+  }
+  TANDEM_ASSIGN_OR_RETURN(run.server, GroupedServer::Create(std::move(groups),
+                                                            placement.group_of_position,
+                                                            std::move(shared)));
+  return run;
+}
+
 }  // namespace
 
 StatusOr<std::string> RunDirectory(const Config& config) {
@@ -201,12 +333,23 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
     TANDEM_ASSIGN_OR_RETURN(llm_path, config.RequireString("distill.llm"));
   }
   TANDEM_ASSIGN_OR_RETURN(std::vector<ModelConfig> client_models, ClientModelsFromConfig(config));
-  config.MarkUsed("federation.client_init_checkpoints");  // read by the clients
-  if (!client_models.empty() && algorithm_name != "distill-up" && algorithm_name != "fedmkt") {
-    return Status::InvalidArgument(
-        "federation.client_models (clients of different architectures) works with distill-up "
-        "and fedmkt, where only predictions move; " + algorithm_name + " averages weights");
+  // Clients of different architectures: distill-up and fedmkt move only predictions; fedavg,
+  // distill-down and fedcollm average weights, so each architecture's clients form a group with
+  // its own global model (coordinator/grouped_server.h).
+  const bool grouped = !client_models.empty() && algorithm_name != "distill-up" &&
+                       algorithm_name != "fedmkt";
+  std::vector<std::string> client_model_names, client_inits;
+  if (grouped) {
+    TANDEM_ASSIGN_OR_RETURN(client_model_names,
+                            config.GetStringList("federation.client_models", {}));
+    TANDEM_ASSIGN_OR_RETURN(client_inits,
+                            config.GetStringList("federation.client_init_checkpoints", {}));
+    if (!client_inits.empty() && client_inits.size() != client_models.size()) {
+      return Status::InvalidArgument("federation.client_init_checkpoints must have one entry per "
+                                     "federation.client_models entry");
+    }
   }
+  config.MarkUsed("federation.client_init_checkpoints");  // read by the clients
   std::optional<FedCoLLMConfig> collm;
   if (algorithm_name == "fedcollm") {
     TANDEM_ASSIGN_OR_RETURN(FedCoLLMConfig c, FedCoLLMConfigFromConfig(config));
@@ -220,6 +363,12 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
                                        MinResults(engine_config), engine_config.rounds};
   TANDEM_ASSIGN_OR_RETURN(privacy::PrivacyConfig privacy,
                           privacy::PrivacyConfigFromConfig(config, shape));
+  if (privacy.any() && grouped) {
+    return Status::InvalidArgument(
+        "federation.client_models (clients of different architectures) cannot be combined with "
+        "[privacy] under " + algorithm_name + ": each architecture's group averages its own model, "
+        "but the privacy pipeline sums one contribution vector over the whole cohort");
+  }
   if (privacy.any() && up && up->selection == "min-ce") {
     return Status::InvalidArgument(
         "distill.selection = \"min-ce\" picks one client's prediction per position, which "
@@ -255,9 +404,16 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
 
   TANDEM_ASSIGN_OR_RETURN(DatasetSplits splits, LoadSplits(data));
   std::unique_ptr<Gpt> model;
+  std::string models_text = model_config.ToString();
   if (up) {
     // The SLM's init checkpoint is the clients'; the coordinator's model is the LLM.
     TANDEM_ASSIGN_OR_RETURN(model, LoadCloudModel("distill.llm", llm_path));
+  } else if (grouped) {
+    // Each group's SLM is made with its server below.
+    models_text.clear();
+    for (size_t p : GroupClientModels(client_models).first_position) {
+      models_text += (models_text.empty() ? "" : ", ") + client_model_names[p];
+    }
   } else if (!init_checkpoint.empty()) {
     TANDEM_ASSIGN_OR_RETURN(model, LoadGpt(init_checkpoint));
     if (!(model->config() == model_config)) {
@@ -270,7 +426,7 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
     model->InitWeights(static_cast<uint64_t>(seed));
   }
   log->info("run '{}': {} with {} on {}, {} clients expected, {} rounds", name, algorithm_name,
-            fedavg.strategy.name, model_config.ToString(), engine_config.expected_clients,
+            fedavg.strategy.name, models_text, engine_config.expected_clients,
             engine_config.rounds);
   std::random_device entropy;
   const uint64_t run_id = (static_cast<uint64_t>(entropy()) << 32 | entropy()) | 1;
@@ -278,7 +434,17 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
   Gpt* main_model = nullptr;
   std::function<StatusOr<double>()> validation_loss;
   std::unique_ptr<ServerAlgorithm> active;
-  if (collm) {
+  // A grouped run's groups: their models are checkpointed as model.<group>.safetensors, and the
+  // run's held-out loss is the mean of theirs.
+  std::vector<GroupedRun::Group> groups;
+  if (grouped) {
+    TANDEM_ASSIGN_OR_RETURN(GroupedRun run,
+                            MakeGroupedRun(client_models, client_model_names, client_inits,
+                                           init_checkpoint, fedavg, distill, collm, llm_path,
+                                           splits, static_cast<uint64_t>(seed)));
+    groups = std::move(run.groups);
+    active = std::move(run.server);
+  } else if (collm) {
     TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<Gpt> llm, LoadCloudModel("distill.llm", llm_path));
     TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<FedCoLLMServer> server,
                             FedCoLLMServer::Create(*collm, fedavg.local, fedavg.strategy,
@@ -368,8 +534,24 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
   auto elapsed = [&] { return elapsed_before + clock.Seconds(); };
   // ---- Round 0: the starting point, before any client is let in. ----
   if (!resuming) {
-    TANDEM_ASSIGN_OR_RETURN(saved.initial_val_loss, validation_loss());
+    std::map<std::string, double> group_losses;
+    if (groups.empty()) {
+      TANDEM_ASSIGN_OR_RETURN(saved.initial_val_loss, validation_loss());
+    } else {
+      // Each group's starting point; the run's is their mean, as the rounds' val_loss is.
+      double sum = 0.0;
+      for (const auto& g : groups) {
+        TANDEM_ASSIGN_OR_RETURN(double v, g.validation_loss());
+        log->info("group {}: held-out loss {:.4f} before round 1", g.name, v);
+        if (std::isfinite(v)) {
+          group_losses["val_loss." + g.name] = v;
+          sum += v;
+        }
+      }
+      saved.initial_val_loss = group_losses.empty() ? std::nan("") : sum / group_losses.size();
+    }
     nlohmann::json line = {{"round", 0}, {"time_s", elapsed()}};
+    for (const auto& [k, v] : group_losses) line[k] = v;
     if (std::isfinite(saved.initial_val_loss)) {
       line["val_loss"] = saved.initial_val_loss;
       line["val_ppl"] = std::exp(saved.initial_val_loss);
@@ -415,7 +597,12 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
     saved.engine = engine.state();
     saved.elapsed = elapsed();
     TANDEM_RETURN_IF_ERROR(SaveCheckpoint(ckpt_dir, *active, saved));
-    TANDEM_RETURN_IF_ERROR(SaveGpt(ckpt_dir + "/model.safetensors", *main_model));
+    if (groups.empty()) {
+      TANDEM_RETURN_IF_ERROR(SaveGpt(ckpt_dir + "/model.safetensors", *main_model));
+    }
+    for (const auto& g : groups) {
+      TANDEM_RETURN_IF_ERROR(SaveGpt(ckpt_dir + "/model." + g.name + ".safetensors", *g.model));
+    }
     if (options.show_progress) {
       char buf[256];
       if (aborted) {
@@ -502,16 +689,26 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
   result.aborted_rounds = saved.aborted;
   result.bytes_up = saved.bytes_up;
   result.bytes_down = saved.bytes_down;
-  if (!splits.test.empty()) {
+  std::map<std::string, double> group_test_losses;
+  if (!splits.test.empty() && groups.empty()) {
     TANDEM_ASSIGN_OR_RETURN(LossResult test, EvaluateLoss(*main_model, splits.test, 16,
                                                           fedavg.eval_tokens));
     result.final_test_loss = test.loss;
+  } else if (!splits.test.empty()) {
+    double sum = 0.0;
+    for (const auto& g : groups) {
+      TANDEM_ASSIGN_OR_RETURN(LossResult test, EvaluateLoss(*g.model, splits.test, 16,
+                                                            fedavg.eval_tokens));
+      group_test_losses["final_test_loss." + g.name] = test.loss;
+      sum += test.loss;
+    }
+    result.final_test_loss = sum / groups.size();
   }
   result.seconds = elapsed();
   nlohmann::json summary = {{"name", name},
                             {"algorithm", algorithm_name},
                             {"strategy", fedavg.strategy.name},
-                            {"model", model_config.ToString()},
+                            {"model", models_text},
                             {"clients", engine_config.expected_clients},
                             {"rounds", result.rounds},
                             {"aborted_rounds", result.aborted_rounds},
@@ -521,6 +718,7 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
                             {"bytes_up", result.bytes_up},
                             {"bytes_down", result.bytes_down},
                             {"seconds", result.seconds}};
+  for (const auto& [k, v] : group_test_losses) summary[k] = v;
   if (!result.stop_reason.empty()) summary["stopped"] = result.stop_reason;
   if (privacy.dp.enabled) {
     summary["epsilon"] = result.epsilon;

@@ -32,26 +32,42 @@ StatusOr<DistillDownConfig> DistillDownConfigFromConfig(const Config& config) {
 StatusOr<std::unique_ptr<DistillDownServer>> DistillDownServer::Create(
     DistillDownConfig config, std::unique_ptr<FedAvgServer> inner, std::unique_ptr<Gpt> teacher,
     const std::vector<Record>& public_records, uint64_t seed) {
+  const int context = inner->model().config().context;
+  return Create(std::move(config), std::move(inner),
+                std::make_shared<SharedTeacher>(std::move(teacher), context), public_records, seed);
+}
+
+StatusOr<std::unique_ptr<DistillDownServer>> DistillDownServer::Create(
+    DistillDownConfig config, std::unique_ptr<FedAvgServer> inner,
+    std::shared_ptr<SharedTeacher> teacher, const std::vector<Record>& public_records,
+    uint64_t seed) {
   const ModelConfig& slm = inner->model().config();
-  const ModelConfig& llm = teacher->config();
+  const ModelConfig& llm = teacher->model->config();
+  const int context = teacher->context;
   if (llm.vocab != slm.vocab) {
     return Status::InvalidArgument("distill.teacher has a vocabulary of " +
                                    std::to_string(llm.vocab) + ", the SLM " +
                                    std::to_string(slm.vocab));
   }
-  if (llm.context < slm.context) {
+  if (context < 1 || context > slm.context) {
+    return Status::InvalidArgument("distill-down windows of " + std::to_string(context) +
+                                   " tokens do not fit the SLM's context " +
+                                   std::to_string(slm.context));
+  }
+  if (llm.context < context) {
     return Status::InvalidArgument("distill.teacher's context " + std::to_string(llm.context) +
-                                   " is shorter than the SLM's " + std::to_string(slm.context));
+                                   " is shorter than the distillation windows' " +
+                                   std::to_string(context));
   }
   if (config.top_k > slm.vocab) {
     return Status::InvalidArgument("distill.top_k " + std::to_string(config.top_k) +
                                    " exceeds the vocabulary " + std::to_string(slm.vocab));
   }
   TokenDataset tokens = TokenDataset::FromRecords(public_records);
-  if (tokens.size() < static_cast<size_t>(slm.context) + 1) {
+  if (tokens.size() < static_cast<size_t>(context) + 1) {
     return Status::InvalidArgument(
         "distill-down needs a public split of at least one context (" +
-        std::to_string(slm.context + 1) + " tokens), it has " + std::to_string(tokens.size()) +
+        std::to_string(context + 1) + " tokens), it has " + std::to_string(tokens.size()) +
         "; set data.public_categories or data.public_fraction");
   }
   return std::unique_ptr<DistillDownServer>(new DistillDownServer(
@@ -59,8 +75,8 @@ StatusOr<std::unique_ptr<DistillDownServer>> DistillDownServer::Create(
 }
 
 DistillDownServer::DistillDownServer(DistillDownConfig config, std::unique_ptr<FedAvgServer> inner,
-                                     std::unique_ptr<Gpt> teacher, TokenDataset public_tokens,
-                                     uint64_t seed)
+                                     std::shared_ptr<SharedTeacher> teacher,
+                                     TokenDataset public_tokens, uint64_t seed)
     : config_(std::move(config)), inner_(std::move(inner)), teacher_(std::move(teacher)),
       public_tokens_(std::move(public_tokens)), seed_(seed) {}
 
@@ -128,8 +144,24 @@ size_t AddTeacherTargets(Gpt& teacher, const TokenDataset& stream,
 }
 
 std::vector<uint32_t> DistillDownServer::DrawWindows(uint64_t round) const {
-  return DrawPublicWindows(public_tokens_.size(), inner_->model().config().context,
-                           config_.windows, seed_, round);
+  return DrawPublicWindows(public_tokens_.size(), teacher_->context, config_.windows, seed_,
+                           round);
+}
+
+size_t DistillDownServer::AddTargets(const std::vector<uint32_t>& starts, TaskSpec* spec) {
+  SharedTeacher& t = *teacher_;
+  if (t.targets.empty() || t.starts != starts || t.k != config_.top_k ||
+      t.temperature != config_.temperature) {
+    TaskSpec computed;
+    t.bytes = AddTeacherTargets(*t.model, public_tokens_, starts, t.context, config_.top_k,
+                                config_.temperature, &computed);
+    t.targets = std::move(computed.tensors);
+    t.starts = starts;
+    t.k = config_.top_k;
+    t.temperature = config_.temperature;
+  }
+  spec->tensors.insert(spec->tensors.end(), t.targets.begin(), t.targets.end());
+  return t.bytes;
 }
 
 StatusOr<TaskSpec> DistillDownServer::BeginRound(uint64_t round,
@@ -138,16 +170,17 @@ StatusOr<TaskSpec> DistillDownServer::BeginRound(uint64_t round,
   TANDEM_ASSIGN_OR_RETURN(TaskSpec spec, inner_->BeginRound(round, cohort));
   if (spec.kind != kFedAvgTrainTask) return spec;
   Stopwatch watch;
-  const int T = inner_->model().config().context;
   const std::vector<uint32_t> starts = DrawWindows(round);
   spec.kind = kDistillTask;
   spec.params["kd.alpha"] = config_.alpha;
   spec.params["kd.temperature"] = static_cast<double>(static_cast<float>(config_.temperature));
   spec.params["kd.weight"] = config_.weight;
+  // Windows shorter than this SLM's context (a teacher shared with smaller-context groups).
+  if (teacher_->context != inner_->model().config().context) {
+    spec.params["kd.context"] = static_cast<int64_t>(teacher_->context);
+  }
   spec.tensors.push_back(wire::Tensor::Uint32("kd.windows", {starts.size()}, starts));
-  targets_bytes_ = AddTeacherTargets(*teacher_, public_tokens_, starts, T, config_.top_k,
-                                     config_.temperature, &spec) +
-                   starts.size() * 4;
+  targets_bytes_ = AddTargets(starts, &spec) + starts.size() * 4;
   teacher_s_ = watch.Seconds();
   return spec;
 }

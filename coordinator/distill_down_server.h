@@ -63,6 +63,25 @@ size_t AddTeacherTargets(Gpt& teacher, const TokenDataset& stream,
                          const std::vector<uint32_t>& starts, int context, int k,
                          double temperature, TaskSpec* spec);
 
+// The teacher and the windows its targets are computed on. A grouped run (clients of several
+// architectures, coordinator/grouped_server.h) has one DistillDownServer per architecture, all
+// sharing one SharedTeacher: every group gets the same windows of `context` tokens (the shortest
+// SLM context; sent as kd.context where it is below a group's own) and the same targets, computed
+// by the first group that asks in a round and reused by the others. Servers sharing one must be
+// built from the same DistillDownConfig, public records and seed. Not thread-safe.
+struct SharedTeacher {
+  SharedTeacher(std::unique_ptr<Gpt> teacher, int window_context)
+      : model(std::move(teacher)), context(window_context) {}
+  std::unique_ptr<Gpt> model;
+  int context;  // window length, at most every sharing SLM's context and the teacher's
+  // The last targets computed, and what they were computed on.
+  std::vector<uint32_t> starts;
+  int k = 0;
+  double temperature = 0.0;
+  std::vector<wire::Tensor> targets;  // kd.topk_words, kd.topk_values
+  size_t bytes = 0;
+};
+
 class DistillDownServer : public ServerAlgorithm {
  public:
   // `teacher` must share the SLM's vocabulary and have at least its context; `public_records`
@@ -70,6 +89,12 @@ class DistillDownServer : public ServerAlgorithm {
   static StatusOr<std::unique_ptr<DistillDownServer>> Create(
       DistillDownConfig config, std::unique_ptr<FedAvgServer> inner, std::unique_ptr<Gpt> teacher,
       const std::vector<Record>& public_records, uint64_t seed);
+  // The same with a teacher shared with other groups' servers: its window context must fit this
+  // SLM and the teacher.
+  static StatusOr<std::unique_ptr<DistillDownServer>> Create(
+      DistillDownConfig config, std::unique_ptr<FedAvgServer> inner,
+      std::shared_ptr<SharedTeacher> teacher, const std::vector<Record>& public_records,
+      uint64_t seed);
 
   std::string name() const override { return "distill-down"; }
   std::vector<std::string> RequiredCapabilities() const override;
@@ -100,11 +125,15 @@ class DistillDownServer : public ServerAlgorithm {
 
  private:
   DistillDownServer(DistillDownConfig config, std::unique_ptr<FedAvgServer> inner,
-                    std::unique_ptr<Gpt> teacher, TokenDataset public_tokens, uint64_t seed);
+                    std::shared_ptr<SharedTeacher> teacher, TokenDataset public_tokens,
+                    uint64_t seed);
+  // Adds the teacher's targets on `starts` to `spec`, reusing the shared teacher's last ones when
+  // they were computed on the same windows; returns their bytes on the wire.
+  size_t AddTargets(const std::vector<uint32_t>& starts, TaskSpec* spec);
 
   DistillDownConfig config_;
   std::unique_ptr<FedAvgServer> inner_;
-  std::unique_ptr<Gpt> teacher_;
+  std::shared_ptr<SharedTeacher> teacher_;
   TokenDataset public_tokens_;
   uint64_t seed_;
   // Clients' distillation numbers this round, weighted by their results' weights.

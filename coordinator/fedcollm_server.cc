@@ -37,7 +37,7 @@ StatusOr<FedCoLLMConfig> FedCoLLMConfigFromConfig(const Config& config) {
 
 StatusOr<std::unique_ptr<FedCoLLMServer>> FedCoLLMServer::Create(
     FedCoLLMConfig config, LocalTrainConfig local, StrategyConfig strategy_config,
-    std::unique_ptr<Gpt> slm, std::unique_ptr<Gpt> llm, const std::vector<Record>& public_records,
+    std::unique_ptr<Gpt> slm, std::shared_ptr<Gpt> llm, const std::vector<Record>& public_records,
     std::vector<Record> validation, int64_t eval_tokens, uint64_t seed) {
   if (llm->config().vocab != slm->config().vocab || llm->config().context < slm->config().context) {
     return Status::InvalidArgument("the LLM must share the SLM's vocabulary and cover its context");
@@ -59,7 +59,7 @@ StatusOr<std::unique_ptr<FedCoLLMServer>> FedCoLLMServer::Create(
 
 FedCoLLMServer::FedCoLLMServer(FedCoLLMConfig config, LocalTrainConfig local,
                                std::unique_ptr<Strategy> strategy, std::unique_ptr<Gpt> slm,
-                               std::unique_ptr<Gpt> llm, TokenDataset public_tokens,
+                               std::shared_ptr<Gpt> llm, TokenDataset public_tokens,
                                std::vector<Record> validation, int64_t eval_tokens, uint64_t seed)
     : config_(std::move(config)), local_(local), strategy_(std::move(strategy)),
       slm_(std::move(slm)), llm_(std::move(llm)), public_tokens_(std::move(public_tokens)),
@@ -204,11 +204,12 @@ Status FedCoLLMServer::EndRound(uint64_t round, std::map<std::string, double>* m
   (*metrics)["llm_kd_loss_after"] = up_.second;
   (*metrics)["server_train_s"] = server_s_;
   TANDEM_ASSIGN_OR_RETURN(double slm, SlmValidationLoss());
-  TANDEM_ASSIGN_OR_RETURN(double llm, LlmValidationLoss());
   if (std::isfinite(slm)) {
     (*metrics)["val_loss"] = slm;
     (*metrics)["val_ppl"] = std::exp(slm);
   }
+  if (llm_shared_) return Status::Ok();
+  TANDEM_ASSIGN_OR_RETURN(double llm, LlmValidationLoss());
   if (std::isfinite(llm)) (*metrics)["llm_val_loss"] = llm;
   return Status::Ok();
 }
@@ -216,10 +217,14 @@ Status FedCoLLMServer::EndRound(uint64_t round, std::map<std::string, double>* m
 void FedCoLLMServer::SaveState(std::map<std::string, std::vector<float>>* tensors,
                                std::map<std::string, std::string>* metadata) const {
   const auto a = slm_->lora_params();
-  const auto l = llm_->params();
   (*tensors)["slm.lora"] = std::vector<float>(a.begin(), a.end());
-  (*tensors)["llm.params"] = std::vector<float>(l.begin(), l.end());
   for (auto& [name, values] : strategy_->SaveState()) (*tensors)["strategy." + name] = values;
+  if (llm_shared_) {
+    (*metadata)["model"] = slm_->config().ToString();
+    return;
+  }
+  const auto l = llm_->params();
+  (*tensors)["llm.params"] = std::vector<float>(l.begin(), l.end());
   (*metadata)["model"] = llm_->config().ToString();
 }
 
@@ -228,7 +233,7 @@ Status FedCoLLMServer::LoadState(const std::map<std::string, std::vector<float>>
   auto a = tensors.find("slm.lora");
   auto l = tensors.find("llm.params");
   if (a == tensors.end() || a->second.size() != slm_->lora_params().size() ||
-      l == tensors.end() || l->second.size() != llm_->params().size()) {
+      (!llm_shared_ && (l == tensors.end() || l->second.size() != llm_->params().size()))) {
     return Status::InvalidArgument("the checkpoint is not this fedcollm run's");
   }
   std::map<std::string, std::vector<float>> strategy_state;
@@ -237,7 +242,7 @@ Status FedCoLLMServer::LoadState(const std::map<std::string, std::vector<float>>
   }
   TANDEM_RETURN_IF_ERROR(strategy_->LoadState(strategy_state, slm_->lora_params().size()));
   std::copy(a->second.begin(), a->second.end(), slm_->lora_params().begin());
-  std::copy(l->second.begin(), l->second.end(), llm_->params().begin());
+  if (!llm_shared_) std::copy(l->second.begin(), l->second.end(), llm_->params().begin());
   return Status::Ok();
 }
 

@@ -32,10 +32,12 @@ StatusOr<FedCoLLMConfig> FedCoLLMConfigFromConfig(const Config& config);
 
 class FedCoLLMServer : public ServerAlgorithm {
  public:
-  // `slm` is the shared base SLM (its adapters are created here), `llm` the cloud model.
+  // `slm` is the shared base SLM (its adapters are created here), `llm` the cloud model. A
+  // grouped run (coordinator/grouped_server.h) gives one LLM to the servers of all its SLM
+  // architectures; they step it one after another, never at once.
   static StatusOr<std::unique_ptr<FedCoLLMServer>> Create(
       FedCoLLMConfig config, LocalTrainConfig local, StrategyConfig strategy,
-      std::unique_ptr<Gpt> slm, std::unique_ptr<Gpt> llm, const std::vector<Record>& public_records,
+      std::unique_ptr<Gpt> slm, std::shared_ptr<Gpt> llm, const std::vector<Record>& public_records,
       std::vector<Record> validation, int64_t eval_tokens, uint64_t seed);
 
   std::string name() const override { return "fedcollm"; }
@@ -53,13 +55,17 @@ class FedCoLLMServer : public ServerAlgorithm {
 
   Gpt& slm() { return *slm_; }
   Gpt& llm() { return *llm_; }
+  // When the LLM is shared with other servers, whoever shares it saves, loads and evaluates it
+  // once (GroupShared): this server's state is then its adapters and strategy only, and its
+  // EndRound reports no llm_val_loss.
+  void set_llm_shared(bool shared) { llm_shared_ = shared; }
   // Held-out loss of the SLM with its adapters, and of the LLM.
   StatusOr<double> SlmValidationLoss();
   StatusOr<double> LlmValidationLoss();
 
  private:
   FedCoLLMServer(FedCoLLMConfig config, LocalTrainConfig local, std::unique_ptr<Strategy> strategy,
-                 std::unique_ptr<Gpt> slm, std::unique_ptr<Gpt> llm, TokenDataset public_tokens,
+                 std::unique_ptr<Gpt> slm, std::shared_ptr<Gpt> llm, TokenDataset public_tokens,
                  std::vector<Record> validation, int64_t eval_tokens, uint64_t seed);
   // `steps` of KD from `teacher` into `student` on the round's windows, training the student's
   // adapters (student == slm) or all its weights; returns the student's KD loss on all the
@@ -71,7 +77,8 @@ class FedCoLLMServer : public ServerAlgorithm {
   LocalTrainConfig local_;
   std::unique_ptr<Strategy> strategy_;
   std::unique_ptr<Gpt> slm_;
-  std::unique_ptr<Gpt> llm_;
+  std::shared_ptr<Gpt> llm_;
+  bool llm_shared_ = false;
   TokenDataset public_tokens_;
   std::vector<Record> validation_;
   int64_t eval_tokens_;

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end federated runs with real processes: `federation_test.sh SCENARIO TANDEM`.
 # Scenarios: ipc, inproc-100, strategies, tcp-curve, kill-client, resume, allow-list, straggler,
-# private. Each works in its own
-# temporary directory, bounds every wait, and stops every process it started.
+# private, distill-down, distill-up, fedmkt, fedcollm, heterogeneous, heterogeneous-fedavg. Each
+# works in its own temporary directory, bounds every wait, and stops every process it started.
 set -euo pipefail
 SCENARIO="$1"
 TANDEM="$(readlink -f "$2")"
@@ -484,10 +484,86 @@ EOF2
     /usr/bin/python3 -c "import sys; sys.exit(0 if $b < $a else 1)" ||
       fail "round $r: the LLM's distillation loss did not fall: $a -> $b"
   done
-  if "$TANDEM" coordinator base.toml --set name=refused --set algorithm.name=fedavg > refused.out 2>&1; then
-    fail "client_models was accepted for fedavg"
+  # fedavg averages weights within each architecture (heterogeneous-fedavg), which the privacy
+  # pipeline's one sum over the cohort cannot do.
+  if "$TANDEM" coordinator base.toml --set name=refused --set algorithm.name=fedavg \
+       --set privacy.secagg.enabled=true --set privacy.secagg.threshold=2 > refused.out 2>&1; then
+    fail "client_models was accepted for fedavg with secure aggregation"
   fi
   grep -q "client_models" refused.out || fail "no clear error: $(tail -2 refused.out)"
+  ;;
+heterogeneous-fedavg)
+  # Clients of two architectures under fedavg: each architecture's clients form a group with its
+  # own global model, averaged among them only. Both groups answer every round, each group's
+  # held-out loss falls, and each group's model is checkpointed. Then one round each of
+  # distill-down (both groups are sent the one teacher's targets on windows of the shorter
+  # context) and fedcollm (both distil with one LLM).
+  sed -i 's/^clients = 3$/clients = 4/' base.toml
+  sed -i 's/^partition = "by-category"$/partition = "by-category"\nclient_models = ["slm-micro", "slm-tiny"]/' base.toml
+  TANDEM_THREADS=1 "$TANDEM" run base.toml --set federation.rounds=2 > run.out 2>&1 ||
+    fail "tandem run failed: $(tail -5 run.out)"
+  for group in slm-micro slm-tiny; do
+    for r in 1 2; do
+      [ "$(metric runs/fed $r results.$group)" = "2.0" ] || fail "round $r: group $group did not get 2 results"
+    done
+    first="$(metric runs/fed 0 val_loss.$group)"; last="$(metric runs/fed 2 val_loss.$group)"
+    [ -n "$first" ] && [ -n "$last" ] || fail "no held-out loss of group $group"
+    /usr/bin/python3 -c "import sys; sys.exit(0 if $last < $first - 0.05 else 1)" ||
+      fail "group $group: held-out loss did not fall: $first -> $last"
+    [ -f runs/fed/checkpoints/model.$group.safetensors ] || fail "no checkpoint of group $group"
+  done
+  grep -q "group slm-tiny" runs/fed/coordinator.log || fail "no group in the coordinator's log"
+  public_llm
+  cat >> base.toml <<'EOF2'
+[algorithm]
+name = "distill-down"
+[distill]
+teacher = "runs/llm/checkpoints/model.safetensors"
+windows = 4
+top_k = 8
+EOF2
+  TANDEM_THREADS=1 "$TANDEM" run base.toml --set name=down --set federation.rounds=1 > down.out 2>&1 ||
+    fail "distill-down run failed: $(tail -5 down.out)"
+  for group in slm-micro slm-tiny; do
+    [ "$(metric runs/down 1 results.$group)" = "2.0" ] || fail "distill-down: group $group did not get 2 results"
+    [ -n "$(metric runs/down 1 kd_kl.$group)" ] || fail "distill-down: no distillation KL of group $group"
+  done
+  # fedcollm: every group's SLM distils from and into one LLM (here with slm-tiny's context), which
+  # is evaluated once a round and saved once.
+  "$TANDEM" train llm.toml --set name=llm128 --set model.context=128 > llm128.out 2>&1 ||
+    fail "LLM training failed: $(tail -5 llm128.out)"
+  sed -i '/^\[algorithm\]$/,$d' base.toml
+  cat >> base.toml <<'EOF2'
+[algorithm]
+name = "fedcollm"
+[model.lora]
+rank = 4
+alpha = 8.0
+[distill]
+llm = "runs/llm128/checkpoints/model.safetensors"
+windows = 4
+server_steps = 6
+server_batch = 2
+slm_lr = 1e-3
+server_lr = 1e-4
+EOF2
+  TANDEM_THREADS=1 "$TANDEM" run base.toml --set name=collm --set federation.rounds=1 > collm.out 2>&1 ||
+    fail "fedcollm run failed: $(tail -5 collm.out)"
+  for group in slm-micro slm-tiny; do
+    [ "$(metric runs/collm 1 results.$group)" = "2.0" ] || fail "fedcollm: group $group did not get 2 results"
+    a="$(metric runs/collm 1 slm_kd_loss_before.$group)"; b="$(metric runs/collm 1 slm_kd_loss_after.$group)"
+    /usr/bin/python3 -c "import sys; sys.exit(0 if $b < $a else 1)" ||
+      fail "fedcollm: group $group's SLM distillation loss did not fall: $a -> $b"
+  done
+  [ -n "$(metric runs/collm 1 llm_val_loss)" ] || fail "fedcollm: no held-out loss of the LLM"
+  [ -z "$(metric runs/collm 1 llm_val_loss.slm-tiny)" ] || fail "fedcollm: the LLM evaluated per group"
+  /usr/bin/python3 - runs/collm/checkpoints/coordinator.safetensors <<'EOF2' || fail "fedcollm: the LLM is not saved exactly once"
+import json, struct, sys
+with open(sys.argv[1], "rb") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    names = [k for k in json.loads(f.read(n)) if k.endswith("llm.params")]
+sys.exit(0 if names == ["llm.params"] else 1)
+EOF2
   ;;
 *)
   echo "unknown scenario $SCENARIO" >&2; exit 2 ;;
