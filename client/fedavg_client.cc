@@ -31,6 +31,7 @@ constexpr char kDistillTask[] = "distill.train";
 constexpr char kDistillUpTask[] = "distill.up";
 constexpr char kMutualTask[] = "distill.mutual";
 constexpr char kAdapterTask[] = "fedcollm.train";
+constexpr char kAdapterEvalTask[] = "fedcollm.eval";
 constexpr char kLocalEvalTask[] = "distill.eval";
 
 const wire::Tensor* Named(const wire::TaskAssign& task, const std::string& name) {
@@ -110,8 +111,8 @@ FedAvgClient::FedAvgClient(const ModelConfig& model, ClientData data, int index,
       threads_(std::max(1, threads)), slots_(slots) {}
 
 std::vector<std::string> FedAvgClient::Capabilities() const {
-  return {kTrainTask,  kEvalTask,    kDistillTask,  kDistillUpTask,
-          kMutualTask, kAdapterTask, kLocalEvalTask};
+  return {kTrainTask,   kEvalTask,        kDistillTask,  kDistillUpTask,
+          kMutualTask,  kAdapterTask,     kLocalEvalTask, kAdapterEvalTask};
 }
 
 struct FedAvgClient::KdBatches {
@@ -173,7 +174,7 @@ StatusOr<FedAvgClient::KdBatches> FedAvgClient::LoadKd(const wire::TaskAssign& t
 Status FedAvgClient::Run(uint64_t round, const wire::TaskAssign& task, wire::TaskResult* result) {
   if (task.kind != kTrainTask && task.kind != kEvalTask && task.kind != kDistillTask &&
       task.kind != kDistillUpTask && task.kind != kMutualTask && task.kind != kAdapterTask &&
-      task.kind != kLocalEvalTask) {
+      task.kind != kLocalEvalTask && task.kind != kAdapterEvalTask) {
     return Status::InvalidArgument("unknown task kind '" + task.kind + "'");
   }
   ComputeSlots::Lease lease;
@@ -184,7 +185,8 @@ Status FedAvgClient::Run(uint64_t round, const wire::TaskAssign& task, wire::Tas
   // Time spent computing, without the wait for a compute slot: the round's critical path is
   // compared with it (bench/round_overhead.sh).
   Stopwatch compute;
-  Status s = task.kind == kEvalTask        ? Evaluate(task, result)
+  const bool evaluate = task.kind == kEvalTask || task.kind == kAdapterEvalTask;
+  Status s = evaluate                      ? Evaluate(task, result)
              : task.kind == kLocalEvalTask ? EvaluateLocal(task, result)
                                            : Train(round, task, result);
   if (s.ok()) result->metrics["compute_s"] = compute.Seconds();
@@ -412,6 +414,8 @@ StatusOr<std::vector<float>> FedAvgClient::PredictWindows(const wire::TaskAssign
 Status FedAvgClient::Evaluate(const wire::TaskAssign& task, wire::TaskResult* result) {
   TANDEM_ASSIGN_OR_RETURN(int64_t max_tokens, IntParam(task.params, "eval_tokens", 0, INT64_MAX));
   TANDEM_RETURN_IF_ERROR(LoadGlobal(task));
+  // fedcollm's SLM is the global base with the averaged adapters.
+  if (task.kind == kAdapterEvalTask) TANDEM_RETURN_IF_ERROR(LoadAdapters(task));
   if (data_.validation.empty()) {
     return Status::FailedPrecondition("this client has no held-out records");
   }

@@ -14,6 +14,7 @@ namespace tandem {
 namespace {
 
 constexpr char kTask[] = "fedcollm.train";
+constexpr char kEvalTask[] = "fedcollm.eval";
 
 std::string JoinTargets(const std::vector<std::string>& targets) {
   std::string out;
@@ -32,6 +33,7 @@ StatusOr<FedCoLLMConfig> FedCoLLMConfigFromConfig(const Config& config) {
   TANDEM_RETURN_IF_ERROR(c.lora.Validate());
   TANDEM_RETURN_IF_ERROR(ReadServerDistillConfig(config, &c));
   TANDEM_ASSIGN_OR_RETURN(c.slm_lr, config.GetDouble("distill.slm_lr", c.slm_lr, 0.0, 1.0));
+  TANDEM_ASSIGN_OR_RETURN(c.client_eval, config.GetBool("eval.clients", c.client_eval));
   return c;
 }
 
@@ -65,17 +67,36 @@ FedCoLLMServer::FedCoLLMServer(FedCoLLMConfig config, LocalTrainConfig local,
       slm_(std::move(slm)), llm_(std::move(llm)), public_tokens_(std::move(public_tokens)),
       validation_(std::move(validation)), eval_tokens_(eval_tokens), seed_(seed) {}
 
+std::vector<std::string> FedCoLLMServer::RequiredCapabilities() const {
+  if (config_.client_eval) return {kTask, kEvalTask};
+  return {kTask};
+}
+
+TaskSpec FedCoLLMServer::SlmTask(const std::string& kind) const {
+  TaskSpec spec;
+  spec.kind = kind;
+  spec.params = {
+      {"model", slm_->config().ToString()},
+      {"lora.rank", static_cast<int64_t>(config_.lora.rank)},
+      {"lora.alpha", static_cast<double>(config_.lora.alpha)},
+      {"lora.targets", JoinTargets(config_.lora.targets)},
+  };
+  const auto base = slm_->params();
+  const auto adapters = slm_->lora_params();
+  spec.tensors.push_back(wire::Tensor::Float32("params", {base.size()}, base));
+  spec.tensors.push_back(wire::Tensor::Float32("lora", {adapters.size()}, adapters));
+  return spec;
+}
+
 StatusOr<TaskSpec> FedCoLLMServer::BeginRound(uint64_t round, const std::vector<ClientInfo>&) {
   AbortRound();
   round_ = round;
   windows_ = DrawPublicWindows(public_tokens_.size(), slm_->config().context, config_.windows,
                                seed_, round);
-  const auto adapters = slm_->lora_params();
-  strategy_->BeginRound(adapters.size());
-  TaskSpec spec;
-  spec.kind = kTask;
-  spec.params = {
-      {"model", slm_->config().ToString()},
+  const size_t adapters = slm_->lora_params().size();
+  strategy_->BeginRound(adapters);
+  TaskSpec spec = SlmTask(kTask);
+  spec.params.insert({
       {"local_steps", local_.local_steps},
       {"local_epochs", local_.local_epochs},
       {"batch", static_cast<int64_t>(local_.batch)},
@@ -84,18 +105,24 @@ StatusOr<TaskSpec> FedCoLLMServer::BeginRound(uint64_t round, const std::vector<
       {"grad_clip", local_.grad_clip},
       {"proximal_mu", 0.0},
       {"seed", static_cast<int64_t>(seed_ & 0x7FFFFFFFFFFFFFFFULL)},
-      {"lora.rank", static_cast<int64_t>(config_.lora.rank)},
-      {"lora.alpha", static_cast<double>(config_.lora.alpha)},
-      {"lora.targets", JoinTargets(config_.lora.targets)},
-  };
-  const auto base = slm_->params();
-  spec.tensors.push_back(wire::Tensor::Float32("params", {base.size()}, base));
-  spec.tensors.push_back(wire::Tensor::Float32("lora", {adapters.size()}, adapters));
-  spec.contribution = ContributionSpec{"delta", adapters.size()};
+  });
+  spec.contribution = ContributionSpec{"delta", adapters};
   return spec;
 }
 
 Status FedCoLLMServer::OnResult(const ClientInfo&, const wire::TaskResult& result) {
+  if (evaluating_) {
+    auto loss = result.metrics.find("val_loss");
+    if (loss == result.metrics.end() || !(loss->second >= 0.0) || !std::isfinite(loss->second)) {
+      return Status::InvalidArgument("an evaluation needs a finite val_loss >= 0");
+    }
+    if (!(result.weight > 0.0) || !std::isfinite(result.weight)) {
+      return Status::InvalidArgument("an evaluation's weight (its held-out tokens) must be > 0");
+    }
+    client_val_sum_ += loss->second * result.weight;
+    client_val_weight_ += result.weight;
+    return Status::Ok();
+  }
   const size_t n = slm_->lora_params().size();
   if (result.tensors.size() != 1 || result.tensors[0].name != "delta" ||
       result.tensors[0].dtype != wire::DType::kFloat32 || result.tensors[0].NumElements() != n) {
@@ -166,6 +193,7 @@ StatusOr<std::pair<double, double>> FedCoLLMServer::Distil(Gpt& teacher, Gpt& st
 }
 
 StatusOr<std::optional<TaskSpec>> FedCoLLMServer::OnTaskClosed(const TaskReport&) {
+  if (evaluating_) return std::optional<TaskSpec>();
   if (!aggregated_) TANDEM_RETURN_IF_ERROR(strategy_->Apply(slm_->lora_params()));
   aggregated_ = false;
   Stopwatch watch;
@@ -174,12 +202,17 @@ StatusOr<std::optional<TaskSpec>> FedCoLLMServer::OnTaskClosed(const TaskReport&
   // SLM → LLM: the LLM learns what the clients' adapters taught the SLM.
   TANDEM_ASSIGN_OR_RETURN(up_, Distil(*slm_, *llm_, /*adapters=*/false, config_.server_lr));
   server_s_ = watch.Seconds();
-  return std::optional<TaskSpec>();
+  if (!config_.client_eval) return std::optional<TaskSpec>();
+  evaluating_ = true;
+  TaskSpec eval = SlmTask(kEvalTask);
+  eval.params["eval_tokens"] = eval_tokens_;
+  return std::optional<TaskSpec>(std::move(eval));
 }
 
 void FedCoLLMServer::AbortRound() {
-  aggregated_ = false;
+  aggregated_ = evaluating_ = false;
   train_loss_sum_ = train_weight_ = 0.0;
+  client_val_sum_ = client_val_weight_ = 0.0;
   down_ = up_ = {0, 0};
   server_s_ = 0.0;
 }
@@ -198,6 +231,7 @@ StatusOr<double> FedCoLLMServer::LlmValidationLoss() {
 
 Status FedCoLLMServer::EndRound(uint64_t round, std::map<std::string, double>* metrics) {
   if (train_weight_ > 0) (*metrics)["train_loss"] = train_loss_sum_ / train_weight_;
+  if (client_val_weight_ > 0) (*metrics)["client_val_loss"] = client_val_sum_ / client_val_weight_;
   (*metrics)["slm_kd_loss_before"] = down_.first;
   (*metrics)["slm_kd_loss_after"] = down_.second;
   (*metrics)["llm_kd_loss_before"] = up_.first;

@@ -26,6 +26,9 @@ class Config;
 struct FedCoLLMConfig : ServerDistillConfig {  // server_lr: the LLM's (SLM → LLM)
   LoraConfig lora;       // model.lora.rank / alpha / targets
   double slm_lr = 1e-3;  // distill.slm_lr: the adapters' AdamW (LLM → SLM)
+  // eval.clients: after the server's step, a "fedcollm.eval" task has the cohort score the new
+  // SLM (base + adapters) on its own held-out records: client_val_loss.
+  bool client_eval = false;
 };
 
 StatusOr<FedCoLLMConfig> FedCoLLMConfigFromConfig(const Config& config);
@@ -41,7 +44,7 @@ class FedCoLLMServer : public ServerAlgorithm {
       std::vector<Record> validation, int64_t eval_tokens, uint64_t seed);
 
   std::string name() const override { return "fedcollm"; }
-  std::vector<std::string> RequiredCapabilities() const override { return {"fedcollm.train"}; }
+  std::vector<std::string> RequiredCapabilities() const override;
   StatusOr<TaskSpec> BeginRound(uint64_t round, const std::vector<ClientInfo>& cohort) override;
   Status OnResult(const ClientInfo& client, const wire::TaskResult& result) override;
   Status OnAggregate(const Aggregate& aggregate) override;
@@ -72,6 +75,8 @@ class FedCoLLMServer : public ServerAlgorithm {
   // windows before and after.
   StatusOr<std::pair<double, double>> Distil(Gpt& teacher, Gpt& student, bool adapters,
                                              double lr);
+  // A task carrying the SLM: its base weights, its adapters and their shape.
+  TaskSpec SlmTask(const std::string& kind) const;
 
   FedCoLLMConfig config_;
   LocalTrainConfig local_;
@@ -86,7 +91,9 @@ class FedCoLLMServer : public ServerAlgorithm {
   uint64_t round_ = 0;
   std::vector<uint32_t> windows_;
   bool aggregated_ = false;
+  bool evaluating_ = false;  // the round's open task is the "fedcollm.eval"
   double train_loss_sum_ = 0.0, train_weight_ = 0.0;
+  double client_val_sum_ = 0.0, client_val_weight_ = 0.0;
   std::pair<double, double> down_{0, 0}, up_{0, 0};  // KD loss before / after, each direction
   double server_s_ = 0.0;
 };

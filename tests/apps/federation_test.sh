@@ -426,7 +426,8 @@ EOF2
 fedcollm)
   # Clients train LoRA adapters on the shared SLM; the coordinator averages them and distils both
   # ways with its LLM on public windows. Both distillations lower their loss every round, and the
-  # uploads are adapters only: a small fraction of what goes down.
+  # uploads are adapters only: a small fraction of what goes down. The clients then score the
+  # stepped SLM, adapters and all, on their own categories (eval.clients).
   public_llm_and_slm
   cat >> base.toml <<'EOF2'
 [algorithm]
@@ -442,9 +443,13 @@ server_batch = 2
 slm_lr = 1e-3
 server_lr = 1e-4
 EOF2
-  TANDEM_THREADS=1 "$TANDEM" run base.toml --set federation.rounds=2 > run.out 2>&1 ||
-    fail "tandem run failed: $(tail -5 run.out)"
+  TANDEM_THREADS=1 "$TANDEM" run base.toml --set federation.rounds=2 --set eval.clients=true \
+    > run.out 2>&1 || fail "tandem run failed: $(tail -5 run.out)"
   [ "$(grep -c '(fedcollm.train) sent' runs/fed/coordinator.log)" -eq 2 ] || fail "no fedcollm.train tasks"
+  [ "$(grep -c '(fedcollm.eval) sent' runs/fed/coordinator.log)" -eq 2 ] || fail "no fedcollm.eval tasks"
+  for r in 1 2; do
+    [ -n "$(metric runs/fed $r client_val_loss)" ] || fail "round $r: no client evaluation"
+  done
   for r in 1 2; do
     for side in slm llm; do
       a="$(metric runs/fed $r ${side}_kd_loss_before)"; b="$(metric runs/fed $r ${side}_kd_loss_after)"

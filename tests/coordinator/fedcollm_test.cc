@@ -13,7 +13,7 @@ namespace {
 using testing::Corpus;
 using testing::Micro;
 
-std::unique_ptr<FedCoLLMServer> Make(double llm_lr) {
+std::unique_ptr<FedCoLLMServer> Make(double llm_lr, bool client_eval = false) {
   auto slm = std::make_unique<Gpt>(Micro());
   slm->InitWeights(1);
   ModelConfig big = Micro();
@@ -28,6 +28,7 @@ std::unique_ptr<FedCoLLMServer> Make(double llm_lr) {
   c.server_batch = 2;
   c.slm_lr = 3e-3;
   c.server_lr = llm_lr;
+  c.client_eval = client_eval;
   auto s = FedCoLLMServer::Create(c, LocalTrainConfig{}, StrategyConfig{}, std::move(slm),
                                   std::move(llm), Corpus("public", 30), Corpus("val", 4), 256, 3);
   EXPECT_TRUE(s.ok()) << s.status().ToString();
@@ -66,6 +67,52 @@ TEST(FedCoLLMTest, AdaptersAreAveragedAndBothDistillationsLearn) {
     EXPECT_NE(before, std::vector<float>(server->slm().lora_params().begin(),
                                          server->slm().lora_params().end()));
   }
+}
+
+TEST(FedCoLLMTest, ClientsScoreTheStepsSlmWithItsAdapters) {
+  auto server = Make(1e-3, /*client_eval=*/true);
+  EXPECT_EQ(server->RequiredCapabilities(),
+            (std::vector<std::string>{"fedcollm.train", "fedcollm.eval"}));
+  ClientInfo a{"client-0", 0, {"fedcollm.train", "fedcollm.eval"}};
+  ClientInfo b{"client-1", 1, {"fedcollm.train", "fedcollm.eval"}};
+  ASSERT_TRUE(server->BeginRound(1, {a, b}).ok());
+  const size_t n = server->slm().lora_params().size();
+  const std::vector<float> delta(n, 0.01f);
+  for (const ClientInfo* c : {&a, &b}) {
+    ASSERT_TRUE(server->OnResult(*c, {{wire::Tensor::Float32("delta", {n}, delta)}, 1.0,
+                                      {{"train_loss", 1.0}}}).ok());
+  }
+  auto next = server->OnTaskClosed(TaskReport{});
+  ASSERT_TRUE(next.ok());
+  ASSERT_TRUE(next->has_value());
+  const TaskSpec& eval = **next;
+  EXPECT_EQ(eval.kind, "fedcollm.eval");
+  EXPECT_FALSE(eval.contribution.has_value());
+  // The SLM as it is after the server's step: base weights and the distilled adapters.
+  ASSERT_EQ(eval.tensors.size(), 2u);
+  EXPECT_EQ(eval.tensors[0].ToFloat32(), std::vector<float>(server->slm().params().begin(),
+                                                            server->slm().params().end()));
+  EXPECT_EQ(eval.tensors[1].ToFloat32(), std::vector<float>(server->slm().lora_params().begin(),
+                                                            server->slm().lora_params().end()));
+  EXPECT_EQ(std::get<int64_t>(eval.params.at("lora.rank")), 4);
+  auto scored = [](double tokens, double loss) {
+    return wire::TaskResult{{}, tokens, {{"val_loss", loss}}};
+  };
+  EXPECT_FALSE(server->OnResult(a, scored(0.0, 2.0)).ok());
+  EXPECT_FALSE(server->OnResult(a, scored(10.0, -1.0)).ok());
+  EXPECT_FALSE(server->OnResult(a, wire::TaskResult{{}, 10.0, {}}).ok());
+  ASSERT_TRUE(server->OnResult(a, scored(100.0, 2.0)).ok());
+  ASSERT_TRUE(server->OnResult(b, scored(300.0, 4.0)).ok());
+  auto done = server->OnTaskClosed(TaskReport{});
+  ASSERT_TRUE(done.ok());
+  EXPECT_FALSE(done->has_value());
+  std::map<std::string, double> m;
+  ASSERT_TRUE(server->EndRound(1, &m).ok());
+  EXPECT_DOUBLE_EQ(m.at("client_val_loss"), (100.0 * 2.0 + 300.0 * 4.0) / 400.0);
+  // The next round starts from training again.
+  auto spec = server->BeginRound(2, {a, b});
+  ASSERT_TRUE(spec.ok());
+  EXPECT_EQ(spec->kind, "fedcollm.train");
 }
 
 }  // namespace
