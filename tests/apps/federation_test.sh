@@ -124,6 +124,25 @@ public_llm_and_slm() {
   sed -i 's/^preset = "slm-micro"$/preset = "slm-micro"\ninit_checkpoint = "runs\/slm\/checkpoints\/model.safetensors"/' base.toml
 }
 
+# fedcollm's sections in base.toml, with the LLM of run directory $1: small adapters, a few
+# windows and server steps.
+fedcollm_section() {
+  cat >> base.toml <<EOF2
+[algorithm]
+name = "fedcollm"
+[model.lora]
+rank = 4
+alpha = 8.0
+[distill]
+llm = "$1/checkpoints/model.safetensors"
+windows = 4
+server_steps = 6
+server_batch = 2
+slm_lr = 1e-3
+server_lr = 1e-4
+EOF2
+}
+
 case "$SCENARIO" in
 ipc)
   # Local training by epochs, and a second task each round: the clients evaluate the new model.
@@ -429,20 +448,7 @@ fedcollm)
   # uploads are adapters only: a small fraction of what goes down. The clients then score the
   # stepped SLM, adapters and all, on their own categories (eval.clients).
   public_llm_and_slm
-  cat >> base.toml <<'EOF2'
-[algorithm]
-name = "fedcollm"
-[model.lora]
-rank = 4
-alpha = 8.0
-[distill]
-llm = "runs/llm/checkpoints/model.safetensors"
-windows = 4
-server_steps = 6
-server_batch = 2
-slm_lr = 1e-3
-server_lr = 1e-4
-EOF2
+  fedcollm_section runs/llm
   TANDEM_THREADS=1 "$TANDEM" run base.toml --set federation.rounds=2 --set eval.clients=true \
     > run.out 2>&1 || fail "tandem run failed: $(tail -5 run.out)"
   [ "$(grep -c '(fedcollm.train) sent' runs/fed/coordinator.log)" -eq 2 ] || fail "no fedcollm.train tasks"
@@ -538,20 +544,7 @@ EOF2
   "$TANDEM" train llm.toml --set name=llm128 --set model.context=128 > llm128.out 2>&1 ||
     fail "LLM training failed: $(tail -5 llm128.out)"
   sed -i '/^\[algorithm\]$/,$d' base.toml
-  cat >> base.toml <<'EOF2'
-[algorithm]
-name = "fedcollm"
-[model.lora]
-rank = 4
-alpha = 8.0
-[distill]
-llm = "runs/llm128/checkpoints/model.safetensors"
-windows = 4
-server_steps = 6
-server_batch = 2
-slm_lr = 1e-3
-server_lr = 1e-4
-EOF2
+  fedcollm_section runs/llm128
   TANDEM_THREADS=1 "$TANDEM" run base.toml --set name=collm --set federation.rounds=1 > collm.out 2>&1 ||
     fail "fedcollm run failed: $(tail -5 collm.out)"
   for group in slm-micro slm-tiny; do
