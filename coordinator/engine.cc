@@ -331,6 +331,8 @@ void RoundEngine::Dispatch(TaskSpec spec) {
   task_.kind = spec.kind;
   task_.started = now;
   task_.deadline = now + config_.round_deadline_s;
+  task_.bytes_sent_at_start = outbox_->BytesSent();
+  task_.bytes_received_at_start = outbox_->BytesReceived();
   task_.report.task_id = task_.id;
   task_.report.kind = spec.kind;
   phase_ = Phase::kTask;
@@ -427,6 +429,12 @@ void RoundEngine::CloseTask() {
   const double now = now_();
   task_.report.seconds = now - task_.started;
   round_metrics_["collect_s"] += task_.report.seconds;
+  // Each kind's share of the round's traffic: the model going down for training against an
+  // evaluation's copy, or secure aggregation's steps against the upload they protect.
+  round_metrics_["bytes_down." + task_.kind] +=
+      static_cast<double>(outbox_->BytesSent() - task_.bytes_sent_at_start);
+  round_metrics_["bytes_up." + task_.kind] +=
+      static_cast<double>(outbox_->BytesReceived() - task_.bytes_received_at_start);
   round_results_ += task_.report.responded.size();
   round_dropped_ += task_.report.failed;
   round_rejected_ += task_.report.rejected;

@@ -241,6 +241,7 @@ class RoundEngine {
     std::string kind;
     double started = 0.0;
     double deadline = 0.0;
+    uint64_t bytes_sent_at_start = 0, bytes_received_at_start = 0;  // the outbox's, at dispatch
     std::map<std::string, ClientInfo> members;  // who got it
     std::set<std::string> answered;             // accepted, failed or lost
     TaskReport report;

@@ -22,9 +22,14 @@ class RecordingOutbox : public Outbox {
   Status Send(const std::string& peer, wire::Message message) override {
     if (unreachable.count(peer)) return Status::NotFound(peer + " is gone");
     sent.push_back({peer, std::move(message)});
+    bytes_sent += kBytesPerMessage;
     return Status::Ok();
   }
   void AdvanceRound(uint64_t round) override { rounds.push_back(round); }
+  uint64_t BytesSent() const override { return bytes_sent; }
+  uint64_t BytesReceived() const override { return bytes_received; }
+  static constexpr uint64_t kBytesPerMessage = 100;
+  uint64_t bytes_sent = 0, bytes_received = 0;  // the test adds what "arrives"
   std::vector<Sent> sent;
   std::vector<uint64_t> rounds;
   std::set<std::string> unreachable;
@@ -80,7 +85,9 @@ class SumAlgorithm : public ServerAlgorithm {
     reports.push_back(report);
     if (chain && !in_second_task) {
       in_second_task = true;
-      return std::optional<TaskSpec>(SumTask());
+      TaskSpec second = SumTask();
+      second.kind = "sum.check";
+      return std::optional<TaskSpec>(second);
     }
     in_second_task = false;
     total += pending;
@@ -125,8 +132,9 @@ class EngineTest : public ::testing::Test {
     engine_->OnJoined(name, caps);
     engine_->Tick();
   }
-  // A result for the newest task assigned to `peer`.
-  void Answer(const std::string& peer, double x, int64_t task_offset = 0) {
+  // A result for the newest task assigned to `peer`, of `bytes` on the wire.
+  void Answer(const std::string& peer, double x, int64_t task_offset = 0, uint64_t bytes = 0) {
+    outbox_.bytes_received += bytes;
     auto assigned = outbox_.LastAssignments();
     ASSERT_TRUE(assigned.count(peer)) << peer << " has no task";
     wire::Message m;
@@ -335,6 +343,26 @@ TEST_F(EngineTest, ChainedTasksGoToTheResponders) {
   ASSERT_EQ(algo_.reports.size(), 2u);
   EXPECT_NE(algo_.reports[0].task_id, algo_.reports[1].task_id);
   EXPECT_DOUBLE_EQ(algo_.total, 4);
+}
+
+TEST_F(EngineTest, EachTaskKindsTrafficIsCountedApart) {
+  algo_.chain = true;
+  Make(Config(2, 2, 1));
+  for (auto p : {"client-0", "client-1"}) Join(p);
+  Answer("client-0", 1, 0, 50);
+  Answer("client-1", 1, 0, 50);
+  Answer("client-0", 1, 0, 30);
+  Answer("client-1", 1, 0, 30);
+  ASSERT_TRUE(engine_->done());
+  ASSERT_EQ(lines_.size(), 1u);
+  const auto& m = lines_[0];
+  const double per = RecordingOutbox::kBytesPerMessage;
+  EXPECT_DOUBLE_EQ(m.at("bytes_up.sum"), 100);
+  EXPECT_DOUBLE_EQ(m.at("bytes_up.sum.check"), 60);
+  EXPECT_DOUBLE_EQ(m.at("bytes_down.sum"), 2 * per);
+  EXPECT_DOUBLE_EQ(m.at("bytes_down.sum.check"), 2 * per);
+  EXPECT_DOUBLE_EQ(m.at("bytes_up"), 160);
+  EXPECT_DOUBLE_EQ(m.at("bytes_down"), m.at("bytes_down.sum") + m.at("bytes_down.sum.check"));
 }
 
 // Every member of the newest task answers x = 1.
