@@ -222,6 +222,12 @@ Status FedAvgClient::Train(uint64_t round, const wire::TaskAssign& task,
   TANDEM_ASSIGN_OR_RETURN(int64_t seed, IntParam(p, "seed", 0, INT64_MAX));
   // distill.up and distill.mutual train this client's own SLM and upload its predictions.
   const bool up = task.kind == kDistillUpTask || task.kind == kMutualTask;
+  // distill-down with local SLMs: the LLM's targets come down, and nothing goes back up.
+  bool upload = true;
+  if (p.count("kd.upload")) {
+    TANDEM_ASSIGN_OR_RETURN(int64_t flag, IntParam(p, "kd.upload", 0, 1));
+    upload = flag == 1;
+  }
   double mu = 0.0;
   if (up) {
     // distill-up: this client's own SLM, which stays here between rounds.
@@ -308,7 +314,9 @@ Status FedAvgClient::Train(uint64_t round, const wire::TaskAssign& task,
     opt.Step(trained, trained_grads, static_cast<float>(lr));
   }
   result->tensors.clear();
-  if (up) {
+  if (up && !upload) {
+    result->weight = 1.0;
+  } else if (up) {
     TANDEM_ASSIGN_OR_RETURN(std::vector<float> probs, PredictWindows(task));
     result->tensors.push_back(wire::Tensor::Float32("probs", {probs.size()}, probs));
     result->weight = 1.0;  // the ensemble is a plain mean of the clients' distributions

@@ -324,6 +324,9 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
     TANDEM_ASSIGN_OR_RETURN(DistillDownConfig c, DistillDownConfigFromConfig(config));
     distill = std::move(c);
   }
+  // distill-down whose SLMs stay on the clients is fedmkt's downward half alone: the clients'
+  // own SLMs learn from the teacher's targets, and nothing comes back (DistillUpServer runs it).
+  const bool local_slms = distill && distill->slms == "local";
   // distill-up trains the cloud LLM (distill.llm); [model] is the clients' SLM.
   std::optional<DistillUpConfig> up;
   std::string llm_path;
@@ -332,12 +335,16 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
     up = std::move(c);
     TANDEM_ASSIGN_OR_RETURN(llm_path, config.RequireString("distill.llm"));
   }
+  if (local_slms) {
+    up = LocalDistillDownConfig(*distill);
+    llm_path = distill->teacher;
+  }
   TANDEM_ASSIGN_OR_RETURN(std::vector<ModelConfig> client_models, ClientModelsFromConfig(config));
   // Clients of different architectures: distill-up and fedmkt move only predictions; fedavg,
   // distill-down and fedcollm average weights, so each architecture's clients form a group with
   // its own global model (coordinator/grouped_server.h).
   const bool grouped = !client_models.empty() && algorithm_name != "distill-up" &&
-                       algorithm_name != "fedmkt";
+                       algorithm_name != "fedmkt" && !local_slms;
   std::vector<std::string> client_model_names, client_inits;
   if (grouped) {
     TANDEM_ASSIGN_OR_RETURN(client_model_names,
@@ -368,6 +375,11 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
         "federation.client_models (clients of different architectures) cannot be combined with "
         "[privacy] under " + algorithm_name + ": each architecture's group averages its own model, "
         "but the privacy pipeline sums one contribution vector over the whole cohort");
+  }
+  if (privacy.any() && local_slms) {
+    return Status::InvalidArgument(
+        "distill.slms = \"local\" sends nothing from the clients, so [privacy] has nothing to "
+        "protect; switch it off, or average the SLMs (distill.slms = \"fedavg\")");
   }
   if (privacy.any() && up && up->selection == "min-ce") {
     return Status::InvalidArgument(
@@ -466,12 +478,21 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
                                                     splits.validation, fedavg.eval_tokens,
                                                     static_cast<uint64_t>(seed), client_models,
                                                     fedavg.client_eval));
-    log->info("{}: the LLM ({}) learns from the clients' {} predictions on {} public "
-              "windows a round at T = {:g}", server->name(), server->llm().config().ToString(),
-              model_config.ToString(), up->windows, up->temperature);
-    main_model = &server->llm();
-    DistillUpServer* raw = server.get();
-    validation_loss = [raw] { return raw->ValidationLoss(); };
+    if (local_slms) {
+      // No global model: the clients' own SLMs are scored by eval.clients.
+      log->info("distill-down: teacher {} ({}), top-{} targets at T = {:g} on {} public windows "
+                "a round; each client keeps its own {}", llm_path,
+                server->llm().config().ToString(), up->top_k, up->temperature, up->windows,
+                model_config.ToString());
+      validation_loss = [] { return std::nan(""); };
+    } else {
+      log->info("{}: the LLM ({}) learns from the clients' {} predictions on {} public "
+                "windows a round at T = {:g}", server->name(), server->llm().config().ToString(),
+                model_config.ToString(), up->windows, up->temperature);
+      main_model = &server->llm();
+      DistillUpServer* raw = server.get();
+      validation_loss = [raw] { return raw->ValidationLoss(); };
+    }
     active = std::move(server);
   } else {
     auto fedavg_server = std::make_unique<FedAvgServer>(fedavg, std::move(model),
@@ -597,7 +618,7 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
     saved.engine = engine.state();
     saved.elapsed = elapsed();
     TANDEM_RETURN_IF_ERROR(SaveCheckpoint(ckpt_dir, *active, saved));
-    if (groups.empty()) {
+    if (main_model != nullptr) {
       TANDEM_RETURN_IF_ERROR(SaveGpt(ckpt_dir + "/model.safetensors", *main_model));
     }
     for (const auto& g : groups) {
@@ -690,11 +711,11 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config,
   result.bytes_up = saved.bytes_up;
   result.bytes_down = saved.bytes_down;
   std::map<std::string, double> group_test_losses;
-  if (!splits.test.empty() && groups.empty()) {
+  if (!splits.test.empty() && main_model != nullptr) {
     TANDEM_ASSIGN_OR_RETURN(LossResult test, EvaluateLoss(*main_model, splits.test, 16,
                                                           fedavg.eval_tokens));
     result.final_test_loss = test.loss;
-  } else if (!splits.test.empty()) {
+  } else if (!splits.test.empty() && !groups.empty()) {
     double sum = 0.0;
     for (const auto& g : groups) {
       TANDEM_ASSIGN_OR_RETURN(LossResult test, EvaluateLoss(*g.model, splits.test, 16,

@@ -24,6 +24,7 @@ StatusOr<DistillDownConfig> DistillDownConfigFromConfig(const Config& config) {
   TANDEM_ASSIGN_OR_RETURN(c.alpha, config.GetDouble("distill.alpha", c.alpha, 0.0, 1.0));
   TANDEM_ASSIGN_OR_RETURN(c.weight, config.GetDouble("distill.weight", c.weight, 0.0, 1e3));
   TANDEM_ASSIGN_OR_RETURN(int64_t w, config.GetInt("distill.windows", c.windows, 1, 65536));
+  TANDEM_ASSIGN_OR_RETURN(c.slms, config.GetChoice("distill.slms", c.slms, {"fedavg", "local"}));
   c.top_k = static_cast<int>(k);
   c.windows = static_cast<int>(w);
   return c;

@@ -32,6 +32,9 @@ struct DistillDownConfig {
   double alpha = 0.5;        // distill.alpha: weight of the public batch's own CE; 1 − α for KD
   double weight = 1.0;       // distill.weight: of the public batch's loss against the own-data one
   int windows = 32;          // distill.windows: public windows per round, each one SLM context
+  // distill.slms: "fedavg" averages the clients' SLMs every round; "local" keeps each client's
+  // own SLM on the client (nothing goes up; run by DistillUpServer, see LocalDistillDownConfig).
+  std::string slms = "fedavg";
 };
 
 StatusOr<DistillDownConfig> DistillDownConfigFromConfig(const Config& config);

@@ -38,6 +38,19 @@ StatusOr<DistillUpConfig> DistillUpConfigFromConfig(const Config& config) {
   return c;
 }
 
+DistillUpConfig LocalDistillDownConfig(const DistillDownConfig& down) {
+  DistillUpConfig c;
+  c.mutual = true;
+  c.upload = false;
+  c.server_steps = 0;
+  c.temperature = down.temperature;
+  c.windows = down.windows;
+  c.top_k = down.top_k;
+  c.client_alpha = down.alpha;
+  c.client_weight = down.weight;
+  return c;
+}
+
 StatusOr<std::unique_ptr<DistillUpServer>> DistillUpServer::Create(
     DistillUpConfig config, LocalTrainConfig local, std::unique_ptr<Gpt> llm,
     const ModelConfig& student, const std::vector<Record>& public_records,
@@ -114,6 +127,10 @@ StatusOr<TaskSpec> DistillUpServer::BeginRound(uint64_t round, const std::vector
     spec.params["kd.alpha"] = config_.client_alpha;
     spec.params["kd.weight"] = config_.client_weight;
   }
+  if (!config_.upload) {
+    spec.contribution.reset();
+    spec.params["kd.upload"] = int64_t{0};
+  }
   return spec;
 }
 
@@ -140,6 +157,13 @@ Status DistillUpServer::OnResult(const ClientInfo&, const wire::TaskResult& resu
     own_val_weight_ += result.weight;
     all_val_sum_ += all->second;
     ++evaluations_;
+    return Status::Ok();
+  }
+  if (!config_.upload) {
+    if (!result.tensors.empty()) {
+      return Status::InvalidArgument("distill-down with local SLMs takes no tensors back");
+    }
+    CountClientLoss(result);
     return Status::Ok();
   }
   const size_t n = ContributionLength();
@@ -186,6 +210,11 @@ Status DistillUpServer::OnResult(const ClientInfo&, const wire::TaskResult& resu
     if (!sum_) sum_.emplace(n);
     TANDEM_RETURN_IF_ERROR(sum_->Add(values, 1.0));
   }
+  CountClientLoss(result);
+  return Status::Ok();
+}
+
+void DistillUpServer::CountClientLoss(const wire::TaskResult& result) {
   if (auto it = result.metrics.find("train_loss"); it != result.metrics.end()) {
     client_loss_sum_ += it->second;
     client_weight_ += 1.0;
@@ -193,7 +222,6 @@ Status DistillUpServer::OnResult(const ClientInfo&, const wire::TaskResult& resu
       client_kl_sum_ += kl->second;
     }
   }
-  return Status::Ok();
 }
 
 Status DistillUpServer::OnAggregate(const Aggregate& aggregate) {
@@ -209,6 +237,18 @@ StatusOr<std::optional<TaskSpec>> DistillUpServer::OnTaskClosed(const TaskReport
     evaluating_ = false;
     return std::optional<TaskSpec>();
   }
+  if (config_.upload) TANDEM_RETURN_IF_ERROR(LearnFromEnsemble());
+  if (!client_eval_) return std::optional<TaskSpec>();
+  evaluating_ = true;
+  TaskSpec eval;
+  eval.kind = "distill.eval";
+  eval.params = {{"model", student_.ToString()},
+                 {"eval_tokens", eval_tokens_},
+                 {"seed", static_cast<int64_t>(seed_ & 0x7FFFFFFFFFFFFFFFULL)}};
+  return std::optional<TaskSpec>(std::move(eval));
+}
+
+Status DistillUpServer::LearnFromEnsemble() {
   std::vector<float> mean;
   if (mean_) {
     mean = std::move(*mean_);
@@ -224,15 +264,7 @@ StatusOr<std::optional<TaskSpec>> DistillUpServer::OnTaskClosed(const TaskReport
   }
   sum_.reset();
   mean_.reset();
-  TANDEM_RETURN_IF_ERROR(TrainLlm(mean));
-  if (!client_eval_) return std::optional<TaskSpec>();
-  evaluating_ = true;
-  TaskSpec eval;
-  eval.kind = "distill.eval";
-  eval.params = {{"model", student_.ToString()},
-                 {"eval_tokens", eval_tokens_},
-                 {"seed", static_cast<int64_t>(seed_ & 0x7FFFFFFFFFFFFFFFULL)}};
-  return std::optional<TaskSpec>(std::move(eval));
+  return TrainLlm(mean);
 }
 
 Status DistillUpServer::TrainLlm(const std::vector<float>& mean) {
@@ -336,6 +368,7 @@ Status DistillUpServer::EndRound(uint64_t round, std::map<std::string, double>* 
     (*metrics)["llm_kd_loss_before"] = kd_before_;
     (*metrics)["llm_kd_loss_after"] = kd_after_;
   }
+  if (!config_.upload) return Status::Ok();  // the LLM is the teacher, and did not move
   (*metrics)["server_train_s"] = server_s_;
   TANDEM_ASSIGN_OR_RETURN(double v, ValidationLoss());
   if (std::isfinite(v)) {

@@ -41,9 +41,15 @@ struct DistillUpConfig : ServerDistillConfig {
   double client_alpha = 0.5;     // distill.client_alpha: the clients' public CE weight
   double client_weight = 1.0;    // distill.client_weight: their public batch's weight
   std::string selection = "mean";  // distill.selection: "mean" or "min-ce" (per position)
+  // false: distill-down with SLMs that stay local (distill.slms = "local"). The clients train
+  // their own SLMs with the LLM's targets and send nothing up; the LLM, the teacher, never moves.
+  bool upload = true;
 };
 
 StatusOr<DistillUpConfig> DistillUpConfigFromConfig(const Config& config);
+// distill-down's settings as the DistillUpServer that runs its local-SLM form reads them: the
+// targets of fedmkt's downward half, no uploads, no server steps.
+DistillUpConfig LocalDistillDownConfig(const DistillDownConfig& down);
 
 class DistillUpServer : public ServerAlgorithm {
  public:
@@ -58,7 +64,9 @@ class DistillUpServer : public ServerAlgorithm {
       std::vector<Record> validation, int64_t eval_tokens, uint64_t seed,
       std::vector<ModelConfig> client_models = {}, bool client_eval = false);
 
-  std::string name() const override { return config_.mutual ? "fedmkt" : "distill-up"; }
+  std::string name() const override {
+    return !config_.upload ? "distill-down" : config_.mutual ? "fedmkt" : "distill-up";
+  }
   // With eval.clients, each round ends with "distill.eval": the clients' own SLMs evaluated on
   // their own held-out records and on all private categories.
   std::vector<std::string> RequiredCapabilities() const override {
@@ -90,6 +98,9 @@ class DistillUpServer : public ServerAlgorithm {
                   int64_t eval_tokens, uint64_t seed);
   // Trains the LLM on the round's windows against the ensemble `mean` (probabilities).
   Status TrainLlm(const std::vector<float>& mean);
+  // The round's ensemble (from the results or the privacy pipeline's aggregate) into the LLM.
+  Status LearnFromEnsemble();
+  void CountClientLoss(const wire::TaskResult& result);
 
   DistillUpConfig config_;
   LocalTrainConfig local_;

@@ -367,6 +367,26 @@ EOF2
   bytes="$(metric runs/fed 1 kd_targets_bytes)"
   /usr/bin/python3 -c "import sys; sys.exit(0 if 0 < $bytes < 8 * 64 * 256 * 4 / 10 else 1)" ||
     fail "top-k targets take $bytes bytes"
+  # The same with SLMs that stay local: the targets come down, nothing but metrics goes up, and
+  # the clients' own SLMs learn (their distillation KL and own held-out loss fall).
+  if "$TANDEM" run base.toml --set name=local --set distill.slms=local \
+      --set privacy.secagg.enabled=true --set privacy.secagg.threshold=2 > local-private.out 2>&1; then
+    fail "local SLMs ran with [privacy] on"
+  fi
+  grep -q "nothing to protect" local-private.out || fail "no clear error: $(tail -2 local-private.out)"
+  TANDEM_THREADS=1 "$TANDEM" run base.toml --set name=local --set federation.rounds=2 \
+    --set distill.slms=local --set eval.clients=true > local.out 2>&1 ||
+    fail "local-SLM run failed: $(tail -5 local.out)"
+  [ "$(grep -c '(distill.mutual) sent' runs/local/coordinator.log)" -eq 2 ] || fail "no distill.mutual tasks"
+  for key in kd_kl slm_own_val_loss; do
+    a="$(metric runs/local 1 $key)"; b="$(metric runs/local 2 $key)"
+    [ -n "$a" ] && [ -n "$b" ] || fail "local SLMs: no $key"
+    /usr/bin/python3 -c "import sys; sys.exit(0 if $b < $a else 1)" || fail "local SLMs: $key did not fall: $a -> $b"
+  done
+  up="$(metric runs/local 1 bytes_up.distill.mutual)"
+  /usr/bin/python3 -c "import sys; sys.exit(0 if 0 < $up < 4 * 4096 else 1)" ||
+    fail "local SLMs uploaded $up bytes: more than their metrics"
+  [ ! -e runs/local/checkpoints/model.safetensors ] || fail "a local-SLM run saved a global model"
   ;;
 distill-up)
   # The SLM-to-LLM direction (FedDF): clients start their own SLMs from the public checkpoint,

@@ -123,5 +123,44 @@ TEST(DistillUpTest, ClientEvaluationsWeighOwnCategoriesByTheirTokens) {
   EXPECT_DOUBLE_EQ(metrics.at("slm_all_val_loss"), 2.0);
 }
 
+TEST(DistillUpTest, DistillDownWithLocalSlmsSendsTargetsAndTakesNothingBack) {
+  auto llm = std::make_unique<Gpt>(Micro());
+  llm->InitWeights(4);
+  const std::vector<float> teacher(llm->params().begin(), llm->params().end());
+  DistillDownConfig down;
+  down.windows = 2;
+  down.top_k = 4;
+  down.alpha = 0.25;
+  auto made = DistillUpServer::Create(LocalDistillDownConfig(down), LocalTrainConfig{},
+                                      std::move(llm), Micro(), Corpus("public", 30),
+                                      Corpus("val", 4), 256, 7);
+  ASSERT_TRUE(made.ok()) << made.status().ToString();
+  DistillUpServer& server = **made;
+  EXPECT_EQ(server.name(), "distill-down");
+  ClientInfo c{"client-0", 0, {"distill.mutual"}};
+  auto spec = server.BeginRound(1, {c});
+  ASSERT_TRUE(spec.ok());
+  EXPECT_EQ(spec->kind, "distill.mutual");
+  EXPECT_FALSE(spec->contribution.has_value()) << "nothing goes up, so nothing to protect";
+  EXPECT_EQ(std::get<int64_t>(spec->params.at("kd.upload")), 0);
+  EXPECT_DOUBLE_EQ(std::get<double>(spec->params.at("kd.alpha")), 0.25);
+  bool targets = false;
+  for (const auto& t : spec->tensors) targets |= t.name == "kd.topk_words";
+  EXPECT_TRUE(targets) << "the teacher's top-k go down";
+  const size_t n = server.ContributionLength();
+  EXPECT_FALSE(server.OnResult(c, {{wire::Tensor::Float32("probs", {n}, Predictions(n / 256, 256))},
+                                   1.0, {{"train_loss", 1.0}}}).ok());
+  ASSERT_TRUE(server.OnResult(c, {{}, 1.0, {{"train_loss", 2.0}, {"kd_kl", 0.5}}}).ok());
+  auto next = server.OnTaskClosed(TaskReport{});
+  ASSERT_TRUE(next.ok()) << next.status().ToString();
+  EXPECT_FALSE(next->has_value());
+  std::map<std::string, double> metrics;
+  ASSERT_TRUE(server.EndRound(1, &metrics).ok());
+  EXPECT_DOUBLE_EQ(metrics.at("train_loss"), 2.0);
+  EXPECT_DOUBLE_EQ(metrics.at("kd_kl"), 0.5);
+  EXPECT_FALSE(metrics.count("val_loss")) << "the teacher's loss is not the run's";
+  EXPECT_EQ(teacher, std::vector<float>(server.llm().params().begin(), server.llm().params().end()));
+}
+
 }  // namespace
 }  // namespace tandem
