@@ -3,7 +3,8 @@
 # (slm-tiny) are first trained on the public categories of fortunes; four clients then hold the
 # private categories, split by category (non-IID), and every method runs for the same rounds and
 # local steps from those two checkpoints, on several seeds:
-#   SLM side: local only, fedavg, distill-down, fedmkt, fedcollm
+#   SLM side: local only, fedavg, distill-down (averaged SLMs, and SLMs kept local), fedmkt,
+#             fedcollm
 #   LLM side: before collaboration, distill-up, fedmkt, fedcollm, proxy-tune, and the oracle (the
 #             LLM fine-tuned centrally on the pooled private training data)
 # and once more with differential privacy and secure aggregation on, at one stated epsilon.
@@ -15,7 +16,7 @@
 #   DP_SEEDS="1"    seeds of the runs with privacy on
 #   EPSILON=10      their (epsilon, delta = 1e-5) over the run's rounds
 #   ORACLE_STEPS=200
-# About 90 minutes on 2 cores (the public LLM alone takes 12 of them).
+# About 2 hours on 2 cores; the public LLM alone takes 15 to 30 minutes.
 set -euo pipefail
 BUILD_DIR="${1:-build}"
 SEEDS="${SEEDS:-1 2 3}"
@@ -114,8 +115,12 @@ for seed in $SEEDS; do
 done
 for seed in $SEEDS; do
   # shellcheck disable=SC2046
-  run "fedcollm-s$seed" configs/fedcollm.toml $(common "$seed") --set distill.llm="$LLM" \
-    --set eval.clients=true
+  {
+    run "fedcollm-s$seed" configs/fedcollm.toml $(common "$seed") --set distill.llm="$LLM" \
+      --set eval.clients=true
+    run "distill-down-local-s$seed" configs/distill-down.toml $(common "$seed") \
+      --set distill.teacher="$LLM" --set distill.slms=local --set eval.clients=true
+  }
 done
 for seed in $DP_SEEDS; do
   # shellcheck disable=SC2046

@@ -85,6 +85,8 @@ def slm_table(runs, seeds, prefix=""):
          "slm_own_val_loss", "slm_all_val_loss"),
         ("fedavg", "fedavg", "client_val_loss", "val_loss"),
         ("distill-down", "distill-down", "client_val_loss", "val_loss"),
+        ("distill-down, SLMs kept local", "distill-down-local", "slm_own_val_loss",
+         "slm_all_val_loss"),
         ("fedmkt", "fedmkt", "slm_own_val_loss", "slm_all_val_loss"),
         ("fedcollm", "fedcollm", "client_val_loss", "val_loss"),
     ]
@@ -102,6 +104,8 @@ def slm_table(runs, seeds, prefix=""):
         have = lambda n, k: any(k in m for m in metrics(runs.run(n)))
         own = [last(runs.run(n), own_key) for n in names if have(n, own_key)]
         alls = [last(runs.run(n), all_key) for n in names if have(n, all_key)]
+        if not own and not alls:
+            continue  # the SLMs stay on the clients, and their evaluation is off under privacy
         if stem == "distill-up":
             traffic = ("0", "0", "—")
         else:
