@@ -348,9 +348,7 @@ void DistillUpServer::AbortRound() {
 }
 
 StatusOr<double> DistillUpServer::ValidationLoss() {
-  if (validation_.empty()) return std::nan("");
-  TANDEM_ASSIGN_OR_RETURN(LossResult r, EvaluateLoss(*llm_, validation_, 8, eval_tokens_));
-  return r.loss;
+  return HeldOutLoss(*llm_, validation_, 8, eval_tokens_);
 }
 
 Status DistillUpServer::EndRound(uint64_t round, std::map<std::string, double>* metrics) {

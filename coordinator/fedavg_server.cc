@@ -179,9 +179,7 @@ void FedAvgServer::AbortRound() {
 }
 
 StatusOr<double> FedAvgServer::ValidationLoss() {
-  if (validation_.empty()) return std::nan("");
-  TANDEM_ASSIGN_OR_RETURN(LossResult r, EvaluateLoss(*model_, validation_, 16, config_.eval_tokens));
-  return r.loss;
+  return HeldOutLoss(*model_, validation_, 16, config_.eval_tokens);
 }
 
 Status FedAvgServer::EndRound(uint64_t round, std::map<std::string, double>* metrics) {

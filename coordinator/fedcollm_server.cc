@@ -218,15 +218,11 @@ void FedCoLLMServer::AbortRound() {
 }
 
 StatusOr<double> FedCoLLMServer::SlmValidationLoss() {
-  if (validation_.empty()) return std::nan("");
-  TANDEM_ASSIGN_OR_RETURN(LossResult r, EvaluateLoss(*slm_, validation_, 8, eval_tokens_));
-  return r.loss;
+  return HeldOutLoss(*slm_, validation_, 8, eval_tokens_);
 }
 
 StatusOr<double> FedCoLLMServer::LlmValidationLoss() {
-  if (validation_.empty()) return std::nan("");
-  TANDEM_ASSIGN_OR_RETURN(LossResult r, EvaluateLoss(*llm_, validation_, 8, eval_tokens_));
-  return r.loss;
+  return HeldOutLoss(*llm_, validation_, 8, eval_tokens_);
 }
 
 Status FedCoLLMServer::EndRound(uint64_t round, std::map<std::string, double>* metrics) {

@@ -92,9 +92,8 @@ SharedModelState::SharedModelState(std::string name, std::shared_ptr<Gpt> model,
       eval_tokens_(eval_tokens) {}
 
 Status SharedModelState::EndRound(uint64_t, std::map<std::string, double>* metrics) {
-  if (validation_.empty()) return Status::Ok();
-  TANDEM_ASSIGN_OR_RETURN(LossResult r, EvaluateLoss(*model_, validation_, 8, eval_tokens_));
-  if (std::isfinite(r.loss)) (*metrics)[name_ + "_val_loss"] = r.loss;
+  TANDEM_ASSIGN_OR_RETURN(double loss, HeldOutLoss(*model_, validation_, 8, eval_tokens_));
+  if (std::isfinite(loss)) (*metrics)[name_ + "_val_loss"] = loss;
   return Status::Ok();
 }
 

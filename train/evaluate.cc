@@ -10,6 +10,13 @@
 
 namespace tandem {
 
+StatusOr<double> HeldOutLoss(Gpt& model, const std::vector<Record>& records, int batch,
+                             int64_t max_tokens) {
+  if (records.empty()) return std::nan("");
+  TANDEM_ASSIGN_OR_RETURN(LossResult r, EvaluateLoss(model, records, batch, max_tokens));
+  return r.loss;
+}
+
 StatusOr<LossResult> EvaluateLoss(Gpt& model, const std::vector<Record>& records, int batch,
                                   int64_t max_tokens) {
   const int T = model.config().context;

@@ -24,6 +24,10 @@ struct LossResult {
 // figure is comparable across calls). Error if the records hold fewer than 2 tokens.
 StatusOr<LossResult> EvaluateLoss(Gpt& model, const std::vector<Record>& records, int batch,
                                   int64_t max_tokens = 0);
+// EvaluateLoss's loss, or NaN when there are no records: a run without a held-out split reports
+// no held-out loss rather than failing.
+StatusOr<double> HeldOutLoss(Gpt& model, const std::vector<Record>& records, int batch,
+                             int64_t max_tokens);
 
 struct ExactMatchResult {
   int64_t correct = 0;
