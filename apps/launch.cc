@@ -103,7 +103,8 @@ class ClientProcesses {
 
 }  // namespace
 
-StatusOr<CoordinatorResult> RunLocal(const Config& config, const LaunchOptions& options) {
+StatusOr<CoordinatorResult> RunLocal(const Config& config, const Algorithm& algorithm,
+                                     const LaunchOptions& options) {
   auto log = GetLogger("run");
   TANDEM_ASSIGN_OR_RETURN(std::string run_dir, RunDirectory(config));
   TANDEM_ASSIGN_OR_RETURN(wire::TransportConfig transport,
@@ -125,6 +126,7 @@ StatusOr<CoordinatorResult> RunLocal(const Config& config, const LaunchOptions& 
 
   CoordinatorOptions coordinator;
   coordinator.resume = options.resume;
+  coordinator.progress = options.progress;
   std::atomic<bool> stop_clients{false};
   std::vector<std::thread> threads;
   ClientProcesses processes;
@@ -143,7 +145,7 @@ StatusOr<CoordinatorResult> RunLocal(const Config& config, const LaunchOptions& 
           o.zmq_context = context;
           o.threads = client_threads;
           o.stop = &stop_clients;
-          auto r = RunClient(config, o);
+          auto r = RunClient(config, algorithm.client, o);
           if (!r.ok()) log->error("client {}: {}", k, r.status().message());
         });
       }
@@ -167,7 +169,7 @@ StatusOr<CoordinatorResult> RunLocal(const Config& config, const LaunchOptions& 
       return Status::Ok();
     };
   }
-  StatusOr<CoordinatorResult> result = RunCoordinator(config, coordinator);
+  StatusOr<CoordinatorResult> result = RunCoordinator(config, algorithm.server, coordinator);
   stop_clients = true;
   for (auto& t : threads) t.join();
   if (context != nullptr) zmq_ctx_term(context);

@@ -5,9 +5,11 @@
 // oversubscribed.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "algorithms/algorithm.h"
 #include "coordinator/coordinator.h"
 #include "core/status.h"
 
@@ -20,8 +22,10 @@ struct LaunchOptions {
   std::vector<std::string> overrides;  // passed on to every client as --set
   bool resume = false;
   std::string log_level = "info";
+  std::function<void(const std::string& line)> progress;  // the coordinator's round lines
 };
 
-StatusOr<CoordinatorResult> RunLocal(const Config& config, const LaunchOptions& options);
+StatusOr<CoordinatorResult> RunLocal(const Config& config, const Algorithm& algorithm,
+                                     const LaunchOptions& options);
 
 }  // namespace tandem

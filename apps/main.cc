@@ -10,6 +10,7 @@
 #include <CLI/CLI.hpp>
 
 #include "apps/launch.h"
+#include "algorithms/registry.h"
 #include "apps/privacy_command.h"
 #include "client/client.h"
 #include "coordinator/coordinator.h"
@@ -60,6 +61,9 @@ void PrintSummary(const tandem::CoordinatorResult& r) {
   if (r.epsilon > 0.0) std::printf("privacy spent: epsilon %.4f\n", r.epsilon);
   if (!r.stop_reason.empty()) std::printf("stopped early: %s\n", r.stop_reason.c_str());
 }
+
+// The coordinator's round lines go to stderr, beside the log.
+void PrintProgress(const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); }
 
 }  // namespace
 
@@ -178,12 +182,14 @@ int main(int argc, char** argv) {
         *client ? "logs/client-" + std::to_string(client_id) + ".session.log" : "coordinator.log";
     Status s = *client ? tandem::SetupLogging(log_level) : SetupRunLogging(*config, log_level, log_file);
     if (!s.ok()) return Fail(s);
+    auto algorithm = tandem::AlgorithmOf(*config);
+    if (!algorithm.ok()) return Fail(algorithm.status());
     if (*client) {
       tandem::ClientOptions o;
       o.index = client_id;
       o.connect = connect;
       o.keys_dir = keys_dir;
-      auto r = tandem::RunClient(*config, o);
+      auto r = tandem::RunClient(*config, (*algorithm)->client, o);
       if (!r.ok()) return Fail(r.status());
       return 0;
     }
@@ -194,7 +200,8 @@ int main(int argc, char** argv) {
         o.overrides = overrides;
         o.resume = resume;
         o.log_level = log_level;
-        return tandem::RunLocal(*config, o);
+        o.progress = PrintProgress;
+        return tandem::RunLocal(*config, **algorithm, o);
       }
       tandem::CoordinatorOptions o;
       o.resume = resume;
@@ -205,7 +212,8 @@ int main(int argc, char** argv) {
         std::fflush(stdout);
         return tandem::Status::Ok();
       };
-      return tandem::RunCoordinator(*config, o);
+      o.progress = PrintProgress;
+      return tandem::RunCoordinator(*config, (*algorithm)->server, o);
     }();
     if (!r.ok()) return Fail(r.status());
     PrintSummary(*r);

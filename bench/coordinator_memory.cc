@@ -23,9 +23,9 @@
 
 #include "client/session.h"
 #include "coordinator/engine.h"
-#include "coordinator/fedavg_server.h"
+#include "algorithms/fedavg/server.h"
 #include "coordinator/server_outbox.h"
-#include "coordinator/strategy.h"
+#include "algorithms/common/strategy.h"
 #include "core/logging.h"
 #include "core/timer.h"
 #include "models/gpt.h"

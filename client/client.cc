@@ -1,20 +1,53 @@
 // `tandem client`; see client/client.h.
 #include "client/client.h"
 
-#include "client/fedavg_client.h"
+#include "client/context.h"
 #include "client/private_handler.h"
 #include "core/compute_slots.h"
 #include "core/config.h"
 #include "core/logging.h"
 #include "core/threads.h"
+#include "core/timer.h"
 #include "models/gpt_checkpoint.h"
 #include "models/model_config.h"
 #include "wire/transport.h"
 #include "wire/transport_config.h"
 
 namespace tandem {
+namespace {
 
-StatusOr<SessionSummary> RunClient(const Config& config, const ClientOptions& options) {
+// Runs the algorithm's tasks on this client's share of the machine: it holds `threads` compute
+// slots while it computes (clients on one machine share its cores) and reports the compute time,
+// without the wait for a slot, as the result's compute_s (bench/round_overhead.sh compares the
+// round's critical path with it).
+class ComputeHandler : public TaskHandler {
+ public:
+  ComputeHandler(std::unique_ptr<TaskHandler> inner, int threads, const ComputeSlots* slots)
+      : inner_(std::move(inner)), threads_(std::max(1, threads)), slots_(slots) {}
+  std::vector<std::string> Capabilities() const override { return inner_->Capabilities(); }
+  void OnWelcome(uint32_t client_index) override { inner_->OnWelcome(client_index); }
+  Status Run(uint64_t round, const wire::TaskAssign& task, wire::TaskResult* result) override {
+    ComputeSlots::Lease lease;
+    if (slots_ != nullptr) {
+      TANDEM_ASSIGN_OR_RETURN(lease, slots_->Acquire(threads_));
+    }
+    SetComputeThreads(threads_);
+    Stopwatch compute;
+    Status s = inner_->Run(round, task, result);
+    if (s.ok()) result->metrics["compute_s"] = compute.Seconds();
+    return s;
+  }
+
+ private:
+  std::unique_ptr<TaskHandler> inner_;
+  int threads_;
+  const ComputeSlots* slots_;
+};
+
+}  // namespace
+
+StatusOr<SessionSummary> RunClient(const Config& config, const ClientPlugin& algorithm,
+                                   const ClientOptions& options) {
   auto log = GetLogger("client");
   TANDEM_ASSIGN_OR_RETURN(std::string name, config.GetString("name", "run"));
   TANDEM_ASSIGN_OR_RETURN(std::string out_dir, config.GetString("out_dir", "runs"));
@@ -62,12 +95,11 @@ StatusOr<SessionSummary> RunClient(const Config& config, const ClientOptions& op
   const int threads = options.threads > 0 ? options.threads : ComputeThreads(1);
   log->info("client {}: {} training and {} held-out records, {} compute threads, connecting to {}",
             options.index, data.train.size(), data.validation.size(), threads, endpoint);
-  const ComputeSlots slots = ComputeSlots::ForMachine();
-  FedAvgClient handler(model, std::move(data), options.index, threads,
-                       options.use_compute_slots ? &slots : nullptr);
-  // Where a client's own SLM starts (distill-up): the SLM trained on the public categories.
+  // Where this client's own model starts (distill-up, fedmkt): the SLM trained on the public
+  // categories, say.
   TANDEM_ASSIGN_OR_RETURN(std::string init, config.GetString("model.init_checkpoint", ""));
   if (!client_models.empty()) init = own_init;
+  std::vector<float> own_params;
   if (!init.empty()) {
     TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<Gpt> start, LoadGpt(init));
     if (!(start->config() == model)) {
@@ -75,8 +107,12 @@ StatusOr<SessionSummary> RunClient(const Config& config, const ClientOptions& op
                                      start->config().ToString() + ", the config asks for " +
                                      model.ToString());
     }
-    handler.SetInitialParams({start->params().begin(), start->params().end()});
+    own_params.assign(start->params().begin(), start->params().end());
   }
+  ClientContext context(options.index, model, std::move(data), std::move(own_params));
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<TaskHandler> inner, algorithm.create(&context));
+  const ComputeSlots slots = ComputeSlots::ForMachine();
+  ComputeHandler handler(std::move(inner), threads, options.use_compute_slots ? &slots : nullptr);
   // The privacy pipeline acts only on tasks the coordinator marks as contributions.
   PrivateTaskHandler protected_handler(&handler);
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<wire::Client> link, wire::Client::Connect(link_options));

@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "client/context.h"
 #include "client/session.h"
 #include "core/status.h"
 
@@ -22,6 +23,8 @@ struct ClientOptions {
   const std::atomic<bool>* stop = nullptr;  // in-process clients: ends the session when true
 };
 
-StatusOr<SessionSummary> RunClient(const Config& config, const ClientOptions& options);
+// Runs `algorithm`'s client half (the config's algorithm.name) until the coordinator ends the run.
+StatusOr<SessionSummary> RunClient(const Config& config, const ClientPlugin& algorithm,
+                                   const ClientOptions& options);
 
 }  // namespace tandem

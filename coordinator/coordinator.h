@@ -8,6 +8,7 @@
 #include <functional>
 #include <string>
 
+#include "coordinator/algorithm.h"
 #include "core/status.h"
 
 namespace tandem {
@@ -22,7 +23,9 @@ struct CoordinatorOptions {
   // when tcp port 0 was asked for). `tandem run` starts its clients from here.
   std::function<Status(const std::string& endpoint)> on_bound;
   void* zmq_context = nullptr;  // shared with in-process clients for inproc://
-  bool show_progress = true;
+  // Receives a line for a person after each round (and round 0); the program decides where it
+  // goes. Null: nothing is shown.
+  std::function<void(const std::string& line)> progress;
 };
 
 struct CoordinatorResult {
@@ -38,7 +41,9 @@ struct CoordinatorResult {
   double epsilon = 0.0;     // with DP: ε spent at the config's δ
 };
 
-StatusOr<CoordinatorResult> RunCoordinator(const Config& config, const CoordinatorOptions& options);
+// Runs `algorithm`'s coordinator half (the config's algorithm.name; algorithms/registry.h finds it).
+StatusOr<CoordinatorResult> RunCoordinator(const Config& config, const ServerPlugin& algorithm,
+                                           const CoordinatorOptions& options);
 
 // runs/<name> for a config (out_dir and name), for programs that need it before the run starts.
 StatusOr<std::string> RunDirectory(const Config& config);

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/rng.h"
+#include "coordinator/algorithm.h"
 #include "core/status.h"
 #include "wire/message.h"
 
@@ -44,98 +45,6 @@ class Outbox {
   // Bytes moved so far, for the metrics (0 when unknown).
   virtual uint64_t BytesSent() const { return 0; }
   virtual uint64_t BytesReceived() const { return 0; }
-};
-
-// A connected client as the engine sees it.
-struct ClientInfo {
-  std::string name;  // the identity from the authenticated channel, e.g. "client-3"
-  int index = -1;    // K of "client-K", or -1 for another name
-  std::vector<std::string> capabilities;
-};
-
-// What a task's results contribute (DESIGN.md "contributions"): the float tensor `tensor` of
-// `length` values, with the result's weight. With the privacy pipeline on, such a task's results
-// never reach the algorithm one by one: it gets their weighted mean through OnAggregate().
-struct ContributionSpec {
-  std::string tensor;
-  size_t length = 0;
-};
-
-// The privacy pipeline's answer for a contribution task: the mean of the contributions that made
-// it (under DP: the noised sum over the expected cohort size; under secure aggregation alone: the
-// weighted mean of the survivors).
-struct Aggregate {
-  std::vector<float> mean;
-  size_t count = 0;           // contributions in the sum
-  double total_weight = 0.0;  // their summed weight (the cohort size the sum is divided by, under DP)
-};
-
-// One task of a round: the same kind, parameters and payload go to every cohort member (an
-// algorithm may adjust a member's copy in ServerAlgorithm::Customize).
-struct TaskSpec {
-  std::string kind;
-  wire::Params params;
-  std::vector<wire::Tensor> tensors;
-  // When set, the task goes only to these of the previous task's members (secure aggregation's
-  // steps go to the previous step's survivors); otherwise to all of them.
-  std::optional<std::vector<std::string>> members;
-  // Set when the results are contributions the privacy pipeline must protect.
-  std::optional<ContributionSpec> contribution;
-};
-
-// How a task ended, for the algorithm's OnTaskClosed.
-struct TaskReport {
-  uint64_t task_id = 0;
-  std::string kind;
-  std::vector<std::string> assigned;   // cohort members the task went to
-  std::vector<std::string> responded;  // whose results were accepted, in arrival order
-  size_t failed = 0;    // lost, refused the task, or could not be reached
-  size_t rejected = 0;  // results that failed validation (they changed nothing)
-  double seconds = 0.0;
-};
-
-// The server half of an algorithm (FedAvg, distillation, secure-aggregation steps...). The engine
-// calls it from one thread, in this order per round: BeginRound, then for each task OnResult* and
-// OnTaskClosed (which returns the round's next task or none), then EndRound; AbortRound instead of
-// EndRound when a task could not reach its min_results in time.
-class ServerAlgorithm {
- public:
-  virtual ~ServerAlgorithm() = default;
-  virtual std::string name() const = 0;
-  // Task kinds a client must offer to be chosen for a cohort.
-  virtual std::vector<std::string> RequiredCapabilities() const = 0;
-  // The first task of round `round` for `cohort`.
-  virtual StatusOr<TaskSpec> BeginRound(uint64_t round, const std::vector<ClientInfo>& cohort) = 0;
-  // A cohort member's copy of the task, before it is sent; only called when CustomizesTasks().
-  // Otherwise every member gets the same message, sent as one broadcast.
-  virtual bool CustomizesTasks() const { return false; }
-  virtual void Customize(const ClientInfo& client, wire::TaskAssign* assign) {}
-  // Validates one result and folds it in. An error rejects the result and must leave the
-  // algorithm's state exactly as it was.
-  virtual Status OnResult(const ClientInfo& client, const wire::TaskResult& result) = 0;
-  // The task closed with enough results. Takes the server-side step when the round is over and
-  // returns nullopt, or returns the round's next task.
-  virtual StatusOr<std::optional<TaskSpec>> OnTaskClosed(const TaskReport& report) = 0;
-  // The round could not complete: forget its partial state; the model stays as it was.
-  virtual void AbortRound() = 0;
-  // After the round's last task: evaluation and the algorithm's numbers for the metrics line.
-  virtual Status EndRound(uint64_t round, std::map<std::string, double>* metrics) = 0;
-  // After EndRound or AbortRound: numbers every round's line carries, completed or not (ε spent).
-  virtual void AddRoundMetrics(std::map<std::string, double>* metrics) {}
-  // With the privacy pipeline on: the aggregate of a contribution task's results, delivered
-  // before that task's OnTaskClosed (whose report then lists the contributors). An error
-  // rejects the aggregate and aborts the round.
-  virtual Status OnAggregate(const Aggregate& aggregate) {
-    return Status::FailedPrecondition(name() + " does not take aggregated contributions");
-  }
-  // Asked before each round starts: a reason to end the run here (a privacy budget that the next
-  // round would exceed), or nullopt to go on. The run then ends normally, saying why.
-  virtual std::optional<std::string> StopBeforeRound(uint64_t round) { return std::nullopt; }
-  // Everything needed to continue bit for bit: float tensors and string metadata.
-  virtual void SaveState(std::map<std::string, std::vector<float>>* tensors,
-                         std::map<std::string, std::string>* metadata) const = 0;
-  virtual Status LoadState(const std::map<std::string, std::vector<float>>& tensors,
-                           const std::map<std::string, std::string>& metadata) = 0;
 };
 
 // The `[federation]` keys the engine reads.

@@ -440,4 +440,19 @@ Status GroupedServer::LoadUnchecked(const std::map<std::string, std::vector<floa
   return Status::Ok();
 }
 
+std::vector<RunModel> GroupedServer::Models() const {
+  std::vector<RunModel> models;
+  for (const ServerGroup& g : groups_) {
+    for (RunModel m : g.server->Models()) {
+      m.name += "." + g.name;
+      m.suffix = g.name;
+      models.push_back(std::move(m));
+    }
+  }
+  if (shared_) {
+    for (RunModel m : shared_->Models()) models.push_back(std::move(m));
+  }
+  return models;
+}
+
 }  // namespace tandem

@@ -45,6 +45,8 @@ class GroupShared {
   // An error must leave the state as it was.
   virtual Status LoadState(const std::map<std::string, std::vector<float>>& tensors,
                            const std::map<std::string, std::string>& metadata) = 0;
+  // The shared models the run keeps (ServerAlgorithm::Models).
+  virtual std::vector<RunModel> Models() const { return {}; }
 };
 
 // A model every group uses, the groups' servers holding the same std::shared_ptr (fedcollm's LLM,
@@ -59,6 +61,9 @@ class SharedModelState : public GroupShared {
                  std::map<std::string, std::string>* metadata) const override;
   Status LoadState(const std::map<std::string, std::vector<float>>& tensors,
                    const std::map<std::string, std::string>& metadata) override;
+  std::vector<RunModel> Models() const override {
+    return {{name_, model_.get(), false, "", 16}};
+  }
 
  private:
   std::string name_;
@@ -119,6 +124,10 @@ class GroupedServer : public ServerAlgorithm {
                  std::map<std::string, std::string>* metadata) const override;
   Status LoadState(const std::map<std::string, std::vector<float>>& tensors,
                    const std::map<std::string, std::string>& metadata) override;
+
+  // Each group's models as "<name>.<group>" (model.slm-tiny), its headline ones suffixed with the
+  // group's name, then the shared ones.
+  std::vector<RunModel> Models() const override;
 
   size_t group_count() const { return groups_.size(); }
   const std::string& group_name(size_t g) const { return groups_[g].name; }

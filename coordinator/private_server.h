@@ -67,6 +67,8 @@ class PrivateServer : public ServerAlgorithm {
   Status LoadState(const std::map<std::string, std::vector<float>>& tensors,
                    const std::map<std::string, std::string>& metadata) override;
 
+  std::vector<RunModel> Models() const override { return inner_->Models(); }
+
   // σ of the sampled Gaussian mechanism each round (calibrated when target_epsilon is set), the
   // update noise multiplier after adaptive clipping's share, and the current clip norm.
   double noise_multiplier() const { return sigma_; }

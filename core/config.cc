@@ -280,6 +280,15 @@ void Config::MarkUsed(std::string_view prefix) const {
   }
 }
 
+std::vector<std::string> Config::KeysUnder(std::string_view prefix) const {
+  std::vector<std::string> leaves, out;
+  CollectLeaves(*table_, "", &leaves);
+  for (const auto& leaf : leaves) {
+    if (leaf.rfind(std::string(prefix) + ".", 0) == 0) out.push_back(leaf);
+  }
+  return out;
+}
+
 Status Config::CheckAllKeysUsed() const {
   std::vector<std::string> leaves;
   CollectLeaves(*table_, "", &leaves);

@@ -64,6 +64,8 @@ class Config {
   // Marks every key under `prefix` as read (for sections handed whole to another component);
   // an empty prefix marks every key.
   void MarkUsed(std::string_view prefix) const;
+  // The keys under `prefix.` (leaves, in file order), read or not.
+  std::vector<std::string> KeysUnder(std::string_view prefix) const;
   // InvalidArgument listing every key that was never read.
   Status CheckAllKeysUsed() const;
 

@@ -102,11 +102,11 @@ for seed in $SEEDS; do
   {
     run "fedavg-s$seed" configs/fedavg-slm.toml $(common "$seed") --set eval.clients=true
     run "distill-down-s$seed" configs/distill-down.toml $(common "$seed") \
-      --set distill.teacher="$LLM" --set eval.clients=true
+      --set distill-down.teacher="$LLM" --set eval.clients=true
     # distill-up's clients never receive anything: their SLMs are the "local only" row.
-    run "distill-up-s$seed" configs/distill-up.toml $(common "$seed") --set distill.llm="$LLM" \
+    run "distill-up-s$seed" configs/distill-up.toml $(common "$seed") --set distill-up.llm="$LLM" \
       --set eval.clients=true
-    run "fedmkt-s$seed" configs/fedmkt.toml $(common "$seed") --set distill.llm="$LLM" \
+    run "fedmkt-s$seed" configs/fedmkt.toml $(common "$seed") --set fedmkt.llm="$LLM" \
       --set eval.clients=true
   }
   # Proxy-tuning steers the public LLM with what FedAvg taught the SLM: LLM + (tuned - base).
@@ -116,10 +116,10 @@ done
 for seed in $SEEDS; do
   # shellcheck disable=SC2046
   {
-    run "fedcollm-s$seed" configs/fedcollm.toml $(common "$seed") --set distill.llm="$LLM" \
+    run "fedcollm-s$seed" configs/fedcollm.toml $(common "$seed") --set fedcollm.llm="$LLM" \
       --set eval.clients=true
     run "distill-down-local-s$seed" configs/distill-down.toml $(common "$seed") \
-      --set distill.teacher="$LLM" --set distill.slms=local --set eval.clients=true
+      --set distill-down.teacher="$LLM" --set distill-down.slms=local --set eval.clients=true
   }
 done
 for seed in $DP_SEEDS; do
@@ -127,12 +127,12 @@ for seed in $DP_SEEDS; do
   {
     run "dp-fedavg-s$seed" configs/fedavg-slm.toml $(common "$seed") $(private 0.5)
     run "dp-distill-down-s$seed" configs/distill-down.toml $(common "$seed") \
-      --set distill.teacher="$LLM" $(private 0.5)
+      --set distill-down.teacher="$LLM" $(private 0.5)
     run "dp-distill-up-s$seed" configs/distill-up.toml $(common "$seed") \
-      --set distill.llm="$LLM" $(private 8)
-    run "dp-fedmkt-s$seed" configs/fedmkt.toml $(common "$seed") --set distill.llm="$LLM" \
-      --set distill.selection=mean $(private 8)
-    run "dp-fedcollm-s$seed" configs/fedcollm.toml $(common "$seed") --set distill.llm="$LLM" \
+      --set distill-up.llm="$LLM" $(private 8)
+    run "dp-fedmkt-s$seed" configs/fedmkt.toml $(common "$seed") --set fedmkt.llm="$LLM" \
+      --set fedmkt.selection=mean $(private 8)
+    run "dp-fedcollm-s$seed" configs/fedcollm.toml $(common "$seed") --set fedcollm.llm="$LLM" \
       $(private 0.5)
   }
   evaluate "dp-proxy-tune-s$seed" "$LLM" \

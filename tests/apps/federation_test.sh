@@ -133,7 +133,7 @@ name = "fedcollm"
 [model.lora]
 rank = 4
 alpha = 8.0
-[distill]
+[fedcollm]
 llm = "$1/checkpoints/model.safetensors"
 windows = 4
 server_steps = 6
@@ -346,7 +346,7 @@ distill-down)
   cat >> base.toml <<'EOF2'
 [algorithm]
 name = "distill-down"
-[distill]
+[distill-down]
 teacher = "runs/llm/checkpoints/model.safetensors"
 top_k = 8
 temperature = 2.0
@@ -369,13 +369,13 @@ EOF2
     fail "top-k targets take $bytes bytes"
   # The same with SLMs that stay local: the targets come down, nothing but metrics goes up, and
   # the clients' own SLMs learn (their distillation KL and own held-out loss fall).
-  if "$TANDEM" run base.toml --set name=local --set distill.slms=local \
+  if "$TANDEM" run base.toml --set name=local --set distill-down.slms=local \
       --set privacy.secagg.enabled=true --set privacy.secagg.threshold=2 > local-private.out 2>&1; then
     fail "local SLMs ran with [privacy] on"
   fi
   grep -q "nothing to protect" local-private.out || fail "no clear error: $(tail -2 local-private.out)"
   TANDEM_THREADS=1 "$TANDEM" run base.toml --set name=local --set federation.rounds=2 \
-    --set distill.slms=local --set eval.clients=true > local.out 2>&1 ||
+    --set distill-down.slms=local --set eval.clients=true > local.out 2>&1 ||
     fail "local-SLM run failed: $(tail -5 local.out)"
   [ "$(grep -c '(distill.mutual) sent' runs/local/coordinator.log)" -eq 2 ] || fail "no distill.mutual tasks"
   for key in kd_kl slm_own_val_loss; do
@@ -398,7 +398,7 @@ distill-up)
   cat >> base.toml <<'EOF2'
 [algorithm]
 name = "distill-up"
-[distill]
+[distill-up]
 llm = "runs/llm/checkpoints/model.safetensors"
 windows = 4
 server_steps = 6
@@ -433,7 +433,7 @@ fedmkt)
   cat >> base.toml <<'EOF2'
 [algorithm]
 name = "fedmkt"
-[distill]
+[fedmkt]
 llm = "runs/llm/checkpoints/model.safetensors"
 windows = 4
 top_k = 8
@@ -499,7 +499,7 @@ heterogeneous)
   cat >> base.toml <<'EOF2'
 [algorithm]
 name = "distill-up"
-[distill]
+[distill-up]
 llm = "runs/llm/checkpoints/model.safetensors"
 windows = 4
 server_steps = 6
@@ -548,7 +548,7 @@ heterogeneous-fedavg)
   cat >> base.toml <<'EOF2'
 [algorithm]
 name = "distill-down"
-[distill]
+[distill-down]
 teacher = "runs/llm/checkpoints/model.safetensors"
 windows = 4
 top_k = 8

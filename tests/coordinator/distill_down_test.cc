@@ -2,13 +2,13 @@
 // targets on windows drawn from (seed, round), decodable and equal to the teacher's own top-k;
 // bad set-ups are refused; a client trains on them, its distillation KL falls over rounds, and a
 // task whose targets do not fit the public split or the model is refused.
-#include "coordinator/distill_down_server.h"
+#include "algorithms/distill_down/server.h"
 
 #include <gtest/gtest.h>
 
 #include "tests/coordinator/distill_fixtures.h"
 
-#include "client/fedavg_client.h"
+#include "algorithms/distill_down/client.h"
 #include "distill/kd_loss.h"
 #include "distill/topk.h"
 
@@ -117,7 +117,8 @@ TEST(DistillDownTest, AClientLearnsFromTheTargetsAndRefusesOnesThatDoNotFit) {
   ClientData data;
   data.train = Corpus("mine", 30);
   data.public_ = pub;
-  FedAvgClient client(Micro(), data, 0, 1, nullptr);
+  ClientContext context(0, Micro(), data, {});
+  DistillDownClient client(&context);
   ClientInfo c{"client-0", 0, client.Capabilities()};
   // The same round's task with the distillation batch weighted 0 and 5: the student that
   // distilled ends closer to the teacher on the round's windows.

@@ -1,7 +1,7 @@
 // FedAvg's server half: results of the wrong shape, name, weight or with missing metrics are
 // rejected and change nothing; accepted deltas move the model by their weighted mean; its state
 // round-trips through SaveState/LoadState.
-#include "coordinator/fedavg_server.h"
+#include "algorithms/fedavg/server.h"
 
 #include <gtest/gtest.h>
 

@@ -1,7 +1,7 @@
 // fedcollm's coordinator half: the task carries the base SLM and the global adapters and asks for
 // an adapter delta; deltas are averaged into the adapters; both server-side distillations lower
 // their loss on the round's windows; a checkpoint round-trips.
-#include "coordinator/fedcollm_server.h"
+#include "algorithms/fedcollm/server.h"
 
 #include <gtest/gtest.h>
 

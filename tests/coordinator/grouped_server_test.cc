@@ -10,9 +10,9 @@
 
 #include <cmath>
 
-#include "coordinator/distill_down_server.h"
-#include "coordinator/fedavg_server.h"
-#include "coordinator/fedcollm_server.h"
+#include "algorithms/distill_down/server.h"
+#include "algorithms/fedavg/server.h"
+#include "algorithms/fedcollm/server.h"
 #include "tests/coordinator/distill_fixtures.h"
 
 namespace tandem {

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "coordinator/aggregator.h"
-#include "coordinator/strategy.h"
+#include "algorithms/common/strategy.h"
 #include "core/config.h"
 #include "core/rng.h"
 

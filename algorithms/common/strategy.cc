@@ -1,6 +1,6 @@
 // Server strategies: FedAvg/FedProx, FedAvgM, FedAdam/FedYogi over an exact RunningSum, and the
 // coordinate-wise median and trimmed mean over stored contributions. See strategy.h.
-#include "coordinator/strategy.h"
+#include "algorithms/common/strategy.h"
 
 #include <algorithm>
 #include <cmath>

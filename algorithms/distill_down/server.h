@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "coordinator/engine.h"
-#include "coordinator/fedavg_server.h"
+#include "algorithms/fedavg/server.h"
 #include "core/rng.h"
 #include "data/batcher.h"
 #include "models/gpt.h"
@@ -24,40 +24,20 @@ namespace tandem {
 
 class Config;
 
-// The [distill] section.
+// The [distill-down] section.
 struct DistillDownConfig {
-  std::string teacher;       // distill.teacher: the LLM checkpoint (safetensors); required
-  int top_k = 16;            // distill.top_k: teacher tokens kept per position, in [1, vocab]
-  double temperature = 2.0;  // distill.temperature: T of the KD term
-  double alpha = 0.5;        // distill.alpha: weight of the public batch's own CE; 1 − α for KD
-  double weight = 1.0;       // distill.weight: of the public batch's loss against the own-data one
-  int windows = 32;          // distill.windows: public windows per round, each one SLM context
-  // distill.slms: "fedavg" averages the clients' SLMs every round; "local" keeps each client's
+  std::string teacher;       // distill-down.teacher: the LLM checkpoint (safetensors); required
+  int top_k = 16;            // distill-down.top_k: teacher tokens kept per position, in [1, vocab]
+  double temperature = 2.0;  // distill-down.temperature: T of the KD term
+  double alpha = 0.5;        // distill-down.alpha: weight of the public batch's own CE; 1 − α for KD
+  double weight = 1.0;       // distill-down.weight: of the public batch's loss against the own-data one
+  int windows = 32;          // distill-down.windows: public windows per round, each one SLM context
+  // distill-down.slms: "fedavg" averages the clients' SLMs every round; "local" keeps each client's
   // own SLM on the client (nothing goes up; run by DistillUpServer, see LocalDistillDownConfig).
   std::string slms = "fedavg";
 };
 
 StatusOr<DistillDownConfig> DistillDownConfigFromConfig(const Config& config);
-
-// What the coordinator's own distillation steps read from [distill] (distill-up, fedmkt and
-// fedcollm train a model on the coordinator against the round's public windows).
-struct ServerDistillConfig {
-  double temperature = 2.0;  // distill.temperature
-  double alpha = 0.5;        // distill.alpha: weight of the trained model's CE on the public text
-  int windows = 8;           // distill.windows: public windows per round
-  int server_steps = 8;      // distill.server_steps: the coordinator's steps per round
-  int server_batch = 4;      // distill.server_batch: windows per step
-  double server_lr = 3e-4;   // distill.server_lr: the LLM's AdamW, fresh every round
-};
-
-// Reads the keys above into *out (its values are the defaults), checking their ranges.
-Status ReadServerDistillConfig(const Config& config, ServerDistillConfig* out);
-
-// `count` window offsets into a public stream of `stream_tokens` tokens, each leaving room for
-// `context` tokens and their next-token targets, drawn from (seed, round) alone so that a resumed
-// round uses the same windows. Requires stream_tokens > context.
-std::vector<uint32_t> DrawPublicWindows(size_t stream_tokens, int context, int count,
-                                        uint64_t seed, uint64_t round);
 
 // The teacher's top-k targets at temperature T on windows of `context` tokens starting at
 // `starts` in `stream` ((windows · context) rows in window order), added to `spec` as the
@@ -73,9 +53,9 @@ size_t AddTeacherTargets(Gpt& teacher, const TokenDataset& stream,
 // by the first group that asks in a round and reused by the others. Servers sharing one must be
 // built from the same DistillDownConfig, public records and seed. Not thread-safe.
 struct SharedTeacher {
-  SharedTeacher(std::unique_ptr<Gpt> teacher, int window_context)
+  SharedTeacher(std::shared_ptr<Gpt> teacher, int window_context)
       : model(std::move(teacher)), context(window_context) {}
-  std::unique_ptr<Gpt> model;
+  std::shared_ptr<Gpt> model;
   int context;  // window length, at most every sharing SLM's context and the teacher's
   // The last targets computed, and what they were computed on.
   std::vector<uint32_t> starts;
@@ -121,6 +101,9 @@ class DistillDownServer : public ServerAlgorithm {
                    const std::map<std::string, std::string>& metadata) override {
     return inner_->LoadState(tensors, metadata);
   }
+
+  std::vector<RunModel> Models() const override { return inner_->Models(); }
+  std::optional<std::string> PrivacyConflict() const override { return inner_->PrivacyConflict(); }
 
   FedAvgServer& fedavg() { return *inner_; }
   // The public-stream offsets of round `round`'s windows, from (seed, round) alone.

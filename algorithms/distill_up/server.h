@@ -22,9 +22,11 @@
 #include <vector>
 
 #include "coordinator/aggregator.h"
-#include "coordinator/distill_down_server.h"
+#include "algorithms/common/local_train.h"
+#include "algorithms/common/server_distill.h"
+#include "algorithms/distill_down/server.h"
 #include "coordinator/engine.h"
-#include "coordinator/fedavg_server.h"
+#include "algorithms/fedavg/server.h"
 #include "data/batcher.h"
 #include "models/adamw.h"
 #include "models/gpt.h"
@@ -33,20 +35,22 @@ namespace tandem {
 
 class Config;
 
-// The [distill] section as distill-up reads it.
+// distill-up's section ([distill-up]) or fedmkt's ([fedmkt]).
 struct DistillUpConfig : ServerDistillConfig {
+  std::string llm;               // <section>.llm: the cloud LLM's checkpoint; required
   // fedmkt only.
   bool mutual = false;           // set from algorithm.name = "fedmkt"
-  int top_k = 16;                // distill.top_k: the LLM's targets for the clients
-  double client_alpha = 0.5;     // distill.client_alpha: the clients' public CE weight
-  double client_weight = 1.0;    // distill.client_weight: their public batch's weight
-  std::string selection = "mean";  // distill.selection: "mean" or "min-ce" (per position)
-  // false: distill-down with SLMs that stay local (distill.slms = "local"). The clients train
+  int top_k = 16;                // fedmkt.top_k: the LLM's targets for the clients
+  double client_alpha = 0.5;     // fedmkt.client_alpha: the clients' public CE weight
+  double client_weight = 1.0;    // fedmkt.client_weight: their public batch's weight
+  std::string selection = "mean";  // fedmkt.selection: "mean" or "min-ce" (per position)
+  // false: distill-down with SLMs that stay local (distill-down.slms = "local"). The clients train
   // their own SLMs with the LLM's targets and send nothing up; the LLM, the teacher, never moves.
   bool upload = true;
 };
 
-StatusOr<DistillUpConfig> DistillUpConfigFromConfig(const Config& config);
+StatusOr<DistillUpConfig> DistillUpConfigFromConfig(const Config& config,
+                                                    const std::string& section, bool mutual);
 // distill-down's settings as the DistillUpServer that runs its local-SLM form reads them: the
 // targets of fedmkt's downward half, no uploads, no server steps.
 DistillUpConfig LocalDistillDownConfig(const DistillDownConfig& down);
@@ -59,7 +63,7 @@ class DistillUpServer : public ServerAlgorithm {
   // (heterogeneous clients: only predictions move, so each may run its own SLM); windows are then
   // as long as the shortest context among them.
   static StatusOr<std::unique_ptr<DistillUpServer>> Create(
-      DistillUpConfig config, LocalTrainConfig local, std::unique_ptr<Gpt> llm,
+      DistillUpConfig config, LocalTrainConfig local, std::shared_ptr<Gpt> llm,
       const ModelConfig& student, const std::vector<Record>& public_records,
       std::vector<Record> validation, int64_t eval_tokens, uint64_t seed,
       std::vector<ModelConfig> client_models = {}, bool client_eval = false);
@@ -70,7 +74,7 @@ class DistillUpServer : public ServerAlgorithm {
   // With eval.clients, each round ends with "distill.eval": the clients' own SLMs evaluated on
   // their own held-out records and on all private categories.
   std::vector<std::string> RequiredCapabilities() const override {
-    std::vector<std::string> caps = {config_.mutual ? "distill.mutual" : "distill.up"};
+    std::vector<std::string> caps = {config_.mutual ? "distill.mutual" : "distill.up",};
     if (client_eval_) caps.push_back("distill.eval");
     return caps;
   }
@@ -87,13 +91,16 @@ class DistillUpServer : public ServerAlgorithm {
   Status LoadState(const std::map<std::string, std::vector<float>>& tensors,
                    const std::map<std::string, std::string>& metadata) override;
 
+  std::vector<RunModel> Models() const override;
+  std::optional<std::string> PrivacyConflict() const override;
+
   Gpt& llm() { return *llm_; }
   StatusOr<double> ValidationLoss();
   // Values each client uploads: windows · context · vocab probabilities.
   size_t ContributionLength() const;
 
  private:
-  DistillUpServer(DistillUpConfig config, LocalTrainConfig local, std::unique_ptr<Gpt> llm,
+  DistillUpServer(DistillUpConfig config, LocalTrainConfig local, std::shared_ptr<Gpt> llm,
                   ModelConfig student, TokenDataset public_tokens, std::vector<Record> validation,
                   int64_t eval_tokens, uint64_t seed);
   // Trains the LLM on the round's windows against the ensemble `mean` (probabilities).
@@ -104,7 +111,7 @@ class DistillUpServer : public ServerAlgorithm {
 
   DistillUpConfig config_;
   LocalTrainConfig local_;
-  std::unique_ptr<Gpt> llm_;
+  std::shared_ptr<Gpt> llm_;
   ModelConfig student_;
   std::vector<ModelConfig> client_models_;
   int context_ = 0;  // window length: the shortest context of any client's SLM

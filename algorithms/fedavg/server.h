@@ -10,25 +10,15 @@
 #include <string>
 #include <vector>
 
-#include "coordinator/engine.h"
-#include "coordinator/strategy.h"
+#include "algorithms/common/local_train.h"
+#include "algorithms/common/strategy.h"
+#include "coordinator/algorithm.h"
 #include "data/corpus.h"
 #include "models/gpt.h"
 
 namespace tandem {
 
 class Config;
-
-// What the coordinator tells clients to do in "fedavg.train" (the `[client]` section) and how it
-// evaluates (`[eval]`). The task parameters carry the same names (docs/protocol.md "Tasks").
-struct LocalTrainConfig {
-  int64_t local_steps = 50;   // client.local_steps; or
-  double local_epochs = 0.0;  // client.local_epochs: passes over the client's partition (> 0 wins)
-  int batch = 16;             // client.batch
-  double lr = 1e-3;           // client.lr (AdamW, fresh each round)
-  double weight_decay = 0.0;  // client.weight_decay
-  double grad_clip = 1.0;     // client.grad_clip (0 = off)
-};
 
 struct FedAvgServerConfig {
   LocalTrainConfig local;
@@ -59,6 +49,9 @@ class FedAvgServer : public ServerAlgorithm {
                  std::map<std::string, std::string>* metadata) const override;
   Status LoadState(const std::map<std::string, std::vector<float>>& tensors,
                    const std::map<std::string, std::string>& metadata) override;
+
+  std::vector<RunModel> Models() const override;
+  std::optional<std::string> PrivacyConflict() const override;
 
   Gpt& model() { return *model_; }
   // Held-out loss of the global model on the validation records (eval.tokens of them).

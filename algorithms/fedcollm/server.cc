@@ -1,11 +1,16 @@
-#include "coordinator/fedcollm_server.h"
+#include "algorithms/fedcollm/server.h"
 
 #include <algorithm>
 #include <cmath>
 
+#include "algorithms/common/task_parts.h"
+#include "algorithms/fedcollm/tasks.h"
 #include "core/config.h"
+#include "data/public_windows.h"
+#include "distill/kd_terms.h"
+#include "train/local_trainer.h"
 #include "core/timer.h"
-#include "coordinator/distill_down_server.h"
+#include "algorithms/distill_down/server.h"
 #include "distill/kd_loss.h"
 #include "models/adamw.h"
 #include "train/evaluate.h"
@@ -13,14 +18,9 @@
 namespace tandem {
 namespace {
 
-constexpr char kTask[] = "fedcollm.train";
-constexpr char kEvalTask[] = "fedcollm.eval";
+constexpr const char* kTask = kFedCoLLMTrainTask;
+constexpr const char* kEvalTask = kFedCoLLMEvalTask;
 
-std::string JoinTargets(const std::vector<std::string>& targets) {
-  std::string out;
-  for (const auto& t : targets) out += (out.empty() ? "" : ",") + t;
-  return out;
-}
 
 }  // namespace
 
@@ -31,8 +31,9 @@ StatusOr<FedCoLLMConfig> FedCoLLMConfigFromConfig(const Config& config) {
     TANDEM_ASSIGN_OR_RETURN(c.lora, LoraConfigFromConfig(config, "model.lora"));
   }
   TANDEM_RETURN_IF_ERROR(c.lora.Validate());
-  TANDEM_RETURN_IF_ERROR(ReadServerDistillConfig(config, &c));
-  TANDEM_ASSIGN_OR_RETURN(c.slm_lr, config.GetDouble("distill.slm_lr", c.slm_lr, 0.0, 1.0));
+  TANDEM_RETURN_IF_ERROR(ReadServerDistillConfig(config, "fedcollm", &c));
+  TANDEM_ASSIGN_OR_RETURN(c.llm, config.RequireString("fedcollm.llm"));
+  TANDEM_ASSIGN_OR_RETURN(c.slm_lr, config.GetDouble("fedcollm.slm_lr", c.slm_lr, 0.0, 1.0));
   TANDEM_ASSIGN_OR_RETURN(c.client_eval, config.GetBool("eval.clients", c.client_eval));
   return c;
 }
@@ -75,37 +76,36 @@ std::vector<std::string> FedCoLLMServer::RequiredCapabilities() const {
 TaskSpec FedCoLLMServer::SlmTask(const std::string& kind) const {
   TaskSpec spec;
   spec.kind = kind;
-  spec.params = {
-      {"model", slm_->config().ToString()},
-      {"lora.rank", static_cast<int64_t>(config_.lora.rank)},
-      {"lora.alpha", static_cast<double>(config_.lora.alpha)},
-      {"lora.targets", JoinTargets(config_.lora.targets)},
-  };
-  const auto base = slm_->params();
+  EncodeWeights(*slm_, &spec.params, &spec.tensors);
+  EncodeLoraConfig(config_.lora, &spec.params);
   const auto adapters = slm_->lora_params();
-  spec.tensors.push_back(wire::Tensor::Float32("params", {base.size()}, base));
   spec.tensors.push_back(wire::Tensor::Float32("lora", {adapters.size()}, adapters));
   return spec;
+}
+
+std::vector<RunModel> FedCoLLMServer::Models() const {
+  std::vector<RunModel> models = {{"model", slm_.get(), true, "", 8}};
+  if (!llm_shared_) models.push_back({"llm", llm_.get(), false, ""});
+  return models;
+}
+
+std::optional<std::string> FedCoLLMServer::PrivacyConflict() const {
+  if (config_.client_eval) {
+    return "eval.clients = true reports each client's held-out loss in the clear, outside secure "
+           "aggregation and the privacy accounting";
+  }
+  return std::nullopt;
 }
 
 StatusOr<TaskSpec> FedCoLLMServer::BeginRound(uint64_t round, const std::vector<ClientInfo>&) {
   AbortRound();
   round_ = round;
-  windows_ = DrawPublicWindows(public_tokens_.size(), slm_->config().context, config_.windows,
-                               seed_, round);
+  windows_ = PublicWindows::Draw(public_tokens_.size(), slm_->config().context, config_.windows,
+                                 seed_, round);
   const size_t adapters = slm_->lora_params().size();
   strategy_->BeginRound(adapters);
   TaskSpec spec = SlmTask(kTask);
-  spec.params.insert({
-      {"local_steps", local_.local_steps},
-      {"local_epochs", local_.local_epochs},
-      {"batch", static_cast<int64_t>(local_.batch)},
-      {"lr", local_.lr},
-      {"weight_decay", local_.weight_decay},
-      {"grad_clip", local_.grad_clip},
-      {"proximal_mu", 0.0},
-      {"seed", static_cast<int64_t>(seed_ & 0x7FFFFFFFFFFFFFFFULL)},
-  });
+  FedAvgTrainTask{LocalTrainParams{local_, seed_}, 0.0}.Encode(&spec.params);
   spec.contribution = ContributionSpec{"delta", adapters};
   return spec;
 }
@@ -146,50 +146,26 @@ Status FedCoLLMServer::OnAggregate(const Aggregate& aggregate) {
 StatusOr<std::pair<double, double>> FedCoLLMServer::Distil(Gpt& teacher, Gpt& student,
                                                            bool adapters, double lr) {
   const int T = slm_->config().context, V = slm_->config().vocab;
-  const int W = static_cast<int>(windows_.size()), B = std::min(config_.server_batch, W);
-  const auto& pub = public_tokens_.tokens();
-  std::vector<int32_t> tokens(static_cast<size_t>(B) * T), targets(tokens.size());
-  std::vector<float> teacher_logits(static_cast<size_t>(B) * T * V), dlogits(teacher_logits.size());
+  const int W = static_cast<int>(windows_.size());
+  TANDEM_ASSIGN_OR_RETURN(PublicWindows windows,
+                          PublicWindows::Create(public_tokens_, windows_, T));
   KdOptions kd;
   kd.temperature = static_cast<float>(config_.temperature);
   kd.alpha = static_cast<float>(config_.alpha);
-  auto fill = [&](int first) {
-    for (int b = 0; b < B; ++b) {
-      const size_t s = windows_[(first + b) % W];
-      std::copy(pub.begin() + s, pub.begin() + s + T, tokens.begin() + static_cast<size_t>(b) * T);
-      std::copy(pub.begin() + s + 1, pub.begin() + s + T + 1,
-                targets.begin() + static_cast<size_t>(b) * T);
-    }
-    teacher.Forward(tokens.data(), nullptr, B, T);
-    std::copy(teacher.logits(), teacher.logits() + teacher_logits.size(), teacher_logits.begin());
-  };
-  auto whole = [&]() {
-    double sum = 0.0;
-    int batches = 0;
-    for (int first = 0; first < W; first += B, ++batches) {
-      fill(first);
-      student.Forward(tokens.data(), nullptr, B, T);
-      sum += KdForward(student.logits(), teacher_logits.data(), targets.data(), B * T, V, kd).loss;
-    }
-    return sum / batches;
-  };
-  const double before = whole();
-  const std::span<float> params = adapters ? student.lora_params() : student.params();
-  const std::span<float> grads = adapters ? student.lora_grads() : student.grads();
-  AdamW opt(AdamWConfig{}, adapters ? student.lora_layout() : student.layout());
-  for (int step = 0; step < config_.server_steps; ++step) {
-    fill(step * B);
-    student.ZeroGrad();
-    student.Forward(tokens.data(), nullptr, B, T);
-    const KdLoss l = KdForward(student.logits(), teacher_logits.data(), targets.data(), B * T, V, kd);
-    if (!std::isfinite(l.loss)) return Status::Internal("server distillation diverged");
-    KdBackward(dlogits.data(), student.logits(), teacher_logits.data(), targets.data(), B * T, V,
-               kd, l.count);
-    student.BackwardFromLogits(dlogits.data());
-    ClipGradientNorm(grads, 1.0);
-    opt.Step(params, grads, static_cast<float>(lr));
+  DenseDistillTerm term(std::move(windows), ModelTeacher(&teacher), kd,
+                        std::min(config_.server_batch, W), V);
+  TrainerOptions options;
+  options.trained = adapters ? Trained::kAdapters : Trained::kAll;
+  LocalTrainer trainer(&student, options);
+  Rng unused(seed_);
+  const double before = term.MeanLoss(student);
+  StatusOr<TrainReport> report =
+      trainer.Run({&term}, config_.server_steps, static_cast<float>(lr), unused);
+  if (!report.ok()) {
+    return Status::Internal("fedcollm's server distillation diverged: " +
+                            report.status().message());
   }
-  return std::make_pair(before, whole());
+  return std::make_pair(before, term.MeanLoss(student));
 }
 
 StatusOr<std::optional<TaskSpec>> FedCoLLMServer::OnTaskClosed(const TaskReport&) {

@@ -1,30 +1,32 @@
-#include "coordinator/distill_down_server.h"
+#include "algorithms/distill_down/server.h"
 
 #include <algorithm>
 
+#include "algorithms/common/task_parts.h"
+#include "algorithms/distill_down/tasks.h"
 #include "core/config.h"
+#include "data/public_windows.h"
 #include "core/timer.h"
 #include "distill/topk.h"
 
 namespace tandem {
 namespace {
 
-constexpr char kDistillTask[] = "distill.train";
-constexpr char kFedAvgTrainTask[] = "fedavg.train";
+constexpr const char* kDistillTask = kDistillTrainTask;
 constexpr int kTeacherBatch = 8;  // windows per teacher forward
 
 }  // namespace
 
 StatusOr<DistillDownConfig> DistillDownConfigFromConfig(const Config& config) {
   DistillDownConfig c;
-  TANDEM_ASSIGN_OR_RETURN(c.teacher, config.RequireString("distill.teacher"));
-  TANDEM_ASSIGN_OR_RETURN(int64_t k, config.GetInt("distill.top_k", c.top_k, 1, 1 << 20));
+  TANDEM_ASSIGN_OR_RETURN(c.teacher, config.RequireString("distill-down.teacher"));
+  TANDEM_ASSIGN_OR_RETURN(int64_t k, config.GetInt("distill-down.top_k", c.top_k, 1, 1 << 20));
   TANDEM_ASSIGN_OR_RETURN(c.temperature,
-                          config.GetDouble("distill.temperature", c.temperature, 1e-3, 1e3));
-  TANDEM_ASSIGN_OR_RETURN(c.alpha, config.GetDouble("distill.alpha", c.alpha, 0.0, 1.0));
-  TANDEM_ASSIGN_OR_RETURN(c.weight, config.GetDouble("distill.weight", c.weight, 0.0, 1e3));
-  TANDEM_ASSIGN_OR_RETURN(int64_t w, config.GetInt("distill.windows", c.windows, 1, 65536));
-  TANDEM_ASSIGN_OR_RETURN(c.slms, config.GetChoice("distill.slms", c.slms, {"fedavg", "local"}));
+                          config.GetDouble("distill-down.temperature", c.temperature, 1e-3, 1e3));
+  TANDEM_ASSIGN_OR_RETURN(c.alpha, config.GetDouble("distill-down.alpha", c.alpha, 0.0, 1.0));
+  TANDEM_ASSIGN_OR_RETURN(c.weight, config.GetDouble("distill-down.weight", c.weight, 0.0, 1e3));
+  TANDEM_ASSIGN_OR_RETURN(int64_t w, config.GetInt("distill-down.windows", c.windows, 1, 65536));
+  TANDEM_ASSIGN_OR_RETURN(c.slms, config.GetChoice("distill-down.slms", c.slms, {"fedavg", "local"}));
   c.top_k = static_cast<int>(k);
   c.windows = static_cast<int>(w);
   return c;
@@ -35,7 +37,7 @@ StatusOr<std::unique_ptr<DistillDownServer>> DistillDownServer::Create(
     const std::vector<Record>& public_records, uint64_t seed) {
   const int context = inner->model().config().context;
   return Create(std::move(config), std::move(inner),
-                std::make_shared<SharedTeacher>(std::move(teacher), context), public_records, seed);
+                std::make_shared<SharedTeacher>(std::shared_ptr<Gpt>(std::move(teacher)), context), public_records, seed);
 }
 
 StatusOr<std::unique_ptr<DistillDownServer>> DistillDownServer::Create(
@@ -46,7 +48,7 @@ StatusOr<std::unique_ptr<DistillDownServer>> DistillDownServer::Create(
   const ModelConfig& llm = teacher->model->config();
   const int context = teacher->context;
   if (llm.vocab != slm.vocab) {
-    return Status::InvalidArgument("distill.teacher has a vocabulary of " +
+    return Status::InvalidArgument("distill-down.teacher has a vocabulary of " +
                                    std::to_string(llm.vocab) + ", the SLM " +
                                    std::to_string(slm.vocab));
   }
@@ -56,12 +58,12 @@ StatusOr<std::unique_ptr<DistillDownServer>> DistillDownServer::Create(
                                    std::to_string(slm.context));
   }
   if (llm.context < context) {
-    return Status::InvalidArgument("distill.teacher's context " + std::to_string(llm.context) +
+    return Status::InvalidArgument("distill-down.teacher's context " + std::to_string(llm.context) +
                                    " is shorter than the distillation windows' " +
                                    std::to_string(context));
   }
   if (config.top_k > slm.vocab) {
-    return Status::InvalidArgument("distill.top_k " + std::to_string(config.top_k) +
+    return Status::InvalidArgument("distill-down.top_k " + std::to_string(config.top_k) +
                                    " exceeds the vocabulary " + std::to_string(slm.vocab));
   }
   TokenDataset tokens = TokenDataset::FromRecords(public_records);
@@ -85,32 +87,6 @@ std::vector<std::string> DistillDownServer::RequiredCapabilities() const {
   std::vector<std::string> caps = inner_->RequiredCapabilities();
   std::replace(caps.begin(), caps.end(), std::string(kFedAvgTrainTask), std::string(kDistillTask));
   return caps;
-}
-
-Status ReadServerDistillConfig(const Config& config, ServerDistillConfig* out) {
-  ServerDistillConfig& c = *out;
-  TANDEM_ASSIGN_OR_RETURN(c.temperature,
-                          config.GetDouble("distill.temperature", c.temperature, 1e-3, 1e3));
-  TANDEM_ASSIGN_OR_RETURN(c.alpha, config.GetDouble("distill.alpha", c.alpha, 0.0, 1.0));
-  TANDEM_ASSIGN_OR_RETURN(int64_t w, config.GetInt("distill.windows", c.windows, 1, 4096));
-  TANDEM_ASSIGN_OR_RETURN(int64_t s, config.GetInt("distill.server_steps", c.server_steps, 0,
-                                                   100000));
-  TANDEM_ASSIGN_OR_RETURN(int64_t b, config.GetInt("distill.server_batch", c.server_batch, 1, 1024));
-  TANDEM_ASSIGN_OR_RETURN(c.server_lr, config.GetDouble("distill.server_lr", c.server_lr, 0.0, 1.0));
-  c.windows = static_cast<int>(w);
-  c.server_steps = static_cast<int>(s);
-  c.server_batch = static_cast<int>(b);
-  return Status::Ok();
-}
-
-std::vector<uint32_t> DrawPublicWindows(size_t stream_tokens, int context, int count,
-                                        uint64_t seed, uint64_t round) {
-  TANDEM_CHECK(stream_tokens > static_cast<size_t>(context));
-  const uint64_t starts = stream_tokens - static_cast<uint64_t>(context);  // s in [0, N−T−1]
-  Rng rng = Rng(seed).Fork(0x64697374ULL ^ round);
-  std::vector<uint32_t> out(count);
-  for (auto& s : out) s = static_cast<uint32_t>(rng.Below(starts));
-  return out;
 }
 
 size_t AddTeacherTargets(Gpt& teacher, const TokenDataset& stream,
@@ -137,16 +113,13 @@ size_t AddTeacherTargets(Gpt& teacher, const TokenDataset& stream,
     all.probs.insert(all.probs.end(), part.probs.begin(), part.probs.end());
     all.tail.insert(all.tail.end(), part.tail.begin(), part.tail.end());
   }
-  const TopKWire wire = EncodeTopK(all);
-  spec->tensors.push_back(wire::Tensor::Uint32("kd.topk_words", {wire.words.size()}, wire.words));
-  spec->tensors.push_back(
-      wire::Tensor::Float32("kd.topk_values", {wire.values.size()}, wire.values));
+  EncodeTopK(all, &spec->tensors);
   return TopKWireBytes(all.rows, all.k, all.vocab);
 }
 
 std::vector<uint32_t> DistillDownServer::DrawWindows(uint64_t round) const {
-  return DrawPublicWindows(public_tokens_.size(), teacher_->context, config_.windows, seed_,
-                           round);
+  return PublicWindows::Draw(public_tokens_.size(), teacher_->context, config_.windows, seed_,
+                             round);
 }
 
 size_t DistillDownServer::AddTargets(const std::vector<uint32_t>& starts, TaskSpec* spec) {
@@ -173,14 +146,15 @@ StatusOr<TaskSpec> DistillDownServer::BeginRound(uint64_t round,
   Stopwatch watch;
   const std::vector<uint32_t> starts = DrawWindows(round);
   spec.kind = kDistillTask;
-  spec.params["kd.alpha"] = config_.alpha;
-  spec.params["kd.temperature"] = static_cast<double>(static_cast<float>(config_.temperature));
-  spec.params["kd.weight"] = config_.weight;
+  KdTaskSettings kd;
+  kd.options.alpha = static_cast<float>(config_.alpha);
+  kd.options.temperature = static_cast<float>(config_.temperature);
+  kd.weight = config_.weight;
+  EncodeKd(kd, &spec.params);
   // Windows shorter than this SLM's context (a teacher shared with smaller-context groups).
-  if (teacher_->context != inner_->model().config().context) {
-    spec.params["kd.context"] = static_cast<int64_t>(teacher_->context);
-  }
-  spec.tensors.push_back(wire::Tensor::Uint32("kd.windows", {starts.size()}, starts));
+  const bool shorter = teacher_->context != inner_->model().config().context;
+  EncodeWindows(starts, shorter ? std::optional<int>(teacher_->context) : std::nullopt,
+                &spec.params, &spec.tensors);
   targets_bytes_ = AddTargets(starts, &spec) + starts.size() * 4;
   teacher_s_ = watch.Seconds();
   return spec;

@@ -1,11 +1,16 @@
-#include "coordinator/distill_up_server.h"
+#include "algorithms/distill_up/server.h"
 
 #include <algorithm>
 #include <cmath>
 
+#include "algorithms/common/own_model.h"
+#include "algorithms/distill_up/tasks.h"
+#include "algorithms/fedmkt/tasks.h"
 #include "core/config.h"
+#include "data/public_windows.h"
+#include "distill/kd_terms.h"
+#include "train/local_trainer.h"
 #include "core/timer.h"
-#include "coordinator/distill_down_server.h"
 #include "distill/ensemble.h"
 #include "distill/kd_loss.h"
 #include "distill/topk.h"
@@ -15,25 +20,24 @@
 namespace tandem {
 namespace {
 
-constexpr char kUpTask[] = "distill.up";
-constexpr char kMutualTask[] = "distill.mutual";
 
 }  // namespace
 
-StatusOr<DistillUpConfig> DistillUpConfigFromConfig(const Config& config) {
+StatusOr<DistillUpConfig> DistillUpConfigFromConfig(const Config& config,
+                                                    const std::string& section, bool mutual) {
   DistillUpConfig c;
-  TANDEM_RETURN_IF_ERROR(ReadServerDistillConfig(config, &c));
-  TANDEM_ASSIGN_OR_RETURN(std::string name, config.GetString("algorithm.name", "distill-up"));
-  c.mutual = name == "fedmkt";
+  TANDEM_RETURN_IF_ERROR(ReadServerDistillConfig(config, section, &c));
+  TANDEM_ASSIGN_OR_RETURN(c.llm, config.RequireString(section + ".llm"));
+  c.mutual = mutual;
   if (c.mutual) {
-    TANDEM_ASSIGN_OR_RETURN(int64_t k, config.GetInt("distill.top_k", c.top_k, 1, 1 << 20));
+    TANDEM_ASSIGN_OR_RETURN(int64_t k, config.GetInt(section + ".top_k", c.top_k, 1, 1 << 20));
     c.top_k = static_cast<int>(k);
-    TANDEM_ASSIGN_OR_RETURN(c.client_alpha,
-                            config.GetDouble("distill.client_alpha", c.client_alpha, 0.0, 1.0));
-    TANDEM_ASSIGN_OR_RETURN(c.client_weight,
-                            config.GetDouble("distill.client_weight", c.client_weight, 0.0, 1e3));
-    TANDEM_ASSIGN_OR_RETURN(c.selection,
-                            config.GetChoice("distill.selection", "mean", {"mean", "min-ce"}));
+    TANDEM_ASSIGN_OR_RETURN(c.client_alpha, config.GetDouble(section + ".client_alpha",
+                                                             c.client_alpha, 0.0, 1.0));
+    TANDEM_ASSIGN_OR_RETURN(c.client_weight, config.GetDouble(section + ".client_weight",
+                                                              c.client_weight, 0.0, 1e3));
+    TANDEM_ASSIGN_OR_RETURN(c.selection, config.GetChoice(section + ".selection", "mean",
+                                                          {"mean", "min-ce"}));
   }
   return c;
 }
@@ -48,11 +52,12 @@ DistillUpConfig LocalDistillDownConfig(const DistillDownConfig& down) {
   c.top_k = down.top_k;
   c.client_alpha = down.alpha;
   c.client_weight = down.weight;
+  c.llm = down.teacher;
   return c;
 }
 
 StatusOr<std::unique_ptr<DistillUpServer>> DistillUpServer::Create(
-    DistillUpConfig config, LocalTrainConfig local, std::unique_ptr<Gpt> llm,
+    DistillUpConfig config, LocalTrainConfig local, std::shared_ptr<Gpt> llm,
     const ModelConfig& student, const std::vector<Record>& public_records,
     std::vector<Record> validation, int64_t eval_tokens, uint64_t seed,
     std::vector<ModelConfig> client_models, bool client_eval) {
@@ -87,7 +92,7 @@ StatusOr<std::unique_ptr<DistillUpServer>> DistillUpServer::Create(
 }
 
 DistillUpServer::DistillUpServer(DistillUpConfig config, LocalTrainConfig local,
-                                 std::unique_ptr<Gpt> llm, ModelConfig student,
+                                 std::shared_ptr<Gpt> llm, ModelConfig student,
                                  TokenDataset public_tokens, std::vector<Record> validation,
                                  int64_t eval_tokens, uint64_t seed)
     : config_(std::move(config)), local_(local), llm_(std::move(llm)), student_(student),
@@ -101,36 +106,31 @@ size_t DistillUpServer::ContributionLength() const {
 StatusOr<TaskSpec> DistillUpServer::BeginRound(uint64_t round, const std::vector<ClientInfo>&) {
   AbortRound();
   round_ = round;
-  windows_ = DrawPublicWindows(public_tokens_.size(), context_, config_.windows, seed_,
-                               round);
+  windows_ = PublicWindows::Draw(public_tokens_.size(), context_, config_.windows, seed_, round);
+  DistillUpTask up;
+  up.model = student_.ToString();
+  up.local = LocalTrainParams{local_, seed_};
+  up.temperature = static_cast<float>(config_.temperature);
+  up.windows = windows_;
+  up.context = context_;
   TaskSpec spec;
-  spec.kind = kUpTask;
-  spec.params = {
-      {"model", student_.ToString()},
-      {"local_steps", local_.local_steps},
-      {"local_epochs", local_.local_epochs},
-      {"batch", static_cast<int64_t>(local_.batch)},
-      {"lr", local_.lr},
-      {"weight_decay", local_.weight_decay},
-      {"grad_clip", local_.grad_clip},
-      {"seed", static_cast<int64_t>(seed_ & 0x7FFFFFFFFFFFFFFFULL)},
-      {"kd.temperature", static_cast<double>(static_cast<float>(config_.temperature))},
-      {"kd.context", static_cast<int64_t>(context_)},
-  };
-  spec.tensors.push_back(wire::Tensor::Uint32("kd.windows", {windows_.size()}, windows_));
-  spec.contribution = ContributionSpec{"probs", ContributionLength()};
   if (config_.mutual) {
+    MutualTask mutual;
+    mutual.up = std::move(up);
+    mutual.kd.options.alpha = static_cast<float>(config_.client_alpha);
+    mutual.kd.options.temperature = mutual.up.temperature;
+    mutual.kd.weight = config_.client_weight;
+    mutual.upload = config_.upload;
+    spec.kind = kMutualTask;
+    mutual.Encode(&spec.params, &spec.tensors);
     // Knowledge down as well: the LLM's top-k on the same windows, before it learns this round.
     AddTeacherTargets(*llm_, public_tokens_, windows_, context_, config_.top_k,
                       config_.temperature, &spec);
-    spec.kind = kMutualTask;
-    spec.params["kd.alpha"] = config_.client_alpha;
-    spec.params["kd.weight"] = config_.client_weight;
+  } else {
+    spec.kind = kDistillUpTask;
+    up.Encode(&spec.params, &spec.tensors);
   }
-  if (!config_.upload) {
-    spec.contribution.reset();
-    spec.params["kd.upload"] = int64_t{0};
-  }
+  if (config_.upload) spec.contribution = ContributionSpec{"probs", ContributionLength()};
   return spec;
 }
 
@@ -241,7 +241,7 @@ StatusOr<std::optional<TaskSpec>> DistillUpServer::OnTaskClosed(const TaskReport
   if (!client_eval_) return std::optional<TaskSpec>();
   evaluating_ = true;
   TaskSpec eval;
-  eval.kind = "distill.eval";
+  eval.kind = kOwnEvalTask;
   eval.params = {{"model", student_.ToString()},
                  {"eval_tokens", eval_tokens_},
                  {"seed", static_cast<int64_t>(seed_ & 0x7FFFFFFFFFFFFFFFULL)}};
@@ -276,59 +276,29 @@ Status DistillUpServer::TrainLlm(const std::vector<float>& mean) {
   std::vector<float> teacher(mean.size());
   EnsembleTeacherLogits(teacher.data(), mean.data(), W * T, V, temperature,
                         EnsembleMode::kMeanProbabilities);
-  AdamWConfig adamw;
-  AdamW opt(adamw, llm_->layout());
-  const int B = std::min(config_.server_batch, W);
-  const auto& pub = public_tokens_.tokens();
-  std::vector<int32_t> tokens(static_cast<size_t>(B) * T), targets(tokens.size());
-  std::vector<float> window_teacher(static_cast<size_t>(B) * T * V), dlogits(window_teacher.size());
+  TANDEM_ASSIGN_OR_RETURN(PublicWindows windows,
+                          PublicWindows::Create(public_tokens_, windows_, T));
   KdOptions kd;
   kd.temperature = temperature;
   kd.alpha = static_cast<float>(config_.alpha);
-  // Fills the batch with windows first .. first + B − 1 (mod W).
-  auto fill = [&](int first) {
-    for (int b = 0; b < B; ++b) {
-      const int w = (first + b) % W;
-      const size_t s = windows_[w];
-      std::copy(pub.begin() + s, pub.begin() + s + T, tokens.begin() + static_cast<size_t>(b) * T);
-      std::copy(pub.begin() + s + 1, pub.begin() + s + T + 1,
-                targets.begin() + static_cast<size_t>(b) * T);
-      std::copy(teacher.begin() + static_cast<size_t>(w) * T * V,
-                teacher.begin() + static_cast<size_t>(w + 1) * T * V,
-                window_teacher.begin() + static_cast<size_t>(b) * T * V);
-    }
-  };
-  // The loss over all the round's windows, without training: before and after, on the same data.
-  auto whole = [&]() {
-    double sum = 0.0;
-    int batches = 0;
-    for (int first = 0; first < W; first += B, ++batches) {
-      fill(first);
-      llm_->Forward(tokens.data(), nullptr, B, T);
-      sum += KdForward(llm_->logits(), window_teacher.data(), targets.data(), B * T, V, kd).loss;
-    }
-    return sum / batches;
-  };
-  kd_before_ = whole();
+  DenseDistillTerm term(std::move(windows), FixedTeacher(std::move(teacher), T, V), kd,
+                        std::min(config_.server_batch, W), V);
+  LocalTrainer trainer(llm_.get(), TrainerOptions{});
+  Rng unused(seed_);
+  kd_before_ = term.MeanLoss(*llm_);
   for (int step = 0; step < config_.server_steps; ++step) {
-    fill(step * B);
-    llm_->ZeroGrad();
-    llm_->Forward(tokens.data(), nullptr, B, T);
-    const KdLoss l = KdForward(llm_->logits(), window_teacher.data(), targets.data(), B * T, V, kd);
-    if (!std::isfinite(l.loss)) {
-      return Status::Internal("the LLM's distillation loss is not finite; lower distill.server_lr");
+    StatusOr<std::vector<TermLoss>> l =
+        trainer.Step({&term}, static_cast<float>(config_.server_lr), unused);
+    if (!l.ok()) {
+      return Status::Internal("the LLM's distillation diverged; lower " + name() +
+                              ".server_lr (" + l.status().message() + ")");
     }
-    KdBackward(dlogits.data(), llm_->logits(), window_teacher.data(), targets.data(), B * T, V, kd,
-               l.count);
-    llm_->BackwardFromLogits(dlogits.data());
-    ClipGradientNorm(llm_->grads(), 1.0);
-    opt.Step(llm_->params(), llm_->grads(), static_cast<float>(config_.server_lr));
-    kd_sum_ += l.loss;
-    kl_sum_ += l.kl;
-    ce_sum_ += l.ce;
+    kd_sum_ += (*l)[0].loss;
+    kl_sum_ += (*l)[0].kl;
+    ce_sum_ += (*l)[0].ce;
     ++steps_done_;
   }
-  kd_after_ = whole();
+  kd_after_ = term.MeanLoss(*llm_);
   server_s_ = watch.Seconds();
   return Status::Ok();
 }
@@ -395,6 +365,29 @@ Status DistillUpServer::LoadState(const std::map<std::string, std::vector<float>
   }
   std::copy(t->second.begin(), t->second.end(), llm_->params().begin());
   return Status::Ok();
+}
+
+std::vector<RunModel> DistillUpServer::Models() const {
+  // With local SLMs the LLM only teaches and never changes: nothing to keep.
+  if (!config_.upload) return {};
+  return {{"llm", llm_.get(), true, "", 8}};
+}
+
+std::optional<std::string> DistillUpServer::PrivacyConflict() const {
+  if (!config_.upload) {
+    return "distill-down.slms = \"local\" sends nothing from the clients, so [privacy] has "
+           "nothing to protect; switch it off, or average the SLMs (distill-down.slms = "
+           "\"fedavg\")";
+  }
+  if (config_.selection == "min-ce") {
+    return "fedmkt.selection = \"min-ce\" picks one client's prediction per position, which needs "
+           "every client's upload; with [privacy] on only their mean exists: use \"mean\"";
+  }
+  if (client_eval_) {
+    return "eval.clients = true reports each client's held-out loss in the clear, outside secure "
+           "aggregation and the privacy accounting";
+  }
+  return std::nullopt;
 }
 
 }  // namespace tandem

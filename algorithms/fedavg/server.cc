@@ -1,5 +1,5 @@
-// The coordinator's half of fedavg; see coordinator/fedavg_server.h.
-#include "coordinator/fedavg_server.h"
+// The coordinator's half of fedavg; see algorithms/fedavg/server.h.
+#include "algorithms/fedavg/server.h"
 
 #include <algorithm>
 #include <bit>
@@ -8,6 +8,8 @@
 #include <span>
 #include <cstring>
 
+#include "algorithms/common/task_parts.h"
+#include "algorithms/fedavg/tasks.h"
 #include "core/config.h"
 #include "core/logging.h"
 #include "train/evaluate.h"
@@ -15,34 +17,14 @@
 namespace tandem {
 namespace {
 
-constexpr char kTrainTask[] = "fedavg.train";
-constexpr char kEvalTask[] = "fedavg.eval";
-
-const wire::Tensor* FindTensor(const std::vector<wire::Tensor>& tensors, const std::string& name) {
-  for (const auto& t : tensors) {
-    if (t.name == name) return &t;
-  }
-  return nullptr;
-}
+constexpr const char* kTrainTask = kFedAvgTrainTask;
+constexpr const char* kEvalTask = kFedAvgEvalTask;
 
 }  // namespace
 
 StatusOr<FedAvgServerConfig> FedAvgServerConfigFromConfig(const Config& config) {
   FedAvgServerConfig c;
-  LocalTrainConfig& l = c.local;
-  TANDEM_ASSIGN_OR_RETURN(l.local_steps, config.GetInt("client.local_steps", l.local_steps, 0,
-                                                       10'000'000));
-  TANDEM_ASSIGN_OR_RETURN(l.local_epochs, config.GetDouble("client.local_epochs", 0.0, 0.0, 1e4));
-  if (l.local_steps == 0 && l.local_epochs == 0) {
-    return Status::InvalidArgument(config.source() +
-                                   ": set client.local_steps or client.local_epochs above 0");
-  }
-  TANDEM_ASSIGN_OR_RETURN(int64_t batch, config.GetInt("client.batch", l.batch, 1, 4096));
-  l.batch = static_cast<int>(batch);
-  TANDEM_ASSIGN_OR_RETURN(l.lr, config.GetDouble("client.lr", l.lr, 1e-9, 10.0));
-  TANDEM_ASSIGN_OR_RETURN(l.weight_decay,
-                          config.GetDouble("client.weight_decay", l.weight_decay, 0.0, 10.0));
-  TANDEM_ASSIGN_OR_RETURN(l.grad_clip, config.GetDouble("client.grad_clip", l.grad_clip, 0.0));
+  TANDEM_ASSIGN_OR_RETURN(c.local, LocalTrainConfigFromConfig(config));
   TANDEM_ASSIGN_OR_RETURN(c.strategy, StrategyConfigFromConfig(config));
   TANDEM_ASSIGN_OR_RETURN(c.eval_tokens, config.GetInt("eval.tokens", c.eval_tokens, 0));
   TANDEM_ASSIGN_OR_RETURN(c.client_eval, config.GetBool("eval.clients", c.client_eval));
@@ -64,11 +46,23 @@ std::vector<std::string> FedAvgServer::RequiredCapabilities() const {
 TaskSpec FedAvgServer::ModelTask(const std::string& kind, wire::Params params) const {
   TaskSpec spec;
   spec.kind = kind;
-  params["model"] = model_->config().ToString();
   spec.params = std::move(params);
-  const auto p = model_->params();
-  spec.tensors.push_back(wire::Tensor::Float32("params", {p.size()}, p));
+  EncodeWeights(*model_, &spec.params, &spec.tensors);
   return spec;
+}
+
+std::vector<RunModel> FedAvgServer::Models() const { return {{"model", model_.get(), true, ""}}; }
+
+std::optional<std::string> FedAvgServer::PrivacyConflict() const {
+  if (config_.client_eval) {
+    return "eval.clients = true reports each client's held-out loss in the clear, outside secure "
+           "aggregation and the privacy accounting";
+  }
+  if (strategy_->NeedsIndividualContributions()) {
+    return "strategy.name = \"" + config_.strategy.name + "\" needs every client's update, which "
+           "differential privacy and secure aggregation do not reveal; use a mean-based strategy";
+  }
+  return std::nullopt;
 }
 
 StatusOr<TaskSpec> FedAvgServer::BeginRound(uint64_t round,
@@ -80,19 +74,12 @@ StatusOr<TaskSpec> FedAvgServer::BeginRound(uint64_t round,
   compute_max_ = compute_sum_ = 0.0;
   compute_count_ = 0;
   strategy_->BeginRound(model_->params().size());
-  const LocalTrainConfig& l = config_.local;
-  wire::Params params = {
-      {"local_steps", l.local_steps},
-      {"local_epochs", l.local_epochs},
-      {"batch", static_cast<int64_t>(l.batch)},
-      {"lr", l.lr},
-      {"weight_decay", l.weight_decay},
-      {"grad_clip", l.grad_clip},
-      {"proximal_mu", config_.strategy.name == "fedprox" ? config_.strategy.proximal_mu : 0.0},
-      // Local sampling depends on (seed, client, round) only, so a resumed run replays a round
-      // exactly.
-      {"seed", static_cast<int64_t>(config_.seed & 0x7FFFFFFFFFFFFFFFULL)},
-  };
+  // Local sampling depends on (seed, client, round) only, so a resumed run replays a round
+  // exactly.
+  wire::Params params;
+  FedAvgTrainTask{LocalTrainParams{config_.local, config_.seed},
+                  config_.strategy.name == "fedprox" ? config_.strategy.proximal_mu : 0.0}
+      .Encode(&params);
   TaskSpec spec = ModelTask(kTrainTask, std::move(params));
   spec.contribution = ContributionSpec{"delta", model_->params().size()};
   return spec;

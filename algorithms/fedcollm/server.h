@@ -10,10 +10,10 @@
 #include <string>
 #include <vector>
 
-#include "coordinator/distill_down_server.h"
-#include "coordinator/engine.h"
-#include "coordinator/fedavg_server.h"
-#include "coordinator/strategy.h"
+#include "algorithms/common/local_train.h"
+#include "algorithms/common/server_distill.h"
+#include "coordinator/algorithm.h"
+#include "algorithms/common/strategy.h"
 #include "data/batcher.h"
 #include "models/gpt.h"
 #include "models/lora.h"
@@ -22,10 +22,11 @@ namespace tandem {
 
 class Config;
 
-// The [distill] section as fedcollm reads it, and [model.lora] for the adapters.
+// The [fedcollm] section, and [model.lora] for the adapters.
 struct FedCoLLMConfig : ServerDistillConfig {  // server_lr: the LLM's (SLM → LLM)
+  std::string llm;       // fedcollm.llm: the cloud LLM's checkpoint; required
   LoraConfig lora;       // model.lora.rank / alpha / targets
-  double slm_lr = 1e-3;  // distill.slm_lr: the adapters' AdamW (LLM → SLM)
+  double slm_lr = 1e-3;  // fedcollm.slm_lr: the adapters' AdamW (LLM → SLM)
   // eval.clients: after the server's step, a "fedcollm.eval" task has the cohort score the new
   // SLM (base + adapters) on its own held-out records: client_val_loss.
   bool client_eval = false;
@@ -55,6 +56,9 @@ class FedCoLLMServer : public ServerAlgorithm {
                  std::map<std::string, std::string>* metadata) const override;
   Status LoadState(const std::map<std::string, std::vector<float>>& tensors,
                    const std::map<std::string, std::string>& metadata) override;
+
+  std::vector<RunModel> Models() const override;
+  std::optional<std::string> PrivacyConflict() const override;
 
   Gpt& slm() { return *slm_; }
   Gpt& llm() { return *llm_; }
