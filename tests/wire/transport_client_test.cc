@@ -15,7 +15,6 @@
 #include <thread>
 #include <vector>
 
-#include "core/timer.h"
 #include "tests/temp_dir.h"
 #include "tests/wire/transport_test_util.h"
 #include "wire/transport.h"
@@ -27,6 +26,7 @@ using namespace testing;
 
 class TransportClientTest : public tandem::testing::TempDirTest {};
 
+// How soon, against the timeout, is bench/transport_timing.cc's figure.
 TEST_F(TransportClientTest, ClientReportsASilentCoordinatorLost) {
   TransportOptions so = BaseOptions("tcp://127.0.0.1:0");
   StatusOr<std::unique_ptr<Server>> server = Server::Bind(so);
@@ -40,9 +40,7 @@ TEST_F(TransportClientTest, ClientReportsASilentCoordinatorLost) {
   ASSERT_TRUE((*server)->Send("watcher", Make(Welcome{0, 100, 500})).ok());  // adopted
   ASSERT_TRUE(WaitFor(**client, Kind::kPeerJoined, kWait).has_value());
   server->reset();
-  Stopwatch watch;
   ASSERT_TRUE(WaitFor(**client, Kind::kPeerLost, kWait).has_value());
-  EXPECT_LT(watch.Seconds(), 0.5 + 1.0);
   EXPECT_FALSE(AnyEvent(**client, milliseconds(700)).has_value());  // reported once
 }
 
@@ -129,8 +127,14 @@ TEST_F(TransportClientTest, AWaitingUploaderStaysAliveAndReconnectDropsItsUpload
   // The owner takes nothing for 2.5 peer timeouts: the first result waits in the event queue, so
   // the second upload waits for its grant, and heartbeats keep both sides alive.
   const uint64_t heartbeats = second.stats().heartbeats_sent;
+  // (Waiting on, should a loaded machine send the heartbeats late, until five have gone.)
   const auto until = std::chrono::steady_clock::now() + milliseconds(1500);
-  while (std::chrono::steady_clock::now() < until) {
+  auto waiting = [&] {
+    const auto now = std::chrono::steady_clock::now();
+    return now < until ||
+           (now < until + kWait && second.stats().heartbeats_sent - heartbeats < 5);
+  };
+  while (waiting()) {
     for (auto& c : clients) EXPECT_FALSE(AnyEvent(*c, milliseconds(20)).has_value());
   }
   EXPECT_EQ(second.stats().uploads_granted, 0u);

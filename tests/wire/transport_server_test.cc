@@ -30,7 +30,8 @@ using namespace testing;
 
 class TransportServerTest : public tandem::testing::TempDirTest {};
 
-TEST_F(TransportServerTest, SilentPeerIsLostWithinTheTimeoutAndByeEndsASession) {
+// How soon a silent peer is lost, against its timeout, is bench/transport_timing.cc's figure.
+TEST_F(TransportServerTest, SilentPeerIsLostAndByeEndsASession) {
   TransportOptions so = BaseOptions("tcp://127.0.0.1:0");
   so.peer_timeout_ms = 400;
   StatusOr<std::unique_ptr<Server>> server = Server::Bind(so);
@@ -41,11 +42,9 @@ TEST_F(TransportServerTest, SilentPeerIsLostWithinTheTimeoutAndByeEndsASession) 
   ASSERT_TRUE(client.ok());
   Join(**server, **client, "gone");
   client->reset();  // no Bye: silence
-  Stopwatch watch;
   std::optional<TransportEvent> lost = WaitFor(**server, Kind::kPeerLost, kWait);
   ASSERT_TRUE(lost.has_value());
   EXPECT_EQ(lost->peer, "gone");
-  EXPECT_LT(watch.Seconds(), 0.4 + 1.0);  // the timeout, plus slack for a loaded machine
   EXPECT_TRUE((*server)->peers().empty());
   EXPECT_EQ((*server)->Send("gone", WelcomeMessage()).code(), StatusCode::kNotFound);
 
@@ -181,11 +180,14 @@ TEST_F(TransportServerTest, FullQueuesDelayFramesButNeverLoseThem) {
   // 80 unchunked messages of half a MiB while the peer reads nothing: far beyond ZeroMQ's queues
   // and the socket buffers.
   constexpr int kMessages = 80;
-  Stopwatch watch;
+  const uint64_t sent_before = (*server)->stats().messages_sent;
   for (int i = 0; i < kMessages; ++i) {
     ASSERT_TRUE((*server)->Send("slow", AssignMessage(1, i + 1, std::vector<float>(kChunkThresholdBytes / 8, i))).ok());
   }
-  EXPECT_LT(watch.Seconds(), 2.0);  // Send queues; it does not wait for the network
+  // Send queues; it does not wait for the network: every Send has returned while most of the
+  // 40 MiB cannot have left (the peer reads nothing, and its queues hold a few MiB at most). How
+  // long a Send takes is bench/transport_timing.cc's figure.
+  EXPECT_LT((*server)->stats().messages_sent - sent_before, static_cast<uint64_t>(kMessages));
   std::this_thread::sleep_for(milliseconds(300));
   uint64_t last_sequence = 0;
   for (int i = 0; i < kMessages; ++i) {
@@ -212,10 +214,10 @@ TEST_F(TransportServerTest, SendsToAVanishedPeerAreDroppedWithoutBlocking) {
     ASSERT_TRUE(WaitFor(**server, Kind::kPeerJoined, kWait).has_value());
   }  // the connection closes; the session lives on until its timeout
   const auto deadline = std::chrono::steady_clock::now() + kWait;
+  // Every Send returns (queued) while the I/O thread finds the peer gone; how long one takes is
+  // bench/transport_timing.cc's figure.
   while ((*server)->stats().dropped == 0 && std::chrono::steady_clock::now() < deadline) {
-    Stopwatch watch;
     EXPECT_TRUE((*server)->Send("vanishing", AssignMessage(1, 1, {1.0f})).ok());
-    EXPECT_LT(watch.Seconds(), 0.1);
     std::this_thread::sleep_for(milliseconds(20));
   }
   EXPECT_GT((*server)->stats().dropped, 0u);
@@ -439,9 +441,11 @@ TEST_F(TransportServerTest, AStuckUploaderLosesItsGrantButNotItsSession) {
   big.envelope.run_id = kRun;
   big.envelope.sequence = 2;
   const Upload upload = Frames(big);
+  // Started before the offer is sent, so before the grant: the span it measures holds the whole
+  // stall, however late this thread runs, and the lower bound below cannot be broken by load.
+  Stopwatch granted;
   stuck.Send(EncodeChunkOffer(upload.offer));
   ASSERT_TRUE(stuck.ReceiveFrameOf(MessageType::kChunkGrant, kWait).has_value());
-  Stopwatch granted;
   TransportOptions co = so;
   co.identity = "patient";
   StatusOr<std::unique_ptr<Client>> patient = Client::Connect(co);
@@ -457,7 +461,7 @@ TEST_F(TransportServerTest, AStuckUploaderLosesItsGrantButNotItsSession) {
   }
   ASSERT_TRUE(got.has_value());
   EXPECT_EQ(got->peer, "patient");
-  EXPECT_GE(granted.Seconds(), 0.6 * 0.9);
+  EXPECT_GE(granted.Seconds(), 0.6);  // held for the stall limit, twice the peer timeout
   EXPECT_TRUE(others.empty());  // no kPeerLost
   EXPECT_EQ((*server)->peers(), (std::vector<std::string>{"patient", "stuck"}));
   const uint64_t rejected = (*server)->stats().rejected;
