@@ -5,7 +5,6 @@
 
 #include <gtest/gtest.h>
 
-#include <chrono>
 #include <cmath>
 #include <limits>
 #include <numbers>
@@ -319,21 +318,6 @@ TEST(AccountantDeathTest, InvalidStepAborts) {
   RdpAccountant a;
   EXPECT_DEATH(a.Step(2.0, 1.0), "sampling rate");
   EXPECT_DEATH(ComputeRdp(0.1, 1.0, 1, std::vector<double>{0.5}), "orders");
-}
-
-// ComputeRdp costs the same for any number of steps (per-step RDP times steps), and a typical
-// per-step evaluation over the 151 default orders takes well under a millisecond. The bound here
-// is loose because the test machine is shared; the figure is printed.
-TEST(AccountantTest, ComputeRdpIsFast) {
-  const auto& o = DefaultRdpOrders();
-  const int reps = 20;
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < reps; ++i) ComputeRdp(0.04, 1.5, 1000000000, o);
-  const double us =
-      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() /
-      reps;
-  std::printf("ComputeRdp(q=0.04, sigma=1.5, 151 orders): %.0f us\n", us);
-  EXPECT_LT(us, 20000.0);
 }
 
 }  // namespace

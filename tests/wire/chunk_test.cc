@@ -1,9 +1,11 @@
 // Chunking: a 16 MiB tensor through shuffled chunk frames, and the reassembler's refusals
 // (duplicates, inconsistent totals, too many bytes, memory limits); the flow-control frames
-// (ChunkOffer, ChunkGrant), strict and fuzzed; shared frames; the encoder's size announcement.
+// (ChunkOffer, ChunkGrant), strict and fuzzed; shared frames; the encoder's size announcement;
+// the frame encoder and the in-place and detached decoding the transport relies on.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <random>
 #include <string>
 #include <vector>
@@ -16,7 +18,14 @@
 namespace tandem::wire {
 namespace {
 
+using testing::Encoded;
+using testing::FloatBytes;
+using testing::Make;
+using testing::Patch;
+using testing::ResultMessage;
 using testing::SampleEnvelope;
+
+constexpr uint64_t kRun = 0x7A11DE;
 
 Chunk MakeChunk(uint64_t id, uint32_t index, uint32_t count, uint64_t total, size_t size) {
   return Chunk{id, index, count, total, std::string(size, static_cast<char>('a' + index % 26))};
@@ -406,6 +415,157 @@ TEST(ChunkTest, FramesAreStrict) {
   StatusOr<Chunk> bad = DecodeChunk(w.bytes());
   ASSERT_FALSE(bad.ok());
   EXPECT_TRUE(Contains(bad.status(), "not below count"));
+}
+
+// ---- The frame encoder and in-place decoding the transport relies on. ----
+
+TEST(FrameEncodingTest, FramesEqualEncodeThenSplitByteForByte) {
+  for (size_t floats : {size_t{10}, size_t{3 * kMiB}}) {  // one frame; 12 MiB in chunks
+    std::vector<float> values(floats);
+    for (size_t i = 0; i < floats; ++i) values[i] = static_cast<float>(i) * 0.5f;
+    Message m = ResultMessage(2, 3, values);
+    m.envelope.sequence = 77;
+    const std::string whole = Encoded(m);
+    std::vector<std::string> expected;
+    if (whole.size() <= kChunkThresholdBytes) {
+      expected.push_back(whole);
+    } else {
+      for (const Chunk& c : SplitIntoChunks(whole, 77, 64 * 1024)) expected.push_back(EncodeChunk(c));
+    }
+    std::vector<std::string> frames;
+    ASSERT_TRUE(EncodeMessageFrames(m, 64 * 1024, [&](Frame f) {
+                  frames.emplace_back(f.bytes());
+                }).ok());
+    ASSERT_EQ(frames.size(), expected.size());
+    for (size_t i = 0; i < frames.size(); ++i) ASSERT_EQ(frames[i], expected[i]) << i;
+  }
+  Message invalid = ResultMessage(1, 1, {1.0f});
+  std::get<TaskResult>(invalid.body).weight = -1;
+  int emitted = 0;
+  EXPECT_EQ(EncodeMessageFrames(invalid, kChunkBytes, [&](Frame) { ++emitted; }).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(emitted, 0);
+}
+
+TEST(FrameEncodingTest, InPlaceDecodeEqualsCopyingDecodeAndReassemblyKeepsOrder) {
+  std::vector<float> values(300000);
+  for (size_t i = 0; i < values.size(); ++i) values[i] = std::sin(static_cast<float>(i));
+  Message m = ResultMessage(1, 2, values);
+  std::get<TaskResult>(m.body).tensors.push_back(Tensor::Float32("small", {2}, std::vector<float>{1, 2}));
+  const std::string bytes = Encoded(m);
+  StatusOr<Message> copied = DecodeMessage(std::string_view(bytes));
+  StatusOr<Message> in_place = DecodeMessage(std::string(bytes));
+  ASSERT_TRUE(copied.ok());
+  ASSERT_TRUE(in_place.ok());
+  EXPECT_EQ(*copied, *in_place);
+  EXPECT_EQ(*in_place, m);
+  // A NaN is still caught on the in-place path.
+  std::string poisoned = Patch(bytes, FloatBytes(values[5]), FloatBytes(std::nanf("")));
+  EXPECT_FALSE(DecodeMessage(std::move(poisoned)).ok());
+
+  // Chunks 0, 2, 1, 3: the early one waits, the rest go straight into place.
+  std::vector<Chunk> chunks = SplitIntoChunks(bytes, 1, bytes.size() / 4 + 1);
+  ASSERT_EQ(chunks.size(), 4u);
+  ChunkReassembler r;
+  std::vector<std::string> frames;
+  for (const Chunk& c : chunks) frames.push_back(EncodeChunk(c));
+  for (int i : {0, 2, 1}) {
+    StatusOr<ChunkView> view = DecodeChunkView(frames[i]);
+    ASSERT_TRUE(view.ok());
+    ASSERT_FALSE(r.Add(*view).value().has_value());
+  }
+  EXPECT_FALSE(r.Add(*DecodeChunkView(frames[2])).ok());  // duplicate of an early chunk
+  EXPECT_FALSE(r.Add(*DecodeChunkView(frames[1])).ok());  // duplicate of a placed chunk
+  StatusOr<std::optional<std::string>> done = r.Add(*DecodeChunkView(frames[3]));
+  ASSERT_TRUE(done.ok());
+  ASSERT_TRUE(done->has_value());
+  EXPECT_EQ(**done, bytes);
+  EXPECT_EQ(r.pending_bytes(), 0u);
+}
+
+// Reassembles `frames` in order with a detaching reassembler and decodes the result.
+StatusOr<Message> ReassembleDetached(const std::vector<std::string>& frames, bool* detached) {
+  ChunkReassembler r(kMaxReassemblyBytes, kMaxPendingChunkedMessages, /*detach_large_bins=*/true);
+  for (const std::string& frame : frames) {
+    TANDEM_ASSIGN_OR_RETURN(const ChunkView view, DecodeChunkView(frame));
+    TANDEM_ASSIGN_OR_RETURN(std::optional<AssembledMessage> done, r.AddAssembled(view));
+    if (done) {
+      if (detached) *detached = done->bin.has_value();
+      return DecodeAssembled(std::move(*done));
+    }
+  }
+  return Status::Internal("incomplete");
+}
+
+std::vector<std::string> ChunkFrames(const std::string& bytes, size_t chunk_bytes) {
+  std::vector<std::string> frames;
+  for (const Chunk& c : SplitIntoChunks(bytes, 1, chunk_bytes)) frames.push_back(EncodeChunk(c));
+  return frames;
+}
+
+TEST(FrameEncodingTest, DetachedBinDecodesLikeTheWholeMessage) {
+  std::vector<float> values(20000);
+  for (size_t i = 0; i < values.size(); ++i) values[i] = 0.001f * static_cast<float>(i);
+  Message m = ResultMessage(1, 2, values);
+  m.envelope.run_id = kRun;
+  const std::string bytes = Encoded(m);
+  bool detached = false;
+  StatusOr<Message> back = ReassembleDetached(ChunkFrames(bytes, kMinChunkBytes), &detached);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_TRUE(detached);
+  EXPECT_EQ(*back, m);
+
+  // A NaN inside the detached bin is found (by the scan done while copying).
+  const std::string poisoned = Patch(bytes, FloatBytes(values[12345]), FloatBytes(std::nanf("")));
+  StatusOr<Message> nan = ReassembleDetached(ChunkFrames(poisoned, kMinChunkBytes), &detached);
+  ASSERT_FALSE(nan.ok());
+  EXPECT_NE(nan.status().message().find("element 12345 is NaN"), std::string::npos)
+      << nan.status().ToString();
+  // The same bit pattern in a u32 tensor is just a number.
+  TaskResult masked;
+  std::vector<uint32_t> words(20000, 0x7FC00000u);
+  masked.tensors.push_back(Tensor::Uint32("masked", {words.size()}, words));
+  Message u32 = Make(masked, 1, 2);
+  StatusOr<Message> u32_back = ReassembleDetached(ChunkFrames(Encoded(u32), kMinChunkBytes), &detached);
+  ASSERT_TRUE(u32_back.ok()) << u32_back.status().ToString();
+  EXPECT_TRUE(detached);
+  EXPECT_EQ(*u32_back, u32);
+}
+
+TEST(FrameEncodingTest, DetachedDecodingAgreesWithDecodeMessageOnCorruptedFrames) {
+  // Whatever a corruption does to the headers (the bin's own length included), reassembling with
+  // a detached bin must accept and reject exactly what decoding the whole message does.
+  TaskResult r;
+  r.tensors.push_back(Tensor::Float32("small", {3}, std::vector<float>{1, 2, 3}));
+  r.tensors.push_back(Tensor::Float32("big", {6000}, std::vector<float>(6000, 0.25f)));
+  r.weight = 4.0;
+  r.metrics["loss"] = 1.0;
+  const std::string bytes = Encoded(Make(r, 1, 2));
+  Rng rng(11);
+  int accepted = 0;
+  int detached_count = 0;
+  for (int trial = 0; trial < 3000; ++trial) {
+    std::string corrupted = bytes;
+    const int flips = 1 + static_cast<int>(rng.Below(3));
+    for (int f = 0; f < flips; ++f) {
+      // Mostly the first bytes, where the structure is; sometimes anywhere.
+      const size_t at = rng.Below(4) == 0 ? rng.Below(corrupted.size()) : rng.Below(160);
+      corrupted[at] = static_cast<char>(rng.Below(256));
+    }
+    StatusOr<Message> whole = DecodeMessage(std::string_view(corrupted));
+    bool detached = false;
+    StatusOr<Message> pieces = ReassembleDetached(ChunkFrames(corrupted, kMinChunkBytes), &detached);
+    ASSERT_EQ(whole.ok(), pieces.ok())
+        << "trial " << trial << ": " << whole.status().ToString() << " vs "
+        << pieces.status().ToString();
+    if (whole.ok()) {
+      ASSERT_EQ(*whole, *pieces) << "trial " << trial;
+      ++accepted;
+    }
+    detached_count += detached ? 1 : 0;
+  }
+  EXPECT_GT(accepted, 100);         // the comparison covered accepted messages
+  EXPECT_GT(detached_count, 1000);  // and the detached path
 }
 
 }  // namespace

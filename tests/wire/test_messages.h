@@ -7,6 +7,7 @@
 #endif
 #include <msgpack.hpp>
 
+#include <cstring>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -86,5 +87,51 @@ class RawWriter {
   std::string bytes_;
   msgpack::packer<RawWriter> pk_{*this};
 };
+
+// A message with `body` for `round` and `task`; the transport fills run id and sequence.
+inline Message Make(Body body, uint64_t round = 0, uint64_t task = 0) {
+  Message m;
+  m.envelope.round = round;
+  m.envelope.task_id = task;
+  m.body = std::move(body);
+  return m;
+}
+
+// A TaskResult with one float32 tensor "delta", and a TaskAssign with one "weights".
+inline Message ResultMessage(uint64_t round, uint64_t task, const std::vector<float>& values) {
+  TaskResult r;
+  r.tensors.push_back(Tensor::Float32("delta", {values.size()}, values));
+  r.weight = 2.0;
+  r.metrics["loss"] = 0.5;
+  return Make(std::move(r), round, task);
+}
+
+inline Message AssignMessage(uint64_t round, uint64_t task, const std::vector<float>& values) {
+  TaskAssign a;
+  a.kind = "fedavg.train";
+  a.params["lr"] = 0.1;
+  a.tensors.push_back(Tensor::Float32("weights", {values.size()}, values));
+  return Make(std::move(a), round, task);
+}
+
+inline std::string Encoded(const Message& m) {
+  StatusOr<std::string> bytes = EncodeMessage(m);
+  TANDEM_CHECK(bytes.ok());
+  return *bytes;
+}
+
+// Replaces the first occurrence of `from` in `bytes` (which must hold it).
+inline std::string Patch(std::string bytes, const std::string& from, const std::string& to) {
+  const size_t at = bytes.find(from);
+  TANDEM_CHECK(at != std::string::npos && from.size() == to.size());
+  bytes.replace(at, from.size(), to);
+  return bytes;
+}
+
+inline std::string FloatBytes(float f) {
+  std::string out(4, '\0');
+  std::memcpy(out.data(), &f, 4);
+  return out;
+}
 
 }  // namespace tandem::wire::testing

@@ -1,0 +1,90 @@
+// libzmq adapters shared by the transport's two sides and the ZAP handler: errno turned into a
+// Status, socket options, the context, an eventfd that wakes a zmq_poll loop, zero-copy sends and
+// received message parts (libzmq's C API, zmq.h). Internal to wire/: the public API is transport.h.
+#pragma once
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "core/status.h"
+#include "wire/chunk.h"
+
+namespace tandem::wire::detail {
+
+Status ZmqError(const std::string& what);
+Status SetOption(void* socket, int option, int value, const char* name);
+Status SetOption(void* socket, int option, const std::string& value, const char* name);
+Status SetMaxMessageSize(void* socket);
+void CloseSocket(void*& socket);
+
+// The ZeroMQ context a transport uses: the caller's, or its own.
+class Context {
+ public:
+  explicit Context(void* shared) : ctx_(shared), owned_(shared == nullptr) {
+    if (owned_) ctx_ = zmq_ctx_new();
+  }
+  ~Context() {
+    if (owned_ && ctx_ != nullptr) zmq_ctx_term(ctx_);
+  }
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+  void* get() const { return ctx_; }
+
+ private:
+  void* ctx_;
+  bool owned_;
+};
+
+// Wakes an I/O thread blocked in zmq_poll: an eventfd polled next to the socket.
+class WakeFd {
+ public:
+  WakeFd() : fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
+  ~WakeFd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  WakeFd(const WakeFd&) = delete;
+  WakeFd& operator=(const WakeFd&) = delete;
+  bool ok() const { return fd_ >= 0; }
+  int fd() const { return fd_; }
+  void Signal() {
+    const uint64_t one = 1;
+    while (::write(fd_, &one, sizeof(one)) < 0 && errno == EINTR) {
+    }
+  }
+  void Drain() {
+    uint64_t value;
+    while (::read(fd_, &value, sizeof(value)) < 0 && errno == EINTR) {
+    }
+  }
+
+ private:
+  int fd_;
+};
+
+// Sends `frame` zero-copy. Returns 0, or the errno with `frame` left intact.
+int SendFrame(void* socket, Frame& frame, int flags);
+
+// One received ZeroMQ message part.
+class ZmqMessage {
+ public:
+  ZmqMessage() { zmq_msg_init(&msg_); }
+  ~ZmqMessage() { zmq_msg_close(&msg_); }
+  ZmqMessage(const ZmqMessage&) = delete;
+  ZmqMessage& operator=(const ZmqMessage&) = delete;
+  zmq_msg_t* get() { return &msg_; }
+  std::string_view bytes() { return {static_cast<const char*>(zmq_msg_data(&msg_)), zmq_msg_size(&msg_)}; }
+  bool more() { return zmq_msg_more(&msg_) != 0; }
+  // The ZAP User-Id of the connection it came from (CURVE), or null.
+  const char* user_id() { return zmq_msg_gets(&msg_, "User-Id"); }
+
+ private:
+  zmq_msg_t msg_;
+};
+
+}  // namespace tandem::wire::detail
