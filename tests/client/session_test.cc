@@ -1,6 +1,6 @@
 // RunSession, the client's side of a run, against a coordinator played by the test (a
 // wire::Server, or a raw ROUTER that never answers): join and answer tasks, Bye, the re-Hello
-// backoff, giving up, a restarted coordinator and the stop flag. Every wait is
+// backoff, giving up, a restarted coordinator, cancelled tasks and the stop flag. Every wait is
 // bounded; wall-clock checks are lower bounds or generous upper bounds.
 #include <zmq.h>
 
@@ -210,6 +210,17 @@ void ExpectAnswered(wire::Server& server, uint64_t round, uint64_t task, float x
   ASSERT_EQ(result->tensors.size(), 1u);
   EXPECT_EQ(result->tensors[0].ToFloat32(), std::vector<float>{2 * x});
   EXPECT_EQ(result->metrics.at("round"), static_cast<double>(round));
+}
+
+// True once the client's transport has accepted `count` messages (heartbeats excluded): what the
+// coordinator sent is in the session's queue.
+bool Delivered(const wire::Client& link, uint64_t count) {
+  const auto deadline = std::chrono::steady_clock::now() + kWait;
+  while (link.stats().messages_received < count) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  return true;
 }
 
 SessionOptions Options() {
@@ -516,6 +527,60 @@ TEST_F(SessionTest, StopEndsAnIdleSessionPromptly) {
   ASSERT_TRUE(result->ok());
   EXPECT_EQ((*result)->tasks_done, 1u);
   EXPECT_EQ((*result)->joins, 1u);
+}
+
+TEST_F(SessionTest, TaskCancelledWhileItRunsSendsNoResult) {
+  std::unique_ptr<wire::Server> server = Bind();
+  ASSERT_NE(server, nullptr);
+  std::unique_ptr<wire::Client> link = Connect();
+  ASSERT_NE(link, nullptr);
+  RecordingHandler handler;
+  SessionThread session(link.get(), &handler, Options());
+  Welcome(*server);
+  ASSERT_TRUE(server->Send(kIdentity, Assign(1, 5, -1.0f)).ok());  // blocks in Run
+  ASSERT_TRUE(handler.WaitUntilRunning(-1.0));
+  // The coordinator closes the task at its deadline (RoundEngine::CloseTask).
+  ASSERT_TRUE(server->Send(kIdentity, Make(wire::TaskCancel{"the task closed"}, 1, 5)).ok());
+  ASSERT_TRUE(Delivered(*link, 3));  // Welcome, the task, its cancel
+  handler.Release();
+  // Its result would be dropped as late: it is not sent. The next task is answered.
+  ExpectAnswered(*server, 2, 6, 3.0f);
+  EXPECT_EQ(handler.ran(), (std::vector<double>{-1.0, 3.0}));
+  session.Stop();
+  std::optional<StatusOr<SessionSummary>> result = session.Result();
+  ASSERT_TRUE(result.has_value());
+  ASSERT_TRUE(result->ok());
+  EXPECT_EQ((*result)->tasks_done, 1u);
+  EXPECT_EQ((*result)->tasks_failed, 0u);
+}
+
+TEST_F(SessionTest, TaskCancelledWhileQueuedBehindAnotherIsNotRun) {
+  // A straggler still runs task 5 when the coordinator sends task 6 and, at 6's deadline,
+  // cancels it: the cancel arrives behind the assignment, and 6 must not be run for nothing.
+  std::unique_ptr<wire::Server> server = Bind();
+  ASSERT_NE(server, nullptr);
+  std::unique_ptr<wire::Client> link = Connect();
+  ASSERT_NE(link, nullptr);
+  RecordingHandler handler;
+  SessionThread session(link.get(), &handler, Options());
+  Welcome(*server);
+  ASSERT_TRUE(server->Send(kIdentity, Assign(1, 5, -2.0f)).ok());  // blocks in Run
+  ASSERT_TRUE(handler.WaitUntilRunning(-2.0));
+  ASSERT_TRUE(server->Send(kIdentity, Assign(1, 6, 7.0f)).ok());
+  ASSERT_TRUE(server->Send(kIdentity, Make(wire::TaskCancel{"the task closed"}, 1, 6)).ok());
+  ASSERT_TRUE(Delivered(*link, 4));  // Welcome, two tasks, the cancel
+  handler.Release();
+  std::optional<wire::Message> first = NextMessage(*server);
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->envelope.task_id, 5u);
+  EXPECT_TRUE(std::holds_alternative<wire::TaskResult>(first->body));
+  ExpectAnswered(*server, 2, 7, 8.0f);  // the next message is task 7's: nothing for task 6
+  EXPECT_EQ(handler.ran(), (std::vector<double>{-2.0, 8.0}));
+  session.Stop();
+  std::optional<StatusOr<SessionSummary>> result = session.Result();
+  ASSERT_TRUE(result.has_value());
+  ASSERT_TRUE(result->ok());
+  EXPECT_EQ((*result)->tasks_done, 2u);
 }
 
 }  // namespace
