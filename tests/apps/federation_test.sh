@@ -599,13 +599,14 @@ EOF2
   # private_pair NAME: NAME-ref uninterrupted, then NAME-cut killed after round 2 and resumed.
   private_pair() {
     local ref="$1-ref" cut="$1-cut" ep
-    start_coordinator "$ref" --set name="$ref" --set federation.rounds=4
+    # Rounds long enough (local_steps) that the kill lands before the run ends.
+    start_coordinator "$ref" --set name="$ref" --set federation.rounds=4 --set client.local_steps=50
     wait_for 30 "$ref: endpoint" grep -q "listening on" "coord-$ref.out"
     ep="$(endpoint_of "coord-$ref.out")"
     for k in 0 1 2; do start_client "$k" "$ep" --set name="$ref"; done
     wait "$COORD_PID" || fail "$ref: coordinator failed: $(tail -5 "coord-$ref.out")"
     for k in 0 1 2; do wait "${CLIENT_PID[$k]}" || fail "$ref: client $k failed"; done
-    start_coordinator "$cut" --set name="$cut" --set federation.rounds=4
+    start_coordinator "$cut" --set name="$cut" --set federation.rounds=4 --set client.local_steps=50
     wait_for 30 "$cut: endpoint" grep -q "listening on" "coord-$cut.out"
     ep="$(endpoint_of "coord-$cut.out")"
     for k in 0 1 2; do start_client "$k" "$ep" --set name="$cut"; done
@@ -614,7 +615,8 @@ EOF2
     kill -9 "$COORD_PID"
     wait "$COORD_PID" 2>/dev/null || true
     [ ! -e "runs/$cut/summary.json" ] || fail "$cut: the run ended before the kill"
-    "$TANDEM" coordinator base.toml --set name="$cut" --set federation.rounds=4 --resume \
+    "$TANDEM" coordinator base.toml --set name="$cut" --set federation.rounds=4 \
+      --set client.local_steps=50 --resume \
       --bind "$ep" > "coord-$cut-resumed.out" 2>&1 &
     COORD_PID=$!; PIDS+=($COORD_PID)
     wait "$COORD_PID" || fail "$cut: resumed coordinator failed: $(tail -5 "coord-$cut-resumed.out")"
