@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <deque>
 #include <set>
 
 #include "core/logging.h"
@@ -31,6 +32,24 @@ StatusOr<SessionSummary> RunSession(wire::Client* link, TaskHandler* handler,
   double last_hello = -1e9;
   double alone_since = 0.0;  // when the session last lost (or had not yet found) the coordinator
   std::set<uint64_t> cancelled;
+  // Events taken from the transport ahead of their turn; they are handled before newer ones.
+  std::deque<wire::TransportEvent> backlog;
+  // A TaskCancel arrives behind its TaskAssign: the coordinator closed a task this client had not
+  // answered, which may be running here or waiting behind another. Before and after running a
+  // task, everything that has already arrived is taken into the backlog and its cancels noted,
+  // so a dead task is not run and a dead result is not uploaded.
+  auto note_cancels = [&]() -> Status {
+    while (true) {
+      TANDEM_ASSIGN_OR_RETURN(std::optional<wire::TransportEvent> next,
+                              link->Receive(std::chrono::milliseconds(0)));
+      if (!next) return Status::Ok();
+      if (next->kind == wire::TransportEvent::Kind::kMessage &&
+          std::holds_alternative<wire::TaskCancel>(next->message.body)) {
+        cancelled.insert(next->message.envelope.task_id);
+      }
+      backlog.push_back(std::move(*next));
+    }
+  };
 
   auto send_hello = [&]() {
     wire::Message hello;
@@ -56,7 +75,13 @@ StatusOr<SessionSummary> RunSession(wire::Client* link, TaskHandler* handler,
       TANDEM_RETURN_IF_ERROR(link->Reconnect());
       send_hello();
     }
-    TANDEM_ASSIGN_OR_RETURN(std::optional<wire::TransportEvent> event, link->Receive(kPoll));
+    std::optional<wire::TransportEvent> event;
+    if (!backlog.empty()) {
+      event = std::move(backlog.front());
+      backlog.pop_front();
+    } else {
+      TANDEM_ASSIGN_OR_RETURN(event, link->Receive(kPoll));
+    }
     if (!event) continue;
     if (event->kind == wire::TransportEvent::Kind::kPeerLost) {
       // The transport reports the coordinator's Bye as the end of the peer, with the Bye.
@@ -122,10 +147,21 @@ StatusOr<SessionSummary> RunSession(wire::Client* link, TaskHandler* handler,
       log->warn("round {}: task {} before Welcome ignored", m.envelope.round, m.envelope.task_id);
       continue;
     }
-    if (cancelled.count(m.envelope.task_id)) continue;
+    TANDEM_RETURN_IF_ERROR(note_cancels());
+    if (cancelled.count(m.envelope.task_id)) {
+      log->info("round {}: task {} ({}) was cancelled before it started", m.envelope.round,
+                m.envelope.task_id, task->kind);
+      continue;
+    }
     wire::TaskResult result;
     Stopwatch task_clock;
     Status s = handler->Run(m.envelope.round, *task, &result);
+    TANDEM_RETURN_IF_ERROR(note_cancels());
+    if (cancelled.count(m.envelope.task_id)) {
+      log->info("round {}: task {} ({}) was cancelled while it ran; its result is not sent",
+                m.envelope.round, m.envelope.task_id, task->kind);
+      continue;
+    }
     wire::Message reply;
     reply.envelope.round = m.envelope.round;
     reply.envelope.task_id = m.envelope.task_id;

@@ -61,6 +61,19 @@ if [ -s "$dir/runs/cli/metrics.jsonl" ] && [ -s "$dir/runs/cli/summary.json" ] &
 if "$TANDEM" eval "$dir/run.toml" --checkpoint "$ckpt" --json "$dir/eval.json" | grep -q "^validation"; then
   pass "eval"; else fail "eval"; fi
 if grep -q '"perplexity"' "$dir/eval.json"; then pass "eval --json"; else fail "eval --json"; fi
+# Training learned something: the held-out loss fell well below its start (about ln 256 = 5.55).
+if python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(0 if s["final_val_loss"] < s["initial_val_loss"] - 0.3 else 1)' \
+    "$dir/runs/cli/summary.json"; then pass "train lowers the held-out loss"; else
+  fail "train lowers the held-out loss: $(cat "$dir/runs/cli/summary.json")"; fi
+# The saved checkpoint is the model that was evaluated last: eval reads it back to the training
+# run's final held-out loss, and its perplexity is exp(loss).
+if python3 -c '
+import json, math, sys
+s = json.load(open(sys.argv[1])); e = json.load(open(sys.argv[2]))["validation"]
+ok = abs(e["loss"] - s["final_val_loss"]) <= 1e-4 and abs(e["perplexity"] - math.exp(e["loss"])) <= 1e-6 * e["perplexity"]
+sys.exit(0 if ok else 1)' "$dir/runs/cli/summary.json" "$dir/eval.json"; then
+  pass "eval of the checkpoint agrees with training"; else
+  fail "eval of the checkpoint agrees with training: $(cat "$dir/eval.json")"; fi
 # Proxy-tuning a model by a tuned model identical to its base steers nothing: the same loss.
 proxy="$("$TANDEM" eval "$dir/run.toml" --checkpoint "$ckpt" --proxy-tuned "$ckpt" --proxy-base "$ckpt")"
 plain_loss="$(echo "$proxy" | awk '$1 == "validation" {print $2}')"

@@ -583,6 +583,75 @@ with open(sys.argv[1], "rb") as f:
 sys.exit(0 if names == ["llm.params"] else 1)
 EOF2
   ;;
+private-resume)
+  # A private run whose coordinator is SIGKILLed after round 2's checkpoint and restarted with
+  # --resume ends where the uninterrupted run does. Secure aggregation alone: the final model is
+  # byte for byte the uninterrupted run's (fresh keys every round, masks that cancel exactly).
+  # With DP (distributed noise) on top: the accountant resumes, so ε is the uninterrupted run's.
+  # The DP model is not compared: the noise is drawn from the operating system's randomness on
+  # every client (client/private_handler.cc), so no two DP runs share a model, interrupted or not.
+  cat >> base.toml <<'EOF2'
+[privacy.secagg]
+enabled = true
+threshold = 2
+dropout_rate = 0.3
+EOF2
+  # private_pair NAME: NAME-ref uninterrupted, then NAME-cut killed after round 2 and resumed.
+  private_pair() {
+    local ref="$1-ref" cut="$1-cut" ep
+    # Rounds long enough (local_steps) that the kill lands before the run ends.
+    start_coordinator "$ref" --set name="$ref" --set federation.rounds=4 --set client.local_steps=50
+    wait_for 30 "$ref: endpoint" grep -q "listening on" "coord-$ref.out"
+    ep="$(endpoint_of "coord-$ref.out")"
+    for k in 0 1 2; do start_client "$k" "$ep" --set name="$ref"; done
+    wait "$COORD_PID" || fail "$ref: coordinator failed: $(tail -5 "coord-$ref.out")"
+    for k in 0 1 2; do wait "${CLIENT_PID[$k]}" || fail "$ref: client $k failed"; done
+    start_coordinator "$cut" --set name="$cut" --set federation.rounds=4 --set client.local_steps=50
+    wait_for 30 "$cut: endpoint" grep -q "listening on" "coord-$cut.out"
+    ep="$(endpoint_of "coord-$cut.out")"
+    for k in 0 1 2; do start_client "$k" "$ep" --set name="$cut"; done
+    # Round 3's first task goes out after round 2's checkpoint is written.
+    wait_for 60 "$cut: round 3's task" grep -q "round 3: task" "runs/$cut/coordinator.log"
+    kill -9 "$COORD_PID"
+    wait "$COORD_PID" 2>/dev/null || true
+    [ ! -e "runs/$cut/summary.json" ] || fail "$cut: the run ended before the kill"
+    "$TANDEM" coordinator base.toml --set name="$cut" --set federation.rounds=4 \
+      --set client.local_steps=50 --resume \
+      --bind "$ep" > "coord-$cut-resumed.out" 2>&1 &
+    COORD_PID=$!; PIDS+=($COORD_PID)
+    wait "$COORD_PID" || fail "$cut: resumed coordinator failed: $(tail -5 "coord-$cut-resumed.out")"
+    for k in 0 1 2; do wait "${CLIENT_PID[$k]}" || fail "$cut: client $k failed"; done
+    grep -Eq "resumed from .* before round [34]" "runs/$cut/coordinator.log" ||
+      fail "$cut: the coordinator did not resume after round 2 or 3"
+    [ "$(rounds_done "runs/$cut")" -eq 4 ] || fail "$cut: metrics.jsonl should hold rounds 1-4 once each"
+    [ "$(metric "runs/$cut" 4 secagg_survivors)" = "3.0" ] || fail "$cut: round 4 did not sum 3 masked inputs"
+  }
+  private_pair masked
+  sha_ref="$(sha256sum < runs/masked-ref/checkpoints/model.safetensors)"
+  sha_cut="$(sha256sum < runs/masked-cut/checkpoints/model.safetensors)"
+  [ "$sha_ref" = "$sha_cut" ] ||
+    fail "secure aggregation: the resumed run's model differs from the uninterrupted run's"
+  cat >> base.toml <<'EOF2'
+[privacy.dp]
+enabled = true
+noise_multiplier = 0.7
+clip_norm = 0.5
+noise = "distributed"
+sampling = "fixed"
+EOF2
+  private_pair dp
+  e_ref="$(/usr/bin/python3 -c 'import json; print(repr(json.load(open("runs/dp-ref/summary.json"))["epsilon"]))')"
+  e_cut="$(/usr/bin/python3 -c 'import json; print(repr(json.load(open("runs/dp-cut/summary.json"))["epsilon"]))')"
+  [ "$e_ref" = "$e_cut" ] || fail "epsilon: $e_ref uninterrupted, $e_cut resumed"
+  want="$("$TANDEM" privacy epsilon --q 1 --sigma 0.7 --steps 4 --delta 1e-5 --json |
+          /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["epsilon"])')"
+  /usr/bin/python3 -c "import sys; sys.exit(0 if abs($e_cut - $want) <= 1e-9 * $want else 1)" ||
+    fail "epsilon after the resume ($e_cut) is not the accountant's for 4 rounds ($want)"
+  for r in 1 2 3 4; do
+    [ "$(metric runs/dp-ref $r epsilon)" = "$(metric runs/dp-cut $r epsilon)" ] ||
+      fail "round $r: epsilon $(metric runs/dp-ref $r epsilon) uninterrupted, $(metric runs/dp-cut $r epsilon) resumed"
+  done
+  ;;
 *)
   echo "unknown scenario $SCENARIO" >&2; exit 2 ;;
 esac

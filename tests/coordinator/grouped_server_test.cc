@@ -104,14 +104,21 @@ TEST(GroupedServerTest, RefusesGroupsThatDoNotFit) {
     g.push_back({"x", FedAvg(Nano(), 1)});
     return g;
   };
-  EXPECT_FALSE(GroupedServer::Create(same_names(), {0, 1}).ok());
+  // Each refused for its own reason, named in the message.
+  auto expect_refused = [](const auto& created, const std::string& why) {
+    ASSERT_FALSE(created.ok()) << why;
+    EXPECT_EQ(created.status().code(), StatusCode::kInvalidArgument) << why;
+    EXPECT_NE(created.status().message().find(why), std::string::npos)
+        << created.status().ToString();
+  };
+  expect_refused(GroupedServer::Create(same_names(), {0, 1}), "must be distinct");
   std::vector<ServerGroup> one;
   one.push_back({"micro", FedAvg(Micro(), 1)});
-  EXPECT_FALSE(GroupedServer::Create(std::move(one), {0, 1}).ok()) << "position in no group";
+  expect_refused(GroupedServer::Create(std::move(one), {0, 1}), "list position in group 1 of 1");
   std::vector<ServerGroup> unused;
   unused.push_back({"micro", FedAvg(Micro(), 1)});
   unused.push_back({"nano", FedAvg(Nano(), 1)});
-  EXPECT_FALSE(GroupedServer::Create(std::move(unused), {0, 0}).ok()) << "group without clients";
+  expect_refused(GroupedServer::Create(std::move(unused), {0, 0}), "group nano has no clients");
   // Groups that would ask clients for different tasks are not one algorithm.
   auto model = std::make_unique<Gpt>(Nano());
   FedAvgServerConfig eval;
@@ -123,7 +130,8 @@ TEST(GroupedServerTest, RefusesGroupsThatDoNotFit) {
   mixed.push_back({"nano", std::make_unique<FedAvgServer>(eval, std::move(model),
                                                          std::move(*strategy),
                                                          std::vector<Record>{})});
-  EXPECT_FALSE(GroupedServer::Create(std::move(mixed), {0, 1}).ok());
+  expect_refused(GroupedServer::Create(std::move(mixed), {0, 1}),
+                 "groups micro and nano ask clients for different tasks");
 }
 
 TEST(GroupedServerTest, EachGroupAveragesOnlyItsOwnMembers) {
@@ -288,7 +296,10 @@ TEST(GroupedServerTest, StateRoundTripsAndRefusesAnotherGroupCount) {
 TEST(GroupedServerTest, PrivacyAggregatesAreRefused) {
   auto server = TwoGroups();
   ASSERT_TRUE(server->BeginRound(1, Cohort(2)).ok());
-  EXPECT_FALSE(server->OnAggregate(Aggregate{{1.0f}, 1, 1.0}).ok());
+  const Status refused = server->OnAggregate(Aggregate{{1.0f}, 1, 1.0});
+  EXPECT_EQ(refused.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.message().find("federation.client_models"), std::string::npos)
+      << refused.ToString();
 }
 
 DistillDownConfig Distill() {

@@ -73,7 +73,12 @@ TEST(FortunesTest, MissingDirectoryNamesItAndThePackage) {
 TEST(FortunesTest, DirectoryWithoutFortunesIsAnError) {
   TempDir dir;
   dir.Write("only.dat", "xx");
-  EXPECT_FALSE(LoadFortunes(dir.path().string()).ok());
+  auto records = LoadFortunes(dir.path().string());
+  ASSERT_FALSE(records.ok());
+  // Refused because the index file is no fortune file, not because the directory is missing.
+  EXPECT_EQ(records.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(records.status().message().find("holds no fortune files"), std::string::npos)
+      << records.status().ToString();
 }
 
 TEST(FortunesTest, RealDebianCorpusLoads) {

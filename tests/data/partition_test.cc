@@ -154,9 +154,18 @@ TEST(PartitionTest, SmallAlphaConcentratesCategories) {
 }
 
 TEST(PartitionTest, InvalidArgumentsAreErrors) {
-  EXPECT_FALSE(PartitionRecords(Synthetic(), {PartitionKind::kIid}, 0, 1).ok());
-  EXPECT_FALSE(PartitionRecords(Synthetic(), {PartitionKind::kDirichlet, 0.0}, 3, 1).ok());
-  EXPECT_FALSE(PartitionRecords({{"a", "x"}}, {PartitionKind::kIid}, 2, 1).ok());
+  // Each refused for its own reason, named in the message.
+  auto expect_refused = [](const StatusOr<std::vector<std::vector<size_t>>>& got,
+                           const std::string& why) {
+    ASSERT_FALSE(got.ok()) << why;
+    EXPECT_EQ(got.status().code(), StatusCode::kInvalidArgument) << why;
+    EXPECT_NE(got.status().message().find(why), std::string::npos) << got.status().ToString();
+  };
+  expect_refused(PartitionRecords(Synthetic(), {PartitionKind::kIid}, 0, 1), "need at least 1");
+  expect_refused(PartitionRecords(Synthetic(), {PartitionKind::kDirichlet, 0.0}, 3, 1),
+                 "must be a positive finite number");
+  expect_refused(PartitionRecords({{"a", "x"}}, {PartitionKind::kIid}, 2, 1),
+                 "would leave clients empty");
 }
 
 }  // namespace

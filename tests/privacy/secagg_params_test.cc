@@ -21,6 +21,20 @@ using namespace testing;
 // ---- Parameters. ----
 
 TEST(SecAggParamsTest, Validation) {
+  // Refused for the reason named (a check that fails for another reason would hide this one).
+  auto refused_for = [](const Status& s, const std::string& why) {
+    return !s.ok() && s.code() == StatusCode::kInvalidArgument &&
+           s.message().find(why) != std::string::npos;
+  };
+  EXPECT_TRUE(refused_for(ValidateSecAggParams(Params(1), 5), "must be at least 2"));
+  EXPECT_TRUE(refused_for(ValidateSecAggParams(Params(6), 5), "exceeds the cohort of 5"));
+  EXPECT_TRUE(refused_for(ValidateSecAggParams(Params(2), 1), "cohort of 1 clients"));
+  EXPECT_TRUE(refused_for(ValidateSecAggParams(Params(3, 7), 5), "modulus_bits 7"));
+  EXPECT_TRUE(refused_for(ValidateSecAggParams(Params(3, 64, 0), 5), "secagg length 0"));
+  EXPECT_TRUE(refused_for(ValidateSecAggParams(Params(6, 64, 10, 4), 50), "neighbours + 1 = 5"));
+  EXPECT_TRUE(refused_for(ValidateSecAggParams(Params(3, 64, 10, -1), 50), "neighbours -1"));
+  EXPECT_TRUE(refused_for(ValidateSecAggParams(Params(3), kSecAggMaxCompleteGraph + 1),
+                          "complete graph"));
   EXPECT_TRUE(ValidateSecAggParams(Params(3), 5).ok());
   EXPECT_FALSE(ValidateSecAggParams(Params(1), 5).ok());     // one share reveals the secret
   EXPECT_FALSE(ValidateSecAggParams(Params(6), 5).ok());     // t > n
