@@ -95,8 +95,8 @@ StatusOr<SessionSummary> RunClient(const Config& config, const ClientPlugin& alg
   const int threads = options.threads > 0 ? options.threads : ComputeThreads(1);
   log->info("client {}: {} training and {} held-out records, {} compute threads, connecting to {}",
             options.index, data.train.size(), data.validation.size(), threads, endpoint);
-  // Where this client's own model starts (distill-up, fedmkt): the SLM trained on the public
-  // categories, say.
+  // Where this client's own model starts, for algorithms whose clients keep one: the SLM trained
+  // on the public categories, say.
   TANDEM_ASSIGN_OR_RETURN(std::string init, config.GetString("model.init_checkpoint", ""));
   if (!client_models.empty()) init = own_init;
   std::vector<float> own_params;

@@ -121,7 +121,7 @@ StatusOr<std::unique_ptr<ServerAlgorithm>> MakeGroups(const ServerPlugin& algori
   // A model every group trains is saved and evaluated once, by the grouped server.
   std::unique_ptr<GroupShared> shared;
   const auto& trained = context.shared->trained();
-  TANDEM_CHECK(trained.size() <= 1);  // one shared trained model (fedcollm's LLM) at most
+  TANDEM_CHECK(trained.size() <= 1);  // one shared trained model at most
   for (const auto& [name, model] : trained) {
     shared = std::make_unique<SharedModelState>(name, model, splits.validation, eval_tokens);
   }

@@ -325,8 +325,8 @@ StatusOr<std::optional<TaskSpec>> GroupedServer::OnTaskClosed(const TaskReport& 
     const size_t answered = sub.responded.size() + sub.rejected;
     sub.failed = sub.assigned.size() > answered ? sub.assigned.size() - answered : 0;
     sub.seconds = report.seconds;
-    // Groups take their server-side steps one after another (fedcollm: each SLM in turn distils
-    // from and into the one LLM).
+    // Groups take their server-side steps one after another (a model they share, such as one
+    // LLM that every group's SLM distils from and into, is stepped by one group at a time).
     StatusOr<std::optional<TaskSpec>> r = groups_[g].server->OnTaskClosed(sub);
     if (!r.ok()) return r.status().WithContext("group " + groups_[g].name);
     (r->has_value() ? some_next : some_done) = true;

@@ -1,5 +1,5 @@
-// Same-architecture groups for heterogeneous clients (`federation.client_models` under fedavg,
-// distill-down and fedcollm): the clients of one architecture form a group, each group has its own
+// Same-architecture groups for heterogeneous clients (`federation.client_models` under an
+// algorithm that averages weights): the clients of one architecture form a group, each group has its own
 // global model and server half, and weights are averaged only among a group's members. One
 // GroupedServer wraps one inner ServerAlgorithm per group and splits every task between them.
 #pragma once
@@ -33,8 +33,8 @@ struct ServerGroup {
   std::unique_ptr<ServerAlgorithm> server;
 };
 
-// State the groups share besides the round (fedcollm's one LLM, that every group's SLM distils
-// from and into): saved once, outside the groups' prefixes (its names must not begin with
+// State the groups share besides the round (one LLM that every group's SLM distils from and
+// into): saved once, outside the groups' prefixes (its names must not begin with
 // "group"), and evaluated once per completed round, after every group's EndRound.
 class GroupShared {
  public:
@@ -49,8 +49,8 @@ class GroupShared {
   virtual std::vector<RunModel> Models() const { return {}; }
 };
 
-// A model every group uses, the groups' servers holding the same std::shared_ptr (fedcollm's LLM,
-// their `llm_shared` set so that they neither save nor evaluate it): saved as "<name>.params",
+// A model every group uses, the groups' servers holding the same std::shared_ptr (a cloud LLM,
+// which they then neither save nor evaluate): saved as "<name>.params",
 // reported as "<name>_val_loss" on `validation` (eval_tokens of it; nothing when it is empty).
 class SharedModelState : public GroupShared {
  public:

@@ -80,7 +80,7 @@ StatusOr<std::vector<TermLoss>> LocalTrainer::Step(const std::vector<LossTerm*>&
     }
     losses.push_back(l);
   }
-  if (options_.grad_clip > 0) ClipGradientNorm(grads_, options_.grad_clip);
+  last_grad_norm_ = ClipGradientNorm(grads_, options_.grad_clip);
   opt_.Step(params_, grads_, lr);
   ++step_;
   return losses;

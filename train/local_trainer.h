@@ -115,6 +115,10 @@ class LocalTrainer {
   std::span<float> grads() { return grads_; }
   AdamW& optimizer() { return opt_; }
   int64_t steps_taken() const { return step_; }
+  // A resumed run continues its count (terms see the step number; errors name it).
+  void set_steps_taken(int64_t steps) { step_ = steps; }
+  // The trained gradients' global L2 norm at the last step, before clipping.
+  double last_grad_norm() const { return last_grad_norm_; }
 
  private:
   Gpt* model_;
@@ -122,6 +126,7 @@ class LocalTrainer {
   std::span<float> params_, grads_;
   AdamW opt_;
   int64_t step_ = 0;
+  double last_grad_norm_ = 0.0;
 };
 
 }  // namespace tandem

@@ -15,6 +15,7 @@
 #include "core/rng.h"
 #include "core/timer.h"
 #include "data/batcher.h"
+#include "train/local_trainer.h"
 #include "models/generate.h"
 #include "models/gpt.h"
 #include "models/gpt_checkpoint.h"
@@ -199,7 +200,12 @@ StatusOr<TrainResult> RunTrain(const Config& config, bool resume) {
   }
   if (tc.use_lora) TANDEM_RETURN_IF_ERROR(model->EnableLora(tc.lora, tc.seed + 1));
   const bool lora = tc.use_lora;
-  AdamW opt(tc.adamw, lora ? model->lora_layout() : model->layout());
+  TrainerOptions options;
+  options.trained = lora ? Trained::kAdapters : Trained::kAll;
+  options.adamw = tc.adamw;
+  options.grad_clip = tc.grad_clip;
+  LocalTrainer trainer(model.get(), options);
+  AdamW& opt = trainer.optimizer();
   Rng rng(tc.seed * 7919 + 17);
   int64_t start = 0;
   const std::string state_path = ckpt_dir + "/train_state.safetensors";
@@ -227,7 +233,8 @@ StatusOr<TrainResult> RunTrain(const Config& config, bool resume) {
   result.run_dir = run_dir;
 
   const int B = tc.batch, T = tc.model.context;
-  std::vector<int32_t> tokens(static_cast<size_t>(B) * T), targets(tokens.size());
+  TextTerm text(batcher);
+  trainer.set_steps_taken(start);
   Progress progress("train", tc.steps);
   if (start == 0) {
     progress.Note("step 0: validation loss " + std::to_string(initial_val));
@@ -236,21 +243,12 @@ StatusOr<TrainResult> RunTrain(const Config& config, bool resume) {
   int64_t tokens_done = 0;
   double last_loss = 0.0;
   int64_t step = start;
-  auto trainable = [&] { return lora ? model->lora_params() : model->params(); };
-  auto trainable_grads = [&] { return lora ? model->lora_grads() : model->grads(); };
-
   for (; step < tc.steps; ++step) {
-    batcher.Next(&rng, tokens.data(), targets.data());
-    model->ZeroGrad();
-    last_loss = model->Forward(tokens.data(), targets.data(), B, T);
-    if (!std::isfinite(last_loss)) {
-      return Status::Internal("training diverged at step " + std::to_string(step) +
-                              " (loss is not finite); lower train.lr");
-    }
-    model->Backward();
-    const double norm = ClipGradientNorm(trainable_grads(), tc.grad_clip);
     const float lr = tc.schedule.At(step);
-    opt.Step(trainable(), trainable_grads(), lr);
+    StatusOr<std::vector<TermLoss>> losses = trainer.Step({&text}, lr, rng);
+    if (!losses.ok()) return losses.status().WithContext("train.lr " + std::to_string(lr));
+    last_loss = (*losses)[0].loss;
+    const double norm = trainer.last_grad_norm();
     tokens_done += static_cast<int64_t>(B) * T;
     progress.Update(step + 1, tokens_done, {{"loss", last_loss}, {"lr", lr}});
 
