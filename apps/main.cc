@@ -241,7 +241,7 @@ int main(int argc, char** argv) {
   if (*train) {
     auto config = LoadConfig(config_path, overrides);
     if (!config.ok()) return Fail(config.status());
-    auto result = tandem::RunTrain(*config, resume);
+    auto result = tandem::RunTrain(*config, resume, stderr);
     if (!result.ok()) return Fail(result.status());
     std::printf("held-out loss %.4f -> %.4f (test %.4f) after %lld steps in %.1f s, %.0f tokens/s\n"
                 "run directory: %s\n",

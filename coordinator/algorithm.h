@@ -29,7 +29,7 @@ class Gpt;
 // each is reported as <key>.<suffix> and the run's figure is their mean).
 struct RunModel {
   std::string name;       // file stem: "model", "llm", "model.slm-tiny"
-  const Gpt* model = nullptr;
+  Gpt* model = nullptr;  // owned by the half; evaluating runs a forward pass on it
   bool headline = false;
   std::string suffix;     // of its metrics when there are several headline models ("slm-tiny")
   int eval_batch = 16;    // windows per evaluation batch at round 0 (as its half evaluates it)

@@ -142,7 +142,7 @@ StatusOr<std::map<std::string, double>> StartingLosses(const ServerAlgorithm& al
   int finite = 0;
   for (const RunModel& m : algorithm.Models()) {
     if (!m.headline) continue;
-    TANDEM_ASSIGN_OR_RETURN(double loss, HeldOutLoss(const_cast<Gpt&>(*m.model), validation,
+    TANDEM_ASSIGN_OR_RETURN(double loss, HeldOutLoss(*m.model, validation,
                                                      m.eval_batch, eval_tokens));
     if (!std::isfinite(loss)) continue;
     if (!m.suffix.empty()) {
@@ -184,16 +184,30 @@ StatusOr<std::string> RunDirectory(const Config& config) {
   return out_dir + "/" + name;
 }
 
-StatusOr<CoordinatorResult> RunCoordinator(const Config& config, const ServerPlugin& algorithm,
-                                           const CoordinatorOptions& options) {
-  auto log = GetLogger("coordinator");
-  auto say = [&](const std::string& line) {
-    if (options.progress) options.progress(line);
-  };
-  // ---- Configuration: every key is read (or handed on) before anything starts. ----
-  TANDEM_ASSIGN_OR_RETURN(std::string run_dir, RunDirectory(config));
-  TANDEM_ASSIGN_OR_RETURN(std::string name, config.GetString("name", "run"));
-  TANDEM_ASSIGN_OR_RETURN(int64_t seed, config.GetInt("seed", 1, 0));
+namespace {
+
+// Everything a run is configured with, read and checked before anything starts.
+struct RunPlan {
+  std::string run_dir, name;
+  int64_t seed = 1;
+  ModelConfig model;
+  std::string init_checkpoint;
+  DataConfig data;
+  EngineConfig engine;
+  int64_t eval_tokens = 32768;
+  ClientArchitectures clients;
+  bool grouped = false;  // one half per architecture
+  wire::TransportConfig transport;
+  privacy::FederationShape shape;
+  privacy::PrivacyConfig privacy;
+};
+
+StatusOr<RunPlan> ReadPlan(const Config& config, const ServerPlugin& algorithm,
+                           const CoordinatorOptions& options) {
+  RunPlan p;
+  TANDEM_ASSIGN_OR_RETURN(p.run_dir, RunDirectory(config));
+  TANDEM_ASSIGN_OR_RETURN(p.name, config.GetString("name", "run"));
+  TANDEM_ASSIGN_OR_RETURN(p.seed, config.GetInt("seed", 1, 0));
   TANDEM_ASSIGN_OR_RETURN(std::string algorithm_name, config.GetString("algorithm.name", "fedavg"));
   if (algorithm_name != algorithm.name) {
     return Status::InvalidArgument("algorithm.name is '" + algorithm_name + "', but the " +
@@ -201,140 +215,96 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config, const ServerPlu
   }
   TANDEM_RETURN_IF_ERROR(CheckMovedSections(config, algorithm));
   TANDEM_ASSIGN_OR_RETURN(AlgorithmTraits traits, algorithm.traits(config));
-  TANDEM_ASSIGN_OR_RETURN(ModelConfig model_config, ModelConfigFromConfig(config, "model"));
-  TANDEM_ASSIGN_OR_RETURN(std::string init_checkpoint,
-                          config.GetString("model.init_checkpoint", ""));
-  TANDEM_ASSIGN_OR_RETURN(DataConfig data, DataConfigFromConfig(config));
-  TANDEM_ASSIGN_OR_RETURN(EngineConfig engine_config, EngineConfigFromConfig(config));
-  TANDEM_ASSIGN_OR_RETURN(int64_t eval_tokens, config.GetInt("eval.tokens", 32768, 0));
-  TANDEM_ASSIGN_OR_RETURN(ClientArchitectures clients, ReadClientArchitectures(config));
+  TANDEM_ASSIGN_OR_RETURN(p.model, ModelConfigFromConfig(config, "model"));
+  TANDEM_ASSIGN_OR_RETURN(p.init_checkpoint, config.GetString("model.init_checkpoint", ""));
+  TANDEM_ASSIGN_OR_RETURN(p.data, DataConfigFromConfig(config));
+  TANDEM_ASSIGN_OR_RETURN(p.engine, EngineConfigFromConfig(config));
+  TANDEM_ASSIGN_OR_RETURN(p.eval_tokens, config.GetInt("eval.tokens", p.eval_tokens, 0));
+  TANDEM_ASSIGN_OR_RETURN(p.clients, ReadClientArchitectures(config));
   // Algorithms that average weights run clients of several architectures as groups, one half
   // per architecture; the others take every architecture in one half.
-  const bool grouped = traits.averages_weights && !clients.models.empty();
-  TANDEM_ASSIGN_OR_RETURN(wire::TransportConfig transport,
-                          wire::TransportConfigFromConfig(config, run_dir));
-  if (!options.keys_dir.empty()) transport.keys_dir = options.keys_dir;
-  const privacy::FederationShape shape{engine_config.expected_clients, CohortSize(engine_config),
-                                       MinResults(engine_config), engine_config.rounds};
-  TANDEM_ASSIGN_OR_RETURN(privacy::PrivacyConfig privacy,
-                          privacy::PrivacyConfigFromConfig(config, shape));
-  if (privacy.any() && grouped) {
+  p.grouped = traits.averages_weights && !p.clients.models.empty();
+  TANDEM_ASSIGN_OR_RETURN(p.transport, wire::TransportConfigFromConfig(config, p.run_dir));
+  if (!options.keys_dir.empty()) p.transport.keys_dir = options.keys_dir;
+  p.shape = {p.engine.expected_clients, CohortSize(p.engine), MinResults(p.engine),
+             p.engine.rounds};
+  TANDEM_ASSIGN_OR_RETURN(p.privacy, privacy::PrivacyConfigFromConfig(config, p.shape));
+  if (p.privacy.any() && p.grouped) {
     return Status::InvalidArgument(
         "federation.client_models (clients of different architectures) cannot be combined with "
         "[privacy] under " + algorithm.name + ": each architecture's group averages its own model, "
         "but the privacy pipeline sums one contribution vector over the whole cohort");
   }
-  engine_config.poisson_sampling = privacy.dp.enabled && privacy.dp.sampling == "poisson";
+  p.engine.poisson_sampling = p.privacy.dp.enabled && p.privacy.dp.sampling == "poisson";
   // Read by the clients, from the same file.
   config.MarkUsed("federation.partition");
   config.MarkUsed("client.give_up_s");
   for (const std::string& key : algorithm.client_keys) config.MarkUsed(key);
+  return p;
+}
 
-  // ---- The algorithm's coordinator half (or one per group). ----
-  TANDEM_ASSIGN_OR_RETURN(DatasetSplits splits, LoadSplits(data));
-  SharedObjects shared;
+// The algorithm's coordinator half (or one per group), built over the run's data.
+StatusOr<std::unique_ptr<ServerAlgorithm>> BuildAlgorithm(const Config& config,
+                                                          const ServerPlugin& algorithm,
+                                                          const RunPlan& plan,
+                                                          const DatasetSplits& splits,
+                                                          SharedObjects* shared) {
   ServerContext context;
   context.config = &config;
-  context.seed = static_cast<uint64_t>(seed);
+  context.seed = static_cast<uint64_t>(plan.seed);
   context.splits = &splits;
-  context.model = model_config;
-  context.init_checkpoint = init_checkpoint;
-  context.client_models = clients.models;
-  context.privacy = privacy.any();
-  context.shared = &shared;
-  std::unique_ptr<ServerAlgorithm> active;
-  std::string models_text = model_config.ToString();
-  if (grouped) {
-    models_text.clear();
-    for (size_t p : GroupClientModels(clients.models).first_position) {
-      models_text += (models_text.empty() ? "" : ", ") + clients.names[p];
-    }
-    TANDEM_ASSIGN_OR_RETURN(active, MakeGroups(algorithm, context, clients, splits, eval_tokens));
-  } else {
-    TANDEM_ASSIGN_OR_RETURN(active, algorithm.create(context));
-  }
-  TANDEM_RETURN_IF_ERROR(config.CheckAllKeysUsed());
-  if (privacy.any()) {
-    if (std::optional<std::string> why = active->PrivacyConflict()) {
-      return Status::InvalidArgument(*why + "; it cannot be combined with [privacy]");
-    }
-  }
-  log->info("run '{}': {} on {}, {} clients expected, {} rounds", name, algorithm.name,
-            models_text, engine_config.expected_clients, engine_config.rounds);
-  std::random_device entropy;
-  const uint64_t run_id = (static_cast<uint64_t>(entropy()) << 32 | entropy()) | 1;
-  PrivateServer* private_server = nullptr;
-  if (privacy.any()) {
-    PrivateServerOptions private_options{privacy, shape, run_id, static_cast<uint64_t>(seed), {}};
-    TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<PrivateServer> wrapped,
-                            PrivateServer::Create(std::move(active), private_options));
-    private_server = wrapped.get();
-    active = std::move(wrapped);
-    if (privacy.dp.enabled) {
-      log->info("differential privacy: noise multiplier {:.4g} ({} noise), clip norm {:.4g}{}, "
-                "q = {:.4g}, delta = {:.3g}{}", private_server->noise_multiplier(),
-                privacy.dp.noise, privacy.dp.clip_norm,
-                privacy.dp.adaptive_clipping ? " (adaptive)" : "", private_server->sampling_rate(),
-                privacy.dp.delta,
-                privacy.dp.epsilon_budget > 0
-                    ? fmt::format(", budget epsilon {:.4g}", privacy.dp.epsilon_budget)
-                    : std::string());
-    }
-    if (privacy.secagg.enabled) {
-      log->info("secure aggregation: threshold {}, {}, ring 2^{} at 2^-{}", privacy.secagg.threshold,
-                privacy.secagg.neighbours > 0
-                    ? fmt::format("SecAgg+ with {} neighbours", privacy.secagg.neighbours)
-                    : std::string("every pair masks"),
-                privacy.secagg.modulus_bits, privacy.secagg.fraction_bits);
-    }
-  }
+  context.model = plan.model;
+  context.init_checkpoint = plan.init_checkpoint;
+  context.client_models = plan.clients.models;
+  context.privacy = plan.privacy.any();
+  context.shared = shared;
+  if (plan.grouped) return MakeGroups(algorithm, context, plan.clients, splits, plan.eval_tokens);
+  return algorithm.create(context);
+}
 
-  // ---- The run log: a fresh start, or the last checkpoint. ----
-  TANDEM_ASSIGN_OR_RETURN(RunLog run_log, RunLog::Open(run_dir, options.resume, active.get()));
-  TANDEM_RETURN_IF_ERROR(WriteTextFile(run_dir + "/config.toml", config.ToToml()));
-  if (run_log.resumed()) {
-    log->info("resumed from {} before round {}", run_log.checkpoint_dir(),
-              run_log.totals().engine.next_round);
-  } else {
-    if (options.resume) log->warn("--resume: no checkpoint in {}; starting afresh", run_dir);
-    // Round 0: the starting point, before any client is let in.
-    TANDEM_ASSIGN_OR_RETURN(auto start, StartingLosses(*active, splits.validation, eval_tokens));
-    TANDEM_RETURN_IF_ERROR(run_log.WriteStart(start));
-    say(fmt::format("round 0: held-out loss {:.4f}",
-                    start.count("val_loss") ? start.at("val_loss") : std::nan("")));
+// Wraps `inner` in the privacy pipeline when the plan asks for it (else returns it as is).
+StatusOr<std::unique_ptr<ServerAlgorithm>> WithPrivacy(std::unique_ptr<ServerAlgorithm> inner,
+                                                       const RunPlan& plan, uint64_t run_id,
+                                                       PrivateServer** wrapper) {
+  const privacy::PrivacyConfig& privacy = plan.privacy;
+  *wrapper = nullptr;
+  if (!privacy.any()) return inner;
+  if (std::optional<std::string> why = inner->PrivacyConflict()) {
+    return Status::InvalidArgument(*why + "; it cannot be combined with [privacy]");
   }
+  auto log = GetLogger("coordinator");
+  PrivateServerOptions options{privacy, plan.shape, run_id, static_cast<uint64_t>(plan.seed), {}};
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<PrivateServer> wrapped,
+                          PrivateServer::Create(std::move(inner), options));
+  if (privacy.dp.enabled) {
+    log->info("differential privacy: noise multiplier {:.4g} ({} noise), clip norm {:.4g}{}, "
+              "q = {:.4g}, delta = {:.3g}{}", wrapped->noise_multiplier(), privacy.dp.noise,
+              privacy.dp.clip_norm, privacy.dp.adaptive_clipping ? " (adaptive)" : "",
+              wrapped->sampling_rate(), privacy.dp.delta,
+              privacy.dp.epsilon_budget > 0
+                  ? fmt::format(", budget epsilon {:.4g}", privacy.dp.epsilon_budget)
+                  : std::string());
+  }
+  if (privacy.secagg.enabled) {
+    log->info("secure aggregation: threshold {}, {}, ring 2^{} at 2^-{}", privacy.secagg.threshold,
+              privacy.secagg.neighbours > 0
+                  ? fmt::format("SecAgg+ with {} neighbours", privacy.secagg.neighbours)
+                  : std::string("every pair masks"),
+              privacy.secagg.modulus_bits, privacy.secagg.fraction_bits);
+  }
+  *wrapper = wrapped.get();
+  return std::unique_ptr<ServerAlgorithm>(std::move(wrapped));
+}
 
-  // ---- Transport. ----
-  const std::string endpoint = options.bind.empty() ? transport.endpoint : options.bind;
-  TANDEM_ASSIGN_OR_RETURN(wire::TransportOptions server_options,
-                          wire::ServerTransportOptions(transport, endpoint, run_id));
-  server_options.zmq_context = options.zmq_context;
-  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<wire::Server> server,
-                          wire::Server::Bind(server_options));
-  log->info("listening on {}{}", server->endpoint(),
-            transport.curve ? " (CURVE, allow-list)" : "");
-  if (options.on_bound) TANDEM_RETURN_IF_ERROR(options.on_bound(server->endpoint()));
-
-  // ---- Rounds: a short event loop; each round's end goes to the run log. ----
-  ServerOutbox outbox(server.get());
-  Stopwatch engine_clock;
-  RoundEngine engine(engine_config, active.get(), &outbox, [&] { return engine_clock.Seconds(); },
-                     static_cast<uint64_t>(seed));
-  if (run_log.resumed()) engine.RestoreState(run_log.totals().engine);
-  CoordinatorResult result;
-  result.run_dir = run_dir;
-  result.initial_val_loss = run_log.totals().initial_val_loss;
-  result.final_val_loss = result.initial_val_loss;
-  engine.SetRoundEndCallback([&](uint64_t round, const std::map<std::string, double>& m) {
-    TANDEM_RETURN_IF_ERROR(run_log.WriteRound(round, m, engine.state()).status());
-    if (m.count("val_loss")) result.final_val_loss = m.at("val_loss");
-    say(RoundLine(round, engine_config.rounds, m));
-    return Status::Ok();
-  });
+// Feeds the transport's events to the engine until it is done, then says goodbye to every
+// client still connected.
+Status ServeRounds(wire::Server* server, RoundEngine* engine,
+                   const wire::TransportConfig& transport) {
+  auto log = GetLogger("coordinator");
   std::set<std::string> live;
-  while (!engine.done()) {
+  while (!engine->done()) {
     const auto wait = std::chrono::milliseconds(
-        std::max<int64_t>(1, static_cast<int64_t>(engine.NextWakeSeconds() * 1000)));
+        std::max<int64_t>(1, static_cast<int64_t>(engine->NextWakeSeconds() * 1000)));
     TANDEM_ASSIGN_OR_RETURN(std::optional<wire::TransportEvent> event, server->Receive(wait));
     if (event) {
       switch (event->kind) {
@@ -344,7 +314,7 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config, const ServerPlu
             capabilities = hello->capabilities;
           }
           wire::Message welcome;
-          welcome.envelope.round = engine.current_round();
+          welcome.envelope.round = engine->current_round();
           const int index = ClientIndexFromName(event->peer);
           welcome.body = wire::Welcome{static_cast<uint32_t>(index < 0 ? 0xFFFFFFFFu : index),
                                        transport.heartbeat_ms, transport.peer_timeout_ms};
@@ -353,26 +323,24 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config, const ServerPlu
             break;
           }
           live.insert(event->peer);
-          engine.OnJoined(event->peer, capabilities);
+          engine->OnJoined(event->peer, capabilities);
           break;
         }
         case wire::TransportEvent::Kind::kPeerLost:
           live.erase(event->peer);
-          engine.OnLost(event->peer);
+          engine->OnLost(event->peer);
           break;
         case wire::TransportEvent::Kind::kMessage:
-          engine.OnMessage(event->peer, event->message);
+          engine->OnMessage(event->peer, event->message);
           break;
       }
     }
-    engine.Tick();
+    engine->Tick();
   }
-
-  // ---- The end: tell the clients, then the final numbers. ----
-  const std::string reason = engine.status().ok() ? "the run is complete" : "the run failed";
+  const std::string reason = engine->status().ok() ? "the run is complete" : "the run failed";
   for (const auto& peer : live) {
     wire::Message bye;
-    bye.envelope.round = engine.current_round();
+    bye.envelope.round = engine->current_round();
     bye.body = wire::Bye{reason};
     (void)server->Send(peer, std::move(bye));
   }
@@ -381,38 +349,116 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config, const ServerPlu
     auto event = server->Receive(std::chrono::milliseconds(50));
     if (!event.ok()) break;
   }
-  TANDEM_RETURN_IF_ERROR(engine.status());
+  return engine->status();
+}
 
+// The headline models on the test split: their mean and, with several, each by its suffix.
+StatusOr<double> FinalTestLoss(const ServerAlgorithm& algorithm, const std::vector<Record>& test,
+                               int64_t eval_tokens, std::map<std::string, double>* suffixed) {
+  double sum = 0.0;
+  int count = 0;
+  for (const RunModel& m : algorithm.Models()) {
+    if (!m.headline || test.empty()) continue;
+    TANDEM_ASSIGN_OR_RETURN(LossResult loss, EvaluateLoss(*m.model, test, 16, eval_tokens));
+    if (!m.suffix.empty()) (*suffixed)["final_test_loss." + m.suffix] = loss.loss;
+    sum += loss.loss;
+    ++count;
+  }
+  return count > 0 ? sum / count : 0.0;
+}
+
+}  // namespace
+
+StatusOr<CoordinatorResult> RunCoordinator(const Config& config, const ServerPlugin& algorithm,
+                                           const CoordinatorOptions& options) {
+  auto log = GetLogger("coordinator");
+  auto say = [&](const std::string& line) {
+    if (options.progress) options.progress(line);
+  };
+  // ---- Every key is read and checked, and the algorithm built, before anything is written. ----
+  TANDEM_ASSIGN_OR_RETURN(RunPlan plan, ReadPlan(config, algorithm, options));
+  TANDEM_ASSIGN_OR_RETURN(DatasetSplits splits, LoadSplits(plan.data));
+  SharedObjects shared;
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<ServerAlgorithm> active,
+                          BuildAlgorithm(config, algorithm, plan, splits, &shared));
+  TANDEM_RETURN_IF_ERROR(config.CheckAllKeysUsed());
+  std::random_device entropy;
+  const uint64_t run_id = (static_cast<uint64_t>(entropy()) << 32 | entropy()) | 1;
+  PrivateServer* private_server = nullptr;
+  TANDEM_ASSIGN_OR_RETURN(active, WithPrivacy(std::move(active), plan, run_id, &private_server));
+  std::string models_text = plan.model.ToString();
+  if (plan.grouped) {
+    models_text.clear();
+    for (size_t p : GroupClientModels(plan.clients.models).first_position) {
+      models_text += (models_text.empty() ? "" : ", ") + plan.clients.names[p];
+    }
+  }
+  log->info("run '{}': {} on {}, {} clients expected, {} rounds", plan.name, algorithm.name,
+            models_text, plan.engine.expected_clients, plan.engine.rounds);
+
+  // ---- The run log: a fresh start (round 0, the starting point), or the last checkpoint. ----
+  TANDEM_ASSIGN_OR_RETURN(RunLog run_log, RunLog::Open(plan.run_dir, options.resume, active.get()));
+  TANDEM_RETURN_IF_ERROR(WriteTextFile(plan.run_dir + "/config.toml", config.ToToml()));
+  if (run_log.resumed()) {
+    log->info("resumed from {} before round {}", run_log.checkpoint_dir(),
+              run_log.totals().engine.next_round);
+  } else {
+    if (options.resume) log->warn("--resume: no checkpoint in {}; starting afresh", plan.run_dir);
+    TANDEM_ASSIGN_OR_RETURN(auto start,
+                            StartingLosses(*active, splits.validation, plan.eval_tokens));
+    TANDEM_RETURN_IF_ERROR(run_log.WriteStart(start));
+    say(fmt::format("round 0: held-out loss {:.4f}",
+                    start.count("val_loss") ? start.at("val_loss") : std::nan("")));
+  }
+
+  // ---- Transport, then the rounds: each round's end goes to the run log. ----
+  const std::string endpoint = options.bind.empty() ? plan.transport.endpoint : options.bind;
+  TANDEM_ASSIGN_OR_RETURN(wire::TransportOptions server_options,
+                          wire::ServerTransportOptions(plan.transport, endpoint, run_id));
+  server_options.zmq_context = options.zmq_context;
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<wire::Server> server,
+                          wire::Server::Bind(server_options));
+  log->info("listening on {}{}", server->endpoint(),
+            plan.transport.curve ? " (CURVE, allow-list)" : "");
+  if (options.on_bound) TANDEM_RETURN_IF_ERROR(options.on_bound(server->endpoint()));
+  ServerOutbox outbox(server.get());
+  Stopwatch engine_clock;
+  RoundEngine engine(plan.engine, active.get(), &outbox, [&] { return engine_clock.Seconds(); },
+                     static_cast<uint64_t>(plan.seed));
+  if (run_log.resumed()) engine.RestoreState(run_log.totals().engine);
+  CoordinatorResult result;
+  result.run_dir = plan.run_dir;
+  result.initial_val_loss = run_log.totals().initial_val_loss;
+  result.final_val_loss = result.initial_val_loss;
+  engine.SetRoundEndCallback([&](uint64_t round, const std::map<std::string, double>& m) {
+    TANDEM_RETURN_IF_ERROR(run_log.WriteRound(round, m, engine.state()).status());
+    if (m.count("val_loss")) result.final_val_loss = m.at("val_loss");
+    say(RoundLine(round, plan.engine.rounds, m));
+    return Status::Ok();
+  });
+  TANDEM_RETURN_IF_ERROR(ServeRounds(server.get(), &engine, plan.transport));
+
+  // ---- The final numbers. ----
   const RunTotals& totals = run_log.totals();
   result.rounds = engine.state().next_round - 1;
   result.stop_reason = engine.stop_reason();
-  if (private_server != nullptr && privacy.dp.enabled) result.epsilon = private_server->epsilon();
+  if (private_server != nullptr && plan.privacy.dp.enabled) {
+    result.epsilon = private_server->epsilon();
+  }
   result.aborted_rounds = totals.aborted;
   result.bytes_up = totals.bytes_up;
   result.bytes_down = totals.bytes_down;
-  // The headline models on the test split: final_test_loss (their mean) and, with several,
-  // final_test_loss.<suffix> each.
   std::map<std::string, double> suffixed_test_losses;
-  if (!splits.test.empty()) {
-    double sum = 0.0;
-    int count = 0;
-    for (const RunModel& m : active->Models()) {
-      if (!m.headline) continue;
-      TANDEM_ASSIGN_OR_RETURN(LossResult test, EvaluateLoss(const_cast<Gpt&>(*m.model),
-                                                            splits.test, 16, eval_tokens));
-      if (!m.suffix.empty()) suffixed_test_losses["final_test_loss." + m.suffix] = test.loss;
-      sum += test.loss;
-      ++count;
-    }
-    if (count > 0) result.final_test_loss = sum / count;
-  }
+  TANDEM_ASSIGN_OR_RETURN(result.final_test_loss,
+                          FinalTestLoss(*active, splits.test, plan.eval_tokens,
+                                        &suffixed_test_losses));
   result.seconds = run_log.Elapsed();
   TANDEM_ASSIGN_OR_RETURN(std::string strategy, config.GetString("strategy.name", "fedavg"));
-  nlohmann::json summary = {{"name", name},
+  nlohmann::json summary = {{"name", plan.name},
                             {"algorithm", algorithm.name},
                             {"strategy", strategy},
                             {"model", models_text},
-                            {"clients", engine_config.expected_clients},
+                            {"clients", plan.engine.expected_clients},
                             {"rounds", result.rounds},
                             {"aborted_rounds", result.aborted_rounds},
                             {"initial_val_loss", result.initial_val_loss},
@@ -423,12 +469,12 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config, const ServerPlu
                             {"seconds", result.seconds}};
   for (const auto& [k, v] : suffixed_test_losses) summary[k] = v;
   if (!result.stop_reason.empty()) summary["stopped"] = result.stop_reason;
-  if (privacy.dp.enabled) {
+  if (plan.privacy.dp.enabled) {
     summary["epsilon"] = result.epsilon;
-    summary["delta"] = privacy.dp.delta;
+    summary["delta"] = plan.privacy.dp.delta;
     summary["noise_multiplier"] = private_server->noise_multiplier();
   }
-  if (privacy.secagg.enabled) summary["secure_aggregation"] = true;
+  if (plan.privacy.secagg.enabled) summary["secure_aggregation"] = true;
   TANDEM_RETURN_IF_ERROR(run_log.WriteSummary(summary));
   return result;
 }

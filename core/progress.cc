@@ -24,7 +24,7 @@ Progress::Progress(std::string label, int64_t total_steps, FILE* out, double pla
     : label_(std::move(label)),
       total_(total_steps),
       out_(out),
-      terminal_(isatty(fileno(out)) != 0),
+      terminal_(out != nullptr && isatty(fileno(out)) != 0),
       plain_interval_s_(plain_interval_s),
       start_(std::chrono::steady_clock::now()),
       last_print_(start_ - std::chrono::hours(1)) {}
@@ -59,6 +59,7 @@ std::string Progress::Render(int64_t step, int64_t tokens,
 
 void Progress::Update(int64_t step, int64_t tokens,
                       const std::vector<std::pair<std::string, double>>& values) {
+  if (out_ == nullptr) return;
   const auto now = std::chrono::steady_clock::now();
   const double since = std::chrono::duration<double>(now - last_print_).count();
   const bool last = total_ > 0 && step >= total_;
@@ -76,6 +77,7 @@ void Progress::Update(int64_t step, int64_t tokens,
 }
 
 void Progress::Note(const std::string& line) {
+  if (out_ == nullptr) return;
   if (terminal_ && live_line_open_) {
     std::fprintf(out_, "\r\033[K%s\n", line.c_str());
     live_line_open_ = false;
@@ -86,6 +88,7 @@ void Progress::Note(const std::string& line) {
 }
 
 void Progress::Finish() {
+  if (out_ == nullptr) return;
   if (terminal_ && live_line_open_) std::fprintf(out_, "\n");
   live_line_open_ = false;
   std::fflush(out_);

@@ -14,7 +14,7 @@ namespace tandem {
 
 class Progress {
  public:
-  // total_steps may be 0 when unknown (no ETA then). `out` is not owned.
+  // total_steps may be 0 when unknown (no ETA then). `out` is not owned; null shows nothing.
   Progress(std::string label, int64_t total_steps, FILE* out = stderr,
            double plain_interval_s = 5.0);
 

@@ -163,7 +163,7 @@ StatusOr<TrainConfig> TrainConfigFromConfig(const Config& config) {
   return t;
 }
 
-StatusOr<TrainResult> RunTrain(const Config& config, bool resume) {
+StatusOr<TrainResult> RunTrain(const Config& config, bool resume, FILE* progress_out) {
   auto log = GetLogger("train");
   TANDEM_ASSIGN_OR_RETURN(TrainConfig tc, TrainConfigFromConfig(config));
   const std::string run_dir = tc.out_dir + "/" + tc.name;
@@ -235,7 +235,7 @@ StatusOr<TrainResult> RunTrain(const Config& config, bool resume) {
   const int B = tc.batch, T = tc.model.context;
   TextTerm text(batcher);
   trainer.set_steps_taken(start);
-  Progress progress("train", tc.steps);
+  Progress progress("train", tc.steps, progress_out);
   if (start == 0) {
     progress.Note("step 0: validation loss " + std::to_string(initial_val));
   }

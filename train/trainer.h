@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
 #include <string>
 
 #include "core/status.h"
@@ -58,7 +59,9 @@ struct TrainResult {
 
 // Trains; with resume, continues from runs/<name>/checkpoints/train_state.safetensors when it
 // exists (bit-for-bit the same as an uninterrupted run with the same seed).
-StatusOr<TrainResult> RunTrain(const Config& config, bool resume);
+// `progress`: where the live progress line and evaluation notes go (the program's choice; null
+// shows nothing).
+StatusOr<TrainResult> RunTrain(const Config& config, bool resume, FILE* progress = nullptr);
 
 // The speed benchmark: `steps` full training steps (forward, backward, AdamW) of a fresh model of
 // `preset` on random tokens at (batch, context), after `warmup` untimed steps.
