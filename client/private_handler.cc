@@ -1,6 +1,9 @@
 #include "client/private_handler.h"
 
+#include <openssl/crypto.h>
+
 #include <algorithm>
+#include <cstring>
 
 #include "client/task_params.h"
 #include "core/logging.h"
@@ -51,11 +54,78 @@ StatusOr<privacy::SecAggParams> SecAggParamsOf(const wire::Params& p) {
 
 wire::Tensor BytesTensor(const privacy::Bytes& bytes) { return wire::Tensor::Bytes("secagg", bytes); }
 
+void PutU64(std::string* out, uint64_t v) {
+  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
+}
+
+void PutDouble(std::string* out, double v) {
+  uint64_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  PutU64(out, bits);
+}
+
+void PutNames(std::string* out, std::vector<std::string> names) {
+  std::sort(names.begin(), names.end());
+  PutU64(out, names.size());
+  for (const auto& n : names) {
+    PutU64(out, n.size());
+    *out += n;
+  }
+}
+
+StatusOr<privacy::Key32> Digest(const std::string& bytes) {
+  return privacy::Sha256(std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+}
+
 }  // namespace
 
 PrivateTaskHandler::PrivateTaskHandler(TaskHandler* inner,
                                        std::optional<privacy::SecureRng::Key> noise_key)
     : inner_(inner), noise_key_(noise_key) {}
+
+PrivateTaskHandler::~PrivateTaskHandler() {
+  if (noise_key_) OPENSSL_cleanse(noise_key_->data(), noise_key_->size());
+}
+
+void PrivateTaskHandler::OnWelcome(uint32_t client_index) {
+  client_index_ = client_index;
+  inner_->OnWelcome(client_index);
+}
+
+StatusOr<privacy::SecureRng::Key> PrivateTaskHandler::NoiseKey() {
+  if (noise_key_) return *noise_key_;
+  TANDEM_ASSIGN_OR_RETURN(std::optional<privacy::SecureRng::Key> master,
+                          privacy::ExperimentNoiseKey());
+  if (master) {
+    GetLogger("client")->warn("client {}: noise derived from {}: reproducible, and removable by "
+                              "whoever knows that key", client_index_,
+                              privacy::kExperimentNoiseKeyVariable);
+    TANDEM_ASSIGN_OR_RETURN(noise_key_,
+                            privacy::DeriveKey(*master, "client " + std::to_string(client_index_)));
+    OPENSSL_cleanse(master->data(), master->size());
+  } else {
+    TANDEM_ASSIGN_OR_RETURN(noise_key_, privacy::RandomKey());
+  }
+  return *noise_key_;
+}
+
+Status PrivateTaskHandler::CheckOnce(std::deque<Seen>* seen, Seen entry, const std::string& what) {
+  for (const Seen& s : *seen) {
+    if (s.run == entry.run && s.round == entry.round && s.slot == entry.slot) {
+      if (CRYPTO_memcmp(s.digest.data(), entry.digest.data(), entry.digest.size()) == 0) {
+        return Status::Ok();  // a replay of exactly what was released: nothing new
+      }
+      return Status::FailedPrecondition(
+          "round " + std::to_string(entry.round) + ": refused to " + what +
+          " a second time with different inputs (a replayed round after a coordinator restart "
+          "that differs from the first execution); releasing both would reveal more than one "
+          "noised contribution (docs/privacy.md, \"Restarts\")");
+    }
+  }
+  seen->push_back(std::move(entry));
+  while (seen->size() > kSeenRounds) seen->pop_front();
+  return Status::Ok();
+}
 
 std::vector<std::string> PrivateTaskHandler::Capabilities() const {
   std::vector<std::string> caps = inner_->Capabilities();
@@ -71,6 +141,7 @@ Status PrivateTaskHandler::Run(uint64_t round, const wire::TaskAssign& task,
     round_ = round;
     pending_.reset();
     secagg_.reset();
+    contribution_run_.reset();
   }
   if (task.kind.rfind("secagg.", 0) == 0) return RunSecAgg(round, task, result);
   TANDEM_RETURN_IF_ERROR(inner_->Run(round, task, result));
@@ -85,6 +156,8 @@ Status PrivateTaskHandler::Protect(uint64_t round, const wire::TaskAssign& task,
   TANDEM_ASSIGN_OR_RETURN(int64_t length, IntParam(p, "privacy.length", 1, INT64_MAX));
   TANDEM_ASSIGN_OR_RETURN(int64_t dp, IntParam(p, "privacy.dp", 0, 1));
   TANDEM_ASSIGN_OR_RETURN(int64_t secagg, IntParam(p, "privacy.secagg", 0, 1));
+  TANDEM_ASSIGN_OR_RETURN(std::string run_hex, StringParam(p, "privacy.run"));
+  TANDEM_ASSIGN_OR_RETURN(privacy::NoiseRunId run, privacy::NoiseRunId::FromHex(run_hex));
   wire::Tensor* tensor = FindTensor(result, name);
   if (tensor == nullptr || tensor->dtype != wire::DType::kFloat32 ||
       tensor->NumElements() != static_cast<uint64_t>(length)) {
@@ -104,20 +177,27 @@ Status PrivateTaskHandler::Protect(uint64_t round, const wire::TaskAssign& task,
     weight = 1.0;  // every client counts alike, or the sensitivity would depend on its data
     if (p.count("privacy.noise_stddev")) {
       TANDEM_ASSIGN_OR_RETURN(double stddev, RealParam(p, "privacy.noise_stddev", 0.0, 1e12));
-      if (!noise_rng_) {
-        if (noise_key_) {
-          noise_rng_.emplace(*noise_key_);
-        } else {
-          TANDEM_ASSIGN_OR_RETURN(privacy::SecureRng rng, privacy::SecureRng::Create());
-          noise_rng_.emplace(std::move(rng));
-        }
-      }
-      privacy::AddGaussianNoise(values, stddev, *noise_rng_);
+      double bit_stddev = 0.0;
       if (adaptive) {
-        TANDEM_ASSIGN_OR_RETURN(double bit_stddev,
-                                RealParam(p, "privacy.bit_noise_stddev", 0.0, 1e12));
-        unclipped += bit_stddev * noise_rng_->Normal();
+        TANDEM_ASSIGN_OR_RETURN(bit_stddev, RealParam(p, "privacy.bit_noise_stddev", 0.0, 1e12));
       }
+      // The noise is a function of (key, run, round, task): a replayed round gets the same noise,
+      // so it must also be the same update, or the difference of the two would be noise-free.
+      const std::string slot = task.kind + "/" + name;
+      std::string released;
+      PutU64(&released, values.size());
+      for (float v : values) PutDouble(&released, v);
+      PutDouble(&released, unclipped);
+      PutDouble(&released, stddev);
+      PutDouble(&released, bit_stddev);
+      TANDEM_ASSIGN_OR_RETURN(privacy::Key32 digest, Digest(released));
+      TANDEM_RETURN_IF_ERROR(CheckOnce(&noised_, {run, round, slot, digest}, "noise the update"));
+      TANDEM_ASSIGN_OR_RETURN(privacy::SecureRng::Key key, NoiseKey());
+      TANDEM_ASSIGN_OR_RETURN(privacy::SecureRng rng,
+                              privacy::ClientNoiseStream(key, run, round, slot));
+      OPENSSL_cleanse(key.data(), key.size());
+      privacy::AddGaussianNoise(values, stddev, rng);
+      if (adaptive) unclipped += bit_stddev * rng.Normal();
     }
   }
   // Only compute time travels in the clear: a client's own training loss is not protected.
@@ -161,6 +241,7 @@ Status PrivateTaskHandler::Protect(uint64_t round, const wire::TaskAssign& task,
   encoded[values.size()] = privacy::EncodeFixedPointScalar(weight, format);
   if (adaptive) encoded[values.size() + 1] = privacy::EncodeFixedPointScalar(unclipped - 0.5, format);
   pending_ = std::move(encoded);
+  contribution_run_ = run;
   modulus_bits_ = static_cast<int>(bits);
   result->tensors.clear();
   result->weight = 0.0;
@@ -221,6 +302,18 @@ Status PrivateTaskHandler::RunSecAgg(uint64_t round, const wire::TaskAssign& tas
   }
   if (task.kind == kUnmask) {
     TANDEM_ASSIGN_OR_RETURN(privacy::UnmaskRequest request, privacy::UnmaskRequest::Parse(payload));
+    // This round's masked input is the same in a replay (same update, same noise): helping to
+    // unmask it into a second sum over other survivors would let the two sums be differenced
+    // down to fewer contributions than the noise was sized for. So one split per round, ever.
+    if (!contribution_run_) {
+      return Status::FailedPrecondition("secagg.unmask without a contribution this round");
+    }
+    std::string split;
+    PutNames(&split, request.survivors);
+    PutNames(&split, request.dropped);
+    TANDEM_ASSIGN_OR_RETURN(privacy::Key32 digest, Digest(split));
+    TANDEM_RETURN_IF_ERROR(CheckOnce(&unmasked_, {*contribution_run_, round, "unmask", digest},
+                                     "unmask the contribution"));
     TANDEM_ASSIGN_OR_RETURN(privacy::UnmaskResponse response, secagg_->Unmask(request));
     result->tensors.push_back(BytesTensor(response.Serialize()));
     return Status::Ok();

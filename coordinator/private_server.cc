@@ -1,5 +1,7 @@
 #include "coordinator/private_server.h"
 
+#include <openssl/crypto.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -69,10 +71,27 @@ StatusOr<std::unique_ptr<PrivateServer>> PrivateServer::Create(
       server->update_sigma_ = *z;
     }
   }
-  if (server->options_.noise_key) {
-    server->noise_rng_ = privacy::SecureRng(*server->options_.noise_key);
+  // The noise key and run id of a fresh start; LoadState replaces both with the checkpoint's.
+  std::optional<privacy::SecureRng::Key> fixed = server->options_.noise_key;
+  if (!fixed) {
+    TANDEM_ASSIGN_OR_RETURN(std::optional<privacy::SecureRng::Key> master,
+                            privacy::ExperimentNoiseKey());
+    if (master) {
+      GetLogger("coordinator")->warn("noise keys derived from {}: reproducible, and removable by "
+                                     "whoever knows that key", privacy::kExperimentNoiseKeyVariable);
+      TANDEM_ASSIGN_OR_RETURN(fixed, privacy::DeriveKey(*master, "coordinator"));
+      OPENSSL_cleanse(master->data(), master->size());
+    }
+  }
+  if (fixed) {
+    server->noise_key_ = *fixed;
+    TANDEM_ASSIGN_OR_RETURN(privacy::SecureRng::Key run,
+                            privacy::DeriveKey(*fixed, "run " + std::to_string(server->options_.seed)));
+    std::copy_n(run.begin(), server->noise_run_.bytes.size(), server->noise_run_.bytes.begin());
+    OPENSSL_cleanse(fixed->data(), fixed->size());
   } else {
-    TANDEM_ASSIGN_OR_RETURN(server->noise_rng_, privacy::SecureRng::Create());
+    TANDEM_ASSIGN_OR_RETURN(server->noise_key_, privacy::RandomKey());
+    TANDEM_ASSIGN_OR_RETURN(server->noise_run_, privacy::NoiseRunId::Random());
   }
   return server;
 }
@@ -82,8 +101,9 @@ PrivateServer::PrivateServer(std::unique_ptr<ServerAlgorithm> inner, PrivateServ
       options_(std::move(options)),
       dp_(options_.privacy.dp),
       secagg_(options_.privacy.secagg),
-      noise_rng_(privacy::SecureRng::Key{}),
       clip_norm_(options_.privacy.dp.clip_norm) {}
+
+PrivateServer::~PrivateServer() { OPENSSL_cleanse(noise_key_.data(), noise_key_.size()); }
 
 std::vector<std::string> PrivateServer::RequiredCapabilities() const {
   std::vector<std::string> caps = inner_->RequiredCapabilities();
@@ -128,6 +148,7 @@ void PrivateServer::AddPipelineParams(TaskSpec* spec) const {
   p["privacy.length"] = static_cast<int64_t>(spec->contribution->length);
   p["privacy.dp"] = static_cast<int64_t>(dp_.enabled);
   p["privacy.secagg"] = static_cast<int64_t>(secagg_.enabled);
+  p["privacy.run"] = noise_run_.ToHex();
   if (dp_.enabled) {
     p["privacy.clip_norm"] = clip_norm_;
     p["privacy.adaptive"] = static_cast<int64_t>(dp_.adaptive_clipping);
@@ -376,14 +397,23 @@ StatusOr<std::optional<TaskSpec>> PrivateServer::Deliver(
     const bool central = dp_.noise == "central";
     const double stddev = update_sigma_ * clip_norm_;
     const double denominator = static_cast<double>(options_.shape.cohort);
+    // Central noise is a function of (key, run, round, the sum): a round redone after a restart
+    // adds the same noise to the same sum, and independent noise to any other sum.
+    std::optional<privacy::SecureRng> rng;
+    if (central) {
+      TANDEM_ASSIGN_OR_RETURN(privacy::Key32 digest, privacy::SumDigest(contributors, sum));
+      TANDEM_ASSIGN_OR_RETURN(privacy::SecureRng stream,
+                              privacy::CentralNoiseStream(noise_key_, noise_run_, round_, digest));
+      rng.emplace(std::move(stream));
+    }
     for (size_t i = 0; i < m; ++i) {
-      const double noisy = sum[i] + (central ? stddev * noise_rng_.Normal() : 0.0);
+      const double noisy = sum[i] + (central ? stddev * rng->Normal() : 0.0);
       aggregate.mean[i] = static_cast<float>(noisy / denominator);
     }
     aggregate.total_weight = denominator;
     if (dp_.adaptive_clipping) {
       // Bits are uploaded centred (b − ½), so the count's sensitivity is ½ (Andrew et al. §3.1).
-      const double noisy_bits = sum[m + 1] + (central ? bit_sigma_ * noise_rng_.Normal() : 0.0);
+      const double noisy_bits = sum[m + 1] + (central ? bit_sigma_ * rng->Normal() : 0.0);
       unclipped = noisy_bits / denominator + 0.5;
       // Kept within a range clients accept, however noisy the bit count.
       next_clip = std::clamp(
@@ -482,6 +512,12 @@ std::optional<std::string> PrivateServer::StopBeforeRound(uint64_t round) {
 void PrivateServer::SaveState(std::map<std::string, std::vector<float>>* tensors,
                               std::map<std::string, std::string>* metadata) const {
   inner_->SaveState(tensors, metadata);
+  (*metadata)["privacy.noise_run"] = noise_run_.ToHex();
+  // The coordinator's own secret, beside the model it protects: a resumed run must add the noise
+  // the uninterrupted one would have (docs/privacy.md, "Restarts").
+  if (dp_.enabled && dp_.noise == "central") {
+    (*metadata)["privacy.noise_key"] = privacy::KeyToHex(noise_key_);
+  }
   if (dp_.enabled) {
     (*metadata)["privacy.accountant"] = accountant_.SaveState();
     if (dp_.adaptive_clipping) (*metadata)["privacy.clip_norm"] = Exact(clip_norm_);
@@ -514,9 +550,25 @@ Status PrivateServer::LoadState(const std::map<std::string, std::vector<float>>&
                                      "' is not a positive number");
     }
   }
+  // A checkpoint from before noise run ids keeps the fresh ones: its rounds are not redone.
+  privacy::NoiseRunId run = noise_run_;
+  if (auto r = metadata.find("privacy.noise_run"); r != metadata.end()) {
+    StatusOr<privacy::NoiseRunId> parsed = privacy::NoiseRunId::FromHex(r->second);
+    if (!parsed.ok()) return parsed.status().WithContext("checkpoint: privacy.noise_run");
+    run = *parsed;
+  }
+  privacy::SecureRng::Key key = noise_key_;
+  if (auto k = metadata.find("privacy.noise_key"); k != metadata.end()) {
+    StatusOr<privacy::SecureRng::Key> parsed = privacy::KeyFromHex(k->second);
+    if (!parsed.ok()) return parsed.status().WithContext("checkpoint: privacy.noise_key");
+    key = *parsed;
+  }
   TANDEM_RETURN_IF_ERROR(inner_->LoadState(tensors, metadata));
   accountant_ = std::move(accountant);
   clip_norm_ = clip;
+  noise_run_ = run;
+  noise_key_ = key;
+  OPENSSL_cleanse(key.data(), key.size());
   return Status::Ok();
 }
 

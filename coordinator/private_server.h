@@ -13,6 +13,10 @@
 // step's survivors. With DP, ε is accounted after every round (RDP of the sampled Gaussian
 // mechanism), written to the metrics line, and the run stops before a round would exceed its
 // budget. The inner algorithm needs no privacy code.
+//
+// Restarts (docs/privacy.md, "Restarts"): the run's noise id and the central noise key are kept in
+// the checkpoint, and central noise is drawn from a stream derived from (key, noise id, round,
+// digest of the sum), so a round redone after --resume releases exactly what it released before.
 #pragma once
 
 #include <memory>
@@ -23,6 +27,7 @@
 #include "coordinator/aggregator.h"
 #include "coordinator/engine.h"
 #include "privacy/accountant.h"
+#include "privacy/noise_stream.h"
 #include "privacy/privacy_config.h"
 #include "privacy/secagg.h"
 #include "privacy/secure_rng.h"
@@ -40,7 +45,9 @@ struct PrivateServerOptions {
   privacy::FederationShape shape;
   uint64_t run_id = 0;
   uint64_t seed = 1;
-  // Keyed noise for tests; a real run draws its key from the operating system.
+  // Keyed noise for tests (it also fixes the noise run id); a real run draws its key and its
+  // noise run id from the operating system when it starts afresh, and keeps both in its
+  // checkpoint.
   std::optional<privacy::SecureRng::Key> noise_key;
 };
 
@@ -50,6 +57,7 @@ class PrivateServer : public ServerAlgorithm {
   // take the whole budget once σ is calibrated).
   static StatusOr<std::unique_ptr<PrivateServer>> Create(std::unique_ptr<ServerAlgorithm> inner,
                                                          PrivateServerOptions options);
+  ~PrivateServer() override;  // wipes the noise key
 
   std::string name() const override { return inner_->name(); }
   std::vector<std::string> RequiredCapabilities() const override;
@@ -78,6 +86,8 @@ class PrivateServer : public ServerAlgorithm {
   double sampling_rate() const;
   // ε spent so far at the config's δ (0 before the first round; DP off: NaN).
   double epsilon() const;
+  // The identity of this run's noise, stable across --resume; clients bind their noise to it.
+  const privacy::NoiseRunId& noise_run() const { return noise_run_; }
 
  private:
   enum class Stage { kInner, kContribution, kAdvertise, kShare, kMask, kUnmask };
@@ -102,7 +112,8 @@ class PrivateServer : public ServerAlgorithm {
   privacy::DpConfig dp_;
   privacy::SecAggConfig secagg_;
   privacy::RdpAccountant accountant_;
-  privacy::SecureRng noise_rng_;
+  privacy::SecureRng::Key noise_key_{};  // central noise; a secret, kept in the checkpoint
+  privacy::NoiseRunId noise_run_;
   double sigma_ = 0.0, update_sigma_ = 0.0, bit_sigma_ = 0.0;
   double clip_norm_ = 1.0;
 

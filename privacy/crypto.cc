@@ -187,6 +187,18 @@ StatusOr<Key32> X25519Agree(const Key32& private_key, const Key32& peer_public) 
   return secret;
 }
 
+StatusOr<Key32> Sha256(std::span<const uint8_t> data) {
+  Key32 digest;
+  unsigned int len = 0;
+  uint8_t empty = 0;
+  if (EVP_Digest(data.empty() ? &empty : data.data(), data.size(), digest.data(), &len,
+                 EVP_sha256(), nullptr) != 1 ||
+      len != digest.size()) {
+    return OpenSslError("EVP_Digest(SHA-256)");
+  }
+  return digest;
+}
+
 StatusOr<Bytes> HkdfSha256(std::span<const uint8_t> ikm, std::span<const uint8_t> salt,
                            std::string_view info, size_t out_bytes) {
   if (out_bytes == 0 || out_bytes > 255 * 32) {

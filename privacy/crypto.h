@@ -41,6 +41,9 @@ StatusOr<Key32> X25519PublicFromPrivate(const Key32& private_key);
 // before using it as a key.
 StatusOr<Key32> X25519Agree(const Key32& private_key, const Key32& peer_public);
 
+// SHA-256 (FIPS 180-4) of `data`: a digest to compare or bind values by, never a key by itself.
+StatusOr<Key32> Sha256(std::span<const uint8_t> data);
+
 // HKDF-SHA256 (RFC 5869, extract then expand) with a 32-byte output. An empty salt means the
 // RFC's default (HashLen zero bytes).
 StatusOr<Key32> HkdfSha256(std::span<const uint8_t> ikm, std::span<const uint8_t> salt,

@@ -587,9 +587,12 @@ private-resume)
   # A private run whose coordinator is SIGKILLed after round 2's checkpoint and restarted with
   # --resume ends where the uninterrupted run does. Secure aggregation alone: the final model is
   # byte for byte the uninterrupted run's (fresh keys every round, masks that cancel exactly).
-  # With DP (distributed noise) on top: the accountant resumes, so ε is the uninterrupted run's.
-  # The DP model is not compared: the noise is drawn from the operating system's randomness on
-  # every client (client/private_handler.cc), so no two DP runs share a model, interrupted or not.
+  # With DP (distributed noise) on top: the accountant resumes, so ε is the uninterrupted run's,
+  # and the model is the uninterrupted run's byte for byte too: every noise draw is a function of
+  # a key and (the run's noise id, round, task), the noise id survives in the checkpoint and the
+  # clients keep their keys, so round 3 redone after the kill adds the noise it added before
+  # (docs/privacy.md, "Restarts"). TANDEM_NOISE_KEY gives both runs the same keys, which a real
+  # run draws from the operating system; the resumed run must match without any key of its own.
   cat >> base.toml <<'EOF2'
 [privacy.secagg]
 enabled = true
@@ -625,7 +628,9 @@ EOF2
       fail "$cut: the coordinator did not resume after round 2 or 3"
     [ "$(rounds_done "runs/$cut")" -eq 4 ] || fail "$cut: metrics.jsonl should hold rounds 1-4 once each"
     [ "$(metric "runs/$cut" 4 secagg_survivors)" = "3.0" ] || fail "$cut: round 4 did not sum 3 masked inputs"
+    ! grep -q "refused to" client*.out || fail "$cut: a client refused a replayed round"
   }
+  SECONDS=0
   private_pair masked
   sha_ref="$(sha256sum < runs/masked-ref/checkpoints/model.safetensors)"
   sha_cut="$(sha256sum < runs/masked-cut/checkpoints/model.safetensors)"
@@ -639,7 +644,15 @@ clip_norm = 0.5
 noise = "distributed"
 sampling = "fixed"
 EOF2
+  # Reproducible keys for both runs: the coordinator's, the noise run id, and each client's.
+  export TANDEM_NOISE_KEY=3f1e6d2c5b4a39281706f5e4d3c2b1a00f1e2d3c4b5a69788796a5b4c3d2e1f0
+  rm -f client*.out
   private_pair dp
+  unset TANDEM_NOISE_KEY
+  cmp runs/dp-ref/checkpoints/model.safetensors runs/dp-cut/checkpoints/model.safetensors ||
+    fail "DP + secure aggregation: the resumed run's model differs from the uninterrupted run's"
+  grep -q "noise derived from TANDEM_NOISE_KEY" runs/dp-cut/coordinator.log client*.out ||
+    fail "the runs did not take their noise keys from TANDEM_NOISE_KEY"
   e_ref="$(/usr/bin/python3 -c 'import json; print(repr(json.load(open("runs/dp-ref/summary.json"))["epsilon"]))')"
   e_cut="$(/usr/bin/python3 -c 'import json; print(repr(json.load(open("runs/dp-cut/summary.json"))["epsilon"]))')"
   [ "$e_ref" = "$e_cut" ] || fail "epsilon: $e_ref uninterrupted, $e_cut resumed"
@@ -651,6 +664,7 @@ EOF2
     [ "$(metric runs/dp-ref $r epsilon)" = "$(metric runs/dp-cut $r epsilon)" ] ||
       fail "round $r: epsilon $(metric runs/dp-ref $r epsilon) uninterrupted, $(metric runs/dp-cut $r epsilon) resumed"
   done
+  echo "private-resume: four runs in ${SECONDS} s"
   ;;
 *)
   echo "unknown scenario $SCENARIO" >&2; exit 2 ;;

@@ -5,7 +5,8 @@
 // RunningSum's own format); dropouts after masking are recovered and too few survivors abort with
 // nothing delivered; DP noise has the stated variance (central, and distributed over secure
 // aggregation); ε in the metrics is the accountant's; the budget stops a run; adaptive clipping
-// moves the clip norm the way Andrew et al. say.
+// moves the clip norm the way Andrew et al. say; a run resumed from a checkpoint adds the noise the
+// uninterrupted run adds, central or distributed.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -135,7 +136,8 @@ class QueueOutbox : public Outbox {
 class Federation {
  public:
   Federation(const Scenario& scenario, privacy::PrivacyConfig privacy, EngineConfig engine_config,
-             bool with_pipeline = true)
+             bool with_pipeline = true,
+             privacy::SecureRng::Key server_key = privacy::SecureRng::Key{1, 2, 3})
       : scenario_(scenario) {
     auto inner = std::make_unique<MeanAlgorithm>(scenario.length);
     algorithm = inner.get();
@@ -144,7 +146,7 @@ class Federation {
     privacy::FederationShape shape{n, CohortSize(engine_config), MinResults(engine_config),
                                    engine_config.rounds};
     if (with_pipeline) {
-      PrivateServerOptions options{privacy, shape, 42, 7, privacy::SecureRng::Key{1, 2, 3}};
+      PrivateServerOptions options{privacy, shape, 42, 7, server_key};
       auto server = PrivateServer::Create(std::move(inner), options);
       EXPECT_TRUE(server.ok()) << server.status().ToString();
       private_server = server->get();
@@ -442,6 +444,57 @@ TEST(PrivatePipelineTest, DistributedNoiseOverSecureAggregationHasTheStatedVaria
   ASSERT_EQ(f.algorithm->means.size(), 1u);
   const double var = NoiseVariance(f.algorithm->means[0], 4.0, ClippedSum(s, clip));
   EXPECT_NEAR(var / (sigma * sigma * clip * clip), 1.0, 0.05);
+}
+
+// A coordinator restarted from round 1's checkpoint: another noise key of its own until LoadState
+// gives it the checkpoint's, then round 2 is the uninterrupted run's round 2 bit for bit.
+void ExpectResumeMatches(const privacy::PrivacyConfig& p, int min_results) {
+  const Scenario s = MakeScenario(4, 500, 0.05);
+  Federation whole(s, p, Engine(2, min_results));
+  ASSERT_TRUE(whole.Run()) << (whole.client_errors.empty() ? "" : whole.client_errors[0]);
+  ASSERT_EQ(whole.algorithm->means.size(), 2u);
+  Federation first(s, p, Engine(1, min_results));
+  ASSERT_TRUE(first.Run());
+  std::map<std::string, std::vector<float>> tensors;
+  std::map<std::string, std::string> metadata;
+  first.private_server->SaveState(&tensors, &metadata);
+  Federation resumed(s, p, Engine(2, min_results), true, privacy::SecureRng::Key{9, 9, 9});
+  EXPECT_FALSE(resumed.private_server->noise_run() == first.private_server->noise_run());
+  ASSERT_TRUE(resumed.private_server->LoadState(tensors, metadata).ok());
+  EXPECT_TRUE(resumed.private_server->noise_run() == first.private_server->noise_run());
+  resumed.engine->RestoreState(first.engine->state());
+  ASSERT_TRUE(resumed.Run()) << (resumed.client_errors.empty() ? "" : resumed.client_errors[0]);
+  ASSERT_EQ(resumed.algorithm->means.size(), 1u);
+  EXPECT_TRUE(SameBits(whole.algorithm->means[1], resumed.algorithm->means[0]));
+  EXPECT_FALSE(SameBits(whole.algorithm->means[0], whole.algorithm->means[1]))
+      << "two rounds of one run must not share their noise";
+  EXPECT_EQ(whole.private_server->epsilon(), resumed.private_server->epsilon());
+}
+
+TEST(PrivatePipelineTest, CentralNoiseAfterLoadStateIsTheUninterruptedRunsNoise) {
+  ExpectResumeMatches(Dp(0.8, 0.5, "central"), 0);
+}
+
+TEST(PrivatePipelineTest, DistributedNoiseAfterLoadStateIsTheUninterruptedRunsNoise) {
+  privacy::PrivacyConfig p = Dp(0.8, 0.5, "distributed");
+  p.secagg = SecAgg(3).secagg;
+  p.secagg.clip_range = 64.0;
+  ExpectResumeMatches(p, 4);
+}
+
+TEST(PrivatePipelineTest, TheCentralNoiseKeyIsInTheCheckpointOnlyWhenCentralNoiseIsUsed) {
+  const Scenario s = MakeScenario(3, 10);
+  Federation central(s, Dp(0.8, 0.5, "central"), Engine(1));
+  std::map<std::string, std::vector<float>> tensors;
+  std::map<std::string, std::string> metadata;
+  central.private_server->SaveState(&tensors, &metadata);
+  EXPECT_EQ(metadata.count("privacy.noise_key"), 1u);
+  EXPECT_EQ(metadata.count("privacy.noise_run"), 1u);
+  Federation masked(s, SecAgg(2), Engine(1));
+  metadata.clear();
+  masked.private_server->SaveState(&tensors, &metadata);
+  EXPECT_EQ(metadata.count("privacy.noise_key"), 0u);
+  EXPECT_EQ(metadata.count("privacy.noise_run"), 1u);
 }
 
 TEST(PrivatePipelineTest, EpsilonInTheMetricsIsTheAccountantsAndTheBudgetStopsTheRun) {
