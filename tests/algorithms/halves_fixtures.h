@@ -131,6 +131,10 @@ class HalvesTest : public TempDirTest {
     llm_path_ = Path("llm.safetensors");
     Gpt llm(LlmConfig());
     llm.InitWeights(11);
+    // A fresh model's logits are nearly flat at T = 2; a final LayerNorm 8 times as strong makes
+    // them peaked, so distillation to it is a signal a few local steps can follow.
+    float* gain = llm.param("ln_f.weight");
+    for (int c = 0; c < llm.config().d_model; ++c) gain[c] *= 8.0f;
     ASSERT_TRUE(SaveGpt(llm_path_, llm).ok());
     splits_ = HalvesSplits();
     SetConfig("");
