@@ -123,6 +123,41 @@ inline double CrossEntropyToTargets(Gpt& model, const wire::TaskAssign& task,
   return ce / (static_cast<double>(windows->count()) * T);
 }
 
+// Checks that `probs` is `model`'s next-token distribution at `temperature` on every position of
+// the task's windows (softmax(z / T), computed here in double), one row per position, each row a
+// distribution. Returns the largest difference.
+inline double ExpectPredictionsAt(Gpt& model, const wire::TaskAssign& task,
+                                  const TokenDataset& public_tokens, double temperature,
+                                  const std::vector<float>& probs) {
+  auto windows = DecodeWindows(task, public_tokens, model.config().context);
+  EXPECT_TRUE(windows.ok()) << windows.status().ToString();
+  if (!windows.ok()) return INFINITY;
+  const int T = windows->context(), V = model.config().vocab;
+  EXPECT_EQ(probs.size(), static_cast<size_t>(windows->count()) * T * V);
+  if (probs.size() != static_cast<size_t>(windows->count()) * T * V) return INFINITY;
+  std::vector<int32_t> tokens(T), next(T);
+  double worst = 0.0, worst_sum = 0.0;
+  for (int w = 0; w < windows->count(); ++w) {
+    windows->Gather(w, tokens.data(), next.data());
+    model.Forward(tokens.data(), nullptr, 1, T);
+    for (int t = 0; t < T; ++t) {
+      const float* z = model.logits() + static_cast<size_t>(t) * V;
+      const float* p = probs.data() + (static_cast<size_t>(w) * T + t) * V;
+      double max = z[0], sum = 0.0, row = 0.0;
+      for (int v = 0; v < V; ++v) max = std::max<double>(max, z[v] / temperature);
+      for (int v = 0; v < V; ++v) sum += std::exp(z[v] / temperature - max);
+      for (int v = 0; v < V; ++v) {
+        EXPECT_TRUE(p[v] >= 0.0f && p[v] <= 1.0f);
+        worst = std::max(worst, std::fabs(std::exp(z[v] / temperature - max) / sum - p[v]));
+        row += p[v];
+      }
+      worst_sum = std::max(worst_sum, std::fabs(row - 1.0));
+    }
+  }
+  EXPECT_LT(worst_sum, 1e-4) << "a row is not a distribution";
+  return worst;
+}
+
 // A fixture with an LLM checkpoint in a temp dir, the config over it, and one client context.
 class HalvesTest : public TempDirTest {
  protected:
