@@ -182,15 +182,19 @@ class HalvesTest : public TempDirTest {
   }
 
   // The coordinator half of `name`, built as the coordinator builds it, with shared objects of
-  // its own (two halves never share an LLM object).
+  // its own unless `shared` is given (two halves of separate runs never share an LLM object).
   std::unique_ptr<ServerAlgorithm> Server(const std::string& name,
                                           const ModelConfig& model = Micro(),
                                           const std::string& group = "",
-                                          std::vector<ModelConfig> client_models = {}) {
+                                          std::vector<ModelConfig> client_models = {},
+                                          SharedObjects* shared = nullptr) {
     auto algorithm = FindAlgorithm(name);
     EXPECT_TRUE(algorithm.ok()) << algorithm.status().ToString();
     if (!algorithm.ok()) return nullptr;
-    shared_.push_back(std::make_unique<SharedObjects>());
+    if (shared == nullptr) {
+      shared_.push_back(std::make_unique<SharedObjects>());
+      shared = shared_.back().get();
+    }
     ServerContext context;
     context.config = config_.get();
     context.seed = 5;
@@ -198,7 +202,7 @@ class HalvesTest : public TempDirTest {
     context.model = model;
     context.group = group;
     context.client_models = std::move(client_models);
-    context.shared = shared_.back().get();
+    context.shared = shared;
     auto server = (*algorithm)->server.create(context);
     EXPECT_TRUE(server.ok()) << name << ": " << server.status().ToString();
     if (!server.ok()) return nullptr;
