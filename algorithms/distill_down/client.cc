@@ -30,13 +30,14 @@ Status DistillDownClient::Run(uint64_t round, const wire::TaskAssign& task,
     return Status::InvalidArgument("unknown task kind '" + task.kind + "'");
   }
   TANDEM_ASSIGN_OR_RETURN(FedAvgTrainTask train, FedAvgTrainTask::Decode(task.params));
-  TANDEM_RETURN_IF_ERROR(DecodeWeightsInto(task, &global));
+  // Everything is checked before the weights load: a refused task leaves the model as it was.
   TANDEM_ASSIGN_OR_RETURN(KdTaskSettings settings, DecodeKd(task.params));
   TANDEM_ASSIGN_OR_RETURN(PublicWindows windows, DecodeWindows(task, context_->public_tokens(),
                                                                global.config().context));
   TANDEM_ASSIGN_OR_RETURN(TopKTargets targets,
                           DecodeTopKFor(task, windows, global.config().vocab,
                                         settings.options.temperature));
+  TANDEM_RETURN_IF_ERROR(DecodeWeightsInto(task, &global));
   const int kd_batch = std::min(train.local.train.batch, windows.count());
   TopKDistillTerm kd(windows, std::move(targets), settings.options, kd_batch,
                      static_cast<float>(settings.weight));

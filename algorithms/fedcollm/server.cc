@@ -236,6 +236,13 @@ void FedCoLLMServer::SaveState(std::map<std::string, std::vector<float>>* tensor
 
 Status FedCoLLMServer::LoadState(const std::map<std::string, std::vector<float>>& tensors,
                                  const std::map<std::string, std::string>& metadata) {
+  // The model SaveState names: the LLM's architecture, or the SLM's when the LLM is shared.
+  const std::string model = (llm_shared_ ? slm_->config() : llm_->config()).ToString();
+  auto m = metadata.find("model");
+  if (m == metadata.end() || m->second != model) {
+    return Status::InvalidArgument("the checkpoint holds model " +
+                                   (m == metadata.end() ? "?" : m->second) + ", this run " + model);
+  }
   auto a = tensors.find("slm.lora");
   auto l = tensors.find("llm.params");
   if (a == tensors.end() || a->second.size() != slm_->lora_params().size() ||
