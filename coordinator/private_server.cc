@@ -558,6 +558,13 @@ Status PrivateServer::LoadState(const std::map<std::string, std::vector<float>>&
     run = *parsed;
   }
   privacy::SecureRng::Key key = noise_key_;
+  // A checkpoint that has noise run ids keeps central noise's key beside them: without it, a
+  // round redone after the restart would be noised afresh, which ε does not count.
+  if (dp_.enabled && dp_.noise == "central" &&
+      metadata.count("privacy.noise_run") != metadata.count("privacy.noise_key")) {
+    return Status::InvalidArgument(
+        "the checkpoint has one of the noise run id and the central noise key without the other");
+  }
   if (auto k = metadata.find("privacy.noise_key"); k != metadata.end()) {
     StatusOr<privacy::SecureRng::Key> parsed = privacy::KeyFromHex(k->second);
     if (!parsed.ok()) return parsed.status().WithContext("checkpoint: privacy.noise_key");
