@@ -1,5 +1,6 @@
 #include "models/adamw.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace tandem {
@@ -26,6 +27,12 @@ AdamW::AdamW(const AdamWConfig& config, const ParamLayout& layout) : config_(con
 }
 
 void AdamW::Step(std::span<float> params, std::span<const float> grads, float lr) {
+  const ParamRange all{0, m_.size()};
+  Step(params, grads, lr, std::span<const ParamRange>(&all, 1));
+}
+
+void AdamW::Step(std::span<float> params, std::span<const float> grads, float lr,
+                 std::span<const ParamRange> ranges) {
   TANDEM_CHECK(params.size() == m_.size() && grads.size() == m_.size());
   ++step_;
   const float b1 = config_.beta1, b2 = config_.beta2;
@@ -39,12 +46,17 @@ void AdamW::Step(std::span<float> params, std::span<const float> grads, float lr
   float* v = v_.data();
   for (const auto& seg : segments_) {
     const float decay = seg.decay ? 1.0f - lr * config_.weight_decay : 1.0f;
-    const long end = static_cast<long>(seg.offset + seg.size);
+    for (const ParamRange& r : ranges) {
+      // The part of this segment inside the range.
+      const long begin = static_cast<long>(std::max(seg.offset, r.begin));
+      const long end = static_cast<long>(std::min(seg.offset + seg.size, r.end));
+      if (begin >= end) continue;
 #pragma omp parallel for simd schedule(static)
-    for (long i = static_cast<long>(seg.offset); i < end; ++i) {
-      m[i] = b1 * m[i] + (1.0f - b1) * g[i];
-      v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
-      p[i] = p[i] * decay - step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bc2 + config_.eps);
+      for (long i = begin; i < end; ++i) {
+        m[i] = b1 * m[i] + (1.0f - b1) * g[i];
+        v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
+        p[i] = p[i] * decay - step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bc2 + config_.eps);
+      }
     }
   }
 }

@@ -9,6 +9,7 @@
 
 #include "core/status.h"
 #include "models/param_layout.h"
+#include "models/trainable.h"
 
 namespace tandem {
 
@@ -29,6 +30,10 @@ class AdamW {
 
   // One update of params with grads at learning rate lr. Increments step().
   void Step(std::span<float> params, std::span<const float> grads, float lr);
+  // The same, but only inside `ranges` (Trainable::ranges(): ascending, disjoint): parameters
+  // outside them, and their moments, are left exactly as they are (no weight decay either).
+  void Step(std::span<float> params, std::span<const float> grads, float lr,
+            std::span<const ParamRange> ranges);
 
   int64_t step() const { return step_; }
   // The moments, for checkpoints: (m, v) each of size layout.total().

@@ -1,13 +1,16 @@
-// Text generation from a GPT with a key/value cache: each new token costs one position's worth of
-// compute instead of a pass over the whole prefix. Greedy, temperature and top-k sampling.
+// Text generation from a GPT through a workspace's key/value cache (GptWorkspace::Decode): each
+// new token costs one position's worth of compute instead of a pass over the whole prefix, on
+// the same layer kernels as training. Greedy, temperature and top-k sampling.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "core/rng.h"
 #include "core/status.h"
 #include "models/gpt.h"
+#include "models/gpt_workspace.h"
 
 namespace tandem {
 
@@ -20,17 +23,26 @@ struct SamplingConfig {
 // Picks the next token from logits (V) under `sampling`.
 int32_t SampleToken(const float* logits, int V, const SamplingConfig& sampling, Rng& rng);
 
+// One sequence being generated, in a workspace of its own: generators on the same weights may
+// run on different threads at once (see gpt_workspace.h). The weights must not change while a
+// generator uses them.
 class Generator {
  public:
-  // `model` must outlive the generator and must not change while it is used; adapters, if any,
-  // must be merged (MergeLora) first.
+  // Decodes from `model`'s weights (shared: the generator keeps them alive).
   explicit Generator(const Gpt& model);
+  explicit Generator(std::shared_ptr<const GptWeights> weights);
 
   void Reset();
   // Appends `token` at the next position and returns the logits (V) for the token after it.
   // When the context is full, the cache is rebuilt from the most recent context/2 tokens.
   const float* Feed(int32_t token);
-  int position() const { return pos_; }
+  // Appends tokens[0..k) and returns their logits (k,V), row i predicting the token after
+  // tokens[i] (what a speculative-decoding verifier needs). Requires k <= context; rebuilds the
+  // cache first as Feed does when the tokens do not fit.
+  const float* FeedMany(const int32_t* tokens, int k);
+  // Forgets the tokens after the first `position` (rejected drafts).
+  void Truncate(int position);
+  int position() const { return workspace_.position(); }
 
   // Feeds `prompt` (non-empty) and samples up to max_new_tokens, stopping after `stop_token`
   // (>= 0) or end-of-text. Returns the new tokens only.
@@ -39,13 +51,8 @@ class Generator {
                                 int32_t stop_token = -1);
 
  private:
-  const float* Step(int32_t token, int pos);
-
-  const Gpt& model_;
-  int pos_ = 0;
+  GptWorkspace workspace_;
   std::vector<int32_t> history_;  // tokens in the cache, for rebuilding it
-  std::vector<float> k_cache_, v_cache_;  // (L, context, C)
-  std::vector<float> x_, ln_, qkv_, atty_, fch_, scores_, logits_;
 };
 
 }  // namespace tandem

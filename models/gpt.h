@@ -1,147 +1,100 @@
-// GPT decoder language model (Radford et al. 2019; DESIGN.md "Models") with forward and backward
-// written by hand, after llm.c's train_gpt2.c: token + position embedding, pre-LayerNorm blocks of
-// causal multi-head attention and a GELU MLP, a final LayerNorm and a head tied to wte.
+// GPT decoder language model (Radford et al. 2019; DESIGN.md "Models"): token + position
+// embedding, pre-LayerNorm blocks of causal multi-head attention and a GELU MLP, a final LayerNorm
+// and a head tied to wte.
 //
-// Parameters, gradients and (in AdamW) optimizer moments each live in one flat buffer laid out by
-// layout(); tensors are named and shaped as in Hugging Face GPT-2. Optional LoRA adapters live in
-// a second flat buffer with its own layout. Activations are kept in an arena sized for the last
-// (B,T), reallocated only when that shape changes, so a training step allocates nothing once
-// warm. The batch is split into one shard of sequences per OpenMP thread; each shard has its own
-// gradient buffer, so results are bit-for-bit the same whatever the scheduling.
-// Not thread-safe: one model is used by one thread at a time (its kernels use OpenMP inside).
+// Gpt is the convenient whole: shared weights (gpt_weights.h: config, layout, flat parameters,
+// LoRA adapters) plus one default workspace (gpt_workspace.h: activations, gradients, cached
+// decoding) on them. More workspaces can be opened on weights() to evaluate or decode from the
+// same weights at the same time, each on its own thread:
+//
+//   Gpt model(config);                       // trains through its default workspace
+//   GptWorkspace eval(model.shared_weights()); // a second user of the same weights
+//
+// Ownership: a Gpt shares ownership of its weights with every workspace opened on them; copying
+// a Gpt copies the weights (and gradients), so the copy is independent.
+// Thread safety: as GptWorkspace for the default workspace, as GptWeights for the weights: one
+// thread uses a Gpt at a time, and nothing may run on the weights while they are written (an
+// optimizer step on params(), EnableLora, MergeLora).
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
-#include <vector>
 
 #include "core/status.h"
+#include "models/gpt_weights.h"
+#include "models/gpt_workspace.h"
 #include "models/lora.h"
 #include "models/model_config.h"
 #include "models/param_layout.h"
+#include "models/trainable.h"
 
 namespace tandem {
-
-// Pointers to one block's parameters (all inside params()).
-struct BlockWeights {
-  const float* ln1_w;  // (C)
-  const float* ln1_b;  // (C)
-  const float* qkv_w;  // (C,3C)
-  const float* qkv_b;  // (3C)
-  const float* proj_w; // (C,C)
-  const float* proj_b; // (C)
-  const float* ln2_w;  // (C)
-  const float* ln2_b;  // (C)
-  const float* fc_w;   // (C,4C)
-  const float* fc_b;   // (4C)
-  const float* fcproj_w;  // (4C,C)
-  const float* fcproj_b;  // (C)
-};
 
 class Gpt {
  public:
   explicit Gpt(const ModelConfig& config);
-  ~Gpt();
+  // A model on existing weights (shared, not copied).
+  explicit Gpt(std::shared_ptr<GptWeights> weights);
+  // An independent copy: weights, adapters, gradients and what trains.
   Gpt(const Gpt& other);
   Gpt& operator=(const Gpt&) = delete;
+  ~Gpt();
 
-  const ModelConfig& config() const { return config_; }
-  const ParamLayout& layout() const { return layout_; }
+  GptWeights& weights() { return *weights_; }
+  const GptWeights& weights() const { return *weights_; }
+  std::shared_ptr<GptWeights> shared_weights() { return weights_; }
+  std::shared_ptr<const GptWeights> shared_weights() const { return weights_; }
+  GptWorkspace& workspace() { return workspace_; }
+  const GptWorkspace& workspace() const { return workspace_; }
 
-  // GPT-2 initialisation: weights N(0, 0.02), residual projections N(0, 0.02/sqrt(2L)),
-  // biases 0, LayerNorm gains 1.
-  void InitWeights(uint64_t seed);
+  const ModelConfig& config() const { return weights_->config(); }
+  const ParamLayout& layout() const { return weights_->layout(); }
+  void InitWeights(uint64_t seed) { weights_->InitWeights(seed); }
+  std::span<float> params() { return weights_->params(); }
+  std::span<const float> params() const { return weights_->params(); }
+  float* param(const std::string& name) { return weights_->param(name); }
+  const float* param(const std::string& name) const { return weights_->param(name); }
+  BlockWeights block(int layer) const { return weights_->block(layer); }
+  // Parameters, without adapters.
+  size_t num_params() const { return weights_->num_params(); }
 
-  std::span<float> params() { return params_; }
-  std::span<const float> params() const { return params_; }
-  std::span<float> grads() { return grads_; }
-  std::span<const float> grads() const { return grads_; }
-  // The named tensor; aborts if the name is unknown (a programming error).
-  float* param(const std::string& name);
-  const float* param(const std::string& name) const;
-  float* grad(const std::string& name);
-  BlockWeights block(int layer) const;
-
-  // --- LoRA -------------------------------------------------------------------------------
-  // Adds adapters to every block's target layers and freezes the base (set_train_base(true) to
-  // train both). A has standard deviation 1/sqrt(fan_in) and B is zero (Hu et al.), so a new
-  // adapter leaves the model's output unchanged.
+  // --- LoRA (see GptWeights) ----------------------------------------------------------------
+  // Also makes the adapters alone trainable (set_trainable(Trainable::All(layout())) trains
+  // both).
   Status EnableLora(const LoraConfig& lora, uint64_t seed);
-  bool has_lora() const { return lora_ != nullptr; }
-  const LoraConfig& lora_config() const;
-  const ParamLayout& lora_layout() const;
-  std::span<float> lora_params();
-  std::span<const float> lora_params() const;
-  std::span<float> lora_grads();
-  // Folds the adapters into the base weights (inference at base speed) and back.
-  void MergeLora();
-  void UnmergeLora();
-  bool lora_merged() const;
-  // Whether Backward() computes gradients of the base parameters. True without LoRA; false by
-  // default once LoRA is enabled (frozen base).
-  void set_train_base(bool train) { train_base_ = train; }
-  bool train_base() const { return train_base_; }
+  bool has_lora() const { return weights_->has_lora(); }
+  const LoraConfig& lora_config() const { return weights_->lora_config(); }
+  const ParamLayout& lora_layout() const { return weights_->lora_layout(); }
+  std::span<float> lora_params() { return weights_->lora_params(); }
+  std::span<const float> lora_params() const { return weights_->lora_params(); }
+  void MergeLora() { weights_->MergeLora(); }
+  void UnmergeLora() { weights_->UnmergeLora(); }
+  bool lora_merged() const { return weights_->lora_merged(); }
 
-  // --- Training and inference -------------------------------------------------------------
-  // tokens (B,T) in [0, vocab), T <= context. targets (B,T) in [0, vocab) or -1 (ignored), or
-  // null for inference. Returns the mean cross-entropy over non-ignored targets (0 if none or
-  // null). logits() then holds (B,T,V).
-  float Forward(const int32_t* tokens, const int32_t* targets, int B, int T);
-  const float* logits() const;
-  // (B*T) per-position losses of the last Forward with targets (0 where ignored).
-  const float* losses() const;
-  int loss_count() const { return loss_count_; }
-
-  void ZeroGrad();
-  // Accumulates d(mean loss)/d(parameters) into grads() (and lora_grads()). Requires the last
-  // Forward to have had targets.
-  void Backward();
-  // Accumulates gradients given dlogits (B,T,V) of any loss of the last Forward's logits (the
-  // entry point for distillation losses).
-  void BackwardFromLogits(const float* dlogits);
-
-  // Parameters, counting adapters.
-  size_t num_params() const { return params_.size(); }
+  // --- Training and inference through the default workspace (see GptWorkspace) -------------
+  // What Backward computes gradients for: everything without LoRA, the adapters once LoRA is
+  // enabled.
+  void set_trainable(const Trainable& trainable) { workspace_.set_trainable(trainable); }
+  const Trainable& trainable() const { return workspace_.trainable(); }
+  float Forward(const int32_t* tokens, const int32_t* targets, int B, int T) {
+    return workspace_.Forward(tokens, targets, B, T);
+  }
+  const float* logits() const { return workspace_.logits(); }
+  const float* losses() const { return workspace_.losses(); }
+  int loss_count() const { return workspace_.loss_count(); }
+  std::span<float> grads() { return workspace_.grads(); }
+  std::span<const float> grads() const { return workspace_.grads(); }
+  float* grad(const std::string& name) { return workspace_.grad(name); }
+  std::span<float> lora_grads() { return workspace_.lora_grads(); }
+  void ZeroGrad() { workspace_.ZeroGrad(); }
+  void Backward() { workspace_.Backward(); }
+  void BackwardFromLogits(const float* dlogits) { workspace_.BackwardFromLogits(dlogits); }
 
  private:
-  struct Activations;
-  struct LoraState;
-  struct LinearSlot;
-
-  void EnsureActivations(int B, int T);
-  // Threads the batch is split over: min(B, OpenMP threads).
-  int NumShards(int B) const;
-  // Forward and backward of sequences [b0, b0 + nb) of the batch. g and gl are the gradient
-  // buffers (base and adapters) this shard accumulates into.
-  void ForwardShard(int b0, int nb, double* loss_sum, int* count);
-  void BackwardShard(int b0, int nb, const float* dlogits, float* g, float* gl);
-  // A linear layer's weights; its gradients point into g (and gl for adapters), or the model's
-  // own buffers when null.
-  LinearSlot Linear(int layer, int kind, float* g, float* gl = nullptr);
-  void LinearFwd(const LinearSlot& s, float* out, const float* inp, int N, bool accumulate,
-                 size_t xa_offset);
-  void LinearBwd(const LinearSlot& s, float* dinp, const float* dout, const float* inp, int N,
-                 size_t xa_offset);
-
-  // Offsets into params_/grads_ of every block's tensors, resolved once so the step does no
-  // name lookups: [layer][BlockTensor].
-  std::vector<std::vector<size_t>> block_offsets_;
-  // Offsets of the tensors outside the blocks, resolved once likewise.
-  size_t wte_offset_ = 0, wpe_offset_ = 0, lnf_w_offset_ = 0, lnf_b_offset_ = 0;
-
-  ModelConfig config_;
-  ParamLayout layout_;
-  std::vector<float> params_;
-  std::vector<float> grads_;
-  std::unique_ptr<LoraState> lora_;
-  bool train_base_ = true;
-  std::unique_ptr<Activations> acts_;
-  int B_ = 0, T_ = 0;  // shape of the last Forward
-  bool has_targets_ = false;
-  int loss_count_ = 0;
+  std::shared_ptr<GptWeights> weights_;
+  GptWorkspace workspace_;
 };
 
 }  // namespace tandem

@@ -24,6 +24,38 @@ StatusOr<int> MetaInt(const std::map<std::string, std::string>& meta, const std:
   }
 }
 
+// A comma-separated list of integers ("4,3,4").
+StatusOr<std::vector<int>> MetaIntList(const std::map<std::string, std::string>& meta,
+                                       const std::string& key, const std::string& path) {
+  std::vector<int> out;
+  auto it = meta.find(key);
+  if (it == meta.end()) return out;
+  std::stringstream ss(it->second);
+  for (std::string item; std::getline(ss, item, ',');) {
+    std::map<std::string, std::string> one = {{key, item}};
+    TANDEM_ASSIGN_OR_RETURN(int v, MetaInt(one, key, path));
+    out.push_back(v);
+  }
+  return out;
+}
+
+std::string IntList(const std::vector<int>& v) {
+  std::string s;
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+  return s;
+}
+
+// Parameters of a model of shape `c`, in double so a forged header cannot overflow it.
+double ParameterCount(const ModelConfig& c) {
+  const double C = c.d_model;
+  double n = (static_cast<double>(c.vocab) + c.context + 2) * C;
+  for (int l = 0; l < c.n_layer; ++l) {
+    const double A = c.attn_width(l), M = c.mlp_width(l);
+    n += 4 * C + C * 3 * A + 3 * A + A * C + C + C * M + M + M * C + C;
+  }
+  return n;
+}
+
 std::string ShapeString(const std::vector<int64_t>& shape) {
   std::ostringstream out;
   out << "[";
@@ -52,17 +84,17 @@ Status CopyTensors(const SafetensorsFile& file, const ParamLayout& layout, float
 
 }  // namespace
 
-Status SaveGpt(const std::string& path, const Gpt& model,
+Status SaveGpt(const std::string& path, const GptWeights& weights,
                const std::map<std::string, std::string>& extra_metadata) {
   // With merged adapters the base weights hold base + adapter: save the base alone.
-  std::unique_ptr<Gpt> unmerged;
-  const Gpt* source = &model;
-  if (model.lora_merged()) {
-    unmerged = std::make_unique<Gpt>(model);
+  std::unique_ptr<GptWeights> unmerged;
+  const GptWeights* source = &weights;
+  if (weights.lora_merged()) {
+    unmerged = std::make_unique<GptWeights>(weights);
     unmerged->UnmergeLora();
     source = unmerged.get();
   }
-  const ModelConfig& c = model.config();
+  const ModelConfig& c = weights.config();
   std::map<std::string, std::string> meta = extra_metadata;
   meta["format"] = "tandem-gpt2";
   meta["vocab_size"] = std::to_string(c.vocab);
@@ -70,11 +102,23 @@ Status SaveGpt(const std::string& path, const Gpt& model,
   meta["n_embd"] = std::to_string(c.d_model);
   meta["n_layer"] = std::to_string(c.n_layer);
   meta["n_head"] = std::to_string(c.n_head);
+  // Only shapes other than GPT-2's carry these keys, so GPT-2-shaped files stay as they were.
+  if (c.mlp_width() != 4 * c.d_model) meta["n_inner"] = std::to_string(c.mlp_width());
+  if (c.d_model % c.n_head != 0 || c.head_dim() != c.d_model / c.n_head) {
+    meta["head_dim"] = std::to_string(c.head_dim());
+  }
+  if (!c.layer_n_head.empty()) meta["layer_n_head"] = IntList(c.layer_n_head);
+  if (!c.layer_d_mlp.empty()) meta["layer_n_inner"] = IntList(c.layer_d_mlp);
   std::vector<TensorToWrite> tensors;
   for (const auto& spec : source->layout().tensors()) {
     tensors.push_back({spec.name, DType::kF32, spec.shape, source->params().data() + spec.offset});
   }
   return WriteSafetensors(path, tensors, meta);
+}
+
+Status SaveGpt(const std::string& path, const Gpt& model,
+               const std::map<std::string, std::string>& extra_metadata) {
+  return SaveGpt(path, model.weights(), extra_metadata);
 }
 
 StatusOr<std::unique_ptr<Gpt>> LoadGpt(const std::string& path) {
@@ -91,6 +135,14 @@ StatusOr<std::unique_ptr<Gpt>> LoadGpt(const std::string& path) {
     TANDEM_ASSIGN_OR_RETURN(config.d_model, MetaInt(file.metadata, "n_embd", path));
     TANDEM_ASSIGN_OR_RETURN(config.n_layer, MetaInt(file.metadata, "n_layer", path));
     TANDEM_ASSIGN_OR_RETURN(config.n_head, MetaInt(file.metadata, "n_head", path));
+    if (file.metadata.count("n_inner") > 0) {
+      TANDEM_ASSIGN_OR_RETURN(config.d_mlp, MetaInt(file.metadata, "n_inner", path));
+    }
+    if (file.metadata.count("head_dim") > 0) {
+      TANDEM_ASSIGN_OR_RETURN(config.d_head, MetaInt(file.metadata, "head_dim", path));
+    }
+    TANDEM_ASSIGN_OR_RETURN(config.layer_n_head, MetaIntList(file.metadata, "layer_n_head", path));
+    TANDEM_ASSIGN_OR_RETURN(config.layer_d_mlp, MetaIntList(file.metadata, "layer_n_inner", path));
   } else {
     auto wte = file.tensors.find(prefix + "wte.weight");
     auto wpe = file.tensors.find(prefix + "wpe.weight");
@@ -107,13 +159,32 @@ StatusOr<std::unique_ptr<Gpt>> LoadGpt(const std::string& path) {
       ++config.n_layer;
     }
     config.n_head = std::max(1, config.d_model / 64);
+    // MLP widths from the c_fc weights (Hugging Face's n_inner, per block for pruned models).
+    std::vector<int> widths;
+    for (int l = 0; l < config.n_layer; ++l) {
+      auto fc = file.tensors.find(prefix + "h." + std::to_string(l) + ".mlp.c_fc.weight");
+      if (fc == file.tensors.end() || fc->second.shape.size() != 2) break;
+      widths.push_back(static_cast<int>(fc->second.shape[1]));
+    }
+    if (!widths.empty() && static_cast<int>(widths.size()) == config.n_layer) {
+      config.d_mlp = widths[0];
+      if (std::count(widths.begin(), widths.end(), widths[0]) != config.n_layer) {
+        config.layer_d_mlp = widths;
+      }
+    }
   }
   Status valid = config.Validate();
   if (!valid.ok()) return valid.WithContext(path);
   // Every parameter must come from the file, so a model larger than the file's tensors is
   // corrupt: refuse it before allocating (a forged header must not make us allocate gigabytes).
-  const double C = config.d_model, L = config.n_layer;
-  const double needed = config.vocab * C + config.context * C + L * (12 * C * C + 13 * C) + 2 * C;
+  // A block is 12 tensors: a header claiming more blocks than the file could hold is corrupt
+  // (and is refused before anything is sized by it).
+  if (static_cast<double>(config.n_layer) * 12 > static_cast<double>(file.tensors.size())) {
+    return Status::Corruption(path + ": the model its header describes (" + config.ToString() +
+                              ") needs more parameters than the file holds (" +
+                              std::to_string(file.tensors.size()) + " tensors)");
+  }
+  const double needed = ParameterCount(config);
   double available = 0;
   for (const auto& [name, t] : file.tensors) available += static_cast<double>(t.elements());
   // A slightly short file (a missing bias, say) is reported below by the tensor it lacks.

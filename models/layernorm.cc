@@ -69,12 +69,12 @@ void LayerNormBackward(float* dinp, float* dweight, float* dbias, const float* d
       }
     }
   }
-  if (dweight == nullptr) return;
+  if (dweight == nullptr && dbias == nullptr) return;
   for (int t = 0; t < threads; ++t) {
     const float* dw_local = partial_base + static_cast<size_t>(t) * 2 * C;
     for (int c = 0; c < C; ++c) {
-      dweight[c] += dw_local[c];
-      dbias[c] += dw_local[C + c];
+      if (dweight != nullptr) dweight[c] += dw_local[c];
+      if (dbias != nullptr) dbias[c] += dw_local[C + c];
     }
   }
 }

@@ -9,7 +9,8 @@ constexpr float kLayerNormEps = 1e-5f;
 void LayerNormForward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
                       const float* bias, int N, int C);
 
-// dinp (N,C) += ..., dweight (C) += ..., dbias (C) += ... (dweight/dbias null when frozen).
+// dinp (N,C) += ..., dweight (C) += ..., dbias (C) += ... (each of dweight, dbias null when
+// frozen).
 void LayerNormBackward(float* dinp, float* dweight, float* dbias, const float* dout,
                        const float* inp, const float* weight, const float* mean,
                        const float* rstd, int N, int C);

@@ -54,10 +54,12 @@ void LoraBackward(float* dinp, float* dA, float* dB, float* dxa, const float* do
                   const float* inp, const float* xa, const float* A, const float* B, int N, int C,
                   int r, int OC, float scale) {
   ConstMatMap dO(dout, N, OC);
-  MatMap(dB, r, OC).noalias() += scale * (ConstMatMap(xa, N, r).transpose() * dO);
+  if (dB != nullptr) {
+    MatMap(dB, r, OC).noalias() += scale * (ConstMatMap(xa, N, r).transpose() * dO);
+  }
   MatMap dXA(dxa, N, r);
   dXA.noalias() = scale * (dO * ConstMatMap(B, r, OC).transpose());
-  MatMap(dA, C, r).noalias() += ConstMatMap(inp, N, C).transpose() * dXA;
+  if (dA != nullptr) MatMap(dA, C, r).noalias() += ConstMatMap(inp, N, C).transpose() * dXA;
   if (dinp != nullptr) {
     MatMap(dinp, N, C).noalias() += dXA * ConstMatMap(A, C, r).transpose();
   }

@@ -30,7 +30,8 @@ void LoraForward(float* out, float* xa, const float* inp, const float* A, const 
                  int C, int r, int OC, float scale);
 
 // Given dout (N,OC): dB (r,OC) += scale * xa^T dout; dxa (N,r) = scale * dout B^T (scratch);
-// dA (C,r) += inp^T dxa; dinp (N,C) += dxa A^T (skipped when null).
+// dA (C,r) += inp^T dxa; dinp (N,C) += dxa A^T. Each of dinp, dA, dB is skipped when null (a
+// frozen adapter still passes the gradient through to dinp).
 void LoraBackward(float* dinp, float* dA, float* dB, float* dxa, const float* dout,
                   const float* inp, const float* xa, const float* A, const float* B, int N, int C,
                   int r, int OC, float scale);

@@ -1,6 +1,7 @@
 // Writes a model and its logits, loss and every parameter gradient on a fixed batch, for
 // tests/models/conformance.py to recompute with an independent PyTorch GPT-2.
-// Usage: conformance_dump OUT_DIR [preset] [batch] [seq]
+// Usage: conformance_dump OUT_DIR [preset] [batch] [seq]; preset "nonuniform" is a pruned-looking
+// model whose blocks differ in head count and MLP width (as torch_gpt2.PRESETS["nonuniform"]).
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -18,7 +19,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string dir = argv[1];
-  auto config = ModelPreset(argc > 2 ? argv[2] : "slm-micro");
+  const std::string preset = argc > 2 ? argv[2] : "slm-micro";
+  StatusOr<ModelConfig> config = ModelPreset(preset == "nonuniform" ? "slm-micro" : preset);
+  if (config.ok() && preset == "nonuniform") {
+    config->n_layer = 3;
+    config->d_head = 16;
+    config->layer_n_head = {4, 1, 3};
+    config->layer_d_mlp = {256, 40, 96};
+  }
   if (!config.ok()) {
     std::fprintf(stderr, "%s\n", config.status().ToString().c_str());
     return 2;

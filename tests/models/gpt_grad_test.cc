@@ -23,6 +23,17 @@ ModelConfig TinyConfig() {
   return c;
 }
 
+// A pruned-looking model: blocks with different head counts and MLP widths, and heads whose
+// total width differs from d_model.
+ModelConfig NonUniformConfig() {
+  ModelConfig c = TinyConfig();
+  c.n_layer = 3;
+  c.d_head = 6;
+  c.layer_n_head = {3, 1, 2};
+  c.layer_d_mlp = {40, 24, 12};
+  return c;
+}
+
 struct Batch {
   int B = 2, T = 7;
   std::vector<int32_t> tokens, targets;
@@ -71,6 +82,40 @@ TEST(GptGradTest, EveryParameterMatchesFiniteDifferences) {
   model.Backward();
   std::vector<float> grads(model.grads().begin(), model.grads().end());
   CheckAllTensors(model, model.layout(), model.params().data(), grads.data(), batch);
+}
+
+TEST(GptGradTest, NonUniformModelMatchesFiniteDifferences) {
+  Gpt model(NonUniformConfig());
+  ASSERT_EQ(model.layout().Find("h.1.attn.c_attn.weight")->shape, (std::vector<int64_t>{16, 18}));
+  ASSERT_EQ(model.layout().Find("h.2.mlp.c_proj.weight")->shape, (std::vector<int64_t>{12, 16}));
+  model.InitWeights(45);
+  Rng rng(9);
+  for (float& p : model.params()) p += static_cast<float>(rng.Normal()) * 0.1f;
+  const Batch batch = RandomBatch(5, 256);
+  model.ZeroGrad();
+  model.Forward(batch.tokens.data(), batch.targets.data(), batch.B, batch.T);
+  model.Backward();
+  std::vector<float> grads(model.grads().begin(), model.grads().end());
+  CheckAllTensors(model, model.layout(), model.params().data(), grads.data(), batch);
+}
+
+TEST(GptGradTest, NonUniformLoraAdaptersMatchFiniteDifferences) {
+  Gpt model(NonUniformConfig());
+  model.InitWeights(46);
+  LoraConfig lora;
+  lora.rank = 2;
+  lora.alpha = 4.0f;
+  ASSERT_TRUE(model.EnableLora(lora, 6).ok());
+  EXPECT_EQ(model.lora_layout().Find("h.0.attn.c_proj.lora_A")->shape,
+            (std::vector<int64_t>{18, 2}));
+  Rng rng(10);
+  for (float& p : model.lora_params()) p += static_cast<float>(rng.Normal()) * 0.2f;
+  const Batch batch = RandomBatch(6, 256);
+  model.ZeroGrad();
+  model.Forward(batch.tokens.data(), batch.targets.data(), batch.B, batch.T);
+  model.Backward();
+  std::vector<float> grads(model.lora_grads().begin(), model.lora_grads().end());
+  CheckAllTensors(model, model.lora_layout(), model.lora_params().data(), grads.data(), batch);
 }
 
 TEST(GptGradTest, LoraAdaptersMatchFiniteDifferencesAndBaseIsFrozen) {

@@ -100,11 +100,11 @@ TEST(AttentionTest, GradientsMatchFiniteDifferences) {
   auto qkv = Random(B * T * 3 * C, rng), R = Random(B * T * C, rng);
   std::vector<float> out(B * T * C), att(B * NH * T * T), dqkv(B * T * 3 * C);
   auto loss = [&] {
-    AttentionForward(out.data(), att.data(), qkv.data(), B, T, C, NH);
+    AttentionForward(out.data(), att.data(), qkv.data(), B, T, NH, C / NH);
     return Dot(out, R);
   };
   loss();
-  AttentionBackward(dqkv.data(), R.data(), qkv.data(), att.data(), B, T, C, NH);
+  AttentionBackward(dqkv.data(), R.data(), qkv.data(), att.data(), B, T, NH, C / NH);
   auto r = CheckGradient(qkv.data(), SpreadIndices(qkv.size(), 240), dqkv.data(), loss);
   EXPECT_LT(r.max_rel_error, kTol);
 }
@@ -115,13 +115,24 @@ TEST(AttentionTest, IsCausal) {
   const int B = 1, T = 6, C = 4, NH = 2;
   auto qkv = Random(B * T * 3 * C, rng);
   std::vector<float> out1(T * C), out2(T * C), att(NH * T * T);
-  AttentionForward(out1.data(), att.data(), qkv.data(), B, T, C, NH);
+  AttentionForward(out1.data(), att.data(), qkv.data(), B, T, NH, C / NH);
   for (int c = 0; c < 3 * C; ++c) qkv[(T - 1) * 3 * C + c] += 1.0f;
-  AttentionForward(out2.data(), att.data(), qkv.data(), B, T, C, NH);
+  AttentionForward(out2.data(), att.data(), qkv.data(), B, T, NH, C / NH);
   for (int i = 0; i < (T - 1) * C; ++i) EXPECT_FLOAT_EQ(out1[i], out2[i]);
   bool last_changed = false;
   for (int c = 0; c < C; ++c) last_changed |= out1[(T - 1) * C + c] != out2[(T - 1) * C + c];
   EXPECT_TRUE(last_changed);
+}
+
+// Queries after `past` cached positions: the same rows as a full pass over past + T positions.
+TEST(AttentionTest, CachedQueriesMatchFullPass) {
+  Rng rng(16);
+  const int NH = 3, HD = 4, A = NH * HD, past = 5, T = 3, S = past + T;
+  auto qkv = Random(S * 3 * A, rng);
+  std::vector<float> full(S * A), full_att(NH * S * S), part(T * A), part_att(NH * T * S);
+  AttentionForward(full.data(), full_att.data(), qkv.data(), 1, S, NH, HD);
+  AttentionForward(part.data(), part_att.data(), qkv.data(), 1, T, NH, HD, past);
+  for (int i = 0; i < T * A; ++i) EXPECT_NEAR(part[i], full[past * A + i], 1e-6) << i;
 }
 
 TEST(GeluTest, GradientsMatchFiniteDifferences) {

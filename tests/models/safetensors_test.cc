@@ -60,6 +60,56 @@ TEST_F(SafetensorsTest, ModelRoundTripIsExactAndUsesGpt2Names) {
                         model.params().size() * sizeof(float)), 0);
 }
 
+// A pruned model's per-block shapes travel in the metadata and come back; a GPT-2-shaped model's
+// file carries none of those keys (files written before they existed look the same and load).
+TEST_F(SafetensorsTest, NonUniformModelRoundTripsItsShapes) {
+  ModelConfig c = Small();
+  c.n_layer = 3;
+  c.d_head = 6;
+  c.layer_n_head = {4, 1, 2};
+  c.layer_d_mlp = {128, 24, 40};
+  Gpt model(c);
+  model.InitWeights(6);
+  ASSERT_TRUE(SaveGpt(Path("p.safetensors"), model).ok());
+  auto file = ReadSafetensors(Path("p.safetensors"));
+  ASSERT_TRUE(file.ok());
+  EXPECT_EQ(file->metadata.at("layer_n_head"), "4,1,2");
+  EXPECT_EQ(file->metadata.at("layer_n_inner"), "128,24,40");
+  EXPECT_EQ(file->metadata.at("head_dim"), "6");
+  EXPECT_EQ(file->tensors.at("h.1.attn.c_attn.weight").shape, (std::vector<int64_t>{32, 18}));
+  EXPECT_EQ(file->tensors.at("h.2.mlp.c_proj.weight").shape, (std::vector<int64_t>{40, 32}));
+  auto loaded = LoadGpt(Path("p.safetensors"));
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  EXPECT_EQ((*loaded)->config(), c);
+  EXPECT_EQ((*loaded)->config().ToString(), c.ToString());
+  EXPECT_EQ(std::memcmp((*loaded)->params().data(), model.params().data(),
+                        model.params().size() * sizeof(float)), 0);
+
+  // Without the per-block keys (a stale or hand-edited header) the shapes no longer match.
+  SafetensorsFile bare = *file;
+  bare.metadata.erase("layer_n_head");
+  std::vector<TensorToWrite> tensors;
+  std::vector<std::vector<float>> values;
+  values.reserve(bare.tensors.size());
+  for (const auto& [name, t] : bare.tensors) {
+    values.push_back(*t.ToFloat());
+    tensors.push_back({name, DType::kF32, t.shape, values.back().data()});
+  }
+  ASSERT_TRUE(WriteSafetensors(Path("stale.safetensors"), tensors, bare.metadata).ok());
+  auto stale = LoadGpt(Path("stale.safetensors"));
+  ASSERT_FALSE(stale.ok());
+  EXPECT_NE(stale.status().message().find("h.1.attn.c_attn.weight"), std::string::npos)
+      << stale.status().message();
+
+  Gpt plain(Small());
+  ASSERT_TRUE(SaveGpt(Path("plain.safetensors"), plain).ok());
+  auto plain_file = ReadSafetensors(Path("plain.safetensors"));
+  ASSERT_TRUE(plain_file.ok());
+  for (const char* key : {"n_inner", "head_dim", "layer_n_head", "layer_n_inner"}) {
+    EXPECT_EQ(plain_file->metadata.count(key), 0u) << key;
+  }
+}
+
 TEST_F(SafetensorsTest, LoraRoundTrip) {
   Gpt model(Small());
   model.InitWeights(6);

@@ -1,6 +1,9 @@
 """Reference GPT-2 in PyTorch, written from tandem's model spec (docs in DESIGN.md, "Models").
 
-Pre-LayerNorm decoder, learned positions, tied head, GELU (tanh), no dropout. Linear weights use
+Pre-LayerNorm decoder, learned positions, tied head, GELU (tanh), no dropout. Blocks may differ
+in head count and MLP width (pruned models): block i has layer_n_head[i] heads of head_dim and a
+layer_n_inner[i]-wide MLP, read from the optional checkpoint metadata keys n_inner, head_dim,
+layer_n_head and layer_n_inner (comma-separated lists); absent keys mean GPT-2's shape. Linear weights use
 the Hugging Face GPT-2 Conv1D layout [in, out], so a layer is `x @ W + b`. Checkpoints are
 safetensors, parsed by hand (no `safetensors` package on Debian): u64 LE header length N, N bytes
 of JSON, then raw little-endian data addressed by offsets relative to the end of the header.
@@ -19,6 +22,9 @@ _NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
 
 PRESETS = {
     "slm-tiny": dict(n_embd=128, n_layer=4, n_head=4, n_positions=128, vocab_size=256),
+    # What pruning leaves: heads of the parent's size, fewer of them and narrower MLPs per block.
+    "nonuniform": dict(n_embd=64, n_layer=3, n_head=4, n_positions=64, vocab_size=256,
+                       head_dim=16, layer_n_head=[4, 1, 3], layer_n_inner=[256, 40, 96]),
     "llm-small": dict(n_embd=384, n_layer=6, n_head=6, n_positions=128, vocab_size=256),
 }
 
@@ -67,7 +73,23 @@ def save_safetensors(path, tensors, metadata=None):
 
 
 def config_from_metadata(meta):
-    return {k: int(meta[k]) for k in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head")}
+    cfg = {k: int(meta[k]) for k in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head")}
+    for k in ("n_inner", "head_dim"):
+        if k in meta:
+            cfg[k] = int(meta[k])
+    for k in ("layer_n_head", "layer_n_inner"):
+        if k in meta:
+            cfg[k] = [int(x) for x in meta[k].split(",")]
+    return cfg
+
+
+def block_shape(cfg, i):
+    """(heads, head_dim, MLP width) of block i."""
+    C = cfg["n_embd"]
+    hd = cfg.get("head_dim", C // cfg["n_head"])
+    heads = cfg["layer_n_head"][i] if "layer_n_head" in cfg else cfg["n_head"]
+    inner = cfg["layer_n_inner"][i] if "layer_n_inner" in cfg else cfg.get("n_inner", 4 * C)
+    return heads, hd, inner
 
 
 def parameter_shapes(cfg):
@@ -76,13 +98,15 @@ def parameter_shapes(cfg):
     shapes = {"wte.weight": (V, C), "wpe.weight": (T, C)}
     for i in range(L):
         p = f"h.{i}."
+        heads, hd, M = block_shape(cfg, i)
+        A = heads * hd
         shapes.update({
             p + "ln_1.weight": (C,), p + "ln_1.bias": (C,),
-            p + "attn.c_attn.weight": (C, 3 * C), p + "attn.c_attn.bias": (3 * C,),
-            p + "attn.c_proj.weight": (C, C), p + "attn.c_proj.bias": (C,),
+            p + "attn.c_attn.weight": (C, 3 * A), p + "attn.c_attn.bias": (3 * A,),
+            p + "attn.c_proj.weight": (A, C), p + "attn.c_proj.bias": (C,),
             p + "ln_2.weight": (C,), p + "ln_2.bias": (C,),
-            p + "mlp.c_fc.weight": (C, 4 * C), p + "mlp.c_fc.bias": (4 * C,),
-            p + "mlp.c_proj.weight": (4 * C, C), p + "mlp.c_proj.bias": (C,),
+            p + "mlp.c_fc.weight": (C, M), p + "mlp.c_fc.bias": (M,),
+            p + "mlp.c_proj.weight": (M, C), p + "mlp.c_proj.bias": (C,),
         })
     shapes.update({"ln_f.weight": (C,), "ln_f.bias": (C,)})
     return shapes
@@ -94,7 +118,7 @@ class GPT2(torch.nn.Module):
     def __init__(self, cfg, dtype=torch.float32, seed=0):
         super().__init__()
         self.cfg = dict(cfg)
-        assert cfg["n_embd"] % cfg["n_head"] == 0
+        assert "head_dim" in cfg or cfg["n_embd"] % cfg["n_head"] == 0
         self.names = list(parameter_shapes(cfg))
         self.params = torch.nn.ParameterDict()  # keys may not contain '.', so map them
         g = torch.Generator().manual_seed(seed)
@@ -129,26 +153,28 @@ class GPT2(torch.nn.Module):
         return {n: p.detach().cpu().numpy().astype(np.float32) for n, p in self.named()}
 
     def metadata(self):
-        meta = {k: str(v) for k, v in self.cfg.items()}
+        meta = {k: ",".join(map(str, v)) if isinstance(v, list) else str(v)
+                for k, v in self.cfg.items()}
         meta["format"] = "tandem-gpt2"
         return meta
 
     def forward(self, tokens):  # tokens (B,T) int64 -> logits (B,T,V)
         cfg, p = self.cfg, self.p
         B, T = tokens.shape
-        C, H = cfg["n_embd"], cfg["n_head"]
-        hd = C // H
+        C = cfg["n_embd"]
         x = p("wte.weight")[tokens] + p("wpe.weight")[:T]  # (B,T,C)
         mask = torch.ones(T, T, dtype=torch.bool).tril()
         for i in range(cfg["n_layer"]):
             h = f"h.{i}."
+            H, hd, _ = block_shape(cfg, i)
+            A = H * hd
             a = F.layer_norm(x, (C,), p(h + "ln_1.weight"), p(h + "ln_1.bias"), 1e-5)
-            qkv = linear(a, p(h + "attn.c_attn.weight"), p(h + "attn.c_attn.bias"))  # (B,T,3C)
-            q, k, v = qkv.split(C, dim=-1)
+            qkv = linear(a, p(h + "attn.c_attn.weight"), p(h + "attn.c_attn.bias"))  # (B,T,3A)
+            q, k, v = qkv.split(A, dim=-1)
             q, k, v = (t.view(B, T, H, hd).transpose(1, 2) for t in (q, k, v))  # (B,H,T,hd)
             att = (q @ k.transpose(-2, -1)) / math.sqrt(hd)  # (B,H,T,T)
             att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
-            y = (att @ v).transpose(1, 2).reshape(B, T, C)
+            y = (att @ v).transpose(1, 2).reshape(B, T, A)
             x = x + linear(y, p(h + "attn.c_proj.weight"), p(h + "attn.c_proj.bias"))
             m = F.layer_norm(x, (C,), p(h + "ln_2.weight"), p(h + "ln_2.bias"), 1e-5)
             m = F.gelu(linear(m, p(h + "mlp.c_fc.weight"), p(h + "mlp.c_fc.bias")), approximate="tanh")

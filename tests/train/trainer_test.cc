@@ -82,6 +82,17 @@ TEST_F(TrainerTest, LoraTrainingMovesOnlyAdapters) {
   ASSERT_TRUE(result.ok()) << result.status().ToString();
   EXPECT_LT(result->final_val_loss, result->initial_val_loss);
   EXPECT_TRUE(fs::exists(dir_ / "lora" / "checkpoints" / "lora.safetensors"));
+  // The base is frozen: the saved base is, bit for bit, the initialisation (seed 3).
+  auto saved = LoadGpt((dir_ / "lora" / "checkpoints" / "model.safetensors").string());
+  ASSERT_TRUE(saved.ok()) << saved.status().ToString();
+  auto preset = ModelPreset("slm-micro");
+  ASSERT_TRUE(preset.ok());
+  Gpt init(*preset);
+  init.InitWeights(3);
+  ASSERT_EQ((*saved)->params().size(), init.params().size());
+  EXPECT_EQ(std::memcmp((*saved)->params().data(), init.params().data(),
+                        init.params().size() * sizeof(float)), 0)
+      << "LoRA training changed the frozen base";
 }
 
 TEST_F(TrainerTest, BadConfigsAreClearErrors) {

@@ -1,0 +1,120 @@
+// Everything a GPT computes with besides its weights (DESIGN.md "Models"; llama.cpp's context):
+// activations kept for the backward pass, gradients, scratch, and a key/value cache for
+// incremental decoding. Forward and backward are written by hand after llm.c's train_gpt2.c.
+//
+// Training: Forward (B,T) -> logits, Backward accumulates d(loss)/d(weights) into grads() (and
+// lora_grads()) for the tensors trainable() selects. Activations are kept in an arena sized for
+// the last (B,T), reallocated only when that shape changes, so a training step allocates nothing
+// once warm. The batch is split into one shard of sequences per OpenMP thread; each shard has
+// its own gradient buffer, so results are bit-for-bit the same whatever the scheduling.
+//
+// Decoding: Decode feeds k tokens of one sequence at the next positions of the cache and returns
+// their k rows of logits, through the same layer kernels as Forward; Truncate rolls the cache
+// back (rejected speculative drafts). Decoding uses its own buffers, so a workspace may decode
+// between training steps without disturbing the activations Backward needs.
+//
+// Ownership: a workspace shares ownership of its weights and only reads them.
+// Thread safety: a workspace is used by one thread at a time (its kernels use OpenMP inside).
+// Different workspaces may run at once on the same weights, provided nothing writes the
+// weights meanwhile (see gpt_weights.h).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "models/gpt_weights.h"
+#include "models/trainable.h"
+
+namespace tandem {
+
+class GptWorkspace {
+ public:
+  // Trainable::All without adapters on the weights, AdaptersOnly with them.
+  explicit GptWorkspace(std::shared_ptr<const GptWeights> weights);
+  ~GptWorkspace();
+  GptWorkspace(const GptWorkspace&) = delete;
+  GptWorkspace& operator=(const GptWorkspace&) = delete;
+
+  const GptWeights& weights() const { return *weights_; }
+  const std::shared_ptr<const GptWeights>& shared_weights() const { return weights_; }
+  const ModelConfig& config() const { return weights_->config(); }
+
+  // What Backward computes gradients for. A set built from a layout must be built from
+  // weights().layout().
+  void set_trainable(const Trainable& trainable);
+  const Trainable& trainable() const { return trainable_; }
+
+  // --- Training and evaluation ------------------------------------------------------------
+  // tokens (B,T) in [0, vocab), T <= context. targets (B,T) in [0, vocab) or -1 (ignored), or
+  // null for inference. Returns the mean cross-entropy over non-ignored targets (0 if none or
+  // null). logits() then holds (B,T,V).
+  float Forward(const int32_t* tokens, const int32_t* targets, int B, int T);
+  const float* logits() const;
+  // (B*T) per-position losses of the last Forward with targets (0 where ignored).
+  const float* losses() const;
+  int loss_count() const { return loss_count_; }
+
+  // Gradients, laid out like weights().params() and weights().lora_params(). Tensors that are
+  // not trainable keep whatever they held (zero after ZeroGrad).
+  std::span<float> grads();
+  std::span<const float> grads() const { return grads_; }
+  float* grad(const std::string& name);
+  std::span<float> lora_grads();
+  std::span<const float> lora_grads() const { return lora_grads_; }
+  void ZeroGrad();
+  // Accumulates d(mean loss)/d(parameters). Requires the last Forward to have had targets.
+  void Backward();
+  // Accumulates gradients given dlogits (B,T,V) of any loss of the last Forward's logits (the
+  // entry point for distillation losses).
+  void BackwardFromLogits(const float* dlogits);
+
+  // --- Cached decoding --------------------------------------------------------------------
+  // Feeds tokens[0..k) at positions [position(), position() + k) of one sequence and returns
+  // their logits (k,V): row i predicts the token after tokens[i]. Requires k >= 1 and
+  // position() + k <= context. The pointer is valid until the next Decode.
+  const float* Decode(const int32_t* tokens, int k);
+  // Tokens in the cache.
+  int position() const { return pos_; }
+  // Forgets positions [position, position()): the next Decode continues from `position`.
+  void Truncate(int position);
+
+ private:
+  struct Activations;
+  struct DecodeState;
+  struct LinearSlot;
+
+  void EnsureGrads();
+  void EnsureActivations(int B, int T);
+  int NumShards(int B) const;
+  void ForwardShard(int b0, int nb, double* loss_sum, int* count);
+  void BackwardShard(int b0, int nb, const float* dlogits, float* g, float* gl);
+  // A linear layer's weights and adapter; gradients point into g and gl (null: frozen), and the
+  // adapter's inp @ A into xa.
+  LinearSlot Linear(int layer, int kind, float* g, float* gl, float* xa) const;
+  void LinearFwd(const LinearSlot& s, float* out, const float* inp, int N, bool accumulate) const;
+  void LinearBwd(const LinearSlot& s, float* dinp, const float* dout, const float* inp, int N,
+                 float* dxa) const;
+
+  std::shared_ptr<const GptWeights> weights_;
+  Trainable trainable_;
+  // trainable_ resolved per tensor: [layer][BlockTensor], and the tensors outside the blocks.
+  std::vector<std::vector<char>> train_block_;
+  bool train_wte_ = false, train_wpe_ = false, train_lnf_w_ = false, train_lnf_b_ = false;
+  // Backward stops after this block: nothing below it trains.
+  int lowest_trained_layer_ = 0;
+
+  std::vector<float> grads_;
+  std::vector<float> lora_grads_;
+  std::unique_ptr<Activations> acts_;
+  int B_ = 0, T_ = 0;  // shape of the last Forward
+  bool has_targets_ = false;
+  int loss_count_ = 0;
+
+  std::unique_ptr<DecodeState> decode_;
+  int pos_ = 0;
+};
+
+}  // namespace tandem
