@@ -48,23 +48,36 @@ double TrainReport::Mean(const std::string& key) const {
 
 namespace {
 
-std::span<float> TrainedParams(Gpt& model, Trained trained) {
-  return trained == Trained::kAdapters ? model.lora_params() : model.params();
+// Whether the trainer steps the adapters' buffer rather than the base's.
+bool StepsAdapters(const Gpt& model, const TrainerOptions& options) {
+  if (!options.trainable) return false;
+  const Trainable& t = *options.trainable;
+  // Base ranges and adapters at once would be two buffers with two optimizers.
+  TANDEM_CHECK(!(t.any_base() && t.adapters() && model.has_lora()));
+  return t.adapters() && !t.any_base();
 }
-std::span<float> TrainedGrads(Gpt& model, Trained trained) {
-  return trained == Trained::kAdapters ? model.lora_grads() : model.grads();
+std::span<float> TrainedParams(Gpt& model, bool adapters) {
+  return adapters ? model.lora_params() : model.params();
 }
-const ParamLayout& TrainedLayout(const Gpt& model, Trained trained) {
-  return trained == Trained::kAdapters ? model.lora_layout() : model.layout();
+std::span<float> TrainedGrads(Gpt& model, bool adapters) {
+  return adapters ? model.lora_grads() : model.grads();
+}
+const ParamLayout& TrainedLayout(const Gpt& model, bool adapters) {
+  return adapters ? model.lora_layout() : model.layout();
 }
 
 }  // namespace
 
 LocalTrainer::LocalTrainer(Gpt* model, TrainerOptions options)
     : model_(model), options_(options),
-      params_(TrainedParams(*model, options.trained)),
-      grads_(TrainedGrads(*model, options.trained)),
-      opt_(options.adamw, TrainedLayout(*model, options.trained)) {}
+      params_(TrainedParams(*model, StepsAdapters(*model, options))),
+      grads_(TrainedGrads(*model, StepsAdapters(*model, options))),
+      opt_(options.adamw, TrainedLayout(*model, StepsAdapters(*model, options))) {
+  if (options.trainable) {
+    model->set_trainable(*options.trainable);
+    if (options.trainable->any_base()) ranges_ = options.trainable->ranges();
+  }
+}
 
 StatusOr<std::vector<TermLoss>> LocalTrainer::Step(const std::vector<LossTerm*>& terms, float lr,
                                                    Rng& rng) {
@@ -81,7 +94,11 @@ StatusOr<std::vector<TermLoss>> LocalTrainer::Step(const std::vector<LossTerm*>&
     losses.push_back(l);
   }
   last_grad_norm_ = ClipGradientNorm(grads_, options_.grad_clip);
-  opt_.Step(params_, grads_, lr);
+  if (ranges_.empty()) {
+    opt_.Step(params_, grads_, lr);
+  } else {
+    opt_.Step(params_, grads_, lr, ranges_);
+  }
   ++step_;
   return losses;
 }

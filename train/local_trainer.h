@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -22,6 +23,7 @@
 #include "data/batcher.h"
 #include "models/adamw.h"
 #include "models/gpt.h"
+#include "models/trainable.h"
 
 namespace tandem {
 
@@ -78,12 +80,13 @@ class ProximalTerm : public LossTerm {
   std::span<float> grads_;
 };
 
-// Which parameters a trainer steps: every base parameter, or the LoRA adapters alone (the base
-// then receives no gradient).
-enum class Trained { kAll, kAdapters };
-
 struct TrainerOptions {
-  Trained trained = Trained::kAll;
+  // What trains (models/trainable.h), set on the model for the trainer's steps: nullopt is every
+  // base parameter; Trainable::AdaptersOnly() the LoRA adapters alone; a set of base tensors
+  // (Trainable::Blocks, Trainable::Tensors) only those, the others frozen — no gradient, and
+  // neither they nor their optimizer moments move. Base ranges and adapters together are not
+  // supported (they live in two buffers).
+  std::optional<Trainable> trainable;
   AdamWConfig adamw;
   double grad_clip = 1.0;  // global L2 norm; 0 = off
 };
@@ -125,6 +128,7 @@ class LocalTrainer {
   TrainerOptions options_;
   std::span<float> params_, grads_;
   AdamW opt_;
+  std::vector<ParamRange> ranges_;  // of params_ that step; empty: all of them
   int64_t step_ = 0;
   double last_grad_norm_ = 0.0;
 };

@@ -201,7 +201,7 @@ StatusOr<TrainResult> RunTrain(const Config& config, bool resume, FILE* progress
   if (tc.use_lora) TANDEM_RETURN_IF_ERROR(model->EnableLora(tc.lora, tc.seed + 1));
   const bool lora = tc.use_lora;
   TrainerOptions options;
-  options.trained = lora ? Trained::kAdapters : Trained::kAll;
+  if (lora) options.trainable = Trainable::AdaptersOnly();
   options.adamw = tc.adamw;
   options.grad_clip = tc.grad_clip;
   LocalTrainer trainer(model.get(), options);

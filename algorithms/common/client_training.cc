@@ -16,7 +16,7 @@ StatusOr<TrainReport> TrainOnOwnData(const ClientContext& context, Gpt* model,
   TANDEM_ASSIGN_OR_RETURN(Batcher batcher, Batcher::Create(context.train_tokens(), B, T));
   const int64_t steps = training.params.Steps(batcher.data().size(), T);
   TrainerOptions options;
-  options.trained = training.trained;
+  options.trainable = training.trainable;
   options.adamw.weight_decay = static_cast<float>(t.weight_decay);
   options.grad_clip = t.grad_clip;
   LocalTrainer trainer(model, options);

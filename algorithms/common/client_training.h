@@ -17,7 +17,7 @@ namespace tandem {
 struct OwnDataTraining {
   LocalTrainParams params;
   uint64_t round = 0;
-  Trained trained = Trained::kAll;
+  std::optional<Trainable> trainable;  // what trains (TrainerOptions::trainable)
   double proximal_mu = 0.0;       // > 0: FedProx towards the weights the round started from
   std::vector<LossTerm*> extra;   // after the text's term, in this order (e.g. distillation)
 };

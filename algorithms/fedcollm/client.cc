@@ -46,7 +46,7 @@ Status FedCoLLMClient::Run(uint64_t round, const wire::TaskAssign& task,
   OwnDataTraining training;
   training.params = train.local;
   training.round = round;
-  training.trained = Trained::kAdapters;
+  training.trainable = Trainable::AdaptersOnly();
   training.proximal_mu = train.proximal_mu;
   std::vector<float> start;
   TANDEM_ASSIGN_OR_RETURN(TrainReport report, TrainOnOwnData(*context_, &slm, training, &start));

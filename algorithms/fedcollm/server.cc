@@ -155,7 +155,7 @@ StatusOr<std::pair<double, double>> FedCoLLMServer::Distil(Gpt& teacher, Gpt& st
   DenseDistillTerm term(std::move(windows), ModelTeacher(&teacher), kd,
                         std::min(config_.server_batch, W), V);
   TrainerOptions options;
-  options.trained = adapters ? Trained::kAdapters : Trained::kAll;
+  if (adapters) options.trainable = Trainable::AdaptersOnly();
   LocalTrainer trainer(&student, options);
   Rng unused(seed_);
   const double before = term.MeanLoss(student);
