@@ -73,7 +73,14 @@ Status SaveCheckpoint(const std::string& dir, const ServerAlgorithm& algorithm,
   for (const auto& [name, values] : tensors) {
     out.push_back({name, DType::kF32, {static_cast<int64_t>(values.size())}, values.data()});
   }
-  return WriteSafetensors(dir + "/coordinator.safetensors", out, meta);
+  const std::string path = dir + "/coordinator.safetensors";
+  TANDEM_RETURN_IF_ERROR(WriteSafetensors(path, out, meta));
+  // The state may hold the coordinator's own secrets (central noise's key): owner only.
+  std::error_code ec;
+  fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::replace,
+                  ec);
+  if (ec) return Status::IoError("cannot restrict '" + path + "': " + ec.message());
+  return Status::Ok();
 }
 
 Status LoadCheckpoint(const std::string& path, ServerAlgorithm* algorithm, RunTotals* c) {
@@ -166,6 +173,10 @@ StatusOr<nlohmann::json> RunLog::WriteRound(uint64_t round,
   TANDEM_RETURN_IF_ERROR(SaveCheckpoint(dir, *algorithm_, totals_));
   for (const RunModel& m : algorithm_->Models()) {
     TANDEM_RETURN_IF_ERROR(SaveGpt(dir + "/" + m.name + ".safetensors", *m.model));
+    // Adapters go beside their base, as a file `tandem eval|generate --lora` takes.
+    if (m.model->has_lora()) {
+      TANDEM_RETURN_IF_ERROR(SaveLora(dir + "/" + m.name + ".lora.safetensors", *m.model));
+    }
   }
   return line;
 }

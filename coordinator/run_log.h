@@ -1,7 +1,8 @@
 // The record a coordinator run leaves in runs/<name>/ (DESIGN.md "Outputs"): metrics.jsonl (one
 // JSON object per round, round 0 the starting point), checkpoints/ (the engine's and the
 // algorithm's state in coordinator.safetensors, written atomically after every round, and every
-// model the algorithm keeps as <name>.safetensors), and summary.json at the end. Resume reads the
+// model the algorithm keeps as <name>.safetensors, with its LoRA adapters, if any, beside it as
+// <name>.lora.safetensors), and summary.json at the end. Resume reads the
 // checkpoint back and drops metrics lines of rounds after it (a resumed run does them again).
 #pragma once
 

@@ -487,6 +487,22 @@ fedcollm)
   up="$(metric runs/fed 1 bytes_up)"; down="$(metric runs/fed 1 bytes_down)"
   /usr/bin/python3 -c "import sys; sys.exit(0 if $up < 0.25 * $down else 1)" ||
     fail "uploads are not adapter-sized: $up up against $down down"
+  # Every model it trains is a file of its own: the LLM, and the SLM's base with its adapters in a
+  # file --lora takes; evaluated, they give the run's last held-out losses.
+  ckpt=runs/fed/checkpoints
+  "$TANDEM" eval base.toml --checkpoint $ckpt/llm.safetensors > llm-eval.out 2>&1 ||
+    fail "the LLM file does not evaluate: $(tail -2 llm-eval.out)"
+  "$TANDEM" eval base.toml --max-tokens 4096 --checkpoint $ckpt/model.safetensors \
+    --lora $ckpt/model.lora.safetensors \
+    > slm-eval.out 2>&1 || fail "the SLM with its adapters does not evaluate: $(tail -2 slm-eval.out)"
+  /usr/bin/python3 - "$(metric runs/fed 2 val_loss)" slm-eval.out <<'EOF2' || fail "the saved SLM is not the run's: $(cat slm-eval.out)"
+import sys
+want = float(sys.argv[1])
+for line in open(sys.argv[2]):
+    if line.startswith("validation"):
+        sys.exit(0 if abs(float(line.split()[1]) - want) < 2e-3 else 1)
+sys.exit(1)
+EOF2
   ;;
 heterogeneous)
   # Clients of different architectures (slm-micro and slm-tiny, each started from its own public
