@@ -46,8 +46,12 @@ cleanup() {
   for (( i = ${#DAEMONS[@]} - 1; i >= 0; --i )); do stop_pid "${DAEMONS[i]}"; done
   # What slurmd started (slurmstepd, the job's processes) is re-parented away from it; it can only
   # live in the node namespaces, so those are emptied by pid before they go.
-  for ns in "${NAMESPACES[@]}"; do
-    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
+  local left=()
+  for ns in "${NAMESPACES[@]}"; do mapfile -t -O "${#left[@]}" left < <(ip netns pids "$ns" 2>/dev/null); done
+  for pid in "${left[@]}"; do kill -KILL "$pid" 2>/dev/null; done
+  for (( i = 0; i < 50; ++i )); do  # gone, not just signalled, before the test ends
+    for pid in "${left[@]}"; do [ -e "/proc/$pid" ] && { sleep 0.1; continue 2; }; done
+    break
   done
   for ns in "${NAMESPACES[@]}"; do ip netns del "$ns" 2>/dev/null; done
   if [ -n "${SLURM_TEST_KEEP:-}" ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
@@ -234,5 +238,12 @@ echo "--- run"
 ROUNDS=$(grep -c '"round":[1-9]' "$RUN/metrics.jsonl" || true)
 [ "$ROUNDS" -eq 2 ] || fail "expected 2 rounds in metrics.jsonl, found $ROUNDS"
 [ -f "$RUN/summary.json" ] || fail "no summary.json"
-grep -v '"round":0' "$RUN/metrics.jsonl" | cut -c1-160
+python3 - "$RUN/metrics.jsonl" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    m = json.loads(line)
+    if m.get("round", 0) >= 1:
+        print(" ".join(f"{k}={m[k]}" for k in sorted(m) if k in ("round", "cohort", "results")
+                       or (k.endswith("loss") and "." not in k)))
+PY
 log "PASS: job $JOB, coordinator on ${NODES[0]}, clients on ${NODES[1]} and ${NODES[2]}, $ROUNDS rounds over tcp+CURVE"
