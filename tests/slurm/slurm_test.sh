@@ -11,7 +11,7 @@ LIMIT_S=${SLURM_TEST_JOB_LIMIT_S:-150}  # the job, from sbatch to its end
 
 skip() { echo "SKIP: $*"; exit 77; }
 [ "$(id -u)" -eq 0 ] || skip "needs root (network namespaces, Slurm daemons as SlurmUser=root)"
-for tool in slurmctld slurmd munged sbatch srun scontrol ip unshare; do
+for tool in slurmctld slurmd munged sbatch srun scontrol scancel sinfo ip nsenter unshare python3; do
   command -v "$tool" >/dev/null ||
     { echo "FAIL: no $tool; run scripts/install-deps.sh" >&2; exit 1; }
 done
@@ -40,7 +40,7 @@ stop_pid() {  # PID: TERM, up to 5 s, then KILL
 cleanup() {
   set +e
   if [ -n "$JOB" ]; then
-    timeout 10 ip netns exec "$CTL_NS" scancel -f "$SLURM_CONF" "$JOB" 2>/dev/null
+    timeout 10 ip netns exec "$CTL_NS" scancel "$JOB" 2>/dev/null
   fi
   local i pid
   for (( i = ${#DAEMONS[@]} - 1; i >= 0; --i )); do stop_pid "${DAEMONS[i]}"; done
