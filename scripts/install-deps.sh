@@ -12,6 +12,7 @@ PACKAGES=(
   libopenblas-openmp-dev
   python3 python3-torch python3-numpy libopenblas0-pthread
   gnuplot-nox
+  slurmctld slurmd slurm-client munge iproute2 util-linux
 )
 
 missing=()
