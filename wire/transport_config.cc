@@ -24,7 +24,7 @@ bool HasScheme(const std::string& endpoint, const std::string& scheme) {
   return endpoint.rfind(scheme + "://", 0) == 0;
 }
 
-// Why CURVE is on for `endpoint`, for messages.
+// Why CURVE is on where CurveFor said yes (a tcp:// default, or the config), for messages.
 std::string CurveReason(const TransportConfig& config) {
   return config.curve_setting.has_value() ? "federation.curve = true"
                                           : "on by default for tcp://";
