@@ -87,6 +87,9 @@ StatusOr<SessionSummary> RunClient(const Config& config, const ClientPlugin& alg
                                    ": no coordinator address (federation.endpoint is " + endpoint +
                                    "); pass --connect tcp://HOST:PORT");
   }
+  // A host that does not resolve would otherwise look like a coordinator that never answers.
+  Status address = wire::CheckCoordinatorAddress(endpoint);
+  if (!address.ok()) return address.WithContext("client " + std::to_string(options.index));
   TANDEM_ASSIGN_OR_RETURN(wire::TransportOptions link_options,
                           wire::ClientTransportOptions(transport, endpoint, options.index));
   link_options.zmq_context = options.zmq_context;

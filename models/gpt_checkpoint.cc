@@ -1,6 +1,7 @@
 #include "models/gpt_checkpoint.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <sstream>
 
@@ -77,6 +78,17 @@ Status CopyTensors(const SafetensorsFile& file, const ParamLayout& layout, float
                                 ShapeString(spec.shape));
     }
     TANDEM_ASSIGN_OR_RETURN(std::vector<float> values, it->second.ToFloat());
+    // A NaN or infinity would turn every loss and every answer of the model into NaN.
+    for (size_t i = 0; i < values.size(); ++i) {
+      if (!std::isfinite(values[i])) {
+        return Status::Corruption(path + ": tensor '" + prefix + spec.name + "' holds " +
+                                  (std::isnan(values[i]) ? "NaN" : "an infinity") +
+                                  " (element " + std::to_string(i) + " of " +
+                                  std::to_string(values.size()) +
+                                  "): the weights are not finite, so the run that wrote them "
+                                  "diverged or the file is damaged");
+      }
+    }
     std::memcpy(dest + spec.offset, values.data(), spec.size * sizeof(float));
   }
   return Status::Ok();

@@ -24,12 +24,14 @@ Status SaveGpt(const std::string& path, const Gpt& model,
 // weights, the attention-mask buffers and a tied lm_head are all accepted). Without tandem's
 // metadata the shape is inferred from the tensors and n_head from GPT-2's head size of 64.
 // Checkpoints written before the non-uniform keys existed load as GPT-2-shaped models.
-// Every expected tensor must be present with its expected shape.
+// Every expected tensor must be present with its expected shape, and every weight finite (a NaN
+// or infinity is an error naming the file and the tensor).
 StatusOr<std::unique_ptr<Gpt>> LoadGpt(const std::string& path);
 
 // The adapters alone (names "h.{i}.attn.c_attn.lora_A", ...; rank and alpha in the metadata).
 Status SaveLora(const std::string& path, const Gpt& model);
-// Enables LoRA on `model` from the file's config and loads the adapter weights.
+// Enables LoRA on `model` from the file's config and loads the adapter weights, which must be
+// finite like LoadGpt's; on an error `model` is left as it was.
 Status LoadLora(const std::string& path, Gpt* model);
 
 }  // namespace tandem

@@ -682,6 +682,58 @@ EOF2
   done
   echo "private-resume: four runs in ${SECONDS} s"
   ;;
+tcp-default-curve)
+  # Secure by default: CURVE follows the endpoint, not federation.transport. base.toml says ipc
+  # and nothing about CURVE, yet a coordinator bound to tcp:// (what docs/cluster.md and the SLURM
+  # script do) encrypts and admits only the allow-listed keys. Without keys neither side starts,
+  # and the error says how to make them; a client's unresolvable host is an error naming it.
+  if "$TANDEM" coordinator base.toml --set name=nokeys --bind tcp://127.0.0.1:0 --keys nokeys \
+       > nokeys-coord.out 2>&1; then
+    fail "a coordinator bound to tcp:// without keys started"
+  fi
+  grep -q "tandem keygen --out nokeys --clients N" nokeys-coord.out ||
+    fail "the coordinator's error does not say how to make keys: $(tail -3 nokeys-coord.out)"
+  grep -q "federation.curve = false" nokeys-coord.out ||
+    fail "the coordinator's error does not say how to opt out: $(tail -3 nokeys-coord.out)"
+  if TANDEM_THREADS=1 "$TANDEM" client base.toml --id 0 --connect tcp://127.0.0.1:9 --keys nokeys \
+       --set client.give_up_s=30 > nokeys-client.out 2>&1; then
+    fail "a client connecting to tcp:// without keys started"
+  fi
+  grep -q "client-0.key" nokeys-client.out && grep -q "tandem keygen" nokeys-client.out ||
+    fail "the client's error does not say which keys it needs: $(tail -3 nokeys-client.out)"
+  "$TANDEM" keygen --out keys --clients 3 > /dev/null
+  # give_up_s bounds the old behaviour (retrying as if the coordinator were lost).
+  if TANDEM_THREADS=1 "$TANDEM" client base.toml --id 0 --connect tcp://no-such-node.invalid:5555 \
+       --keys keys --set client.give_up_s=30 > unresolved.out 2>&1; then
+    fail "a client whose coordinator's host does not resolve ended without error"
+  fi
+  grep -q "cannot resolve the coordinator's host 'no-such-node.invalid'" unresolved.out ||
+    fail "no error naming the unresolvable host: $(tail -3 unresolved.out)"
+  start_coordinator d --bind tcp://127.0.0.1:0 --keys keys --set federation.rounds=2
+  wait_for 30 "endpoint" grep -q "listening on" coord-d.out
+  ep="$(endpoint_of coord-d.out)"
+  # A client that opts out of CURVE talks in the clear, is warned, and cannot join.
+  start_client 2 "$ep" --set federation.curve=false --set client.give_up_s=3
+  clear_pid="${CLIENT_PID[2]}"
+  if wait "$clear_pid"; then fail "a client in the clear should give up with an error"; fi
+  grep -q "in the clear" client2-*.out || fail "the client in the clear was not warned"
+  grep -q "client-2 joined" runs/fed/coordinator.log && fail "a client in the clear joined"
+  rm -f client2-*.out
+  for k in 0 1 2; do start_client "$k" "$ep" --keys keys; done
+  wait "$COORD_PID" || fail "coordinator failed: $(tail -5 coord-d.out)"
+  [ "$(rounds_done runs/fed)" -eq 2 ] || fail "the run did not finish its rounds"
+  grep -q "CURVE on for tcp://127.0.0.1" runs/fed/coordinator.log ||
+    fail "the coordinator bound to tcp:// did not use CURVE"
+  for k in 0 1 2; do wait "${CLIENT_PID[$k]}" || fail "client $k failed"; done
+  grep -q "CURVE on for $ep" client0-*.out || fail "client 0 did not use CURVE"
+  # Opting out on purpose still runs, in the clear, with a warning in the coordinator's log.
+  TANDEM_THREADS=1 "$TANDEM" run base.toml --set name=clear --set federation.transport=tcp \
+    --set federation.curve=false --set federation.rounds=1 > clear.out 2>&1 ||
+    fail "tandem run over tcp with federation.curve = false failed: $(tail -5 clear.out)"
+  grep -q "warn.*federation.curve = false.* is in the clear" runs/clear/coordinator.log ||
+    fail "no warning that the traffic is in the clear"
+  [ ! -e runs/clear/keys ] || fail "keys were made for a run without CURVE"
+  ;;
 *)
   echo "unknown scenario $SCENARIO" >&2; exit 2 ;;
 esac
