@@ -419,7 +419,7 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config, const ServerPlu
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<wire::Server> server,
                           wire::Server::Bind(server_options));
   log->info("listening on {}{}", server->endpoint(),
-            plan.transport.curve ? " (CURVE, allow-list)" : "");
+            server_options.curve ? " (CURVE, allow-list)" : "");
   if (options.on_bound) TANDEM_RETURN_IF_ERROR(options.on_bound(server->endpoint()));
   ServerOutbox outbox(server.get());
   Stopwatch engine_clock;
