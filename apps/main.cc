@@ -9,6 +9,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "apps/config_reference.h"
 #include "apps/launch.h"
 #include "algorithms/registry.h"
 #include "apps/privacy_command.h"
@@ -168,6 +169,9 @@ int main(int argc, char** argv) {
   // tandem privacy epsilon|sigma
   tandem::AddPrivacyCommands(app);
 
+  auto* config_reference = app.add_subcommand(
+      "config-reference", "Every config key as Markdown (docs/config.md is its output)");
+
   CLI11_PARSE(app, argc, argv);
 
   tandem::SetComputeThreads(tandem::ComputeThreads());
@@ -220,6 +224,16 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  if (*config_reference) {
+    // The readers it runs log as if a run were starting: silence them.
+    if (Status s = tandem::SetupLogging("off"); !s.ok()) return Fail(s);
+    auto keys = tandem::RecordConfigKeys();
+    if (!keys.ok()) return Fail(keys.status());
+    auto md = tandem::ConfigReferenceMarkdown(*keys);
+    if (!md.ok()) return Fail(md.status());
+    std::printf("%s", md->c_str());
+    return 0;
+  }
   if (Status s = tandem::SetupLogging(log_level); !s.ok()) return Fail(s);
   if (*keygen) {
     Status s = tandem::wire::Keygen(keygen_out, keygen_clients, keygen_force);

@@ -17,21 +17,16 @@ StatusOr<ClientData> LoadClientData(const Config& config, int index) {
                                    std::to_string(clients - 1) + " (federation.clients = " +
                                    std::to_string(clients) + ")");
   }
-  TANDEM_ASSIGN_OR_RETURN(std::string spec_text,
-                          config.GetString("federation.partition", "by-category"));
-  auto spec = ParsePartitionSpec(spec_text);
-  if (!spec.ok()) {
-    return Status::InvalidArgument(config.source() + ": federation.partition: " +
-                                   spec.status().message());
-  }
+  // The same reader the coordinator validates the key with at start.
+  TANDEM_ASSIGN_OR_RETURN(PartitionSpec spec, PartitionSpecFromConfig(config));
   TANDEM_ASSIGN_OR_RETURN(DatasetSplits splits, LoadSplits(data));
-  TANDEM_ASSIGN_OR_RETURN(auto parts, PartitionRecords(splits.train, *spec,
+  TANDEM_ASSIGN_OR_RETURN(auto parts, PartitionRecords(splits.train, spec,
                                                        static_cast<int>(clients), data.seed));
   ClientData out;
   out.public_ = splits.public_;
   out.all_validation = splits.validation;
   for (size_t i : parts[index]) out.train.push_back(splits.train[i]);
-  if (spec->kind == PartitionKind::kByCategory) {
+  if (spec.kind == PartitionKind::kByCategory) {
     // Held-out records of the client's own categories.
     std::set<std::string> mine;
     for (const auto& r : out.train) mine.insert(r.category);
@@ -39,7 +34,7 @@ StatusOr<ClientData> LoadClientData(const Config& config, int index) {
       if (mine.count(r.category)) out.validation.push_back(r);
     }
   } else if (!splits.validation.empty()) {
-    auto val_parts = PartitionRecords(splits.validation, *spec, static_cast<int>(clients),
+    auto val_parts = PartitionRecords(splits.validation, spec, static_cast<int>(clients),
                                       data.seed + 1);
     if (val_parts.ok()) {
       for (size_t i : (*val_parts)[index]) out.validation.push_back(splits.validation[i]);
@@ -47,7 +42,7 @@ StatusOr<ClientData> LoadClientData(const Config& config, int index) {
   }
   if (out.train.empty()) {
     return Status::FailedPrecondition("client " + std::to_string(index) +
-                                      " got no training records from partition " + spec_text);
+                                      " got no training records from partition " + spec.ToString());
   }
   return out;
 }

@@ -16,6 +16,7 @@
 #include "core/config.h"
 #include "core/logging.h"
 #include "core/timer.h"
+#include "data/partition.h"
 #include "models/gpt.h"
 #include "models/gpt_checkpoint.h"
 #include "train/data_setup.h"
@@ -236,9 +237,10 @@ StatusOr<RunPlan> ReadPlan(const Config& config, const ServerPlugin& algorithm,
         "but the privacy pipeline sums one contribution vector over the whole cohort");
   }
   p.engine.poisson_sampling = p.privacy.dp.enabled && p.privacy.dp.sampling == "poisson";
-  // Read by the clients, from the same file.
-  config.MarkUsed("federation.partition");
-  config.MarkUsed("client.give_up_s");
+  // Read by the clients, from the same file; validated here with the clients' own reader and
+  // range, so a bad value stops the run at start rather than in every client's log.
+  TANDEM_RETURN_IF_ERROR(PartitionSpecFromConfig(config).status());
+  TANDEM_RETURN_IF_ERROR(config.GetDouble("client.give_up_s", 600.0, 1.0, 1e7).status());
   for (const std::string& key : algorithm.client_keys) config.MarkUsed(key);
   return p;
 }

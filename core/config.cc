@@ -56,6 +56,74 @@ const char* TypeName(const toml::node& node) {
   }
 }
 
+std::string Range(int64_t min, int64_t max) {
+  if (min == INT64_MIN && max == INT64_MAX) return "";
+  if (max == INT64_MAX) return ">= " + std::to_string(min);
+  if (min == INT64_MIN) return "<= " + std::to_string(max);
+  return "[" + std::to_string(min) + ", " + std::to_string(max) + "]";
+}
+
+std::string Number(double v) {
+  std::ostringstream out;
+  out << v;
+  return out.str();
+}
+
+std::string Range(double min, double max) {
+  const bool low = min > -1e308, high = max < 1e308;
+  if (!low && !high) return "";
+  if (!high) return ">= " + Number(min);
+  if (!low) return "<= " + Number(max);
+  return "[" + Number(min) + ", " + Number(max) + "]";
+}
+
+std::string Quoted(const std::string& s) { return "\"" + s + "\""; }
+
+template <typename T, typename F>
+std::string List(const std::vector<T>& items, F text) {
+  std::string out = "[";
+  for (size_t i = 0; i < items.size(); ++i) out += (i ? ", " : "") + text(items[i]);
+  return out + "]";
+}
+
+// Levenshtein distance, for "did you mean" on unknown keys.
+size_t EditDistance(std::string_view a, std::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1] ? 1 : 0)});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
+}
+
+std::string_view LastPart(std::string_view key) {
+  const size_t dot = key.rfind('.');
+  return dot == std::string_view::npos ? key : key.substr(dot + 1);
+}
+
+// The known key an unknown one most likely meant: a small edit away (a typo), or the same name
+// in another section (`client.rounds` for `federation.rounds`). Empty when nothing is close.
+std::string NearestKey(std::string_view unknown,
+                       const std::set<std::string, std::less<>>& known) {
+  std::string best;
+  size_t best_distance = std::max<size_t>(2, unknown.size() / 4) + 1;
+  for (const std::string& k : known) {
+    const size_t d = EditDistance(unknown, k);
+    if (d < best_distance) best = k, best_distance = d;
+  }
+  if (!best.empty()) return best;
+  for (const std::string& k : known) {
+    if (LastPart(k) == LastPart(unknown)) return k;
+  }
+  return "";
+}
+
 }  // namespace
 
 Config::Config() : table_(std::make_unique<toml::table>()) {}
@@ -63,12 +131,14 @@ Config::~Config() = default;
 Config::Config(const Config& other)
     : table_(std::make_unique<toml::table>(*other.table_)),
       source_(other.source_),
-      used_(other.used_) {}
+      used_(other.used_),
+      recording_(other.recording_) {}
 Config& Config::operator=(const Config& other) {
   if (this != &other) {
     table_ = std::make_unique<toml::table>(*other.table_);
     source_ = other.source_;
     used_ = other.used_;
+    recording_ = other.recording_;
   }
   return *this;
 }
@@ -152,6 +222,7 @@ std::string Config::Where(std::string_view key) const {
 StatusOr<int64_t> Config::GetInt(std::string_view key, int64_t def, int64_t min,
                                  int64_t max) const {
   used_.emplace(key);
+  Record(key, "integer", std::to_string(def), Range(min, max));
   const toml::node* n = Find(*table_, key);
   if (n == nullptr) return def;
   auto v = n->value<int64_t>();
@@ -169,6 +240,7 @@ StatusOr<int64_t> Config::GetInt(std::string_view key, int64_t def, int64_t min,
 StatusOr<double> Config::GetDouble(std::string_view key, double def, double min,
                                    double max) const {
   used_.emplace(key);
+  Record(key, "number", Number(def), Range(min, max));
   const toml::node* n = Find(*table_, key);
   if (n == nullptr) return def;
   if (!n->is_number()) {
@@ -185,6 +257,7 @@ StatusOr<double> Config::GetDouble(std::string_view key, double def, double min,
 
 StatusOr<bool> Config::GetBool(std::string_view key, bool def) const {
   used_.emplace(key);
+  Record(key, "boolean", def ? "true" : "false", "");
   const toml::node* n = Find(*table_, key);
   if (n == nullptr) return def;
   if (!n->is_boolean()) {
@@ -195,6 +268,7 @@ StatusOr<bool> Config::GetBool(std::string_view key, bool def) const {
 
 StatusOr<std::string> Config::GetString(std::string_view key, std::string def) const {
   used_.emplace(key);
+  Record(key, "string", Quoted(def), "");
   const toml::node* n = Find(*table_, key);
   if (n == nullptr) return def;
   if (!n->is_string()) {
@@ -206,6 +280,9 @@ StatusOr<std::string> Config::GetString(std::string_view key, std::string def) c
 StatusOr<std::string> Config::RequireString(std::string_view key) const {
   if (!Has(key)) {
     used_.emplace(key);
+    Record(key, "string", "(required)", "");
+    // Describe mode reads on past a required key, to record the keys that follow it.
+    if (recording_ != nullptr) return std::string();
     return Status::InvalidArgument(source_ + ": " + std::string(key) +
                                    ": required key is missing");
   }
@@ -215,6 +292,10 @@ StatusOr<std::string> Config::RequireString(std::string_view key) const {
 StatusOr<std::string> Config::GetChoice(std::string_view key, std::string def,
                                         const std::vector<std::string>& choices) const {
   TANDEM_ASSIGN_OR_RETURN(std::string v, GetString(key, std::move(def)));
+  if (recording_ != nullptr) {
+    const std::string list = List(choices, Quoted);  // "[...]"
+    recording_->back().range = "one of " + list.substr(1, list.size() - 2);
+  }
   if (std::find(choices.begin(), choices.end(), v) != choices.end()) return v;
   std::string list;
   for (const auto& c : choices) list += (list.empty() ? "" : ", ") + c;
@@ -225,6 +306,7 @@ StatusOr<std::string> Config::GetChoice(std::string_view key, std::string def,
 StatusOr<std::vector<std::string>> Config::GetStringList(std::string_view key,
                                                          std::vector<std::string> def) const {
   used_.emplace(key);
+  Record(key, "string list", List(def, Quoted), "");
   const toml::node* n = Find(*table_, key);
   if (n == nullptr) return def;
   const toml::array* arr = n->as_array();
@@ -246,6 +328,8 @@ StatusOr<std::vector<std::string>> Config::GetStringList(std::string_view key,
 StatusOr<std::vector<int64_t>> Config::GetIntList(std::string_view key, std::vector<int64_t> def,
                                                   int64_t min, int64_t max) const {
   used_.emplace(key);
+  Record(key, "integer list",
+         List(def, [](int64_t v) { return std::to_string(v); }), Range(min, max));
   const toml::node* n = Find(*table_, key);
   if (n == nullptr) return def;
   const toml::array* arr = n->as_array();
@@ -289,16 +373,39 @@ std::vector<std::string> Config::KeysUnder(std::string_view prefix) const {
   return out;
 }
 
+// A section switched off (`enabled = false`, read by its reader) does not act, so its other keys
+// are not checked either: `--set privacy.dp.enabled=false` switches a configured section off.
+bool Config::InSwitchedOffSection(std::string_view key) const {
+  for (size_t dot = key.rfind('.'); dot != std::string_view::npos && dot > 0;
+       dot = key.rfind('.', dot - 1)) {
+    const std::string enabled = std::string(key.substr(0, dot)) + ".enabled";
+    if (used_.count(enabled) == 0) continue;
+    const toml::node* n = Find(*table_, enabled);
+    if (n != nullptr && n->is_boolean() && !*n->value<bool>()) return true;
+  }
+  return false;
+}
+
 Status Config::CheckAllKeysUsed() const {
   std::vector<std::string> leaves;
   CollectLeaves(*table_, "", &leaves);
   std::string unknown;
   for (const auto& leaf : leaves) {
-    if (used_.count(leaf) == 0) unknown += (unknown.empty() ? "" : ", ") + leaf;
+    if (used_.count(leaf) != 0 || InSwitchedOffSection(leaf)) continue;
+    unknown += (unknown.empty() ? "" : ", ") + Where(leaf);
+    if (std::string near = NearestKey(leaf, used_); !near.empty()) {
+      unknown += " (did you mean " + near + "?)";
+    }
   }
   if (unknown.empty()) return Status::Ok();
-  return Status::InvalidArgument(source_ + ": unknown key(s): " + unknown +
-                                 " (check the spelling against the documented keys)");
+  return Status::InvalidArgument("unknown key(s): " + unknown +
+                                 "; every key is listed in docs/config.md");
+}
+
+void Config::Record(std::string_view key, std::string type, std::string def,
+                    std::string range) const {
+  if (recording_ == nullptr) return;
+  recording_->push_back({std::string(key), std::move(type), std::move(def), std::move(range)});
 }
 
 std::string Config::ToToml() const {

@@ -23,6 +23,15 @@ class table;
 
 namespace tandem {
 
+// What one getter call asked for, captured in describe mode (`tandem config-reference`, which
+// writes docs/config.md from these records, so the reference cannot drift from the code).
+struct ConfigKeyRecord {
+  std::string key;
+  std::string type;   // "integer", "number", "boolean", "string", "string list", "integer list"
+  std::string def;    // the default as TOML text; "(required)" for a required key
+  std::string range;  // "[min, max]", "one of a, b", or empty when any value of the type goes
+};
+
 class Config {
  public:
   Config();
@@ -73,11 +82,19 @@ class Config {
   std::string ToToml() const;
   const std::string& source() const { return source_; }
 
+  // Describe mode: every getter call on this config, and on copies made from now on, appends what
+  // it asked for to `*sink` (which must outlive them); nullptr stops. Values are read as usual.
+  void RecordKeysTo(std::vector<ConfigKeyRecord>* sink) { recording_ = sink; }
+
  private:
+  void Record(std::string_view key, std::string type, std::string def,
+              std::string range) const;
+  bool InSwitchedOffSection(std::string_view key) const;
   std::string Where(std::string_view key) const;  // "file:line: key"
   std::unique_ptr<toml::table> table_;
   std::string source_;
   mutable std::set<std::string, std::less<>> used_;
+  std::vector<ConfigKeyRecord>* recording_ = nullptr;
 };
 
 }  // namespace tandem

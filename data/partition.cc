@@ -8,6 +8,7 @@
 #include <map>
 #include <sstream>
 
+#include "core/config.h"
 #include "core/rng.h"
 #include "data/shuffle.h"
 
@@ -125,6 +126,17 @@ StatusOr<PartitionSpec> ParsePartitionSpec(std::string_view text) {
     return PartitionSpec{PartitionKind::kDirichlet, alpha};
   }
   return Status::InvalidArgument("unknown partition \"" + std::string(text) + "\"" + expected);
+}
+
+StatusOr<PartitionSpec> PartitionSpecFromConfig(const Config& config) {
+  TANDEM_ASSIGN_OR_RETURN(std::string text,
+                          config.GetString("federation.partition", "by-category"));
+  StatusOr<PartitionSpec> spec = ParsePartitionSpec(text);
+  if (!spec.ok()) {
+    return Status::InvalidArgument(config.source() + ": federation.partition: " +
+                                   spec.status().message());
+  }
+  return spec;
 }
 
 StatusOr<std::vector<std::vector<size_t>>> PartitionRecords(const std::vector<Record>& records,

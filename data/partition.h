@@ -15,6 +15,8 @@
 
 namespace tandem {
 
+class Config;
+
 enum class PartitionKind {
   // Records shuffled and dealt round-robin: client sizes differ by at most one.
   kIid,
@@ -40,6 +42,11 @@ struct PartitionSpec {
 // Parses "iid", "by-category" or "dirichlet(ALPHA)" with ALPHA a positive finite number
 // (whitespace around the parts is allowed). Errors say what was expected.
 StatusOr<PartitionSpec> ParsePartitionSpec(std::string_view text);
+
+// `federation.partition` (default "by-category") parsed by ParsePartitionSpec, the error naming
+// the file and the key. The coordinator calls it too, so a bad spec stops a run at start instead
+// of in every client's log.
+StatusOr<PartitionSpec> PartitionSpecFromConfig(const Config& config);
 
 // The record indices of each of `num_clients` clients: every index in [0, records.size()) is in
 // exactly one client's list, each list ascending. Errors: num_clients < 1, alpha <= 0 or not

@@ -210,8 +210,9 @@ StatusOr<PrivacyConfig> PrivacyConfigFromConfig(const Config& config,
     s.threshold = t > 0 ? static_cast<int>(t)
                         : DefaultThreshold(s.neighbours > 0 ? s.neighbours + 1 : shape.cohort);
   }
-  // Keys of a section that is off are left unread: the caller's CheckAllKeysUsed() reports them,
-  // so nothing is set that would not act.
+  // A section switched off (`enabled = false`) does not act: its other keys are left unread, and
+  // Config::CheckAllKeysUsed() ignores them. A section with keys but no `enabled` at all is left
+  // off too, and its keys are reported: that is a forgotten `enabled = true`, not a switch.
   TANDEM_RETURN_IF_ERROR(ValidatePrivacyConfig(out, shape));
   return out;
 }

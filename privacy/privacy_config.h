@@ -79,8 +79,9 @@ struct FederationShape {
 // neighbourhoods that can hold t; a ring in which `cohort` weighted contributions cannot wrap.
 Status ValidatePrivacyConfig(const PrivacyConfig& config, const FederationShape& shape);
 
-// Reads [privacy.dp] and [privacy.secagg] (a section's keys other than `enabled` are errors when
-// it is off, so nothing is set that does not act), fills the defaults that depend on the shape
+// Reads [privacy.dp] and [privacy.secagg] (a section switched off with `enabled = false` has its
+// other keys ignored, not validated, so `--set privacy.dp.enabled=false` switches a configured
+// section off; keys of a section with no `enabled` are reported as unknown), fills the defaults that depend on the shape
 // (threshold, bit noise), then ValidatePrivacyConfig.
 StatusOr<PrivacyConfig> PrivacyConfigFromConfig(const Config& config, const FederationShape& shape);
 

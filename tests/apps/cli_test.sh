@@ -87,5 +87,33 @@ if [ "${out:0:4}" = "the " ] && [ ${#out} -gt 4 ]; then pass "generate"; else fa
 if "$TANDEM" bench train --preset slm-micro --batch 2 --steps 2 | grep -qE '^tokens_per_s=[0-9.]+$'; then
   pass "bench train"; else fail "bench train"; fi
 
+# "Keys that only clients validate": the coordinator reads and checks them where it reads the
+# config, so a bad value stops `tandem coordinator` and `tandem run` at once, before any process
+# starts (it used to look like a two-minute hang, the error only in a client's log).
+cat > "$dir/fed.toml" <<TOML
+name = "fed"
+out_dir = "$dir/runs"
+[model]
+preset = "slm-micro"
+[data]
+source = "$dir/corpus.txt"
+[federation]
+clients = 2
+transport = "ipc"
+rounds = 1
+TOML
+expect_error "coordinator rejects a bad federation.partition at start" \
+  "federation.partition.*bycategory" \
+  timeout 20 "$TANDEM" coordinator "$dir/fed.toml" --set federation.partition=bycategory
+expect_error "run rejects a bad federation.partition at start" "federation.partition.*bycategory" \
+  timeout 20 "$TANDEM" run "$dir/fed.toml" --set federation.partition=bycategory
+expect_error "coordinator rejects client.give_up_s out of range at start" "client.give_up_s" \
+  timeout 20 "$TANDEM" coordinator "$dir/fed.toml" --set client.give_up_s=0
+# "Keys listed nowhere": the error suggests the key that was meant.
+expect_error "misspelt key suggests the nearest key" "did you mean train.steps" \
+  "$TANDEM" train "$dir/run.toml" --set train.stpes=3
+expect_error "key in the wrong section suggests its section" "did you mean federation.rounds" \
+  timeout 20 "$TANDEM" run "$dir/fed.toml" --set client.rounds=3
+
 echo "$failures failure(s)"
 [ $failures -eq 0 ]

@@ -73,6 +73,102 @@ TEST(ConfigTest, UnknownKeysAreReported) {
   EXPECT_EQ(s.message().find("train.steps,"), std::string::npos);
 }
 
+// "Keys listed nowhere": a misspelt key names the key it most likely meant.
+TEST(ConfigTest, MisspeltKeySuggestsTheNearestKnownKey) {
+  auto c = Config::Parse("[train]\nsteps = 10\n", "u.toml");
+  ASSERT_TRUE(c.ok());
+  ASSERT_TRUE(c->ApplyOverride("train.stpes=3").ok());
+  (void)c->GetInt("train.steps", 1);
+  (void)c->GetDouble("train.lr", 1e-3);
+  Status s = c->CheckAllKeysUsed();
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("train.stpes"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("did you mean train.steps?"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("docs/config.md"), std::string::npos) << s.message();
+}
+
+TEST(ConfigTest, KeyInTheWrongSectionSuggestsItsSection) {
+  auto c = Config::Parse("[federation]\nclients = 4\n[client]\nrounds = 5\nlr = 0.1\n", "w.toml");
+  ASSERT_TRUE(c.ok());
+  (void)c->GetInt("federation.clients", 4);
+  (void)c->GetInt("federation.rounds", 1);
+  (void)c->GetDouble("client.lr", 1e-3);
+  Status s = c->CheckAllKeysUsed();
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("w.toml:4: client.rounds (did you mean federation.rounds?)"),
+            std::string::npos)
+      << s.message();
+}
+
+TEST(ConfigTest, FarFromEveryKnownKeyHasNoSuggestion) {
+  auto c = Config::Parse("zebra = 1\nsteps = 2\n", "z.toml");
+  (void)c->GetInt("steps", 1);
+  Status s = c->CheckAllKeysUsed();
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.message().find("did you mean"), std::string::npos) << s.message();
+}
+
+// "Switching privacy off with --set privacy.dp.enabled=false fails with a false spelling error":
+// a section switched off ignores its other keys, whatever section it is.
+TEST(ConfigTest, SectionSwitchedOffIgnoresItsOtherKeys) {
+  auto c = Config::Parse(
+      "[privacy.dp]\nenabled = true\nnoise_multiplier = 1.1\nclip_norm = 0.5\n"
+      "[some.feature]\nenabled = false\nknob = \"anything\"\n",
+      "off.toml");
+  ASSERT_TRUE(c.ok());
+  ASSERT_TRUE(c->ApplyOverride("privacy.dp.enabled=false").ok());
+  EXPECT_FALSE(*c->GetBool("privacy.dp.enabled", false));
+  EXPECT_FALSE(*c->GetBool("some.feature.enabled", true));
+  EXPECT_TRUE(c->CheckAllKeysUsed().ok()) << c->CheckAllKeysUsed().message();
+}
+
+TEST(ConfigTest, SectionSwitchedOnStillReportsUnknownKeys) {
+  auto c = Config::Parse("[privacy.dp]\nenabled = true\nnoise_multiplyer = 1.1\n", "on.toml");
+  ASSERT_TRUE(c.ok());
+  EXPECT_TRUE(*c->GetBool("privacy.dp.enabled", false));
+  (void)c->GetDouble("privacy.dp.noise_multiplier", 1.0);
+  Status s = c->CheckAllKeysUsed();
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("did you mean privacy.dp.noise_multiplier?"), std::string::npos)
+      << s.message();
+}
+
+TEST(ConfigTest, AnEnabledKeyNobodyReadSwitchesNothingOff) {
+  // `enabled = false` only counts when the section's reader asked for it.
+  auto c = Config::Parse("[x]\nenabled = false\nknob = 1\n", "n.toml");
+  Status s = c->CheckAllKeysUsed();
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("x.knob"), std::string::npos) << s.message();
+}
+
+// Describe mode: what docs/config.md is generated from.
+TEST(ConfigTest, RecordingCapturesWhatEachGetterAskedFor) {
+  auto c = Config::Parse("[a]\nn = 3\n", "rec.toml");
+  std::vector<ConfigKeyRecord> records;
+  c->RecordKeysTo(&records);
+  Config copy = *c;  // copies record into the same sink
+  (void)c->GetInt("a.n", 1, 0, 10);
+  (void)copy.GetDouble("a.x", 0.5, 0.0);
+  (void)c->GetChoice("a.kind", "iid", {"iid", "by-category"});
+  (void)c->GetBool("a.on", true);
+  ASSERT_TRUE(c->RequireString("a.path").ok());  // describe mode reads on past a missing key
+  ASSERT_EQ(records.size(), 5u);
+  EXPECT_EQ(records[0].key, "a.n");
+  EXPECT_EQ(records[0].type, "integer");
+  EXPECT_EQ(records[0].def, "1");
+  EXPECT_EQ(records[0].range, "[0, 10]");
+  EXPECT_EQ(records[1].type, "number");
+  EXPECT_EQ(records[1].range, ">= 0");
+  EXPECT_EQ(records[2].def, "\"iid\"");
+  EXPECT_EQ(records[2].range, "one of \"iid\", \"by-category\"");
+  EXPECT_EQ(records[3].def, "true");
+  EXPECT_EQ(records[4].def, "(required)");
+  c->RecordKeysTo(nullptr);
+  (void)c->GetInt("a.n", 1);
+  EXPECT_EQ(records.size(), 5u);
+  EXPECT_FALSE(c->RequireString("a.path").ok());
+}
+
 TEST(ConfigTest, MissingFileIsNotFound) {
   auto c = Config::LoadFile("/nonexistent/dir/x.toml");
   ASSERT_FALSE(c.ok());

@@ -11,6 +11,8 @@
 
 #include <gtest/gtest.h>
 
+#include "core/config.h"
+
 namespace tandem {
 namespace {
 
@@ -81,6 +83,21 @@ TEST(PartitionSpecTest, RejectsMalformedSpecsWithUsefulMessages) {
     EXPECT_NE(spec.status().message().find("dirichlet(ALPHA)"), std::string::npos)
         << spec.status().message();
   }
+}
+
+// The reader the client and the coordinator share: the error names the file and the key.
+TEST(PartitionSpecTest, FromConfigNamesFileAndKey) {
+  auto config = Config::Parse("[federation]\npartition = \"bycategory\"\n", "p.toml");
+  ASSERT_TRUE(config.ok());
+  auto spec = PartitionSpecFromConfig(*config);
+  ASSERT_FALSE(spec.ok());
+  EXPECT_NE(spec.status().message().find("p.toml: federation.partition: unknown partition "
+                                         "\"bycategory\""),
+            std::string::npos)
+      << spec.status().message();
+  auto fallback = PartitionSpecFromConfig(*Config::Parse("", "empty.toml"));
+  ASSERT_TRUE(fallback.ok());
+  EXPECT_EQ(fallback->kind, PartitionKind::kByCategory);
 }
 
 TEST(PartitionTest, EveryKindIsDisjointCompleteAndReproducible) {

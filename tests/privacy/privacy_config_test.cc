@@ -120,7 +120,25 @@ TEST(PrivacyConfigTest, RejectsARingTheSumCouldWrap) {
   ExpectRejected(s + "clip_range = 0\n", "clip_range");
 }
 
-TEST(PrivacyConfigTest, KeysOfASectionThatIsOffAreReported) {
+// "Switching privacy off with --set privacy.dp.enabled=false fails with a false spelling error for
+// the section's other keys": they are ignored, in both sections, however wrong they are.
+TEST(PrivacyConfigTest, SectionSwitchedOffWithEnabledFalseIgnoresItsOtherKeys) {
+  StatusOr<Config> config = Config::Parse(
+      "[privacy.dp]\nenabled = true\nnoise_multiplier = 1.1\nclip_norm = -5\n"
+      "adaptive_clipping = true\n[privacy.secagg]\nenabled = true\nthreshold = \"many\"\n"
+      "neighbours = 3\n",
+      "on.toml");
+  ASSERT_TRUE(config.ok());
+  ASSERT_TRUE(config->ApplyOverride("privacy.dp.enabled=false").ok());
+  ASSERT_TRUE(config->ApplyOverride("privacy.secagg.enabled=false").ok());
+  StatusOr<PrivacyConfig> c = PrivacyConfigFromConfig(*config, kShape);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_FALSE(c->any());
+  Status unknown = config->CheckAllKeysUsed();
+  EXPECT_TRUE(unknown.ok()) << unknown.ToString();
+}
+
+TEST(PrivacyConfigTest, KeysOfASectionNeverSwitchedOnAreReported) {
   StatusOr<PrivacyConfig> c = Build("[privacy.dp]\nnoise_multiplier = 1.0\n");
   ASSERT_FALSE(c.ok());
   EXPECT_NE(c.status().message().find("privacy.dp.noise_multiplier"), std::string::npos)

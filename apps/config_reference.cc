@@ -1,0 +1,408 @@
+// The generated config reference (see config_reference.h).
+#include "apps/config_reference.h"
+
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include "algorithms/common/strategy.h"
+#include "algorithms/registry.h"
+#include "client/client.h"
+#include "coordinator/coordinator.h"
+#include "data/partition.h"
+#include "train/data_setup.h"
+#include "train/trainer.h"
+
+namespace tandem {
+namespace {
+
+// A config that switches every optional part on, so that the readers go down every branch that
+// reads keys: both privacy sections with adaptive clipping, LoRA. The data source is a file that
+// does not exist, so the coordinator and the client stop right after reading their plan, before
+// anything is bound, loaded or written.
+constexpr const char* kEverythingOn = R"(
+[data]
+source = "/nonexistent/tandem-config-reference/corpus.txt"
+[privacy.dp]
+enabled = true
+adaptive_clipping = true
+bit_noise_multiplier = 2.0
+[privacy.secagg]
+enabled = true
+)";
+
+// One line per key: what it means. Types, defaults and ranges come from the readers.
+const std::map<std::string, std::string>& Descriptions() {
+  static const std::map<std::string, std::string> kDescriptions = {
+      {"name",
+       "The run's name: its directory is out_dir/name."},
+      {"out_dir",
+       "Where run directories are made."},
+      {"seed",
+       "The seed of everything random in the run (initialisation, sampling, noise), unless a more specific seed is set."},
+      {"algorithm.name",
+       "The algorithm the run executes (see README and docs/algorithms.md): what moves between the cloud and the edge."},
+      {"client.batch",
+       "Sequences per local training step on a client."},
+      {"client.give_up_s",
+       "A client without a coordinator for this long stops with an error (checked by the coordinator at start too)."},
+      {"client.grad_clip",
+       "Global L2 norm the clients' local gradients are clipped to; 0 = no clipping."},
+      {"client.local_epochs",
+       "Local training per round as passes over the client's own data (instead of local_steps); 0 = use local_steps."},
+      {"client.local_steps",
+       "Local training steps per round on a client."},
+      {"client.lr",
+       "The clients' local AdamW learning rate."},
+      {"client.weight_decay",
+       "The clients' local AdamW weight decay."},
+      {"data.arithmetic.examples_per_level",
+       "Generated examples per difficulty level when data.source = \"arithmetic\"."},
+      {"data.arithmetic.levels",
+       "The difficulty levels of the arithmetic task that are generated."},
+      {"data.public_categories",
+       "Categories whose records form the public split (the coordinator's data, no client's)."},
+      {"data.public_fraction",
+       "Fraction of the records (of the other categories) held out as the public split."},
+      {"data.seed",
+       "The seed that shuffles records into splits and partitions; defaults to the top-level seed, so runs on several seeds can share one held-out set."},
+      {"data.source",
+       "The corpus: \"fortunes\", a fortunes-format directory, a .jsonl or text file, or \"arithmetic\"."},
+      {"data.test_fraction",
+       "Fraction of the records held out for the final test."},
+      {"data.validation_fraction",
+       "Fraction of the records held out for evaluation during the run."},
+      {"distill-down.alpha",
+       "On the clients' public batch: weight of cross-entropy on its text; 1 − alpha goes to distillation to the teacher."},
+      {"distill-down.slms",
+       "\"fedavg\": the SLMs are averaged every round; \"local\": each client keeps its own SLM and nothing goes up."},
+      {"distill-down.teacher",
+       "Checkpoint of the coordinator's LLM whose top-k predictions the clients learn from."},
+      {"distill-down.temperature",
+       "Distillation temperature applied to teacher and student logits."},
+      {"distill-down.top_k",
+       "The teacher's top-k predictions sent per position."},
+      {"distill-down.weight",
+       "Weight of the clients' public (distillation) batch against their own private batch."},
+      {"distill-down.windows",
+       "Public windows the teacher predicts on per round."},
+      {"distill-up.alpha",
+       "Weight of the LLM's cross-entropy on the public text; 1 − alpha goes to distillation to the clients' ensemble."},
+      {"distill-up.llm",
+       "Checkpoint of the coordinator's LLM that learns from the clients' ensemble."},
+      {"distill-up.server_batch",
+       "Windows per step of the coordinator's LLM training."},
+      {"distill-up.server_lr",
+       "Learning rate of the coordinator's LLM training (AdamW)."},
+      {"distill-up.server_steps",
+       "The coordinator's LLM training steps per round."},
+      {"distill-up.temperature",
+       "Distillation temperature of the LLM against the ensemble."},
+      {"distill-up.windows",
+       "Public windows the clients predict on per round."},
+      {"eval.clients",
+       "Also evaluate every client's model on its own held-out data each round (a task of its own)."},
+      {"eval.tokens",
+       "Held-out target tokens per evaluation; 0 = all."},
+      {"fedcollm.alpha",
+       "Weight of the trained model's cross-entropy on the public text in the coordinator's distillation; 1 − alpha goes to KD."},
+      {"fedcollm.llm",
+       "Checkpoint of the coordinator's LLM, distilled to and from the SLM."},
+      {"fedcollm.server_batch",
+       "Windows per step of the coordinator's distillation."},
+      {"fedcollm.server_lr",
+       "Learning rate of the LLM's AdamW (SLM → LLM); it restarts every round, so keep it small."},
+      {"fedcollm.server_steps",
+       "The coordinator's distillation steps per round, each way."},
+      {"fedcollm.slm_lr",
+       "Learning rate of the SLM adapters' AdamW on the coordinator (LLM → SLM)."},
+      {"fedcollm.temperature",
+       "Distillation temperature, both ways."},
+      {"fedcollm.windows",
+       "Public windows distilled on per round."},
+      {"federation.client_init_checkpoints",
+       "One starting checkpoint per federation.client_models entry; empty = fresh from the seed."},
+      {"federation.client_models",
+       "Model presets of the clients: client K runs entry K mod length; empty = every client runs [model]."},
+      {"federation.clients",
+       "Clients in the federation (the population N); `tandem run` starts this many."},
+      {"federation.cohort",
+       "Clients per round; 0 = use cohort_fraction. At most federation.clients."},
+      {"federation.cohort_fraction",
+       "Clients per round as a fraction of federation.clients (when cohort is 0)."},
+      {"federation.curve",
+       "CURVE encryption and the allow-list of client keys; on by default for tcp."},
+      {"federation.endpoint",
+       "The address the coordinator binds and clients connect to; empty = derived from the transport and the run directory."},
+      {"federation.heartbeat_ms",
+       "Interval of heartbeats between the coordinator and a client."},
+      {"federation.keys_dir",
+       "Where the CURVE keys and the allow-list are (tandem run makes them when missing)."},
+      {"federation.min_results",
+       "Results a round needs before its deadline may close it; 0 = the whole cohort. At most federation.clients."},
+      {"federation.partition",
+       "How the private records are dealt to the clients: \"iid\", \"by-category\" or \"dirichlet(ALPHA)\". Checked by the coordinator at start."},
+      {"federation.peer_timeout_ms",
+       "A peer silent for this long is dropped (a client may rejoin)."},
+      {"federation.round_deadline_s",
+       "After this long a round closes with the results it has (at least min_results)."},
+      {"federation.rounds",
+       "Rounds of the run."},
+      {"federation.transport",
+       "\"inproc\" (clients are threads of one process), \"ipc\" (processes on one machine) or \"tcp\"."},
+      {"federation.wait_for_clients_s",
+       "How long a round waits for a full cohort to be connected."},
+      {"fedmkt.alpha",
+       "Weight of the LLM's cross-entropy on the public text; 1 − alpha goes to distillation to the clients' ensemble."},
+      {"fedmkt.client_alpha",
+       "On the clients' public batch: weight of cross-entropy on its text; 1 − client_alpha goes to distillation to the LLM."},
+      {"fedmkt.client_weight",
+       "Weight of the clients' public batch against their own private batch."},
+      {"fedmkt.llm",
+       "Checkpoint of the coordinator's LLM, which teaches the clients and learns from them."},
+      {"fedmkt.selection",
+       "How client predictions are combined: \"mean\", or \"min-ce\" (per position the client that fits the text best; needs privacy off)."},
+      {"fedmkt.server_batch",
+       "Windows per step of the coordinator's LLM training."},
+      {"fedmkt.server_lr",
+       "Learning rate of the coordinator's LLM training (AdamW)."},
+      {"fedmkt.server_steps",
+       "The coordinator's LLM training steps per round."},
+      {"fedmkt.temperature",
+       "Distillation temperature, both ways."},
+      {"fedmkt.top_k",
+       "The LLM's top-k predictions sent to the clients per position."},
+      {"fedmkt.windows",
+       "Public windows per round, predicted on both ways."},
+      {"model.context",
+       "Context length in tokens (overrides the preset)."},
+      {"model.d_head",
+       "Width of an attention head; 0 = d_model / n_head (overrides the preset)."},
+      {"model.d_mlp",
+       "Hidden width of the MLP; 0 = 4 · d_model (overrides the preset)."},
+      {"model.d_model",
+       "Embedding width (overrides the preset)."},
+      {"model.init_checkpoint",
+       "Checkpoint the model starts from; empty = fresh from the seed."},
+      {"model.layer_d_mlp",
+       "Per-layer MLP widths, for pruned models; empty = d_mlp everywhere."},
+      {"model.layer_n_head",
+       "Per-layer head counts, for pruned models; empty = n_head everywhere."},
+      {"model.lora.alpha",
+       "LoRA scaling numerator: adapters are scaled by alpha / rank."},
+      {"model.lora.rank",
+       "LoRA rank; a [model.lora] section trains adapters instead of the whole model."},
+      {"model.lora.targets",
+       "The linear layers LoRA adapters attach to."},
+      {"model.n_head",
+       "Attention heads per layer (overrides the preset)."},
+      {"model.n_layer",
+       "Transformer blocks (overrides the preset)."},
+      {"model.preset",
+       "Model size preset: slm-micro, slm-tiny, slm-small, llm-small, llm-medium."},
+      {"model.vocab",
+       "Vocabulary size; at least 256 for the byte tokenizer (overrides the preset)."},
+      {"privacy.dp.adaptive_clipping",
+       "Adapt the clip norm every round towards target_quantile of the update norms (Andrew et al. 2021)."},
+      {"privacy.dp.bit_noise_multiplier",
+       "Noise multiplier of the clipped-bit count under adaptive clipping; 0 = cohort / 20."},
+      {"privacy.dp.clip_lr",
+       "Learning rate of the adaptive clip norm, in (0, 10]: C ← C·exp(−clip_lr·(b̄ − target_quantile))."},
+      {"privacy.dp.clip_norm",
+       "L2 norm every contribution is clipped to, > 0 (the starting norm under adaptive clipping)."},
+      {"privacy.dp.delta",
+       "δ of the (ε, δ) guarantee; must be below 1 / federation.clients."},
+      {"privacy.dp.enabled",
+       "Client-level differential privacy on every upload; false ignores the section's other keys."},
+      {"privacy.dp.epsilon_budget",
+       "The run stops before a round that would spend more ε than this; 0 = no budget."},
+      {"privacy.dp.noise",
+       "\"central\": the coordinator adds the noise; \"distributed\": each client adds its share (composes with secure aggregation)."},
+      {"privacy.dp.noise_multiplier",
+       "σ > 0: noise standard deviation in units of the clip norm (or set target_epsilon, not both)."},
+      {"privacy.dp.sampling",
+       "\"poisson\": each client joins a round with probability q (what the accountant assumes); \"fixed\": a fixed-size random cohort."},
+      {"privacy.dp.target_epsilon",
+       "Calibrate σ at start so the configured rounds spend at most this ε; 0 = use noise_multiplier."},
+      {"privacy.dp.target_quantile",
+       "Under adaptive clipping: the fraction of updates the clip norm should leave unclipped, in (0, 1)."},
+      {"privacy.secagg.clip_range",
+       "Each weighted coordinate is clamped to ±clip_range before fixed-point encoding."},
+      {"privacy.secagg.dropout_rate",
+       "Fraction of clients the threshold must tolerate losing at each step, in [0, 1)."},
+      {"privacy.secagg.enabled",
+       "Secure aggregation (Bonawitz et al. 2017): the coordinator sees only the cohort's sum; false ignores the section's other keys."},
+      {"privacy.secagg.fraction_bits",
+       "Fixed-point resolution: 2^-fraction_bits, below modulus_bits."},
+      {"privacy.secagg.modulus_bits",
+       "The ring of the masked sums: integers mod 2^modulus_bits, with modulus_bits in [8, 64]; the cohort's sum must not wrap it."},
+      {"privacy.secagg.neighbours",
+       "0: every pair of clients masks (SecAgg); k: each client masks with k neighbours (SecAgg+)."},
+      {"privacy.secagg.threshold",
+       "Shares needed to reconstruct a secret, more than half of the n clients holding shares and at most n; 0 = ⌊2n/3⌋ + 1."},
+      {"strategy.beta1",
+       "FedAdam/FedYogi first-moment decay."},
+      {"strategy.beta2",
+       "FedAdam/FedYogi second-moment decay."},
+      {"strategy.momentum",
+       "FedAvgM server momentum."},
+      {"strategy.name",
+       "How the coordinator combines the clients' updates: fedavg, fedprox, fedavgm, fedadam, fedyogi, median or trimmed-mean."},
+      {"strategy.proximal_mu",
+       "FedProx proximal term μ added to the clients' local loss."},
+      {"strategy.server_lr",
+       "Server learning rate of FedAvgM, FedAdam and FedYogi."},
+      {"strategy.tau",
+       "FedAdam/FedYogi adaptivity (the ε of the second moment)."},
+      {"strategy.trim_fraction",
+       "Trimmed mean: the fraction trimmed at each end, per coordinate."},
+      {"train.batch",
+       "Sequences per training step."},
+      {"train.beta1",
+       "AdamW first-moment decay."},
+      {"train.beta2",
+       "AdamW second-moment decay."},
+      {"train.checkpoint_every",
+       "Steps between checkpoints; 0 = only at the end."},
+      {"train.eval_every",
+       "Steps between evaluations on the held-out split; 0 = only at the end."},
+      {"train.eval_tokens",
+       "Held-out target tokens per evaluation; 0 = all."},
+      {"train.exact_match_per_category",
+       "With data.source = \"arithmetic\": also score this many examples per level by exact match at each evaluation."},
+      {"train.grad_clip",
+       "Global L2 norm gradients are clipped to; 0 = no clipping."},
+      {"train.lr",
+       "Peak learning rate (AdamW), after warm-up, decaying on a cosine to min_lr_ratio · lr."},
+      {"train.max_seconds",
+       "Stop early when this wall-clock budget is spent; 0 = no budget."},
+      {"train.min_lr_ratio",
+       "The learning rate at the end of the cosine decay, as a fraction of lr."},
+      {"train.on",
+       "\"train\": the training split; \"public\": the public split (the cloud's starting LLM)."},
+      {"train.sample_prompt",
+       "Prompt of the sample printed at the end."},
+      {"train.sample_tokens",
+       "Bytes sampled and printed at the end; 0 = none."},
+      {"train.steps",
+       "Training steps."},
+      {"train.stop_at_step",
+       "Checkpoint and stop after this step (--resume continues); 0 = run to train.steps."},
+      {"train.warmup_steps",
+       "Linear warm-up steps; the default is min(100, steps / 10)."},
+      {"train.weight_decay",
+       "AdamW weight decay."},
+  };
+  return kDescriptions;
+}
+
+std::string Section(const std::string& key) {
+  const size_t dot = key.rfind('.');
+  return dot == std::string::npos ? "" : key.substr(0, dot);
+}
+
+std::string Cell(const std::string& text) {
+  std::string out;
+  for (char c : text) out += c == '|' ? std::string("\\|") : std::string(1, c);
+  return out;
+}
+
+}  // namespace
+
+StatusOr<std::vector<ConfigKeyRecord>> RecordConfigKeys() {
+  std::vector<ConfigKeyRecord> records;
+  TANDEM_ASSIGN_OR_RETURN(Config base, Config::Parse(kEverythingOn, "<config-reference>"));
+  base.RecordKeysTo(&records);
+
+  // Each reader's own failures are expected here (no data, no checkpoints): what counts is the
+  // keys it asked for before it stopped.
+  for (const Algorithm& algorithm : Algorithms()) {
+    Config config = base;
+    TANDEM_RETURN_IF_ERROR(config.ApplyOverride("algorithm.name=" + algorithm.name));
+    (void)RunCoordinator(config, algorithm.server, CoordinatorOptions{});
+    // The algorithm's own section, read when its coordinator half is built: over a tiny
+    // generated data set, with checkpoints that do not exist (read after their keys).
+    DataConfig tiny;
+    tiny.source = "arithmetic";
+    tiny.arithmetic_levels = {1};
+    tiny.arithmetic_examples_per_level = 40;
+    TANDEM_ASSIGN_OR_RETURN(DatasetSplits splits, LoadSplits(tiny));
+    SharedObjects shared;
+    ServerContext context;
+    context.config = &config;
+    context.splits = &splits;
+    context.privacy = true;
+    context.shared = &shared;
+    (void)algorithm.server.create(context);
+    ClientOptions client;
+    client.use_compute_slots = false;
+    (void)RunClient(config, algorithm.client, client);
+  }
+  // Every strategy's own keys.
+  for (const std::string& name : StrategyNames()) {
+    Config config = base;
+    TANDEM_RETURN_IF_ERROR(config.ApplyOverride("strategy.name=" + name));
+    (void)StrategyConfigFromConfig(config);
+  }
+  // `tandem train`, with and without LoRA.
+  {
+    Config config = base;
+    (void)TrainConfigFromConfig(config);
+    TANDEM_RETURN_IF_ERROR(config.ApplyOverride("model.lora.rank=8"));
+    (void)TrainConfigFromConfig(config);
+  }
+
+  // Sorted by section, then key, so that a section's keys stay together.
+  std::map<std::pair<std::string, std::string>, ConfigKeyRecord> unique;
+  for (ConfigKeyRecord& r : records) unique.emplace(std::make_pair(Section(r.key), r.key), r);
+  std::vector<ConfigKeyRecord> out;
+  for (auto& [key, r] : unique) out.push_back(std::move(r));
+  return out;
+}
+
+StatusOr<std::string> ConfigReferenceMarkdown(const std::vector<ConfigKeyRecord>& keys) {
+  std::string missing;
+  for (const ConfigKeyRecord& r : keys) {
+    if (Descriptions().count(r.key) == 0) missing += (missing.empty() ? "" : ", ") + r.key;
+  }
+  if (!missing.empty()) {
+    return Status::FailedPrecondition(
+        "config keys without a description in apps/config_reference.cc: " + missing);
+  }
+  // And no description outlives its key (renamed or removed).
+  std::set<std::string> recorded;
+  for (const ConfigKeyRecord& r : keys) recorded.insert(r.key);
+  std::string stale;
+  for (const auto& [key, text] : Descriptions()) {
+    if (recorded.count(key) == 0) stale += (stale.empty() ? "" : ", ") + key;
+  }
+  if (!stale.empty()) {
+    return Status::FailedPrecondition(
+        "descriptions in apps/config_reference.cc of keys no reader reads: " + stale);
+  }
+  std::string md =
+      "# Config reference\n\n"
+      "<!-- Generated by `tandem config-reference > docs/config.md`; do not edit by hand. -->\n\n"
+      "Every key a tandem config can hold, read from the code: the coordinator's plan for every\n"
+      "registered algorithm, the client's, and centralized training's readers are run in a\n"
+      "describe mode that records each key with its type, default and range. A key not listed\n"
+      "here is an error (`unknown key`), with the nearest known key suggested. A section switched\n"
+      "off with `enabled = false` ignores its other keys. Any key can be set from the command line\n"
+      "with `--set key=value`. Where the range column is empty, any value of the type is read\n"
+      "and the meaning says what is then checked (the privacy sections are checked as a whole\n"
+      "against the federation: docs/privacy.md).\n";
+  std::string section = "\x01";
+  for (const ConfigKeyRecord& r : keys) {
+    if (Section(r.key) != section) {
+      section = Section(r.key);
+      md += "\n## " + (section.empty() ? std::string("Top level") : "[" + section + "]") +
+            "\n\n| key | type | default | range | meaning |\n|---|---|---|---|---|\n";
+    }
+    md += "| `" + r.key + "` | " + r.type + " | " + (r.def.empty() ? "" : "`" + Cell(r.def) + "`") +
+          " | " + Cell(r.range) + " | " + Cell(Descriptions().at(r.key)) + " |\n";
+  }
+  return md;
+}
+
+}  // namespace tandem
