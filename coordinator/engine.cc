@@ -293,6 +293,7 @@ void RoundEngine::TryStartRound() {
   round_metrics_.clear();
   round_cohort_ = cohort.size();
   round_results_ = round_dropped_ = round_rejected_ = 0;
+  round_first_task_closed_ = false;
   bytes_sent_at_start_ = outbox_->BytesSent();
   bytes_received_at_start_ = outbox_->BytesReceived();
   outbox_->AdvanceRound(round_);
@@ -418,6 +419,18 @@ std::vector<std::string> RoundEngine::CancelUnanswered(const std::string& reason
   return cancelled;
 }
 
+void RoundEngine::CountResults() {
+  // "results" is how many clients the round's work came from: what its first task accepted
+  // (secure aggregation's later steps, or an evaluation after training, go to the same clients
+  // again and are not more results). Each task kind's count is kept under task_results.<kind>.
+  round_metrics_["task_results." + task_.kind] +=
+      static_cast<double>(task_.report.responded.size());
+  if (!round_first_task_closed_) {
+    round_results_ = task_.report.responded.size();
+    round_first_task_closed_ = true;
+  }
+}
+
 void RoundEngine::CloseTask() {
   auto log = GetLogger("coordinator");
   closed_tasks_.insert(task_.id);
@@ -435,7 +448,7 @@ void RoundEngine::CloseTask() {
       static_cast<double>(outbox_->BytesSent() - task_.bytes_sent_at_start);
   round_metrics_["bytes_up." + task_.kind] +=
       static_cast<double>(outbox_->BytesReceived() - task_.bytes_received_at_start);
-  round_results_ += task_.report.responded.size();
+  CountResults();
   round_dropped_ += task_.report.failed;
   round_rejected_ += task_.report.rejected;
   StatusOr<std::optional<TaskSpec>> next = algorithm_->OnTaskClosed(task_.report);
@@ -463,7 +476,7 @@ void RoundEngine::FinishRound(bool completed, const std::string& why) {
     closed_tasks_.insert(task_.id);
     round_dropped_ += task_.members.size() - task_.report.responded.size();
     round_rejected_ += task_.report.rejected;
-    round_results_ += task_.report.responded.size();
+    CountResults();
     CancelUnanswered("the round was aborted");
   }
   std::map<std::string, double> metrics = round_metrics_;

@@ -121,6 +121,7 @@ class RoundEngine {
   void Dispatch(TaskSpec spec);
   void MaybeCloseTask(bool deadline_passed);
   void CloseTask();
+  void CountResults();  // the closing task's accepted results into the round's counts
   // Tells the open task's members that have not answered to stop; returns who they were.
   std::vector<std::string> CancelUnanswered(const std::string& reason);
   void FinishRound(bool completed, const std::string& why);
@@ -162,7 +163,10 @@ class RoundEngine {
   uint64_t round_ = 0;
   double round_started_ = 0.0;
   std::map<std::string, double> round_metrics_;
+  // round_results_: results the round's first task accepted (the clients whose work the round
+  // used); each task's own count is in round_metrics_ as task_results.<kind>.
   size_t round_cohort_ = 0, round_results_ = 0, round_dropped_ = 0, round_rejected_ = 0;
+  bool round_first_task_closed_ = false;
   size_t late_ = 0;  // late results since the previous metrics line
   uint64_t bytes_sent_at_start_ = 0, bytes_received_at_start_ = 0;
 };

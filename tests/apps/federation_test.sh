@@ -153,7 +153,8 @@ ipc)
   first="$(metric runs/fed 0 val_loss)"; last="$(metric runs/fed 3 val_loss)"
   /usr/bin/python3 -c "import sys; sys.exit(0 if $last < $first - 0.05 else 1)" ||
     fail "held-out loss did not fall: $first -> $last"
-  [ "$(metric runs/fed 3 results)" = "6.0" ] || fail "round 3 did not get 3 training and 3 evaluation results"
+  [ "$(metric runs/fed 3 results)" = "3.0" ] || fail "round 3 did not get 3 results (not one per task)"
+  [ "$(metric runs/fed 3 task_results.fedavg.eval)" = "3.0" ] || fail "round 3 did not get 3 evaluation results"
   [ "$(metric runs/fed 1 bytes_up)" != "0.0" ] || fail "no bytes counted"
   grep -q '"final_test_loss"' runs/fed/summary.json || fail "summary.json lacks the final loss"
   [ -f runs/fed/checkpoints/model.safetensors ] || fail "no model checkpoint"

@@ -472,5 +472,26 @@ TEST(EngineStateTest, RestoredEngineSamplesTheSameCohorts) {
   EXPECT_GT(distinct.size(), 1u);
 }
 
+// Regression: under secure aggregation the round line said "20/4 results", the sum of the
+// answers to every step. "results" is what the round's first task accepted; each task kind's
+// count is under task_results.<kind>.
+TEST_F(EngineTest, ResultsCountTheFirstTaskNotEveryStep) {
+  algo_.chain = true;
+  Make(Config(3, 2, 1));
+  for (auto p : {"client-0", "client-1", "client-2"}) Join(p);
+  for (auto p : {"client-0", "client-1", "client-2"}) Answer(p, 1);
+  Answer("client-0", 1);
+  Answer("client-1", 1);
+  engine_->OnLost("client-2");
+  engine_->Tick();
+  ASSERT_TRUE(engine_->done());
+  ASSERT_EQ(lines_.size(), 1u);
+  const auto& m = lines_[0];
+  EXPECT_EQ(m.at("results"), 3);
+  EXPECT_EQ(m.at("cohort"), 3);
+  EXPECT_EQ(m.at("task_results.sum"), 3);
+  EXPECT_EQ(m.at("task_results.sum.check"), 2);
+}
+
 }  // namespace
 }  // namespace tandem
