@@ -92,6 +92,14 @@ class RoundEngine {
   // Events from the transport.
   void OnJoined(const std::string& peer, const std::vector<std::string>& capabilities);
   void OnLost(const std::string& peer);
+  // The launcher saw `peer`'s process end (coordinator/coordinator.h, exited_clients): unlike a
+  // lost connection, it will not come back by itself. The engine drops it at once, stops
+  // counting it among the clients a round waits for (wait_for_clients_s) and shrinks later
+  // cohorts to the clients left. Joining again (a restarted process) makes it expected again.
+  // Under Poisson sampling each remaining client keeps the sampling rate q the accountant is
+  // told (q = cohort / federation.clients), so ε stays an upper bound; the expected cohort
+  // shrinks, which a warning says.
+  void OnClientExited(const std::string& peer);
   void OnMessage(const std::string& peer, const wire::Message& message);
   // Advances time: starts rounds, closes tasks whose deadline passed. Call it after every event
   // and at least every NextWakeSeconds().
@@ -109,6 +117,8 @@ class RoundEngine {
   const std::string& stop_reason() const { return stop_reason_; }
 
   size_t live_clients() const { return clients_.size(); }
+  // federation.clients less those whose process has ended for good.
+  int expected_clients() const;
   int cohort_size() const;
   int min_results() const;
   // The round in progress, or the last one (0 before the first): what messages are stamped with.
@@ -144,6 +154,7 @@ class RoundEngine {
   double last_wait_log_ = -1.0;
 
   std::map<std::string, ClientInfo> clients_;  // live, by name
+  std::set<std::string> exited_;               // processes that ended; not waited for
 
   // The open task.
   struct OpenTask {
