@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <thread>
 
 #include <zmq.h>
@@ -40,7 +41,7 @@ class ClientProcesses {
  public:
   ~ClientProcesses() { Stop(0.0); }
 
-  Status Start(const std::string& exe, const std::vector<std::string>& args,
+  Status Start(int index, const std::string& exe, const std::vector<std::string>& args,
                const std::string& log_path, int threads) {
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
@@ -63,13 +64,41 @@ class ClientProcesses {
     posix_spawn_file_actions_destroy(&actions);
     if (rc != 0) return Status::IoError("cannot start '" + exe + "': " + std::strerror(rc));
     pids_.push_back(pid);
+    index_of_[pid] = index;
+    GetLogger("run")->info("client {}: pid {}", index, pid);
     return Status::Ok();
+  }
+
+  // The indices of the clients whose process has ended since the last call (non-blocking).
+  std::vector<int> ReapExited() {
+    std::vector<int> exited;
+    for (auto it = pids_.begin(); it != pids_.end();) {
+      int status = 0;
+      const pid_t r = waitpid(*it, &status, WNOHANG);
+      if (r == *it || r < 0) {
+        const bool clean = r == *it && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        if (!clean) ++failed_;
+        const int index = index_of_[*it];
+        GetLogger("run")->warn("client {} (pid {}) {}", index, *it,
+                               r < 0                 ? "is gone"
+                               : WIFSIGNALED(status) ? "was killed by signal " +
+                                                           std::to_string(WTERMSIG(status))
+                                                     : "exited with status " +
+                                                           std::to_string(WEXITSTATUS(status)));
+        exited.push_back(index);
+        it = pids_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    return exited;
   }
 
   // Waits up to `grace_s` for the clients to leave by themselves (they do on the coordinator's
   // Bye), then terminates the rest. Returns how many exited with an error.
   int Stop(double grace_s) {
-    int failed = 0;
+    int failed = failed_;
+    failed_ = 0;
     Stopwatch clock;
     auto reap = [&](bool block) {
       for (auto it = pids_.begin(); it != pids_.end();) {
@@ -98,7 +127,9 @@ class ClientProcesses {
   }
 
  private:
-  std::vector<pid_t> pids_;
+  std::vector<pid_t> pids_;  // running
+  std::map<pid_t, int> index_of_;
+  int failed_ = 0;  // reaped by ReapExited with an error
 };
 
 }  // namespace
@@ -164,9 +195,14 @@ StatusOr<CoordinatorResult> RunLocal(const Config& config, const Algorithm& algo
           args.push_back(o);
         }
         TANDEM_RETURN_IF_ERROR(processes.Start(
-            exe, args, run_dir + "/logs/client-" + std::to_string(k) + ".log", client_threads));
+            k, exe, args, run_dir + "/logs/client-" + std::to_string(k) + ".log", client_threads));
       }
       return Status::Ok();
+    };
+    coordinator.exited_clients = [&] {
+      std::vector<std::string> names;
+      for (int k : processes.ReapExited()) names.push_back("client-" + std::to_string(k));
+      return names;
     };
   }
   StatusOr<CoordinatorResult> result = RunCoordinator(config, algorithm.server, coordinator);

@@ -25,6 +25,8 @@ struct LaunchOptions {
   std::function<void(const std::string& line)> progress;  // the coordinator's round lines
 };
 
+// A client process that exits is reported to the coordinator, whose rounds then stop waiting for
+// it.
 StatusOr<CoordinatorResult> RunLocal(const Config& config, const Algorithm& algorithm,
                                      const LaunchOptions& options);
 

@@ -299,10 +299,16 @@ StatusOr<std::unique_ptr<ServerAlgorithm>> WithPrivacy(std::unique_ptr<ServerAlg
 // Feeds the transport's events to the engine until it is done, then says goodbye to every
 // client still connected.
 Status ServeRounds(wire::Server* server, RoundEngine* engine,
-                   const wire::TransportConfig& transport) {
+                   const wire::TransportConfig& transport, const CoordinatorOptions& options) {
   auto log = GetLogger("coordinator");
   std::set<std::string> live;
   while (!engine->done()) {
+    if (options.exited_clients) {
+      for (const std::string& name : options.exited_clients()) {
+        live.erase(name);
+        engine->OnClientExited(name);
+      }
+    }
     const auto wait = std::chrono::milliseconds(
         std::max<int64_t>(1, static_cast<int64_t>(engine->NextWakeSeconds() * 1000)));
     TANDEM_ASSIGN_OR_RETURN(std::optional<wire::TransportEvent> event, server->Receive(wait));
@@ -436,7 +442,7 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config, const ServerPlu
     say(RoundLine(round, plan.engine.rounds, m));
     return Status::Ok();
   });
-  TANDEM_RETURN_IF_ERROR(ServeRounds(server.get(), &engine, plan.transport));
+  TANDEM_RETURN_IF_ERROR(ServeRounds(server.get(), &engine, plan.transport, options));
 
   // ---- The final numbers. ----
   const RunTotals& totals = run_log.totals();

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "coordinator/algorithm.h"
 #include "core/status.h"
@@ -26,6 +27,10 @@ struct CoordinatorOptions {
   // Receives a line for a person after each round (and round 0); the program decides where it
   // goes. Null: nothing is shown.
   std::function<void(const std::string& line)> progress;
+  // Polled every iteration of the event loop, from its thread: the names ("client-K") of clients
+  // whose process has ended since the last call. The engine stops waiting for them
+  // (RoundEngine::OnClientExited). Null: only lost connections are noticed.
+  std::function<std::vector<std::string>()> exited_clients;
 };
 
 struct CoordinatorResult {

@@ -667,6 +667,34 @@ EOF2
   done
   echo "private-resume: four runs in ${SECONDS} s"
   ;;
+dead-client)
+  # Regression: after a client process died for good under `tandem run`, every later round
+  # waited wait_for_clients_s (here 120 s) for a full cohort. The launcher now tells the
+  # coordinator the process exited, and the rounds go on with the two clients left at once.
+  # peer_timeout_ms is high so that only the launcher's report can explain a quick run.
+  CFG="$WORK/dead-client.toml"
+  cp base.toml "$CFG"
+  gone() { ! kill -0 "$1" 2>/dev/null; }
+  TANDEM_THREADS=1 "$TANDEM" run "$CFG" --set federation.rounds=4 --set federation.min_results=2 \
+    --set federation.wait_for_clients_s=120 --set federation.peer_timeout_ms=60000 \
+    --set client.local_steps=100 > run.out 2>&1 &
+  RUN_PID=$!; PIDS+=($RUN_PID)
+  wait_for 60 "round 1's task" grep -q "task 1 (fedavg.train) sent" runs/fed/coordinator.log
+  victim="$(pgrep -f -- "client $CFG --id 2 " || true)"
+  [ -n "$victim" ] || fail "no process for client 2"
+  kill -9 $victim
+  start=$SECONDS
+  wait_for 110 "the run to finish" gone "$RUN_PID"
+  took=$((SECONDS - start))
+  wait "$RUN_PID" || fail "tandem run failed: $(tail -5 run.out)"
+  [ "$took" -le 60 ] || fail "the rounds after the kill took ${took}s: they waited for the dead client"
+  [ "$(rounds_done runs/fed)" -eq 4 ] || fail "expected 4 rounds"
+  for r in 2 3 4; do
+    [ "$(metric runs/fed $r aborted)" = "" ] || fail "round $r was aborted"
+    [ "$(metric runs/fed $r results)" = "2.0" ] || fail "round $r should have 2 results, has $(metric runs/fed $r results)"
+  done
+  grep -q "client-2's process ended" runs/fed/coordinator.log || fail "the exit was not reported"
+  ;;
 *)
   echo "unknown scenario $SCENARIO" >&2; exit 2 ;;
 esac
