@@ -30,6 +30,36 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// The signal that asked the run to stop, 0 before one has. A lock-free atomic is what a signal
+// handler may store to; the coordinator's event loop polls it.
+std::atomic<int> g_stop_signal{0};
+static_assert(std::atomic<int>::is_always_lock_free);
+
+extern "C" void OnStopSignal(int signal) { g_stop_signal.store(signal); }
+
+// SIGINT and SIGTERM set g_stop_signal while it lives; the previous handlers come back after.
+class StopSignals {
+ public:
+  StopSignals() {
+    g_stop_signal.store(0);
+    struct sigaction action {};
+    action.sa_handler = OnStopSignal;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &action, &old_int_);
+    sigaction(SIGTERM, &action, &old_term_);
+  }
+  ~StopSignals() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+
+ private:
+  struct sigaction old_int_ {}, old_term_ {};
+};
+
 std::string SelfExecutable() {
   std::error_code ec;
   auto p = fs::read_symlink("/proc/self/exe", ec);
@@ -112,11 +142,14 @@ class ClientProcesses {
         }
       }
     };
-    while (!pids_.empty() && clock.Seconds() < grace_s) {
+    while (!pids_.empty() && clock.Seconds() < grace_s && g_stop_signal.load() == 0) {
       reap(false);
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    for (pid_t pid : pids_) kill(pid, SIGTERM);
+    for (pid_t pid : pids_) {
+      GetLogger("run")->info("stopping client {} (pid {})", index_of_[pid], pid);
+      kill(pid, SIGTERM);
+    }
     for (Stopwatch term; !pids_.empty() && term.Seconds() < 3.0;) {
       reap(false);
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -155,9 +188,11 @@ StatusOr<CoordinatorResult> RunLocal(const Config& config, const Algorithm& algo
   const int client_threads = std::max(1, AvailableCores() / clients);
   SetComputeThreads(ComputeThreads(1));
 
+  StopSignals stop_signals;
   CoordinatorOptions coordinator;
   coordinator.resume = options.resume;
   coordinator.progress = options.progress;
+  coordinator.stop = &g_stop_signal;
   std::atomic<bool> stop_clients{false};
   std::vector<std::thread> threads;
   ClientProcesses processes;
@@ -184,6 +219,7 @@ StatusOr<CoordinatorResult> RunLocal(const Config& config, const Algorithm& algo
     };
   } else {
     coordinator.on_bound = [&, exe = SelfExecutable()](const std::string& endpoint) -> Status {
+      if (g_stop_signal.load() != 0) return Status::Unavailable("the run was stopped");
       log->info("starting {} client processes ({} compute thread{} each); logs in {}/logs",
                 clients, client_threads, client_threads == 1 ? "" : "s", run_dir);
       for (int k = 0; k < clients; ++k) {
@@ -210,6 +246,12 @@ StatusOr<CoordinatorResult> RunLocal(const Config& config, const Algorithm& algo
   for (auto& t : threads) t.join();
   if (context != nullptr) zmq_ctx_term(context);
   const int failed = processes.Stop(result.ok() ? 10.0 : 0.0);
+  if (const int signal = g_stop_signal.load(); signal != 0) {
+    log->warn("stopped by signal {}; every client was stopped", signal);
+    if (result.ok()) return result;  // the run had just completed
+    if (options.stopped_by_signal != nullptr) *options.stopped_by_signal = signal;
+    return Status::Unavailable("the run was stopped by signal " + std::to_string(signal));
+  }
   if (failed > 0) {
     log->warn("{} client process{} ended with an error; see {}/logs", failed,
               failed == 1 ? "" : "es", run_dir);

@@ -303,6 +303,17 @@ Status ServeRounds(wire::Server* server, RoundEngine* engine,
   auto log = GetLogger("coordinator");
   std::set<std::string> live;
   while (!engine->done()) {
+    if (options.stop != nullptr && options.stop->load() != 0) {
+      // Rounds end with their checkpoint; the round in progress is dropped and redone on resume.
+      const int signal = options.stop->load();
+      log->warn("round {}: stopped (signal {}); the checkpoint before round {} is kept",
+                engine->current_round(), signal, engine->state().next_round);
+      engine->Stop(Status::Unavailable("the run was stopped (signal " + std::to_string(signal) +
+                                       ") before round " +
+                                       std::to_string(engine->state().next_round) +
+                                       " completed; its last checkpoint is kept"));
+      break;
+    }
     if (options.exited_clients) {
       for (const std::string& name : options.exited_clients()) {
         live.erase(name);
@@ -343,7 +354,10 @@ Status ServeRounds(wire::Server* server, RoundEngine* engine,
     }
     engine->Tick();
   }
-  const std::string reason = engine->status().ok() ? "the run is complete" : "the run failed";
+  const bool stopped = options.stop != nullptr && options.stop->load() != 0;
+  const std::string reason = engine->status().ok() ? "the run is complete"
+                             : stopped             ? "the run was stopped"
+                                                   : "the run failed";
   for (const auto& peer : live) {
     wire::Message bye;
     bye.envelope.round = engine->current_round();
