@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <thread>
 
 #include <zmq.h>
@@ -29,6 +30,36 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// The signal that asked the run to stop, 0 before one has. A lock-free atomic is what a signal
+// handler may store to; the coordinator's event loop polls it.
+std::atomic<int> g_stop_signal{0};
+static_assert(std::atomic<int>::is_always_lock_free);
+
+extern "C" void OnStopSignal(int signal) { g_stop_signal.store(signal); }
+
+// SIGINT and SIGTERM set g_stop_signal while it lives; the previous handlers come back after.
+class StopSignals {
+ public:
+  StopSignals() {
+    g_stop_signal.store(0);
+    struct sigaction action {};
+    action.sa_handler = OnStopSignal;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &action, &old_int_);
+    sigaction(SIGTERM, &action, &old_term_);
+  }
+  ~StopSignals() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+
+ private:
+  struct sigaction old_int_ {}, old_term_ {};
+};
+
 std::string SelfExecutable() {
   std::error_code ec;
   auto p = fs::read_symlink("/proc/self/exe", ec);
@@ -40,7 +71,7 @@ class ClientProcesses {
  public:
   ~ClientProcesses() { Stop(0.0); }
 
-  Status Start(const std::string& exe, const std::vector<std::string>& args,
+  Status Start(int index, const std::string& exe, const std::vector<std::string>& args,
                const std::string& log_path, int threads) {
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
@@ -63,13 +94,41 @@ class ClientProcesses {
     posix_spawn_file_actions_destroy(&actions);
     if (rc != 0) return Status::IoError("cannot start '" + exe + "': " + std::strerror(rc));
     pids_.push_back(pid);
+    index_of_[pid] = index;
+    GetLogger("run")->info("client {}: pid {}", index, pid);
     return Status::Ok();
+  }
+
+  // The indices of the clients whose process has ended since the last call (non-blocking).
+  std::vector<int> ReapExited() {
+    std::vector<int> exited;
+    for (auto it = pids_.begin(); it != pids_.end();) {
+      int status = 0;
+      const pid_t r = waitpid(*it, &status, WNOHANG);
+      if (r == *it || r < 0) {
+        const bool clean = r == *it && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        if (!clean) ++failed_;
+        const int index = index_of_[*it];
+        GetLogger("run")->warn("client {} (pid {}) {}", index, *it,
+                               r < 0                 ? "is gone"
+                               : WIFSIGNALED(status) ? "was killed by signal " +
+                                                           std::to_string(WTERMSIG(status))
+                                                     : "exited with status " +
+                                                           std::to_string(WEXITSTATUS(status)));
+        exited.push_back(index);
+        it = pids_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    return exited;
   }
 
   // Waits up to `grace_s` for the clients to leave by themselves (they do on the coordinator's
   // Bye), then terminates the rest. Returns how many exited with an error.
   int Stop(double grace_s) {
-    int failed = 0;
+    int failed = failed_;
+    failed_ = 0;
     Stopwatch clock;
     auto reap = [&](bool block) {
       for (auto it = pids_.begin(); it != pids_.end();) {
@@ -83,11 +142,14 @@ class ClientProcesses {
         }
       }
     };
-    while (!pids_.empty() && clock.Seconds() < grace_s) {
+    while (!pids_.empty() && clock.Seconds() < grace_s && g_stop_signal.load() == 0) {
       reap(false);
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    for (pid_t pid : pids_) kill(pid, SIGTERM);
+    for (pid_t pid : pids_) {
+      GetLogger("run")->info("stopping client {} (pid {})", index_of_[pid], pid);
+      kill(pid, SIGTERM);
+    }
     for (Stopwatch term; !pids_.empty() && term.Seconds() < 3.0;) {
       reap(false);
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -98,7 +160,9 @@ class ClientProcesses {
   }
 
  private:
-  std::vector<pid_t> pids_;
+  std::vector<pid_t> pids_;  // running
+  std::map<pid_t, int> index_of_;
+  int failed_ = 0;  // reaped by ReapExited with an error
 };
 
 }  // namespace
@@ -124,9 +188,11 @@ StatusOr<CoordinatorResult> RunLocal(const Config& config, const Algorithm& algo
   const int client_threads = std::max(1, AvailableCores() / clients);
   SetComputeThreads(ComputeThreads(1));
 
+  StopSignals stop_signals;
   CoordinatorOptions coordinator;
   coordinator.resume = options.resume;
   coordinator.progress = options.progress;
+  coordinator.stop = &g_stop_signal;
   std::atomic<bool> stop_clients{false};
   std::vector<std::thread> threads;
   ClientProcesses processes;
@@ -153,6 +219,7 @@ StatusOr<CoordinatorResult> RunLocal(const Config& config, const Algorithm& algo
     };
   } else {
     coordinator.on_bound = [&, exe = SelfExecutable()](const std::string& endpoint) -> Status {
+      if (g_stop_signal.load() != 0) return Status::Unavailable("the run was stopped");
       log->info("starting {} client processes ({} compute thread{} each); logs in {}/logs",
                 clients, client_threads, client_threads == 1 ? "" : "s", run_dir);
       for (int k = 0; k < clients; ++k) {
@@ -164,9 +231,14 @@ StatusOr<CoordinatorResult> RunLocal(const Config& config, const Algorithm& algo
           args.push_back(o);
         }
         TANDEM_RETURN_IF_ERROR(processes.Start(
-            exe, args, run_dir + "/logs/client-" + std::to_string(k) + ".log", client_threads));
+            k, exe, args, run_dir + "/logs/client-" + std::to_string(k) + ".log", client_threads));
       }
       return Status::Ok();
+    };
+    coordinator.exited_clients = [&] {
+      std::vector<std::string> names;
+      for (int k : processes.ReapExited()) names.push_back("client-" + std::to_string(k));
+      return names;
     };
   }
   StatusOr<CoordinatorResult> result = RunCoordinator(config, algorithm.server, coordinator);
@@ -174,6 +246,12 @@ StatusOr<CoordinatorResult> RunLocal(const Config& config, const Algorithm& algo
   for (auto& t : threads) t.join();
   if (context != nullptr) zmq_ctx_term(context);
   const int failed = processes.Stop(result.ok() ? 10.0 : 0.0);
+  if (const int signal = g_stop_signal.load(); signal != 0) {
+    log->warn("stopped by signal {}; every client was stopped", signal);
+    if (result.ok()) return result;  // the run had just completed
+    if (options.stopped_by_signal != nullptr) *options.stopped_by_signal = signal;
+    return Status::Unavailable("the run was stopped by signal " + std::to_string(signal));
+  }
   if (failed > 0) {
     log->warn("{} client process{} ended with an error; see {}/logs", failed,
               failed == 1 ? "" : "es", run_dir);

@@ -23,8 +23,17 @@ struct LaunchOptions {
   bool resume = false;
   std::string log_level = "info";
   std::function<void(const std::string& line)> progress;  // the coordinator's round lines
+  // Set to SIGINT or SIGTERM when one of them stopped the run (RunLocal then returns an error).
+  int* stopped_by_signal = nullptr;
 };
 
+// While it runs, SIGINT and SIGTERM stop the run instead of killing this process alone: the
+// coordinator stops at the next turn of its event loop (within half a second, or once an
+// evaluation and checkpoint in progress are written), keeping its last checkpoint so that
+// `tandem run CONFIG --resume` continues; every client process started is terminated by its pid
+// (SIGTERM, then SIGKILL after 3 s) and in-process clients by their stop flag. A client process that exits is
+// reported to the coordinator, whose rounds then stop waiting for it. The previous signal
+// handlers are restored on return.
 StatusOr<CoordinatorResult> RunLocal(const Config& config, const Algorithm& algorithm,
                                      const LaunchOptions& options);
 

@@ -2,6 +2,7 @@
 // config with its --set overrides, and calls into a library; errors print one clear line.
 #include <malloc.h>
 
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -46,6 +47,28 @@ Status SetupRunLogging(const Config& config, const std::string& level, const std
   std::error_code ec;
   std::filesystem::create_directories(run_dir, ec);
   return tandem::SetupLogging(level, ec ? "" : run_dir + "/" + file);
+}
+
+// `tandem run` stopped by SIGINT or SIGTERM: how to continue, with the same overrides.
+int PrintStopped(int signal, const std::string& config_path,
+                 const std::vector<std::string>& overrides) {
+  auto quote = [](const std::string& word) {
+    if (!word.empty() && word.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTU"
+                                                "VWXYZ0123456789_-.,/=:+@%") == std::string::npos) {
+      return word;
+    }
+    std::string q = "'";
+    for (char c : word) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return q + "'";
+  };
+  std::string command = "tandem run " + quote(config_path) + " --resume";
+  for (const auto& o : overrides) command += " --set " + quote(o);
+  std::fprintf(stderr,
+               "tandem: stopped by %s; every client was stopped and the last checkpoint is kept.\n"
+               "to continue the run: %s\n",
+               signal == SIGINT ? "SIGINT" : signal == SIGTERM ? "SIGTERM" : "a signal",
+               command.c_str());
+  return 128 + signal;
 }
 
 void PrintSummary(const tandem::CoordinatorResult& r) {
@@ -197,6 +220,7 @@ int main(int argc, char** argv) {
       if (!r.ok()) return Fail(r.status());
       return 0;
     }
+    int stopped_by_signal = 0;
     auto r = [&]() -> tandem::StatusOr<tandem::CoordinatorResult> {
       if (*run) {
         tandem::LaunchOptions o;
@@ -205,6 +229,7 @@ int main(int argc, char** argv) {
         o.resume = resume;
         o.log_level = log_level;
         o.progress = PrintProgress;
+        o.stopped_by_signal = &stopped_by_signal;
         return tandem::RunLocal(*config, **algorithm, o);
       }
       tandem::CoordinatorOptions o;
@@ -219,6 +244,7 @@ int main(int argc, char** argv) {
       o.progress = PrintProgress;
       return tandem::RunCoordinator(*config, (*algorithm)->server, o);
     }();
+    if (stopped_by_signal != 0) return PrintStopped(stopped_by_signal, config_path, overrides);
     if (!r.ok()) return Fail(r.status());
     PrintSummary(*r);
     return 0;

@@ -301,10 +301,27 @@ StatusOr<std::unique_ptr<ServerAlgorithm>> WithPrivacy(std::unique_ptr<ServerAlg
 // Feeds the transport's events to the engine until it is done, then says goodbye to every
 // client still connected.
 Status ServeRounds(wire::Server* server, RoundEngine* engine,
-                   const wire::TransportConfig& transport) {
+                   const wire::TransportConfig& transport, const CoordinatorOptions& options) {
   auto log = GetLogger("coordinator");
   std::set<std::string> live;
   while (!engine->done()) {
+    if (options.stop != nullptr && options.stop->load() != 0) {
+      // Rounds end with their checkpoint; the round in progress is dropped and redone on resume.
+      const int signal = options.stop->load();
+      log->warn("round {}: stopped (signal {}); the checkpoint before round {} is kept",
+                engine->current_round(), signal, engine->state().next_round);
+      engine->Stop(Status::Unavailable("the run was stopped (signal " + std::to_string(signal) +
+                                       ") before round " +
+                                       std::to_string(engine->state().next_round) +
+                                       " completed; its last checkpoint is kept"));
+      break;
+    }
+    if (options.exited_clients) {
+      for (const std::string& name : options.exited_clients()) {
+        live.erase(name);
+        engine->OnClientExited(name);
+      }
+    }
     const auto wait = std::chrono::milliseconds(
         std::max<int64_t>(1, static_cast<int64_t>(engine->NextWakeSeconds() * 1000)));
     TANDEM_ASSIGN_OR_RETURN(std::optional<wire::TransportEvent> event, server->Receive(wait));
@@ -339,7 +356,10 @@ Status ServeRounds(wire::Server* server, RoundEngine* engine,
     }
     engine->Tick();
   }
-  const std::string reason = engine->status().ok() ? "the run is complete" : "the run failed";
+  const bool stopped = options.stop != nullptr && options.stop->load() != 0;
+  const std::string reason = engine->status().ok() ? "the run is complete"
+                             : stopped             ? "the run was stopped"
+                                                   : "the run failed";
   for (const auto& peer : live) {
     wire::Message bye;
     bye.envelope.round = engine->current_round();
@@ -438,7 +458,7 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config, const ServerPlu
     say(RoundLine(round, plan.engine.rounds, m));
     return Status::Ok();
   });
-  TANDEM_RETURN_IF_ERROR(ServeRounds(server.get(), &engine, plan.transport));
+  TANDEM_RETURN_IF_ERROR(ServeRounds(server.get(), &engine, plan.transport, options));
 
   // ---- The final numbers. ----
   const RunTotals& totals = run_log.totals();

@@ -4,9 +4,11 @@
 // round, from which --resume continues bit for bit.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "coordinator/algorithm.h"
 #include "core/status.h"
@@ -26,6 +28,16 @@ struct CoordinatorOptions {
   // Receives a line for a person after each round (and round 0); the program decides where it
   // goes. Null: nothing is shown.
   std::function<void(const std::string& line)> progress;
+  // Set (non-zero, e.g. to the signal's number) by a signal handler or another thread to stop
+  // the run: the event loop checks it every iteration (every half second at most, except while
+  // a round's evaluation and checkpoint are being written), stops the engine without touching
+  // the last checkpoint, says goodbye to the clients and returns an Unavailable status saying
+  // so (the caller, who set the flag, knows why). Null: the run stops only by itself.
+  const std::atomic<int>* stop = nullptr;
+  // Polled every iteration of the event loop, from its thread: the names ("client-K") of clients
+  // whose process has ended since the last call. The engine stops waiting for them
+  // (RoundEngine::OnClientExited). Null: only lost connections are noticed.
+  std::function<std::vector<std::string>()> exited_clients;
 };
 
 struct CoordinatorResult {

@@ -104,6 +104,7 @@ void RoundEngine::OnJoined(const std::string& peer, const std::vector<std::strin
   ClientInfo info{peer, ClientIndexFromName(peer), capabilities};
   const bool rejoin = clients_.count(peer) > 0;
   clients_[peer] = info;
+  exited_.erase(peer);  // restarted: expected again
   log->info("round {}: client {} {} ({} connected)", round_, peer,
             rejoin ? "rejoined" : "joined", clients_.size());
   // A member that joins again mid-task has lost the task with its old session.
@@ -125,6 +126,29 @@ void RoundEngine::OnLost(const std::string& peer) {
     ++task_.report.failed;
     MaybeCloseTask(false);
   }
+}
+
+int RoundEngine::expected_clients() const {
+  return std::max(0, config_.expected_clients - static_cast<int>(exited_.size()));
+}
+
+void RoundEngine::OnClientExited(const std::string& peer) {
+  auto log = GetLogger("coordinator");
+  if (!exited_.insert(peer).second) return;
+  log->warn("round {}: client {}'s process ended; rounds no longer wait for it ({} of {} clients "
+            "left)", round_, peer, expected_clients(), config_.expected_clients);
+  if (config_.poisson_sampling) {
+    // q stays what the accountant was told: no remaining client is sampled more often, so the
+    // ε reported stays an upper bound. Distributed noise is sized so that min_results
+    // contributions carry it all, so smaller cohorts still add the full noise.
+    const double q = std::min(1.0, static_cast<double>(cohort_size()) / config_.expected_clients);
+    log->warn("Poisson sampling goes on over the {} clients left, each with q = {:.4g} as "
+              "accounted; the expected cohort falls from {:.4g} to {:.4g} clients, and rounds "
+              "sampling fewer than {} (federation.min_results) are skipped",
+              expected_clients(), q, q * config_.expected_clients, q * expected_clients(),
+              min_results());
+  }
+  OnLost(peer);
 }
 
 void RoundEngine::OnMessage(const std::string& peer, const wire::Message& message) {
@@ -261,8 +285,18 @@ void RoundEngine::TryStartRound() {
   }
   const double now = now_();
   if (waiting_since_ < 0) waiting_since_ = now;
-  // Poisson sampling waits for the whole population; a fixed-size cohort for its size.
-  const int wanted = config_.poisson_sampling ? config_.expected_clients : cohort_size();
+  // Poisson sampling waits for the whole population; a fixed-size cohort for its size. Clients
+  // whose process ended are not waited for.
+  const int expected = expected_clients();
+  if (expected < min_results()) {
+    Fail(Status::Unavailable(
+        std::to_string(config_.expected_clients - expected) + " of " +
+        std::to_string(config_.expected_clients) + " client processes ended, " +
+        std::to_string(expected) + " left; a round needs " + std::to_string(min_results()) +
+        " (federation.min_results)"));
+    return;
+  }
+  const int wanted = config_.poisson_sampling ? expected : std::min(cohort_size(), expected);
   const int eligible = static_cast<int>(Eligible().size());
   const bool full = eligible >= wanted;
   const bool waited = now - waiting_since_ >= config_.wait_for_clients_s;
@@ -293,6 +327,7 @@ void RoundEngine::TryStartRound() {
   round_metrics_.clear();
   round_cohort_ = cohort.size();
   round_results_ = round_dropped_ = round_rejected_ = 0;
+  round_first_task_closed_ = false;
   bytes_sent_at_start_ = outbox_->BytesSent();
   bytes_received_at_start_ = outbox_->BytesReceived();
   outbox_->AdvanceRound(round_);
@@ -418,6 +453,18 @@ std::vector<std::string> RoundEngine::CancelUnanswered(const std::string& reason
   return cancelled;
 }
 
+void RoundEngine::CountResults() {
+  // "results" is how many clients the round's work came from: what its first task accepted
+  // (secure aggregation's later steps, or an evaluation after training, go to the same clients
+  // again and are not more results). Each task kind's count is kept under task_results.<kind>.
+  round_metrics_["task_results." + task_.kind] +=
+      static_cast<double>(task_.report.responded.size());
+  if (!round_first_task_closed_) {
+    round_results_ = task_.report.responded.size();
+    round_first_task_closed_ = true;
+  }
+}
+
 void RoundEngine::CloseTask() {
   auto log = GetLogger("coordinator");
   closed_tasks_.insert(task_.id);
@@ -435,7 +482,7 @@ void RoundEngine::CloseTask() {
       static_cast<double>(outbox_->BytesSent() - task_.bytes_sent_at_start);
   round_metrics_["bytes_up." + task_.kind] +=
       static_cast<double>(outbox_->BytesReceived() - task_.bytes_received_at_start);
-  round_results_ += task_.report.responded.size();
+  CountResults();
   round_dropped_ += task_.report.failed;
   round_rejected_ += task_.report.rejected;
   StatusOr<std::optional<TaskSpec>> next = algorithm_->OnTaskClosed(task_.report);
@@ -463,7 +510,7 @@ void RoundEngine::FinishRound(bool completed, const std::string& why) {
     closed_tasks_.insert(task_.id);
     round_dropped_ += task_.members.size() - task_.report.responded.size();
     round_rejected_ += task_.report.rejected;
-    round_results_ += task_.report.responded.size();
+    CountResults();
     CancelUnanswered("the round was aborted");
   }
   std::map<std::string, double> metrics = round_metrics_;

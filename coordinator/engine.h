@@ -92,6 +92,14 @@ class RoundEngine {
   // Events from the transport.
   void OnJoined(const std::string& peer, const std::vector<std::string>& capabilities);
   void OnLost(const std::string& peer);
+  // The launcher saw `peer`'s process end (coordinator/coordinator.h, exited_clients): unlike a
+  // lost connection, it will not come back by itself. The engine drops it at once, stops
+  // counting it among the clients a round waits for (wait_for_clients_s) and shrinks later
+  // cohorts to the clients left. Joining again (a restarted process) makes it expected again.
+  // Under Poisson sampling each remaining client keeps the sampling rate q the accountant is
+  // told (q = cohort / federation.clients), so ε stays an upper bound; the expected cohort
+  // shrinks, which a warning says.
+  void OnClientExited(const std::string& peer);
   void OnMessage(const std::string& peer, const wire::Message& message);
   // Advances time: starts rounds, closes tasks whose deadline passed. Call it after every event
   // and at least every NextWakeSeconds().
@@ -109,6 +117,8 @@ class RoundEngine {
   const std::string& stop_reason() const { return stop_reason_; }
 
   size_t live_clients() const { return clients_.size(); }
+  // federation.clients less those whose process has ended for good.
+  int expected_clients() const;
   int cohort_size() const;
   int min_results() const;
   // The round in progress, or the last one (0 before the first): what messages are stamped with.
@@ -121,6 +131,7 @@ class RoundEngine {
   void Dispatch(TaskSpec spec);
   void MaybeCloseTask(bool deadline_passed);
   void CloseTask();
+  void CountResults();  // the closing task's accepted results into the round's counts
   // Tells the open task's members that have not answered to stop; returns who they were.
   std::vector<std::string> CancelUnanswered(const std::string& reason);
   void FinishRound(bool completed, const std::string& why);
@@ -143,6 +154,7 @@ class RoundEngine {
   double last_wait_log_ = -1.0;
 
   std::map<std::string, ClientInfo> clients_;  // live, by name
+  std::set<std::string> exited_;               // processes that ended; not waited for
 
   // The open task.
   struct OpenTask {
@@ -162,7 +174,10 @@ class RoundEngine {
   uint64_t round_ = 0;
   double round_started_ = 0.0;
   std::map<std::string, double> round_metrics_;
+  // round_results_: results the round's first task accepted (the clients whose work the round
+  // used); each task's own count is in round_metrics_ as task_results.<kind>.
   size_t round_cohort_ = 0, round_results_ = 0, round_dropped_ = 0, round_rejected_ = 0;
+  bool round_first_task_closed_ = false;
   size_t late_ = 0;  // late results since the previous metrics line
   uint64_t bytes_sent_at_start_ = 0, bytes_received_at_start_ = 0;
 };

@@ -153,7 +153,8 @@ ipc)
   first="$(metric runs/fed 0 val_loss)"; last="$(metric runs/fed 3 val_loss)"
   /usr/bin/python3 -c "import sys; sys.exit(0 if $last < $first - 0.05 else 1)" ||
     fail "held-out loss did not fall: $first -> $last"
-  [ "$(metric runs/fed 3 results)" = "6.0" ] || fail "round 3 did not get 3 training and 3 evaluation results"
+  [ "$(metric runs/fed 3 results)" = "3.0" ] || fail "round 3 did not get 3 results (not one per task)"
+  [ "$(metric runs/fed 3 task_results.fedavg.eval)" = "3.0" ] || fail "round 3 did not get 3 evaluation results"
   [ "$(metric runs/fed 1 bytes_up)" != "0.0" ] || fail "no bytes counted"
   grep -q '"final_test_loss"' runs/fed/summary.json || fail "summary.json lacks the final loss"
   [ -f runs/fed/checkpoints/model.safetensors ] || fail "no model checkpoint"
@@ -733,6 +734,75 @@ tcp-default-curve)
   grep -q "warn.*federation.curve = false.* is in the clear" runs/clear/coordinator.log ||
     fail "no warning that the traffic is in the clear"
   [ ! -e runs/clear/keys ] || fail "keys were made for a run without CURVE"
+  ;;
+stop-run)
+  # Regression: SIGTERM to `tandem run`'s pid alone (what `timeout` or a scheduler sends) killed
+  # the launcher and left its client processes running, and a --resume then collided with them.
+  # Now the launcher stops every client it started, keeps the last checkpoint, says how to
+  # resume (with the same --set overrides) and exits 143; the printed command finishes the run.
+  CFG="$WORK/stop-run.toml"  # a unique path: the run's clients are found by it
+  cp base.toml "$CFG"
+  gone() { ! kill -0 "$1" 2>/dev/null; }
+  clients_left() { pgrep -f -- "client $CFG " || true; }
+  TANDEM_THREADS=1 "$TANDEM" run "$CFG" --set federation.rounds=4 --set client.local_steps=150 \
+    > run.out 2>&1 &
+  RUN_PID=$!; PIDS+=($RUN_PID)
+  wait_for 120 "round 1's checkpoint" has_rounds runs/fed 1
+  [ "$(clients_left | wc -l)" -eq 3 ] || fail "expected 3 client processes, found: $(clients_left)"
+  kill -TERM "$RUN_PID"
+  wait_for 20 "tandem run to exit after SIGTERM" gone "$RUN_PID"
+  rc=0; wait "$RUN_PID" || rc=$?
+  left="$(clients_left)"
+  if [ -n "$left" ]; then
+    for pid in $left; do PIDS+=("$pid"); done
+    fail "client processes still running after tandem run exited: $left"
+  fi
+  [ "$rc" -eq 143 ] || fail "tandem run exited with $rc after SIGTERM, expected 143"
+  [ ! -e runs/fed/summary.json ] || fail "the run finished before SIGTERM reached it"
+  [ "$(rounds_done runs/fed)" -lt 4 ] || fail "all rounds done before SIGTERM"
+  grep -q -- "--resume" run.out || fail "the output does not say how to resume: $(tail -3 run.out)"
+  resume="$(sed -n 's/^to continue the run: tandem //p' run.out)"
+  [[ "$resume" == *"--set client.local_steps=150"* ]] || fail "the resume command drops the overrides: $resume"
+  eval "TANDEM_THREADS=1 \"\$TANDEM\" $resume" > resumed.out 2>&1 &
+  RUN_PID=$!; PIDS+=($RUN_PID)
+  wait_for 240 "the resumed run to finish" gone "$RUN_PID"
+  wait "$RUN_PID" || fail "the resumed run failed: $(tail -5 resumed.out)"
+  grep -q "resumed from" runs/fed/coordinator.log || fail "the run did not resume"
+  [ "$(rounds_done runs/fed)" -eq 4 ] || fail "metrics.jsonl should hold rounds 1-4 once each"
+  /usr/bin/python3 - <<'EOF2' || fail "summary.json: $(cat runs/fed/summary.json)"
+import json, sys
+s = json.load(open("runs/fed/summary.json"))
+sys.exit(0 if s["rounds"] == 4 and s["final_val_loss"] < s["initial_val_loss"] - 0.05 else 1)
+EOF2
+  [ -z "$(clients_left)" ] || fail "client processes left after the resumed run"
+  ;;
+dead-client)
+  # Regression: after a client process died for good under `tandem run`, every later round
+  # waited wait_for_clients_s (here 120 s) for a full cohort. The launcher now tells the
+  # coordinator the process exited, and the rounds go on with the two clients left at once.
+  # peer_timeout_ms is high so that only the launcher's report can explain a quick run.
+  CFG="$WORK/dead-client.toml"
+  cp base.toml "$CFG"
+  gone() { ! kill -0 "$1" 2>/dev/null; }
+  TANDEM_THREADS=1 "$TANDEM" run "$CFG" --set federation.rounds=4 --set federation.min_results=2 \
+    --set federation.wait_for_clients_s=120 --set federation.peer_timeout_ms=60000 \
+    --set client.local_steps=100 > run.out 2>&1 &
+  RUN_PID=$!; PIDS+=($RUN_PID)
+  wait_for 60 "round 1's task" grep -q "task 1 (fedavg.train) sent" runs/fed/coordinator.log
+  victim="$(pgrep -f -- "client $CFG --id 2 " || true)"
+  [ -n "$victim" ] || fail "no process for client 2"
+  kill -9 $victim
+  start=$SECONDS
+  wait_for 110 "the run to finish" gone "$RUN_PID"
+  took=$((SECONDS - start))
+  wait "$RUN_PID" || fail "tandem run failed: $(tail -5 run.out)"
+  [ "$took" -le 60 ] || fail "the rounds after the kill took ${took}s: they waited for the dead client"
+  [ "$(rounds_done runs/fed)" -eq 4 ] || fail "expected 4 rounds"
+  for r in 2 3 4; do
+    [ "$(metric runs/fed $r aborted)" = "" ] || fail "round $r was aborted"
+    [ "$(metric runs/fed $r results)" = "2.0" ] || fail "round $r should have 2 results, has $(metric runs/fed $r results)"
+  done
+  grep -q "client-2's process ended" runs/fed/coordinator.log || fail "the exit was not reported"
   ;;
 *)
   echo "unknown scenario $SCENARIO" >&2; exit 2 ;;

@@ -472,5 +472,113 @@ TEST(EngineStateTest, RestoredEngineSamplesTheSameCohorts) {
   EXPECT_GT(distinct.size(), 1u);
 }
 
+
+// Regression: after one client's process died for good, every later round waited
+// wait_for_clients_s for a full cohort again. Reported as exited, it is not waited for: the next
+// round starts at once with the clients left, and a restarted process is expected again.
+TEST_F(EngineTest, ExitedClientIsNotWaitedFor) {
+  EngineConfig c = Config(3, 2, 3);
+  c.wait_for_clients_s = 120;
+  Make(c);
+  for (auto p : {"client-0", "client-1", "client-2"}) Join(p);
+  Answer("client-0", 1);
+  Answer("client-1", 1);
+  engine_->OnClientExited("client-2");  // mid-task: counted as dropped at once
+  engine_->Tick();
+  ASSERT_EQ(lines_.size(), 1u);
+  EXPECT_EQ(lines_[0].count("aborted"), 0u);
+  EXPECT_EQ(lines_[0].at("results"), 2);
+  EXPECT_EQ(lines_[0].at("dropped"), 1);
+  EXPECT_EQ(engine_->expected_clients(), 2);
+  // Round 2 went out without any wait, to the two clients left.
+  auto second = outbox_.LastAssignments();
+  ASSERT_EQ(second.size(), 2u);
+  EXPECT_EQ(second.count("client-2"), 0u);
+  Answer("client-0", 1);
+  Answer("client-1", 1);
+  ASSERT_EQ(lines_.size(), 2u);
+  EXPECT_EQ(lines_[1].at("cohort"), 2);
+  // Round 3 went out at once too; a restarted process joins again and is expected again.
+  Join("client-2");
+  EXPECT_EQ(engine_->expected_clients(), 3);
+  Answer("client-0", 1);
+  Answer("client-1", 1);
+  EXPECT_TRUE(engine_->done());
+  EXPECT_EQ(now_, 0.0);  // no round waited on the clock
+}
+
+// A client that exits between rounds is not waited for either; a cohort count larger than the
+// clients left shrinks to them.
+TEST_F(EngineTest, ExitedClientBetweenRoundsShrinksTheCohort) {
+  EngineConfig c = Config(3, 1, 2);
+  c.cohort = 3;
+  c.wait_for_clients_s = 120;
+  Make(c);
+  Join("client-0");
+  Join("client-1");
+  EXPECT_TRUE(outbox_.sent.empty());
+  engine_->OnClientExited("client-2");  // never joined: its process ended at start-up
+  engine_->Tick();
+  ASSERT_EQ(outbox_.LastAssignments().size(), 2u);
+}
+
+// Exits that leave fewer clients than min_results end the run at once, saying why, instead of
+// waiting wait_for_clients_s.
+TEST_F(EngineTest, TooFewClientsLeftFailsAtOnce) {
+  EngineConfig c = Config(3, 2, 2);
+  c.wait_for_clients_s = 120;
+  Make(c);
+  Join("client-0");
+  engine_->OnClientExited("client-1");
+  engine_->OnClientExited("client-2");
+  engine_->Tick();
+  ASSERT_TRUE(engine_->done());
+  EXPECT_FALSE(engine_->status().ok());
+  EXPECT_NE(engine_->status().message().find("ended"), std::string::npos);
+}
+
+// Under Poisson sampling the round waits for the population less the exited clients, and each
+// client left is still sampled with q = cohort / federation.clients (what the accountant is told):
+// the mean cohort shrinks with the population, q does not grow.
+TEST_F(EngineTest, PoissonSamplingKeepsQAfterAClientExits) {
+  EngineConfig config = Config(10, 1, 400);
+  config.cohort = 3;  // q = 0.3
+  config.poisson_sampling = true;
+  config.wait_for_clients_s = 120;
+  Make(config, 11);
+  for (int i = 0; i < 5; ++i) Join("client-" + std::to_string(i));
+  for (int i = 5; i < 10; ++i) engine_->OnClientExited("client-" + std::to_string(i));
+  engine_->Tick();
+  EXPECT_GT(algo_.begun + static_cast<int>(lines_.size()), 0) << "waited for exited clients";
+  int rounds = 0;
+  size_t total = 0;
+  while (!engine_->done() && rounds++ < 1000) AnswerAll(engine_.get(), outbox_);
+  ASSERT_EQ(lines_.size(), 400u);
+  for (const auto& line : lines_) total += static_cast<size_t>(line.at("cohort"));
+  // Binomial(5, 0.3): mean 1.5, sd of the mean over 400 rounds 0.051; 5 sd is 0.26.
+  EXPECT_NEAR(static_cast<double>(total) / lines_.size(), 1.5, 0.26);
+}
+
+// Regression: under secure aggregation the round line said "20/4 results", the sum of the
+// answers to every step. "results" is what the round's first task accepted; each task kind's
+// count is under task_results.<kind>.
+TEST_F(EngineTest, ResultsCountTheFirstTaskNotEveryStep) {
+  algo_.chain = true;
+  Make(Config(3, 2, 1));
+  for (auto p : {"client-0", "client-1", "client-2"}) Join(p);
+  for (auto p : {"client-0", "client-1", "client-2"}) Answer(p, 1);
+  Answer("client-0", 1);
+  Answer("client-1", 1);
+  engine_->OnLost("client-2");
+  engine_->Tick();
+  ASSERT_TRUE(engine_->done());
+  ASSERT_EQ(lines_.size(), 1u);
+  const auto& m = lines_[0];
+  EXPECT_EQ(m.at("results"), 3);
+  EXPECT_EQ(m.at("cohort"), 3);
+  EXPECT_EQ(m.at("task_results.sum"), 3);
+  EXPECT_EQ(m.at("task_results.sum.check"), 2);
+}
+
 }  // namespace
 }  // namespace tandem
