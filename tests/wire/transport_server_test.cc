@@ -381,6 +381,39 @@ TEST_F(TransportServerTest, TwentyUploadersAreGrantedOneAtATime) {
   }
 }
 
+TEST_F(TransportServerTest, TheNextUploadWaitsUntilTheOwnerIsDoneWithTheLastOne) {
+  // Coordinator memory: an upload reassembled while the owner still folds in the one it took
+  // would put two updates in memory at once. The owner is done with a message when it calls
+  // Receive again; only then is the next upload granted.
+  TransportOptions so = BaseOptions("ipc://" + Path("lent.sock"));
+  StatusOr<std::unique_ptr<Server>> server = Server::Bind(so);
+  ASSERT_TRUE(server.ok());
+  std::vector<std::unique_ptr<Client>> clients;
+  for (const char* name : {"a", "b"}) {
+    TransportOptions co = so;
+    co.identity = name;
+    StatusOr<std::unique_ptr<Client>> c = Client::Connect(co);
+    ASSERT_TRUE(c.ok());
+    clients.push_back(std::move(*c));
+    Join(**server, *clients.back(), name);
+  }
+  for (size_t k = 0; k < clients.size(); ++k) {
+    ASSERT_TRUE(clients[k]->Send(ResultMessage(1, k + 1, Pattern(1200000, 1.0f + k))).ok());
+  }
+  std::optional<TransportEvent> first = WaitFor(**server, Kind::kMessage, kWait);
+  ASSERT_TRUE(first.has_value());
+  // Held by the owner (not yet back in Receive): nothing more is granted.
+  std::this_thread::sleep_for(milliseconds(300));
+  EXPECT_EQ((*server)->stats().uploads_granted, 1u);
+  EXPECT_EQ((*server)->stats().reassemblies, 0u);
+  first.reset();
+  std::optional<TransportEvent> second = WaitFor(**server, Kind::kMessage, kWait);
+  ASSERT_TRUE(second.has_value());
+  EXPECT_NE(second->peer, "");
+  EXPECT_EQ((*server)->stats().uploads_granted, 2u);
+  EXPECT_EQ((*server)->stats().reassemblies_peak, 1u);
+}
+
 TEST_F(TransportServerTest, AnUploaderKilledMidUploadReleasesItsSlot) {
   TransportOptions so = BaseOptions("ipc://" + Path("killed.sock"));
   so.peer_timeout_ms = 1000;
