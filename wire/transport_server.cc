@@ -670,7 +670,8 @@ void Server::Impl::GrantUploads() {
   const Clock::time_point now = Clock::now();
   while (active_uploads_ < options_.max_active_uploads && !waiting_.empty() &&
          events_.queued_bytes() < options_.upload_queue_budget_bytes) {
-    size_t best = waiting_.size();
+    constexpr size_t kNone = static_cast<size_t>(-1);  // not waiting_.size(): erasing shrinks it
+    size_t best = kNone;
     uint64_t best_turn = 0;
     for (size_t i = 0; i < waiting_.size();) {
       const WaitingUpload& w = waiting_[i];
@@ -685,13 +686,13 @@ void Server::Impl::GrantUploads() {
         continue;
       }
       const Uploader& u = uploaders_[w.identity];
-      if (u.penalty_until <= now && (best == waiting_.size() || u.last_turn < best_turn)) {
+      if (u.penalty_until <= now && (best == kNone || u.last_turn < best_turn)) {
         best = i;
         best_turn = u.last_turn;
       }
       ++i;
     }
-    if (best == waiting_.size()) return;  // nothing waiting, or only peers serving a penalty
+    if (best == kNone) return;  // nothing waiting, or only peers serving a penalty
     const WaitingUpload next = waiting_[best];
     waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(best));
     Session& session = sessions_.at(next.identity);
