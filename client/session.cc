@@ -29,6 +29,18 @@ StatusOr<SessionSummary> RunSession(wire::Client* link, TaskHandler* handler,
   // backoff that doubles up to hello_backoff_max_s.
   double backoff = options.hello_backoff_s;
   double reconnect_at = -1.0;     // >= 0: reconnect then
+  // The coordinator went silent while this session was joined, and the link has not been replaced
+  // since: if the coordinator is heard again on the same connection (this process was paused, or
+  // the network stalled), the session it holds may still be ours.
+  bool lost_while_joined = false;
+  // Any sign that the old connection works again (the coordinator heard, a Welcome) makes a
+  // pending reconnect stale: firing it later would drop whatever the session queued meanwhile,
+  // such as the upload of the result of the task it ran after rejoining.
+  auto cancel_reconnect = [&](const char* why) {
+    if (reconnect_at < 0) return;
+    reconnect_at = -1.0;
+    log->info("reconnect cancelled: {}", why);
+  };
   double last_hello = -1e9;
   double alone_since = 0.0;  // when the session last lost (or had not yet found) the coordinator
   std::set<uint64_t> cancelled;
@@ -72,6 +84,7 @@ StatusOr<SessionSummary> RunSession(wire::Client* link, TaskHandler* handler,
     }
     if (reconnect_at >= 0 && now >= reconnect_at) {
       reconnect_at = -1.0;
+      lost_while_joined = false;
       TANDEM_RETURN_IF_ERROR(link->Reconnect());
       send_hello();
     }
@@ -93,6 +106,7 @@ StatusOr<SessionSummary> RunSession(wire::Client* link, TaskHandler* handler,
       if (joined) {
         alone_since = clock.Seconds();
         backoff = options.hello_backoff_s;
+        lost_while_joined = true;
       }
       joined = false;
       log->warn("coordinator silent; reconnecting in {:.2f} s", backoff);
@@ -100,9 +114,25 @@ StatusOr<SessionSummary> RunSession(wire::Client* link, TaskHandler* handler,
       backoff = std::min(backoff * 2, options.hello_backoff_max_s);
       continue;
     }
+    if (event->kind == wire::TransportEvent::Kind::kPeerJoined) {
+      // The coordinator is heard again on the connection the session already has. If it still
+      // holds this session it goes on as before (its heartbeats and tasks flow); if it dropped
+      // the session it answers this side's heartbeats with kNotJoined and the session says Hello
+      // on this connection. Either way there is nothing left to reconnect.
+      cancel_reconnect("the coordinator is heard again on the same connection");
+      if (lost_while_joined) {
+        lost_while_joined = false;
+        joined = true;
+        backoff = options.hello_backoff_s;
+        log->info("the coordinator is back; going on with the session");
+      }
+      continue;
+    }
     if (event->kind != wire::TransportEvent::Kind::kMessage) continue;
     const wire::Message& m = event->message;
     if (const auto* welcome = std::get_if<wire::Welcome>(&m.body)) {
+      cancel_reconnect("joined again");
+      lost_while_joined = false;
       if (!joined) {
         joined = true;
         ++summary.joins;

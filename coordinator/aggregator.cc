@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <string>
 
 namespace tandem {
@@ -78,6 +79,7 @@ RunningSum::RunningSum(size_t length) : sums_(length, 0) {}
 Status RunningSum::Add(std::span<const float> values, double weight) {
   // Quantize() relies on it; nothing in tandem changes the rounding mode.
   TANDEM_CHECK(std::fegetround() == FE_TONEAREST);
+  if (spent_) return Status::FailedPrecondition("running sum was spent by MeanInPlace; Reset it");
   // Every term is checked before any is added, so a rejection leaves the state untouched.
   float max_abs = 0.0f;
   TANDEM_RETURN_IF_ERROR(CheckContribution(values, weight, sums_.size(), &max_abs));
@@ -103,6 +105,7 @@ Status RunningSum::Add(std::span<const float> values, double weight) {
 double RunningSum::total_weight() const { return static_cast<double>(weight_sum_) * kInvScale; }
 
 Status RunningSum::CheckReadable(std::span<float> out) const {
+  if (spent_) return Status::FailedPrecondition("running sum was spent by MeanInPlace; Reset it");
   if (out.size() != sums_.size()) {
     return Status::InvalidArgument("running sum output has " + std::to_string(out.size()) +
                                    " values, expected " + std::to_string(sums_.size()));
@@ -135,6 +138,24 @@ Status RunningSum::Mean(std::span<float> out) const {
   return Status::Ok();
 }
 
+StatusOr<std::span<float>> RunningSum::MeanInPlace() {
+  // CheckReadable wants an output of the right length; the view over sums_ is one.
+  std::span<float> out(reinterpret_cast<float*>(sums_.data()), sums_.size());
+  TANDEM_RETURN_IF_ERROR(CheckReadable(out));
+  if (weight_sum_ == 0) {
+    return Status::FailedPrecondition("running sum's total weight is 0: the mean is undefined");
+  }
+  const double total = total_weight();
+  char* bytes = reinterpret_cast<char*>(sums_.data());
+  for (size_t i = 0; i < sums_.size(); ++i) {
+    const float v = static_cast<float>(static_cast<double>(static_cast<int64_t>(sums_[i])) *
+                                       kInvScale / total);
+    std::memcpy(bytes + i * sizeof(float), &v, sizeof(float));  // over sums_[i / 2], read already
+  }
+  spent_ = true;
+  return out;
+}
+
 Status RunningSum::Sum(std::span<float> out) const {
   TANDEM_RETURN_IF_ERROR(CheckReadable(out));
   for (size_t i = 0; i < sums_.size(); ++i) {
@@ -144,6 +165,7 @@ Status RunningSum::Sum(std::span<float> out) const {
 }
 
 void RunningSum::Reset() {
+  spent_ = false;
   std::fill(sums_.begin(), sums_.end(), 0);
   weight_sum_ = 0;
   bound_ = 0;

@@ -62,6 +62,14 @@ class RunningSum {
   // weight. FailedPrecondition when count() == 0; OutOfRange as for Mean().
   Status Sum(std::span<float> out) const;
 
+  // The mean, as Mean() computes it, written over the sum's own storage and returned as a view of
+  // it: aggregation then needs no second model-sized buffer (the coordinator's peak is the sum,
+  // one update and the model, not that plus the mean). Float i takes bytes [4i, 4i+4), which held
+  // part of sum i/2, already read. The sum is spent: until Reset() only the returned span (valid
+  // until Reset() or destruction) may be read; Add, Mean and Sum fail with FailedPrecondition.
+  // Errors as Mean(), and then the sum is untouched.
+  StatusOr<std::span<float>> MeanInPlace();
+
   // Back to no contributions; keeps the length and the allocation.
   void Reset();
 
@@ -72,6 +80,7 @@ class RunningSum {
   unsigned __int128 weight_sum_ = 0;  // fixed-point Σ w; cannot wrap (< 2^64 terms of < 2^62)
   unsigned __int128 bound_ = 0;       // fixed-point Σ max_i |w·x_i|, for wrap detection
   size_t count_ = 0;
+  bool spent_ = false;  // MeanInPlace overwrote sums_
 };
 
 }  // namespace tandem

@@ -77,6 +77,9 @@ Status ValidateCommon(const TransportOptions& o) {
     return Status::InvalidArgument("transport: max_active_uploads and upload_queue_budget_bytes "
                                    "must be positive (zero would never grant an upload)");
   }
+  if (o.upload_grant_timeout_ms == 0) {
+    return Status::InvalidArgument("transport: upload_grant_timeout_ms must be positive");
+  }
   if (o.curve && IsInproc(o.endpoint)) {
     return Status::InvalidArgument("transport: CURVE needs tcp:// or ipc://; ZeroMQ runs no "
                                    "security handshake on inproc:// (" + o.endpoint + ")");

@@ -138,8 +138,11 @@ Status QueueMessage(const Message& message, size_t chunk_bytes, Outbox& outbox,
 size_t PayloadBytes(const Message& message);
 
 // Events from the I/O thread to the owner's Receive(). Counts the tensor bytes of the messages
-// waiting; taking one that holds any wakes `on_take` (the Server's I/O thread, which may then
-// grant an upload).
+// waiting, and of the last one taken until the (single) consumer comes back for the next: that is
+// when it has folded the message in and let it go, so the bytes are in memory until then. Handing
+// a message back that way wakes `on_take` (the Server's I/O thread, which may then grant an
+// upload), so with the default budget the next upload is reassembled only once the previous one is
+// done with, not while it is being folded in.
 class EventQueue {
  public:
   explicit EventQueue(WakeFd* on_take = nullptr) : on_take_(on_take) {}
@@ -152,6 +155,7 @@ class EventQueue {
     }
     cv_.notify_one();
   }
+  // Waiting, plus the message the consumer holds.
   size_t queued_bytes() const { return bytes_.load(std::memory_order_relaxed); }
   void Fail(Status status) {
     {
@@ -162,14 +166,16 @@ class EventQueue {
   }
   StatusOr<std::optional<TransportEvent>> Pop(std::chrono::milliseconds timeout) {
     std::unique_lock<std::mutex> lock(mu_);
+    if (lent_bytes_ > 0) {  // the consumer is back: it is done with the last one
+      bytes_.fetch_sub(lent_bytes_, std::memory_order_relaxed);
+      lent_bytes_ = 0;
+      if (on_take_ != nullptr) on_take_->Signal();
+    }
     cv_.wait_for(lock, timeout, [&] { return !events_.empty() || !failed_.ok(); });
     if (!events_.empty()) {
       TransportEvent event = std::move(events_.front());
       events_.pop_front();
-      const size_t bytes = PayloadBytes(event.message);
-      bytes_.fetch_sub(bytes, std::memory_order_relaxed);
-      lock.unlock();
-      if (bytes > 0 && on_take_ != nullptr) on_take_->Signal();
+      lent_bytes_ = PayloadBytes(event.message);  // still counted in bytes_
       return std::optional<TransportEvent>(std::move(event));
     }
     if (!failed_.ok()) return failed_;
@@ -182,6 +188,7 @@ class EventQueue {
   std::condition_variable cv_;
   std::deque<TransportEvent> events_;
   std::atomic<size_t> bytes_{0};
+  size_t lent_bytes_ = 0;  // of the event the consumer took last (under mu_)
   Status failed_;
 };
 

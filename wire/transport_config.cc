@@ -66,6 +66,10 @@ StatusOr<TransportConfig> TransportConfigFromConfig(const Config& config,
   }
   c.heartbeat_ms = static_cast<uint32_t>(hb);
   c.peer_timeout_ms = static_cast<uint32_t>(timeout);
+  TANDEM_ASSIGN_OR_RETURN(int64_t grant_timeout,
+                          config.GetInt("federation.upload_grant_timeout_ms",
+                                        c.upload_grant_timeout_ms, 10, 86'400'000));
+  c.upload_grant_timeout_ms = static_cast<uint32_t>(grant_timeout);
   TANDEM_ASSIGN_OR_RETURN(std::string name, config.GetString("name", "run"));
   if (c.endpoint.empty()) {
     if (c.transport == "inproc") {
@@ -102,6 +106,7 @@ StatusOr<TransportOptions> ServerTransportOptions(const TransportConfig& config,
   o.run_id = run_id;
   o.heartbeat_interval_ms = config.heartbeat_ms;
   o.peer_timeout_ms = config.peer_timeout_ms;
+  o.upload_grant_timeout_ms = config.upload_grant_timeout_ms;
   if (!o.curve) {
     if (HasScheme(endpoint, "tcp")) WarnInTheClear(endpoint, "any client that connects is admitted");
     return o;

@@ -26,9 +26,11 @@ struct TransportConfig {
   std::string keys_dir;           // default: <run dir>/keys
   uint32_t heartbeat_ms = 1000;
   uint32_t peer_timeout_ms = 10000;
+  uint32_t upload_grant_timeout_ms = 2000;  // TransportOptions::upload_grant_timeout_ms
 };
 
-// Reads federation.transport, endpoint, curve, keys_dir, heartbeat_ms, peer_timeout_ms. Defaults
+// Reads federation.transport, endpoint, curve, keys_dir, heartbeat_ms, peer_timeout_ms,
+// upload_grant_timeout_ms. Defaults
 // the endpoint from the run directory: inproc://tandem-<name>, ipc://<run dir>/coordinator.sock
 // (or a short path under /tmp when that one is too long for a Unix socket), tcp://127.0.0.1:0.
 // An endpoint must use the scheme its transport names.

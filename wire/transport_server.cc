@@ -107,7 +107,14 @@ class Server::Impl {
     uint32_t count = 0;
     uint64_t total_bytes = 0;
     bool granted = false;
+    bool started = false;             // a chunk of it was accepted since the grant
     Clock::time_point last_progress;  // granted, or its last chunk accepted
+  };
+  // How a peer has used the upload slot; outlives its sessions, so a rejoin does not wipe it.
+  struct Uploader {
+    uint64_t last_turn = 0;  // grant_turns_ when it was last granted; 0: never
+    uint32_t no_shows = 0;   // grants in a row it let expire without a chunk
+    Clock::time_point penalty_until;  // its offers are not granted before this
   };
   // I/O-thread-only state of a live session.
   struct Session {
@@ -149,6 +156,7 @@ class Server::Impl {
   void HandleMessage(const std::string& identity, std::string_view routing_id, Session* session,
                      Message message, std::optional<uint64_t> upload = std::nullopt);
   void GrantUploads();
+  void ExpireGrants(Clock::time_point now);  // withdraws grants that saw no chunk in time
   void EndUpload(Session& session, uint64_t message_id);  // frees its slot if granted
   void EndUploads(Session& session);                      // all of a session's, as it ends
   void CountReassemblies();
@@ -186,6 +194,8 @@ class Server::Impl {
   std::map<std::string, PeerQueue> queues_;  // by identity
   std::deque<WaitingUpload> waiting_;        // offers in arrival order
   size_t active_uploads_ = 0;                // granted and not yet complete, all sessions
+  std::map<std::string, Uploader> uploaders_;  // by identity
+  uint64_t grant_turns_ = 0;                   // grants given so far
 };
 
 Status Server::Impl::Start() {
@@ -574,8 +584,10 @@ void Server::Impl::HandleFrame(std::string_view routing_id, ZmqMessage& payload)
     if (up != session->uploads.end() && up->second.granted) {
       if (decoded.complete) {
         upload = decoded.chunk_id;
+        uploaders_[identity].no_shows = 0;
         EndUpload(*session, decoded.chunk_id);
       } else if (decoded.error.ok()) {
+        up->second.started = true;
         up->second.last_progress = Clock::now();
       } else if (decoded.reassembled && !session->reassembler.Holds(decoded.chunk_id)) {
         // The reassembler dropped the message (or never started it): it cannot complete. A chunk
@@ -652,18 +664,44 @@ void Server::Impl::HandleOffer(const std::string& identity, std::string_view rou
 }
 
 void Server::Impl::GrantUploads() {
+  // Round robin over peers, not first come first served: among the offers waiting, the peer
+  // granted least recently goes first (arrival order among equals and within a peer), and a peer
+  // serving a no-show penalty waits. One peer that keeps offering cannot take every turn.
+  const Clock::time_point now = Clock::now();
   while (active_uploads_ < options_.max_active_uploads && !waiting_.empty() &&
          events_.queued_bytes() < options_.upload_queue_budget_bytes) {
-    const WaitingUpload next = std::move(waiting_.front());
-    waiting_.pop_front();
-    auto it = sessions_.find(next.identity);
-    if (it == sessions_.end() || it->second.epoch != next.epoch) continue;  // session ended
-    Session& session = it->second;
-    auto up = session.uploads.find(next.message_id);
-    if (up == session.uploads.end() || up->second.granted) continue;
-    up->second.granted = true;
-    up->second.last_progress = Clock::now();
+    constexpr size_t kNone = static_cast<size_t>(-1);  // not waiting_.size(): erasing shrinks it
+    size_t best = kNone;
+    uint64_t best_turn = 0;
+    for (size_t i = 0; i < waiting_.size();) {
+      const WaitingUpload& w = waiting_[i];
+      auto it = sessions_.find(w.identity);
+      bool gone = it == sessions_.end() || it->second.epoch != w.epoch;
+      if (!gone) {
+        auto up = it->second.uploads.find(w.message_id);
+        gone = up == it->second.uploads.end() || up->second.granted;
+      }
+      if (gone) {
+        waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(i));  // gone by its turn
+        continue;
+      }
+      const Uploader& u = uploaders_[w.identity];
+      if (u.penalty_until <= now && (best == kNone || u.last_turn < best_turn)) {
+        best = i;
+        best_turn = u.last_turn;
+      }
+      ++i;
+    }
+    if (best == kNone) return;  // nothing waiting, or only peers serving a penalty
+    const WaitingUpload next = waiting_[best];
+    waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(best));
+    Session& session = sessions_.at(next.identity);
+    Upload& up = session.uploads.at(next.message_id);
+    up.granted = true;
+    up.started = false;
+    up.last_progress = now;
     ++active_uploads_;
+    uploaders_[next.identity].last_turn = ++grant_turns_;
     OutItem item;
     item.peer = next.identity;
     item.routing_id = session.routing_id;
@@ -673,6 +711,29 @@ void Server::Impl::GrantUploads() {
     Add(stats_.uploads_granted, &session.state->stats, &AtomicStats::uploads_granted);
     log_->debug("granted message {} of '{}' ({} active, {} waiting)", next.message_id,
                 next.identity, active_uploads_, waiting_.size());
+  }
+}
+
+void Server::Impl::ExpireGrants(Clock::time_point now) {
+  const int64_t limit_ms =
+      std::min<int64_t>(options_.upload_grant_timeout_ms, options_.peer_timeout_ms);
+  for (auto& [identity, session] : sessions_) {
+    std::vector<uint64_t> unused;
+    for (const auto& [id, up] : session.uploads) {
+      if (up.granted && !up.started && MillisBetween(up.last_progress, now) >= limit_ms) {
+        unused.push_back(id);
+      }
+    }
+    for (uint64_t id : unused) {
+      Uploader& u = uploaders_[identity];
+      u.no_shows = std::min<uint32_t>(u.no_shows + 1, 7);
+      const int64_t penalty_ms = limit_ms << (u.no_shows - 1);  // limit, 2 x limit, .. 64 x limit
+      u.penalty_until = now + std::chrono::milliseconds(penalty_ms);
+      log_->warn("round {}: '{}' sent no chunk of upload {} within {} ms of its grant; the slot "
+                 "is free and its offers wait {} ms (no-show {} in a row)",
+                 current_round_.load(), identity, id, limit_ms, penalty_ms, u.no_shows);
+      EndUpload(session, id);
+    }
   }
 }
 
@@ -842,6 +903,7 @@ void Server::Impl::Tick() {
   for (const std::string& identity : silent) {
     EndSession(identity, "silent for " + std::to_string(options_.peer_timeout_ms) + " ms", true);
   }
+  ExpireGrants(now);
   // A granted upload whose chunks stopped coming from a peer that is still alive would hold its
   // slot for good. (A dead peer's session times out first, at one peer timeout.)
   const int64_t stall_ms = 2 * int64_t{options_.peer_timeout_ms};

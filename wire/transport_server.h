@@ -50,8 +50,10 @@ class Server {
                    std::vector<std::string>* unreachable);
 
   // One consumer thread. The next event, or an empty optional after `timeout` (normal). An error
-  // only when the transport itself failed (its I/O thread stopped). Taking a large message may let
-  // the transport grant the next waiting upload (see TransportOptions::max_active_uploads).
+  // only when the transport itself failed (its I/O thread stopped). A large message returned here
+  // counts against upload_queue_budget_bytes until the next call to Receive (the consumer is then
+  // done with it): only then may the transport grant the next waiting upload, so that an upload
+  // is not reassembled while the previous one is still being folded in.
   StatusOr<std::optional<TransportEvent>> Receive(std::chrono::milliseconds timeout);
 
   // Thread-safe. From now on, messages from any peer with envelope.round < round are rejected as

@@ -51,6 +51,13 @@ struct TransportOptions {
   // ...and only while the decoded messages waiting for Receive hold fewer tensor bytes than this
   // (>= 1). The default grants only when no large (chunked-size) message is waiting.
   size_t upload_queue_budget_bytes = kChunkThresholdBytes;
+  // Server: a grant whose first chunk has not arrived this long after it was given is withdrawn
+  // (the offer is dropped; later chunks are refused), so a peer that offers and never sends holds
+  // the slot for this long, not for the 2 x peer_timeout_ms that stalls a started upload. Such a
+  // no-show goes to the back: its next offer waits behind every other peer's, and is not granted
+  // at all for a penalty that starts at this timeout and doubles with each no-show in a row (up to
+  // 64 x), ended by an upload it completes. Capped at peer_timeout_ms. >= 1.
+  uint32_t upload_grant_timeout_ms = 2000;
 };
 
 struct TransportEvent {

@@ -122,8 +122,8 @@ class MeanStrategy : public Strategy {
                                      std::to_string(global.size()) + " parameters, the round's " +
                                      "deltas have " + std::to_string(sum_->length()));
     }
-    std::vector<float> mean(sum_->length());  // (length) Δ
-    TANDEM_RETURN_IF_ERROR(sum_->Mean(mean));
+    // (length) Δ, over the sum's own storage: no second model-sized buffer at the peak.
+    TANDEM_ASSIGN_OR_RETURN(std::span<float> mean, sum_->MeanInPlace());
     TANDEM_RETURN_IF_ERROR(Step(mean, global));
     sum_.reset();
     return Status::Ok();

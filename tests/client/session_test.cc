@@ -583,5 +583,69 @@ TEST_F(SessionTest, TaskCancelledWhileQueuedBehindAnotherIsNotRun) {
   EXPECT_EQ((*result)->tasks_done, 2u);
 }
 
+TEST_F(SessionTest, StaleReconnectIsCancelledWhenAPausedClientRejoinsOnItsOldConnection) {
+  // A client paused (SIGSTOP) for longer than its peer timeout finds the coordinator silent when
+  // it continues and arms a reconnect; the coordinator's frames then arrive on the same
+  // connection, it rejoins there and runs the next task. The reconnect armed before must not
+  // fire after that: it would drop the result's upload ("restarted during task").
+  wire::TransportOptions server_options = ServerOptions(endpoint_);
+  server_options.heartbeat_interval_ms = 5000;  // the coordinator stays quiet unless the test speaks
+  server_options.peer_timeout_ms = 20000;
+  StatusOr<std::unique_ptr<wire::Server>> bound = wire::Server::Bind(server_options);
+  ASSERT_TRUE(bound.ok()) << bound.status().ToString();
+  wire::Server& server = **bound;
+  std::unique_ptr<wire::Client> link = Connect();
+  ASSERT_NE(link, nullptr);
+  RecordingHandler handler;
+  SessionOptions options = Options();
+  options.hello_backoff_s = 1.0;  // the pending reconnect falls due while the task runs
+  options.hello_backoff_max_s = 1.0;
+  SessionThread session(link.get(), &handler, options);
+  ASSERT_NO_FATAL_FAILURE(Welcome(server, 4));
+  ASSERT_TRUE(server.Send(kIdentity, Make(wire::Welcome{4, 100, 20000})).ok());
+  // Past the Hello backoff, so that the rejoin below can say Hello at once.
+  std::this_thread::sleep_for(milliseconds(1200));
+  // A 300 ms peer timeout with the coordinator quiet: the session sees it go silent, as a client
+  // does when it continues after a pause.
+  ASSERT_TRUE(server.Send(kIdentity, Make(wire::Welcome{4, 100, 300})).ok());
+  const auto deadline = std::chrono::steady_clock::now() + kWait;
+  while (AnnouncedBackoffs().empty() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  ASSERT_FALSE(AnnouncedBackoffs().empty()) << "the session never saw the coordinator go silent";
+  // The coordinator had dropped the session and answers on the old connection with kNotJoined
+  // (played here without ending the server's session, which would race the answer); the session
+  // says Hello on that connection and is welcomed again (now with a timeout the test keeps).
+  ASSERT_TRUE(server.Send(kIdentity, Make(wire::Error{wire::ErrorCode::kNotJoined, "send Hello first"})).ok());
+  std::optional<wire::TransportEvent> rejoined = WaitFor(server, Kind::kPeerJoined, kWait);
+  ASSERT_TRUE(rejoined.has_value()) << "the session did not say Hello again";
+  ASSERT_TRUE(NextMessage(server).has_value());  // the Hello as a message
+  ASSERT_TRUE(server.Send(kIdentity, Make(wire::Welcome{4, 100, 20000})).ok());
+  // The next task runs past the time the stale reconnect was due.
+  ASSERT_TRUE(server.Send(kIdentity, Assign(2, 9, -3.0f)).ok());
+  ASSERT_TRUE(handler.WaitUntilRunning(-3.0));
+  std::this_thread::sleep_for(milliseconds(1500));  // > hello_backoff_s: a lower bound only
+  handler.Release();
+  std::vector<wire::TransportEvent> after;
+  std::optional<wire::Message> reply = NextMessage(server);
+  ASSERT_TRUE(reply.has_value()) << "the result never arrived";
+  EXPECT_EQ(reply->envelope.task_id, 9u);
+  EXPECT_TRUE(std::holds_alternative<wire::TaskResult>(reply->body));
+  // No new connection and no new Hello follow the result.
+  std::optional<wire::TransportEvent> again =
+      WaitFor(server, Kind::kPeerJoined, milliseconds(1500), &after);
+  EXPECT_FALSE(again.has_value()) << "the session reconnected after sending its result";
+  for (const wire::TransportEvent& e : after) {
+    EXPECT_FALSE(std::holds_alternative<wire::Hello>(e.message.body));
+  }
+  EXPECT_EQ(handler.welcomes(), (std::vector<uint32_t>{4, 4}));
+  session.Stop();
+  std::optional<StatusOr<SessionSummary>> result = session.Result();
+  ASSERT_TRUE(result.has_value());
+  ASSERT_TRUE(result->ok()) << result->status().ToString();
+  EXPECT_EQ((*result)->tasks_done, 1u);
+  EXPECT_EQ((*result)->joins, 2u);
+}
+
 }  // namespace
 }  // namespace tandem

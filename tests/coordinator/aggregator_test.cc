@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
+#include <random>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -204,6 +206,39 @@ TEST(RunningSumTest, EmptyOrWeightlessIsFailedPrecondition) {
   EXPECT_EQ(sum.count(), 0u);
   EXPECT_EQ(sum.total_weight(), 0.0);
   EXPECT_EQ(sum.Mean(out).code(), StatusCode::kFailedPrecondition);
+}
+
+TEST(RunningSumTest, MeanInPlaceEqualsMeanWithoutASecondBuffer) {
+  // Coordinator peak memory: aggregation must not need a model-sized mean beside the 2x sum.
+  constexpr size_t kLength = 1001;  // odd: the last float lands in the middle of the buffer
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 0.01f);
+  RunningSum sum(kLength);
+  for (int c = 0; c < 5; ++c) {
+    std::vector<float> delta(kLength);
+    for (float& v : delta) v = normal(rng);
+    ASSERT_TRUE(sum.Add(delta, 1.0 + c).ok());
+  }
+  std::vector<float> expected(kLength);
+  ASSERT_TRUE(sum.Mean(expected).ok());
+  StatusOr<std::span<float>> mean = sum.MeanInPlace();
+  ASSERT_TRUE(mean.ok()) << mean.status().ToString();
+  ASSERT_EQ(mean->size(), kLength);
+  for (size_t i = 0; i < kLength; ++i) {
+    ASSERT_EQ(std::bit_cast<uint32_t>((*mean)[i]), std::bit_cast<uint32_t>(expected[i])) << i;
+  }
+  // Spent until Reset.
+  std::vector<float> out(kLength);
+  EXPECT_EQ(sum.Mean(out).code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(sum.Add(expected, 1.0).code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(sum.MeanInPlace().status().code(), StatusCode::kFailedPrecondition);
+  sum.Reset();
+  ASSERT_TRUE(sum.Add(expected, 2.0).ok());
+  ASSERT_TRUE(sum.Mean(out).ok());
+  // An empty sum is refused as Mean refuses it, and left as it was.
+  RunningSum empty(3);
+  EXPECT_EQ(empty.MeanInPlace().status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(empty.Add(std::vector<float>{1.0f, 2.0f, 3.0f}, 1.0).ok());
 }
 
 TEST(RunningSumTest, QuantizesToTwoToTheMinus32) {

@@ -381,6 +381,39 @@ TEST_F(TransportServerTest, TwentyUploadersAreGrantedOneAtATime) {
   }
 }
 
+TEST_F(TransportServerTest, TheNextUploadWaitsUntilTheOwnerIsDoneWithTheLastOne) {
+  // Coordinator memory: an upload reassembled while the owner still folds in the one it took
+  // would put two updates in memory at once. The owner is done with a message when it calls
+  // Receive again; only then is the next upload granted.
+  TransportOptions so = BaseOptions("ipc://" + Path("lent.sock"));
+  StatusOr<std::unique_ptr<Server>> server = Server::Bind(so);
+  ASSERT_TRUE(server.ok());
+  std::vector<std::unique_ptr<Client>> clients;
+  for (const char* name : {"a", "b"}) {
+    TransportOptions co = so;
+    co.identity = name;
+    StatusOr<std::unique_ptr<Client>> c = Client::Connect(co);
+    ASSERT_TRUE(c.ok());
+    clients.push_back(std::move(*c));
+    Join(**server, *clients.back(), name);
+  }
+  for (size_t k = 0; k < clients.size(); ++k) {
+    ASSERT_TRUE(clients[k]->Send(ResultMessage(1, k + 1, Pattern(1200000, 1.0f + k))).ok());
+  }
+  std::optional<TransportEvent> first = WaitFor(**server, Kind::kMessage, kWait);
+  ASSERT_TRUE(first.has_value());
+  // Held by the owner (not yet back in Receive): nothing more is granted.
+  std::this_thread::sleep_for(milliseconds(300));
+  EXPECT_EQ((*server)->stats().uploads_granted, 1u);
+  EXPECT_EQ((*server)->stats().reassemblies, 0u);
+  first.reset();
+  std::optional<TransportEvent> second = WaitFor(**server, Kind::kMessage, kWait);
+  ASSERT_TRUE(second.has_value());
+  EXPECT_NE(second->peer, "");
+  EXPECT_EQ((*server)->stats().uploads_granted, 2u);
+  EXPECT_EQ((*server)->stats().reassemblies_peak, 1u);
+}
+
 TEST_F(TransportServerTest, AnUploaderKilledMidUploadReleasesItsSlot) {
   TransportOptions so = BaseOptions("ipc://" + Path("killed.sock"));
   so.peer_timeout_ms = 1000;
@@ -430,7 +463,7 @@ TEST_F(TransportServerTest, AnUploaderKilledMidUploadReleasesItsSlot) {
 
 TEST_F(TransportServerTest, AStuckUploaderLosesItsGrantButNotItsSession) {
   TransportOptions so = BaseOptions("ipc://" + Path("stuck.sock"));
-  so.peer_timeout_ms = 300;  // the grant goes after twice this without a chunk
+  so.peer_timeout_ms = 300;  // a started upload's grant goes after twice this without a chunk
   StatusOr<std::unique_ptr<Server>> server = Server::Bind(so);
   ASSERT_TRUE(server.ok());
   SharedContext ctx;
@@ -446,13 +479,14 @@ TEST_F(TransportServerTest, AStuckUploaderLosesItsGrantButNotItsSession) {
   Stopwatch granted;
   stuck.Send(EncodeChunkOffer(upload.offer));
   ASSERT_TRUE(stuck.ReceiveFrameOf(MessageType::kChunkGrant, kWait).has_value());
+  stuck.Send(upload.frames[0]);  // one chunk of five, then nothing
   TransportOptions co = so;
   co.identity = "patient";
   StatusOr<std::unique_ptr<Client>> patient = Client::Connect(co);
   ASSERT_TRUE(patient.ok());
   Join(**server, **patient, "patient", Make(Welcome{1, 100, 1000}));
   ASSERT_TRUE((*patient)->Send(ResultMessage(1, 5, Pattern(1200000, 2.0f))).ok());
-  // The stuck peer stays alive (heartbeats) but sends no chunk: its grant is withdrawn.
+  // The stuck peer stays alive (heartbeats) but sends no more chunks: its grant is withdrawn.
   std::optional<TransportEvent> got;
   std::vector<TransportEvent> others;
   for (uint64_t sequence = 3; !got && granted.Seconds() < 5; ++sequence) {
@@ -465,7 +499,70 @@ TEST_F(TransportServerTest, AStuckUploaderLosesItsGrantButNotItsSession) {
   EXPECT_TRUE(others.empty());  // no kPeerLost
   EXPECT_EQ((*server)->peers(), (std::vector<std::string>{"patient", "stuck"}));
   const uint64_t rejected = (*server)->stats().rejected;
-  stuck.Send(upload.frames[0]);  // too late
+  stuck.Send(upload.frames[1]);  // too late
+  EXPECT_TRUE(Eventually([&] { return (*server)->stats().rejected == rejected + 1; }));
+  EXPECT_EQ((*server)->stats().reassemblies, 0u);
+}
+
+TEST_F(TransportServerTest, AnUploaderThatNeverUsesItsGrantLosesItAndGoesToTheBack) {
+  // An allow-listed peer offers uploads and never sends them. Each grant it lets lapse must free
+  // the slot within the grant timeout (not the 2 x peer_timeout_ms a started upload may stall),
+  // and it must not be granted again while an honest peer waits.
+  TransportOptions so = BaseOptions("ipc://" + Path("noshow.sock"));
+  so.peer_timeout_ms = 4000;  // a stall would hold the slot for 8 s
+  so.upload_grant_timeout_ms = 300;
+  StatusOr<std::unique_ptr<Server>> server = Server::Bind(so);
+  ASSERT_TRUE(server.ok());
+  SharedContext ctx;
+  RawPeer offender(ctx.ctx, (*server)->endpoint(), "offender");
+  offender.Send(HelloMessage(), 1, 0);
+  ASSERT_TRUE(WaitFor(**server, Kind::kPeerJoined, kWait).has_value());
+  TransportOptions co = so;
+  co.identity = "honest";
+  StatusOr<std::unique_ptr<Client>> honest = Client::Connect(co);
+  ASSERT_TRUE(honest.ok());
+  Join(**server, **honest, "honest", Make(Welcome{1, 100, 4000}));
+
+  // Two offers from the offender, then the honest peer's: first come first served would grant
+  // the offender twice before the honest peer.
+  Message big = ResultMessage(1, 1, Pattern(1200000, 1.0f));
+  big.envelope.run_id = kRun;
+  big.envelope.sequence = 2;
+  const Upload first = Frames(big);
+  offender.Send(EncodeChunkOffer(first.offer));
+  ASSERT_TRUE(offender.ReceiveFrameOf(MessageType::kChunkGrant, kWait).has_value());
+  offender.Send(EncodeChunkOffer({3, first.offer.count, first.offer.total_bytes}));
+  ASSERT_TRUE(Eventually([&] { return (*server)->stats().uploads_offered == 2; }));
+  Stopwatch waited;
+  ASSERT_TRUE((*honest)->Send(ResultMessage(1, 5, Pattern(1200000, 2.0f))).ok());
+  ASSERT_TRUE(Eventually([&] { return (*server)->stats().uploads_offered == 3; }));
+
+  // The honest peer's grant comes once the offender's lapses, before its second offer. The
+  // offender stays alive throughout (heartbeats): only its grants lapse.
+  uint64_t sequence = 4;
+  while ((*honest)->stats().uploads_granted == 0 && waited.Seconds() < 10) {
+    offender.Send(Make(Heartbeat{}, 1), sequence++);
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  ASSERT_EQ((*honest)->stats().uploads_granted, 1u) << "the honest peer was never granted";
+  EXPECT_EQ((*server)->peer_stats("offender").uploads_granted, 1u)
+      << "the offender was granted again while the honest peer waited";
+  std::optional<TransportEvent> got;
+  std::vector<TransportEvent> others;
+  for (; !got && waited.Seconds() < 10; ++sequence) {
+    offender.Send(Make(Heartbeat{}, 1), sequence);
+    got = WaitFor(**server, Kind::kMessage, milliseconds(100), &others);
+  }
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->peer, "honest");
+  EXPECT_EQ(got->message.envelope.task_id, 5u);
+  // Promptly: the grant timeout plus the transfer, far from the 8 s stall limit (generous bound).
+  EXPECT_LT(waited.Seconds(), 4.0);
+  EXPECT_TRUE(others.empty());  // no kPeerLost: the offender keeps its session
+  EXPECT_EQ((*server)->peers(), (std::vector<std::string>{"honest", "offender"}));
+  // A chunk for the lapsed grant is refused.
+  const uint64_t rejected = (*server)->stats().rejected;
+  offender.Send(first.frames[0]);
   EXPECT_TRUE(Eventually([&] { return (*server)->stats().rejected == rejected + 1; }));
   EXPECT_EQ((*server)->stats().reassemblies, 0u);
 }
