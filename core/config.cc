@@ -63,12 +63,14 @@ Config::~Config() = default;
 Config::Config(const Config& other)
     : table_(std::make_unique<toml::table>(*other.table_)),
       source_(other.source_),
-      used_(other.used_) {}
+      used_(other.used_),
+      defaults_(other.defaults_) {}
 Config& Config::operator=(const Config& other) {
   if (this != &other) {
     table_ = std::make_unique<toml::table>(*other.table_);
     source_ = other.source_;
     used_ = other.used_;
+    defaults_ = other.defaults_;
   }
   return *this;
 }
@@ -153,7 +155,7 @@ StatusOr<int64_t> Config::GetInt(std::string_view key, int64_t def, int64_t min,
                                  int64_t max) const {
   used_.emplace(key);
   const toml::node* n = Find(*table_, key);
-  if (n == nullptr) return def;
+  if (n == nullptr) return Defaulted(key, std::move(def));
   auto v = n->value<int64_t>();
   if (!n->is_integer() || !v) {
     return Status::InvalidArgument(Where(key) + ": expected an integer, got " + TypeName(*n));
@@ -170,7 +172,7 @@ StatusOr<double> Config::GetDouble(std::string_view key, double def, double min,
                                    double max) const {
   used_.emplace(key);
   const toml::node* n = Find(*table_, key);
-  if (n == nullptr) return def;
+  if (n == nullptr) return Defaulted(key, std::move(def));
   if (!n->is_number()) {
     return Status::InvalidArgument(Where(key) + ": expected a number, got " + TypeName(*n));
   }
@@ -186,7 +188,7 @@ StatusOr<double> Config::GetDouble(std::string_view key, double def, double min,
 StatusOr<bool> Config::GetBool(std::string_view key, bool def) const {
   used_.emplace(key);
   const toml::node* n = Find(*table_, key);
-  if (n == nullptr) return def;
+  if (n == nullptr) return Defaulted(key, std::move(def));
   if (!n->is_boolean()) {
     return Status::InvalidArgument(Where(key) + ": expected true or false, got " + TypeName(*n));
   }
@@ -196,7 +198,7 @@ StatusOr<bool> Config::GetBool(std::string_view key, bool def) const {
 StatusOr<std::string> Config::GetString(std::string_view key, std::string def) const {
   used_.emplace(key);
   const toml::node* n = Find(*table_, key);
-  if (n == nullptr) return def;
+  if (n == nullptr) return Defaulted(key, std::move(def));
   if (!n->is_string()) {
     return Status::InvalidArgument(Where(key) + ": expected a string, got " + TypeName(*n));
   }
@@ -226,7 +228,7 @@ StatusOr<std::vector<std::string>> Config::GetStringList(std::string_view key,
                                                          std::vector<std::string> def) const {
   used_.emplace(key);
   const toml::node* n = Find(*table_, key);
-  if (n == nullptr) return def;
+  if (n == nullptr) return Defaulted(key, std::move(def));
   const toml::array* arr = n->as_array();
   if (arr == nullptr) {
     return Status::InvalidArgument(Where(key) + ": expected an array of strings, got " +
@@ -247,7 +249,7 @@ StatusOr<std::vector<int64_t>> Config::GetIntList(std::string_view key, std::vec
                                                   int64_t min, int64_t max) const {
   used_.emplace(key);
   const toml::node* n = Find(*table_, key);
-  if (n == nullptr) return def;
+  if (n == nullptr) return Defaulted(key, std::move(def));
   const toml::array* arr = n->as_array();
   if (arr == nullptr) {
     return Status::InvalidArgument(Where(key) + ": expected an array of integers, got " +
@@ -299,6 +301,53 @@ Status Config::CheckAllKeysUsed() const {
   if (unknown.empty()) return Status::Ok();
   return Status::InvalidArgument(source_ + ": unknown key(s): " + unknown +
                                  " (check the spelling against the documented keys)");
+}
+
+namespace {
+
+// `value` as a TOML value literal ("fortunes" quoted, 0.5, [1, 2]), formatted by toml++.
+template <typename T>
+std::string TomlLiteral(T&& value) {
+  toml::table t;
+  t.insert("v", std::forward<T>(value));
+  std::ostringstream out;
+  out << toml::toml_formatter(t);
+  std::string text = out.str();
+  return text.substr(std::min(text.size(), text.find('=') + 2));
+}
+
+}  // namespace
+
+template <typename T>
+T Config::Defaulted(std::string_view key, T def) const {
+  if constexpr (std::is_same_v<T, std::vector<std::string>> ||
+                std::is_same_v<T, std::vector<int64_t>>) {
+    toml::array a;
+    for (const auto& v : def) a.push_back(v);
+    defaults_[std::string(key)] = TomlLiteral(std::move(a));
+  } else {
+    defaults_[std::string(key)] = TomlLiteral(def);
+  }
+  return def;
+}
+
+std::string Config::ResolvedToml() const {
+  std::string out = ToToml();
+  out += "\n\n# Every key the run read, with the value in effect (the default where the config\n"
+         "# does not set it).\n[resolved]\n";
+  for (const std::string& key : used_) {
+    std::string literal;
+    if (const toml::node* n = Find(*table_, key)) {
+      if (n->is_table()) continue;
+      n->visit([&](const auto& v) { literal = TomlLiteral(v); });
+    } else if (auto it = defaults_.find(key); it != defaults_.end()) {
+      literal = it->second;
+    } else {
+      continue;  // read as a whole section, or required and missing
+    }
+    out += TomlLiteral(key) + " = " + literal + "\n";
+  }
+  return out;
 }
 
 std::string Config::ToToml() const {

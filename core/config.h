@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -72,8 +73,17 @@ class Config {
   // The resolved config (file plus overrides) as TOML text, for runs/<name>/config.toml.
   std::string ToToml() const;
   const std::string& source() const { return source_; }
+  // The resolved config with defaults, for runs/<name>/config.resolved.toml: ToToml(), then a
+  // [resolved] table of every key read so far (as one quoted dotted key) with the value in
+  // effect, the config's own or the default its reader passed.
+  std::string ResolvedToml() const;
 
  private:
+  // Remembers `def` as the value in effect for an absent `key`; returns it.
+  template <typename T>
+  T Defaulted(std::string_view key, T def) const;
+  mutable std::map<std::string, std::string, std::less<>> defaults_;  // key -> TOML literal
+
   std::string Where(std::string_view key) const;  // "file:line: key"
   std::unique_ptr<toml::table> table_;
   std::string source_;
