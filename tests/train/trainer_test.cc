@@ -120,7 +120,8 @@ TEST_F(TrainerTest, FailedStartChangesNothingOfAnEarlierRun) {
   std::stringstream before;
   before << in.rdbuf();
   Config bad = MakeConfig("kept", 10);
-  ASSERT_TRUE(bad.ApplyOverride("model.preset=no-such-preset").ok());
+  // Data that is not there: found only after the config's keys have all been read.
+  ASSERT_TRUE(bad.ApplyOverride("data.source=" + (dir_ / "missing.txt").string()).ok());
   EXPECT_FALSE(RunTrain(bad, /*resume=*/true).ok());
   std::ifstream again(dir_ / "kept" / "config.toml");
   std::stringstream after;
