@@ -82,12 +82,12 @@ class Config {
   // Remembers `def` as the value in effect for an absent `key`; returns it.
   template <typename T>
   T Defaulted(std::string_view key, T def) const;
-  mutable std::map<std::string, std::string, std::less<>> defaults_;  // key -> TOML literal
 
   std::string Where(std::string_view key) const;  // "file:line: key"
   std::unique_ptr<toml::table> table_;
   std::string source_;
   mutable std::set<std::string, std::less<>> used_;
+  mutable std::map<std::string, std::string, std::less<>> defaults_;  // key -> TOML literal
 };
 
 }  // namespace tandem
