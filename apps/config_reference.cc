@@ -145,6 +145,8 @@ const std::map<std::string, std::string>& Descriptions() {
        "How the private records are dealt to the clients: \"iid\", \"by-category\" or \"dirichlet(ALPHA)\". Checked by the coordinator at start."},
       {"federation.peer_timeout_ms",
        "A peer silent for this long is dropped (a client may rejoin)."},
+      {"federation.upload_grant_timeout_ms",
+       "How long the coordinator keeps an upload slot for a client whose first chunk has not come; at most peer_timeout_ms. A client that lets grants lapse waits longer for the next."},
       {"federation.round_deadline_s",
        "After this long a round closes with the results it has (at least min_results)."},
       {"federation.rounds",

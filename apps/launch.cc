@@ -20,6 +20,7 @@
 #include "core/logging.h"
 #include "core/threads.h"
 #include "core/timer.h"
+#include "train/run_dir.h"
 #include "wire/curve.h"
 #include "wire/transport_config.h"
 
@@ -175,6 +176,9 @@ StatusOr<CoordinatorResult> RunLocal(const Config& config, const Algorithm& algo
                           wire::TransportConfigFromConfig(config, run_dir));
   TANDEM_ASSIGN_OR_RETURN(int64_t clients_i, config.GetInt("federation.clients", 4, 1, 100'000));
   const int clients = static_cast<int>(clients_i);
+  // Before the clients' logs are opened in it (the clients themselves take no lock).
+  TANDEM_ASSIGN_OR_RETURN(RunDirClaim claim,
+                          ClaimRunDirectory(run_dir, {options.resume, options.overwrite}));
   std::error_code ec;
   fs::create_directories(run_dir + "/logs", ec);
   if (ec) return Status::IoError("cannot create '" + run_dir + "/logs': " + ec.message());
@@ -191,6 +195,7 @@ StatusOr<CoordinatorResult> RunLocal(const Config& config, const Algorithm& algo
   StopSignals stop_signals;
   CoordinatorOptions coordinator;
   coordinator.resume = options.resume;
+  coordinator.overwrite = options.overwrite;
   coordinator.progress = options.progress;
   coordinator.stop = &g_stop_signal;
   std::atomic<bool> stop_clients{false};

@@ -21,6 +21,7 @@ struct LaunchOptions {
   std::string config_path;
   std::vector<std::string> overrides;  // passed on to every client as --set
   bool resume = false;
+  bool overwrite = false;  // the run directory is cleared first
   std::string log_level = "info";
   std::function<void(const std::string& line)> progress;  // the coordinator's round lines
   // Set to SIGINT or SIGTERM when one of them stopped the run (RunLocal then returns an error).

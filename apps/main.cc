@@ -21,6 +21,7 @@
 #include "core/threads.h"
 #include "train/commands.h"
 #include "train/report.h"
+#include "train/run_dir.h"
 #include "train/trainer.h"
 #include "wire/curve.h"
 
@@ -101,11 +102,13 @@ int main(int argc, char** argv) {
   // tandem train CONFIG
   std::string config_path;
   std::vector<std::string> overrides;
-  bool resume = false;
+  bool resume = false, overwrite = false;
+  const char* kOverwriteHelp = "Clear an existing run of this name first (report and logs too)";
   auto* train = app.add_subcommand("train", "Centralized training of one model");
   train->add_option("config", config_path, "TOML config")->required()->check(CLI::ExistingFile);
   train->add_option("--set", overrides, "Override a config key: --set train.steps=100");
   train->add_flag("--resume", resume, "Continue from the run's last checkpoint");
+  train->add_flag("--overwrite", overwrite, kOverwriteHelp);
 
   // tandem eval CONFIG --checkpoint F
   std::string checkpoint, lora, json_out;
@@ -151,6 +154,7 @@ int main(int argc, char** argv) {
   run->add_option("config", config_path, "TOML config")->required()->check(CLI::ExistingFile);
   run->add_option("--set", overrides, "Override a config key (also passed to the clients)");
   run->add_flag("--resume", resume, "Continue from the coordinator's last checkpoint");
+  run->add_flag("--overwrite", overwrite, kOverwriteHelp);
 
   // tandem coordinator CONFIG
   std::string bind, keys_dir;
@@ -158,6 +162,7 @@ int main(int argc, char** argv) {
   coordinator->add_option("config", config_path, "TOML config")->required()->check(CLI::ExistingFile);
   coordinator->add_option("--set", overrides, "Override a config key");
   coordinator->add_flag("--resume", resume, "Continue from the last checkpoint");
+  coordinator->add_flag("--overwrite", overwrite, kOverwriteHelp);
   coordinator->add_option("--bind", bind, "Endpoint to bind (default: federation.endpoint)");
   coordinator->add_option("--keys", keys_dir, "CURVE key directory (default: federation.keys_dir)");
 
@@ -205,6 +210,16 @@ int main(int argc, char** argv) {
     mallopt(M_MMAP_THRESHOLD, 256 * 1024);
     auto config = LoadConfig(config_path, overrides);
     if (!config.ok()) return Fail(config.status());
+    tandem::RunDirClaim run_dir_claim;  // held until the program ends
+    if (!*client) {
+      // The run directory is claimed (locked, checked, cleared with --overwrite) before its log
+      // is opened, so a refused start leaves an earlier run as it was.
+      auto run_dir = tandem::RunDirectory(*config);
+      if (!run_dir.ok()) return Fail(run_dir.status());
+      auto claimed = tandem::ClaimRunDirectory(*run_dir, {resume, overwrite});
+      if (!claimed.ok()) return Fail(claimed.status());
+      run_dir_claim = std::move(*claimed);
+    }
     const std::string log_file =
         *client ? "logs/client-" + std::to_string(client_id) + ".session.log" : "coordinator.log";
     Status s = *client ? tandem::SetupLogging(log_level) : SetupRunLogging(*config, log_level, log_file);
@@ -227,6 +242,7 @@ int main(int argc, char** argv) {
         o.config_path = config_path;
         o.overrides = overrides;
         o.resume = resume;
+        o.overwrite = overwrite;
         o.log_level = log_level;
         o.progress = PrintProgress;
         o.stopped_by_signal = &stopped_by_signal;
@@ -234,6 +250,7 @@ int main(int argc, char** argv) {
       }
       tandem::CoordinatorOptions o;
       o.resume = resume;
+      o.overwrite = overwrite;
       o.bind = bind;
       o.keys_dir = keys_dir;
       o.on_bound = [](const std::string& endpoint) {
@@ -281,7 +298,7 @@ int main(int argc, char** argv) {
   if (*train) {
     auto config = LoadConfig(config_path, overrides);
     if (!config.ok()) return Fail(config.status());
-    auto result = tandem::RunTrain(*config, resume, stderr);
+    auto result = tandem::RunTrain(*config, resume, stderr, overwrite);
     if (!result.ok()) return Fail(result.status());
     std::printf("held-out loss %.4f -> %.4f (test %.4f) after %lld steps in %.1f s, %.0f tokens/s\n"
                 "run directory: %s\n",

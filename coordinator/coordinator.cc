@@ -21,6 +21,7 @@
 #include "models/gpt_checkpoint.h"
 #include "train/data_setup.h"
 #include "train/evaluate.h"
+#include "train/run_dir.h"
 #include "wire/transport.h"
 #include "wire/transport_config.h"
 
@@ -399,7 +400,8 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config, const ServerPlu
   };
   // ---- Every key is read and checked, and the algorithm built, before anything is written. ----
   TANDEM_ASSIGN_OR_RETURN(RunPlan plan, ReadPlan(config, algorithm, options));
-  TANDEM_ASSIGN_OR_RETURN(DatasetSplits splits, LoadSplits(plan.data));
+  CorpusFingerprint corpus;
+  TANDEM_ASSIGN_OR_RETURN(DatasetSplits splits, LoadSplits(plan.data, &corpus));
   SharedObjects shared;
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<ServerAlgorithm> active,
                           BuildAlgorithm(config, algorithm, plan, splits, &shared));
@@ -419,8 +421,14 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config, const ServerPlu
             models_text, plan.engine.expected_clients, plan.engine.rounds);
 
   // ---- The run log: a fresh start (round 0, the starting point), or the last checkpoint. ----
+  TANDEM_ASSIGN_OR_RETURN(RunDirClaim claim,
+                          ClaimRunDirectory(plan.run_dir, {options.resume, options.overwrite}));
   TANDEM_ASSIGN_OR_RETURN(RunLog run_log, RunLog::Open(plan.run_dir, options.resume, active.get()));
-  TANDEM_RETURN_IF_ERROR(WriteTextFile(plan.run_dir + "/config.toml", config.ToToml()));
+  if (run_log.resumed() && run_log.totals().engine.next_round > plan.engine.rounds) {
+    return Status::FailedPrecondition(
+        "run " + plan.name + " is complete (" + std::to_string(plan.engine.rounds) + " of " +
+        std::to_string(plan.engine.rounds) + " rounds); nothing to do");
+  }
   if (run_log.resumed()) {
     log->info("resumed from {} before round {}", run_log.checkpoint_dir(),
               run_log.totals().engine.next_round);
@@ -442,6 +450,9 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config, const ServerPlu
                           wire::Server::Bind(server_options));
   log->info("listening on {}{}", server->endpoint(),
             server_options.curve ? " (CURVE, allow-list)" : "");
+  // The run has really started: its config and its record of what it ran.
+  TANDEM_RETURN_IF_ERROR(WriteTextFile(plan.run_dir + "/config.toml", config.ToToml()));
+  TANDEM_RETURN_IF_ERROR(WriteRunRecord(plan.run_dir, config, corpus, run_log.resumed()));
   if (options.on_bound) TANDEM_RETURN_IF_ERROR(options.on_bound(server->endpoint()));
   ServerOutbox outbox(server.get());
   Stopwatch engine_clock;
@@ -488,7 +499,9 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config, const ServerPlu
                             {"final_test_loss", result.final_test_loss},
                             {"bytes_up", result.bytes_up},
                             {"bytes_down", result.bytes_down},
-                            {"seconds", result.seconds}};
+                            {"seconds", result.seconds},
+                            {"complete", result.rounds >= plan.engine.rounds ||
+                                             !result.stop_reason.empty()}};
   for (const auto& [k, v] : suffixed_test_losses) summary[k] = v;
   if (!result.stop_reason.empty()) summary["stopped"] = result.stop_reason;
   if (plan.privacy.dp.enabled) {

@@ -19,6 +19,7 @@ class Config;
 
 struct CoordinatorOptions {
   bool resume = false;
+  bool overwrite = false;  // clear an earlier run of the same name (train/run_dir.h)
   std::string bind;      // overrides federation.endpoint
   std::string keys_dir;  // overrides federation.keys_dir
   // Called once the endpoint is bound, with the address clients should connect to (the real port

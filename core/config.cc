@@ -132,13 +132,15 @@ Config::Config(const Config& other)
     : table_(std::make_unique<toml::table>(*other.table_)),
       source_(other.source_),
       used_(other.used_),
-      recording_(other.recording_) {}
+      recording_(other.recording_),
+      defaults_(other.defaults_) {}
 Config& Config::operator=(const Config& other) {
   if (this != &other) {
     table_ = std::make_unique<toml::table>(*other.table_);
     source_ = other.source_;
     used_ = other.used_;
     recording_ = other.recording_;
+    defaults_ = other.defaults_;
   }
   return *this;
 }
@@ -224,7 +226,7 @@ StatusOr<int64_t> Config::GetInt(std::string_view key, int64_t def, int64_t min,
   used_.emplace(key);
   Record(key, "integer", std::to_string(def), Range(min, max));
   const toml::node* n = Find(*table_, key);
-  if (n == nullptr) return def;
+  if (n == nullptr) return Defaulted(key, std::move(def));
   auto v = n->value<int64_t>();
   if (!n->is_integer() || !v) {
     return Status::InvalidArgument(Where(key) + ": expected an integer, got " + TypeName(*n));
@@ -242,7 +244,7 @@ StatusOr<double> Config::GetDouble(std::string_view key, double def, double min,
   used_.emplace(key);
   Record(key, "number", Number(def), Range(min, max));
   const toml::node* n = Find(*table_, key);
-  if (n == nullptr) return def;
+  if (n == nullptr) return Defaulted(key, std::move(def));
   if (!n->is_number()) {
     return Status::InvalidArgument(Where(key) + ": expected a number, got " + TypeName(*n));
   }
@@ -259,7 +261,7 @@ StatusOr<bool> Config::GetBool(std::string_view key, bool def) const {
   used_.emplace(key);
   Record(key, "boolean", def ? "true" : "false", "");
   const toml::node* n = Find(*table_, key);
-  if (n == nullptr) return def;
+  if (n == nullptr) return Defaulted(key, std::move(def));
   if (!n->is_boolean()) {
     return Status::InvalidArgument(Where(key) + ": expected true or false, got " + TypeName(*n));
   }
@@ -270,7 +272,7 @@ StatusOr<std::string> Config::GetString(std::string_view key, std::string def) c
   used_.emplace(key);
   Record(key, "string", Quoted(def), "");
   const toml::node* n = Find(*table_, key);
-  if (n == nullptr) return def;
+  if (n == nullptr) return Defaulted(key, std::move(def));
   if (!n->is_string()) {
     return Status::InvalidArgument(Where(key) + ": expected a string, got " + TypeName(*n));
   }
@@ -308,7 +310,7 @@ StatusOr<std::vector<std::string>> Config::GetStringList(std::string_view key,
   used_.emplace(key);
   Record(key, "string list", List(def, Quoted), "");
   const toml::node* n = Find(*table_, key);
-  if (n == nullptr) return def;
+  if (n == nullptr) return Defaulted(key, std::move(def));
   const toml::array* arr = n->as_array();
   if (arr == nullptr) {
     return Status::InvalidArgument(Where(key) + ": expected an array of strings, got " +
@@ -331,7 +333,7 @@ StatusOr<std::vector<int64_t>> Config::GetIntList(std::string_view key, std::vec
   Record(key, "integer list",
          List(def, [](int64_t v) { return std::to_string(v); }), Range(min, max));
   const toml::node* n = Find(*table_, key);
-  if (n == nullptr) return def;
+  if (n == nullptr) return Defaulted(key, std::move(def));
   const toml::array* arr = n->as_array();
   if (arr == nullptr) {
     return Status::InvalidArgument(Where(key) + ": expected an array of integers, got " +
@@ -406,6 +408,53 @@ void Config::Record(std::string_view key, std::string type, std::string def,
                     std::string range) const {
   if (recording_ == nullptr) return;
   recording_->push_back({std::string(key), std::move(type), std::move(def), std::move(range)});
+}
+
+namespace {
+
+// `value` as a TOML value literal ("fortunes" quoted, 0.5, [1, 2]), formatted by toml++.
+template <typename T>
+std::string TomlLiteral(T&& value) {
+  toml::table t;
+  t.insert("v", std::forward<T>(value));
+  std::ostringstream out;
+  out << toml::toml_formatter(t);
+  std::string text = out.str();
+  return text.substr(std::min(text.size(), text.find('=') + 2));
+}
+
+}  // namespace
+
+template <typename T>
+T Config::Defaulted(std::string_view key, T def) const {
+  if constexpr (std::is_same_v<T, std::vector<std::string>> ||
+                std::is_same_v<T, std::vector<int64_t>>) {
+    toml::array a;
+    for (const auto& v : def) a.push_back(v);
+    defaults_[std::string(key)] = TomlLiteral(std::move(a));
+  } else {
+    defaults_[std::string(key)] = TomlLiteral(def);
+  }
+  return def;
+}
+
+std::string Config::ResolvedToml() const {
+  std::string out = ToToml();
+  out += "\n\n# Every key the run read, with the value in effect (the default where the config\n"
+         "# does not set it).\n[resolved]\n";
+  for (const std::string& key : used_) {
+    std::string literal;
+    if (const toml::node* n = Find(*table_, key)) {
+      if (n->is_table()) continue;
+      n->visit([&](const auto& v) { literal = TomlLiteral(v); });
+    } else if (auto it = defaults_.find(key); it != defaults_.end()) {
+      literal = it->second;
+    } else {
+      continue;  // read as a whole section, or required and missing
+    }
+    out += TomlLiteral(key) + " = " + literal + "\n";
+  }
+  return out;
 }
 
 std::string Config::ToToml() const {

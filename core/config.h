@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -81,6 +82,10 @@ class Config {
   // The resolved config (file plus overrides) as TOML text, for runs/<name>/config.toml.
   std::string ToToml() const;
   const std::string& source() const { return source_; }
+  // The resolved config with defaults, for runs/<name>/config.resolved.toml: ToToml(), then a
+  // [resolved] table of every key read so far (as one quoted dotted key) with the value in
+  // effect, the config's own or the default its reader passed.
+  std::string ResolvedToml() const;
 
   // Describe mode: every getter call on this config, and on copies made from now on, appends what
   // it asked for to `*sink` (which must outlive them); nullptr stops. Values are read as usual.
@@ -90,11 +95,16 @@ class Config {
   void Record(std::string_view key, std::string type, std::string def,
               std::string range) const;
   bool InSwitchedOffSection(std::string_view key) const;
+  // Remembers `def` as the value in effect for an absent `key`; returns it.
+  template <typename T>
+  T Defaulted(std::string_view key, T def) const;
+
   std::string Where(std::string_view key) const;  // "file:line: key"
   std::unique_ptr<toml::table> table_;
   std::string source_;
   mutable std::set<std::string, std::less<>> used_;
   std::vector<ConfigKeyRecord>* recording_ = nullptr;
+  mutable std::map<std::string, std::string, std::less<>> defaults_;  // key -> TOML literal
 };
 
 }  // namespace tandem

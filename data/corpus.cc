@@ -10,6 +10,7 @@
 #include <system_error>
 
 #include <nlohmann/json.hpp>
+#include <openssl/evp.h>
 
 #include "core/logging.h"
 
@@ -75,7 +76,148 @@ void ParseFortunes(std::string_view content, const std::string& category,
   flush();
 }
 
+// An incremental SHA-256 (OpenSSL EVP).
+class Sha256 {
+ public:
+  Sha256() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
+  ~Sha256() { EVP_MD_CTX_free(ctx_); }
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+  void Add(std::string_view bytes) { EVP_DigestUpdate(ctx_, bytes.data(), bytes.size()); }
+  // A length-prefixed field, so that ("ab", "c") and ("a", "bc") hash differently.
+  void AddField(std::string_view bytes) {
+    Add(std::to_string(bytes.size()));
+    Add(":");
+    Add(bytes);
+  }
+  std::string Hex() {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    EVP_DigestFinal_ex(ctx_, digest, &n);
+    static const char kHex[] = "0123456789abcdef";
+    std::string hex;
+    for (unsigned int i = 0; i < n; ++i) {
+      hex.push_back(kHex[digest[i] >> 4]);
+      hex.push_back(kHex[digest[i] & 15]);
+    }
+    return hex;
+  }
+
+ private:
+  EVP_MD_CTX* ctx_;
+};
+
+// The English files of Debian's fortunes and fortunes-min packages (bookworm), for a system
+// whose dpkg database does not list them.
+constexpr const char* kEnglishFortunes[] = {
+    "art", "ascii-art", "computers", "cookie", "debian", "definitions", "disclaimer", "drugs",
+    "education", "ethnic", "food", "fortunes", "goedel", "humorists", "kids", "knghtbrd", "law",
+    "linux", "linuxcookie", "literature", "love", "magic", "medicine", "men-women",
+    "miscellaneous", "news", "paradoxum", "people", "perl", "pets", "platitudes", "politics",
+    "pratchett", "riddles", "science", "songs-poems", "sports", "startrek", "tao", "translate-me",
+    "wisdom", "work", "zippy"};
+
+constexpr char kDebianFortunesDir[] = "/usr/share/games/fortunes/";
+
+// The data files (relative to the fortunes directory) that `package` installed, or NotFound when
+// dpkg has no list for it.
+StatusOr<std::vector<std::string>> PackageFortunes(const std::string& package,
+                                                   const FortunesLocation& where) {
+  const std::string list = where.dpkg_info_dir + "/" + package + ".list";
+  std::ifstream in(list);
+  if (!in) return Status::NotFound(list);
+  std::vector<std::string> files;
+  std::string line;
+  const std::string prefix = kDebianFortunesDir;
+  while (std::getline(in, line)) {
+    if (line.rfind(prefix, 0) != 0) continue;
+    const std::string rel = line.substr(prefix.size());
+    const std::string ext = fs::path(rel).extension().string();
+    if (rel.empty() || ext == ".dat" || ext == ".u8") continue;
+    const fs::path path = fs::path(where.fortunes_dir) / rel;
+    std::error_code ec;
+    // Directories (de/, off/) and strfile's links to other files are not data files.
+    if (fs::is_symlink(path, ec) || fs::is_directory(path, ec)) continue;
+    files.push_back(rel);
+  }
+  return files;
+}
+
+// Reads `files` (paths; `names` is how each enters the fingerprint) as fortune files.
+StatusOr<std::vector<Record>> ReadFortuneFiles(const std::vector<fs::path>& files,
+                                               const std::vector<std::string>& names,
+                                               Sha256* hash) {
+  std::vector<Record> records;
+  for (size_t i = 0; i < files.size(); ++i) {
+    TANDEM_ASSIGN_OR_RETURN(std::string content, ReadFile(files[i]));
+    if (hash != nullptr) {
+      hash->AddField(names[i]);
+      hash->AddField(content);
+    }
+    ParseFortunes(content, files[i].filename().string(), &records);
+  }
+  return records;
+}
+
 }  // namespace
+
+std::string Sha256Hex(std::string_view bytes) {
+  Sha256 h;
+  h.Add(bytes);
+  return h.Hex();
+}
+
+bool IsNamedFortunesSource(const std::string& source) {
+  return source == "fortunes" || (source.rfind("fortunes-", 0) == 0 &&
+                                  source.find('/') == std::string::npos);
+}
+
+StatusOr<std::vector<std::string>> FortunesSourceFiles(const std::string& source,
+                                                       const FortunesLocation& where) {
+  if (!IsNamedFortunesSource(source)) {
+    return Status::InvalidArgument("'" + source + "' is not a named fortunes source");
+  }
+  std::vector<std::string> rel;
+  if (source == "fortunes") {
+    bool listed = false;
+    for (const char* package : {"fortunes", "fortunes-min"}) {
+      auto files = PackageFortunes(package, where);
+      if (!files.ok()) continue;
+      listed = true;
+      rel.insert(rel.end(), files->begin(), files->end());
+    }
+    if (!listed) {
+      GetLogger("data")->warn("dpkg lists neither fortunes nor fortunes-min in {}; reading the "
+                              "built-in list of their English files", where.dpkg_info_dir);
+      rel.assign(std::begin(kEnglishFortunes), std::end(kEnglishFortunes));
+    }
+  } else {
+    auto files = PackageFortunes(source, where);
+    if (!files.ok()) {
+      return Status::NotFound("data.source \"" + source + "\": Debian's " + source +
+                              " package is not installed (apt-get install " + source + ")");
+    }
+    rel = *files;
+  }
+  std::sort(rel.begin(), rel.end());
+  rel.erase(std::unique(rel.begin(), rel.end()), rel.end());
+  std::vector<std::string> out;
+  for (const std::string& r : rel) {
+    const fs::path path = fs::path(where.fortunes_dir) / r;
+    std::error_code ec;
+    if (!fs::is_regular_file(path, ec)) {
+      return Status::NotFound("data.source \"" + source + "\": " + path.string() +
+                              " is missing; reinstall it (apt-get install --reinstall " +
+                              (source == "fortunes" ? std::string("fortunes fortunes-min")
+                                                    : source) + ")");
+    }
+    out.push_back(path.string());
+  }
+  if (out.empty()) {
+    return Status::NotFound("data.source \"" + source + "\": its package lists no fortune files");
+  }
+  return out;
+}
 
 StatusOr<std::vector<Record>> LoadFortunes(const std::string& dir) {
   std::error_code ec;
@@ -96,11 +238,7 @@ StatusOr<std::vector<Record>> LoadFortunes(const std::string& dir) {
   if (ec) return Status::IoError("cannot list fortunes directory " + dir + ": " + ec.message());
   std::sort(files.begin(), files.end());
 
-  std::vector<Record> records;
-  for (const fs::path& file : files) {
-    TANDEM_ASSIGN_OR_RETURN(std::string content, ReadFile(file));
-    ParseFortunes(content, file.filename().string(), &records);
-  }
+  TANDEM_ASSIGN_OR_RETURN(std::vector<Record> records, ReadFortuneFiles(files, {}, nullptr));
   if (records.empty()) {
     return Status::NotFound("fortunes directory " + dir +
                             " holds no fortune files (plain files of texts separated by '%' "
@@ -178,17 +316,65 @@ StatusOr<std::vector<Record>> LoadJsonl(const std::string& path) {
   return records;
 }
 
-StatusOr<std::vector<Record>> LoadCorpus(const std::string& source) {
-  if (source == "fortunes") return LoadFortunes(kDefaultFortunesDir);
+StatusOr<std::vector<Record>> LoadCorpus(const std::string& source,
+                                         CorpusFingerprint* fingerprint,
+                                         const FortunesLocation& where) {
   std::error_code ec;
-  if (fs::is_directory(source, ec)) return LoadFortunes(source);
-  if (!fs::exists(source, ec)) {
+  std::vector<fs::path> files;
+  std::vector<std::string> names;  // as the fingerprint names them
+  bool fortunes_format = true;
+  if (IsNamedFortunesSource(source)) {
+    TANDEM_ASSIGN_OR_RETURN(std::vector<std::string> paths, FortunesSourceFiles(source, where));
+    for (const std::string& p : paths) {
+      files.emplace_back(p);
+      names.push_back(fs::path(p).lexically_relative(where.fortunes_dir).string());
+    }
+  } else if (fs::is_directory(source, ec)) {
+    // Every fortune file of a directory given by path: what LoadFortunes reads.
+    TANDEM_ASSIGN_OR_RETURN(std::vector<Record> records, LoadFortunes(source));
+    if (fingerprint == nullptr) return records;
+    for (auto it = fs::directory_iterator(source, ec); !ec && it != fs::directory_iterator();
+         it.increment(ec)) {
+      if (it->is_symlink(ec) || !it->is_regular_file(ec)) continue;
+      const std::string ext = it->path().extension().string();
+      if (ext != ".dat" && ext != ".u8") files.push_back(it->path());
+    }
+    std::sort(files.begin(), files.end());
+    for (const fs::path& f : files) names.push_back(f.filename().string());
+  } else if (!fs::exists(source, ec)) {
     return Status::NotFound("corpus " + source +
-                            " does not exist (expected \"fortunes\", a fortunes directory, a "
-                            ".jsonl file or a text file)");
+                            " does not exist (expected \"fortunes\", \"fortunes-XX\" (a Debian "
+                            "fortunes package), a fortunes directory, a .jsonl file or a text "
+                            "file)");
+  } else {
+    fortunes_format = false;
+    files.emplace_back(source);
+    names.push_back(fs::path(source).filename().string());
   }
-  if (fs::path(source).extension() == ".jsonl") return LoadJsonl(source);
-  return LoadTextFile(source);
+  Sha256 hash;
+  std::vector<Record> records;
+  if (fortunes_format) {
+    TANDEM_ASSIGN_OR_RETURN(records, ReadFortuneFiles(files, names, &hash));
+    if (records.empty()) return Status::NotFound("corpus " + source + " holds no fortunes");
+  } else {
+    if (fs::path(source).extension() == ".jsonl") {
+      TANDEM_ASSIGN_OR_RETURN(records, LoadJsonl(source));
+    } else {
+      TANDEM_ASSIGN_OR_RETURN(records, LoadTextFile(source));
+    }
+    if (fingerprint != nullptr) {
+      TANDEM_ASSIGN_OR_RETURN(std::string content, ReadFile(source));
+      hash.AddField(names[0]);
+      hash.AddField(content);
+    }
+  }
+  if (fingerprint != nullptr) {
+    fingerprint->source = source;
+    fingerprint->files.clear();
+    for (const fs::path& f : files) fingerprint->files.push_back(f.string());
+    fingerprint->sha256 = hash.Hex();
+  }
+  return records;
 }
 
 std::vector<std::string> Categories(const std::vector<Record>& records) {

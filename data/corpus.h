@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <map>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -43,9 +44,43 @@ StatusOr<std::vector<Record>> LoadTextFile(const std::string& path);
 // or not a string, "category" not a string; and a file with no records.
 StatusOr<std::vector<Record>> LoadJsonl(const std::string& path);
 
-// Loads by what `source` names: "fortunes" (kDefaultFortunesDir) or a directory (fortunes
-// format), a "*.jsonl" file (JSONL), any other file (plain text paragraphs).
-StatusOr<std::vector<Record>> LoadCorpus(const std::string& source);
+// Where a named fortunes source is looked up. Tests point both at copies.
+struct FortunesLocation {
+  std::string fortunes_dir = kDefaultFortunesDir;  // stands for /usr/share/games/fortunes
+  std::string dpkg_info_dir = "/var/lib/dpkg/info";  // <package>.list: the files it installed
+};
+
+// What a corpus was read from, for the run's record: the files in the order read and a SHA-256
+// (lower-case hex) over each file's name (relative to the fortunes directory for named sources),
+// size and bytes. For generated data (no files) the hash is over the records.
+struct CorpusFingerprint {
+  std::string source;
+  std::vector<std::string> files;
+  std::string sha256;
+};
+
+// The data files of a named fortunes source, in the order they are read: "fortunes" is English,
+// exactly the files of Debian's `fortunes` and `fortunes-min` packages, whatever else is installed
+// beside them (a built-in list of their names when dpkg knows neither); "fortunes-XX" is the files
+// of package fortunes-XX (fortunes-de, fortunes-es, ...). Data files are the regular files the
+// package put under the fortunes directory, without strfile's .dat indexes and .u8 links; they
+// are returned as paths under `where.fortunes_dir`. Errors: a package that is not installed (the
+// message names `apt-get install`), a listed file that is missing.
+StatusOr<std::vector<std::string>> FortunesSourceFiles(const std::string& source,
+                                                       const FortunesLocation& where = {});
+
+// Whether `source` names a fortunes package ("fortunes", "fortunes-de", ...) rather than a path.
+bool IsNamedFortunesSource(const std::string& source);
+
+// Loads by what `source` names: a named fortunes source (above), a directory (fortunes format,
+// every file in it), a "*.jsonl" file (JSONL), any other file (plain text paragraphs). With
+// `fingerprint`, also records what was read.
+StatusOr<std::vector<Record>> LoadCorpus(const std::string& source,
+                                         CorpusFingerprint* fingerprint = nullptr,
+                                         const FortunesLocation& where = {});
+
+// SHA-256 of `bytes`, lower-case hex.
+std::string Sha256Hex(std::string_view bytes);
 
 // Distinct categories in sorted order, and the number of records in each.
 std::vector<std::string> Categories(const std::vector<Record>& records);

@@ -43,11 +43,11 @@ logged() {
 # A training run writes summary.json when it completes; an interrupted one resumes.
 if [ ! -f "$OUT/llm-public/summary.json" ]; then
   step "training the public LLM (llm-small, 600 steps)"
-  logged "$OUT/llm-public.log" "$TANDEM" train configs/llm-public.toml --set out_dir="$OUT"
+  logged "$OUT/llm-public.log" "$TANDEM" train configs/llm-public.toml --overwrite --set out_dir="$OUT"
 fi
 if [ ! -f "$OUT/slm-public/summary.json" ]; then
   step "training the public SLM (slm-tiny, 600 steps)"
-  logged "$OUT/slm-public.log" "$TANDEM" train configs/llm-public.toml --set out_dir="$OUT" \
+  logged "$OUT/slm-public.log" "$TANDEM" train configs/llm-public.toml --overwrite --set out_dir="$OUT" \
     --set name=slm-public --set model.preset=slm-tiny
 fi
 evaluate() {  # evaluate NAME CHECKPOINT [tandem eval options...]
@@ -65,7 +65,7 @@ evaluate slm-public "$SLM"
 ORACLE="$OUT/oracle/checkpoints/model.safetensors"
 if [ ! -f "$OUT/oracle.json" ]; then
   step "the oracle: the LLM fine-tuned centrally on the private categories ($ORACLE_STEPS steps)"
-  logged "$OUT/oracle.log" "$TANDEM" train configs/llm-public.toml --set out_dir="$OUT" \
+  logged "$OUT/oracle.log" "$TANDEM" train configs/llm-public.toml --overwrite --set out_dir="$OUT" \
     --set name=oracle --set train.on=train --set model.init_checkpoint="$LLM" \
     --set train.steps="$ORACLE_STEPS" --set train.lr=3e-4 --set train.warmup_steps=20 \
     --set train.eval_every=0 --set train.checkpoint_every=0
@@ -84,7 +84,7 @@ run() {  # run NAME CONFIG [--set ...]
   [ -f "$OUT/$name/summary.json" ] && return
   step "run $name"
   rm -rf "${OUT:?}/$name"
-  logged "$OUT/$name.log" "$TANDEM" run "$config" --set name="$name" "$@"
+  logged "$OUT/$name.log" "$TANDEM" run "$config" --overwrite --set name="$name" "$@"
   "$TANDEM" report "$OUT/$name" > /dev/null 2>&1 || true  # the curves; gnuplot may be missing
 }
 # Privacy on: distributed Gaussian noise over secure aggregation, sigma calibrated to EPSILON for

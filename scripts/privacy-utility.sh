@@ -10,12 +10,12 @@ TANDEM="$BUILD_DIR/apps/tandem"
 OUT=runs/privacy-utility
 mkdir -p "$OUT"
 quiet() { "$@" > /dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }; }
-quiet "$TANDEM" run configs/quickstart.toml --set out_dir="$OUT" --set name=plain
-quiet "$TANDEM" run configs/quickstart.toml --set out_dir="$OUT" --set name=secagg-only \
+quiet "$TANDEM" run configs/quickstart.toml --overwrite --set out_dir="$OUT" --set name=plain
+quiet "$TANDEM" run configs/quickstart.toml --overwrite --set out_dir="$OUT" --set name=secagg-only \
   --set privacy.secagg.enabled=true --set privacy.secagg.threshold=3 \
   --set privacy.secagg.dropout_rate=0.25
 for sigma in $SIGMAS; do
-  quiet "$TANDEM" run configs/private.toml --set out_dir="$OUT" --set name="sigma-$sigma" \
+  quiet "$TANDEM" run configs/private.toml --overwrite --set out_dir="$OUT" --set name="sigma-$sigma" \
     --set privacy.dp.noise_multiplier="$sigma"
 done
 /usr/bin/python3 - "$OUT" plain secagg-only $(for s in $SIGMAS; do echo "sigma-$s"; done) <<'PY'

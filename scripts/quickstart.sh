@@ -4,7 +4,7 @@ set -euo pipefail
 BUILD_DIR="${1:-build}"
 TANDEM="$BUILD_DIR/apps/tandem"
 echo "== tandem quickstart: a coordinator and 4 clients on loopback, FedAvg of slm-tiny on fortunes =="
-"$TANDEM" run configs/quickstart.toml
+"$TANDEM" run configs/quickstart.toml --overwrite
 echo
 echo "== per-round table (plots in runs/quickstart/report/) =="
 "$TANDEM" report runs/quickstart

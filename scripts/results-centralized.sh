@@ -16,7 +16,7 @@ for preset in slm-tiny llm-small; do
   lr=2e-3
   [ "$preset" = llm-small ] && lr=1e-3
   if [[ " $TASKS " == *" fortunes "* ]]; then
-    "$TANDEM" train configs/train-fortunes.toml --set name="fortunes-$preset" \
+    "$TANDEM" train configs/train-fortunes.toml --overwrite --set name="fortunes-$preset" \
       --set model.preset="$preset" --set train.steps="$STEPS" --set train.lr="$lr" \
       --set out_dir="$OUT" --set train.eval_every=200 --set train.checkpoint_every=0
     "$TANDEM" eval configs/train-fortunes.toml \
@@ -24,7 +24,7 @@ for preset in slm-tiny llm-small; do
       --json "$OUT/fortunes-$preset/eval.json"
   fi
   [[ " $TASKS " == *" arithmetic "* ]] || continue
-  "$TANDEM" train configs/train-arithmetic.toml --set name="arithmetic-$preset" \
+  "$TANDEM" train configs/train-arithmetic.toml --overwrite --set name="arithmetic-$preset" \
     --set model.preset="$preset" --set train.steps="$ARITH_STEPS" --set train.lr="$lr" \
     --set out_dir="$OUT" --set train.eval_every=0 --set train.checkpoint_every=0 \
     --set train.exact_match_per_category=0

@@ -1,6 +1,7 @@
 #include "train/commands.h"
 
 #include <cstdio>
+#include <filesystem>
 
 #include <nlohmann/json.hpp>
 
@@ -12,8 +13,11 @@
 #include "train/data_setup.h"
 #include "train/evaluate.h"
 #include "train/proxy_tune.h"
+#include "train/run_dir.h"
 
 namespace tandem {
+
+namespace fs = std::filesystem;
 namespace {
 
 StatusOr<std::unique_ptr<Gpt>> LoadModel(const std::string& checkpoint, const std::string& lora) {
@@ -50,8 +54,19 @@ Status RunEval(const Config& config, const std::string& checkpoint, const std::s
                                      " but --proxy-base holds " + base->config().ToString());
     }
   }
-  TANDEM_ASSIGN_OR_RETURN(DatasetSplits splits, LoadSplits(data));
-  nlohmann::json out = {{"checkpoint", checkpoint}, {"model", model->config().ToString()}};
+  CorpusFingerprint corpus;
+  TANDEM_ASSIGN_OR_RETURN(DatasetSplits splits, LoadSplits(data, &corpus));
+  nlohmann::json out = {{"checkpoint", checkpoint}, {"model", model->config().ToString()},
+                        {"tandem_version", TandemVersion()},
+                        {"data", {{"source", corpus.source}, {"files", corpus.files},
+                                  {"sha256", corpus.sha256}}}};
+  std::printf("tandem %s; data %s (%zu files), sha256 %s\n", TandemVersion(),
+              corpus.source.c_str(), corpus.files.size(), corpus.sha256.c_str());
+  // A checkpoint in runs/<name>/checkpoints/: what its run was trained with.
+  const std::string run_dir = fs::path(checkpoint).parent_path().parent_path().string();
+  for (const std::string& line : DescribeRunRecord(run_dir)) {
+    std::printf("trained by %s: %s\n", run_dir.c_str(), line.c_str());
+  }
   std::printf("%-16s %10s %12s %12s\n", "split", "loss", "perplexity", "tokens");
   for (const auto& [name, records] : {std::pair{"validation", &splits.validation},
                                       std::pair{"test", &splits.test}}) {

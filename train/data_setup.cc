@@ -33,7 +33,7 @@ StatusOr<DataConfig> DataConfigFromConfig(const Config& config) {
   return d;
 }
 
-StatusOr<DatasetSplits> LoadSplits(const DataConfig& data) {
+StatusOr<DatasetSplits> LoadSplits(const DataConfig& data, CorpusFingerprint* fingerprint) {
   std::vector<Record> records;
   if (data.source == "arithmetic") {
     for (int level : data.arithmetic_levels) {
@@ -43,8 +43,13 @@ StatusOr<DatasetSplits> LoadSplits(const DataConfig& data) {
                                 data.seed * 1000 + static_cast<uint64_t>(level)));
       records.insert(records.end(), part.begin(), part.end());
     }
+    if (fingerprint != nullptr) {
+      std::string all;
+      for (const Record& r : records) all += std::to_string(r.text.size()) + ":" + r.text + r.category + "\n";
+      *fingerprint = {data.source, {}, Sha256Hex(all)};
+    }
   } else {
-    TANDEM_ASSIGN_OR_RETURN(records, LoadCorpus(data.source));
+    TANDEM_ASSIGN_OR_RETURN(records, LoadCorpus(data.source, fingerprint));
   }
   return SplitRecords(records, data.split, data.seed);
 }

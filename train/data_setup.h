@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "data/corpus.h"
 #include "data/split.h"
 
 namespace tandem {
@@ -14,7 +15,9 @@ namespace tandem {
 class Config;
 
 struct DataConfig {
-  // "fortunes", a fortunes-format directory, a .jsonl or text file, or "arithmetic".
+  // "fortunes" (English: Debian's fortunes and fortunes-min packages, exactly their files),
+  // "fortunes-XX" (Debian's package of that name), a fortunes-format directory, a .jsonl or text
+  // file, or "arithmetic".
   std::string source = "fortunes";
   std::vector<int> arithmetic_levels = {1, 2, 3};
   int64_t arithmetic_examples_per_level = 20000;
@@ -28,6 +31,9 @@ struct DataConfig {
 // config's top-level `seed`.
 StatusOr<DataConfig> DataConfigFromConfig(const Config& config);
 
-StatusOr<DatasetSplits> LoadSplits(const DataConfig& data);
+// With `fingerprint`, also records what the data was read from (data/corpus.h); for the generated
+// arithmetic task, a hash over its records.
+StatusOr<DatasetSplits> LoadSplits(const DataConfig& data,
+                                   CorpusFingerprint* fingerprint = nullptr);
 
 }  // namespace tandem

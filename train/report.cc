@@ -25,6 +25,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "train/run_dir.h"
+
 extern char** environ;
 
 namespace tandem {
@@ -460,6 +462,10 @@ StatusOr<std::string> RunReport(const std::string& run_dir, const ReportOptions&
     name = summary["name"].get<std::string>();
   }
   std::string md = "# Report: " + EscapeCell(name) + "\n\nRun directory: `" + run_dir + "`\n\n";
+  // What the run ran: its tandem version and the data it read (run.json).
+  const std::vector<std::string> record = DescribeRunRecord(run_dir);
+  for (const std::string& line : record) md += "- " + line + "\n";
+  if (!record.empty()) md += "\n";
   if (summary.is_object()) md += SummaryMarkdown(summary);
   md += MetricsMarkdown(table);
 

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -22,6 +23,7 @@
 #include "models/safetensors.h"
 #include "models/tokenizer.h"
 #include "train/evaluate.h"
+#include "train/run_dir.h"
 
 namespace tandem {
 namespace {
@@ -50,8 +52,22 @@ Status AppendLine(const std::string& path, const std::string& line) {
 }
 
 // Everything needed to resume: parameters (and adapters), AdamW moments, step, RNG state.
+// What a resumed run's summary needs from the sessions before it.
+struct EarlierSessions {
+  double initial_val_loss = std::nan("");  // at step 0 of the first session
+  double seconds = 0.0;                    // of training, summed over the sessions so far
+  bool known = false;                      // false: a checkpoint from before they were kept
+};
+
+std::string ExactDouble(double v) {
+  std::ostringstream out;
+  out.precision(17);
+  out << v;
+  return out.str();
+}
+
 Status SaveTrainState(const std::string& path, const Gpt& model, const AdamW& opt,
-                      int64_t step, const Rng& rng, bool lora) {
+                      int64_t step, const Rng& rng, bool lora, const EarlierSessions& totals) {
   std::vector<TensorToWrite> tensors;
   const auto params = lora ? model.lora_params() : model.params();
   const int64_t n = static_cast<int64_t>(params.size());
@@ -66,12 +82,15 @@ Status SaveTrainState(const std::string& path, const Gpt& model, const AdamW& op
                                              {"step", std::to_string(step)},
                                              {"adamw_step", std::to_string(opt.step())},
                                              {"rng", rng.SaveState()},
-                                             {"config", model.config().ToString()}};
+                                             {"config", model.config().ToString()},
+                                             {"initial_val_loss",
+                                              ExactDouble(totals.initial_val_loss)},
+                                             {"seconds", ExactDouble(totals.seconds)}};
   return WriteSafetensors(path, tensors, meta);
 }
 
 Status LoadTrainState(const std::string& path, Gpt* model, AdamW* opt, int64_t* step, Rng* rng,
-                      bool lora) {
+                      bool lora, EarlierSessions* totals) {
   TANDEM_ASSIGN_OR_RETURN(SafetensorsFile file, ReadSafetensors(path));
   auto meta = [&](const std::string& k) { return RequireMetadata(file, k, path); };
   TANDEM_ASSIGN_OR_RETURN(std::string config, meta("config"));
@@ -99,6 +118,13 @@ Status LoadTrainState(const std::string& path, Gpt* model, AdamW* opt, int64_t* 
   try {
     *step = std::stoll(s);
     opt->set_step(std::stoll(a));
+    auto initial = file.metadata.find("initial_val_loss");
+    auto seconds = file.metadata.find("seconds");
+    if (initial != file.metadata.end() && seconds != file.metadata.end()) {
+      totals->initial_val_loss = initial->second == "nan" ? std::nan("") : std::stod(initial->second);
+      totals->seconds = std::stod(seconds->second);
+      totals->known = true;
+    }
   } catch (const std::exception&) {
     return Status::Corruption(path + ": step metadata is not a number");
   }
@@ -163,15 +189,15 @@ StatusOr<TrainConfig> TrainConfigFromConfig(const Config& config) {
   return t;
 }
 
-StatusOr<TrainResult> RunTrain(const Config& config, bool resume, FILE* progress_out) {
+StatusOr<TrainResult> RunTrain(const Config& config, bool resume, FILE* progress_out,
+                               bool overwrite) {
   auto log = GetLogger("train");
   TANDEM_ASSIGN_OR_RETURN(TrainConfig tc, TrainConfigFromConfig(config));
   const std::string run_dir = tc.out_dir + "/" + tc.name;
   const std::string ckpt_dir = run_dir + "/checkpoints";
-  TANDEM_RETURN_IF_ERROR(MakeDirs(ckpt_dir));
-  TANDEM_RETURN_IF_ERROR(WriteText(run_dir + "/config.toml", config.ToToml()));
 
-  TANDEM_ASSIGN_OR_RETURN(DatasetSplits splits, LoadSplits(tc.data));
+  CorpusFingerprint corpus;
+  TANDEM_ASSIGN_OR_RETURN(DatasetSplits splits, LoadSplits(tc.data, &corpus));
   log->info("data: {} train, {} validation, {} test, {} public records from '{}'",
             splits.train.size(), splits.validation.size(), splits.test.size(),
             splits.public_.size(), tc.data.source);
@@ -208,15 +234,28 @@ StatusOr<TrainResult> RunTrain(const Config& config, bool resume, FILE* progress
   AdamW& opt = trainer.optimizer();
   Rng rng(tc.seed * 7919 + 17);
   int64_t start = 0;
+  EarlierSessions earlier;
   const std::string state_path = ckpt_dir + "/train_state.safetensors";
   const std::string metrics_path = run_dir + "/metrics.jsonl";
-  if (resume && fs::exists(state_path)) {
-    TANDEM_RETURN_IF_ERROR(LoadTrainState(state_path, model.get(), &opt, &start, &rng, lora));
+  // Everything is read and checked; only now is the run directory claimed (train/run_dir.h).
+  TANDEM_ASSIGN_OR_RETURN(RunDirClaim claim, ClaimRunDirectory(run_dir, {resume, overwrite}));
+  const bool resumed = resume && fs::exists(state_path);
+  if (resumed) {
+    TANDEM_RETURN_IF_ERROR(
+        LoadTrainState(state_path, model.get(), &opt, &start, &rng, lora, &earlier));
+    if (start >= tc.steps) {
+      return Status::FailedPrecondition("run " + tc.name + " is complete (" +
+                                        std::to_string(start) + " of " +
+                                        std::to_string(tc.steps) + " steps); nothing to do");
+    }
     log->info("resumed from {} at step {}", state_path, start);
   } else {
     std::error_code ec;
     fs::remove(metrics_path, ec);
   }
+  TANDEM_RETURN_IF_ERROR(MakeDirs(ckpt_dir));
+  TANDEM_RETURN_IF_ERROR(WriteText(run_dir + "/config.toml", config.ToToml()));
+  TANDEM_RETURN_IF_ERROR(WriteRunRecord(run_dir, config, corpus, resumed));
   log->info("model {} ({} parameters{}), batch {}, {} steps", tc.model.ToString(),
             model->num_params(), lora ? ", LoRA adapters trained" : "", tc.batch, tc.steps);
 
@@ -227,7 +266,12 @@ StatusOr<TrainResult> RunTrain(const Config& config, bool resume, FILE* progress
                             EvaluateLoss(*model, splits.validation, eval_batch, tc.eval_tokens));
     return r.loss;
   };
-  TANDEM_ASSIGN_OR_RETURN(double initial_val, val_loss());
+  // A resumed run keeps the starting point of its first session.
+  double initial_val = earlier.initial_val_loss;
+  if (!earlier.known) {
+    TANDEM_ASSIGN_OR_RETURN(initial_val, val_loss());
+    earlier.initial_val_loss = initial_val;
+  }
   TrainResult result;
   result.initial_val_loss = initial_val;
   result.run_dir = run_dir;
@@ -260,7 +304,7 @@ StatusOr<TrainResult> RunTrain(const Config& config, bool resume, FILE* progress
       TANDEM_ASSIGN_OR_RETURN(double v, val_loss());
       nlohmann::json line = {{"step", step + 1},      {"train_loss", last_loss},
                              {"val_loss", v},         {"lr", lr},
-                             {"grad_norm", norm},     {"seconds", clock.Seconds()},
+                             {"grad_norm", norm},     {"seconds", earlier.seconds + clock.Seconds()},
                              {"tokens_per_s", tokens_done / std::max(1e-9, clock.Seconds())}};
       std::string note = "step " + std::to_string(step + 1) + ": validation loss " +
                          std::to_string(v);
@@ -285,7 +329,10 @@ StatusOr<TrainResult> RunTrain(const Config& config, bool resume, FILE* progress
     }
     if ((tc.checkpoint_every > 0 && (step + 1) % tc.checkpoint_every == 0) || last ||
         out_of_time) {
-      TANDEM_RETURN_IF_ERROR(SaveTrainState(state_path, *model, opt, step + 1, rng, lora));
+      EarlierSessions so_far = earlier;
+      so_far.seconds += clock.Seconds();
+      TANDEM_RETURN_IF_ERROR(
+          SaveTrainState(state_path, *model, opt, step + 1, rng, lora, so_far));
       TANDEM_RETURN_IF_ERROR(SaveGpt(ckpt_dir + "/model.safetensors", *model));
       if (lora) TANDEM_RETURN_IF_ERROR(SaveLora(ckpt_dir + "/lora.safetensors", *model));
     }
@@ -299,8 +346,9 @@ StatusOr<TrainResult> RunTrain(const Config& config, bool resume, FILE* progress
   }
   progress.Finish();
   result.steps = step;
-  result.seconds = clock.Seconds();
-  result.tokens_per_second = tokens_done / std::max(1e-9, result.seconds);
+  // Tokens per second is this session's rate; seconds are the whole run's.
+  result.tokens_per_second = tokens_done / std::max(1e-9, clock.Seconds());
+  result.seconds = earlier.seconds + clock.Seconds();
   if (!splits.test.empty()) {
     TANDEM_ASSIGN_OR_RETURN(LossResult test,
                             EvaluateLoss(*model, splits.test, eval_batch, tc.eval_tokens));
@@ -314,7 +362,8 @@ StatusOr<TrainResult> RunTrain(const Config& config, bool resume, FILE* progress
                             {"final_val_loss", result.final_val_loss},
                             {"final_test_loss", result.final_test_loss},
                             {"seconds", result.seconds},
-                            {"tokens_per_s", result.tokens_per_second}};
+                            {"tokens_per_s", result.tokens_per_second},
+                            {"complete", result.steps >= tc.steps}};
   if (tc.sample_tokens > 0) {
     std::unique_ptr<Gpt> merged;
     if (lora) {

@@ -61,7 +61,10 @@ struct TrainResult {
 // exists (bit-for-bit the same as an uninterrupted run with the same seed).
 // `progress`: where the live progress line and evaluation notes go (the program's choice; null
 // shows nothing).
-StatusOr<TrainResult> RunTrain(const Config& config, bool resume, FILE* progress = nullptr);
+// The run directory is claimed first (train/run_dir.h): an existing run of the same name is
+// refused unless `resume` continues it or `overwrite` clears it.
+StatusOr<TrainResult> RunTrain(const Config& config, bool resume, FILE* progress = nullptr,
+                               bool overwrite = false);
 
 // The speed benchmark: `steps` full training steps (forward, backward, AdamW) of a fresh model of
 // `preset` on random tokens at (batch, context), after `warmup` untimed steps.

@@ -804,6 +804,48 @@ dead-client)
   done
   grep -q "client-2's process ended" runs/fed/coordinator.log || fail "the exit was not reported"
   ;;
+run-dirs)
+  # A run directory is a record: the same name is refused, --resume of a complete run changes
+  # nothing, a running coordinator's directory is locked, --overwrite clears report/ and logs.
+  fp() { md5sum runs/rd/metrics.jsonl runs/rd/config.toml runs/rd/summary.json runs/rd/coordinator.log runs/rd/run.json; }
+  TANDEM_THREADS=1 "$TANDEM" run base.toml --set name=rd --set federation.rounds=1 > rd1.out 2>&1 ||
+    fail "first run failed: $(tail -3 rd1.out)"
+  /usr/bin/python3 - <<'EOF2' || fail "run.json lacks the version or the data fingerprint"
+import json
+r = json.load(open("runs/rd/run.json"))
+assert r["tandem_version"], r
+assert len(r["data"]["sha256"]) == 64 and len(r["data"]["files"]) > 10, r
+EOF2
+  grep -q "^\[resolved\]" runs/rd/config.resolved.toml || fail "no [resolved] table in config.resolved.toml"
+  grep -q "'federation.round_deadline_s' = 60" runs/rd/config.resolved.toml || fail "a key the run read is missing from config.resolved.toml"
+  grep -q "'strategy.name' = 'fedavg'" runs/rd/config.resolved.toml || fail "a default is missing from config.resolved.toml"
+  "$TANDEM" report runs/rd --no-plots | grep -q "tandem version" || fail "tandem report does not show the version"
+  mkdir -p runs/rd/report && echo old > runs/rd/report/old.md
+  before="$(fp)"
+  if "$TANDEM" run base.toml --set name=rd --set federation.rounds=1 > rd2.out 2>&1; then
+    fail "a second run of the same name started"
+  fi
+  grep -q "already holds a run.*--overwrite" rd2.out || fail "the refusal does not name --overwrite: $(cat rd2.out)"
+  [ "$(fp)" = "$before" ] || fail "a refused start changed the earlier run"
+  if "$TANDEM" run base.toml --set name=rd --set federation.rounds=1 --resume > rd3.out 2>&1; then
+    fail "--resume of a complete run did not say so"
+  fi
+  grep -q "run rd is complete (1 of 1 rounds); nothing to do" rd3.out || fail "unclear message: $(cat rd3.out)"
+  [ "$(fp)" = "$before" ] || fail "--resume of a complete run changed it"
+  # A coordinator waiting for its clients holds the lock; a second process cannot share the name.
+  start_coordinator busy --set name=busy
+  wait_for 30 "the coordinator to listen" grep -q "coordinator listening" coord-busy.out
+  if "$TANDEM" coordinator base.toml --set name=busy --overwrite > busy2.out 2>&1; then
+    fail "two coordinators shared one run directory"
+  fi
+  grep -q "in use by another tandem process" busy2.out || fail "no lock message: $(cat busy2.out)"
+  kill "$COORD_PID"; wait "$COORD_PID" 2>/dev/null || true
+  TANDEM_THREADS=1 "$TANDEM" run base.toml --set name=rd --set federation.rounds=1 --overwrite > rd4.out 2>&1 ||
+    fail "--overwrite failed: $(tail -3 rd4.out)"
+  [ ! -e runs/rd/report ] || fail "--overwrite left the old report/"
+  [ "$(rounds_done runs/rd)" -eq 1 ] || fail "the overwritten run has $(rounds_done runs/rd) rounds"
+  [ "$(grep -c "run 'rd'" runs/rd/coordinator.log)" -eq 1 ] || fail "coordinator.log was appended to, not replaced"
+  ;;
 *)
   echo "unknown scenario $SCENARIO" >&2; exit 2 ;;
 esac

@@ -164,5 +164,87 @@ TEST(CorpusTest, CategoryHelpers) {
   EXPECT_EQ(SelectRecords(records, {2, 0}), (std::vector<Record>{{"c", "x"}, {"a", "x"}}));
 }
 
+
+// A copy of a fortunes directory and of dpkg's lists: package "fortunes" installed art and
+// zippy (with strfile's .dat and .u8 beside them), "fortunes-min" installed fortunes.
+class PinnedFortunesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    fs::create_directories(dir_.path() / "games");
+    fs::create_directories(dir_.path() / "dpkg");
+    where_.fortunes_dir = (dir_.path() / "games").string();
+    where_.dpkg_info_dir = (dir_.path() / "dpkg").string();
+    for (const char* f : {"art", "zippy", "fortunes"}) {
+      dir_.Write(std::string("games/") + f, std::string(f) + " one\n%\n" + f + " two\n");
+      dir_.Write(std::string("games/") + f + ".dat", "index");
+    }
+    fs::create_symlink("art", dir_.path() / "games" / "art.u8");
+    const std::string d = "/usr/share/games/fortunes";
+    dir_.Write("dpkg/fortunes.list", "/.\n/usr\n" + d + "\n" + d + "/art\n" + d + "/art.dat\n" +
+                                         d + "/art.u8\n" + d + "/zippy\n" + d + "/zippy.dat\n");
+    dir_.Write("dpkg/fortunes-min.list", d + "/fortunes\n" + d + "/fortunes.dat\n");
+  }
+  TempDir dir_;
+  FortunesLocation where_;
+};
+
+TEST_F(PinnedFortunesTest, ExtraInstalledFileChangesNeitherCorpusNorFingerprint) {
+  CorpusFingerprint before, after;
+  auto a = LoadCorpus("fortunes", &before, where_);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ(a->size(), 6u);
+  EXPECT_EQ(before.files.size(), 3u);
+  EXPECT_EQ(before.sha256.size(), 64u);
+  // What installing fortunes-br does: another file in the same directory.
+  dir_.Write("games/brasil", "outra\n%\nmais uma\n");
+  dir_.Write("dpkg/fortunes-br.list", "/usr/share/games/fortunes/brasil\n");
+  auto b = LoadCorpus("fortunes", &after, where_);
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_EQ(*a, *b);
+  EXPECT_EQ(before.files, after.files);
+  EXPECT_EQ(before.sha256, after.sha256);
+  // The other corpus is a named source of its own.
+  auto br = LoadCorpus("fortunes-br", nullptr, where_);
+  ASSERT_TRUE(br.ok()) << br.status().ToString();
+  EXPECT_EQ(br->size(), 2u);
+  EXPECT_EQ((*br)[0].category, "brasil");
+}
+
+TEST_F(PinnedFortunesTest, FingerprintChangesWithTheBytes) {
+  CorpusFingerprint before, after;
+  ASSERT_TRUE(LoadCorpus("fortunes", &before, where_).ok());
+  dir_.Write("games/zippy", "zippy one\n%\nzippy three\n");
+  ASSERT_TRUE(LoadCorpus("fortunes", &after, where_).ok());
+  EXPECT_NE(before.sha256, after.sha256);
+}
+
+TEST_F(PinnedFortunesTest, MissingPackageNamesAptGet) {
+  auto de = LoadCorpus("fortunes-de", nullptr, where_);
+  ASSERT_FALSE(de.ok());
+  EXPECT_NE(de.status().message().find("apt-get install fortunes-de"), std::string::npos)
+      << de.status().message();
+}
+
+TEST_F(PinnedFortunesTest, WithoutDpkgListsTheBuiltInEnglishListIsRead) {
+  fs::remove(dir_.path() / "dpkg" / "fortunes.list");
+  fs::remove(dir_.path() / "dpkg" / "fortunes-min.list");
+  auto files = FortunesSourceFiles("fortunes", where_);
+  // The built-in list names 43 files; this copy holds 3 of them, so the error names a missing one.
+  ASSERT_FALSE(files.ok());
+  EXPECT_NE(files.status().message().find("is missing"), std::string::npos)
+      << files.status().message();
+}
+
+TEST(FortunesTest, InstalledEnglishCorpusIsExactlyItsPackages) {
+  if (!fs::exists("/var/lib/dpkg/info/fortunes.list")) GTEST_SKIP() << "fortunes not installed";
+  auto files = FortunesSourceFiles("fortunes");
+  ASSERT_TRUE(files.ok()) << files.status().ToString();
+  EXPECT_EQ(files->size(), 43u);  // bookworm's fortunes + fortunes-min
+  for (const std::string& f : *files) {
+    EXPECT_EQ(f.find(".dat"), std::string::npos) << f;
+    EXPECT_EQ(f.find("/off/"), std::string::npos) << f;
+  }
+}
+
 }  // namespace
 }  // namespace tandem

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "core/config.h"
 #include "core/rng.h"
@@ -73,6 +74,59 @@ TEST_F(TrainerTest, ResumedRunEqualsUninterruptedRun) {
   EXPECT_EQ(std::memcmp((*a)->params().data(), (*b)->params().data(),
                         (*a)->params().size() * sizeof(float)), 0)
       << "resumed run differs from the uninterrupted one";
+}
+
+// A resumed run's summary is the uninterrupted run's: the starting loss of the first session and
+// the seconds of all of them.
+TEST_F(TrainerTest, ResumedSummaryKeepsInitialLossAndSumsSeconds) {
+  auto whole = RunTrain(MakeConfig("whole", 20), false);
+  ASSERT_TRUE(whole.ok()) << whole.status().ToString();
+  Config first = MakeConfig("parts", 20);
+  ASSERT_TRUE(first.ApplyOverride("train.stop_at_step=10").ok());
+  auto partial = RunTrain(first, false);
+  ASSERT_TRUE(partial.ok()) << partial.status().ToString();
+  auto rest = RunTrain(MakeConfig("parts", 20), /*resume=*/true);
+  ASSERT_TRUE(rest.ok()) << rest.status().ToString();
+  EXPECT_EQ(rest->initial_val_loss, whole->initial_val_loss)
+      << "the resumed run reports its resume point as the starting loss";
+  EXPECT_GT(rest->seconds, partial->seconds) << "seconds of the first session were dropped";
+  std::ifstream in(dir_ / "parts" / "summary.json");
+  std::stringstream text;
+  text << in.rdbuf();
+  EXPECT_NE(text.str().find("\"complete\": true"), std::string::npos) << text.str();
+  // Nothing left to do: a second --resume says so and leaves the run as it is.
+  auto again = RunTrain(MakeConfig("parts", 20), /*resume=*/true);
+  ASSERT_FALSE(again.ok());
+  EXPECT_NE(again.status().message().find("is complete (20 of 20 steps)"), std::string::npos)
+      << again.status().message();
+}
+
+TEST_F(TrainerTest, SameNameIsRefusedUnlessOverwritten) {
+  ASSERT_TRUE(RunTrain(MakeConfig("once", 10), false).ok());
+  fs::create_directories(dir_ / "once" / "report");
+  auto again = RunTrain(MakeConfig("once", 10), false);
+  ASSERT_FALSE(again.ok());
+  EXPECT_NE(again.status().message().find("--overwrite"), std::string::npos);
+  EXPECT_TRUE(fs::exists(dir_ / "once" / "report"));
+  auto over = RunTrain(MakeConfig("once", 10), false, nullptr, /*overwrite=*/true);
+  ASSERT_TRUE(over.ok()) << over.status().ToString();
+  EXPECT_FALSE(fs::exists(dir_ / "once" / "report")) << "an old report/ beside new metrics";
+}
+
+// A start that fails its checks leaves an earlier run of the same name as it was.
+TEST_F(TrainerTest, FailedStartChangesNothingOfAnEarlierRun) {
+  ASSERT_TRUE(RunTrain(MakeConfig("kept", 10), false).ok());
+  std::ifstream in(dir_ / "kept" / "config.toml");
+  std::stringstream before;
+  before << in.rdbuf();
+  Config bad = MakeConfig("kept", 10);
+  // Data that is not there: found only after the config's keys have all been read.
+  ASSERT_TRUE(bad.ApplyOverride("data.source=" + (dir_ / "missing.txt").string()).ok());
+  EXPECT_FALSE(RunTrain(bad, /*resume=*/true).ok());
+  std::ifstream again(dir_ / "kept" / "config.toml");
+  std::stringstream after;
+  after << again.rdbuf();
+  EXPECT_EQ(before.str(), after.str());
 }
 
 TEST_F(TrainerTest, LoraTrainingMovesOnlyAdapters) {
