@@ -13,6 +13,8 @@
 namespace tandem {
 namespace {
 
+
+
 StatusOr<std::unique_ptr<ServerAlgorithm>> CreateServer(const ServerContext& context) {
   auto log = GetLogger("coordinator");
   const Config& config = *context.config;
@@ -54,6 +56,20 @@ StatusOr<std::unique_ptr<ServerAlgorithm>> CreateServer(const ServerContext& con
 }
 
 }  // namespace
+
+DistillUpConfig LocalDistillDownConfig(const DistillDownConfig& down) {
+  DistillUpConfig c;
+  c.mutual = true;
+  c.upload = false;
+  c.server_steps = 0;
+  c.temperature = down.temperature;
+  c.windows = down.windows;
+  c.top_k = down.top_k;
+  c.client_alpha = down.alpha;
+  c.client_weight = down.weight;
+  c.llm = down.teacher;
+  return c;
+}
 
 Algorithm DistillDownAlgorithm() {
   Algorithm a;

@@ -5,9 +5,16 @@
 #pragma once
 
 #include "algorithms/algorithm.h"
+#include "algorithms/distill_down/server.h"
+#include "algorithms/distill_up/server.h"
 
 namespace tandem {
 
 Algorithm DistillDownAlgorithm();
+
+// The settings of the coordinator half that runs distill-down with local SLMs: distill-up's
+// (algorithms/distill_up/server.h) with fedmkt's downward targets alone, no uploads and no
+// server steps.
+DistillUpConfig LocalDistillDownConfig(const DistillDownConfig& down);
 
 }  // namespace tandem

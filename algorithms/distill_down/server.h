@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "coordinator/engine.h"
+#include "algorithms/common/teacher_targets.h"
 #include "algorithms/fedavg/server.h"
 #include "core/rng.h"
 #include "data/batcher.h"
@@ -38,13 +39,6 @@ struct DistillDownConfig {
 };
 
 StatusOr<DistillDownConfig> DistillDownConfigFromConfig(const Config& config);
-
-// The teacher's top-k targets at temperature T on windows of `context` tokens starting at
-// `starts` in `stream` ((windows · context) rows in window order), added to `spec` as the
-// kd.topk_words / kd.topk_values tensors clients decode. Returns the targets' bytes on the wire.
-size_t AddTeacherTargets(Gpt& teacher, const TokenDataset& stream,
-                         const std::vector<uint32_t>& starts, int context, int k,
-                         double temperature, TaskSpec* spec);
 
 // The teacher and the windows its targets are computed on. A grouped run (clients of several
 // architectures, coordinator/grouped_server.h) has one DistillDownServer per architecture, all

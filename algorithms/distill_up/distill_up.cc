@@ -3,6 +3,7 @@
 
 #include "algorithms/common/server_models.h"
 #include "algorithms/distill_up/client.h"
+#include "algorithms/fedavg/server.h"
 #include "algorithms/distill_up/server.h"
 #include "core/config.h"
 #include "core/logging.h"

@@ -42,19 +42,6 @@ StatusOr<DistillUpConfig> DistillUpConfigFromConfig(const Config& config,
   return c;
 }
 
-DistillUpConfig LocalDistillDownConfig(const DistillDownConfig& down) {
-  DistillUpConfig c;
-  c.mutual = true;
-  c.upload = false;
-  c.server_steps = 0;
-  c.temperature = down.temperature;
-  c.windows = down.windows;
-  c.top_k = down.top_k;
-  c.client_alpha = down.alpha;
-  c.client_weight = down.weight;
-  c.llm = down.teacher;
-  return c;
-}
 
 StatusOr<std::unique_ptr<DistillUpServer>> DistillUpServer::Create(
     DistillUpConfig config, LocalTrainConfig local, std::shared_ptr<Gpt> llm,
@@ -284,7 +271,7 @@ Status DistillUpServer::TrainLlm(const std::vector<float>& mean) {
   DenseDistillTerm term(std::move(windows), FixedTeacher(std::move(teacher), T, V), kd,
                         std::min(config_.server_batch, W), V);
   LocalTrainer trainer(llm_.get(), TrainerOptions{});
-  Rng unused(seed_);
+  Rng unused(seed_);  // the distillation term walks its windows in order and draws nothing
   kd_before_ = term.MeanLoss(*llm_);
   for (int step = 0; step < config_.server_steps; ++step) {
     StatusOr<std::vector<TermLoss>> l =

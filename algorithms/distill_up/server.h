@@ -24,9 +24,8 @@
 #include "coordinator/aggregator.h"
 #include "algorithms/common/local_train.h"
 #include "algorithms/common/server_distill.h"
-#include "algorithms/distill_down/server.h"
+#include "algorithms/common/teacher_targets.h"
 #include "coordinator/engine.h"
-#include "algorithms/fedavg/server.h"
 #include "data/batcher.h"
 #include "models/adamw.h"
 #include "models/gpt.h"
@@ -51,9 +50,6 @@ struct DistillUpConfig : ServerDistillConfig {
 
 StatusOr<DistillUpConfig> DistillUpConfigFromConfig(const Config& config,
                                                     const std::string& section, bool mutual);
-// distill-down's settings as the DistillUpServer that runs its local-SLM form reads them: the
-// targets of fedmkt's downward half, no uploads, no server steps.
-DistillUpConfig LocalDistillDownConfig(const DistillDownConfig& down);
 
 class DistillUpServer : public ServerAlgorithm {
  public:

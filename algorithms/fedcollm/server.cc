@@ -10,7 +10,6 @@
 #include "distill/kd_terms.h"
 #include "train/local_trainer.h"
 #include "core/timer.h"
-#include "algorithms/distill_down/server.h"
 #include "distill/kd_loss.h"
 #include "models/adamw.h"
 #include "train/evaluate.h"
@@ -157,7 +156,7 @@ StatusOr<std::pair<double, double>> FedCoLLMServer::Distil(Gpt& teacher, Gpt& st
   TrainerOptions options;
   if (adapters) options.trainable = Trainable::AdaptersOnly();
   LocalTrainer trainer(&student, options);
-  Rng unused(seed_);
+  Rng unused(seed_);  // the distillation term walks its windows in order and draws nothing
   const double before = term.MeanLoss(student);
   StatusOr<TrainReport> report =
       trainer.Run({&term}, config_.server_steps, static_cast<float>(lr), unused);

@@ -2,6 +2,7 @@
 // round) as a protected contribution; uploads that are not distributions are refused and change
 // nothing; the LLM moves towards the clients' ensemble (its KD loss on the round's windows falls)
 // whether the ensemble comes from plain results or from the privacy pipeline's aggregate.
+#include "algorithms/distill_down/distill_down.h"
 #include "algorithms/distill_up/server.h"
 
 #include <gtest/gtest.h>
