@@ -212,7 +212,7 @@ int main(int argc, char** argv) {
     if (!config.ok()) return Fail(config.status());
     tandem::RunDirClaim run_dir_claim;  // held until the program ends
     if (!*client) {
-      // The run directory is claimed (locked, checked, cleared with --overwrite) before its log
+      // The run directory is claimed (locked, checked, set aside with --overwrite) before its log
       // is opened, so a refused start leaves an earlier run as it was.
       auto run_dir = tandem::RunDirectory(*config);
       if (!run_dir.ok()) return Fail(run_dir.status());

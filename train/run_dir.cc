@@ -36,6 +36,9 @@ constexpr const char* kRecordFiles[] = {"config.toml", "metrics.jsonl", "summary
 // Never cleared: the lock itself, and CURVE keys (federation.keys_dir defaults to run_dir/keys)
 // that a cluster's clients may already hold copies of.
 constexpr const char* kKept[] = {".lock", "keys"};
+// Where --overwrite moves an earlier run until the new one has begun (WriteRunRecord): a start
+// that fails before then puts it back, so only a run that really started replaces another.
+constexpr const char* kReplaced = ".replaced";
 
 std::mutex& HeldMutex() {
   static std::mutex m;
@@ -45,6 +48,7 @@ struct HeldDirectory {
   int fd = -1;     // the lock file, locked
   int claims = 0;  // live RunDirClaims
   pid_t owner = 0;  // a forked child inherits the map but not the claim
+  std::string path;  // the run directory as claimed
 };
 // Directories this process holds, by canonical path.
 std::map<std::string, HeldDirectory>& Held() {
@@ -52,28 +56,65 @@ std::map<std::string, HeldDirectory>& Held() {
   return held;
 }
 
-void Release(const std::string& key) {
-  if (key.empty()) return;
-  std::lock_guard<std::mutex> guard(HeldMutex());
-  auto it = Held().find(key);
-  if (it == Held().end() || --it->second.claims > 0) return;
-  ::close(it->second.fd);  // releases the lock
-  Held().erase(it);
+bool Kept(const std::string& name) {
+  bool keep = name == kReplaced;
+  for (const char* k : kKept) keep = keep || name == k;
+  return keep;
 }
 
 Status ClearRunDirectory(const std::string& run_dir) {
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(run_dir, ec)) {
     const std::string name = entry.path().filename().string();
-    bool keep = false;
-    for (const char* k : kKept) keep = keep || name == k;
-    if (keep) continue;
+    if (Kept(name)) continue;
     std::error_code rm;
     fs::remove_all(entry.path(), rm);
     if (rm) return Status::IoError("cannot remove '" + entry.path().string() + "': " + rm.message());
   }
   if (ec) return Status::IoError("cannot list '" + run_dir + "': " + ec.message());
   return Status::Ok();
+}
+
+// --overwrite: moves everything but the kept entries into run_dir/.replaced.
+Status SetAsideRunDirectory(const std::string& run_dir) {
+  const fs::path aside = fs::path(run_dir) / kReplaced;
+  std::error_code ec;
+  fs::create_directories(aside, ec);
+  if (ec) return Status::IoError("cannot create '" + aside.string() + "': " + ec.message());
+  for (const auto& entry : fs::directory_iterator(run_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (Kept(name)) continue;
+    std::error_code mv;
+    fs::rename(entry.path(), aside / name, mv);
+    if (mv) return Status::IoError("cannot move '" + entry.path().string() + "' aside: " + mv.message());
+  }
+  if (ec) return Status::IoError("cannot list '" + run_dir + "': " + ec.message());
+  return Status::Ok();
+}
+
+// Puts a run set aside by --overwrite back, replacing what a start that never began left there.
+// Best effort: called from destructors and before a new claim.
+void RestoreSetAside(const std::string& run_dir) {
+  const fs::path aside = fs::path(run_dir) / kReplaced;
+  std::error_code ec;
+  if (!fs::is_directory(aside, ec)) return;
+  if (!ClearRunDirectory(run_dir).ok()) return;
+  for (const auto& entry : fs::directory_iterator(aside, ec)) {
+    std::error_code mv;
+    fs::rename(entry.path(), fs::path(run_dir) / entry.path().filename(), mv);
+    if (mv) return;  // leave the rest in .replaced rather than lose it
+  }
+  fs::remove(aside, ec);
+}
+
+void Release(const std::string& key) {
+  if (key.empty()) return;
+  std::lock_guard<std::mutex> guard(HeldMutex());
+  auto it = Held().find(key);
+  if (it == Held().end() || --it->second.claims > 0) return;
+  RestoreSetAside(it->second.path);  // a start that never began replaces nothing
+  ::close(it->second.fd);  // releases the lock
+  Held().erase(it);
 }
 
 nlohmann::json ReadSummary(const std::string& run_dir) {
@@ -170,6 +211,9 @@ StatusOr<RunDirClaim> ClaimRunDirectory(const std::string& run_dir,
     return s;
   };
   const std::string name = fs::path(run_dir).filename().string();
+  // An earlier --overwrite whose process died before its run began: the run it set aside is
+  // still the directory's record.
+  RestoreSetAside(run_dir);
   if (options.resume && !options.overwrite) {
     if (SummarySaysComplete(run_dir)) {
       return give_up(Status::FailedPrecondition("run " + name + " is complete (" +
@@ -177,7 +221,10 @@ StatusOr<RunDirClaim> ClaimRunDirectory(const std::string& run_dir,
                                                 run_dir + " is left as it is)"));
     }
   } else if (options.overwrite) {
-    if (Status s = ClearRunDirectory(run_dir); !s.ok()) return give_up(s);
+    if (Status s = SetAsideRunDirectory(run_dir); !s.ok()) {
+      RestoreSetAside(run_dir);
+      return give_up(s);
+    }
   } else if (HoldsRun(run_dir)) {
     return give_up(Status::FailedPrecondition(
         run_dir + " already holds a run; pass --resume to continue it, --overwrite to replace "
@@ -188,13 +235,17 @@ StatusOr<RunDirClaim> ClaimRunDirectory(const std::string& run_dir,
   }
   const std::string pid = std::to_string(::getpid()) + "\n";
   if (::ftruncate(fd, 0) == 0) (void)!::pwrite(fd, pid.data(), pid.size(), 0);
-  Held()[key] = {fd, 1, ::getpid()};
+  Held()[key] = {fd, 1, ::getpid(), run_dir};
   claim.key_ = key;
   return claim;
 }
 
 Status WriteRunRecord(const std::string& run_dir, const Config& config,
                       const CorpusFingerprint& data, bool resumed) {
+  // The run has begun: a run that --overwrite set aside is replaced for good.
+  std::error_code ec;
+  fs::remove_all(fs::path(run_dir) / kReplaced, ec);
+  if (ec) return Status::IoError("cannot remove '" + run_dir + "/" + kReplaced + "': " + ec.message());
   const std::string resolved = config.ResolvedToml();
   TANDEM_RETURN_IF_ERROR(WriteFileAtomic(run_dir + "/config.resolved.toml",
                                          std::vector<uint8_t>(resolved.begin(), resolved.end())));

@@ -17,7 +17,7 @@ class Config;
 
 struct RunDirOptions {
   bool resume = false;     // continue the run there (it must not be complete)
-  bool overwrite = false;  // clear what is there first (everything but .lock and keys/)
+  bool overwrite = false;  // replace what is there (everything but .lock and keys/) once the run begins
 };
 
 // Holds a claimed run directory's lock; the lock is released when the last claim of the
@@ -40,8 +40,11 @@ class RunDirClaim {
 // - fresh start, the directory holds a run (config.toml, metrics.jsonl, summary.json, run.json or
 //   checkpoints/): FailedPrecondition naming --resume and --overwrite; leftovers of a start that
 //   never began (coordinator.log, logs/, report/) are cleared;
-// - overwrite: everything but `.lock` and `keys/` (CURVE keys a cluster may have handed out) is
-//   removed, report/ and logs included;
+// - overwrite: everything but `.lock` and `keys/` (CURVE keys a cluster may have handed out),
+//   report/ and logs included, is moved aside into `.replaced/`; WriteRunRecord, when the new run
+//   has begun, deletes it, and a start that fails before then (its last claim released, or its
+//   process killed and the directory claimed again) puts it back, so an earlier run is replaced
+//   only by a run that really started;
 // - resume, the run's summary.json says it is complete: FailedPrecondition "run X is complete
 //   (...); nothing to do", and nothing is changed.
 // Another process holding the lock is a FailedPrecondition naming it. While this process holds a
@@ -52,7 +55,8 @@ StatusOr<RunDirClaim> ClaimRunDirectory(const std::string& run_dir, const RunDir
 // Whether `run_dir` holds the record of a run (see above).
 bool HoldsRun(const std::string& run_dir);
 
-// The record of what a run ran, written once it has really started:
+// The record of what a run ran, written once it has really started (which also discards a run
+// that --overwrite set aside):
 // - config.resolved.toml: Config::ResolvedToml(), the config with every default it used;
 // - run.json: {"tandem_version", "data": {"source", "files", "sha256"}, "sessions": [{"started",
 //   "tandem_version", "data_sha256", "resumed"}]}. A resumed run keeps its first session's version

@@ -806,7 +806,8 @@ dead-client)
   ;;
 run-dirs)
   # A run directory is a record: the same name is refused, --resume of a complete run changes
-  # nothing, a running coordinator's directory is locked, --overwrite clears report/ and logs.
+  # nothing, a running coordinator's directory is locked, --overwrite replaces report/ and logs,
+  # but only once the new run has begun.
   fp() { md5sum runs/rd/metrics.jsonl runs/rd/config.toml runs/rd/summary.json runs/rd/coordinator.log runs/rd/run.json; }
   TANDEM_THREADS=1 "$TANDEM" run base.toml --set name=rd --set federation.rounds=1 > rd1.out 2>&1 ||
     fail "first run failed: $(tail -3 rd1.out)"
@@ -840,6 +841,13 @@ EOF2
   fi
   grep -q "in use by another tandem process" busy2.out || fail "no lock message: $(cat busy2.out)"
   kill "$COORD_PID"; wait "$COORD_PID" 2>/dev/null || true
+  # An --overwrite whose start fails (here: a checkpoint that does not exist) replaces nothing.
+  if "$TANDEM" run base.toml --set name=rd --set federation.rounds=1 --overwrite \
+      --set model.init_checkpoint=missing.safetensors > rd5.out 2>&1; then
+    fail "a run from a missing checkpoint started"
+  fi
+  [ "$(fp)" = "$before" ] || fail "a failed --overwrite start changed the earlier run: $(tail -3 rd5.out)"
+  [ -e runs/rd/report/old.md ] || fail "a failed --overwrite start lost the earlier report/"
   TANDEM_THREADS=1 "$TANDEM" run base.toml --set name=rd --set federation.rounds=1 --overwrite > rd4.out 2>&1 ||
     fail "--overwrite failed: $(tail -3 rd4.out)"
   [ ! -e runs/rd/report ] || fail "--overwrite left the old report/"

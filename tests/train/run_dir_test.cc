@@ -70,6 +70,53 @@ TEST_F(RunDirTest, OverwriteClearsReportAndLogsButKeepsKeys) {
   EXPECT_TRUE(fs::exists(dir_ / "a" / "keys" / "coordinator.key"));
 }
 
+TEST_F(RunDirTest, OverwriteThatFailsBeforeTheRunBeginsKeepsTheEarlierRun) {
+  const std::string run = FinishedRun("a");
+  {
+    auto claim = ClaimRunDirectory(run, {.overwrite = true});
+    ASSERT_TRUE(claim.ok()) << claim.status().ToString();
+    Write("a/coordinator.log", "error: model.init_checkpoint does not exist\n");
+    // The start fails here: no WriteRunRecord, the claim is released.
+  }
+  EXPECT_EQ(Read("a/metrics.jsonl"), "{\"round\":0}\n{\"round\":1}\n");
+  EXPECT_EQ(Read("a/coordinator.log"), "old coordinator log\n");
+  EXPECT_EQ(Read("a/report/report.md"), "old report\n");
+  EXPECT_FALSE(fs::exists(dir_ / "a" / ".replaced"));
+}
+
+TEST_F(RunDirTest, OverwriteKilledBeforeTheRunBeganIsRestoredByTheNextClaim) {
+  const std::string run = FinishedRun("a");
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    auto claim = ClaimRunDirectory(run, {.overwrite = true});
+    _exit(claim.ok() ? 0 : 1);  // no destructors: as if killed
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ASSERT_FALSE(fs::exists(dir_ / "a" / "metrics.jsonl"));  // set aside by the dead process
+  auto claim = ClaimRunDirectory(run, {});
+  ASSERT_FALSE(claim.ok()) << "the earlier run was not put back";
+  EXPECT_EQ(Read("a/metrics.jsonl"), "{\"round\":0}\n{\"round\":1}\n");
+}
+
+TEST_F(RunDirTest, OverwriteIsFinalOnceTheRunBegins) {
+  const std::string run = FinishedRun("a");
+  {
+    auto claim = ClaimRunDirectory(run, {.overwrite = true});
+    ASSERT_TRUE(claim.ok()) << claim.status().ToString();
+    auto config = Config::Parse("name = \"a\"\n");
+    ASSERT_TRUE(config.ok());
+    ASSERT_TRUE(WriteRunRecord(run, *config, CorpusFingerprint{}, /*resumed=*/false).ok());
+  }
+  EXPECT_FALSE(fs::exists(dir_ / "a" / ".replaced"));
+  EXPECT_FALSE(fs::exists(dir_ / "a" / "metrics.jsonl"));
+  EXPECT_FALSE(fs::exists(dir_ / "a" / "report"));
+  EXPECT_TRUE(fs::exists(dir_ / "a" / "run.json"));
+  EXPECT_TRUE(fs::exists(dir_ / "a" / "keys" / "coordinator.key"));
+}
+
 TEST_F(RunDirTest, ResumeOfCompleteRunSaysSoAndChangesNothing) {
   const std::string run = FinishedRun("a");
   auto claim = ClaimRunDirectory(run, {.resume = true});
