@@ -19,6 +19,7 @@
 #include "core/config.h"
 #include "core/logging.h"
 #include "core/threads.h"
+#include "route/speculative_command.h"
 #include "train/commands.h"
 #include "train/report.h"
 #include "train/run_dir.h"
@@ -137,6 +138,10 @@ int main(int argc, char** argv) {
   generate->add_option("--temperature", gen.temperature, "0 for greedy")->capture_default_str()->check(CLI::NonNegativeNumber);
   generate->add_option("--top-k", gen.top_k, "0 for the whole vocabulary")->capture_default_str()->check(CLI::NonNegativeNumber);
   generate->add_option("--seed", gen.seed, "Sampling seed")->capture_default_str();
+  tandem::SpeculativeGenerateOptions spec;
+  generate->add_option("--draft", spec.draft, "Speculative decoding: the device model drafting for --checkpoint")->check(CLI::ExistingFile);
+  generate->add_option("--gamma", spec.gamma, "Speculative decoding: tokens drafted per verification")->capture_default_str()->check(CLI::Range(1, 64));
+  generate->add_option("--top-p", spec.top_p, "Speculative decoding: nucleus mass (1: off)")->capture_default_str()->check(CLI::Range(0.0, 1.0));
 
   // tandem bench train --preset P --batch B --steps N
   auto* bench = app.add_subcommand("bench", "Benchmarks that compare against a same-run reference");
@@ -314,6 +319,11 @@ int main(int argc, char** argv) {
     return s.ok() ? 0 : Fail(s);
   }
   if (*generate) {
+    if (!spec.draft.empty()) {
+      Status s = tandem::RunSpeculativeGenerate(gen, spec);
+      return s.ok() ? 0 : Fail(s);
+    }
+    if (spec.top_p != 1.0f) return Fail(Status::InvalidArgument("--top-p needs --draft"));
     Status s = tandem::RunGenerate(gen);
     return s.ok() ? 0 : Fail(s);
   }
