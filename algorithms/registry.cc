@@ -6,6 +6,7 @@
 #include "algorithms/fedavg/fedavg.h"
 #include "algorithms/fedcollm/fedcollm.h"
 #include "algorithms/fedmkt/fedmkt.h"
+#include "algorithms/submodel/submodel.h"
 #include "core/config.h"
 
 namespace tandem {
@@ -14,7 +15,7 @@ namespace {
 std::vector<Algorithm>& Registry() {
   static std::vector<Algorithm> registry = {
       FedAvgAlgorithm(), DistillDownAlgorithm(), DistillUpAlgorithm(), FedMktAlgorithm(),
-      FedCoLLMAlgorithm(),
+      FedCoLLMAlgorithm(), SubmodelAlgorithm(),
   };
   return registry;
 }
