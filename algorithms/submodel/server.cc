@@ -73,7 +73,8 @@ SubmodelServer::SubmodelServer(SubmodelServerConfig config, std::unique_ptr<Gpt>
                                std::unique_ptr<Strategy> strategy, std::vector<Record> validation,
                                std::vector<Record> public_records, bool privacy)
     : config_(std::move(config)), model_(std::move(model)), strategy_(std::move(strategy)),
-      validation_(std::move(validation)), public_(std::move(public_records)), privacy_(privacy) {}
+      validation_(std::move(validation)), public_(std::move(public_records)), privacy_(privacy),
+      ever_covered_(model_->params().size(), 0) {}
 
 std::vector<std::string> SubmodelServer::RequiredCapabilities() const {
   return {kSubmodelTrainTask};
@@ -224,7 +225,6 @@ Status SubmodelServer::ApplyCoveredMean(std::span<float> mean, double divisor,
     for (size_t o : a->parent_offsets()) coverage[o] += w;
   }
   size_t uncovered = 0;
-  if (ever_covered_.size() != parent) ever_covered_.assign(parent, 0);
   for (size_t i = 0; i < parent; ++i) {
     if (coverage[i] == 0.0) {
       mean[i] = 0.0f;
@@ -266,7 +266,7 @@ void SubmodelServer::AbortRound() {
 Status SubmodelServer::EndRound(uint64_t round, std::map<std::string, double>* metrics) {
   if (train_weight_ > 0) (*metrics)["train_loss"] = train_loss_sum_ / train_weight_;
   (*metrics)["uncovered_fraction"] = uncovered_fraction_;
-  if (!ever_covered_.empty()) {
+  {
     const auto never = std::count(ever_covered_.begin(), ever_covered_.end(), uint8_t{0});
     (*metrics)["never_updated_fraction"] =
         static_cast<double>(never) / static_cast<double>(ever_covered_.size());
@@ -300,10 +300,8 @@ void SubmodelServer::SaveState(std::map<std::string, std::vector<float>>* tensor
   for (auto& [name, values] : strategy_->SaveState()) {
     (*tensors)["strategy." + name] = std::move(values);
   }
-  if (!ever_covered_.empty()) {
-    (*tensors)["submodel.ever_covered"] = std::vector<float>(ever_covered_.begin(),
-                                                             ever_covered_.end());
-  }
+  (*tensors)["submodel.ever_covered"] = std::vector<float>(ever_covered_.begin(),
+                                                           ever_covered_.end());
   (*metadata)["model"] = model_->config().ToString();
   (*metadata)["strategy"] = strategy_->name();
 }
@@ -330,15 +328,15 @@ Status SubmodelServer::LoadState(const std::map<std::string, std::vector<float>>
   for (const auto& [name, values] : tensors) {
     if (name.rfind("strategy.", 0) == 0) strategy_state[name.substr(9)] = values;
   }
+  auto covered = tensors.find("submodel.ever_covered");
+  if (covered == tensors.end() || covered->second.size() != model_->params().size()) {
+    return Status::Corruption("checkpoint lacks submodel.ever_covered of the model's size");
+  }
   std::vector<uint8_t> ever_covered;
-  if (auto it = tensors.find("submodel.ever_covered"); it != tensors.end()) {
-    if (it->second.size() != model_->params().size()) {
-      return Status::Corruption("checkpoint's submodel.ever_covered is not of the model's size");
-    }
-    for (float v : it->second) {
-      if (v != 0.0f && v != 1.0f) return Status::Corruption("submodel.ever_covered is not 0/1");
-      ever_covered.push_back(v == 1.0f ? 1 : 0);
-    }
+  ever_covered.reserve(covered->second.size());
+  for (float v : covered->second) {
+    if (v != 0.0f && v != 1.0f) return Status::Corruption("submodel.ever_covered is not 0/1");
+    ever_covered.push_back(v == 1.0f ? 1 : 0);
   }
   TANDEM_RETURN_IF_ERROR(strategy_->LoadState(strategy_state, model_->params().size()));
   ever_covered_ = std::move(ever_covered);
