@@ -4,8 +4,11 @@
 #include "algorithms/distill_down/distill_down.h"
 #include "algorithms/distill_up/distill_up.h"
 #include "algorithms/fedavg/fedavg.h"
+#include "algorithms/fedbiot/fedbiot.h"
 #include "algorithms/fedcollm/fedcollm.h"
 #include "algorithms/fedmkt/fedmkt.h"
+#include "algorithms/offsite/offsite.h"
+#include "algorithms/submodel/submodel.h"
 #include "core/config.h"
 
 namespace tandem {
@@ -14,7 +17,7 @@ namespace {
 std::vector<Algorithm>& Registry() {
   static std::vector<Algorithm> registry = {
       FedAvgAlgorithm(), DistillDownAlgorithm(), DistillUpAlgorithm(), FedMktAlgorithm(),
-      FedCoLLMAlgorithm(),
+      FedCoLLMAlgorithm(), SubmodelAlgorithm(), OffsiteAlgorithm(), FedBiOTAlgorithm(),
   };
   return registry;
 }

@@ -326,6 +326,13 @@ float GptWorkspace::Forward(const int32_t* tokens, const int32_t* targets, int B
   return static_cast<float>(total / loss_count_);
 }
 
+GptWorkspace::BlockActivations GptWorkspace::block_activations(int layer) const {
+  TANDEM_CHECK(acts_ != nullptr && layer >= 0 && layer < config().n_layer);
+  const Activations::Layer& L = acts_->layers[layer];
+  return {layer == 0 ? acts_->encoded : acts_->layers[layer - 1].res3,
+          L.ln1, L.atty, L.ln2, L.fch_gelu, L.res3};
+}
+
 int GptWorkspace::NumShards(int B) const {
   return std::max(1, std::min(B, omp_get_max_threads()));
 }

@@ -57,6 +57,19 @@ class GptWorkspace {
   const float* losses() const;
   int loss_count() const { return loss_count_; }
 
+  // One block's activations from the last Forward, (B*T, ...) row-major, valid until the next
+  // Forward or Backward (Backward overwrites none of them): what probes of a model read, such as
+  // the importance scores of prune/importance.h. Requires a Forward since the weights were set.
+  struct BlockActivations {
+    const float* input;     // (N,C) the residual stream entering the block
+    const float* ln1;       // (N,C)
+    const float* atty;      // (N,A) attention output, heads concatenated, before c_proj
+    const float* ln2;       // (N,C)
+    const float* fch_gelu;  // (N,M) MLP hidden activations, after the GELU
+    const float* output;    // (N,C) the residual stream leaving the block
+  };
+  BlockActivations block_activations(int layer) const;
+
   // Gradients, laid out like weights().params() and weights().lora_params(). Tensors that are
   // not trainable keep whatever they held (zero after ZeroGrad).
   std::span<float> grads();

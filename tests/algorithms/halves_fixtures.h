@@ -46,6 +46,8 @@ inline std::string HalvesConfigText(const std::string& llm, const std::string& e
          "server_batch = 2\nserver_lr = 0.001\nclient_alpha = 0.0\n"
          "[fedcollm]\nllm = \"" + llm + "\"\nwindows = 2\nserver_steps = 2\nserver_batch = 2\n"
          "server_lr = 0.001\n"
+         "[offsite]\nbottom = 1\ntop = 0\n"
+         "[fedbiot]\nbottom = 1\ntop = 0\nserver_steps = 2\nwindows = 2\nserver_batch = 2\n"
          "[model.lora]\nrank = 2\nalpha = 4.0\n"
          "[eval]\ntokens = 256\n" + extra;
 }

@@ -854,6 +854,59 @@ EOF2
   [ "$(rounds_done runs/rd)" -eq 1 ] || fail "the overwritten run has $(rounds_done runs/rd) rounds"
   [ "$(grep -c "run 'rd'" runs/rd/coordinator.log)" -eq 1 ] || fail "coordinator.log was appended to, not replaced"
   ;;
+submodel)
+  # The global model trained through sub-models: clients 0, 1 and 2 train widths 1, 1/2 and 1/4
+  # of it, rolling with the round. In the clear each uploads its own slice; under secure
+  # aggregation every upload has the whole model's length, so the coordinator can add them.
+  sub() { TANDEM_THREADS=1 "$TANDEM" run base.toml --set algorithm.name=submodel \
+            --set 'submodel.width_divisors=[1, 2, 4]' --set submodel.window=rolling \
+            --set federation.rounds=2 "$@"; }
+  sub --set name=sub > sub.out 2>&1 || fail "the submodel run failed: $(tail -5 sub.out)"
+  sub --set name=sub-masked --set privacy.secagg.enabled=true --set privacy.secagg.threshold=2 \
+    > sub-masked.out 2>&1 || fail "the submodel run under secure aggregation failed: $(tail -5 sub-masked.out)"
+  for run in sub sub-masked; do
+    [ "$(rounds_done runs/$run)" -eq 2 ] || fail "$run: $(rounds_done runs/$run) rounds"
+    for key in val_loss val_loss_d2 val_loss_d4 uncovered_fraction; do
+      [ -n "$(metric runs/$run 2 $key)" ] || fail "$run: round 2 has no $key"
+    done
+    /usr/bin/python3 -c "import sys; sys.exit(0 if $(metric runs/$run 2 val_loss) < $(metric runs/$run 0 val_loss) else 1)" ||
+      fail "$run: the global model did not improve: $(metric runs/$run 0 val_loss) -> $(metric runs/$run 2 val_loss)"
+  done
+  clear="$(metric runs/sub 1 bytes_up)"; masked="$(metric runs/sub-masked 1 bytes_up)"
+  /usr/bin/python3 -c "import sys; sys.exit(0 if $clear < 0.75 * $masked else 1)" ||
+    fail "sliced uploads ($clear bytes) are not smaller than whole-length ones ($masked)"
+  "$TANDEM" eval base.toml --max-tokens 4096 --checkpoint runs/sub/checkpoints/model.safetensors > sub-eval.out 2>&1 ||
+    fail "the trained model does not evaluate: $(tail -2 sub-eval.out)"
+  ;;
+offsite)
+  # A four-block model split into adapters (its bottom and top blocks) and an emulator of the two
+  # between them (one kept). offsite sends the emulator once, then adapters only; fedbiot
+  # re-aligns the emulator before every round and sends each version, here under secure
+  # aggregation. Both improve the full model, and both write it and the emulator as files.
+  split() { TANDEM_THREADS=1 "$TANDEM" run base.toml --set model.n_layer=4 --set federation.rounds=2 \
+              --set 'data.public_categories=["art", "zippy", "linux"]' "$@"; }
+  split --set name=off --set algorithm.name=offsite --set offsite.bottom=1 --set offsite.top=1 \
+    > off.out 2>&1 || fail "the offsite run failed: $(tail -5 off.out)"
+  split --set name=biot --set algorithm.name=fedbiot --set fedbiot.bottom=1 --set fedbiot.top=1 \
+    --set fedbiot.server_steps=2 --set privacy.secagg.enabled=true --set privacy.secagg.threshold=2 \
+    > biot.out 2>&1 || fail "the fedbiot run failed: $(tail -5 biot.out)"
+  for run in off biot; do
+    [ "$(rounds_done runs/$run)" -eq 2 ] || fail "$run: $(rounds_done runs/$run) rounds"
+    /usr/bin/python3 -c "import sys; sys.exit(0 if $(metric runs/$run 2 val_loss) < $(metric runs/$run 0 val_loss) else 1)" ||
+      fail "$run: the plugged-in model did not improve"
+    [ -n "$(metric runs/$run 2 emulator_val_loss)" ] || fail "$run: no emulator_val_loss"
+    for f in model emulator; do
+      "$TANDEM" eval base.toml --max-tokens 4096 --checkpoint runs/$run/checkpoints/$f.safetensors > $run-$f.out 2>&1 ||
+        fail "$run: $f.safetensors does not evaluate: $(tail -2 $run-$f.out)"
+    done
+  done
+  d1="$(metric runs/off 1 bytes_down)"; d2="$(metric runs/off 2 bytes_down)"
+  /usr/bin/python3 -c "import sys; sys.exit(0 if $d2 < 0.7 * $d1 else 1)" ||
+    fail "offsite sent the emulator again: $d1 then $d2 bytes down"
+  [ "$(metric runs/biot 2 emulator_version)" = "2.0" ] || fail "fedbiot did not re-align before round 2"
+  /usr/bin/python3 -c "import sys; sys.exit(0 if $(metric runs/biot 2 emulator_kd_loss_after) < $(metric runs/biot 2 emulator_kd_loss_before) else 1)" ||
+    fail "fedbiot's re-alignment did not lower its distillation loss"
+  ;;
 *)
   echo "unknown scenario $SCENARIO" >&2; exit 2 ;;
 esac

@@ -1,0 +1,294 @@
+// The coordinator's half of offsite and fedbiot; see algorithms/offsite/server.h.
+#include "algorithms/offsite/server.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "algorithms/common/task_parts.h"
+#include "algorithms/offsite/emulator.h"
+#include "algorithms/offsite/tasks.h"
+#include "core/config.h"
+#include "core/rng.h"
+#include "data/public_windows.h"
+#include "distill/kd_terms.h"
+#include "prune/extract.h"
+#include "train/evaluate.h"
+#include "train/local_trainer.h"
+
+namespace tandem {
+
+StatusOr<OffsiteServerConfig> OffsiteServerConfigFromConfig(const Config& config,
+                                                           const std::string& section) {
+  OffsiteServerConfig c;
+  c.section = section;
+  c.realign_every_round = section == "fedbiot";
+  auto key = [&](const char* name) { return section + "." + name; };
+  TANDEM_ASSIGN_OR_RETURN(c.local, LocalTrainConfigFromConfig(config));
+  TANDEM_ASSIGN_OR_RETURN(c.strategy, StrategyConfigFromConfig(config));
+  TANDEM_ASSIGN_OR_RETURN(int64_t bottom, config.GetInt(key("bottom"), c.bottom, 0, 1024));
+  TANDEM_ASSIGN_OR_RETURN(int64_t top, config.GetInt(key("top"), c.top, 0, 1024));
+  c.bottom = static_cast<int>(bottom);
+  c.top = static_cast<int>(top);
+  TANDEM_ASSIGN_OR_RETURN(c.emulator_keep,
+                          config.GetDouble(key("emulator_keep"), c.emulator_keep, 1e-6, 1.0));
+  c.align.server_steps = c.realign_every_round ? 8 : 0;
+  c.align.alpha = 0.0;  // distillation to the LLM alone by default
+  TANDEM_RETURN_IF_ERROR(ReadServerDistillConfig(config, section, &c.align));
+  if (c.realign_every_round) {
+    c.proximal_mu = 0.01;
+    TANDEM_ASSIGN_OR_RETURN(c.proximal_mu,
+                            config.GetDouble(key("proximal_mu"), c.proximal_mu, 0.0, 1e6));
+  }
+  TANDEM_ASSIGN_OR_RETURN(c.eval_tokens, config.GetInt("eval.tokens", c.eval_tokens, 0));
+  TANDEM_ASSIGN_OR_RETURN(int64_t seed, config.GetInt("seed", 1, 0));
+  c.seed = static_cast<uint64_t>(seed);
+  return c;
+}
+
+OffsiteServer::OffsiteServer(OffsiteServerConfig config, std::unique_ptr<Gpt> llm,
+                             std::unique_ptr<Strategy> strategy, std::vector<Record> validation,
+                             std::vector<Record> public_records)
+    : config_(std::move(config)), llm_(std::move(llm)), strategy_(std::move(strategy)),
+      validation_(std::move(validation)),
+      public_tokens_(TokenDataset::FromRecords(public_records)) {}
+
+StatusOr<std::unique_ptr<OffsiteServer>> OffsiteServer::Create(
+    OffsiteServerConfig config, std::unique_ptr<Gpt> llm, std::unique_ptr<Strategy> strategy,
+    std::vector<Record> validation, std::vector<Record> public_records) {
+  const std::string& section = config.section;
+  auto kept = UniformEmulatorLayers(llm->config().n_layer, config.bottom, config.top,
+                                    config.emulator_keep);
+  if (!kept.ok()) {
+    return kept.status().WithContext(section + ".bottom, " + section + ".top, " + section +
+                                     ".emulator_keep");
+  }
+  std::vector<int> layers = std::move(*kept);
+  if (config.align.server_steps > 0 && public_records.empty()) {
+    return Status::InvalidArgument(section + ".server_steps = " +
+                                   std::to_string(config.align.server_steps) +
+                                   " distils the emulator on public text, and the public split is "
+                                   "empty; set data.public_categories");
+  }
+  std::unique_ptr<OffsiteServer> s(new OffsiteServer(std::move(config), std::move(llm),
+                                                     std::move(strategy), std::move(validation),
+                                                     std::move(public_records)));
+  s->map_ = AlignmentMap::KeepLayers(s->llm_->config(), std::move(layers));
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<GptWeights> cut, Extract(s->llm_->weights(), s->map_));
+  s->emulator_ = std::make_unique<Gpt>(std::shared_ptr<GptWeights>(std::move(cut)));
+  s->llm_ranges_ = AdapterRanges(*s->llm_, s->config_.bottom, s->config_.top);
+  s->emulator_ranges_ = AdapterRanges(*s->emulator_, s->config_.bottom, s->config_.top);
+  s->adapters_ = GatherRanges(s->llm_->params(), s->llm_ranges_);
+  TANDEM_CHECK(RangesSize(s->emulator_ranges_) == s->adapters_.size());
+  return s;
+}
+
+std::vector<std::string> OffsiteServer::RequiredCapabilities() const {
+  return {kOffsiteTrainTask};
+}
+
+void OffsiteServer::PlugAdapters() {
+  ScatterRanges(adapters_, llm_ranges_, llm_->params());
+  ScatterRanges(adapters_, emulator_ranges_, emulator_->params());
+}
+
+Status OffsiteServer::Align(uint64_t round) {
+  align_metrics_.clear();
+  if (config_.align.server_steps == 0) return Status::Ok();
+  const int T = llm_->config().context, V = llm_->config().vocab;
+  std::vector<uint32_t> starts =
+      PublicWindows::Draw(public_tokens_.size(), T, config_.align.windows, config_.seed, round);
+  TANDEM_ASSIGN_OR_RETURN(PublicWindows windows,
+                          PublicWindows::Create(public_tokens_, std::move(starts), T));
+  KdOptions kd;
+  kd.temperature = static_cast<float>(config_.align.temperature);
+  kd.alpha = static_cast<float>(config_.align.alpha);
+  DenseDistillTerm term(std::move(windows), ModelTeacher(llm_.get()), kd,
+                        config_.align.server_batch, V);
+  // The middle blocks train; the adapters, embeddings and final LayerNorm stay the LLM's.
+  std::vector<std::string> middle;
+  const int blocks = emulator_->config().n_layer;
+  for (const TensorSpec& t : emulator_->layout().tensors()) {
+    for (int l = config_.bottom; l < blocks - config_.top; ++l) {
+      if (t.name.rfind("h." + std::to_string(l) + ".", 0) == 0) middle.push_back(t.name);
+    }
+  }
+  TANDEM_ASSIGN_OR_RETURN(Trainable trainable, Trainable::Tensors(emulator_->layout(), middle));
+  TrainerOptions options;
+  options.trainable = trainable;
+  LocalTrainer trainer(emulator_.get(), options);
+  const double before = term.MeanLoss(*emulator_);
+  Rng rng = Rng(config_.seed).Fork(round);
+  for (int s = 0; s < config_.align.server_steps; ++s) {
+    TANDEM_RETURN_IF_ERROR(
+        trainer.Step({&term}, static_cast<float>(config_.align.server_lr), rng).status());
+  }
+  align_metrics_["emulator_kd_loss_before"] = before;
+  align_metrics_["emulator_kd_loss_after"] = term.MeanLoss(*emulator_);
+  ++version_;
+  emulator_tensor_.reset();
+  return Status::Ok();
+}
+
+StatusOr<TaskSpec> OffsiteServer::BeginRound(uint64_t round,
+                                             const std::vector<ClientInfo>& cohort) {
+  aggregated_ = false;
+  train_loss_sum_ = train_weight_ = 0.0;
+  strategy_->BeginRound(adapters_.size());
+  if (config_.realign_every_round || version_ == 0) TANDEM_RETURN_IF_ERROR(Align(round));
+  OffsiteTrainTask task;
+  task.local = LocalTrainParams{config_.local, config_.seed};
+  task.bottom = config_.bottom;
+  task.top = config_.top;
+  task.emulator = map_;
+  task.emulator_version = version_;
+  task.proximal_mu = config_.proximal_mu;
+  TaskSpec spec;
+  spec.kind = kOffsiteTrainTask;
+  task.Encode(&spec.params);
+  spec.tensors = {wire::Tensor::Float32("adapters", {adapters_.size()}, adapters_)};
+  spec.contribution = ContributionSpec{"delta", adapters_.size()};
+  return spec;
+}
+
+void OffsiteServer::Customize(const ClientInfo& client, wire::TaskAssign* assign) {
+  auto it = client_version_.find(client.name);
+  if (it != client_version_.end() && it->second == version_) return;
+  if (!emulator_tensor_) {
+    const auto p = emulator_->params();
+    emulator_tensor_ = wire::Tensor::Float32("emulator", {p.size()}, p);
+  }
+  assign->tensors.push_back(*emulator_tensor_);
+  client_version_[client.name] = version_;
+}
+
+Status OffsiteServer::OnResult(const ClientInfo& client, const wire::TaskResult& result) {
+  if (!(result.weight > 0.0)) {
+    return Status::InvalidArgument("weight " + std::to_string(result.weight) + " is not positive");
+  }
+  auto loss = result.metrics.find("train_loss");
+  if (loss == result.metrics.end() || !(loss->second >= 0.0)) {
+    return Status::InvalidArgument("metric 'train_loss' missing or negative");
+  }
+  const wire::Tensor* delta = FindTensor(result.tensors, "delta");
+  if (result.tensors.size() != 1 || delta == nullptr || delta->dtype != wire::DType::kFloat32 ||
+      delta->shape.size() != 1 || delta->shape[0] != adapters_.size()) {
+    return Status::InvalidArgument("expected one tensor 'delta' of f32[" +
+                                   std::to_string(adapters_.size()) + "] (the adapters)");
+  }
+  TANDEM_RETURN_IF_ERROR(strategy_->AddDelta(delta->ToFloat32(), result.weight));
+  train_loss_sum_ += loss->second * result.weight;
+  train_weight_ += result.weight;
+  return Status::Ok();
+}
+
+Status OffsiteServer::OnAggregate(const Aggregate& aggregate) {
+  TANDEM_RETURN_IF_ERROR(strategy_->ApplyAggregate(aggregate.mean, adapters_));
+  aggregated_ = true;
+  return Status::Ok();
+}
+
+StatusOr<std::optional<TaskSpec>> OffsiteServer::OnTaskClosed(const TaskReport& report) {
+  // A member that did not answer may not hold the emulator it was sent: send it again.
+  for (const std::string& name : report.assigned) {
+    if (std::find(report.responded.begin(), report.responded.end(), name) ==
+        report.responded.end()) {
+      client_version_.erase(name);
+    }
+  }
+  if (!aggregated_) TANDEM_RETURN_IF_ERROR(strategy_->Apply(adapters_));
+  aggregated_ = false;
+  PlugAdapters();
+  return std::optional<TaskSpec>();
+}
+
+void OffsiteServer::AbortRound() {
+  aggregated_ = false;
+  train_loss_sum_ = train_weight_ = 0.0;
+  client_version_.clear();  // who received what is unknown
+}
+
+Status OffsiteServer::EndRound(uint64_t round, std::map<std::string, double>* metrics) {
+  if (train_weight_ > 0) (*metrics)["train_loss"] = train_loss_sum_ / train_weight_;
+  for (const auto& [k, v] : align_metrics_) (*metrics)[k] = v;
+  (*metrics)["emulator_version"] = static_cast<double>(version_);
+  TANDEM_ASSIGN_OR_RETURN(double v, HeldOutLoss(*llm_, validation_, 16, config_.eval_tokens));
+  if (std::isfinite(v)) {
+    (*metrics)["val_loss"] = v;
+    (*metrics)["val_ppl"] = std::exp(v);
+  }
+  TANDEM_ASSIGN_OR_RETURN(double e,
+                          HeldOutLoss(*emulator_, validation_, 16, config_.eval_tokens));
+  if (std::isfinite(e)) (*metrics)["emulator_val_loss"] = e;
+  return Status::Ok();
+}
+
+std::vector<RunModel> OffsiteServer::Models() const {
+  return {{"model", llm_.get(), true, ""}, {"emulator", emulator_.get(), false, ""}};
+}
+
+void OffsiteServer::SaveState(std::map<std::string, std::vector<float>>* tensors,
+                              std::map<std::string, std::string>* metadata) const {
+  const auto l = llm_->params();
+  (*tensors)["llm.params"] = std::vector<float>(l.begin(), l.end());
+  const auto e = emulator_->params();
+  (*tensors)["emulator.params"] = std::vector<float>(e.begin(), e.end());
+  for (auto& [name, values] : strategy_->SaveState()) {
+    (*tensors)["strategy." + name] = std::move(values);
+  }
+  (*metadata)["model"] = llm_->config().ToString();
+  (*metadata)["emulator"] = AlignmentMapToJson(map_);
+  (*metadata)["emulator_version"] = std::to_string(version_);
+  (*metadata)["strategy"] = strategy_->name();
+}
+
+Status OffsiteServer::LoadState(const std::map<std::string, std::vector<float>>& tensors,
+                                const std::map<std::string, std::string>& metadata) {
+  auto find = [&](const char* key) -> StatusOr<std::string> {
+    auto it = metadata.find(key);
+    if (it == metadata.end()) return Status::Corruption(std::string("checkpoint lacks ") + key);
+    return it->second;
+  };
+  TANDEM_ASSIGN_OR_RETURN(std::string model, find("model"));
+  if (model != llm_->config().ToString()) {
+    return Status::FailedPrecondition("checkpoint holds model " + model +
+                                      ", the config asks for " + llm_->config().ToString());
+  }
+  TANDEM_ASSIGN_OR_RETURN(std::string map, find("emulator"));
+  if (map != AlignmentMapToJson(map_)) {
+    return Status::FailedPrecondition("checkpoint's emulator keeps other blocks than the config's "
+                                      "(" + config_.section + ".bottom, .top, .emulator_keep)");
+  }
+  TANDEM_ASSIGN_OR_RETURN(std::string version_text, find("emulator_version"));
+  char* end = nullptr;
+  const long long version = std::strtoll(version_text.c_str(), &end, 10);
+  if (version_text.empty() || *end != '\0' || version < 0) {
+    return Status::Corruption("checkpoint's emulator_version '" + version_text + "'");
+  }
+  TANDEM_ASSIGN_OR_RETURN(std::string strategy, find("strategy"));
+  if (strategy != strategy_->name()) {
+    return Status::FailedPrecondition("checkpoint was made with strategy " + strategy +
+                                      ", the config asks for " + strategy_->name());
+  }
+  auto llm = tensors.find("llm.params");
+  auto emulator = tensors.find("emulator.params");
+  if (llm == tensors.end() || llm->second.size() != llm_->params().size() ||
+      emulator == tensors.end() || emulator->second.size() != emulator_->params().size()) {
+    return Status::Corruption("checkpoint lacks llm.params or emulator.params of their sizes");
+  }
+  std::map<std::string, std::vector<float>> strategy_state;
+  for (const auto& [name, values] : tensors) {
+    if (name.rfind("strategy.", 0) == 0) strategy_state[name.substr(9)] = values;
+  }
+  TANDEM_RETURN_IF_ERROR(strategy_->LoadState(strategy_state, adapters_.size()));
+  std::memcpy(llm_->params().data(), llm->second.data(), llm->second.size() * sizeof(float));
+  std::memcpy(emulator_->params().data(), emulator->second.data(),
+              emulator->second.size() * sizeof(float));
+  adapters_ = GatherRanges(llm_->params(), llm_ranges_);
+  version_ = version;
+  emulator_tensor_.reset();
+  client_version_.clear();
+  return Status::Ok();
+}
+
+}  // namespace tandem

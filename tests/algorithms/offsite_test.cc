@@ -1,0 +1,226 @@
+// offsite and fedbiot (algorithms/offsite, algorithms/fedbiot): the emulator is the LLM with its
+// middle blocks dropped evenly; untouched adapters plugged back give the LLM bit for bit; a client
+// trains the adapters alone, holds the emulator between rounds and refuses a task for a version it
+// lacks, which the coordinator then sends again; averaged adapters plugged into the LLM lower its
+// loss on the clients' data; fedbiot re-aligns the emulator before every round, lowering its
+// distillation loss to the LLM, and sends each new version down.
+#include "algorithms/offsite/server.h"
+
+#include <gtest/gtest.h>
+
+#include "algorithms/offsite/emulator.h"
+#include "algorithms/offsite/tasks.h"
+#include "tests/algorithms/halves_fixtures.h"
+
+namespace tandem {
+namespace {
+
+using testing::Assign;
+using testing::Copy;
+using testing::Loss;
+using testing::Micro;
+using testing::SameBits;
+
+// A four-block LLM: one adapter block at each end, two middle blocks of which the emulator keeps
+// one.
+ModelConfig FourBlocks() {
+  ModelConfig c = Micro();
+  c.n_layer = 4;
+  return c;
+}
+
+std::string OffsiteConfigText(const std::string& section, const std::string& extra = "") {
+  return "name = \"offsite\"\nseed = 5\n"
+         "[client]\nlocal_steps = 4\nbatch = 4\nlr = 0.003\n"
+         "[strategy]\nname = \"fedavg\"\n"
+         "[" + section + "]\nbottom = 1\ntop = 1\nemulator_keep = 0.5\n" + extra +
+         "[eval]\ntokens = 256\n";
+}
+
+class OffsiteTest : public testing::HalvesTest {
+ protected:
+  void Use(const std::string& section, const std::string& extra = "") {
+    auto parsed = Config::Parse(OffsiteConfigText(section, extra));
+    ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+    config_ = std::make_unique<Config>(std::move(*parsed));
+  }
+  static ClientInfo Client(int k, const ServerAlgorithm& server) {
+    return {"client-" + std::to_string(k), k, server.RequiredCapabilities()};
+  }
+};
+
+TEST(UniformEmulatorLayersTest, KeepsTheAdaptersAndSpreadsTheMiddleEvenly) {
+  auto layers = UniformEmulatorLayers(8, 2, 2, 0.5);
+  ASSERT_TRUE(layers.ok()) << layers.status().ToString();
+  EXPECT_EQ(*layers, (std::vector<int>{0, 1, 3, 5, 6, 7}));
+  EXPECT_EQ(*UniformEmulatorLayers(8, 2, 2, 1.0), (std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7}));
+  EXPECT_EQ(*UniformEmulatorLayers(8, 1, 1, 0.01), (std::vector<int>{0, 4, 7}));
+  EXPECT_FALSE(UniformEmulatorLayers(4, 2, 2, 0.5).ok()) << "no middle block left";
+  EXPECT_FALSE(UniformEmulatorLayers(4, 0, 0, 0.5).ok()) << "no adapter";
+  EXPECT_FALSE(UniformEmulatorLayers(4, 1, 1, 0.0).ok());
+}
+
+TEST_F(OffsiteTest, UntouchedAdaptersPluggedBackGiveTheLlmBitForBit) {
+  Use("offsite");
+  auto made = Server("offsite", FourBlocks());
+  ASSERT_TRUE(made);
+  auto& server = dynamic_cast<OffsiteServer&>(*made);
+  const std::vector<float> llm = Copy(server.llm().params());
+  EXPECT_EQ(server.emulator().config().n_layer, 3);
+  EXPECT_EQ(server.emulator_map().layers, (std::vector<int>{0, 2, 3}));
+  // The emulator's blocks are the LLM's blocks it keeps, bit for bit.
+  for (int child = 0; child < 3; ++child) {
+    const int parent = server.emulator_map().layers[child];
+    const float* e = server.emulator().param("h." + std::to_string(child) + ".mlp.c_fc.weight");
+    const float* l = server.llm().param("h." + std::to_string(parent) + ".mlp.c_fc.weight");
+    const size_t n = server.llm().layout().Find("h.0.mlp.c_fc.weight")->size;
+    EXPECT_EQ(std::memcmp(e, l, n * sizeof(float)), 0) << "block " << child;
+  }
+  const ClientInfo a = Client(0, server), b = Client(1, server);
+  auto spec = server.BeginRound(1, {a, b});
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  const size_t adapters = spec->contribution->length;
+  EXPECT_EQ(adapters, RangesSize(AdapterRanges(server.llm(), 1, 1)));
+  for (const ClientInfo& c : {a, b}) {
+    wire::TaskResult zero;
+    zero.weight = 3.0;
+    zero.metrics["train_loss"] = 2.0;
+    std::vector<float> d(adapters, 0.0f);
+    zero.tensors = {wire::Tensor::Float32("delta", {adapters}, d)};
+    ASSERT_TRUE(server.OnResult(c, zero).ok());
+  }
+  TaskReport report;
+  report.assigned = report.responded = {a.name, b.name};
+  ASSERT_TRUE(server.OnTaskClosed(report).ok());
+  EXPECT_TRUE(SameBits(Copy(server.llm().params()), llm));
+}
+
+TEST_F(OffsiteTest, AClientTrainsTheAdaptersAloneAndKeepsTheEmulator) {
+  Use("offsite");
+  auto made = Server("offsite", FourBlocks());
+  auto& server = dynamic_cast<OffsiteServer&>(*made);
+  const ClientInfo a = Client(0, server);
+  auto spec = server.BeginRound(1, {a});
+  ASSERT_TRUE(spec.ok());
+  wire::TaskAssign first = Assign(*spec);
+  server.Customize(a, &first);
+  ASSERT_NE(FindTensor(first.tensors, "emulator"), nullptr) << "the first task carries it";
+  auto context = Context(0, FourBlocks());
+  auto handler = Handler("offsite", context.get());
+  wire::TaskResult result;
+  ASSERT_TRUE(handler->Run(1, first, &result).ok());
+  ASSERT_EQ(result.tensors[0].NumElements(), spec->contribution->length);
+  EXPECT_EQ(result.weight, static_cast<double>(context->data().train.size()));
+  // The emulator's middle block did not train; its adapters did.
+  Gpt& emulator = context->model("emulator " + server.emulator().config().ToString(), nullptr);
+  const size_t n = emulator.layout().Find("h.1.attn.c_attn.weight")->size;
+  EXPECT_EQ(std::memcmp(emulator.param("h.1.attn.c_attn.weight"),
+                        server.emulator().param("h.1.attn.c_attn.weight"), n * sizeof(float)), 0);
+  EXPECT_NE(std::memcmp(emulator.param("h.0.attn.c_attn.weight"),
+                        server.emulator().param("h.0.attn.c_attn.weight"), n * sizeof(float)), 0);
+  ASSERT_TRUE(server.OnResult(a, result).ok());
+  TaskReport report;
+  report.assigned = report.responded = {a.name};
+  ASSERT_TRUE(server.OnTaskClosed(report).ok());
+
+  // Round 2: the same client is not sent the emulator again, and trains from what it holds.
+  const ClientInfo b = Client(1, server);
+  auto spec2 = server.BeginRound(2, {a, b});
+  ASSERT_TRUE(spec2.ok());
+  wire::TaskAssign to_a = Assign(*spec2), to_b = Assign(*spec2);
+  server.Customize(a, &to_a);
+  server.Customize(b, &to_b);
+  EXPECT_EQ(FindTensor(to_a.tensors, "emulator"), nullptr);
+  ASSERT_NE(FindTensor(to_b.tensors, "emulator"), nullptr);
+  EXPECT_TRUE(handler->Run(2, to_a, &result).ok());
+  // A client that lost its emulator (a restarted process) refuses a task without it...
+  auto fresh_context = Context(0, FourBlocks());
+  auto fresh = Handler("offsite", fresh_context.get());
+  Status refused = fresh->Run(2, to_a, &result);
+  EXPECT_EQ(refused.code(), StatusCode::kFailedPrecondition) << refused.ToString();
+  // ...and the coordinator sends it again to whoever did not answer.
+  report.assigned = {a.name, b.name};
+  report.responded = {b.name};
+  ASSERT_TRUE(server.OnResult(b, [&] {
+                wire::TaskResult r;
+                auto ctx = Context(1, FourBlocks());
+                auto h = Handler("offsite", ctx.get());
+                EXPECT_TRUE(h->Run(2, to_b, &r).ok());
+                return r;
+              }())
+                  .ok());
+  ASSERT_TRUE(server.OnTaskClosed(report).ok());
+  auto spec3 = server.BeginRound(3, {a});
+  ASSERT_TRUE(spec3.ok());
+  wire::TaskAssign again = Assign(*spec3);
+  server.Customize(a, &again);
+  EXPECT_NE(FindTensor(again.tensors, "emulator"), nullptr);
+}
+
+TEST_F(OffsiteTest, PluggedBackAdaptersLowerTheLlmsLossOnTheClientsData) {
+  Use("offsite", "");
+  auto made = Server("offsite", FourBlocks());
+  auto& server = dynamic_cast<OffsiteServer&>(*made);
+  auto context0 = Context(0, FourBlocks()), context1 = Context(1, FourBlocks());
+  std::vector<Record> both = context0->data().train;
+  for (const Record& r : context1->data().train) both.push_back(r);
+  const double before = Loss(server.llm(), both);
+  // Handlers live as long as their client (they remember the emulator version they hold).
+  auto handler0 = Handler("offsite", context0.get()), handler1 = Handler("offsite", context1.get());
+  for (uint64_t round = 1; round <= 3; ++round) {
+    const ClientInfo a = Client(0, server), b = Client(1, server);
+    auto spec = server.BeginRound(round, {a, b});
+    ASSERT_TRUE(spec.ok());
+    TaskReport report;
+    for (auto [client, handler] : {std::pair{a, handler0.get()}, std::pair{b, handler1.get()}}) {
+      wire::TaskAssign task = Assign(*spec);
+      server.Customize(client, &task);
+      wire::TaskResult result;
+      ASSERT_TRUE(handler->Run(round, task, &result).ok());
+      ASSERT_TRUE(server.OnResult(client, result).ok());
+      report.assigned.push_back(client.name);
+      report.responded.push_back(client.name);
+    }
+    ASSERT_TRUE(server.OnTaskClosed(report).ok());
+  }
+  const double after = Loss(server.llm(), both);
+  EXPECT_LT(after, before - 0.05) << "before " << before << ", after " << after;
+}
+
+TEST_F(OffsiteTest, FedBiOTRealignsTheEmulatorBeforeEveryRound) {
+  Use("fedbiot", "server_steps = 4\nwindows = 4\nserver_batch = 2\nserver_lr = 0.003\n"
+                 "proximal_mu = 0.1\n");
+  auto made = Server("fedbiot", FourBlocks());
+  ASSERT_TRUE(made);
+  auto& server = dynamic_cast<OffsiteServer&>(*made);
+  const std::vector<float> cut = Copy(server.emulator().params());
+  const ClientInfo a = Client(0, server);
+  for (uint64_t round = 1; round <= 2; ++round) {
+    auto spec = server.BeginRound(round, {a});
+    ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+    EXPECT_EQ(server.emulator_version(), static_cast<int64_t>(round));
+    auto task = OffsiteTrainTask::Decode(spec->params);
+    ASSERT_TRUE(task.ok());
+    EXPECT_EQ(task->proximal_mu, 0.1);
+    wire::TaskAssign assign = Assign(*spec);
+    server.Customize(a, &assign);
+    EXPECT_NE(FindTensor(assign.tensors, "emulator"), nullptr) << "every new version goes down";
+    std::map<std::string, double> metrics;
+    wire::TaskResult zero;
+    zero.weight = 1.0;
+    zero.metrics["train_loss"] = 1.0;
+    std::vector<float> d(spec->contribution->length, 0.0f);
+    zero.tensors = {wire::Tensor::Float32("delta", {d.size()}, d)};
+    ASSERT_TRUE(server.OnResult(a, zero).ok());
+    TaskReport report;
+    report.assigned = report.responded = {a.name};
+    ASSERT_TRUE(server.OnTaskClosed(report).ok());
+    ASSERT_TRUE(server.EndRound(round, &metrics).ok());
+    ASSERT_TRUE(metrics.count("emulator_kd_loss_before") && metrics.count("emulator_kd_loss_after"));
+    EXPECT_LT(metrics["emulator_kd_loss_after"], metrics["emulator_kd_loss_before"]);
+  }
+  EXPECT_FALSE(SameBits(Copy(server.emulator().params()), cut));
+}
+
+}  // namespace
+}  // namespace tandem
