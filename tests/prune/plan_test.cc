@@ -165,5 +165,21 @@ TEST(PlanTest, ParsePruneShape) {
   EXPECT_EQ(child.mlp_width(3), 768);
 }
 
+TEST(PlanTest, EmulatorKeepsBottomTopAndEveryKthMiddleBlock) {
+  ModelConfig c = TinyConfig();
+  c.n_layer = 10;
+  StatusOr<AlignmentMap> m = EmulatorMap(c, 2, 2, 3);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->layers, (std::vector<int>{0, 1, 2, 5, 8, 9}));
+  EXPECT_EQ(m->ChildConfig().n_layer, 6);
+  EXPECT_EQ(m->ChildConfig().d_model, c.d_model);
+  m = EmulatorMap(c, 1, 1, 0);
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->layers, (std::vector<int>{0, 9}));
+  EXPECT_FALSE(EmulatorMap(c, 6, 5, 1).ok());
+  EXPECT_FALSE(EmulatorMap(c, -1, 2, 1).ok());
+  EXPECT_FALSE(EmulatorMap(c, 0, 0, 0).ok());
+}
+
 }  // namespace
 }  // namespace tandem
