@@ -14,6 +14,7 @@
 #include "apps/launch.h"
 #include "algorithms/registry.h"
 #include "apps/privacy_command.h"
+#include "apps/prune_command.h"
 #include "client/client.h"
 #include "coordinator/coordinator.h"
 #include "core/config.h"
@@ -202,6 +203,10 @@ int main(int argc, char** argv) {
   // tandem privacy epsilon|sigma
   tandem::AddPrivacyCommands(app);
 
+  // tandem prune CONFIG --checkpoint F --to SHAPE
+  tandem::PruneOptions prune_options;
+  auto* prune = tandem::AddPruneCommand(app, &prune_options);
+
   auto* config_reference = app.add_subcommand(
       "config-reference", "Every config key as Markdown (docs/config.md is its output)");
 
@@ -283,6 +288,12 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (Status s = tandem::SetupLogging(log_level); !s.ok()) return Fail(s);
+  if (*prune) {
+    auto config = LoadConfig(prune_options.config, prune_options.overrides);
+    if (!config.ok()) return Fail(config.status());
+    if (Status s = tandem::RunPrune(*config, prune_options); !s.ok()) return Fail(s);
+    return 0;
+  }
   if (*keygen) {
     Status s = tandem::wire::Keygen(keygen_out, keygen_clients, keygen_force);
     if (!s.ok()) return Fail(s);

@@ -361,7 +361,8 @@ StatusOr<AlignmentMap> ReadAlignmentMap(const std::string& path) {
   }
   TANDEM_ASSIGN_OR_RETURN(AlignmentMap map, AlignmentMapFromJson(it->second, path));
   // The map must describe this very checkpoint: every tensor of its child shape, as shaped.
-  for (const TensorSpec& spec : GptLayout(map.ChildConfig()).tensors()) {
+  const ParamLayout child = GptLayout(map.ChildConfig());
+  for (const TensorSpec& spec : child.tensors()) {
     auto t = file.tensors.find(spec.name);
     if (t == file.tensors.end() || t->second.shape != spec.shape) {
       return Status::Corruption(path + ": the alignment map describes a child (" +

@@ -92,7 +92,6 @@ ImportanceScores ActivationScores(std::shared_ptr<const GptWeights> weights,
 // |w·g| per parameter, g the gradient of the mean loss over the calibration batches.
 std::vector<double> TaylorValues(std::shared_ptr<const GptWeights> weights,
                                  const CalibrationBatches& cal) {
-  const ModelConfig& c = weights->config();
   GptWorkspace ws(weights);
   ws.set_trainable(Trainable::All(weights->layout()));
   ws.ZeroGrad();
@@ -101,7 +100,6 @@ std::vector<double> TaylorValues(std::shared_ptr<const GptWeights> weights,
     ws.Forward(cal.tokens.data() + b * N, cal.targets.data() + b * N, cal.batch, cal.context);
     ws.Backward();
   }
-  (void)c;
   std::span<const float> w = weights->params();
   std::span<const float> g = ws.grads();
   std::vector<double> v(w.size());

@@ -234,4 +234,27 @@ StatusOr<AlignmentMap> SubmodelMap(const ModelConfig& parent, const SubmodelSpec
   return map;
 }
 
+// --- Emulators ----------------------------------------------------------------------------
+
+StatusOr<AlignmentMap> EmulatorMap(const ModelConfig& parent, int bottom, int top,
+                                   int middle_stride) {
+  TANDEM_RETURN_IF_ERROR(parent.Validate());
+  if (bottom < 0 || top < 0 || middle_stride < 0 || bottom + top > parent.n_layer ||
+      (bottom + top == 0 && middle_stride == 0)) {
+    return Status::InvalidArgument(
+        "emulator: bottom (" + std::to_string(bottom) + ") and top (" + std::to_string(top) +
+        ") must be >= 0 with bottom + top <= n_layer (" + std::to_string(parent.n_layer) +
+        "), middle_stride >= 0, and some block kept");
+  }
+  std::vector<int> layers;
+  for (int l = 0; l < bottom; ++l) layers.push_back(l);
+  if (middle_stride > 0) {
+    for (int l = bottom; l < parent.n_layer - top; l += middle_stride) layers.push_back(l);
+  }
+  for (int l = parent.n_layer - top; l < parent.n_layer; ++l) layers.push_back(l);
+  AlignmentMap map = AlignmentMap::KeepLayers(parent, std::move(layers));
+  TANDEM_RETURN_IF_ERROR(map.Validate());
+  return map;
+}
+
 }  // namespace tandem

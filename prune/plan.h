@@ -85,4 +85,14 @@ std::vector<int> WindowIndices(const SubmodelSpec& spec, int n,
 // kImportance without scores that fit the parent.
 StatusOr<AlignmentMap> SubmodelMap(const ModelConfig& parent, const SubmodelSpec& spec);
 
+// --- Emulators ----------------------------------------------------------------------------
+
+// Offsite-Tuning's emulator (Xiao et al. 2023) and FedBiOT's: the bottom `bottom` and top `top`
+// blocks whole, and of the middle blocks every `middle_stride`-th from the first (0: none of the
+// middle). Further pruning of the kept middle blocks is a matter of cutting their heads[] and
+// neurons[] in the returned map. InvalidArgument when bottom + top exceeds n_layer or a count is
+// negative.
+StatusOr<AlignmentMap> EmulatorMap(const ModelConfig& parent, int bottom, int top,
+                                   int middle_stride);
+
 }  // namespace tandem

@@ -19,7 +19,7 @@ expect_error() {
     fail "$what (exit $rc, stderr: $err)"; fi
 }
 
-for sub in train eval generate "bench train"; do
+for sub in train eval generate "bench train" prune; do
   # shellcheck disable=SC2086
   if "$TANDEM" $sub --help >/dev/null 2>&1; then pass "$sub --help"; else fail "$sub --help"; fi
 done
@@ -84,6 +84,20 @@ if ! "$TANDEM" eval "$dir/run.toml" --checkpoint "$ckpt" --proxy-tuned "$ckpt" >
   pass "eval --proxy-tuned without --proxy-base is an error"; else fail "proxy without base accepted"; fi
 out="$("$TANDEM" generate --checkpoint "$ckpt" --prompt "the " --max-tokens 20 --seed 3)"
 if [ "${out:0:4}" = "the " ] && [ ${#out} -gt 4 ]; then pass "generate"; else fail "generate: '$out'"; fi
+# Pruning the trained model to half its width, with a few recovery steps: the child loads as an
+# ordinary model and carries its alignment map; bad shapes and data without a public split are
+# refused.
+if "$TANDEM" prune "$dir/run.toml" --checkpoint "$ckpt" --to 0.5 --recover-steps 3 --batch 4 \
+    --set data.public_fraction=0.2 --out "$dir/pruned.safetensors" > "$dir/prune.out" 2>&1 &&
+   grep -q "alignment map" "$dir/prune.out" &&
+   "$TANDEM" eval "$dir/run.toml" --checkpoint "$dir/pruned.safetensors" | grep -q "^validation" &&
+   grep -q "tandem_alignment" "$dir/pruned.safetensors"; then
+  pass "prune"; else fail "prune: $(tail -5 "$dir/prune.out")"; fi
+expect_error "prune refuses a ratio above 1" "width ratio" \
+  "$TANDEM" prune "$dir/run.toml" --checkpoint "$ckpt" --to 1.5 --set data.public_fraction=0.2 \
+  --out "$dir/x.safetensors"
+expect_error "prune needs a public split" "public_fraction" \
+  "$TANDEM" prune "$dir/run.toml" --checkpoint "$ckpt" --to 0.5 --out "$dir/x.safetensors"
 if "$TANDEM" bench train --preset slm-micro --batch 2 --steps 2 | grep -qE '^tokens_per_s=[0-9.]+$'; then
   pass "bench train"; else fail "bench train"; fi
 

@@ -1,0 +1,42 @@
+// `tandem prune CONFIG --checkpoint LLM --to SHAPE`: a smaller dense model cut from a larger one
+// by importance (prune/), optionally recovered by distillation from it on the config's public
+// data, written with its alignment map (docs/pruning.md).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "core/status.h"
+
+namespace tandem {
+
+class Config;
+
+struct PruneOptions {
+  std::string config;
+  std::vector<std::string> overrides;
+  std::string checkpoint;  // the parent
+  std::string to;          // SHAPE: a preset, a width ratio, or layers=N
+  std::string method = "activation";
+  std::string out;
+  bool global = false;           // rank heads and neurons across blocks (widths then differ)
+  int calibration_batches = 8;   // batches of public text the scores are computed on
+  int batch = 8;                 // sequences per calibration and recovery batch
+  int64_t recover_steps = 0;     // distillation steps after pruning (0: none)
+  double lr = 1e-3;              // recovery learning rate
+  double temperature = 2.0;      // recovery KD temperature
+  double alpha = 0.5;            // recovery weight of the text loss (1 - alpha on the KD term)
+  int64_t eval_tokens = 16384;   // held-out tokens for the before/after losses (0: skip)
+  int64_t seed = -1;             // -1: the config's seed
+};
+
+// Adds the `prune` subcommand and its flags, filling `options` when parsed.
+CLI::App* AddPruneCommand(CLI::App& app, PruneOptions* options);
+
+// Runs it: progress on stderr, a summary on stdout. Errors say what to fix.
+Status RunPrune(const Config& config, const PruneOptions& options);
+
+}  // namespace tandem
