@@ -236,20 +236,24 @@ StatusOr<AlignmentMap> SubmodelMap(const ModelConfig& parent, const SubmodelSpec
 
 // --- Emulators ----------------------------------------------------------------------------
 
-StatusOr<AlignmentMap> EmulatorMap(const ModelConfig& parent, int bottom, int top,
-                                   int middle_stride) {
+StatusOr<AlignmentMap> EmulatorMap(const ModelConfig& parent, int bottom, int top, double keep) {
   TANDEM_RETURN_IF_ERROR(parent.Validate());
-  if (bottom < 0 || top < 0 || middle_stride < 0 || bottom + top > parent.n_layer ||
-      (bottom + top == 0 && middle_stride == 0)) {
+  const int middle = parent.n_layer - bottom - top;
+  if (bottom < 0 || top < 0 || bottom + top == 0 || middle < 1) {
     return Status::InvalidArgument(
-        "emulator: bottom (" + std::to_string(bottom) + ") and top (" + std::to_string(top) +
-        ") must be >= 0 with bottom + top <= n_layer (" + std::to_string(parent.n_layer) +
-        "), middle_stride >= 0, and some block kept");
+        "emulator: the adapters (" + std::to_string(bottom) + " bottom and " +
+        std::to_string(top) + " top blocks) must be at least one block and leave at least one of "
+        "the model's " + std::to_string(parent.n_layer) + " blocks for the emulator");
   }
+  if (!(keep > 0.0 && keep <= 1.0)) {
+    return Status::InvalidArgument("emulator: the share of middle blocks kept, " +
+                                   std::to_string(keep) + ", is not in (0, 1]");
+  }
+  const int kept = std::clamp(static_cast<int>(std::lround(keep * middle)), 1, middle);
   std::vector<int> layers;
   for (int l = 0; l < bottom; ++l) layers.push_back(l);
-  if (middle_stride > 0) {
-    for (int l = bottom; l < parent.n_layer - top; l += middle_stride) layers.push_back(l);
+  for (int i = 0; i < kept; ++i) {
+    layers.push_back(bottom + static_cast<int>(std::floor((i + 0.5) * middle / kept)));
   }
   for (int l = parent.n_layer - top; l < parent.n_layer; ++l) layers.push_back(l);
   AlignmentMap map = AlignmentMap::KeepLayers(parent, std::move(layers));

@@ -88,11 +88,11 @@ StatusOr<AlignmentMap> SubmodelMap(const ModelConfig& parent, const SubmodelSpec
 // --- Emulators ----------------------------------------------------------------------------
 
 // Offsite-Tuning's emulator (Xiao et al. 2023) and FedBiOT's: the bottom `bottom` and top `top`
-// blocks whole, and of the middle blocks every `middle_stride`-th from the first (0: none of the
-// middle). Further pruning of the kept middle blocks is a matter of cutting their heads[] and
-// neurons[] in the returned map. InvalidArgument when bottom + top exceeds n_layer or a count is
-// negative.
-StatusOr<AlignmentMap> EmulatorMap(const ModelConfig& parent, int bottom, int top,
-                                   int middle_stride);
+// blocks (the adapters) whole, and of the n_layer − bottom − top middle blocks round(keep · middle)
+// (at least one), each at the centre of its share of the middle (uniform layer drop; keep = 1
+// keeps them all). Further pruning of the kept middle blocks is a matter of cutting their heads[]
+// and neurons[] in the returned map. InvalidArgument when the adapters are no block at all or leave
+// no middle block, or keep is not in (0, 1].
+StatusOr<AlignmentMap> EmulatorMap(const ModelConfig& parent, int bottom, int top, double keep);
 
 }  // namespace tandem

@@ -2,7 +2,8 @@
 // 2023): the LLM's bottom `bottom` and top `top` blocks are the adapters, which train; the blocks
 // between them are compressed into the emulator, which stays frozen on the clients. A dropped
 // block is an alignment map too (prune/alignment_map.h AlignmentMap::KeepLayers), so the
-// emulator is an ordinary GPT cut out of the LLM, and the adapters are the same blocks in both.
+// emulator is an ordinary GPT cut out of the LLM (prune/plan.h EmulatorMap), and the adapters are
+// the same blocks in both.
 #pragma once
 
 #include <span>
@@ -13,11 +14,6 @@
 #include "models/trainable.h"
 
 namespace tandem {
-
-// The LLM blocks an emulator keeps: every adapter block, and of the n_layer − bottom − top middle
-// blocks round(keep · middle) (at least 1), spread evenly (uniform layer drop). InvalidArgument
-// when bottom + top leaves no middle block or keep is not in (0, 1].
-StatusOr<std::vector<int>> UniformEmulatorLayers(int n_layer, int bottom, int top, double keep);
 
 // The adapters' ranges of `model`'s flat parameters: its bottom and top blocks.
 std::vector<ParamRange> AdapterRanges(const Gpt& model, int bottom, int top);

@@ -13,6 +13,7 @@
 #include "data/public_windows.h"
 #include "distill/kd_terms.h"
 #include "prune/extract.h"
+#include "prune/plan.h"
 #include "train/evaluate.h"
 #include "train/local_trainer.h"
 
@@ -57,13 +58,11 @@ StatusOr<std::unique_ptr<OffsiteServer>> OffsiteServer::Create(
     OffsiteServerConfig config, std::unique_ptr<Gpt> llm, std::unique_ptr<Strategy> strategy,
     std::vector<Record> validation, std::vector<Record> public_records) {
   const std::string& section = config.section;
-  auto kept = UniformEmulatorLayers(llm->config().n_layer, config.bottom, config.top,
-                                    config.emulator_keep);
-  if (!kept.ok()) {
-    return kept.status().WithContext(section + ".bottom, " + section + ".top, " + section +
-                                     ".emulator_keep");
+  auto map = EmulatorMap(llm->config(), config.bottom, config.top, config.emulator_keep);
+  if (!map.ok()) {
+    return map.status().WithContext(section + ".bottom, " + section + ".top, " + section +
+                                    ".emulator_keep");
   }
-  std::vector<int> layers = std::move(*kept);
   if (config.align.server_steps > 0 && public_records.empty()) {
     return Status::InvalidArgument(section + ".server_steps = " +
                                    std::to_string(config.align.server_steps) +
@@ -73,7 +72,7 @@ StatusOr<std::unique_ptr<OffsiteServer>> OffsiteServer::Create(
   std::unique_ptr<OffsiteServer> s(new OffsiteServer(std::move(config), std::move(llm),
                                                      std::move(strategy), std::move(validation),
                                                      std::move(public_records)));
-  s->map_ = AlignmentMap::KeepLayers(s->llm_->config(), std::move(layers));
+  s->map_ = std::move(*map);
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<GptWeights> cut, Extract(s->llm_->weights(), s->map_));
   s->emulator_ = std::make_unique<Gpt>(std::shared_ptr<GptWeights>(std::move(cut)));
   s->llm_ranges_ = AdapterRanges(*s->llm_, s->config_.bottom, s->config_.top);

@@ -1,5 +1,5 @@
 // offsite and fedbiot (algorithms/offsite, algorithms/fedbiot): the emulator is the LLM with its
-// middle blocks dropped evenly; untouched adapters plugged back give the LLM bit for bit; a client
+// middle blocks dropped evenly (prune/plan.h EmulatorMap, tested in tests/prune); untouched adapters plugged back give the LLM bit for bit; a client
 // trains the adapters alone, holds the emulator between rounds and refuses a task for a version it
 // lacks, which the coordinator then sends again; averaged adapters plugged into the LLM lower its
 // loss on the clients' data; fedbiot re-aligns the emulator before every round, lowering its
@@ -48,17 +48,6 @@ class OffsiteTest : public testing::HalvesTest {
     return {"client-" + std::to_string(k), k, server.RequiredCapabilities()};
   }
 };
-
-TEST(UniformEmulatorLayersTest, KeepsTheAdaptersAndSpreadsTheMiddleEvenly) {
-  auto layers = UniformEmulatorLayers(8, 2, 2, 0.5);
-  ASSERT_TRUE(layers.ok()) << layers.status().ToString();
-  EXPECT_EQ(*layers, (std::vector<int>{0, 1, 3, 5, 6, 7}));
-  EXPECT_EQ(*UniformEmulatorLayers(8, 2, 2, 1.0), (std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7}));
-  EXPECT_EQ(*UniformEmulatorLayers(8, 1, 1, 0.01), (std::vector<int>{0, 4, 7}));
-  EXPECT_FALSE(UniformEmulatorLayers(4, 2, 2, 0.5).ok()) << "no middle block left";
-  EXPECT_FALSE(UniformEmulatorLayers(4, 0, 0, 0.5).ok()) << "no adapter";
-  EXPECT_FALSE(UniformEmulatorLayers(4, 1, 1, 0.0).ok());
-}
 
 TEST_F(OffsiteTest, UntouchedAdaptersPluggedBackGiveTheLlmBitForBit) {
   Use("offsite");

@@ -165,20 +165,22 @@ TEST(PlanTest, ParsePruneShape) {
   EXPECT_EQ(child.mlp_width(3), 768);
 }
 
-TEST(PlanTest, EmulatorKeepsBottomTopAndEveryKthMiddleBlock) {
+TEST(PlanTest, EmulatorKeepsBottomTopAndSpreadsTheKeptMiddleEvenly) {
   ModelConfig c = TinyConfig();
-  c.n_layer = 10;
-  StatusOr<AlignmentMap> m = EmulatorMap(c, 2, 2, 3);
+  c.n_layer = 8;
+  StatusOr<AlignmentMap> m = EmulatorMap(c, 2, 2, 0.5);
   ASSERT_TRUE(m.ok()) << m.status().ToString();
-  EXPECT_EQ(m->layers, (std::vector<int>{0, 1, 2, 5, 8, 9}));
+  EXPECT_EQ(m->layers, (std::vector<int>{0, 1, 3, 5, 6, 7}));
   EXPECT_EQ(m->ChildConfig().n_layer, 6);
   EXPECT_EQ(m->ChildConfig().d_model, c.d_model);
-  m = EmulatorMap(c, 1, 1, 0);
-  ASSERT_TRUE(m.ok());
-  EXPECT_EQ(m->layers, (std::vector<int>{0, 9}));
-  EXPECT_FALSE(EmulatorMap(c, 6, 5, 1).ok());
-  EXPECT_FALSE(EmulatorMap(c, -1, 2, 1).ok());
-  EXPECT_FALSE(EmulatorMap(c, 0, 0, 0).ok());
+  EXPECT_EQ(EmulatorMap(c, 2, 2, 1.0)->layers, (std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7}));
+  EXPECT_EQ(EmulatorMap(c, 1, 1, 0.01)->layers, (std::vector<int>{0, 4, 7}));
+  EXPECT_EQ(EmulatorMap(c, 1, 1, 0.75)->layers, (std::vector<int>{0, 1, 2, 4, 5, 6, 7}));  // 5 of 6
+  EXPECT_FALSE(EmulatorMap(c, 4, 4, 0.5).ok()) << "no middle block left";
+  EXPECT_FALSE(EmulatorMap(c, 0, 0, 0.5).ok()) << "no adapter";
+  EXPECT_FALSE(EmulatorMap(c, -1, 2, 0.5).ok());
+  EXPECT_FALSE(EmulatorMap(c, 1, 1, 0.0).ok());
+  EXPECT_FALSE(EmulatorMap(c, 1, 1, 1.5).ok());
 }
 
 }  // namespace
