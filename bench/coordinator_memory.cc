@@ -91,6 +91,7 @@ int ServeClients(int clients, const std::string& endpoint) {
 
 int main(int argc, char** argv) {
   int clients = 100, rounds = 2;
+  bool whole_uploads = false;  // --whole 1: every upload reassembled whole (the path before streaming)
   std::string preset = "llm-small", serve_endpoint;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
@@ -98,12 +99,13 @@ int main(int argc, char** argv) {
     else if (flag == "--rounds") rounds = std::atoi(argv[i + 1]);
     else if (flag == "--preset") preset = argv[i + 1];
     else if (flag == "--serve") serve_endpoint = argv[i + 1];
+    else if (flag == "--whole") whole_uploads = std::atoi(argv[i + 1]) != 0;
     else {
       std::fprintf(stderr, "unknown flag %s\n", argv[i]);
       return 2;
     }
   }
-  (void)SetupLogging("warn");
+  (void)SetupLogging(getenv("MEMBENCH_LOG") ? getenv("MEMBENCH_LOG") : "warn");
   mallopt(M_MMAP_THRESHOLD, 256 * 1024);  // as `tandem coordinator` does (apps/main.cc)
   if (!serve_endpoint.empty()) return ServeClients(clients, serve_endpoint);
 
@@ -130,6 +132,7 @@ int main(int argc, char** argv) {
   so.run_id = 7;
   so.heartbeat_interval_ms = 1000;
   so.peer_timeout_ms = 60000;
+  so.stream_contributions = !whole_uploads;
   auto server = wire::Server::Bind(so);
   if (!server.ok()) {
     std::fprintf(stderr, "%s\n", server.status().message().c_str());
@@ -182,7 +185,7 @@ int main(int argc, char** argv) {
         engine.OnJoined((*ev)->peer, {"fedavg.train"});
       } else if ((*ev)->kind == wire::TransportEvent::Kind::kPeerLost) {
         engine.OnLost((*ev)->peer);
-      } else {
+      } else if (!DeliverUploadEvent(**ev, &engine, server->get())) {
         engine.OnMessage((*ev)->peer, (*ev)->message);
       }
     }
@@ -212,8 +215,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   const double above = (peak_kb - baseline_kb) * 1024.0;
-  std::printf("preset %s: model %.1f MB, %d clients, %d rounds (%.2f s, %.2f s)\n", preset.c_str(),
-              model_bytes / 1e6, clients, rounds, round_seconds.empty() ? 0 : round_seconds[0],
+  std::printf("preset %s (%s uploads): model %.1f MB, %d clients, %d rounds (%.2f s, %.2f s)\n",
+              preset.c_str(), whole_uploads ? "whole" : "streamed", model_bytes / 1e6, clients,
+              rounds, round_seconds.empty() ? 0 : round_seconds[0],
               round_seconds.size() > 1 ? round_seconds[1] : 0);
   std::printf("coordinator RSS: baseline %.1f MB, peak %.1f MB, peak above baseline %.1f MB\n",
               baseline_kb / 1024.0, peak_kb / 1024.0, above / 1e6);

@@ -80,6 +80,7 @@ Status RunningSum::Add(std::span<const float> values, double weight) {
   // Quantize() relies on it; nothing in tandem changes the rounding mode.
   TANDEM_CHECK(std::fegetround() == FE_TONEAREST);
   if (spent_) return Status::FailedPrecondition("running sum was spent by MeanInPlace; Reset it");
+  if (voided_) return Status::FailedPrecondition("running sum is void (a streamed contribution failed)");
   // Every term is checked before any is added, so a rejection leaves the state untouched.
   float max_abs = 0.0f;
   TANDEM_RETURN_IF_ERROR(CheckContribution(values, weight, sums_.size(), &max_abs));
@@ -106,6 +107,14 @@ double RunningSum::total_weight() const { return static_cast<double>(weight_sum_
 
 Status RunningSum::CheckReadable(std::span<float> out) const {
   if (spent_) return Status::FailedPrecondition("running sum was spent by MeanInPlace; Reset it");
+  if (voided_) {
+    return Status::FailedPrecondition("running sum is void: a streamed contribution failed after part of "
+                           "it was folded in");
+  }
+  if (open_parts_ > 0) {
+    return Status::FailedPrecondition("running sum holds " + std::to_string(open_parts_) +
+                                      " contributions folded in part; finish or abandon them");
+  }
   if (out.size() != sums_.size()) {
     return Status::InvalidArgument("running sum output has " + std::to_string(out.size()) +
                                    " values, expected " + std::to_string(sums_.size()));
@@ -164,8 +173,81 @@ Status RunningSum::Sum(std::span<float> out) const {
   return Status::Ok();
 }
 
+StatusOr<std::unique_ptr<RunningSum::Part>> RunningSum::StartPart(double weight) {
+  if (spent_) return Status::FailedPrecondition("running sum was spent by MeanInPlace; Reset it");
+  if (voided_) return Status::FailedPrecondition("running sum is void (a streamed contribution failed)");
+  float unused;
+  TANDEM_RETURN_IF_ERROR(CheckContribution({}, weight, 0, &unused));
+  return std::unique_ptr<Part>(new Part(this, weight));
+}
+
+Status RunningSum::Part::Add(size_t offset, std::span<const float> values) {
+  TANDEM_CHECK(std::fegetround() == FE_TONEAREST);
+  if (done_) return Status::FailedPrecondition("streamed contribution already finished or abandoned");
+  if (sum_->spent_ || sum_->voided_) {
+    return Status::FailedPrecondition("running sum was spent or voided; the part cannot go on");
+  }
+  const size_t n = sum_->sums_.size();
+  if (offset != next_) {
+    return Status::InvalidArgument("contribution values at offset " + std::to_string(offset) +
+                                   ", expected offset " + std::to_string(next_));
+  }
+  if (values.size() > n - next_) {
+    return Status::InvalidArgument("contribution values [" + std::to_string(offset) + ", " +
+                                   std::to_string(offset + values.size()) + ") run past its " +
+                                   std::to_string(n) + " values");
+  }
+  // The same checks as Add, on this piece: nothing is folded unless all of it can be.
+  float max_abs = 0.0f;
+  TANDEM_RETURN_IF_ERROR(CheckContribution(values, weight_, values.size(), &max_abs));
+  const double max_term = weight_ * static_cast<double>(max_abs);
+  if (!(max_term < kRunningSumMaxTerm)) {
+    return Status::InvalidArgument("contribution has a weighted value |w*x| = " + Num(max_term) +
+                                   ", at or above the running sum's limit 2^30");
+  }
+  if (values.empty()) return Status::Ok();
+  uint64_t* sums = sum_->sums_.data() + offset;
+  for (size_t i = 0; i < values.size(); ++i) {
+    sums[i] += static_cast<uint64_t>(Quantize(weight_ * static_cast<double>(values[i])));
+  }
+  if (next_ == 0) ++sum_->open_parts_;
+  next_ += values.size();
+  max_abs_ = std::max(max_abs_, max_abs);
+  return Status::Ok();
+}
+
+Status RunningSum::Part::Finish() {
+  if (done_) return Status::FailedPrecondition("streamed contribution already finished or abandoned");
+  const size_t n = sum_->sums_.size();
+  if (next_ != n) {
+    return Status::FailedPrecondition("streamed contribution has " + std::to_string(next_) +
+                                      " of its " + std::to_string(n) + " values");
+  }
+  if (sum_->voided_ || sum_->spent_) {
+    return Status::FailedPrecondition("running sum was spent or voided; the part cannot finish");
+  }
+  // As in Add: the largest |quantized term| of the whole vector, and its weight.
+  sum_->bound_ += static_cast<uint64_t>(Quantize(weight_ * static_cast<double>(max_abs_)));
+  sum_->weight_sum_ += static_cast<uint64_t>(Quantize(weight_));
+  ++sum_->count_;
+  if (n > 0) --sum_->open_parts_;
+  done_ = true;
+  return Status::Ok();
+}
+
+void RunningSum::Part::Abandon() {
+  if (done_) return;
+  done_ = true;
+  if (next_ > 0) {
+    --sum_->open_parts_;
+    sum_->voided_ = true;
+  }
+}
+
 void RunningSum::Reset() {
   spent_ = false;
+  voided_ = false;
+  open_parts_ = 0;
   std::fill(sums_.begin(), sums_.end(), 0);
   weight_sum_ = 0;
   bound_ = 0;

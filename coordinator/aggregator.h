@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -70,6 +71,49 @@ class RunningSum {
   // Errors as Mean(), and then the sum is untouched.
   StatusOr<std::span<float>> MeanInPlace();
 
+  // One contribution folded in piece by piece, in order, as its values arrive (a streamed
+  // upload, docs/protocol.md "Streamed contributions"). Each value is quantized and added exactly
+  // as Add() would, and the weight, bound and count when the last value is in, so the sum is
+  // bit-identical to Add() of the whole vector. A fixed-point term cannot be taken out again
+  // without its values: a part abandoned after some values were folded voids the sum.
+  // Owned by the caller; must not outlive its RunningSum (nor cross its Reset()).
+  class Part {
+   public:
+    // Folds the next values.size() values (offset is where they start, and must equal
+    // folded()). Rejected (InvalidArgument, nothing folded, the part stays usable) when the
+    // offset is not folded(), the values run past length(), one is not finite, or |w·x| >= 2^30.
+    // FailedPrecondition after Finish() or Abandon().
+    Status Add(size_t offset, std::span<const float> values);
+    // All length() values are in: the contribution counts (count(), total_weight()).
+    // FailedPrecondition (nothing changes) while values are missing.
+    Status Finish();
+    // Gives the part up. When values were folded, the sum is void (see voided()); otherwise
+    // nothing changes. Idempotent; a finished part ignores it.
+    void Abandon();
+    size_t folded() const { return next_; }
+    double weight() const { return weight_; }
+    bool open() const { return !done_; }
+
+   private:
+    friend class RunningSum;
+    Part(RunningSum* sum, double weight) : sum_(sum), weight_(weight) {}
+    RunningSum* sum_;
+    double weight_;
+    size_t next_ = 0;       // values [0, next_) folded
+    float max_abs_ = 0.0f;  // max |x| over them
+    bool done_ = false;
+  };
+  // Starts a part of weight `weight` (checked as Add() checks it: InvalidArgument).
+  // FailedPrecondition when the sum is spent or void.
+  StatusOr<std::unique_ptr<Part>> StartPart(double weight);
+  // Parts with folded values not yet finished: while any is open the sum holds part of a
+  // contribution, and Mean, Sum and MeanInPlace fail with FailedPrecondition.
+  size_t open_parts() const { return open_parts_; }
+  // A part was abandoned after folding values: the sum is no longer the sum of whole
+  // contributions. Mean, Sum, MeanInPlace, Add and StartPart fail with FailedPrecondition until
+  // Reset().
+  bool voided() const { return voided_; }
+
   // Back to no contributions; keeps the length and the allocation.
   void Reset();
 
@@ -81,6 +125,8 @@ class RunningSum {
   unsigned __int128 bound_ = 0;       // fixed-point Σ max_i |w·x_i|, for wrap detection
   size_t count_ = 0;
   bool spent_ = false;  // MeanInPlace overwrote sums_
+  size_t open_parts_ = 0;  // parts that folded values and are not finished
+  bool voided_ = false;    // a part was abandoned after folding values
 };
 
 }  // namespace tandem

@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -83,6 +84,27 @@ struct TaskReport {
   double seconds = 0.0;
 };
 
+// A contribution task's result folded in as its upload arrives, its values before the rest of
+// the result (docs/protocol.md "Streamed contributions"). Made by ServerAlgorithm::StreamResult
+// and driven by the engine, from the engine's thread, until Finish succeeds or Abandon is called;
+// it must not outlive the task it was made for.
+class ResultStream {
+ public:
+  virtual ~ResultStream() = default;
+  // The contribution's next values, starting at value `offset` (which must be folded()). An error
+  // folds nothing.
+  virtual Status Add(size_t offset, std::span<const float> values) = 0;
+  // Values folded so far.
+  virtual size_t folded() const = 0;
+  // The rest of the result, once every value is in: its contribution tensor carries name, dtype
+  // and shape but no data. Checks what OnResult would check besides the values, then counts the
+  // result. On an error the result is not counted and the engine abandons the stream.
+  virtual Status Finish(const wire::TaskResult& rest) = 0;
+  // Gives up. Values already folded cannot be taken out again: when folded() > 0 the task's
+  // aggregate is void (the engine then aborts the round); otherwise nothing changed.
+  virtual void Abandon() = 0;
+};
+
 // The server half of an algorithm (FedAvg, distillation, secure-aggregation steps...). The engine
 // calls it from one thread, in this order per round: BeginRound, then for each task OnResult* and
 // OnTaskClosed (which returns the round's next task or none), then EndRound; AbortRound instead of
@@ -102,6 +124,15 @@ class ServerAlgorithm {
   // Validates one result and folds it in. An error rejects the result and must leave the
   // algorithm's state exactly as it was.
   virtual Status OnResult(const ClientInfo& client, const wire::TaskResult& result) = 0;
+  // A member offers the open contribution task's result before its values arrive, declaring its
+  // weight and number of values. A stream to fold the values into as they arrive, or nullptr to
+  // take the result whole through OnResult (the default: an algorithm that needs the whole
+  // upload, e.g. the privacy pipeline's clipping, keeps it). An error refuses the stream only: the
+  // upload then comes whole and OnResult judges it.
+  virtual StatusOr<std::unique_ptr<ResultStream>> StreamResult(const ClientInfo& client,
+                                                               double weight, size_t values) {
+    return std::unique_ptr<ResultStream>();
+  }
   // The task closed with enough results. Takes the server-side step when the round is over and
   // returns nullopt, or returns the round's next task.
   virtual StatusOr<std::optional<TaskSpec>> OnTaskClosed(const TaskReport& report) = 0;

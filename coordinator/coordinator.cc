@@ -353,6 +353,9 @@ Status ServeRounds(wire::Server* server, RoundEngine* engine,
         case wire::TransportEvent::Kind::kMessage:
           engine->OnMessage(event->peer, event->message);
           break;
+        default:
+          DeliverUploadEvent(*event, engine, server);
+          break;
       }
     }
     engine->Tick();
@@ -446,6 +449,9 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config, const ServerPlu
   TANDEM_ASSIGN_OR_RETURN(wire::TransportOptions server_options,
                           wire::ServerTransportOptions(plan.transport, endpoint, run_id));
   server_options.zmq_context = options.zmq_context;
+  // The engine decides on each declared contribution (ServeRounds hands it the offers): results
+  // the algorithm can fold in as they arrive are never held whole.
+  server_options.stream_contributions = true;
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<wire::Server> server,
                           wire::Server::Bind(server_options));
   log->info("listening on {}{}", server->endpoint(),

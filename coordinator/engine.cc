@@ -107,6 +107,7 @@ void RoundEngine::OnJoined(const std::string& peer, const std::vector<std::strin
   exited_.erase(peer);  // restarted: expected again
   log->info("round {}: client {} {} ({} connected)", round_, peer,
             rejoin ? "rejoined" : "joined", clients_.size());
+  if (streams_.count(peer)) FailStream(peer, "the client restarted during its upload");
   // A member that joins again mid-task has lost the task with its old session.
   if (phase_ == Phase::kTask && task_.members.count(peer) && !task_.answered.count(peer)) {
     task_.answered.insert(peer);
@@ -121,6 +122,7 @@ void RoundEngine::OnLost(const std::string& peer) {
   auto log = GetLogger("coordinator");
   if (clients_.erase(peer) == 0) return;
   log->warn("round {}: client {} lost ({} connected)", round_, peer, clients_.size());
+  if (streams_.count(peer)) FailStream(peer, "the client was lost during its upload");
   if (phase_ == Phase::kTask && task_.members.count(peer) && !task_.answered.count(peer)) {
     task_.answered.insert(peer);
     ++task_.report.failed;
@@ -156,6 +158,13 @@ void RoundEngine::OnMessage(const std::string& peer, const wire::Message& messag
   const uint64_t task_id = message.envelope.task_id;
   const bool open = phase_ == Phase::kTask && task_id == task_.id;
   if (const auto* result = std::get_if<wire::TaskResult>(&message.body)) {
+    // The remainder of a streamed upload (its offer matched the open task; FinishStream checks
+    // that the result says so too).
+    if (auto stream = streams_.find(peer);
+        stream != streams_.end() && stream->second.message_id == message.envelope.sequence) {
+      FinishStream(peer, message, *result);
+      return;
+    }
     if (!open) {
       if (closed_tasks_.count(task_id)) {
         ++late_;
@@ -174,7 +183,7 @@ void RoundEngine::OnMessage(const std::string& peer, const wire::Message& messag
                 task_id);
       return;
     }
-    if (task_.answered.count(peer)) {
+    if (task_.answered.count(peer) || streams_.count(peer)) {  // a streamed one came first
       ++task_.report.rejected;
       log->warn("round {}: second result from {} for task {} rejected", round_, peer, task_id);
       return;
@@ -214,6 +223,8 @@ void RoundEngine::Tick() {
 
 double RoundEngine::NextWakeSeconds() const {
   if (phase_ == Phase::kTask) {
+    // Past the deadline and waiting for a streamed upload: its events will come, or its failure.
+    if (task_.deadline <= now_() && StreamsInProgress()) return kMaxTickInterval;
     return std::clamp(task_.deadline - now_(), 0.0, kMaxTickInterval);
   }
   return kMaxTickInterval;
@@ -353,6 +364,7 @@ void RoundEngine::TryStartRound() {
 void RoundEngine::Dispatch(TaskSpec spec) {
   auto log = GetLogger("coordinator");
   const double now = now_();
+  DropStreams();  // the previous task's are finished or failed by now
   std::map<std::string, ClientInfo> members = std::move(task_.members);
   if (spec.members) {
     std::map<std::string, ClientInfo> chosen;
@@ -370,6 +382,7 @@ void RoundEngine::Dispatch(TaskSpec spec) {
   task_.bytes_received_at_start = outbox_->BytesReceived();
   task_.report.task_id = task_.id;
   task_.report.kind = spec.kind;
+  task_.contribution = spec.contribution;
   phase_ = Phase::kTask;
   const auto deadline_ms = static_cast<uint32_t>(
       std::min(config_.round_deadline_s * 1000.0, 4e9));
@@ -428,6 +441,9 @@ void RoundEngine::MaybeCloseTask(bool deadline_passed) {
   const bool all_in = task_.answered.size() == task_.members.size();
   deadline_passed = deadline_passed || now_() >= task_.deadline;
   if (!all_in && !deadline_passed) return;
+  // A streamed upload part-way in cannot be left out of the sum: the task waits for it to finish
+  // or fail (the transport fails an upload that stalls).
+  if (!all_in && StreamsInProgress()) return;
   if (static_cast<int>(accepted) >= min_results()) {
     CloseTask();
     return;
@@ -468,6 +484,7 @@ void RoundEngine::CountResults() {
 void RoundEngine::CloseTask() {
   auto log = GetLogger("coordinator");
   closed_tasks_.insert(task_.id);
+  DropStreams();
   // Stragglers may stop: their results would be dropped as late.
   for (const std::string& name : CancelUnanswered("the task closed at its deadline")) {
     ++task_.report.failed;
@@ -506,6 +523,7 @@ void RoundEngine::CloseTask() {
 
 void RoundEngine::FinishRound(bool completed, const std::string& why) {
   auto log = GetLogger("coordinator");
+  DropStreams();
   if (phase_ == Phase::kTask && !closed_tasks_.count(task_.id)) {
     closed_tasks_.insert(task_.id);
     round_dropped_ += task_.members.size() - task_.report.responded.size();
@@ -546,6 +564,118 @@ void RoundEngine::FinishRound(bool completed, const std::string& why) {
   if (on_round_end_) {
     if (Status s = on_round_end_(round_, metrics); !s.ok()) Fail(s);
   }
+}
+
+bool RoundEngine::OnUploadOffered(const std::string& peer, const UploadOffer& offer) {
+  auto log = GetLogger("coordinator");
+  // Only a result the engine would accept is streamed; anything else comes whole and is judged
+  // (and counted: late, foreign, second) by OnMessage as before.
+  if (phase_ != Phase::kTask || !task_.contribution || offer.round != round_ ||
+      offer.task_id != task_.id || offer.values != task_.contribution->length) {
+    return false;
+  }
+  auto member = task_.members.find(peer);
+  if (member == task_.members.end() || task_.answered.count(peer) || streams_.count(peer) ||
+      stream_barred_.count(peer)) {
+    return false;
+  }
+  StatusOr<std::unique_ptr<ResultStream>> sink =
+      algorithm_->StreamResult(member->second, offer.weight, offer.values);
+  if (!sink.ok()) {
+    log->info("round {}: upload from {} for task {} not streamed: {}", round_, peer, task_.id,
+              sink.status().message());
+    return false;
+  }
+  if (!*sink) return false;
+  streams_[peer] = Stream{offer.message_id, task_.id, std::move(*sink)};
+  return true;
+}
+
+void RoundEngine::OnUploadValues(const std::string& peer, uint64_t message_id, uint64_t offset,
+                                 std::span<const float> values) {
+  auto it = streams_.find(peer);
+  if (it == streams_.end() || it->second.message_id != message_id || !it->second.sink) return;
+  if (Status s = it->second.sink->Add(offset, values); !s.ok()) {
+    FailStream(peer, "values [" + std::to_string(offset) + ", " +
+                         std::to_string(offset + values.size()) + ") refused: " + s.message());
+  }
+}
+
+void RoundEngine::OnUploadFailed(const std::string& peer, uint64_t message_id,
+                                 const std::string& reason) {
+  auto it = streams_.find(peer);
+  if (it == streams_.end() || it->second.message_id != message_id) return;
+  FailStream(peer, reason);
+}
+
+void RoundEngine::FinishStream(const std::string& peer, const wire::Message& message,
+                               const wire::TaskResult& result) {
+  auto log = GetLogger("coordinator");
+  Stream& stream = streams_.at(peer);
+  if (!stream.sink) {
+    // Counted as rejected when it failed.
+    log->warn("round {}: result from {} for task {} dropped: its upload failed", round_, peer,
+              stream.task_id);
+    streams_.erase(peer);
+    return;
+  }
+  if (message.envelope.task_id != stream.task_id || message.envelope.round != round_) {
+    FailStream(peer, "the result says task " + std::to_string(message.envelope.task_id) +
+                         " of round " + std::to_string(message.envelope.round) +
+                         ", its offer said task " + std::to_string(stream.task_id));
+    return;
+  }
+  if (Status s = stream.sink->Finish(result); !s.ok()) {
+    FailStream(peer, s.message());
+    return;
+  }
+  streams_.erase(peer);
+  task_.answered.insert(peer);
+  task_.report.responded.push_back(peer);
+  log->debug("round {}: streamed result from {} for task {} ({}/{})", round_, peer, task_.id,
+             task_.report.responded.size(), task_.members.size());
+  MaybeCloseTask(false);
+}
+
+void RoundEngine::FailStream(const std::string& peer, const std::string& reason) {
+  auto log = GetLogger("coordinator");
+  auto it = streams_.find(peer);
+  if (it == streams_.end() || !it->second.sink) return;
+  std::unique_ptr<ResultStream> sink = std::move(it->second.sink);  // marks the stream failed
+  const size_t folded = sink->folded();
+  sink->Abandon();
+  sink.reset();
+  if (folded == 0) {
+    // Nothing reached the sum: the result is rejected like a malformed one.
+    task_.answered.insert(peer);
+    ++task_.report.rejected;
+    log->warn("round {}: result from {} for task {} rejected: {}", round_, peer, it->second.task_id,
+              reason);
+    MaybeCloseTask(false);
+    return;
+  }
+  stream_barred_.insert(peer);
+  round_metrics_["voided"] = 1;
+  log->warn("round {}: voided by client {}: its streamed upload for task {} failed after {} "
+            "values were folded into the round's sum ({}); the round's update is not applied, "
+            "and {}'s later uploads come whole", round_, peer, it->second.task_id, folded, reason,
+            peer);
+  FinishRound(false, "voided by client " + peer + ", whose streamed upload failed part-way: " +
+                         reason);
+}
+
+void RoundEngine::DropStreams() {
+  for (auto& [peer, stream] : streams_) {
+    if (stream.sink) stream.sink->Abandon();
+  }
+  streams_.clear();
+}
+
+bool RoundEngine::StreamsInProgress() const {
+  for (const auto& [peer, stream] : streams_) {
+    if (stream.sink && stream.sink->folded() > 0) return true;
+  }
+  return false;
 }
 
 }  // namespace tandem

@@ -9,7 +9,9 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <memory>
 #include <set>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -69,6 +71,16 @@ StatusOr<EngineConfig> EngineConfigFromConfig(const Config& config);
 int CohortSize(const EngineConfig& config);
 int MinResults(const EngineConfig& config);
 
+// An upload announced before its chunks arrive (the contribution fields of a wire ChunkOffer,
+// docs/protocol.md "Streamed contributions").
+struct UploadOffer {
+  uint64_t message_id = 0;  // the result's sequence number; its completed message carries it
+  uint64_t round = 0;
+  uint64_t task_id = 0;
+  double weight = 0.0;      // the result's weight
+  uint64_t values = 0;      // float32 values in its contribution tensor
+};
+
 // What the engine keeps across a restart, besides the algorithm's state.
 struct EngineState {
   uint64_t next_round = 1;  // rounds are numbered from 1; round 0 is the initial evaluation
@@ -101,6 +113,27 @@ class RoundEngine {
   // shrinks, which a warning says.
   void OnClientExited(const std::string& peer);
   void OnMessage(const std::string& peer, const wire::Message& message);
+
+  // Streamed contributions (docs/protocol.md "Streamed contributions"). When a result's upload
+  // is offered, the engine decides at once whether it would accept the result (this round's open
+  // contribution task, a member that has not answered, a client that has not voided a round) and
+  // asks the algorithm for a stream. True: the transport hands the contribution's values to
+  // OnUploadValues as its chunks arrive, and then the result without them to OnMessage. False:
+  // the upload comes whole and OnMessage judges it as any other result.
+  bool OnUploadOffered(const std::string& peer, const UploadOffer& offer);
+  // The next values of a streamed upload, starting at value `offset`. Values the stream refuses
+  // (wrong offset, too many, not finite, too large) fail the upload as OnUploadFailed does.
+  void OnUploadValues(const std::string& peer, uint64_t message_id, uint64_t offset,
+                      std::span<const float> values);
+  // A streamed upload will not complete (a malformed or missing chunk, a stall). Nothing folded
+  // yet: the result is rejected and nothing changes. Values already folded cannot be taken out
+  // of the fixed-point sum, so the round is voided: it ends at once, aborted, its update not
+  // applied, its metrics line carrying voided = 1 and the log naming the client; that client's
+  // later uploads are never streamed again (they come whole), so it can void at most one round.
+  // A lost or restarted peer fails its open stream the same way.
+  void OnUploadFailed(const std::string& peer, uint64_t message_id, const std::string& reason);
+  // Clients whose streamed upload voided a round.
+  const std::set<std::string>& stream_barred() const { return stream_barred_; }
   // Advances time: starts rounds, closes tasks whose deadline passed. Call it after every event
   // and at least every NextWakeSeconds().
   void Tick();
@@ -131,6 +164,13 @@ class RoundEngine {
   void Dispatch(TaskSpec spec);
   void MaybeCloseTask(bool deadline_passed);
   void CloseTask();
+  // A streamed result's remainder: finishes its stream and accepts the result.
+  void FinishStream(const std::string& peer, const wire::Message& message,
+                    const wire::TaskResult& result);
+  void FailStream(const std::string& peer, const std::string& reason);
+  // Abandons every open stream (before the algorithm sees the task closed or the round end).
+  void DropStreams();
+  bool StreamsInProgress() const;  // values folded, neither finished nor failed
   void CountResults();  // the closing task's accepted results into the round's counts
   // Tells the open task's members that have not answered to stop; returns who they were.
   std::vector<std::string> CancelUnanswered(const std::string& reason);
@@ -166,7 +206,16 @@ class RoundEngine {
     std::map<std::string, ClientInfo> members;  // who got it
     std::set<std::string> answered;             // accepted, failed or lost
     TaskReport report;
+    std::optional<ContributionSpec> contribution;  // the task's, when its results are ones
   };
+  // A result being folded in as its upload arrives; of the open task.
+  struct Stream {
+    uint64_t message_id = 0;
+    uint64_t task_id = 0;
+    std::unique_ptr<ResultStream> sink;  // null once failed
+  };
+  std::map<std::string, Stream> streams_;   // by peer
+  std::set<std::string> stream_barred_;     // voided a round: their uploads come whole
   OpenTask task_;
   std::set<uint64_t> closed_tasks_;  // of this run, for telling late results from unknown ones
 

@@ -2,6 +2,7 @@
 #include "wire/chunk.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <new>
 #include <utility>
@@ -13,9 +14,11 @@ namespace {
 
 constexpr size_t kChunkFields = 7;  // version, type, message_id, index, count, total_bytes, data
 constexpr size_t kOfferFields = 5;  // version, type, message_id, count, total_bytes
+// ... then round, task_id, weight, values when the offer declares a contribution.
+constexpr size_t kContributionOfferFields = 9;
 constexpr size_t kGrantFields = 3;  // version, type, message_id
 // An offer encodes to at most 31 bytes, a grant to 17; anything much longer is not one.
-constexpr size_t kMaxFlowFrameBytes = 64;
+constexpr size_t kMaxFlowFrameBytes = 96;
 
 std::string Id(uint64_t message_id) { return "chunked message " + std::to_string(message_id); }
 
@@ -257,7 +260,30 @@ Status ValidateChunkOffer(const ChunkOffer& o) {
                                    " chunks cannot carry " + std::to_string(o.total_bytes) +
                                    " bytes");
   }
+  if (const auto& c = o.contribution) {
+    if (c->task_id == 0) return Status::InvalidArgument(what + ": contribution task_id is 0");
+    if (!std::isfinite(c->weight) || c->weight < 0) {
+      return Status::InvalidArgument(what + ": contribution weight is not a finite number >= 0");
+    }
+    if (c->values == 0 || c->values > kMaxTensorElements || 4 * c->values > o.total_bytes) {
+      return Status::InvalidArgument(what + ": a contribution of " + std::to_string(c->values) +
+                                     " values does not fit " + std::to_string(o.total_bytes) +
+                                     " bytes");
+    }
+  }
   return Status::Ok();
+}
+
+std::optional<ContributionOffer> ContributionOf(const Message& message, uint64_t total_bytes) {
+  const auto* result = std::get_if<TaskResult>(&message.body);
+  if (result == nullptr || result->tensors.size() != 1) return std::nullopt;
+  const Tensor& t = result->tensors[0];
+  // The bin a detaching reassembler takes apart: at least half of the message.
+  if (t.dtype != DType::kFloat32 || t.data.empty() || 2 * t.data.size() < total_bytes) {
+    return std::nullopt;
+  }
+  return ContributionOffer{message.envelope.round, message.envelope.task_id, result->weight,
+                           t.data.size() / 4};
 }
 
 std::string EncodeChunkOffer(const ChunkOffer& o) {
@@ -265,12 +291,18 @@ std::string EncodeChunkOffer(const ChunkOffer& o) {
   std::string out;
   detail::StringWriter writer{&out};
   msgpack::packer<detail::StringWriter> pk(writer);
-  pk.pack_array(kOfferFields);
+  pk.pack_array(o.contribution ? kContributionOfferFields : kOfferFields);
   pk.pack_uint32(kProtocolVersion);
   pk.pack_uint8(static_cast<uint8_t>(MessageType::kChunkOffer));
   pk.pack_uint64(o.message_id);
   pk.pack_uint32(o.count);
   pk.pack_uint64(o.total_bytes);
+  if (const auto& c = o.contribution) {
+    pk.pack_uint64(c->round);
+    pk.pack_uint64(c->task_id);
+    pk.pack_double(c->weight);
+    pk.pack_uint64(c->values);
+  }
   return out;
 }
 
@@ -293,7 +325,10 @@ StatusOr<ChunkOffer> DecodeChunkOffer(std::string_view bytes) {
   detail::Document doc;
   TANDEM_RETURN_IF_ERROR(detail::ParseDocument(bytes, &doc));
   const msgpack::object& root = doc.root();
-  TANDEM_RETURN_IF_ERROR(ReadFramingHeader(root, MessageType::kChunkOffer, kOfferFields));
+  const bool contribution = root.type == msgpack::type::ARRAY &&
+                            root.via.array.size == kContributionOfferFields;
+  TANDEM_RETURN_IF_ERROR(ReadFramingHeader(
+      root, MessageType::kChunkOffer, contribution ? kContributionOfferFields : kOfferFields));
   const msgpack::object* f = root.via.array.ptr;
   ChunkOffer o;
   TANDEM_ASSIGN_OR_RETURN(o.message_id, detail::ReadUint(f[2], "offer.message_id"));
@@ -302,6 +337,21 @@ StatusOr<ChunkOffer> DecodeChunkOffer(std::string_view bytes) {
   o.count = static_cast<uint32_t>(count);
   TANDEM_ASSIGN_OR_RETURN(o.total_bytes,
                           detail::ReadUint(f[4], "offer.total_bytes", kMaxMessageBytes));
+  if (contribution) {
+    ContributionOffer c;
+    TANDEM_ASSIGN_OR_RETURN(c.round, detail::ReadUint(f[5], "offer.round"));
+    TANDEM_ASSIGN_OR_RETURN(c.task_id, detail::ReadUint(f[6], "offer.task_id"));
+    // msgpack-c packs a double that holds a whole number as an integer.
+    switch (f[7].type) {
+      case msgpack::type::FLOAT32:
+      case msgpack::type::FLOAT64: c.weight = f[7].via.f64; break;
+      case msgpack::type::POSITIVE_INTEGER: c.weight = static_cast<double>(f[7].via.u64); break;
+      default: return Status::Corruption("offer.weight: expected a non-negative number");
+    }
+    TANDEM_ASSIGN_OR_RETURN(c.values,
+                            detail::ReadUint(f[8], "offer.values", kMaxTensorElements));
+    o.contribution = c;
+  }
   Status valid = ValidateChunkOffer(o);
   if (!valid.ok()) return Status::Corruption(valid.message());
   return o;
@@ -430,6 +480,12 @@ StatusOr<ChunkView> DecodeChunkView(std::string_view bytes) {
 
 StatusOr<Message> DecodeAssembled(AssembledMessage&& message) {
   if (!message.bin) return DecodeMessage(std::move(message.bytes));
+  if (message.streamed) {
+    TANDEM_CHECK(message.bin->empty());  // the caller took the last bytes out
+    if (message.bin_bytes == 0) return Status::Corruption("a streamed contribution is empty");
+    return detail::DecodeWithDetachedBin(message.bytes, message.bin_header, std::string(), false,
+                                         message.bin_bytes);
+  }
   return detail::DecodeWithDetachedBin(message.bytes, message.bin_header, std::move(*message.bin),
                                        message.bin_finite);
 }
@@ -467,9 +523,10 @@ void ChunkReassembler::Place(Partial& p, std::string_view data) {
     } else if (pos < p.bin_end) {
       n = std::min<uint64_t>(n, p.bin_end - pos);
       p.bin.append(data.substr(0, n));
-      // Scan the words just completed while they are still in cache.
+      // Scan the words just completed while they are still in cache. (A streamed bin's values
+      // are checked where they are folded in.)
       const uint64_t complete = p.bin.size() & ~uint64_t{3};
-      if (p.bin_finite && complete > p.bin_checked) {
+      if (!p.streamed && p.bin_finite && complete > p.bin_checked) {
         if (detail::AnyNonFiniteFloat32(p.bin.data() + p.bin_checked,
                                         (complete - p.bin_checked) / 4)) {
           p.bin_finite = false;
@@ -530,11 +587,13 @@ StatusOr<std::optional<AssembledMessage>> ChunkReassembler::AddAssembled(const C
         p.bin_end = bin->begin + bin->length;
       }
     }
+    p.streamed = p.detached && stream_bins_.count(chunk.message_id) > 0;
+    stream_bins_.erase(chunk.message_id);
     try {
       // Address space only: pages are touched as chunks are copied in.
       if (p.detached) {
         const uint64_t bin_length = p.bin_end - p.bin_begin;
-        p.bin.reserve(bin_length);
+        if (!p.streamed) p.bin.reserve(bin_length);
         p.assembled.reserve(chunk.total_bytes - bin_length + 2);
       } else {
         p.assembled.reserve(chunk.total_bytes);
@@ -576,12 +635,45 @@ StatusOr<std::optional<AssembledMessage>> ChunkReassembler::AddAssembled(const C
     done.bin = std::move(p.bin);
     done.bin_header = p.bin_header;
     done.bin_finite = p.bin_finite;
+    done.streamed = p.streamed;
+    done.bin_offset = p.bin_taken;
+    done.bin_bytes = p.bin_end - p.bin_begin;
   }
   Discard(it->first);
   return std::optional<AssembledMessage>(std::move(done));
 }
 
+void ChunkReassembler::StreamBin(uint64_t message_id) {
+  TANDEM_CHECK(detach_large_bins_);
+  if (!pending_.count(message_id)) stream_bins_.insert(message_id);
+}
+
+bool ChunkReassembler::Streams(uint64_t message_id) const {
+  auto it = pending_.find(message_id);
+  return it != pending_.end() && it->second.streamed;
+}
+
+std::string ChunkReassembler::TakeBin(uint64_t message_id, uint64_t* offset) {
+  auto it = pending_.find(message_id);
+  if (it == pending_.end() || !it->second.streamed) return {};
+  Partial& p = it->second;
+  *offset = p.bin_taken;
+  const size_t words = p.bin.size() & ~size_t{3};
+  if (words == 0) return {};
+  std::string out;
+  if (words == p.bin.size()) {
+    out = std::move(p.bin);
+    p.bin = std::string();
+  } else {
+    out = p.bin.substr(0, words);
+    p.bin.erase(0, words);
+  }
+  p.bin_taken += words;
+  return out;
+}
+
 void ChunkReassembler::Discard(uint64_t message_id) {
+  stream_bins_.erase(message_id);
   auto it = pending_.find(message_id);
   if (it == pending_.end()) return;
   pending_bytes_ -= it->second.received_bytes;
@@ -589,6 +681,7 @@ void ChunkReassembler::Discard(uint64_t message_id) {
 }
 
 void ChunkReassembler::Clear() {
+  stream_bins_.clear();
   pending_.clear();
   pending_bytes_ = 0;
 }

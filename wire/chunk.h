@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -35,12 +36,29 @@ struct Chunk {
 // client sends [version, ChunkOffer, message_id, count, total_bytes] and holds the chunks until
 // the coordinator answers [version, ChunkGrant, message_id]. message_id is the message's sequence
 // number, the id its chunks carry; count and total_bytes are theirs.
+// A result's offer may also say what it contributes (docs/protocol.md "Streamed contributions"),
+// so the coordinator can decide to accept it, and fold its values in as they arrive, before any
+// chunk is in: [version, ChunkOffer, message_id, count, total_bytes, round, task_id, weight,
+// values]. Sent for a TaskResult whose one float32 tensor is its large bin.
+struct ContributionOffer {
+  uint64_t round = 0;
+  uint64_t task_id = 0;    // non-zero
+  double weight = 0.0;     // the result's weight: finite, >= 0
+  uint64_t values = 0;     // float32 values of the tensor: 1 .. kMaxTensorElements
+  bool operator==(const ContributionOffer&) const = default;
+};
+
 struct ChunkOffer {
   uint64_t message_id = 0;
   uint32_t count = 0;        // 1 .. kMaxChunksPerMessage
   uint64_t total_bytes = 0;  // 1 .. kMaxMessageBytes, and count..count*kMaxChunkBytes
+  std::optional<ContributionOffer> contribution;  // its values take 4 * values <= total_bytes
   bool operator==(const ChunkOffer&) const = default;
 };
+
+// The contribution an offer for `message` may declare: a TaskResult whose float32 tensor holds
+// at least half of the encoded `total_bytes` (the bin a reassembler detaches). nullopt otherwise.
+std::optional<ContributionOffer> ContributionOf(const Message& message, uint64_t total_bytes);
 
 struct ChunkGrant {
   uint64_t message_id = 0;
@@ -135,11 +153,19 @@ Status EncodeMessageFrames(
 // straight from the chunks, their float32 words checked for NaN and infinity on the way
 // (`bin_finite`) -- and `bytes` holds the rest of the message with the bin written as an empty
 // bin8 (c4 00) at offset `bin_header`.
+//
+// A streamed bin (ChunkReassembler::StreamBin) is taken out as it arrives (TakeBin); the
+// AssembledMessage then has `streamed` set, `bin` holds its bytes not yet taken, starting at byte
+// `bin_offset` of the bin, and `bin_bytes` is the bin's whole length. DecodeAssembled requires
+// `bin` to be empty by then, and gives the tensor its name, dtype and shape but no data.
 struct AssembledMessage {
   std::string bytes;
   std::optional<std::string> bin;
   size_t bin_header = 0;
   bool bin_finite = false;
+  bool streamed = false;
+  uint64_t bin_offset = 0;
+  uint64_t bin_bytes = 0;
 };
 
 // Decodes and validates a reassembled message, exactly as DecodeMessage does; a detached bin is
@@ -173,6 +199,17 @@ class ChunkReassembler {
   // receive path, followed by DecodeAssembled.
   StatusOr<std::optional<AssembledMessage>> AddAssembled(const ChunkView& chunk);
 
+  // From now on the large bin of `message_id` (not yet begun) is not kept: its bytes are taken
+  // out as they arrive with TakeBin. Only for a reassembler that detaches large bins.
+  void StreamBin(uint64_t message_id);
+  // Whether `message_id`'s bin is being streamed (it was asked for, and its first chunk had a
+  // bin to detach).
+  bool Streams(uint64_t message_id) const;
+  // The streamed bin's bytes that arrived since the last call, in whole 4-byte words (a word
+  // split across chunks waits for its end), and at which byte of the bin they start. Empty when
+  // there are none or the message is not streamed.
+  std::string TakeBin(uint64_t message_id, uint64_t* offset);
+
   // Forgets an incomplete message (e.g. its sender timed out or the round closed).
   void Discard(uint64_t message_id);
   // Whether chunks of `message_id` are buffered (an incomplete message in progress).
@@ -199,6 +236,8 @@ class ChunkReassembler {
     std::string bin;
     uint64_t bin_checked = 0;  // bytes of `bin` scanned for non-finite float32 words
     bool bin_finite = true;
+    bool streamed = false;     // `bin` holds only bytes from `bin_taken` on (TakeBin)
+    uint64_t bin_taken = 0;
   };
   // Appends the message's next bytes (in order) where they belong.
   static void Place(Partial& p, std::string_view data);
@@ -208,6 +247,7 @@ class ChunkReassembler {
   bool detach_large_bins_;
   size_t pending_bytes_ = 0;
   std::map<uint64_t, Partial> pending_;
+  std::set<uint64_t> stream_bins_;  // StreamBin asked, first chunk not yet in
 };
 
 }  // namespace tandem::wire

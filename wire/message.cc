@@ -150,10 +150,10 @@ Status CheckMapSize(size_t n, const std::string& what) {
   return Status::Ok();
 }
 
-Status ValidateTensorImpl(const Tensor& t, bool scan_floats);
+Status ValidateTensorImpl(const Tensor& t, bool scan_floats, bool streamed = false);
 
 Status ValidateTensors(const std::vector<Tensor>& tensors, const std::string& what,
-                       const Tensor* known_finite) {
+                       const Tensor* known_finite, const Tensor* streamed = nullptr) {
   if (tensors.size() > kMaxTensorsPerMessage) {
     return Status::InvalidArgument(what + ": " + std::to_string(tensors.size()) +
                                    " tensors exceed the limit of " +
@@ -161,7 +161,8 @@ Status ValidateTensors(const std::vector<Tensor>& tensors, const std::string& wh
   }
   std::set<std::string_view> names;
   for (const Tensor& t : tensors) {
-    TANDEM_RETURN_IF_ERROR(ValidateTensorImpl(t, &t != known_finite).WithContext(what));
+    TANDEM_RETURN_IF_ERROR(
+        ValidateTensorImpl(t, &t != known_finite, &t == streamed).WithContext(what));
     if (!names.insert(t.name).second) {
       return Status::InvalidArgument(what + ": duplicate tensor name '" + t.name + "'");
     }
@@ -199,6 +200,7 @@ bool NeedsTaskId(MessageType type) {
 
 struct BodyValidator {
   const Tensor* known_finite = nullptr;  // its float32 elements were checked as they arrived
+  const Tensor* streamed = nullptr;      // its data was streamed away (no data; shape checked)
   Status operator()(const Hello& b) const {
     TANDEM_RETURN_IF_ERROR(CheckText(b.agent, "Hello.agent"));
     TANDEM_RETURN_IF_ERROR(CheckMapSize(b.capabilities.size(), "Hello.capabilities"));
@@ -231,7 +233,7 @@ struct BodyValidator {
     TANDEM_RETURN_IF_ERROR(CheckFinite(b.weight, "TaskResult.weight"));
     if (b.weight < 0) return Status::InvalidArgument("TaskResult.weight: negative");
     TANDEM_RETURN_IF_ERROR(ValidateMetrics(b.metrics, "TaskResult.metrics"));
-    return ValidateTensors(b.tensors, "TaskResult.tensors", known_finite);
+    return ValidateTensors(b.tensors, "TaskResult.tensors", known_finite, streamed);
   }
   Status operator()(const TaskCancel& b) const { return CheckText(b.reason, "TaskCancel.reason"); }
   Status operator()(const Bye& b) const { return CheckText(b.reason, "Bye.reason"); }
@@ -450,6 +452,7 @@ struct BinHook {
   size_t min_size = 0;         // in place: half the frame
   const char* placeholder = nullptr;  // detached: the placeholder bin, c4 00, in the frame
   std::string* detached = nullptr;    // detached: the data
+  uint64_t streamed_bytes = 0;        // detached and streamed away: its length (data stays out)
   bool claimed = false;
   std::string tensor_name;
   size_t offset = 0;  // in place
@@ -491,7 +494,9 @@ StatusOr<Tensor> DecodeTensor(const msgpack::object& o, const std::string& what,
   const bool detached = hook != nullptr && hook->detached != nullptr && !hook->claimed &&
                         data.empty() && data.data() != nullptr &&
                         data.data() >= hook->placeholder && data.data() <= hook->placeholder + 2;
-  const size_t size = detached ? hook->detached->size() : data.size();
+  const size_t size = !detached                ? data.size()
+                      : hook->streamed_bytes > 0 ? hook->streamed_bytes
+                                                 : hook->detached->size();
   // Shape against length before copying, so a lying shape costs nothing.
   TANDEM_ASSIGN_OR_RETURN(const uint64_t n, CheckedElements(t.shape, what));
   if (size != n * DTypeBytes(t.dtype)) {
@@ -501,6 +506,12 @@ StatusOr<Tensor> DecodeTensor(const msgpack::object& o, const std::string& what,
   if (detached) {
     hook->claimed = true;
     hook->tensor_name = t.name;
+    if (hook->streamed_bytes > 0) {
+      if (t.dtype != DType::kFloat32) {
+        return Status::Corruption(what + ": a streamed contribution must be f32");
+      }
+      return t;
+    }
     t.data = std::move(*hook->detached);
     return t;
   }
@@ -769,7 +780,7 @@ Status ValidateTensor(const Tensor& t) { return ValidateTensorImpl(t, true); }
 
 namespace {
 
-Status ValidateTensorImpl(const Tensor& t, bool scan_floats) {
+Status ValidateTensorImpl(const Tensor& t, bool scan_floats, bool streamed) {
   const std::string what = "tensor '" + t.name + "'";
   TANDEM_RETURN_IF_ERROR(CheckName(t.name, "tensor"));
   if (t.dtype != DType::kFloat32 && t.dtype != DType::kUint32 && t.dtype != DType::kUint64 &&
@@ -777,6 +788,8 @@ Status ValidateTensorImpl(const Tensor& t, bool scan_floats) {
     return Status::InvalidArgument(what + ": unknown dtype");
   }
   TANDEM_ASSIGN_OR_RETURN(const uint64_t n, CheckedElements(t.shape, what));
+  // Decoding checked the streamed bytes against the shape; they went elsewhere.
+  if (streamed) return Status::Ok();
   const uint64_t expected = n * DTypeBytes(t.dtype);
   if (t.data.size() != expected) {
     return Status::InvalidArgument(what + ": shape holds " + std::to_string(n) + " elements (" +
@@ -795,7 +808,8 @@ Status ValidateTensorImpl(const Tensor& t, bool scan_floats) {
   return Status::Ok();
 }
 
-Status ValidateMessageImpl(const Message& message, const Tensor* known_finite) {
+Status ValidateMessageImpl(const Message& message, const Tensor* known_finite,
+                           const Tensor* streamed = nullptr) {
   const Envelope& e = message.envelope;
   if (e.version != kProtocolVersion) {
     return Status::InvalidArgument("unsupported protocol version " + std::to_string(e.version));
@@ -804,7 +818,7 @@ Status ValidateMessageImpl(const Message& message, const Tensor* known_finite) {
     return Status::InvalidArgument(std::string(MessageTypeName(message.type())) +
                                    ": task_id must be non-zero");
   }
-  return std::visit(BodyValidator{known_finite}, message.body);
+  return std::visit(BodyValidator{known_finite, streamed}, message.body);
 }
 
 }  // namespace
@@ -889,22 +903,29 @@ std::vector<Tensor>* TensorsOf(Body& body) {
 }  // namespace
 
 StatusOr<Message> detail::DecodeWithDetachedBin(std::string_view skeleton, size_t placeholder,
-                                                std::string&& bin, bool bin_finite) {
+                                                std::string&& bin, bool bin_finite,
+                                                uint64_t streamed_bytes) {
   TANDEM_CHECK(placeholder + 2 <= skeleton.size());
+  TANDEM_CHECK(streamed_bytes == 0 || bin.empty());
   BinHook hook;
   hook.placeholder = skeleton.data() + placeholder;
   hook.detached = &bin;
+  hook.streamed_bytes = streamed_bytes;
   TANDEM_ASSIGN_OR_RETURN(Message m, DecodeUnvalidated(skeleton, &hook));
   if (!hook.claimed) return Status::Corruption("the message's large bin is not a tensor's data");
   const Tensor* known_finite = nullptr;
-  if (bin_finite) {
+  const Tensor* streamed = nullptr;
+  if (bin_finite || streamed_bytes > 0) {
     std::vector<Tensor>* tensors = TensorsOf(m.body);
     TANDEM_CHECK(tensors != nullptr);
     for (const Tensor& t : *tensors) {
-      if (t.name == hook.tensor_name) known_finite = &t;
+      if (t.name == hook.tensor_name) (streamed_bytes > 0 ? streamed : known_finite) = &t;
     }
   }
-  Status valid = ValidateMessageImpl(m, known_finite);
+  if (streamed_bytes > 0 && !std::holds_alternative<TaskResult>(m.body)) {
+    return Status::Corruption("only a TaskResult's contribution can be streamed");
+  }
+  Status valid = ValidateMessageImpl(m, known_finite, streamed);
   if (!valid.ok()) return Status::Corruption(valid.message());
   return m;
 }

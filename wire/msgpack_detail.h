@@ -44,9 +44,12 @@ void PackValidMessage(const Message& message, StringWriter& writer);
 // (chunk.cc): `skeleton` is the message with that bin written as an empty bin8 (c4 00) at offset
 // `placeholder`, and `bin` the data, moved into the tensor without a copy. `bin_finite`: its
 // 4-byte words were already checked for NaN and infinity, so validation skips that scan.
-// Everything else is checked exactly as DecodeMessage does.
+// Everything else is checked exactly as DecodeMessage does. `streamed_bytes` > 0: the bin (of
+// that many bytes, checked against the tensor's shape) was streamed away as it arrived; `bin` must
+// be empty, the tensor (f32, of a TaskResult) keeps name, dtype and shape and gets no data.
 StatusOr<Message> DecodeWithDetachedBin(std::string_view skeleton, size_t placeholder,
-                                        std::string&& bin, bool bin_finite);
+                                        std::string&& bin, bool bin_finite,
+                                        uint64_t streamed_bytes = 0);
 
 // Whether any of the `n` little-endian float32 at `p` is NaN or infinite (a vectorized scan).
 bool AnyNonFiniteFloat32(const char* p, uint64_t n);

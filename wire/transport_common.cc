@@ -30,8 +30,10 @@ Status QueueMessage(const Message& message, size_t chunk_bytes, Outbox& outbox,
   };
   auto start = [&](uint64_t total_bytes, bool chunked, uint32_t count) {
     if (!offer || !chunked) return;
-    push(Frame(EncodeChunkOffer({message.envelope.sequence, count, total_bytes})), true,
-         MessageType::kChunkOffer);
+    // A contribution is declared up front, so the coordinator can fold it in as it arrives.
+    push(Frame(EncodeChunkOffer({message.envelope.sequence, count, total_bytes,
+                                 ContributionOf(message, total_bytes)})),
+         true, MessageType::kChunkOffer);
     stats.uploads_offered.fetch_add(1, std::memory_order_relaxed);
     held = true;
   };
@@ -166,7 +168,16 @@ Decoded DecodeFrame(std::string_view bytes, ChunkReassembler* reassembler,
       out.error = whole.status();
       return out;
     }
-    if (!whole->has_value()) return out;  // accepted, incomplete
+    if (!whole->has_value()) {  // accepted, incomplete
+      out.bin_piece = reassembler->TakeBin(chunk->message_id, &out.bin_offset);
+      return out;
+    }
+    if ((*whole)->streamed) {
+      out.streamed = true;
+      out.bin_offset = (*whole)->bin_offset;
+      out.bin_piece = std::move(*(*whole)->bin);
+      (*whole)->bin = std::string();
+    }
     StatusOr<Message> message = DecodeAssembled(std::move(**whole));
     out.complete = true;
     if (!message.ok()) {

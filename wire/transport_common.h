@@ -147,7 +147,7 @@ class EventQueue {
  public:
   explicit EventQueue(WakeFd* on_take = nullptr) : on_take_(on_take) {}
   void Push(TransportEvent event) {
-    const size_t bytes = PayloadBytes(event.message);
+    const size_t bytes = PayloadBytes(event.message) + event.values.size();
     {
       std::lock_guard<std::mutex> lock(mu_);
       events_.push_back(std::move(event));
@@ -175,7 +175,7 @@ class EventQueue {
     if (!events_.empty()) {
       TransportEvent event = std::move(events_.front());
       events_.pop_front();
-      lent_bytes_ = PayloadBytes(event.message);  // still counted in bytes_
+      lent_bytes_ = PayloadBytes(event.message) + event.values.size();  // still counted in bytes_
       return std::optional<TransportEvent>(std::move(event));
     }
     if (!failed_.ok()) return failed_;
@@ -217,6 +217,11 @@ struct Decoded {
   bool chunk = false;
   uint64_t chunk_id = 0;
   bool reassembled = false;  // the chunk went to the reassembler (admitted)
+  // A streamed bin (ChunkReassembler::StreamBin): the bytes this chunk completed, whole 4-byte
+  // words, from byte `bin_offset` of the bin; `streamed`: the message completed without them.
+  std::string bin_piece;
+  uint64_t bin_offset = 0;
+  bool streamed = false;
 };
 
 // Decides whether a decoded chunk may go to the reassembler (the Server: only granted uploads).

@@ -84,6 +84,13 @@ class Server::Impl {
     }
   }
   void Disconnect(const std::string& peer);
+  void DecideUpload(const std::string& peer, uint64_t message_id, bool stream) {
+    {
+      std::lock_guard<std::mutex> lock(decisions_mu_);
+      decisions_.push_back(Decision{peer, message_id, stream});
+    }
+    outbox_.wake().Signal();
+  }
   std::vector<std::string> peers() const;
   TransportStats stats() const { return stats_.Snapshot(); }
   TransportStats peer_stats(const std::string& peer) const;
@@ -109,6 +116,8 @@ class Server::Impl {
     bool granted = false;
     bool started = false;             // a chunk of it was accepted since the grant
     Clock::time_point last_progress;  // granted, or its last chunk accepted
+    bool decided = true;   // false: a declared contribution waits for the owner's DecideUpload
+    bool stream = false;   // its contribution's values go to the owner as they arrive
   };
   // How a peer has used the upload slot; outlives its sessions, so a rejoin does not wipe it.
   struct Uploader {
@@ -154,11 +163,16 @@ class Server::Impl {
   // `upload`: the message completed an offered upload with this id (its sequence was checked
   // against the session when the offer arrived).
   void HandleMessage(const std::string& identity, std::string_view routing_id, Session* session,
-                     Message message, std::optional<uint64_t> upload = std::nullopt);
+                     Message message, std::optional<uint64_t> upload = std::nullopt,
+                     bool streamed = false);
   void GrantUploads();
+  void ApplyDecisions();  // the owner's DecideUpload answers
+  void UploadFailed(const std::string& identity, uint64_t message_id, const std::string& reason);
   void ExpireGrants(Clock::time_point now);  // withdraws grants that saw no chunk in time
-  void EndUpload(Session& session, uint64_t message_id);  // frees its slot if granted
-  void EndUploads(Session& session);                      // all of a session's, as it ends
+  // Frees its slot if granted; a streamed upload that ends without completing (a non-empty
+  // `failure`) is reported to the owner as kUploadFailed.
+  void EndUpload(Session& session, uint64_t message_id, const std::string& failure = "");
+  void EndUploads(Session& session);  // all of a session's, as it ends
   void CountReassemblies();
   void Tick();
   void EndSession(const std::string& identity, const std::string& reason, bool report,
@@ -196,6 +210,14 @@ class Server::Impl {
   size_t active_uploads_ = 0;                // granted and not yet complete, all sessions
   std::map<std::string, Uploader> uploaders_;  // by identity
   uint64_t grant_turns_ = 0;                   // grants given so far
+
+  struct Decision {
+    std::string peer;
+    uint64_t message_id = 0;
+    bool stream = false;
+  };
+  std::mutex decisions_mu_;
+  std::vector<Decision> decisions_;  // from DecideUpload, for the I/O thread
 };
 
 Status Server::Impl::Start() {
@@ -393,6 +415,7 @@ void Server::Impl::Run() {
     }
     if (items[1].revents & ZMQ_POLLIN) outbox_.wake().Drain();
     TakeOutbox();
+    ApplyDecisions();
     if (items[0].revents & ZMQ_POLLIN) ReceiveFrames();
     // Offers that arrived, uploads that completed, events the owner took: any may free a slot.
     GrantUploads();
@@ -579,21 +602,42 @@ void Server::Impl::HandleFrame(std::string_view routing_id, ZmqMessage& payload)
   Decoded decoded = DecodeFrame(bytes, session ? &session->reassembler : nullptr,
                                 session ? admit : nullptr);
   std::optional<uint64_t> upload;
+  bool streamed = false;
   if (decoded.chunk && session) {
     auto up = session->uploads.find(decoded.chunk_id);
     if (up != session->uploads.end() && up->second.granted) {
+      const uint64_t id = decoded.chunk_id;
+      streamed = up->second.stream;
+      if (streamed && !decoded.bin_piece.empty()) {
+        TransportEvent values{TransportEvent::Kind::kUploadValues, identity, Message{}};
+        values.upload_id = id;
+        values.value_offset = decoded.bin_offset / 4;
+        values.values = std::move(decoded.bin_piece);
+        events_.Push(std::move(values));
+      }
       if (decoded.complete) {
-        upload = decoded.chunk_id;
+        upload = id;
         uploaders_[identity].no_shows = 0;
-        EndUpload(*session, decoded.chunk_id);
+        EndUpload(*session, id);
+        if (streamed && !decoded.streamed) {
+          // Its first chunk held no contribution to take apart: it came whole after all.
+          UploadFailed(identity, id, "the upload carried no contribution to stream");
+          streamed = false;
+        } else if (streamed && !decoded.error.ok()) {
+          UploadFailed(identity, id, "the result failed to decode: " + decoded.error.message());
+        }
       } else if (decoded.error.ok()) {
         up->second.started = true;
         up->second.last_progress = Clock::now();
-      } else if (decoded.reassembled && !session->reassembler.Holds(decoded.chunk_id)) {
+        if (streamed && decoded.reassembled && !session->reassembler.Streams(id)) {
+          UploadFailed(identity, id, "the upload carries no contribution to stream");
+          up->second.stream = false;
+        }
+      } else if (decoded.reassembled && !session->reassembler.Holds(id)) {
         // The reassembler dropped the message (or never started it): it cannot complete. A chunk
         // refused before it (not admitted) changes nothing.
-        log_->warn("upload {} from '{}' failed; its slot is free", decoded.chunk_id, identity);
-        EndUpload(*session, decoded.chunk_id);
+        log_->warn("upload {} from '{}' failed; its slot is free", id, identity);
+        EndUpload(*session, id, "a chunk was refused: " + decoded.error.message());
       }
     }
     CountReassemblies();
@@ -606,7 +650,7 @@ void Server::Impl::HandleFrame(std::string_view routing_id, ZmqMessage& payload)
     return;
   }
   if (!decoded.complete) return;
-  HandleMessage(identity, routing_id, session, std::move(*decoded.message), upload);
+  HandleMessage(identity, routing_id, session, std::move(*decoded.message), upload, streamed);
 }
 
 void Server::Impl::HandleOffer(const std::string& identity, std::string_view routing_id,
@@ -657,6 +701,17 @@ void Server::Impl::HandleOffer(const std::string& identity, std::string_view rou
   Upload& up = session->uploads[id];
   up.count = offer->count;
   up.total_bytes = offer->total_bytes;
+  if (options_.stream_contributions && offer->contribution) {
+    // The owner decides whether it streams before the upload may be granted.
+    up.decided = false;
+    TransportEvent event{TransportEvent::Kind::kUploadOffered, identity, Message{}};
+    event.upload_id = id;
+    event.round = offer->contribution->round;
+    event.task_id = offer->contribution->task_id;
+    event.weight = offer->contribution->weight;
+    event.values_total = offer->contribution->values;
+    events_.Push(std::move(event));
+  }
   waiting_.push_back(WaitingUpload{identity, session->epoch, id});
   Add(stats_.uploads_offered, peer_stats, &AtomicStats::uploads_offered);
   log_->debug("'{}' offers message {} ({} bytes in {} chunks); {} waiting", identity, id,
@@ -686,7 +741,8 @@ void Server::Impl::GrantUploads() {
         continue;
       }
       const Uploader& u = uploaders_[w.identity];
-      if (u.penalty_until <= now && (best == kNone || u.last_turn < best_turn)) {
+      const bool decided = it->second.uploads.at(w.message_id).decided;
+      if (decided && u.penalty_until <= now && (best == kNone || u.last_turn < best_turn)) {
         best = i;
         best_turn = u.last_turn;
       }
@@ -732,25 +788,58 @@ void Server::Impl::ExpireGrants(Clock::time_point now) {
       log_->warn("round {}: '{}' sent no chunk of upload {} within {} ms of its grant; the slot "
                  "is free and its offers wait {} ms (no-show {} in a row)",
                  current_round_.load(), identity, id, limit_ms, penalty_ms, u.no_shows);
-      EndUpload(session, id);
+      EndUpload(session, id, "no chunk came within " + std::to_string(limit_ms) +
+                                 " ms of its grant");
     }
   }
 }
 
-void Server::Impl::EndUpload(Session& session, uint64_t message_id) {
+void Server::Impl::EndUpload(Session& session, uint64_t message_id, const std::string& failure) {
   auto up = session.uploads.find(message_id);
   if (up == session.uploads.end()) return;
   if (up->second.granted) {
     TANDEM_CHECK(active_uploads_ > 0);
     --active_uploads_;
   }
+  if (up->second.stream && !failure.empty() && session.state) {
+    for (const auto& [identity, s] : sessions_) {
+      if (&s == &session) UploadFailed(identity, message_id, failure);
+    }
+  }
   session.reassembler.Discard(message_id);  // nothing left once it completed
   session.uploads.erase(up);
 }
 
 void Server::Impl::EndUploads(Session& session) {
-  while (!session.uploads.empty()) EndUpload(session, session.uploads.begin()->first);
+  while (!session.uploads.empty()) {
+    EndUpload(session, session.uploads.begin()->first, "the client's session ended");
+  }
   session.reassembler.Clear();
+}
+
+void Server::Impl::UploadFailed(const std::string& identity, uint64_t message_id,
+                                const std::string& reason) {
+  TransportEvent event{TransportEvent::Kind::kUploadFailed, identity, Message{}};
+  event.upload_id = message_id;
+  event.reason = reason;
+  events_.Push(std::move(event));
+}
+
+void Server::Impl::ApplyDecisions() {
+  std::vector<Decision> decisions;
+  {
+    std::lock_guard<std::mutex> lock(decisions_mu_);
+    decisions.swap(decisions_);
+  }
+  for (const Decision& d : decisions) {
+    auto it = sessions_.find(d.peer);
+    if (it == sessions_.end()) continue;  // gone, and its uploads with it
+    auto up = it->second.uploads.find(d.message_id);
+    if (up == it->second.uploads.end() || up->second.decided) continue;
+    up->second.decided = true;
+    up->second.stream = d.stream;
+    if (d.stream) it->second.reassembler.StreamBin(d.message_id);
+  }
 }
 
 void Server::Impl::CountReassemblies() {
@@ -764,7 +853,7 @@ void Server::Impl::CountReassemblies() {
 
 void Server::Impl::HandleMessage(const std::string& identity, std::string_view routing_id,
                                  Session* session, Message message,
-                                 std::optional<uint64_t> upload) {
+                                 std::optional<uint64_t> upload, bool streamed) {
   const MessageType type = message.type();
   const std::string what(MessageTypeName(type));
   if (type == MessageType::kHello) {
@@ -816,6 +905,7 @@ void Server::Impl::HandleMessage(const std::string& identity, std::string_view r
                            : AcceptIntoSession(session->validator, message);
   if (!accepted.ok()) {
     Reject(identity, peer_stats, accepted.message());
+    if (streamed) UploadFailed(identity, *upload, "the result was refused: " + accepted.message());
     if (type != MessageType::kHeartbeat && type != MessageType::kError) {
       const ErrorCode code = accepted.code() == StatusCode::kFailedPrecondition
                                  ? ErrorCode::kStale
@@ -915,7 +1005,7 @@ void Server::Impl::Tick() {
     for (uint64_t id : stalled) {
       log_->warn("upload {} from '{}' stalled for {} ms; its slot is free", id, identity,
                  stall_ms);
-      EndUpload(session, id);
+      EndUpload(session, id, "its chunks stalled for " + std::to_string(stall_ms) + " ms");
     }
     if (!stalled.empty()) CountReassemblies();
   }
@@ -943,6 +1033,9 @@ StatusOr<std::optional<TransportEvent>> Server::Receive(std::chrono::millisecond
 }
 void Server::AdvanceRound(uint64_t round) { impl_->AdvanceRound(round); }
 void Server::Disconnect(const std::string& peer) { impl_->Disconnect(peer); }
+void Server::DecideUpload(const std::string& peer, uint64_t message_id, bool stream) {
+  impl_->DecideUpload(peer, message_id, stream);
+}
 std::vector<std::string> Server::peers() const { return impl_->peers(); }
 TransportStats Server::stats() const { return impl_->stats(); }
 TransportStats Server::peer_stats(const std::string& peer) const {

@@ -60,6 +60,12 @@ class Server {
   // stale (Heartbeat and Bye excepted: they are never stale). Never lowers the round.
   void AdvanceRound(uint64_t round);
 
+  // Thread-safe. The answer to a kUploadOffered event (TransportOptions::stream_contributions):
+  // whether the upload's contribution streams (its values come as kUploadValues events as its
+  // chunks arrive, then the result without them) or comes whole. The upload is granted only once
+  // answered; an answer for an upload that is gone is ignored.
+  void DecideUpload(const std::string& peer, uint64_t message_id, bool stream);
+
   // Thread-safe. Forgets `peer`'s session (it must Hello again); frames already queued to it are
   // still sent. No kPeerLost event: the owner asked for it.
   void Disconnect(const std::string& peer);

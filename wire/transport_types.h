@@ -58,16 +58,34 @@ struct TransportOptions {
   // at all for a penalty that starts at this timeout and doubles with each no-show in a row (up to
   // 64 x), ended by an upload it completes. Capped at peer_timeout_ms. >= 1.
   uint32_t upload_grant_timeout_ms = 2000;
+  // Server: streamed contributions (docs/protocol.md "Streamed contributions"). An offer that
+  // declares a contribution is reported as kUploadOffered and is not granted until the owner
+  // answers with Server::DecideUpload; a streamed upload's values then come as kUploadValues
+  // events while its chunks arrive, and the result without them as kMessage (kUploadFailed if it
+  // will not complete). Off: every upload is reassembled whole, as before.
+  bool stream_contributions = false;
 };
 
 struct TransportEvent {
-  enum class Kind { kMessage, kPeerJoined, kPeerLost };
+  // kUploadOffered, kUploadValues, kUploadFailed: streamed contributions (Server with
+  // TransportOptions::stream_contributions; docs/protocol.md "Streamed contributions").
+  enum class Kind { kMessage, kPeerJoined, kPeerLost, kUploadOffered, kUploadValues, kUploadFailed };
   Kind kind = Kind::kMessage;
   std::string peer;  // Server: the client's identity; Client: "coordinator"
   // kMessage: the message (it passed the codec and the session checks). kPeerJoined on a Server:
   // the Hello (also delivered as a kMessage right after). kPeerLost: the Bye when the peer left
   // with one, otherwise a default Message.
   Message message;
+  // The upload events: the result's message id (its sequence number).
+  uint64_t upload_id = 0;
+  // kUploadOffered: what it contributes. The owner must answer with Server::DecideUpload.
+  uint64_t round = 0, task_id = 0, values_total = 0;
+  double weight = 0.0;
+  // kUploadValues: little-endian float32 values of the contribution, from value `value_offset`.
+  uint64_t value_offset = 0;
+  std::string values;
+  // kUploadFailed: why it will not complete.
+  std::string reason;
 };
 
 // Counts since the transport started. Bytes are frame bytes (msgpack frames, chunk frames

@@ -110,6 +110,12 @@ class MeanStrategy : public Strategy {
     return sum_->Add(delta, weight);
   }
 
+  StatusOr<std::unique_ptr<RunningSum::Part>> StreamDelta(double weight) override {
+    if (!length_) return Status::FailedPrecondition("StreamDelta before BeginRound");
+    if (!sum_) sum_.emplace(*length_);
+    return sum_->StartPart(weight);
+  }
+
   size_t count() const override { return sum_ ? sum_->count() : 0; }
 
   Status Apply(std::span<float> global) override {
@@ -320,6 +326,10 @@ class CoordinateWise final : public Strategy {
     std::vector<float>& copy = deltas_.emplace_back(delta.begin(), delta.end());
     for (float& v : copy) v += 0.0f;  // -0 + +0 = +0 under round-to-nearest
     return Status::Ok();
+  }
+
+  StatusOr<std::unique_ptr<RunningSum::Part>> StreamDelta(double weight) override {
+    return std::unique_ptr<RunningSum::Part>();  // every delta is kept whole
   }
 
   size_t count() const override { return deltas_.size(); }

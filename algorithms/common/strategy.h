@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "coordinator/aggregator.h"
 #include "core/config.h"
 #include "core/status.h"
 
@@ -60,6 +61,13 @@ class Strategy {
   // mean-based strategies also reject any |weight·value| >= 2^30 (see RunningSum).
   // FailedPrecondition before the first BeginRound().
   virtual Status AddDelta(std::span<const float> delta, double weight) = 0;
+  // Starts folding one client's delta in piece by piece, in order, as its upload arrives
+  // (RunningSum::Part): bit-identical to AddDelta of the whole delta once the part is finished.
+  // Returns nullptr for strategies that keep every delta (they need it whole). The part must be
+  // finished or abandoned before Apply(), BeginRound() or ApplyAggregate(); one abandoned after
+  // folding values makes Apply() fail for this round (FailedPrecondition). InvalidArgument for a
+  // bad weight; FailedPrecondition before BeginRound().
+  virtual StatusOr<std::unique_ptr<RunningSum::Part>> StreamDelta(double weight) = 0;
   // Deltas accepted since BeginRound().
   virtual size_t count() const = 0;
   // Applies the round's aggregate to `global` in place (global.size() must be the round's

@@ -91,23 +91,8 @@ Status FedAvgServer::OnAggregate(const Aggregate& aggregate) {
   return Status::Ok();
 }
 
-Status FedAvgServer::OnResult(const ClientInfo& client, const wire::TaskResult& result) {
+StatusOr<double> FedAvgServer::CheckTrainResult(const wire::TaskResult& result) const {
   const size_t n = model_->params().size();
-  auto metric = [&](const std::string& key) -> StatusOr<double> {
-    auto it = result.metrics.find(key);
-    if (it == result.metrics.end()) return Status::InvalidArgument("metric '" + key + "' missing");
-    return it->second;
-  };
-  if (!(result.weight > 0.0)) {
-    return Status::InvalidArgument("weight " + std::to_string(result.weight) + " is not positive");
-  }
-  if (task_kind_ == kEvalTask) {
-    TANDEM_ASSIGN_OR_RETURN(double loss, metric("val_loss"));
-    if (!(loss >= 0.0)) return Status::InvalidArgument("val_loss is negative");
-    client_val_sum_ += loss * result.weight;
-    client_val_weight_ += result.weight;
-    return Status::Ok();
-  }
   if (result.tensors.size() != 1) {
     return Status::InvalidArgument("expected one tensor 'delta', got " +
                                    std::to_string(result.tensors.size()));
@@ -117,8 +102,38 @@ Status FedAvgServer::OnResult(const ClientInfo& client, const wire::TaskResult& 
       delta->shape[0] != n) {
     return Status::InvalidArgument("expected tensor 'delta' of f32[" + std::to_string(n) + "]");
   }
-  TANDEM_ASSIGN_OR_RETURN(double loss, metric("train_loss"));
-  if (!(loss >= 0.0)) return Status::InvalidArgument("train_loss is negative");
+  auto it = result.metrics.find("train_loss");
+  if (it == result.metrics.end()) return Status::InvalidArgument("metric 'train_loss' missing");
+  if (!(it->second >= 0.0)) return Status::InvalidArgument("train_loss is negative");
+  return it->second;
+}
+
+void FedAvgServer::CountTrainResult(const wire::TaskResult& result, double loss) {
+  train_loss_sum_ += loss * result.weight;
+  train_weight_ += result.weight;
+  if (auto it = result.metrics.find("compute_s"); it != result.metrics.end() && it->second >= 0) {
+    compute_max_ = std::max(compute_max_, it->second);
+    compute_sum_ += it->second;
+    ++compute_count_;
+  }
+}
+
+Status FedAvgServer::OnResult(const ClientInfo& client, const wire::TaskResult& result) {
+  const size_t n = model_->params().size();
+  if (!(result.weight > 0.0)) {
+    return Status::InvalidArgument("weight " + std::to_string(result.weight) + " is not positive");
+  }
+  if (task_kind_ == kEvalTask) {
+    auto it = result.metrics.find("val_loss");
+    if (it == result.metrics.end()) return Status::InvalidArgument("metric 'val_loss' missing");
+    const double loss = it->second;
+    if (!(loss >= 0.0)) return Status::InvalidArgument("val_loss is negative");
+    client_val_sum_ += loss * result.weight;
+    client_val_weight_ += result.weight;
+    return Status::Ok();
+  }
+  TANDEM_ASSIGN_OR_RETURN(double loss, CheckTrainResult(result));
+  const wire::Tensor* delta = FindTensor(result.tensors, "delta");
   // The strategy validates values and adds them atomically; only then are metrics counted.
   // Read in place when the bytes are float-aligned (they are: decoded tensors own heap strings);
   // a copy would double the coordinator's per-result memory.
@@ -135,14 +150,56 @@ Status FedAvgServer::OnResult(const ClientInfo& client, const wire::TaskResult& 
     values = copy;
   }
   TANDEM_RETURN_IF_ERROR(strategy_->AddDelta(values, result.weight));
-  train_loss_sum_ += loss * result.weight;
-  train_weight_ += result.weight;
-  if (auto it = result.metrics.find("compute_s"); it != result.metrics.end() && it->second >= 0) {
-    compute_max_ = std::max(compute_max_, it->second);
-    compute_sum_ += it->second;
-    ++compute_count_;
-  }
+  CountTrainResult(result, loss);
   return Status::Ok();
+}
+
+// One training result's delta, folded into the strategy's running sum piece by piece.
+class FedAvgServer::DeltaStream final : public ResultStream {
+ public:
+  DeltaStream(FedAvgServer* server, std::unique_ptr<RunningSum::Part> part)
+      : server_(server), part_(std::move(part)) {}
+  ~DeltaStream() override { part_->Abandon(); }
+
+  Status Add(size_t offset, std::span<const float> values) override {
+    return part_->Add(offset, values);
+  }
+  size_t folded() const override { return part_->folded(); }
+  Status Finish(const wire::TaskResult& rest) override {
+    // The weight the values were folded with is the offer's; the result must say the same.
+    if (rest.weight != part_->weight()) {
+      return Status::InvalidArgument("weight " + std::to_string(rest.weight) +
+                                     " differs from the " + std::to_string(part_->weight()) +
+                                     " its upload was offered with");
+    }
+    TANDEM_ASSIGN_OR_RETURN(double loss, server_->CheckTrainResult(rest));
+    if (!FindTensor(rest.tensors, "delta")->data.empty()) {
+      return Status::InvalidArgument("a streamed result's tensor 'delta' carries values again");
+    }
+    TANDEM_RETURN_IF_ERROR(part_->Finish());
+    server_->CountTrainResult(rest, loss);
+    return Status::Ok();
+  }
+  void Abandon() override { part_->Abandon(); }
+
+ private:
+  FedAvgServer* server_;
+  std::unique_ptr<RunningSum::Part> part_;
+};
+
+StatusOr<std::unique_ptr<ResultStream>> FedAvgServer::StreamResult(const ClientInfo& client,
+                                                                   double weight, size_t values) {
+  if (task_kind_ != kTrainTask || aggregated_) return std::unique_ptr<ResultStream>();
+  if (values != model_->params().size()) {
+    return Status::InvalidArgument("offered " + std::to_string(values) + " values, the model has " +
+                                   std::to_string(model_->params().size()));
+  }
+  if (!(weight > 0.0)) {
+    return Status::InvalidArgument("weight " + std::to_string(weight) + " is not positive");
+  }
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<RunningSum::Part> part, strategy_->StreamDelta(weight));
+  if (!part) return std::unique_ptr<ResultStream>();
+  return std::unique_ptr<ResultStream>(new DeltaStream(this, std::move(part)));
 }
 
 StatusOr<std::optional<TaskSpec>> FedAvgServer::OnTaskClosed(const TaskReport& report) {

@@ -41,6 +41,10 @@ class FedAvgServer : public ServerAlgorithm {
   std::vector<std::string> RequiredCapabilities() const override;
   StatusOr<TaskSpec> BeginRound(uint64_t round, const std::vector<ClientInfo>& cohort) override;
   Status OnResult(const ClientInfo& client, const wire::TaskResult& result) override;
+  // A training result's delta folded into the strategy's running sum as it arrives (mean-based
+  // strategies; the coordinate-wise ones keep every delta and take it whole).
+  StatusOr<std::unique_ptr<ResultStream>> StreamResult(const ClientInfo& client, double weight,
+                                                       size_t values) override;
   Status OnAggregate(const Aggregate& aggregate) override;
   StatusOr<std::optional<TaskSpec>> OnTaskClosed(const TaskReport& report) override;
   void AbortRound() override;
@@ -58,7 +62,13 @@ class FedAvgServer : public ServerAlgorithm {
   StatusOr<double> ValidationLoss();
 
  private:
+  class DeltaStream;
   TaskSpec ModelTask(const std::string& kind, wire::Params params) const;
+  // Everything about a training result but its delta's values: weight, the one f32 tensor
+  // "delta" of the model's shape, train_loss. Returns the loss.
+  StatusOr<double> CheckTrainResult(const wire::TaskResult& result) const;
+  // Counts an accepted training result's metrics.
+  void CountTrainResult(const wire::TaskResult& result, double loss);
 
   FedAvgServerConfig config_;
   std::unique_ptr<Gpt> model_;

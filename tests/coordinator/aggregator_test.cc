@@ -284,5 +284,112 @@ TEST(RunningSumTest, DetectsPossibleOverflowOfTheFinalSum) {
   EXPECT_EQ(weights.Mean(std::span<float>(out).first(1)).code(), StatusCode::kOutOfRange);
 }
 
+// A streamed upload folds a contribution in chunk by chunk; the sum must not depend on whether
+// a contribution came whole or in pieces, nor on how pieces of different contributions interleave.
+TEST(RunningSumTest, PartsAreBitIdenticalToWholeContributions) {
+  constexpr size_t kLength = 1003;
+  Rng rng(11);
+  const std::vector<Contribution> cs = RandomContributions(rng, 6, kLength);
+  RunningSum whole(kLength);
+  for (const auto& c : cs) ASSERT_TRUE(whole.Add(c.values, c.weight).ok());
+
+  RunningSum streamed(kLength);
+  // Contributions 0, 2, 4 whole; 1, 3, 5 in pieces of uneven sizes, interleaved with each other.
+  std::vector<std::unique_ptr<RunningSum::Part>> parts;
+  for (size_t k = 1; k < cs.size(); k += 2) {
+    auto part = streamed.StartPart(cs[k].weight);
+    ASSERT_TRUE(part.ok()) << part.status().ToString();
+    parts.push_back(std::move(*part));
+  }
+  size_t done = 0, whole_added = 0;
+  while (done < parts.size()) {
+    for (size_t p = 0; p < parts.size(); ++p) {
+      RunningSum::Part& part = *parts[p];
+      if (!part.open()) continue;
+      const size_t at = part.folded();
+      const size_t n = std::min<size_t>(kLength - at, 1 + rng.Below(300));
+      ASSERT_TRUE(part.Add(at, std::span<const float>(cs[2 * p + 1].values).subspan(at, n)).ok());
+      if (part.folded() == kLength) {
+        ASSERT_TRUE(part.Finish().ok());
+        ++done;
+      }
+    }
+    if (whole_added < 3) {
+      ASSERT_TRUE(streamed.Add(cs[2 * whole_added].values, cs[2 * whole_added].weight).ok());
+      ++whole_added;
+    }
+    // While a part holds some of its values the sum is not readable.
+    std::vector<float> out(kLength);
+    if (done < parts.size()) EXPECT_EQ(streamed.Mean(out).code(), StatusCode::kFailedPrecondition);
+  }
+  for (; whole_added < 3; ++whole_added) {
+    ASSERT_TRUE(streamed.Add(cs[2 * whole_added].values, cs[2 * whole_added].weight).ok());
+  }
+  EXPECT_EQ(streamed.open_parts(), 0u);
+  EXPECT_TRUE(Take(streamed) == Take(whole));
+}
+
+TEST(RunningSumTest, RejectedPieceFoldsNothing) {
+  constexpr size_t kLength = 8;
+  RunningSum sum(kLength);
+  const std::vector<float> first = {1, 2, 3, 4, 5, 6, 7, 8};
+  ASSERT_TRUE(sum.Add(first, 1.0).ok());
+  const Snapshot before = Take(sum);
+  auto part = sum.StartPart(2.0);
+  ASSERT_TRUE(part.ok());
+  const std::vector<float> good = {0.5f, 0.25f, 0.125f};
+  std::vector<float> nan = good;
+  nan[1] = std::numeric_limits<float>::quiet_NaN();
+  // Wrong offset, a NaN, past the end, a term too large: each refused with nothing folded.
+  EXPECT_EQ((*part)->Add(1, good).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ((*part)->Add(0, nan).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ((*part)->Add(0, std::vector<float>(kLength + 1, 0.0f)).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ((*part)->Add(0, std::vector<float>{1e30f}).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ((*part)->folded(), 0u);
+  EXPECT_EQ(sum.open_parts(), 0u);
+  EXPECT_EQ((*part)->Finish().code(), StatusCode::kFailedPrecondition);  // values missing
+  // Abandoned with nothing folded: the sum is exactly as before.
+  (*part)->Abandon();
+  EXPECT_FALSE(sum.voided());
+  EXPECT_TRUE(Take(sum) == before);
+  // A piece refused after others were folded folds nothing either; the part goes on.
+  auto second = sum.StartPart(2.0);
+  ASSERT_TRUE(second.ok());
+  ASSERT_TRUE((*second)->Add(0, good).ok());
+  EXPECT_EQ((*second)->Add(3, nan).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ((*second)->Add(4, good).code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE((*second)->Add(3, std::vector<float>{1, 1, 1, 1, 1}).ok());
+  ASSERT_TRUE((*second)->Finish().ok());
+  RunningSum whole(kLength);
+  ASSERT_TRUE(whole.Add(first, 1.0).ok());
+  ASSERT_TRUE(whole.Add(std::vector<float>{0.5f, 0.25f, 0.125f, 1, 1, 1, 1, 1}, 2.0).ok());
+  EXPECT_TRUE(Take(sum) == Take(whole));
+  EXPECT_EQ((*part)->Add(0, good).code(), StatusCode::kFailedPrecondition);  // abandoned
+  EXPECT_EQ(sum.StartPart(-1.0).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(RunningSumTest, PartAbandonedAfterFoldingVoidsTheSum) {
+  RunningSum sum(4);
+  ASSERT_TRUE(sum.Add(std::vector<float>{1, 2, 3, 4}, 1.0).ok());
+  auto part = sum.StartPart(1.0);
+  ASSERT_TRUE(part.ok());
+  ASSERT_TRUE((*part)->Add(0, std::vector<float>{9, 9}).ok());
+  EXPECT_EQ(sum.open_parts(), 1u);
+  (*part)->Abandon();
+  EXPECT_TRUE(sum.voided());
+  std::vector<float> out(4);
+  EXPECT_EQ(sum.Mean(out).code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(sum.Sum(out).code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(sum.MeanInPlace().status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(sum.Add(std::vector<float>{1, 2, 3, 4}, 1.0).code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(sum.StartPart(1.0).status().code(), StatusCode::kFailedPrecondition);
+  sum.Reset();
+  EXPECT_FALSE(sum.voided());
+  ASSERT_TRUE(sum.Add(std::vector<float>{1, 2, 3, 4}, 1.0).ok());
+  ASSERT_TRUE(sum.Mean(out).ok());
+  EXPECT_EQ(out[3], 4.0f);
+}
+
 }  // namespace
 }  // namespace tandem

@@ -3,8 +3,14 @@
 // foreign results, clients lost mid-task, aborted rounds, chained tasks and restored state.
 #include "coordinator/engine.h"
 
+#include "algorithms/fedavg/server.h"
+#include "core/rng.h"
+
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstring>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -578,6 +584,252 @@ TEST_F(EngineTest, ResultsCountTheFirstTaskNotEveryStep) {
   EXPECT_EQ(m.at("cohort"), 3);
   EXPECT_EQ(m.at("task_results.sum"), 3);
   EXPECT_EQ(m.at("task_results.sum.check"), 2);
+}
+
+}  // namespace
+}  // namespace tandem
+
+// ---- Streamed contributions: a FedAvg round whose deltas are folded in as they arrive. ----
+
+namespace tandem {
+namespace {
+
+std::unique_ptr<FedAvgServer> MakeFedAvg() {
+  auto config = ModelPreset("slm-micro");
+  EXPECT_TRUE(config.ok());
+  auto model = std::make_unique<Gpt>(*config);
+  model->InitWeights(3);
+  auto strategy = MakeStrategy(StrategyConfig{});
+  EXPECT_TRUE(strategy.ok());
+  FedAvgServerConfig fc;
+  fc.eval_tokens = 64;
+  return std::make_unique<FedAvgServer>(fc, std::move(model), std::move(*strategy),
+                                        std::vector<Record>{{"hello world, hello world\n", "x"}});
+}
+
+// A client's delta for a round: values of several magnitudes, so float sums would depend on order.
+std::vector<float> Delta(size_t n, int client, uint64_t round) {
+  Rng rng(1000 * round + client);
+  std::vector<float> d(n);
+  for (float& v : d) v = static_cast<float>(rng.Normal() * std::pow(10.0, -5.0 + 3 * rng.Uniform()));
+  return d;
+}
+
+// A FedAvg server (slm-micro) behind an engine with three joined clients, round 1 dispatched.
+struct StreamRig {
+  StreamRig() {
+    fedavg_ = MakeFedAvg();
+    n_ = fedavg_->model().params().size();
+    EngineConfig c;
+    c.expected_clients = 3;
+    c.rounds = 2;
+    c.round_deadline_s = 10;
+    engine_ = std::make_unique<RoundEngine>(c, fedavg_.get(), &outbox_, [this] { return now_; }, 5);
+    engine_->SetRoundEndCallback([this](uint64_t, const std::map<std::string, double>& m) {
+      lines_.push_back(m);
+      return Status::Ok();
+    });
+    for (auto p : {"client-0", "client-1", "client-2"}) {
+      engine_->OnJoined(p, {"fedavg.train"});
+      engine_->Tick();
+    }
+  }
+  std::vector<float> Params() const {
+    auto p = fedavg_->model().params();
+    return {p.begin(), p.end()};
+  }
+  wire::Message ResultFor(const std::string& peer, int client, bool with_values) {
+    engine_->Tick();  // a round that just ended is followed by the next
+    auto assigned = outbox_.LastAssignments();
+    EXPECT_TRUE(assigned.count(peer)) << peer;
+    wire::Message m;
+    m.envelope = assigned[peer].envelope;
+    m.envelope.sequence = 40 + client;
+    const std::vector<float> d = Delta(n_, client, m.envelope.round);
+    wire::Tensor t = wire::Tensor::Float32("delta", {n_}, d);
+    if (!with_values) t.data.clear();
+    m.body = wire::TaskResult{{t}, 1.0 + client, {{"train_loss", 1.0}}};
+    return m;
+  }
+  wire::Message Whole(const std::string& peer, int client) { return ResultFor(peer, client, true); }
+  // Offers the upload; true when the engine streams it.
+  bool Offer(const std::string& peer, int client, double weight_offset = 0.0) {
+    const wire::Message m = ResultFor(peer, client, false);
+    return engine_->OnUploadOffered(
+        peer, UploadOffer{m.envelope.sequence, m.envelope.round, m.envelope.task_id,
+                          1.0 + client + weight_offset, n_});
+  }
+  // Sends the delta's values in pieces of uneven sizes, values [from, to).
+  void Values(const std::string& peer, int client, size_t from, size_t to) {
+    const std::vector<float> d = Delta(n_, client, engine_->current_round());
+    Rng rng(client);
+    for (size_t at = from; at < to;) {
+      const size_t k = std::min<size_t>(to - at, 1 + rng.Below(70000));
+      engine_->OnUploadValues(peer, 40 + client, at, std::span<const float>(d).subspan(at, k));
+      at += k;
+    }
+  }
+  void Streamed(const std::string& peer, int client) {
+    ASSERT_TRUE(Offer(peer, client));
+    Values(peer, client, 0, n_);
+    engine_->OnMessage(peer, ResultFor(peer, client, false));
+    engine_->Tick();
+  }
+
+  double now_ = 0.0;
+  RecordingOutbox outbox_;
+  std::unique_ptr<FedAvgServer> fedavg_;
+  size_t n_ = 0;
+  std::unique_ptr<RoundEngine> engine_;
+  std::vector<std::map<std::string, double>> lines_;
+};
+
+class StreamTest : public ::testing::Test, public StreamRig {};
+
+TEST_F(StreamTest, StreamedAggregateIsBitIdenticalToWholeMessages) {
+  // Reference: the same two rounds with every result whole, in another engine.
+  StreamRig reference;
+  for (uint64_t round = 1; round <= 2; ++round) {
+    for (int c : {2, 0, 1}) {
+      reference.engine_->OnMessage("client-" + std::to_string(c),
+                                   reference.Whole("client-" + std::to_string(c), c));
+      reference.engine_->Tick();
+    }
+  }
+  ASSERT_TRUE(reference.engine_->done());
+  // Round 1: every result streamed, in another order; round 2: mixed.
+  Streamed("client-0", 0);
+  Streamed("client-1", 1);
+  Streamed("client-2", 2);
+  ASSERT_EQ(lines_.size(), 1u);
+  EXPECT_FALSE(lines_[0].count("aborted"));
+  EXPECT_EQ(lines_[0].at("results"), 3);
+  Streamed("client-1", 1);
+  engine_->OnMessage("client-0", Whole("client-0", 0));
+  Streamed("client-2", 2);
+  ASSERT_TRUE(engine_->done());
+  EXPECT_TRUE(engine_->status().ok());
+  const std::vector<float> got = Params(), want = reference.Params();
+  ASSERT_EQ(got.size(), want.size());
+  EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0);
+  EXPECT_DOUBLE_EQ(lines_[1].at("train_loss"), 1.0);
+}
+
+TEST_F(StreamTest, RefusedOffersNeverTouchTheSum) {
+  const std::vector<float> before = Params();
+  const wire::Message m = ResultFor("client-0", 0, false);
+  const uint64_t task = m.envelope.task_id, round = m.envelope.round;
+  // Wrong task, wrong round, wrong length, not a member: all come whole instead.
+  EXPECT_FALSE(engine_->OnUploadOffered("client-0", {40, round, task + 1, 1.0, n_}));
+  EXPECT_FALSE(engine_->OnUploadOffered("client-0", {40, round + 1, task, 1.0, n_}));
+  EXPECT_FALSE(engine_->OnUploadOffered("client-0", {40, round, task, 1.0, n_ - 1}));
+  EXPECT_FALSE(engine_->OnUploadOffered("client-9", {40, round, task, 1.0, n_}));
+  EXPECT_FALSE(engine_->OnUploadOffered("client-0", {40, round, task, -1.0, n_}));  // bad weight
+  // Values for an upload that was not streamed are ignored.
+  Values("client-0", 0, 0, n_);
+  // A client that answered already is not streamed again.
+  engine_->OnMessage("client-0", Whole("client-0", 0));
+  EXPECT_FALSE(Offer("client-0", 0));
+  Streamed("client-1", 1);
+  Streamed("client-2", 2);
+  ASSERT_EQ(lines_.size(), 1u);
+  EXPECT_FALSE(lines_[0].count("aborted"));
+  // The model moved by exactly the three deltas: compare with a fresh whole-message run.
+  StreamRig reference;
+  for (int c : {0, 1, 2}) {
+    reference.engine_->OnMessage("client-" + std::to_string(c),
+                                 reference.Whole("client-" + std::to_string(c), c));
+  }
+  EXPECT_EQ(std::memcmp(Params().data(), reference.Params().data(), n_ * sizeof(float)), 0);
+  EXPECT_NE(std::memcmp(Params().data(), before.data(), n_ * sizeof(float)), 0);
+}
+
+TEST_F(StreamTest, MalformedFirstChunkIsRejectedAndChangesNothing) {
+  const std::vector<float> d = Delta(n_, 0, 1);
+  std::vector<float> nan(d.begin(), d.begin() + 100);
+  nan[7] = std::numeric_limits<float>::quiet_NaN();
+  const wire::Message leftover = ResultFor("client-0", 0, false);
+  // Three uploads, each refused at its first piece: wrong offset, a NaN, past the end.
+  ASSERT_TRUE(Offer("client-0", 0));
+  engine_->OnUploadValues("client-0", 40, 5, std::span<const float>(d).first(100));
+  ASSERT_TRUE(Offer("client-1", 1));
+  engine_->OnUploadValues("client-1", 41, 0, nan);
+  ASSERT_TRUE(Offer("client-2", 2));
+  std::vector<float> too_many(n_ + 1, 0.0f);
+  engine_->OnUploadValues("client-2", 42, 0, too_many);
+  // Each result was rejected with nothing folded; the round ends with too few results, not void.
+  ASSERT_EQ(lines_.size(), 1u);
+  EXPECT_EQ(lines_[0].at("rejected"), 3);
+  EXPECT_EQ(lines_[0].at("aborted"), 1);
+  EXPECT_FALSE(lines_[0].count("voided"));
+  EXPECT_TRUE(engine_->stream_barred().empty());
+  // Their remainders, if the transport completes them, are dropped (late: the task closed).
+  engine_->OnMessage("client-0", leftover);
+  // The next round streams and aggregates as if nothing happened.
+  const std::vector<float> before = Params();
+  for (int c : {0, 1, 2}) Streamed("client-" + std::to_string(c), c);
+  ASSERT_EQ(lines_.size(), 2u);
+  EXPECT_FALSE(lines_[1].count("aborted"));
+  EXPECT_NE(std::memcmp(Params().data(), before.data(), n_ * sizeof(float)), 0);
+}
+
+TEST_F(StreamTest, UploadFailingHalfWayVoidsTheRoundAndTheNextRoundWorks) {
+  const std::vector<float> before = Params();
+  Streamed("client-0", 0);
+  ASSERT_TRUE(Offer("client-1", 1));
+  Values("client-1", 1, 0, n_ / 2);
+  // The transport gives up on it (or a later chunk is malformed: the same path).
+  engine_->OnUploadFailed("client-1", 41, "a chunk was malformed");
+  ASSERT_EQ(lines_.size(), 1u);
+  EXPECT_EQ(lines_[0].at("aborted"), 1);
+  EXPECT_EQ(lines_[0].at("voided"), 1);
+  EXPECT_EQ(engine_->stream_barred(), std::set<std::string>{"client-1"});
+  EXPECT_EQ(std::memcmp(Params().data(), before.data(), n_ * sizeof(float)), 0)
+      << "a voided round changed the model";
+  // Round 2: client-1's upload is not streamed again; it comes whole and counts.
+  Streamed("client-0", 0);
+  EXPECT_FALSE(Offer("client-1", 1));
+  engine_->OnMessage("client-1", Whole("client-1", 1));
+  Streamed("client-2", 2);
+  ASSERT_TRUE(engine_->done());
+  EXPECT_TRUE(engine_->status().ok());
+  ASSERT_EQ(lines_.size(), 2u);
+  EXPECT_FALSE(lines_[1].count("aborted"));
+  EXPECT_EQ(lines_[1].at("results"), 3);
+  EXPECT_NE(std::memcmp(Params().data(), before.data(), n_ * sizeof(float)), 0);
+}
+
+TEST_F(StreamTest, LaterMalformedChunkOrRemainderVoidsTheRound) {
+  // A NaN after half the values were folded: they cannot be taken out, so the round is void.
+  ASSERT_TRUE(Offer("client-0", 0));
+  Values("client-0", 0, 0, n_ / 2);
+  std::vector<float> nan(10, std::numeric_limits<float>::infinity());
+  engine_->OnUploadValues("client-0", 40, n_ / 2, nan);
+  ASSERT_EQ(lines_.size(), 1u);
+  EXPECT_EQ(lines_[0].at("voided"), 1);
+  // Round 2: a remainder whose weight disagrees with its offer voids it too.
+  ASSERT_TRUE(Offer("client-2", 2, 0.5));
+  Values("client-2", 2, 0, n_);
+  engine_->OnMessage("client-2", ResultFor("client-2", 2, false));
+  ASSERT_EQ(lines_.size(), 2u);
+  EXPECT_EQ(lines_[1].at("voided"), 1);
+  EXPECT_EQ(engine_->stream_barred(), (std::set<std::string>{"client-0", "client-2"}));
+}
+
+TEST_F(StreamTest, DeadlineWaitsForAStreamPartWayIn) {
+  Streamed("client-0", 0);
+  Streamed("client-1", 1);
+  ASSERT_TRUE(Offer("client-2", 2));
+  Values("client-2", 2, 0, n_ / 3);
+  now_ += 11;  // past the deadline
+  engine_->Tick();
+  EXPECT_TRUE(lines_.empty()) << "the task closed with half an upload in the sum";
+  Values("client-2", 2, n_ / 3, n_);
+  engine_->OnMessage("client-2", ResultFor("client-2", 2, false));
+  engine_->Tick();
+  ASSERT_EQ(lines_.size(), 1u);
+  EXPECT_FALSE(lines_[0].count("aborted"));
+  EXPECT_EQ(lines_[0].at("results"), 3);
 }
 
 }  // namespace

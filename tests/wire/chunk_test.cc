@@ -266,7 +266,12 @@ TEST(FlowControlTest, MalformedOffersAndGrantsAreRejected) {
       {"count cannot carry", RawFlowFrame(1, offer, {7, 1, kMaxChunkBytes + 1}), "cannot carry"},
       {"a string field", RawFlowFrame(1, offer, {7, 3}, 1), "offer.total_bytes"},
       {"trailing byte", RawFlowFrame(1, offer, {7, 3, 30000}) + '\0', "trailing"},
-      {"oversized", RawFlowFrame(1, offer, {7, 3, 30000}) + std::string(100, 'x'), "at most 64"},
+      {"oversized", RawFlowFrame(1, offer, {7, 3, 30000}) + std::string(100, 'x'), "at most 96"},
+      {"a contribution of task 0", RawFlowFrame(1, offer, {7, 3, 30000, 1, 0, 1, 5}),
+       "task_id is 0"},
+      {"a contribution larger than the message", RawFlowFrame(1, offer, {7, 3, 30000, 1, 4, 1, 7501}),
+       "does not fit"},
+      {"8 fields", RawFlowFrame(1, offer, {7, 3, 30000, 1, 4, 1}), "8 fields, expected 5"},
       {"not an array", std::string("\x81\xa1x\x01", 4), "not a tandem frame"},
       {"empty", "", "empty"},
   };
@@ -566,6 +571,84 @@ TEST(FrameEncodingTest, DetachedDecodingAgreesWithDecodeMessageOnCorruptedFrames
   }
   EXPECT_GT(accepted, 100);         // the comparison covered accepted messages
   EXPECT_GT(detached_count, 1000);  // and the detached path
+}
+
+TEST(FlowControlTest, OfferDeclaringAContributionRoundTrips) {
+  for (double weight : {1.0, 0.0, 2.5, 1e9}) {  // whole numbers travel as msgpack integers
+    ChunkOffer offer{77, 9, 9 * kChunkBytes - 5, ContributionOffer{3, 12, weight, 2000000}};
+    const std::string frame = EncodeChunkOffer(offer);
+    EXPECT_LE(frame.size(), 96u);
+    StatusOr<ChunkOffer> back = DecodeChunkOffer(frame);
+    ASSERT_TRUE(back.ok()) << back.status().ToString();
+    EXPECT_EQ(*back, offer);
+  }
+  // Refused: a contribution larger than the message, task 0, a negative or NaN weight.
+  EXPECT_TRUE(Contains(ValidateChunkOffer({1, 1, 100, ContributionOffer{1, 1, 1.0, 26}}),
+                       "does not fit"));
+  EXPECT_TRUE(Contains(ValidateChunkOffer({1, 1, 100, ContributionOffer{1, 0, 1.0, 5}}),
+                       "task_id is 0"));
+  EXPECT_TRUE(Contains(ValidateChunkOffer({1, 1, 100, ContributionOffer{1, 1, -1.0, 5}}),
+                       "weight"));
+  EXPECT_TRUE(Contains(ValidateChunkOffer({1, 1, 100, ContributionOffer{1, 1, std::nan(""), 5}}),
+                       "weight"));
+  // What a client declares: a TaskResult whose one f32 tensor is at least half the message.
+  Message m;
+  m.envelope = {kProtocolVersion, 5, 4, 9, 31};
+  std::vector<float> delta(1000, 0.5f);
+  m.body = TaskResult{{Tensor::Float32("delta", {1000}, delta)}, 3.0, {{"train_loss", 1.0}}};
+  std::optional<ContributionOffer> c = ContributionOf(m, 4100);
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(*c, (ContributionOffer{4, 9, 3.0, 1000}));
+  EXPECT_FALSE(ContributionOf(m, 8100).has_value());  // less than half of the message
+  m.body = TaskResult{{}, 1.0, {}};
+  EXPECT_FALSE(ContributionOf(m, 100).has_value());
+}
+
+// The reassembler hands a streamed bin out as it arrives, in whole float words, and completes the
+// message without it; the tensor keeps its shape and gets no data.
+TEST(ReassemblerTest, StreamedBinIsTakenOutAsItArrives) {
+  Message m;
+  m.envelope = {kProtocolVersion, 5, 4, 9, 31};
+  std::vector<float> delta(30001);
+  for (size_t i = 0; i < delta.size(); ++i) delta[i] = static_cast<float>(i) * 0.25f;
+  m.body = TaskResult{{Tensor::Float32("delta", {delta.size()}, delta)}, 3.0,
+                      {{"train_loss", 1.0}}};
+  StatusOr<std::string> bytes = EncodeMessage(m);
+  ASSERT_TRUE(bytes.ok());
+  const std::vector<Chunk> chunks = SplitIntoChunks(*bytes, 31, 4099);  // cuts words apart
+  ChunkReassembler r(kMaxReassemblyBytes, kMaxPendingChunkedMessages, true);
+  r.StreamBin(31);
+  std::string streamed;
+  std::optional<AssembledMessage> done;
+  for (const Chunk& c : chunks) {
+    StatusOr<std::optional<AssembledMessage>> got = r.AddAssembled(ChunkView{c.message_id, c.index, c.count, c.total_bytes, c.data});
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    if (got->has_value()) {
+      done = std::move(**got);
+      break;
+    }
+    EXPECT_TRUE(r.Streams(31));
+    uint64_t offset = 0;
+    const std::string piece = r.TakeBin(31, &offset);
+    EXPECT_EQ(piece.size() % 4, 0u);
+    if (!piece.empty()) EXPECT_EQ(offset, streamed.size());
+    streamed += piece;
+  }
+  ASSERT_TRUE(done.has_value());
+  ASSERT_TRUE(done->streamed);
+  EXPECT_EQ(done->bin_offset, streamed.size());
+  EXPECT_EQ(done->bin_bytes, delta.size() * 4);
+  streamed += *done->bin;
+  done->bin = std::string();
+  ASSERT_EQ(streamed.size(), delta.size() * 4);
+  EXPECT_EQ(std::memcmp(streamed.data(), delta.data(), streamed.size()), 0);
+  StatusOr<Message> rest = DecodeAssembled(std::move(*done));
+  ASSERT_TRUE(rest.ok()) << rest.status().ToString();
+  const auto& result = std::get<TaskResult>(rest->body);
+  ASSERT_EQ(result.tensors.size(), 1u);
+  EXPECT_EQ(result.tensors[0].shape, std::vector<uint64_t>{delta.size()});
+  EXPECT_TRUE(result.tensors[0].data.empty());
+  EXPECT_EQ(result.weight, 3.0);
 }
 
 }  // namespace

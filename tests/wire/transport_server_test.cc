@@ -649,3 +649,121 @@ TEST_F(TransportServerTest, ChunksNeedAGrantAndTheOfferHoldsTheirSequence) {
 
 }  // namespace
 }  // namespace tandem::wire
+
+namespace tandem::wire {
+namespace {
+
+using namespace testing;
+
+class StreamedUploadTest : public tandem::testing::TempDirTest {};
+
+// Streamed contributions: the offer's declaration reaches the owner, nothing is granted before
+// its answer, and a streamed upload's values arrive in order, whole words, before the result
+// without them. An upload the owner wants whole arrives as before.
+TEST_F(StreamedUploadTest, DeclaredContributionWaitsForTheOwnerThenStreamsItsValues) {
+  TransportOptions so = BaseOptions("ipc://" + Path("stream.sock"));
+  so.stream_contributions = true;
+  StatusOr<std::unique_ptr<Server>> server = Server::Bind(so);
+  ASSERT_TRUE(server.ok());
+  std::vector<std::unique_ptr<Client>> clients;
+  for (const char* name : {"a", "b"}) {
+    TransportOptions co = so;
+    co.identity = name;
+    StatusOr<std::unique_ptr<Client>> c = Client::Connect(co);
+    ASSERT_TRUE(c.ok());
+    clients.push_back(std::move(*c));
+    Join(**server, *clients.back(), name);
+  }
+  const std::vector<float> values = Pattern(1200001, 1.5f);  // 4.8 MB: five chunks
+  ASSERT_TRUE(clients[0]->Send(ResultMessage(1, 5, values)).ok());
+  std::optional<TransportEvent> offer = WaitFor(**server, Kind::kUploadOffered, kWait);
+  ASSERT_TRUE(offer.has_value());
+  EXPECT_EQ(offer->peer, "a");
+  EXPECT_EQ(offer->round, 1u);
+  EXPECT_EQ(offer->task_id, 5u);
+  EXPECT_EQ(offer->weight, 2.0);
+  EXPECT_EQ(offer->values_total, values.size());
+  std::this_thread::sleep_for(milliseconds(200));
+  EXPECT_EQ((*server)->stats().uploads_granted, 0u) << "granted before the owner decided";
+
+  (*server)->DecideUpload("a", offer->upload_id, true);
+  std::string got;
+  std::optional<TransportEvent> rest;
+  while (!rest) {
+    StatusOr<std::optional<TransportEvent>> e = (*server)->Receive(kWait);
+    ASSERT_TRUE(e.ok() && e->has_value());
+    TransportEvent& event = **e;
+    if (event.kind == Kind::kUploadValues) {
+      EXPECT_EQ(event.upload_id, offer->upload_id);
+      EXPECT_EQ(event.value_offset * 4, got.size());
+      EXPECT_EQ(event.values.size() % 4, 0u);
+      got += event.values;
+    } else if (event.kind == Kind::kMessage) {
+      rest = std::move(event);
+    } else {
+      ADD_FAILURE() << "unexpected event " << static_cast<int>(event.kind);
+    }
+  }
+  ASSERT_EQ(got.size(), values.size() * 4);
+  EXPECT_EQ(std::memcmp(got.data(), values.data(), got.size()), 0);
+  EXPECT_EQ(rest->message.envelope.sequence, offer->upload_id);
+  const auto& result = std::get<TaskResult>(rest->message.body);
+  ASSERT_EQ(result.tensors.size(), 1u);
+  EXPECT_TRUE(result.tensors[0].data.empty());
+  EXPECT_EQ(result.tensors[0].shape, std::vector<uint64_t>{values.size()});
+  EXPECT_EQ(result.metrics.at("loss"), 0.5);
+
+  // The owner wants the next one whole: no value events, the tensor in the message.
+  ASSERT_TRUE(clients[1]->Send(ResultMessage(1, 5, values)).ok());
+  offer = WaitFor(**server, Kind::kUploadOffered, kWait);
+  ASSERT_TRUE(offer.has_value());
+  (*server)->DecideUpload("b", offer->upload_id, false);
+  std::vector<TransportEvent> others;
+  rest = WaitFor(**server, Kind::kMessage, kWait, &others);
+  ASSERT_TRUE(rest.has_value());
+  EXPECT_TRUE(others.empty());
+  EXPECT_EQ(std::get<TaskResult>(rest->message.body).tensors[0].ToFloat32(), values);
+}
+
+TEST_F(StreamedUploadTest, UploadBrokenPartWayIsReportedAsFailed) {
+  TransportOptions so = BaseOptions("ipc://" + Path("broken.sock"));
+  so.stream_contributions = true;
+  StatusOr<std::unique_ptr<Server>> server = Server::Bind(so);
+  ASSERT_TRUE(server.ok());
+  SharedContext ctx;
+  RawPeer peer(ctx.ctx, (*server)->endpoint(), "raw");
+  peer.Send(HelloMessage(), 1, 0);
+  ASSERT_TRUE(WaitFor(**server, Kind::kPeerJoined, kWait).has_value());
+  Message big = ResultMessage(1, 9, Pattern(1200000, 1.0f));
+  big.envelope.run_id = kRun;
+  big.envelope.sequence = 2;
+  Upload upload = Frames(big);
+  upload.offer.contribution = ContributionOf(big, upload.offer.total_bytes);
+  ASSERT_TRUE(upload.offer.contribution.has_value());
+  peer.Send(EncodeChunkOffer(upload.offer));
+  std::optional<TransportEvent> offer = WaitFor(**server, Kind::kUploadOffered, kWait);
+  ASSERT_TRUE(offer.has_value());
+  (*server)->DecideUpload("raw", 2, true);
+  ASSERT_TRUE(peer.ReceiveFrameOf(MessageType::kChunkGrant, kWait).has_value());
+  peer.Send(upload.frames[0]);
+  std::optional<TransportEvent> values = WaitFor(**server, Kind::kUploadValues, kWait);
+  ASSERT_TRUE(values.has_value());
+  EXPECT_EQ(values->value_offset, 0u);
+  // A second chunk carrying more bytes than the message has: the reassembler drops the message.
+  Chunk bad;
+  bad.message_id = 2;
+  bad.index = 1;
+  bad.count = upload.offer.count;
+  bad.total_bytes = upload.offer.total_bytes;
+  bad.data.assign(upload.offer.total_bytes - kChunkBytes + 1, 'x');
+  peer.Send(EncodeChunk(bad));
+  std::optional<TransportEvent> failed = WaitFor(**server, Kind::kUploadFailed, kWait);
+  ASSERT_TRUE(failed.has_value());
+  EXPECT_EQ(failed->peer, "raw");
+  EXPECT_EQ(failed->upload_id, 2u);
+  EXPECT_FALSE(failed->reason.empty());
+  EXPECT_FALSE(WaitFor(**server, Kind::kMessage, milliseconds(300)).has_value());
+}
+
+}  // namespace
+}  // namespace tandem::wire
