@@ -92,9 +92,12 @@ TEST(FortunesTest, RealDebianCorpusLoads) {
     ASSERT_EQ(r.text.find('\0'), std::string::npos);
     ASSERT_EQ(r.category.find(".dat"), std::string::npos);
   }
+  // The named source is the fortunes and fortunes-min packages' files alone: whatever else is
+  // installed in the directory (fortunes-br adds a file there) is not part of it.
   auto via_corpus = LoadCorpus("fortunes");
   ASSERT_TRUE(via_corpus.ok());
-  EXPECT_EQ(via_corpus->size(), records->size());
+  EXPECT_GT(via_corpus->size(), 5000u);
+  EXPECT_LE(via_corpus->size(), records->size());
 }
 
 TEST(TextFileTest, OneRecordPerParagraph) {
