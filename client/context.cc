@@ -20,8 +20,14 @@ StatusOr<ClientData> LoadClientData(const Config& config, int index) {
   // The same reader the coordinator validates the key with at start.
   TANDEM_ASSIGN_OR_RETURN(PartitionSpec spec, PartitionSpecFromConfig(config));
   TANDEM_ASSIGN_OR_RETURN(DatasetSplits splits, LoadSplits(data));
-  TANDEM_ASSIGN_OR_RETURN(auto parts, PartitionRecords(splits.train, spec,
-                                                       static_cast<int>(clients), data.seed));
+  std::vector<std::vector<size_t>> parts;
+  if (data.cross_lingual()) {
+    // One language per client, partitioned among that language's clients.
+    TANDEM_ASSIGN_OR_RETURN(parts, PartitionCrossLingual(data, splits.train, spec, clients));
+  } else {
+    TANDEM_ASSIGN_OR_RETURN(parts, PartitionRecords(splits.train, spec,
+                                                    static_cast<int>(clients), data.seed));
+  }
   ClientData out;
   out.public_ = splits.public_;
   out.all_validation = splits.validation;

@@ -161,6 +161,24 @@ StatusOr<std::map<std::string, double>> StartingLosses(const ServerAlgorithm& al
   return metrics;
 }
 
+// The cross-lingual setup's held-out loss per language (data/xling.h): for each headline model,
+// <prefix>_<language>[.<suffix>] on that language's records of `records`; nothing otherwise.
+Status AddLanguageLosses(const ServerAlgorithm& algorithm, const DataConfig& data,
+                         const std::vector<Record>& records, int64_t eval_tokens,
+                         const std::string& prefix, std::map<std::string, double>* metrics) {
+  if (!data.cross_lingual() || records.empty()) return Status::Ok();
+  const std::map<std::string, std::vector<Record>> by_language = RecordsByLanguage(records);
+  for (const RunModel& m : algorithm.Models()) {
+    if (!m.headline) continue;
+    for (const auto& [language, held_out] : by_language) {
+      TANDEM_ASSIGN_OR_RETURN(double loss,
+                              HeldOutLoss(*m.model, held_out, m.eval_batch, eval_tokens));
+      (*metrics)[prefix + "_" + language + (m.suffix.empty() ? "" : "." + m.suffix)] = loss;
+    }
+  }
+  return Status::Ok();
+}
+
 // The round's line for a person, from its metrics.
 std::string RoundLine(uint64_t round, int64_t rounds, const std::map<std::string, double>& m) {
   auto get = [&](const char* k) { return m.count(k) ? m.at(k) : std::nan(""); };
@@ -241,6 +259,8 @@ StatusOr<RunPlan> ReadPlan(const Config& config, const ServerPlugin& algorithm,
   // Read by the clients, from the same file; validated here with the clients' own reader and
   // range, so a bad value stops the run at start rather than in every client's log.
   TANDEM_RETURN_IF_ERROR(PartitionSpecFromConfig(config).status());
+  TANDEM_RETURN_IF_ERROR(CheckCrossLingualClients(p.data, p.engine.expected_clients)
+                             .WithContext(config.source()));
   TANDEM_RETURN_IF_ERROR(config.GetDouble("client.give_up_s", 600.0, 1.0, 1e7).status());
   for (const std::string& key : algorithm.client_keys) config.MarkUsed(key);
   return p;
@@ -439,6 +459,8 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config, const ServerPlu
     if (options.resume) log->warn("--resume: no checkpoint in {}; starting afresh", plan.run_dir);
     TANDEM_ASSIGN_OR_RETURN(auto start,
                             StartingLosses(*active, splits.validation, plan.eval_tokens));
+    TANDEM_RETURN_IF_ERROR(AddLanguageLosses(*active, plan.data, splits.validation,
+                                             plan.eval_tokens, "val_loss", &start));
     TANDEM_RETURN_IF_ERROR(run_log.WriteStart(start));
     say(fmt::format("round 0: held-out loss {:.4f}",
                     start.count("val_loss") ? start.at("val_loss") : std::nan("")));
@@ -469,7 +491,12 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config, const ServerPlu
   result.run_dir = plan.run_dir;
   result.initial_val_loss = run_log.totals().initial_val_loss;
   result.final_val_loss = result.initial_val_loss;
-  engine.SetRoundEndCallback([&](uint64_t round, const std::map<std::string, double>& m) {
+  engine.SetRoundEndCallback([&](uint64_t round, const std::map<std::string, double>& round_m) {
+    std::map<std::string, double> m = round_m;
+    if (!m.count("aborted")) {
+      TANDEM_RETURN_IF_ERROR(AddLanguageLosses(*active, plan.data, splits.validation,
+                                               plan.eval_tokens, "val_loss", &m));
+    }
     TANDEM_RETURN_IF_ERROR(run_log.WriteRound(round, m, engine.state()).status());
     if (m.count("val_loss")) result.final_val_loss = m.at("val_loss");
     say(RoundLine(round, plan.engine.rounds, m));
@@ -508,6 +535,8 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config, const ServerPlu
                             {"seconds", result.seconds},
                             {"complete", result.rounds >= plan.engine.rounds ||
                                              !result.stop_reason.empty()}};
+  TANDEM_RETURN_IF_ERROR(AddLanguageLosses(*active, plan.data, splits.test, plan.eval_tokens,
+                                           "final_test_loss", &suffixed_test_losses));
   for (const auto& [k, v] : suffixed_test_losses) summary[k] = v;
   if (!result.stop_reason.empty()) summary["stopped"] = result.stop_reason;
   if (plan.privacy.dp.enabled) {

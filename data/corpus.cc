@@ -134,6 +134,8 @@ StatusOr<std::vector<std::string>> PackageFortunes(const std::string& package,
     const std::string rel = line.substr(prefix.size());
     const std::string ext = fs::path(rel).extension().string();
     if (rel.empty() || ext == ".dat" || ext == ".u8") continue;
+    // The offensive section (fortunes-es's es/off/, ...) is what fortune(6) hides without -o.
+    if (rel.rfind("off/", 0) == 0 || rel.find("/off/") != std::string::npos) continue;
     const fs::path path = fs::path(where.fortunes_dir) / rel;
     std::error_code ec;
     // Directories (de/, off/) and strfile's links to other files are not data files.

@@ -63,7 +63,8 @@ struct CorpusFingerprint {
 // exactly the files of Debian's `fortunes` and `fortunes-min` packages, whatever else is installed
 // beside them (a built-in list of their names when dpkg knows neither); "fortunes-XX" is the files
 // of package fortunes-XX (fortunes-de, fortunes-es, ...). Data files are the regular files the
-// package put under the fortunes directory, without strfile's .dat indexes and .u8 links; they
+// package put under the fortunes directory, without strfile's .dat indexes and .u8 links and
+// without an offensive off/ section (which fortune(6) shows only with -o); they
 // are returned as paths under `where.fortunes_dir`. Errors: a package that is not installed (the
 // message names `apt-get install`), a listed file that is missing.
 StatusOr<std::vector<std::string>> FortunesSourceFiles(const std::string& source,

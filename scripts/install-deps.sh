@@ -9,6 +9,10 @@ PACKAGES=(
   libspdlog-dev libfmt-dev libtomlplusplus-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   fortunes fortunes-min
+  # The cross-lingual setup's client languages (data.languages). Not fortunes-br: it is one
+  # file, one category, which cannot be split among clients and a transfer pool, and
+  # because its file lands beside the English ones in the top-level fortunes directory.
+  fortunes-de fortunes-es fortunes-it fortunes-pl fortunes-ru fortunes-cs
   libopenblas-openmp-dev
   python3 python3-torch python3-numpy libopenblas0-pthread
   gnuplot-nox

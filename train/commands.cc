@@ -1,5 +1,6 @@
 #include "train/commands.h"
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 
@@ -88,6 +89,23 @@ Status RunEval(const Config& config, const std::string& checkpoint, const std::s
       out[std::string(name) + "_proxy_tuned"] = {
           {"loss", p.loss}, {"perplexity", p.perplexity}, {"tokens", p.tokens},
           {"alpha", proxy.alpha}};
+    }
+  }
+  // The cross-lingual setup: every language's held-out sets on their own (the public corpus's
+  // watches forgetting).
+  if (data.cross_lingual()) {
+    std::printf("\n%-16s %10s %10s\n", "language", "validation", "test");
+    const auto validation = RecordsByLanguage(splits.validation);
+    const auto test = RecordsByLanguage(splits.test);
+    for (const auto& [language, records] : validation) {
+      TANDEM_ASSIGN_OR_RETURN(LossResult v, EvaluateLoss(*model, records, 16, max_tokens));
+      double t = std::nan("");
+      if (auto it = test.find(language); it != test.end()) {
+        TANDEM_ASSIGN_OR_RETURN(LossResult r, EvaluateLoss(*model, it->second, 16, max_tokens));
+        t = r.loss;
+      }
+      std::printf("%-16s %10.4f %10.4f\n", language.c_str(), v.loss, t);
+      out["languages"][language] = {{"validation", v.loss}, {"test", t}};
     }
   }
   // Exact match is meaningful only for prompt/answer tasks, not for free text that happens to

@@ -1,10 +1,15 @@
 // What the coordinator halves that train a model on the coordinator share (distill-up, fedmkt,
-// fedcollm): their distillation settings, read from each algorithm's own section.
+// fedcollm): their distillation settings, read from each algorithm's own section, and the
+// optimiser of each model they train, kept across rounds and in their checkpoints.
 #pragma once
 
+#include <map>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "core/status.h"
+#include "train/local_trainer.h"
 
 namespace tandem {
 
@@ -18,12 +23,46 @@ struct ServerDistillConfig {
   int windows = 8;           // <section>.windows: public windows per round
   int server_steps = 8;      // <section>.server_steps: the coordinator's steps per round
   int server_batch = 4;      // <section>.server_batch: windows per step
-  double server_lr = 3e-4;   // <section>.server_lr: the LLM's AdamW, fresh every round
+  double server_lr = 3e-4;   // <section>.server_lr: the LLM's AdamW (kept across rounds)
 };
 
 // Reads the keys above into *out (its values are the defaults), checking their ranges:
 // <section>.temperature, .alpha, .windows, .server_steps, .server_batch, .server_lr.
 Status ReadServerDistillConfig(const Config& config, const std::string& section,
                                ServerDistillConfig* out);
+
+// The trainer of a model the coordinator trains (distill-up's and fedmkt's LLM, both directions of
+// fedcollm), kept for the whole run: AdamW's moments and step count carry on from one round's
+// server steps to the next, as they would in one long training run, instead of restarting (whose
+// first steps are full-sized, a jolt to a trained model every round). They are part of the
+// coordinator's checkpoint, so a resumed run continues bit for bit.
+class ServerOptimizer {
+ public:
+  // `model` (borrowed, outlives this) with `options` (what trains, AdamW, clipping); `name`
+  // prefixes its checkpoint entries ("llm_optimizer": llm_optimizer.adam_m, .adam_v (each the
+  // size of what trains) and the metadata llm_optimizer.adam_step).
+  ServerOptimizer(std::string name, Gpt* model, TrainerOptions options = {});
+
+  // The trainer for this round's steps: its own step count (which walks the round's windows)
+  // starts at 0, the optimiser's state carries on.
+  LocalTrainer& BeginRound();
+
+  void Save(std::map<std::string, std::vector<float>>* tensors,
+            std::map<std::string, std::string>* metadata) const;
+  // Checks that `tensors` and `metadata` hold this optimiser's state (every entry present, the
+  // sizes right, the step a non-negative integer) without changing anything; Load applies it.
+  // A checkpoint from before the state was kept has no entries and is refused.
+  Status Check(const std::map<std::string, std::vector<float>>& tensors,
+               const std::map<std::string, std::string>& metadata) const;
+  // Check, then the state restored.
+  Status Load(const std::map<std::string, std::vector<float>>& tensors,
+              const std::map<std::string, std::string>& metadata);
+
+ private:
+  std::string name_;
+  Gpt* model_;
+  TrainerOptions options_;
+  std::unique_ptr<LocalTrainer> trainer_;
+};
 
 }  // namespace tandem

@@ -84,7 +84,10 @@ DistillUpServer::DistillUpServer(DistillUpConfig config, LocalTrainConfig local,
                                  int64_t eval_tokens, uint64_t seed)
     : config_(std::move(config)), local_(local), llm_(std::move(llm)), student_(student),
       public_tokens_(std::move(public_tokens)), validation_(std::move(validation)),
-      eval_tokens_(eval_tokens), seed_(seed) {}
+      eval_tokens_(eval_tokens), seed_(seed) {
+  // With local SLMs the LLM only teaches: it has no optimiser to keep.
+  if (config_.upload) llm_optimizer_ = std::make_unique<ServerOptimizer>("llm_optimizer", llm_.get());
+}
 
 size_t DistillUpServer::ContributionLength() const {
   return static_cast<size_t>(config_.windows) * context_ * student_.vocab;
@@ -270,7 +273,7 @@ Status DistillUpServer::TrainLlm(const std::vector<float>& mean) {
   kd.alpha = static_cast<float>(config_.alpha);
   DenseDistillTerm term(std::move(windows), FixedTeacher(std::move(teacher), T, V), kd,
                         std::min(config_.server_batch, W), V);
-  LocalTrainer trainer(llm_.get(), TrainerOptions{});
+  LocalTrainer& trainer = llm_optimizer_->BeginRound();
   Rng unused(seed_);  // the distillation term walks its windows in order and draws nothing
   kd_before_ = term.MeanLoss(*llm_);
   for (int step = 0; step < config_.server_steps; ++step) {
@@ -338,6 +341,7 @@ void DistillUpServer::SaveState(std::map<std::string, std::vector<float>>* tenso
   const auto p = llm_->params();
   (*tensors)["model.params"] = std::vector<float>(p.begin(), p.end());
   (*metadata)["model"] = llm_->config().ToString();
+  if (llm_optimizer_) llm_optimizer_->Save(tensors, metadata);
 }
 
 Status DistillUpServer::LoadState(const std::map<std::string, std::vector<float>>& tensors,
@@ -350,7 +354,9 @@ Status DistillUpServer::LoadState(const std::map<std::string, std::vector<float>
   if (t == tensors.end() || t->second.size() != llm_->params().size()) {
     return Status::InvalidArgument("the checkpoint's LLM parameters are missing or the wrong size");
   }
+  if (llm_optimizer_) TANDEM_RETURN_IF_ERROR(llm_optimizer_->Check(tensors, metadata));
   std::copy(t->second.begin(), t->second.end(), llm_->params().begin());
+  if (llm_optimizer_) TANDEM_RETURN_IF_ERROR(llm_optimizer_->Load(tensors, metadata));
   return Status::Ok();
 }
 

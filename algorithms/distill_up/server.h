@@ -108,6 +108,8 @@ class DistillUpServer : public ServerAlgorithm {
   DistillUpConfig config_;
   LocalTrainConfig local_;
   std::shared_ptr<Gpt> llm_;
+  // The LLM's AdamW across rounds (null when the LLM only teaches: config_.upload false).
+  std::unique_ptr<ServerOptimizer> llm_optimizer_;
   ModelConfig student_;
   std::vector<ModelConfig> client_models_;
   int context_ = 0;  // window length: the shortest context of any client's SLM

@@ -65,7 +65,9 @@ FedCoLLMServer::FedCoLLMServer(FedCoLLMConfig config, LocalTrainConfig local,
                                std::vector<Record> validation, int64_t eval_tokens, uint64_t seed)
     : config_(std::move(config)), local_(local), strategy_(std::move(strategy)),
       slm_(std::move(slm)), llm_(std::move(llm)), public_tokens_(std::move(public_tokens)),
-      validation_(std::move(validation)), eval_tokens_(eval_tokens), seed_(seed) {}
+      validation_(std::move(validation)), eval_tokens_(eval_tokens), seed_(seed),
+      slm_optimizer_("slm_optimizer", slm_.get(), TrainerOptions{Trainable::AdaptersOnly()}),
+      llm_optimizer_("llm_optimizer", llm_.get()) {}
 
 std::vector<std::string> FedCoLLMServer::RequiredCapabilities() const {
   if (config_.client_eval) return {kTask, kEvalTask};
@@ -143,7 +145,7 @@ Status FedCoLLMServer::OnAggregate(const Aggregate& aggregate) {
 }
 
 StatusOr<std::pair<double, double>> FedCoLLMServer::Distil(Gpt& teacher, Gpt& student,
-                                                           bool adapters, double lr) {
+                                                           ServerOptimizer& optimizer, double lr) {
   const int T = slm_->config().context, V = slm_->config().vocab;
   const int W = static_cast<int>(windows_.size());
   TANDEM_ASSIGN_OR_RETURN(PublicWindows windows,
@@ -153,9 +155,7 @@ StatusOr<std::pair<double, double>> FedCoLLMServer::Distil(Gpt& teacher, Gpt& st
   kd.alpha = static_cast<float>(config_.alpha);
   DenseDistillTerm term(std::move(windows), ModelTeacher(&teacher), kd,
                         std::min(config_.server_batch, W), V);
-  TrainerOptions options;
-  if (adapters) options.trainable = Trainable::AdaptersOnly();
-  LocalTrainer trainer(&student, options);
+  LocalTrainer& trainer = optimizer.BeginRound();
   Rng unused(seed_);  // the distillation term walks its windows in order and draws nothing
   const double before = term.MeanLoss(student);
   StatusOr<TrainReport> report =
@@ -173,9 +173,9 @@ StatusOr<std::optional<TaskSpec>> FedCoLLMServer::OnTaskClosed(const TaskReport&
   aggregated_ = false;
   Stopwatch watch;
   // LLM → SLM: the averaged adapters learn from the LLM on public text.
-  TANDEM_ASSIGN_OR_RETURN(down_, Distil(*llm_, *slm_, /*adapters=*/true, config_.slm_lr));
+  TANDEM_ASSIGN_OR_RETURN(down_, Distil(*llm_, *slm_, slm_optimizer_, config_.slm_lr));
   // SLM → LLM: the LLM learns what the clients' adapters taught the SLM.
-  TANDEM_ASSIGN_OR_RETURN(up_, Distil(*slm_, *llm_, /*adapters=*/false, config_.server_lr));
+  TANDEM_ASSIGN_OR_RETURN(up_, Distil(*slm_, *llm_, llm_optimizer_, config_.server_lr));
   server_s_ = watch.Seconds();
   if (!config_.client_eval) return std::optional<TaskSpec>();
   evaluating_ = true;
@@ -224,6 +224,9 @@ void FedCoLLMServer::SaveState(std::map<std::string, std::vector<float>>* tensor
   const auto a = slm_->lora_params();
   (*tensors)["slm.lora"] = std::vector<float>(a.begin(), a.end());
   for (auto& [name, values] : strategy_->SaveState()) (*tensors)["strategy." + name] = values;
+  // Both optimisers are this half's own, also when the LLM is shared with other groups.
+  slm_optimizer_.Save(tensors, metadata);
+  llm_optimizer_.Save(tensors, metadata);
   if (llm_shared_) {
     (*metadata)["model"] = slm_->config().ToString();
     return;
@@ -252,7 +255,11 @@ Status FedCoLLMServer::LoadState(const std::map<std::string, std::vector<float>>
   for (const auto& [name, values] : tensors) {
     if (name.rfind("strategy.", 0) == 0) strategy_state[name.substr(9)] = values;
   }
+  TANDEM_RETURN_IF_ERROR(slm_optimizer_.Check(tensors, metadata));
+  TANDEM_RETURN_IF_ERROR(llm_optimizer_.Check(tensors, metadata));
   TANDEM_RETURN_IF_ERROR(strategy_->LoadState(strategy_state, slm_->lora_params().size()));
+  TANDEM_RETURN_IF_ERROR(slm_optimizer_.Load(tensors, metadata));
+  TANDEM_RETURN_IF_ERROR(llm_optimizer_.Load(tensors, metadata));
   std::copy(a->second.begin(), a->second.end(), slm_->lora_params().begin());
   if (!llm_shared_) std::copy(l->second.begin(), l->second.end(), llm_->params().begin());
   return Status::Ok();

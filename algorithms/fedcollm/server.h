@@ -74,11 +74,11 @@ class FedCoLLMServer : public ServerAlgorithm {
   FedCoLLMServer(FedCoLLMConfig config, LocalTrainConfig local, std::unique_ptr<Strategy> strategy,
                  std::unique_ptr<Gpt> slm, std::shared_ptr<Gpt> llm, TokenDataset public_tokens,
                  std::vector<Record> validation, int64_t eval_tokens, uint64_t seed);
-  // `steps` of KD from `teacher` into `student` on the round's windows, training the student's
-  // adapters (student == slm) or all its weights; returns the student's KD loss on all the
-  // windows before and after.
-  StatusOr<std::pair<double, double>> Distil(Gpt& teacher, Gpt& student, bool adapters,
-                                             double lr);
+  // `steps` of KD from `teacher` into `student` on the round's windows with `optimizer` (the
+  // student's: its adapters when student == slm, all its weights for the LLM); returns the
+  // student's KD loss on all the windows before and after.
+  StatusOr<std::pair<double, double>> Distil(Gpt& teacher, Gpt& student,
+                                             ServerOptimizer& optimizer, double lr);
   // A task carrying the SLM: its base weights, its adapters and their shape.
   TaskSpec SlmTask(const std::string& kind) const;
 
@@ -92,6 +92,8 @@ class FedCoLLMServer : public ServerAlgorithm {
   std::vector<Record> validation_;
   int64_t eval_tokens_;
   uint64_t seed_;
+  // AdamW across rounds: the SLM's adapters (LLM -> SLM) and the LLM (SLM -> LLM).
+  ServerOptimizer slm_optimizer_, llm_optimizer_;
   uint64_t round_ = 0;
   std::vector<uint32_t> windows_;
   bool aggregated_ = false;

@@ -187,6 +187,65 @@ TEST_F(ServerCheckpointTest, ABrokenStateIsRefusedAndLeavesTheHalfAsItWas) {
   }
 }
 
+// The coordinator's own optimisers (distill-up's and fedmkt's LLM, both directions of fedcollm)
+// keep their AdamW state across rounds and in the checkpoint: three rounds in one go, and one
+// round, a checkpoint, a fresh half loading it and rounds 2 and 3, end in the same bits. The step
+// count covers every server step so far, and a half whose optimiser is reset after round 1 (what
+// restarting AdamW every round did) ends elsewhere: the kept state is what makes the difference.
+TEST_F(ServerCheckpointTest, ServerOptimisersCarryOnAcrossRoundsAndThroughAResume) {
+  const int server_steps = 2;  // [distill-up], [fedmkt], [fedcollm] server_steps in the fixture
+  for (const std::string name : {"distill-up", "fedmkt", "fedcollm"}) {
+    SCOPED_TRACE(name);
+    auto whole = Server(name);
+    ASSERT_NE(whole, nullptr);
+    RunRound(*whole, 1);
+    const State after_one = Save(*whole);  // what a run stopped after round 1 left
+    RunRound(*whole, 2);
+    RunRound(*whole, 3);
+    State end = Save(*whole);
+    EXPECT_EQ(end.metadata["llm_optimizer.adam_step"], std::to_string(3 * server_steps));
+    if (name == "fedcollm") {
+      EXPECT_EQ(end.metadata["slm_optimizer.adam_step"], std::to_string(3 * server_steps));
+    }
+
+    auto resumed = Server(name);
+    ASSERT_TRUE(Load(*resumed, after_one).ok());
+    RunRound(*resumed, 2);
+    RunRound(*resumed, 3);
+    EXPECT_TRUE(Same(Save(*resumed), end)) << "the resumed run ends in another state";
+    const auto models_whole = whole->Models(), models_resumed = resumed->Models();
+    ASSERT_EQ(models_whole.size(), models_resumed.size());
+    for (size_t m = 0; m < models_whole.size(); ++m) {
+      EXPECT_TRUE(SameBits(Copy(models_whole[m].model->params()),
+                           Copy(models_resumed[m].model->params())))
+          << models_whole[m].name;
+    }
+
+    State reset = after_one;
+    for (auto& [key, values] : reset.tensors) {
+      if (key.find("_optimizer.adam_") != std::string::npos) {
+        std::fill(values.begin(), values.end(), 0.0f);
+      }
+    }
+    for (auto& [key, value] : reset.metadata) {
+      if (key.find("_optimizer.adam_step") != std::string::npos) value = "0";
+    }
+    auto restarted = Server(name);
+    ASSERT_TRUE(Load(*restarted, reset).ok());
+    RunRound(*restarted, 2);
+    RunRound(*restarted, 3);
+    bool llm_differs = false;
+    for (const RunModel& m : restarted->Models()) {
+      for (const RunModel& w : whole->Models()) {
+        if (m.name == w.name && m.name == "llm") {
+          llm_differs = !SameBits(Copy(m.model->params()), Copy(w.model->params()));
+        }
+      }
+    }
+    EXPECT_TRUE(llm_differs) << "resetting the optimiser changed nothing";
+  }
+}
+
 // ---- The grouped form: two client architectures, one half per group. ---------------------------
 
 ModelConfig Nano() {

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The cross-lingual experiment (docs/results.md "The cross-lingual setup"): the cloud LLM and the
+# edge SLMs start from checkpoints trained on the public categories of English fortunes; eight
+# clients hold fortunes in four other languages (configs/xling-*.toml), and every method runs
+# from those checkpoints on several seeds:
+#   LLM: before collaboration, fine-tuned on the transfer pool alone (the baseline to beat),
+#        distill-up, fedmkt, fedcollm, and the oracle (fine-tuned on the pooled private data)
+#   SLM: before collaboration, fedavg, distill-down, fedmkt's and fedcollm's SLMs
+# Every final model is scored by `tandem eval` on the same held-out sets: one per language and
+# the English one that shows forgetting. Steps whose result exists are skipped, so an interrupted
+# run picks up where it stopped; delete the output directory to start over.
+#
+# Usage: scripts/experiments/xling.sh [BUILD_DIR]
+#   SEEDS="1 2 3"       seeds of the collaborative runs
+#   OUT=runs/xling      where everything goes
+#   EVAL_TOKENS=32768   tokens of each held-out set every loss is measured on
+#   DATA_SET="..."      extra `--set key=value` words for the setup's data, given to every run,
+#                       baseline and evaluation alike (e.g. --set data.languages=[...])
+#   SET="..."           extra words for every collaborative run
+#   TRAIN_SET="..."     extra words for the two baselines (tandem train)
+#   PUBLIC_SET="..."    extra words for the public checkpoints (tandem train configs/llm-public.toml)
+# The tests run it on a tiny budget through these.
+set -euo pipefail
+set -f  # the *_SET words hold TOML lists, not file patterns
+BUILD_DIR="${1:-build}"
+SEEDS="${SEEDS:-1 2 3}"
+OUT="${OUT:-runs/xling}"
+EVAL_TOKENS="${EVAL_TOKENS:-32768}"
+DATA_SET="${DATA_SET:-}"
+SET="${SET:-}"
+TRAIN_SET="${TRAIN_SET:-}"
+PUBLIC_SET="${PUBLIC_SET:-}"
+TANDEM="$BUILD_DIR/apps/tandem"
+LLM="$OUT/llm-public/checkpoints/model.safetensors"
+SLM="$OUT/slm-public/checkpoints/model.safetensors"
+HERE="$(cd "$(dirname "$0")" && pwd)"
+
+[ -x "$TANDEM" ] || { echo "no $TANDEM: build first (make build)" >&2; exit 1; }
+mkdir -p "$OUT"
+started=$(date +%s)
+step() { printf '[%4ds] %s\n' $(( $(date +%s) - started )) "$*"; }
+# Runs a command with its output in LOG; on failure shows the end of it and stops.
+logged() {
+  local log="$1"; shift
+  "$@" > "$log" 2>&1 || { echo "failed: $*" >&2; tail -20 "$log" >&2; exit 1; }
+}
+
+# ---- The starting points: both models trained on the public English categories only. ----
+# shellcheck disable=SC2086  # the *_SET variables are lists of words
+if [ ! -f "$OUT/llm-public/summary.json" ]; then
+  step "training the public LLM (configs/llm-public.toml)"
+  logged "$OUT/llm-public.log" "$TANDEM" train configs/llm-public.toml --overwrite \
+    --set out_dir="$OUT" $PUBLIC_SET
+fi
+# shellcheck disable=SC2086
+if [ ! -f "$OUT/slm-public/summary.json" ]; then
+  step "training the public SLM (configs/llm-public.toml as slm-tiny)"
+  logged "$OUT/slm-public.log" "$TANDEM" train configs/llm-public.toml --overwrite \
+    --set out_dir="$OUT" --set name=slm-public --set model.preset=slm-tiny $PUBLIC_SET
+fi
+# Every score: the checkpoint on the setup's held-out sets, per language (tandem eval --json).
+evaluate() {  # evaluate NAME CHECKPOINT
+  local name="$1" checkpoint="$2"
+  [ -f "$OUT/eval/$name.json" ] && return
+  mkdir -p "$OUT/eval"
+  step "evaluating $name"
+  # shellcheck disable=SC2086
+  logged "$OUT/eval/$name.log" "$TANDEM" eval configs/xling-pool.toml --checkpoint "$checkpoint" \
+    --max-tokens "$EVAL_TOKENS" --exact-match 0 --json "$OUT/eval/$name.json.tmp" $DATA_SET
+  mv "$OUT/eval/$name.json.tmp" "$OUT/eval/$name.json"
+}
+evaluate llm-public "$LLM"
+evaluate slm-public "$SLM"
+
+# ---- The baselines: the public LLM fine-tuned on the transfer pool, and on all private data. ----
+for baseline in pool oracle; do
+  if [ ! -f "$OUT/xling-$baseline/summary.json" ]; then
+    step "baseline xling-$baseline (configs/xling-$baseline.toml)"
+    # shellcheck disable=SC2086
+    logged "$OUT/xling-$baseline.log" "$TANDEM" train "configs/xling-$baseline.toml" --overwrite \
+      --set out_dir="$OUT" --set model.init_checkpoint="$LLM" $DATA_SET $TRAIN_SET
+  fi
+  evaluate "llm-$baseline" "$OUT/xling-$baseline/checkpoints/model.safetensors"
+done
+
+# ---- The collaborative runs: one split of the data (data.seed = 1, as the public models had);
+# the seed varies initial draws, windows and batches. ----
+run() {  # run NAME CONFIG [--set ...]
+  local name="$1" config="$2"; shift 2
+  [ -f "$OUT/$name/summary.json" ] && return
+  step "run $name"
+  rm -rf "${OUT:?}/$name"
+  # shellcheck disable=SC2086
+  logged "$OUT/$name.log" "$TANDEM" run "$config" --overwrite --set name="$name" \
+    --set out_dir="$OUT" --set data.seed=1 --set model.init_checkpoint="$SLM" \
+    --set eval.tokens="$EVAL_TOKENS" "$@" $DATA_SET $SET
+}
+for seed in $SEEDS; do
+  run "fedavg-s$seed" configs/xling-fedavg-slm.toml --set seed="$seed"
+  evaluate "slm-fedavg-s$seed" "$OUT/fedavg-s$seed/checkpoints/model.safetensors"
+  run "distill-down-s$seed" configs/xling-distill-down.toml --set seed="$seed" \
+    --set distill-down.teacher="$LLM"
+  evaluate "slm-distill-down-s$seed" "$OUT/distill-down-s$seed/checkpoints/model.safetensors"
+  run "distill-up-s$seed" configs/xling-distill-up.toml --set seed="$seed" \
+    --set distill-up.llm="$LLM"
+  evaluate "llm-distill-up-s$seed" "$OUT/distill-up-s$seed/checkpoints/llm.safetensors"
+  run "fedmkt-s$seed" configs/xling-fedmkt.toml --set seed="$seed" --set fedmkt.llm="$LLM"
+  evaluate "llm-fedmkt-s$seed" "$OUT/fedmkt-s$seed/checkpoints/llm.safetensors"
+  run "fedcollm-s$seed" configs/xling-fedcollm.toml --set seed="$seed" --set fedcollm.llm="$LLM"
+  evaluate "llm-fedcollm-s$seed" "$OUT/fedcollm-s$seed/checkpoints/llm.safetensors"
+done
+step "done"
+# shellcheck disable=SC2086
+/usr/bin/python3 "$HERE/xling_table.py" "$OUT" --seeds $SEEDS | tee "$OUT/table.md"
