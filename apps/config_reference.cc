@@ -82,6 +82,8 @@ const std::map<std::string, std::string>& Descriptions() {
        "Sampling temperature of the training rollouts (evaluation decodes greedily)."},
       {"route.test_fraction",
        "Share of the distinct prompts held out for `tandem route eval`, by a hash of (seed, prompt): no test prompt is a training prompt."},
+      {"route.trainable",
+       "What `tandem route train` trains: \"marker\" (the hand-off marker's output row alone, a linear hand-off head on the device's final hidden state; the device's answers stay exactly as they were) or \"all\" (every parameter)."},
       {"route.warm_start_batch",
        "Sequences per warm-start step."},
       {"route.warm_start_handoff_fraction",

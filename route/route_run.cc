@@ -17,6 +17,8 @@
 #include "data/batcher.h"
 #include "models/gpt.h"
 #include "models/gpt_checkpoint.h"
+#include "models/gpt_workspace.h"
+#include "models/param_layout.h"
 #include "models/safetensors.h"
 #include "models/tokenizer.h"
 #include "route/gapg.h"
@@ -60,6 +62,8 @@ StatusOr<RouteConfig> RouteConfigFromConfig(const Config& config) {
                           config.GetInt("route.warm_start_batch", r.warm_start_batch, 1, 4096));
   r.warm_start_batch = static_cast<int>(ws_batch);
 
+  TANDEM_ASSIGN_OR_RETURN(r.trainable,
+                          config.GetChoice("route.trainable", r.trainable, {"marker", "all"}));
   TANDEM_ASSIGN_OR_RETURN(r.mode, config.GetChoice("route.mode", r.mode, {"gapg", "grpo"}));
   TANDEM_ASSIGN_OR_RETURN(r.steps, config.GetInt("route.steps", r.steps, 0));
   TANDEM_ASSIGN_OR_RETURN(r.lr, config.GetDouble("route.lr", r.lr, 0.0, 1.0));
@@ -244,6 +248,48 @@ std::vector<Record> WarmStartRecords(const std::vector<ArithmeticExample>& train
   return out;
 }
 
+// The probability that `weights` starts its completion of `prompt` with the hand-off marker, at
+// `temperature`.
+double HandOffProbability(std::shared_ptr<const GptWeights> weights, std::string_view prompt,
+                          double temperature) {
+  const std::vector<int32_t> tokens = PromptTokens(prompt);
+  const int V = weights->config().vocab;
+  GptWorkspace ws(std::move(weights));
+  const float* logits = ws.Decode(tokens.data(), static_cast<int>(tokens.size()));
+  logits += (tokens.size() - 1) * static_cast<size_t>(V);
+  const double mx = *std::max_element(logits, logits + V);
+  double z = 0.0;
+  for (int v = 0; v < V; ++v) z += std::exp((static_cast<double>(logits[v]) - mx) / temperature);
+  return std::exp((static_cast<double>(logits[kHandOffToken]) - mx) / temperature) / z;
+}
+
+// The last term of a step when only the marker's output row trains: zeroes every gradient but
+// that row's. The output layer is tied to the token embedding (wte, (V,C)), and the marker never
+// occurs in an input, so its row is exactly the marker's logit: w·h over the final hidden state,
+// a linear hand-off head on the device's own features. The trainer's AdamW moves nothing whose
+// gradient and moments are zero (weight decay is off for these runs).
+class MarkerRowOnly : public LossTerm {
+ public:
+  explicit MarkerRowOnly(const Gpt& model) {
+    const TensorSpec* wte = model.layout().Find("wte.weight");
+    TANDEM_CHECK(wte != nullptr);
+    const size_t C = static_cast<size_t>(model.config().d_model);
+    begin_ = wte->offset + static_cast<size_t>(kHandOffToken) * C;
+    end_ = begin_ + C;
+  }
+  std::string name() const override { return "marker_only"; }
+  void Bind(std::span<const float>, std::span<float> grads) override { grads_ = grads; }
+  StatusOr<TermLoss> Accumulate(Gpt&, int64_t, Rng&) override {
+    std::fill(grads_.begin(), grads_.begin() + begin_, 0.0f);
+    std::fill(grads_.begin() + end_, grads_.end(), 0.0f);
+    return TermLoss{};
+  }
+
+ private:
+  size_t begin_ = 0, end_ = 0;
+  std::span<float> grads_;
+};
+
 double Seconds(std::chrono::steady_clock::time_point since) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
 }
@@ -294,7 +340,15 @@ StatusOr<RouteTrainResult> RunRouteTrain(const Config& config, bool resume, bool
   const std::string metrics_path = run_dir + "/metrics.jsonl";
   const int64_t total = rc.warm_start_steps + rc.steps;
 
-  LocalTrainer trainer(model.get(), TrainerOptions{});
+  TrainerOptions trainer_options;
+  trainer_options.adamw.weight_decay = rc.trainable == "marker" ? 0.0f : 0.1f;
+  LocalTrainer trainer(model.get(), trainer_options);
+  MarkerRowOnly marker_only(*model);
+  auto terms = [&](LossTerm* term) {
+    std::vector<LossTerm*> t = {term};
+    if (rc.trainable == "marker") t.push_back(&marker_only);
+    return t;
+  };
   Rng rng(Mix(rc.seed));
   int64_t start = 0;
   const bool resumed = resume && std::filesystem::exists(state_path);
@@ -378,7 +432,7 @@ StatusOr<RouteTrainResult> RunRouteTrain(const Config& config, bool resume, bool
     nlohmann::json metrics = {{"step", step + 1}};
     if (warm) {
       TANDEM_ASSIGN_OR_RETURN(std::vector<TermLoss> losses,
-                              trainer.Step({&warm_term}, static_cast<float>(rc.warm_start_lr),
+                              trainer.Step(terms(&warm_term), static_cast<float>(rc.warm_start_lr),
                                            rng));
       metrics["warm_loss"] = losses[0].loss;
       char buf[160];
@@ -392,7 +446,7 @@ StatusOr<RouteTrainResult> RunRouteTrain(const Config& config, bool resume, bool
         TANDEM_RETURN_IF_ERROR(refilter());
       }
       TANDEM_ASSIGN_OR_RETURN(std::vector<TermLoss> losses,
-                              trainer.Step({&pg_term}, static_cast<float>(rc.lr), rng));
+                              trainer.Step(terms(&pg_term), static_cast<float>(rc.lr), rng));
       result.final_mean_reward = pg_term.last_mean_reward();
       result.final_handoff_rate = double(stats.handoffs) / stats.completions;
       metrics["pg_loss"] = losses[0].loss;
@@ -454,7 +508,12 @@ std::string RouteEvalResult::Line() const {
                 static_cast<long long>(queries), local_accuracy(),
                 static_cast<long long>(local_correct), static_cast<long long>(local_answered),
                 call_ratio(), static_cast<long long>(handoffs), requested_ratio());
-  return buf;
+  std::string line = buf;
+  if (preferred >= 0) {
+    std::snprintf(buf, sizeof buf, ", preferred without a cap %.4f", preferred_ratio());
+    line += buf;
+  }
+  return line;
 }
 
 std::string RouteEvalResult::Json() const {
@@ -466,6 +525,10 @@ std::string RouteEvalResult::Json() const {
                       {"handoffs", handoffs},       {"call_ratio", call_ratio()},
                       {"requested", requested},     {"requested_ratio", requested_ratio()},
                       {"cloud_correct", cloud_correct}};
+  if (preferred >= 0) {
+    j["preferred"] = preferred;
+    j["preferred_ratio"] = preferred_ratio();
+  }
   return j.dump();
 }
 
@@ -520,9 +583,18 @@ StatusOr<RouteEvalResult> RunRouteEval(const Config& config) {
     router = std::move(fitted);
   }
 
+  if (rc.baseline == "policy") {
+    std::vector<double> scores;
+    for (const auto& e : prompts.train) {
+      scores.push_back(HandOffProbability(policy->shared_weights(), e.prompt, rc.temperature));
+    }
+    threshold = TopFractionThreshold(scores, rc.budget);
+  }
+
   RouteEvalResult out;
   out.baseline = rc.baseline;
   out.budget = rc.baseline == "cloud" ? 1.0 : rc.baseline == "device" ? 0.0 : rc.budget;
+  if (rc.baseline == "policy") out.preferred = 0;
   HandOffCap cap({out.budget, -1});
   const ParsedCompletion kHandOff{CompletionKind::kHandOff, ""};
   for (const auto& e : test) {
@@ -530,12 +602,23 @@ StatusOr<RouteEvalResult> RunRouteEval(const Config& config) {
     std::string answer;
     bool asked = false;
     if (rc.baseline == "policy") {
-      TANDEM_ASSIGN_OR_RETURN(RoutedAnswer routed,
-                              AnswerQuery(policy->shared_weights(), e.prompt, rc.max_tokens,
-                                          greedy, rng, cap, cloud_answer));
-      decision = routed.decision;
-      answer = routed.answer;
-      asked = decision != RouteDecision::kAnswer;
+      // The policy hands off when its marker probability at the answer's first token (at
+      // route.temperature, as it was trained) is among the budget's share of the highest it gives
+      // the training prompts: the same rule as the router's, on the policy's own score. Token-
+      // by-token greedy decoding would instead hand off whenever the marker is the single
+      // likeliest token, which against ten digits sharing the answer's mass happens long before
+      // the policy prefers handing off; the cap then grants requests in arrival order.
+      const double p_handoff = HandOffProbability(policy->shared_weights(), e.prompt,
+                                                  rc.temperature);
+      asked = p_handoff >= threshold;
+      out.preferred += p_handoff > 0.5;
+      const ParsedCompletion wants{asked ? CompletionKind::kHandOff : CompletionKind::kAnswer, ""};
+      decision = cap.Decide(wants);
+      if (decision == RouteDecision::kHandOff) {
+        TANDEM_ASSIGN_OR_RETURN(answer, cloud_answer(e.prompt));
+      } else {
+        answer = FallbackAnswer(policy->shared_weights(), e.prompt, rc.max_tokens, greedy, rng);
+      }
     } else {
       std::string local = device_answer(e.prompt);
       if (rc.baseline == "cloud") {

@@ -35,6 +35,9 @@ struct RouteConfig {
   double warm_start_handoff_fraction = 0.3;
   double warm_start_lr = 1e-3;
   int warm_start_batch = 16;
+  // What the warm start and the policy gradient train: "marker" (the hand-off marker's output
+  // row alone, so the device's answers stay exactly as they were) or "all".
+  std::string trainable = "marker";
   // Policy gradient.
   std::string mode = "gapg";  // or "grpo"
   int64_t steps = 200;
@@ -85,12 +88,16 @@ struct RouteEvalResult {
   int64_t handoffs = 0;                           // granted
   int64_t requested = 0;                          // hand-offs asked for, granted or not
   int64_t cloud_correct = 0;                      // of the granted hand-offs
+  // The policy's own preference, before any budget: prompts whose marker probability is > 1/2
+  // (the call ratio it would have without a cap); -1 for the baselines.
+  int64_t preferred = -1;
   double accuracy() const { return queries ? double(correct) / queries : 0.0; }
   double local_accuracy() const {
     return local_answered ? double(local_correct) / local_answered : 0.0;
   }
   double call_ratio() const { return queries ? double(handoffs) / queries : 0.0; }
   double requested_ratio() const { return queries ? double(requested) / queries : 0.0; }
+  double preferred_ratio() const { return queries ? double(preferred) / queries : 0.0; }
   std::string Line() const;
   std::string Json() const;
 };
