@@ -54,6 +54,8 @@ const std::map<std::string, std::string>& Descriptions() {
        "The task-tuned device model's checkpoint: where `tandem route train` starts, and the device of the eval baselines."},
       {"route.eval_prompts",
        "Test prompts `tandem route eval` scores (the first of the seeded order); 0 = every test prompt."},
+      {"route.eval_split",
+       "The prompts `tandem route eval` scores: \"test\" (held out from the router and the policy) or \"train\" (the prompts they were fitted on: how well the routing fits them, not a result)."},
       {"route.examples_per_level",
        "Arithmetic examples generated per level before de-duplication by prompt text."},
       {"route.filter_every",

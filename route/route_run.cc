@@ -96,6 +96,8 @@ StatusOr<RouteConfig> RouteConfigFromConfig(const Config& config) {
   TANDEM_ASSIGN_OR_RETURN(r.policy_checkpoint,
                           config.GetString("route.policy_checkpoint", r.policy_checkpoint));
   TANDEM_ASSIGN_OR_RETURN(r.eval_prompts, config.GetInt("route.eval_prompts", r.eval_prompts, 0));
+  TANDEM_ASSIGN_OR_RETURN(r.eval_split,
+                          config.GetChoice("route.eval_split", r.eval_split, {"test", "train"}));
   TANDEM_RETURN_IF_ERROR(config.CheckAllKeysUsed());
   return r;
 }
@@ -551,7 +553,7 @@ StatusOr<RouteEvalResult> RunRouteEval(const Config& config) {
   }
 
   // The queries arrive in an order drawn from the seed; the online cap sees them in turn.
-  std::vector<ArithmeticExample> test = prompts.test;
+  std::vector<ArithmeticExample> test = rc.eval_split == "train" ? prompts.train : prompts.test;
   Rng rng(Mix(rc.seed ^ 0x4556414Cull));
   for (size_t i = test.size(); i > 1; --i) std::swap(test[i - 1], test[rng.Below(i)]);
   if (rc.eval_prompts > 0 && static_cast<size_t>(rc.eval_prompts) < test.size()) {

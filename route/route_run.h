@@ -55,6 +55,7 @@ struct RouteConfig {
   double budget = 0.3;              // the test-time cap's max_fraction
   std::string policy_checkpoint;    // "": the run's checkpoints/model.safetensors
   int64_t eval_prompts = 0;         // 0: every test prompt
+  std::string eval_split = "test";  // or "train": how well the routing fits its own prompts
 };
 
 StatusOr<RouteConfig> RouteConfigFromConfig(const Config& config);
