@@ -7,7 +7,8 @@
 #
 #   scripts/experiments/routing.sh [BUILD_DIR] [OUT_DIR]      # SEEDS="1 2 3 4 5" by default
 #
-# Writes OUT_DIR/results/*.json (one per evaluation) and prints the tables (routing_table.py).
+# Writes OUT_DIR/results/*.json (one per evaluation on held-out prompts), OUT_DIR/results-train/
+# (the same methods on the prompts they were fitted on) and prints the tables (routing_table.py).
 set -euo pipefail
 BUILD="${1:-build}"
 OUT="${2:-runs/routing}"
@@ -16,7 +17,7 @@ BUDGETS="${BUDGETS:-0.1 0.2 0.3 0.4 0.5}"
 SRC="$(cd "$(dirname "$0")/../.." && pwd)"
 TANDEM="$(cd "$BUILD" && pwd)/apps/tandem"
 export TANDEM_THREADS=1
-mkdir -p "$OUT/results"
+mkdir -p "$OUT/results" "$OUT/results-train"
 cd "$OUT"
 run() { nice -n 19 "$TANDEM" --log-level warn "$@"; }
 
@@ -45,6 +46,16 @@ for seed in $SEEDS; do
     [ -f "results/$stem.json" ] || run route eval "$CONFIG" --set seed="$seed" "$@" \
       --json "results/$stem.json"
   }
+  # The same methods on the prompts they were fitted on: how well the routing fits them.
+  for b in device cloud random router oracle; do
+    [ -f "results-train/$b-b0.3-s$seed.json" ] || run route eval "$CONFIG" --set seed="$seed" \
+      --set route.eval_split=train --set route.baseline=$b --json "results-train/$b-b0.3-s$seed.json"
+  done
+  for mode in gapg grpo; do
+    [ -f "results-train/$mode-b0.3-s$seed.json" ] || run route eval "$CONFIG" --set seed="$seed" \
+      --set route.eval_split=train --set name="route-$mode-s$seed" \
+      --json "results-train/$mode-b0.3-s$seed.json"
+  done
   for b in device cloud random router oracle; do
     evaluate "$b-b0.3-s$seed" --set route.baseline=$b --set route.budget=0.3
   done
@@ -57,3 +68,5 @@ for seed in $SEEDS; do
   done
 done
 python3 "$SRC/scripts/experiments/routing_table.py" results
+echo; echo "On the training prompts:"
+python3 "$SRC/scripts/experiments/routing_table.py" results-train | sed -n '3,12p'
