@@ -11,6 +11,7 @@
 #include "client/client.h"
 #include "coordinator/coordinator.h"
 #include "data/partition.h"
+#include "route/route_run.h"
 #include "train/data_setup.h"
 #include "train/trainer.h"
 
@@ -39,6 +40,60 @@ const std::map<std::string, std::string>& Descriptions() {
        "The run's name: its directory is out_dir/name."},
       {"out_dir",
        "Where run directories are made."},
+      {"route.answer_correct",
+       "GAPG reward a_a of a correct answer of the device's own; must be > route.handoff_correct."},
+      {"route.baseline",
+       "What `tandem route eval` measures: \"policy\" (the trained device's own hand-offs), \"device\" (the task-tuned device alone), \"cloud\" (every query to the cloud), \"random\" (hand off with probability route.budget), \"router\" (a logistic-regression router on the device's confidence) or \"oracle\" (hands off exactly the prompts the device gets wrong)."},
+      {"route.budget",
+       "The test-time cap of `tandem route eval`: at most this fraction of the queries so far go to the cloud (route/handoff.h's HandOffCap); device and cloud baselines ignore it."},
+      {"route.checkpoint_every",
+       "Steps between checkpoints of `tandem route train` (the last step always saves); 0 = only the last."},
+      {"route.cloud_checkpoint",
+       "The cloud model's checkpoint; it answers hand-offs greedily, in this process."},
+      {"route.device_checkpoint",
+       "The task-tuned device model's checkpoint: where `tandem route train` starts, and the device of the eval baselines."},
+      {"route.eval_prompts",
+       "Test prompts `tandem route eval` scores (the first of the seeded order); 0 = every test prompt."},
+      {"route.eval_split",
+       "The prompts `tandem route eval` scores: \"test\" (held out from the router and the policy) or \"train\" (the prompts they were fitted on: how well the routing fits them, not a result)."},
+      {"route.examples_per_level",
+       "Arithmetic examples generated per level before de-duplication by prompt text."},
+      {"route.filter_every",
+       "Policy-gradient steps between passes of the adaptive prompt filter over every training prompt (route.group_size samples each); 0 = no filter, train on every training prompt."},
+      {"route.group_size",
+       "G: completions sampled per prompt (a group of the policy gradient; also the filter's samples)."},
+      {"route.handoff_correct",
+       "GAPG reward a_c of a hand-off whose cloud answer is correct; must be in (0, route.answer_correct)."},
+      {"route.levels",
+       "The arithmetic levels (data/arithmetic.h) the prompts come from."},
+      {"route.lr",
+       "AdamW learning rate of the policy-gradient steps (constant)."},
+      {"route.max_tokens",
+       "Tokens decoded per completion (an answer and its newline, or the marker and its newline)."},
+      {"route.mode",
+       "The advantage: \"gapg\" ((r - mean)/(G - 1), unbiased) or \"grpo\" (std-normalised, the paper's baseline)."},
+      {"route.policy_checkpoint",
+       "The policy `tandem route eval` scores with route.baseline = \"policy\"; empty = the run's checkpoints/model.safetensors."},
+      {"route.prompts_per_step",
+       "Prompts per policy-gradient step, each with route.group_size completions."},
+      {"route.rho",
+       "The adaptive filter's rho: besides the prompts with mixed local outcomes (D1), keep up to rho*|D1| prompts no local sample solved and the cloud does."},
+      {"route.steps",
+       "Policy-gradient steps of `tandem route train`, after the warm start."},
+      {"route.temperature",
+       "Sampling temperature of the training rollouts (evaluation decodes greedily)."},
+      {"route.test_fraction",
+       "Share of the distinct prompts held out for `tandem route eval`, by a hash of (seed, prompt): no test prompt is a training prompt."},
+      {"route.trainable",
+       "What `tandem route train` trains: \"marker\" (the hand-off marker's output row alone, a linear hand-off head on the device's final hidden state; the device's answers stay exactly as they were) or \"all\" (every parameter)."},
+      {"route.warm_start_batch",
+       "Sequences per warm-start step."},
+      {"route.warm_start_handoff_fraction",
+       "Share of the warm start's records whose answer is replaced by the hand-off marker, at random prompts."},
+      {"route.warm_start_lr",
+       "AdamW learning rate of the supervised warm start (constant)."},
+      {"route.warm_start_steps",
+       "Supervised steps before the policy gradient that teach the device the hand-off marker; 0 = none."},
       {"seed",
        "The seed of everything random in the run (initialisation, sampling, noise), unless a more specific seed is set."},
       {"algorithm.name",
@@ -402,6 +457,11 @@ StatusOr<std::vector<ConfigKeyRecord>> RecordConfigKeys() {
     Config config = base;
     TANDEM_RETURN_IF_ERROR(config.ApplyOverride("strategy.name=" + name));
     (void)StrategyConfigFromConfig(config);
+  }
+  // `tandem route train|eval`.
+  {
+    Config config = base;
+    (void)RouteConfigFromConfig(config);
   }
   // `tandem train`, with and without LoRA.
   {

@@ -20,6 +20,7 @@
 #include "core/config.h"
 #include "core/logging.h"
 #include "core/threads.h"
+#include "route/route_run.h"
 #include "route/speculative_command.h"
 #include "train/commands.h"
 #include "train/report.h"
@@ -200,6 +201,19 @@ int main(int argc, char** argv) {
   report->add_option("--out", report_options.out_dir, "Where to write (default: RUN_DIR/report)");
   report->add_flag("--no-plots", no_plots, "Only the table");
 
+  // tandem route train|eval CONFIG
+  auto* route = app.add_subcommand("route", "Answer-or-hand-off: GAPG post-training and its evaluation");
+  route->require_subcommand(1);
+  auto* route_train = route->add_subcommand("train", "Post-train the device to answer or hand off (GAPG or GRPO)");
+  route_train->add_option("config", config_path, "TOML config with a [route] section")->required()->check(CLI::ExistingFile);
+  route_train->add_option("--set", overrides, "Override a config key: --set route.steps=100");
+  route_train->add_flag("--resume", resume, "Continue from the run's last checkpoint");
+  route_train->add_flag("--overwrite", overwrite, kOverwriteHelp);
+  auto* route_eval = route->add_subcommand("eval", "Accuracy, local accuracy and call ratio under a budget");
+  route_eval->add_option("config", config_path, "TOML config with a [route] section")->required()->check(CLI::ExistingFile);
+  route_eval->add_option("--set", overrides, "Override a config key: --set route.baseline=router");
+  route_eval->add_option("--json", json_out, "Also write the result as JSON here");
+
   // tandem privacy epsilon|sigma
   tandem::AddPrivacyCommands(app);
 
@@ -321,6 +335,32 @@ int main(int argc, char** argv) {
                 result->initial_val_loss, result->final_val_loss, result->final_test_loss,
                 static_cast<long long>(result->steps), result->seconds,
                 result->tokens_per_second, result->run_dir.c_str());
+    return 0;
+  }
+  if (*route_train) {
+    auto config = LoadConfig(config_path, overrides);
+    if (!config.ok()) return Fail(config.status());
+    auto result = tandem::RunRouteTrain(*config, resume, overwrite, stderr);
+    if (!result.ok()) return Fail(result.status());
+    std::printf("route train: %lld steps, last step's mean reward %.4f and hand-off rate %.4f, "
+                "%lld cloud queries\nrun directory: %s\n",
+                static_cast<long long>(result->steps), result->final_mean_reward,
+                result->final_handoff_rate, static_cast<long long>(result->cloud_queries),
+                result->run_dir.c_str());
+    return 0;
+  }
+  if (*route_eval) {
+    auto config = LoadConfig(config_path, overrides);
+    if (!config.ok()) return Fail(config.status());
+    auto result = tandem::RunRouteEval(*config);
+    if (!result.ok()) return Fail(result.status());
+    std::printf("%s\n", result->Line().c_str());
+    if (!json_out.empty()) {
+      std::FILE* f = std::fopen(json_out.c_str(), "w");
+      if (f == nullptr) return Fail(Status::IoError("cannot write " + json_out));
+      std::fprintf(f, "%s\n", result->Json().c_str());
+      if (std::fclose(f) != 0) return Fail(Status::IoError("cannot write " + json_out));
+    }
     return 0;
   }
   if (*eval) {
