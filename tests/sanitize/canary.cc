@@ -20,9 +20,9 @@ int main(int argc, char** argv) {
   }
   const char* mode = argv[1];
   if (std::strcmp(mode, "heap-overflow") == 0) {
-    int* p = new int[4];
-    volatile int i = 4;
-    g_sink = p[i];  // one past the end
+    volatile int n = 4;  // unknown to the compiler, so UBSan's object-size check cannot see it first
+    int* p = new int[n];
+    g_sink = p[n];  // one past the end
     delete[] p;
   } else if (std::strcmp(mode, "signed-overflow") == 0) {
     volatile int x = INT_MAX;
