@@ -131,21 +131,39 @@ Config::~Config() = default;
 Config::Config(const Config& other)
     : table_(std::make_unique<toml::table>(*other.table_)),
       source_(other.source_),
-      used_(other.used_),
-      recording_(other.recording_),
-      defaults_(other.defaults_) {}
+      recording_(other.recording_) {
+  std::lock_guard<std::mutex> lock(other.bookkeeping_mu_);
+  used_ = other.used_;
+  defaults_ = other.defaults_;
+}
 Config& Config::operator=(const Config& other) {
   if (this != &other) {
     table_ = std::make_unique<toml::table>(*other.table_);
     source_ = other.source_;
-    used_ = other.used_;
     recording_ = other.recording_;
+    std::scoped_lock lock(bookkeeping_mu_, other.bookkeeping_mu_);
+    used_ = other.used_;
     defaults_ = other.defaults_;
   }
   return *this;
 }
-Config::Config(Config&&) noexcept = default;
-Config& Config::operator=(Config&&) noexcept = default;
+// Moves take everything but the mutex; nothing may read a config while it is moved from.
+Config::Config(Config&& other) noexcept
+    : table_(std::move(other.table_)),
+      source_(std::move(other.source_)),
+      used_(std::move(other.used_)),
+      recording_(other.recording_),
+      defaults_(std::move(other.defaults_)) {}
+Config& Config::operator=(Config&& other) noexcept {
+  if (this != &other) {
+    table_ = std::move(other.table_);
+    source_ = std::move(other.source_);
+    used_ = std::move(other.used_);
+    recording_ = other.recording_;
+    defaults_ = std::move(other.defaults_);
+  }
+  return *this;
+}
 
 StatusOr<Config> Config::LoadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -209,6 +227,11 @@ Status Config::ApplyOverride(std::string_view assignment) {
 
 bool Config::Has(std::string_view key) const { return Find(*table_, key) != nullptr; }
 
+void Config::NoteUsed(std::string_view key) const {
+  std::lock_guard<std::mutex> lock(bookkeeping_mu_);
+  used_.emplace(key);
+}
+
 std::string Config::Where(std::string_view key) const {
   std::ostringstream out;
   out << source_;
@@ -223,7 +246,7 @@ std::string Config::Where(std::string_view key) const {
 
 StatusOr<int64_t> Config::GetInt(std::string_view key, int64_t def, int64_t min,
                                  int64_t max) const {
-  used_.emplace(key);
+  NoteUsed(key);
   Record(key, "integer", std::to_string(def), Range(min, max));
   const toml::node* n = Find(*table_, key);
   if (n == nullptr) return Defaulted(key, std::move(def));
@@ -241,7 +264,7 @@ StatusOr<int64_t> Config::GetInt(std::string_view key, int64_t def, int64_t min,
 
 StatusOr<double> Config::GetDouble(std::string_view key, double def, double min,
                                    double max) const {
-  used_.emplace(key);
+  NoteUsed(key);
   Record(key, "number", Number(def), Range(min, max));
   const toml::node* n = Find(*table_, key);
   if (n == nullptr) return Defaulted(key, std::move(def));
@@ -258,7 +281,7 @@ StatusOr<double> Config::GetDouble(std::string_view key, double def, double min,
 }
 
 StatusOr<bool> Config::GetBool(std::string_view key, bool def) const {
-  used_.emplace(key);
+  NoteUsed(key);
   Record(key, "boolean", def ? "true" : "false", "");
   const toml::node* n = Find(*table_, key);
   if (n == nullptr) return Defaulted(key, std::move(def));
@@ -269,7 +292,7 @@ StatusOr<bool> Config::GetBool(std::string_view key, bool def) const {
 }
 
 StatusOr<std::string> Config::GetString(std::string_view key, std::string def) const {
-  used_.emplace(key);
+  NoteUsed(key);
   Record(key, "string", Quoted(def), "");
   const toml::node* n = Find(*table_, key);
   if (n == nullptr) return Defaulted(key, std::move(def));
@@ -281,7 +304,7 @@ StatusOr<std::string> Config::GetString(std::string_view key, std::string def) c
 
 StatusOr<std::string> Config::RequireString(std::string_view key) const {
   if (!Has(key)) {
-    used_.emplace(key);
+    NoteUsed(key);
     Record(key, "string", "(required)", "");
     // Describe mode reads on past a required key, to record the keys that follow it.
     if (recording_ != nullptr) return std::string();
@@ -307,7 +330,7 @@ StatusOr<std::string> Config::GetChoice(std::string_view key, std::string def,
 
 StatusOr<std::vector<std::string>> Config::GetStringList(std::string_view key,
                                                          std::vector<std::string> def) const {
-  used_.emplace(key);
+  NoteUsed(key);
   Record(key, "string list", List(def, Quoted), "");
   const toml::node* n = Find(*table_, key);
   if (n == nullptr) return Defaulted(key, std::move(def));
@@ -329,7 +352,7 @@ StatusOr<std::vector<std::string>> Config::GetStringList(std::string_view key,
 
 StatusOr<std::vector<int64_t>> Config::GetIntList(std::string_view key, std::vector<int64_t> def,
                                                   int64_t min, int64_t max) const {
-  used_.emplace(key);
+  NoteUsed(key);
   Record(key, "integer list",
          List(def, [](int64_t v) { return std::to_string(v); }), Range(min, max));
   const toml::node* n = Find(*table_, key);
@@ -359,6 +382,7 @@ StatusOr<std::vector<int64_t>> Config::GetIntList(std::string_view key, std::vec
 void Config::MarkUsed(std::string_view prefix) const {
   std::vector<std::string> leaves;
   CollectLeaves(*table_, "", &leaves);
+  std::lock_guard<std::mutex> lock(bookkeeping_mu_);
   for (const auto& leaf : leaves) {
     if (prefix.empty() || leaf == prefix || leaf.rfind(std::string(prefix) + ".", 0) == 0) {
       used_.insert(leaf);
@@ -391,6 +415,7 @@ bool Config::InSwitchedOffSection(std::string_view key) const {
 Status Config::CheckAllKeysUsed() const {
   std::vector<std::string> leaves;
   CollectLeaves(*table_, "", &leaves);
+  std::lock_guard<std::mutex> lock(bookkeeping_mu_);  // InSwitchedOffSection reads used_ too
   std::string unknown;
   for (const auto& leaf : leaves) {
     if (used_.count(leaf) != 0 || InSwitchedOffSection(leaf)) continue;
@@ -431,9 +456,13 @@ T Config::Defaulted(std::string_view key, T def) const {
                 std::is_same_v<T, std::vector<int64_t>>) {
     toml::array a;
     for (const auto& v : def) a.push_back(v);
-    defaults_[std::string(key)] = TomlLiteral(std::move(a));
+    std::string literal = TomlLiteral(std::move(a));
+    std::lock_guard<std::mutex> lock(bookkeeping_mu_);
+    defaults_[std::string(key)] = std::move(literal);
   } else {
-    defaults_[std::string(key)] = TomlLiteral(def);
+    std::string literal = TomlLiteral(def);
+    std::lock_guard<std::mutex> lock(bookkeeping_mu_);
+    defaults_[std::string(key)] = std::move(literal);
   }
   return def;
 }
@@ -442,6 +471,7 @@ std::string Config::ResolvedToml() const {
   std::string out = ToToml();
   out += "\n\n# Every key the run read, with the value in effect (the default where the config\n"
          "# does not set it).\n[resolved]\n";
+  std::lock_guard<std::mutex> lock(bookkeeping_mu_);
   for (const std::string& key : used_) {
     std::string literal;
     if (const toml::node* n = Find(*table_, key)) {

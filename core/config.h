@@ -3,12 +3,15 @@
 //
 // Every getter records the key it read; CheckAllKeysUsed() then reports keys nobody read, so a
 // typo such as `train.stpes` is an error rather than a silently ignored setting.
-// Not thread-safe: configs are read once, at start-up, on one thread.
+// Getters may run on several threads at once (`tandem run` with in-process clients hands every
+// client thread the same config): the record of keys read and defaults in effect is behind a
+// mutex. Loading, overrides and RecordKeysTo are not thread-safe.
 #pragma once
 
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 #include <string_view>
@@ -94,7 +97,8 @@ class Config {
  private:
   void Record(std::string_view key, std::string type, std::string def,
               std::string range) const;
-  bool InSwitchedOffSection(std::string_view key) const;
+  bool InSwitchedOffSection(std::string_view key) const;  // caller holds bookkeeping_mu_
+  void NoteUsed(std::string_view key) const;
   // Remembers `def` as the value in effect for an absent `key`; returns it.
   template <typename T>
   T Defaulted(std::string_view key, T def) const;
@@ -102,6 +106,7 @@ class Config {
   std::string Where(std::string_view key) const;  // "file:line: key"
   std::unique_ptr<toml::table> table_;
   std::string source_;
+  mutable std::mutex bookkeeping_mu_;  // guards used_ and defaults_
   mutable std::set<std::string, std::less<>> used_;
   std::vector<ConfigKeyRecord>* recording_ = nullptr;
   mutable std::map<std::string, std::string, std::less<>> defaults_;  // key -> TOML literal

@@ -100,8 +100,10 @@ inline uint64_t LoadLe64(const uint8_t* p) {
 }
 
 // acc[i] = (acc[i] ± word i of stream) mod 2^k, mask = 2^k - 1. Cloned for AVX2 where the
-// compiler supports it (picked at load time): the pass then runs at memory speed.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// compiler supports it (picked at load time): the pass then runs at memory speed. Not under
+// ThreadSanitizer: the ifunc resolver would be instrumented and run before TSan's runtime exists,
+// crashing every program that links tandem_privacy while it loads.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__SANITIZE_THREAD__)
 __attribute__((target_clones("avx2", "default")))
 #endif
 void AddStreamWords(uint64_t* __restrict acc, const uint8_t* __restrict stream, size_t words,

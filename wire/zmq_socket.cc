@@ -16,6 +16,7 @@ struct LentFrame {
 
 void ReleaseLentFrame(void*, void* hint) {
   auto* lent = static_cast<LentFrame*>(hint);
+  ZmqHandOverAcquire(lent);
   if (lent->zmq_owns) delete lent;
 }
 
@@ -62,6 +63,8 @@ int SendFrame(void* socket, Frame& frame, int flags) {
   const std::string_view bytes = lent->frame.bytes();
   zmq_msg_t msg;
   zmq_msg_init_data(&msg, const_cast<char*>(bytes.data()), bytes.size(), &ReleaseLentFrame, lent);
+  ZmqHandOverRelease(lent);
+  ZmqHandOverRelease(bytes.data());
   if (zmq_msg_send(&msg, socket, flags) >= 0) return 0;
   const int err = zmq_errno();
   lent->zmq_owns = false;

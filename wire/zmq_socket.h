@@ -67,6 +67,21 @@ class WakeFd {
   int fd_;
 };
 
+// ZeroMQ hands a message from zmq_msg_send to the thread that receives it (zero-copy on inproc://)
+// and a lent frame to the I/O thread that frees it through its own lock-free pipes. libzmq is not
+// built with ThreadSanitizer, so in a TSan build tandem tells TSan about these hand-overs: a send
+// releases the bytes and the lent frame, a receive and the free callback acquire them. Nothing in
+// other builds.
+#if defined(__SANITIZE_THREAD__)
+extern "C" void __tsan_acquire(void* addr);
+extern "C" void __tsan_release(void* addr);
+inline void ZmqHandOverRelease(const void* addr) { __tsan_release(const_cast<void*>(addr)); }
+inline void ZmqHandOverAcquire(const void* addr) { __tsan_acquire(const_cast<void*>(addr)); }
+#else
+inline void ZmqHandOverRelease(const void*) {}
+inline void ZmqHandOverAcquire(const void*) {}
+#endif
+
 // Sends `frame` zero-copy. Returns 0, or the errno with `frame` left intact.
 int SendFrame(void* socket, Frame& frame, int flags);
 
@@ -78,7 +93,11 @@ class ZmqMessage {
   ZmqMessage(const ZmqMessage&) = delete;
   ZmqMessage& operator=(const ZmqMessage&) = delete;
   zmq_msg_t* get() { return &msg_; }
-  std::string_view bytes() { return {static_cast<const char*>(zmq_msg_data(&msg_)), zmq_msg_size(&msg_)}; }
+  std::string_view bytes() {
+    const void* data = zmq_msg_data(&msg_);
+    ZmqHandOverAcquire(data);
+    return {static_cast<const char*>(data), zmq_msg_size(&msg_)};
+  }
   bool more() { return zmq_msg_more(&msg_) != 0; }
   // The ZAP User-Id of the connection it came from (CURVE), or null.
   const char* user_id() { return zmq_msg_gets(&msg_, "User-Id"); }

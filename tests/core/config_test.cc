@@ -1,6 +1,10 @@
 // Config: typed reads, errors that name file, line and key, --set overrides, unknown keys.
 #include <gtest/gtest.h>
 
+#include <string>
+#include <thread>
+#include <vector>
+
 #include "core/config.h"
 
 namespace tandem {
@@ -182,6 +186,44 @@ TEST(ConfigTest, ToTomlRoundTrips) {
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(*again->GetInt("a.b", 0), 1);
   EXPECT_DOUBLE_EQ(*again->GetDouble("a.d", 0), 2.5);
+}
+
+}  // namespace
+}  // namespace tandem
+
+namespace tandem {
+namespace {
+
+// `tandem run` with in-process clients hands every client thread the same config, and each reads
+// its keys (and defaults) while the coordinator reads too. The record of keys read used to be an
+// unguarded std::set and std::map, so concurrent getters raced (found by ThreadSanitizer in
+// fedsgd_test; this test is in the thread tree too).
+TEST(ConfigTest, ConcurrentGettersRecordEveryKeyRead) {
+  auto c = Config::Parse("[train]\nsteps = 10\n", "t.toml");
+  ASSERT_TRUE(c.ok());
+  const Config& config = *c;
+  constexpr int kThreads = 4;
+  constexpr int kKeys = 200;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&config, t] {
+      for (int k = 0; k < kKeys; ++k) {
+        EXPECT_EQ(*config.GetInt("train.steps", 1, 1, 100), 10);
+        const std::string key = "absent.t" + std::to_string(t) + "_" + std::to_string(k);
+        EXPECT_EQ(*config.GetInt(key, k, 0, kKeys), k);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_TRUE(config.CheckAllKeysUsed().ok());
+  const std::string resolved = config.ResolvedToml();
+  for (int t = 0; t < kThreads; ++t) {
+    for (int k = 0; k < kKeys; k += 37) {
+      const std::string line =
+          "'absent.t" + std::to_string(t) + "_" + std::to_string(k) + "' = " + std::to_string(k);
+      EXPECT_NE(resolved.find(line), std::string::npos) << line;
+    }
+  }
 }
 
 }  // namespace
