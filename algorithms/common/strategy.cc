@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <optional>
 #include <set>
 
@@ -474,6 +475,47 @@ StatusOr<std::unique_ptr<Strategy>> MakeStrategy(const StrategyConfig& config) {
   if (n == "fedadam") return std::unique_ptr<Strategy>(new FedAdaptive(config, false));
   if (n == "fedyogi") return std::unique_ptr<Strategy>(new FedAdaptive(config, true));
   return std::unique_ptr<Strategy>(new CoordinateWise(config));
+}
+
+void SaveModelWithStrategy(const Gpt& model, const Strategy& strategy,
+                           std::map<std::string, std::vector<float>>* tensors,
+                           std::map<std::string, std::string>* metadata) {
+  const auto p = model.params();
+  (*tensors)["model.params"] = std::vector<float>(p.begin(), p.end());
+  for (auto& [name, values] : strategy.SaveState()) {
+    (*tensors)["strategy." + name] = std::move(values);
+  }
+  (*metadata)["model"] = model.config().ToString();
+  (*metadata)["strategy"] = strategy.name();
+}
+
+Status LoadModelWithStrategy(const std::map<std::string, std::vector<float>>& tensors,
+                             const std::map<std::string, std::string>& metadata, Gpt* model,
+                             Strategy* strategy) {
+  auto name = metadata.find("model");
+  if (name == metadata.end() || name->second != model->config().ToString()) {
+    return Status::FailedPrecondition("checkpoint holds model " +
+                                      (name == metadata.end() ? "?" : name->second) +
+                                      ", the config asks for " + model->config().ToString());
+  }
+  auto made_with = metadata.find("strategy");
+  if (made_with == metadata.end() || made_with->second != strategy->name()) {
+    return Status::FailedPrecondition("checkpoint was made with strategy " +
+                                      (made_with == metadata.end() ? "?" : made_with->second) +
+                                      ", the config asks for " + strategy->name());
+  }
+  auto params = tensors.find("model.params");
+  if (params == tensors.end() || params->second.size() != model->params().size()) {
+    return Status::Corruption("checkpoint lacks model.params of the model's size");
+  }
+  std::map<std::string, std::vector<float>> strategy_state;
+  for (const auto& [key, values] : tensors) {
+    if (key.rfind("strategy.", 0) == 0) strategy_state[key.substr(9)] = values;
+  }
+  TANDEM_RETURN_IF_ERROR(strategy->LoadState(strategy_state, model->params().size()));
+  std::memcpy(model->params().data(), params->second.data(),
+              params->second.size() * sizeof(float));
+  return Status::Ok();
 }
 
 }  // namespace tandem

@@ -14,6 +14,7 @@
 #include "coordinator/aggregator.h"
 #include "core/config.h"
 #include "core/status.h"
+#include "models/gpt.h"
 
 namespace tandem {
 
@@ -96,5 +97,18 @@ class Strategy {
 
 // InvalidArgument when ValidateStrategyConfig fails.
 StatusOr<std::unique_ptr<Strategy>> MakeStrategy(const StrategyConfig& config);
+
+// The checkpointed state of a coordinator half that steps one model with a strategy (fedavg,
+// submodel): the model's parameters as "model.params", the strategy's state as
+// "strategy.<name>", and metadata "model" and "strategy" that a resume must match.
+void SaveModelWithStrategy(const Gpt& model, const Strategy& strategy,
+                           std::map<std::string, std::vector<float>>* tensors,
+                           std::map<std::string, std::string>* metadata);
+// Checks everything, then restores both: FailedPrecondition when the checkpoint is of another
+// model or strategy, Corruption when model.params is missing or of another size, the strategy's
+// InvalidArgument for its state. Nothing changes on an error.
+Status LoadModelWithStrategy(const std::map<std::string, std::vector<float>>& tensors,
+                             const std::map<std::string, std::string>& metadata, Gpt* model,
+                             Strategy* strategy);
 
 }  // namespace tandem

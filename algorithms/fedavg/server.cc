@@ -243,41 +243,12 @@ Status FedAvgServer::EndRound(uint64_t round, std::map<std::string, double>* met
 
 void FedAvgServer::SaveState(std::map<std::string, std::vector<float>>* tensors,
                              std::map<std::string, std::string>* metadata) const {
-  const auto p = model_->params();
-  (*tensors)["model.params"] = std::vector<float>(p.begin(), p.end());
-  for (auto& [name, values] : strategy_->SaveState()) {
-    (*tensors)["strategy." + name] = std::move(values);
-  }
-  (*metadata)["model"] = model_->config().ToString();
-  (*metadata)["strategy"] = strategy_->name();
+  SaveModelWithStrategy(*model_, *strategy_, tensors, metadata);
 }
 
 Status FedAvgServer::LoadState(const std::map<std::string, std::vector<float>>& tensors,
                                const std::map<std::string, std::string>& metadata) {
-  auto model = metadata.find("model");
-  if (model == metadata.end() || model->second != model_->config().ToString()) {
-    return Status::FailedPrecondition("checkpoint holds model " +
-                                      (model == metadata.end() ? "?" : model->second) +
-                                      ", the config asks for " + model_->config().ToString());
-  }
-  auto strategy = metadata.find("strategy");
-  if (strategy == metadata.end() || strategy->second != strategy_->name()) {
-    return Status::FailedPrecondition("checkpoint was made with strategy " +
-                                      (strategy == metadata.end() ? "?" : strategy->second) +
-                                      ", the config asks for " + strategy_->name());
-  }
-  auto params = tensors.find("model.params");
-  if (params == tensors.end() || params->second.size() != model_->params().size()) {
-    return Status::Corruption("checkpoint lacks model.params of the model's size");
-  }
-  std::map<std::string, std::vector<float>> strategy_state;
-  for (const auto& [name, values] : tensors) {
-    if (name.rfind("strategy.", 0) == 0) strategy_state[name.substr(9)] = values;
-  }
-  TANDEM_RETURN_IF_ERROR(strategy_->LoadState(strategy_state, model_->params().size()));
-  std::memcpy(model_->params().data(), params->second.data(),
-              params->second.size() * sizeof(float));
-  return Status::Ok();
+  return LoadModelWithStrategy(tensors, metadata, model_.get(), strategy_.get());
 }
 
 }  // namespace tandem

@@ -295,39 +295,13 @@ std::optional<std::string> SubmodelServer::PrivacyConflict() const { return std:
 
 void SubmodelServer::SaveState(std::map<std::string, std::vector<float>>* tensors,
                                std::map<std::string, std::string>* metadata) const {
-  const auto p = model_->params();
-  (*tensors)["model.params"] = std::vector<float>(p.begin(), p.end());
-  for (auto& [name, values] : strategy_->SaveState()) {
-    (*tensors)["strategy." + name] = std::move(values);
-  }
+  SaveModelWithStrategy(*model_, *strategy_, tensors, metadata);
   (*tensors)["submodel.ever_covered"] = std::vector<float>(ever_covered_.begin(),
                                                            ever_covered_.end());
-  (*metadata)["model"] = model_->config().ToString();
-  (*metadata)["strategy"] = strategy_->name();
 }
 
 Status SubmodelServer::LoadState(const std::map<std::string, std::vector<float>>& tensors,
                                  const std::map<std::string, std::string>& metadata) {
-  auto model = metadata.find("model");
-  if (model == metadata.end() || model->second != model_->config().ToString()) {
-    return Status::FailedPrecondition("checkpoint holds model " +
-                                      (model == metadata.end() ? "?" : model->second) +
-                                      ", the config asks for " + model_->config().ToString());
-  }
-  auto strategy = metadata.find("strategy");
-  if (strategy == metadata.end() || strategy->second != strategy_->name()) {
-    return Status::FailedPrecondition("checkpoint was made with strategy " +
-                                      (strategy == metadata.end() ? "?" : strategy->second) +
-                                      ", the config asks for " + strategy_->name());
-  }
-  auto params = tensors.find("model.params");
-  if (params == tensors.end() || params->second.size() != model_->params().size()) {
-    return Status::Corruption("checkpoint lacks model.params of the model's size");
-  }
-  std::map<std::string, std::vector<float>> strategy_state;
-  for (const auto& [name, values] : tensors) {
-    if (name.rfind("strategy.", 0) == 0) strategy_state[name.substr(9)] = values;
-  }
   auto covered = tensors.find("submodel.ever_covered");
   if (covered == tensors.end() || covered->second.size() != model_->params().size()) {
     return Status::Corruption("checkpoint lacks submodel.ever_covered of the model's size");
@@ -338,10 +312,8 @@ Status SubmodelServer::LoadState(const std::map<std::string, std::vector<float>>
     if (v != 0.0f && v != 1.0f) return Status::Corruption("submodel.ever_covered is not 0/1");
     ever_covered.push_back(v == 1.0f ? 1 : 0);
   }
-  TANDEM_RETURN_IF_ERROR(strategy_->LoadState(strategy_state, model_->params().size()));
+  TANDEM_RETURN_IF_ERROR(LoadModelWithStrategy(tensors, metadata, model_.get(), strategy_.get()));
   ever_covered_ = std::move(ever_covered);
-  std::memcpy(model_->params().data(), params->second.data(),
-              params->second.size() * sizeof(float));
   return Status::Ok();
 }
 
