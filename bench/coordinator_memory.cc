@@ -91,6 +91,7 @@ int ServeClients(int clients, const std::string& endpoint) {
 
 int main(int argc, char** argv) {
   int clients = 100, rounds = 2;
+  int hold_ms = 0;  // --hold MS: offers wait up to MS for the model's broadcast to be sent
   bool whole_uploads = false;  // --whole 1: every upload reassembled whole (the path before streaming)
   std::string preset = "llm-small", serve_endpoint;
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -99,6 +100,7 @@ int main(int argc, char** argv) {
     else if (flag == "--rounds") rounds = std::atoi(argv[i + 1]);
     else if (flag == "--preset") preset = argv[i + 1];
     else if (flag == "--serve") serve_endpoint = argv[i + 1];
+    else if (flag == "--hold") hold_ms = std::atoi(argv[i + 1]);
     else if (flag == "--whole") whole_uploads = std::atoi(argv[i + 1]) != 0;
     else {
       std::fprintf(stderr, "unknown flag %s\n", argv[i]);
@@ -133,6 +135,7 @@ int main(int argc, char** argv) {
   so.heartbeat_interval_ms = 1000;
   so.peer_timeout_ms = 60000;
   so.stream_contributions = !whole_uploads;
+  so.upload_hold_for_broadcast_ms = static_cast<uint32_t>(hold_ms);
   auto server = wire::Server::Bind(so);
   if (!server.ok()) {
     std::fprintf(stderr, "%s\n", server.status().message().c_str());
@@ -215,8 +218,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   const double above = (peak_kb - baseline_kb) * 1024.0;
-  std::printf("preset %s (%s uploads): model %.1f MB, %d clients, %d rounds (%.2f s, %.2f s)\n",
-              preset.c_str(), whole_uploads ? "whole" : "streamed", model_bytes / 1e6, clients,
+  std::printf("preset %s (%s uploads, hold %d ms): model %.1f MB, %d clients, %d rounds (%.2f s, %.2f s)\n",
+              preset.c_str(), whole_uploads ? "whole" : "streamed", hold_ms, model_bytes / 1e6, clients,
               rounds, round_seconds.empty() ? 0 : round_seconds[0],
               round_seconds.size() > 1 ? round_seconds[1] : 0);
   std::printf("coordinator RSS: baseline %.1f MB, peak %.1f MB, peak above baseline %.1f MB\n",
