@@ -223,6 +223,7 @@ class Server::Impl {
   size_t active_uploads_ = 0;                // granted and not yet complete, all sessions
   std::map<std::string, Uploader> uploaders_;  // by identity
   uint64_t grant_turns_ = 0;                   // grants given so far
+  bool hold_ran_out_ = false;  // offers stopped waiting for a broadcast still being sent
 
   struct Decision {
     std::string peer;
@@ -756,7 +757,16 @@ bool Server::Impl::ReportOffers() {
     if (up == it->second.uploads.end() || up->second.granted) continue;
     if (HeldForBroadcast(up->second, now)) {
       holding = true;
-    } else if (up->second.unreported) {
+      continue;
+    }
+    const int64_t out = broadcast_bytes_->load();
+    if (out > 0 && !hold_ran_out_) {
+      hold_ran_out_ = true;  // logged once per broadcast
+      log_->info("round {}: offers waited {} ms for the broadcast; {} bytes of it not yet sent",
+                 current_round_.load(), options_.upload_hold_for_broadcast_ms, out);
+    }
+    if (out == 0) hold_ran_out_ = false;
+    if (up->second.unreported) {
       events_.Push(std::move(*up->second.unreported));
       up->second.unreported.reset();
     }
