@@ -47,6 +47,12 @@ long StatusKb(const char* field) {
   return -1;
 }
 
+// Bytes malloc has handed out and not had back (arena and mmapped blocks), ZeroMQ's included.
+double HeapInUseMb() {
+  const struct mallinfo2 m = mallinfo2();
+  return static_cast<double>(m.uordblks + m.hblkhd) / 1e6;
+}
+
 // Answers with a small delta of the right size, without holding a model.
 class EchoHandler : public TaskHandler {
  public:
@@ -142,6 +148,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   const long baseline_kb = StatusKb("VmRSS");
+  const double baseline_heap_mb = HeapInUseMb();
 
   // The clients, in a second process of this program.
   std::string self = "/proc/self/exe";
@@ -172,6 +179,7 @@ int main(int argc, char** argv) {
   // per-connection state (ZeroMQ pipes and buffers, per-peer transport state) grows with the
   // number of clients, not with the model, and is reported apart.
   long connected_kb = -1;
+  double connected_heap_mb = 0;
   while (!engine.done()) {
     auto ev = (*server)->Receive(std::chrono::milliseconds(50));
     if (!ev.ok()) break;
@@ -184,6 +192,7 @@ int main(int argc, char** argv) {
         live.push_back((*ev)->peer);
         if (connected_kb < 0 && static_cast<int>(live.size()) == clients) {
           connected_kb = StatusKb("VmRSS");
+          connected_heap_mb = HeapInUseMb();
         }
         engine.OnJoined((*ev)->peer, {"fedavg.train"});
       } else if ((*ev)->kind == wire::TransportEvent::Kind::kPeerLost) {
@@ -195,6 +204,7 @@ int main(int argc, char** argv) {
     engine.Tick();
   }
   const long peak_kb = StatusKb("VmHWM");
+  const double done_heap_mb = HeapInUseMb();  // the rounds over, every client still connected
   for (const auto& p : live) {
     wire::Message bye;
     bye.envelope.round = engine.current_round();
@@ -226,6 +236,8 @@ int main(int argc, char** argv) {
               baseline_kb / 1024.0, peak_kb / 1024.0, above / 1e6);
   std::printf("ratio (peak above baseline / model bytes) = %.2f  (target <= 4)\n",
               above / model_bytes);
+  std::printf("heap in use: baseline %.1f MB, %d clients connected %.1f MB, rounds done %.1f MB\n",
+              baseline_heap_mb, clients, connected_heap_mb, done_heap_mb);
   if (connected_kb >= 0) {
     const double above_connected = (peak_kb - connected_kb) * 1024.0;
     std::printf("with %d clients connected: RSS %.1f MB (connections %.1f MB); peak above it "
