@@ -47,6 +47,12 @@ long StatusKb(const char* field) {
   return -1;
 }
 
+// Bytes malloc has handed out and not had back (arena and mmapped blocks), ZeroMQ's included.
+double HeapInUseMb() {
+  const struct mallinfo2 m = mallinfo2();
+  return static_cast<double>(m.uordblks + m.hblkhd) / 1e6;
+}
+
 // Answers with a small delta of the right size, without holding a model.
 class EchoHandler : public TaskHandler {
  public:
@@ -91,6 +97,7 @@ int ServeClients(int clients, const std::string& endpoint) {
 
 int main(int argc, char** argv) {
   int clients = 100, rounds = 2;
+  int hold_ms = 0;  // --hold MS: offers wait up to MS for the model's broadcast to be sent
   bool whole_uploads = false;  // --whole 1: every upload reassembled whole (the path before streaming)
   std::string preset = "llm-small", serve_endpoint;
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -99,6 +106,7 @@ int main(int argc, char** argv) {
     else if (flag == "--rounds") rounds = std::atoi(argv[i + 1]);
     else if (flag == "--preset") preset = argv[i + 1];
     else if (flag == "--serve") serve_endpoint = argv[i + 1];
+    else if (flag == "--hold") hold_ms = std::atoi(argv[i + 1]);
     else if (flag == "--whole") whole_uploads = std::atoi(argv[i + 1]) != 0;
     else {
       std::fprintf(stderr, "unknown flag %s\n", argv[i]);
@@ -133,12 +141,14 @@ int main(int argc, char** argv) {
   so.heartbeat_interval_ms = 1000;
   so.peer_timeout_ms = 60000;
   so.stream_contributions = !whole_uploads;
+  so.upload_hold_for_broadcast_ms = static_cast<uint32_t>(hold_ms);
   auto server = wire::Server::Bind(so);
   if (!server.ok()) {
     std::fprintf(stderr, "%s\n", server.status().message().c_str());
     return 1;
   }
   const long baseline_kb = StatusKb("VmRSS");
+  const double baseline_heap_mb = HeapInUseMb();
 
   // The clients, in a second process of this program.
   std::string self = "/proc/self/exe";
@@ -169,6 +179,7 @@ int main(int argc, char** argv) {
   // per-connection state (ZeroMQ pipes and buffers, per-peer transport state) grows with the
   // number of clients, not with the model, and is reported apart.
   long connected_kb = -1;
+  double connected_heap_mb = 0;
   while (!engine.done()) {
     auto ev = (*server)->Receive(std::chrono::milliseconds(50));
     if (!ev.ok()) break;
@@ -181,6 +192,7 @@ int main(int argc, char** argv) {
         live.push_back((*ev)->peer);
         if (connected_kb < 0 && static_cast<int>(live.size()) == clients) {
           connected_kb = StatusKb("VmRSS");
+          connected_heap_mb = HeapInUseMb();
         }
         engine.OnJoined((*ev)->peer, {"fedavg.train"});
       } else if ((*ev)->kind == wire::TransportEvent::Kind::kPeerLost) {
@@ -192,6 +204,7 @@ int main(int argc, char** argv) {
     engine.Tick();
   }
   const long peak_kb = StatusKb("VmHWM");
+  const double done_heap_mb = HeapInUseMb();  // the rounds over, every client still connected
   for (const auto& p : live) {
     wire::Message bye;
     bye.envelope.round = engine.current_round();
@@ -215,14 +228,16 @@ int main(int argc, char** argv) {
     return 1;
   }
   const double above = (peak_kb - baseline_kb) * 1024.0;
-  std::printf("preset %s (%s uploads): model %.1f MB, %d clients, %d rounds (%.2f s, %.2f s)\n",
-              preset.c_str(), whole_uploads ? "whole" : "streamed", model_bytes / 1e6, clients,
+  std::printf("preset %s (%s uploads, hold %d ms): model %.1f MB, %d clients, %d rounds (%.2f s, %.2f s)\n",
+              preset.c_str(), whole_uploads ? "whole" : "streamed", hold_ms, model_bytes / 1e6, clients,
               rounds, round_seconds.empty() ? 0 : round_seconds[0],
               round_seconds.size() > 1 ? round_seconds[1] : 0);
   std::printf("coordinator RSS: baseline %.1f MB, peak %.1f MB, peak above baseline %.1f MB\n",
               baseline_kb / 1024.0, peak_kb / 1024.0, above / 1e6);
   std::printf("ratio (peak above baseline / model bytes) = %.2f  (target <= 4)\n",
               above / model_bytes);
+  std::printf("heap in use: baseline %.1f MB, %d clients connected %.1f MB, rounds done %.1f MB\n",
+              baseline_heap_mb, clients, connected_heap_mb, done_heap_mb);
   if (connected_kb >= 0) {
     const double above_connected = (peak_kb - connected_kb) * 1024.0;
     std::printf("with %d clients connected: RSS %.1f MB (connections %.1f MB); peak above it "

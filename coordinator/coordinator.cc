@@ -1,6 +1,7 @@
 // `tandem coordinator`; see coordinator/coordinator.h.
 #include "coordinator/coordinator.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -27,6 +28,10 @@
 
 namespace tandem {
 namespace {
+
+// How long an upload's offer may wait for the round's broadcast to leave (a client slower than this
+// to read the model no longer keeps the others' uploads waiting).
+constexpr uint32_t kUploadHoldForBroadcastMs = 10000;
 
 std::string FormatBytes(double bytes) {
   char buf[32];
@@ -474,6 +479,10 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config, const ServerPlu
   // The engine decides on each declared contribution (ServeRounds hands it the offers): results
   // the algorithm can fold in as they arrive are never held whole.
   server_options.stream_contributions = true;
+  // Offers wait until the round's model has been sent to every client (bounded), so the running
+  // sum does not sit beside the model's broadcast frames (docs/benchmarks.md, coordinator memory).
+  server_options.upload_hold_for_broadcast_ms =
+      std::min<uint32_t>(kUploadHoldForBroadcastMs, server_options.peer_timeout_ms);
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<wire::Server> server,
                           wire::Server::Bind(server_options));
   log->info("listening on {}{}", server->endpoint(),

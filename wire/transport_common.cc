@@ -10,12 +10,23 @@ namespace tandem::wire::detail {
 bool IsInproc(const std::string& endpoint) { return endpoint.rfind("inproc://", 0) == 0; }
 
 Status QueueMessage(const Message& message, size_t chunk_bytes, Outbox& outbox,
-                    const std::vector<Target>& targets, bool offer, AtomicStats& stats) {
+                    const std::vector<Target>& targets, bool offer, AtomicStats& stats,
+                    const std::shared_ptr<std::atomic<int64_t>>& shared_bytes) {
   std::optional<Frame> pending;
   bool held = false;
   auto push = [&](Frame frame, bool last, MessageType type) {
     std::shared_ptr<const Frame> shared;
-    if (targets.size() > 1) shared = std::make_shared<const Frame>(std::move(frame));
+    if (targets.size() > 1 && shared_bytes) {
+      const auto size = static_cast<int64_t>(frame.size());
+      shared_bytes->fetch_add(size);
+      shared = std::shared_ptr<const Frame>(new Frame(std::move(frame)),
+                                            [shared_bytes, size](const Frame* f) {
+                                              shared_bytes->fetch_sub(size);
+                                              delete f;
+                                            });
+    } else if (targets.size() > 1) {
+      shared = std::make_shared<const Frame>(std::move(frame));
+    }
     for (const Target& target : targets) {
       OutItem item;
       item.peer = *target.peer;

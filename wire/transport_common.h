@@ -130,9 +130,12 @@ struct Target {
 // (the previous frame is pushed when the next arrives, so the last can be marked). Several targets
 // get the same frames, shared. With `offer` (a Client's upload), a message that goes as chunks is
 // preceded by a ChunkOffer and its chunks are pushed held, for the I/O thread to keep until the
-// grant. Nothing is pushed for an invalid message.
+// grant. Nothing is pushed for an invalid message. With `shared_bytes`, the bytes of frames shared
+// by several targets are added to it while any target's copy is alive (the last release, which
+// may happen on a ZeroMQ thread, subtracts them).
 Status QueueMessage(const Message& message, size_t chunk_bytes, Outbox& outbox,
-                    const std::vector<Target>& targets, bool offer, AtomicStats& stats);
+                    const std::vector<Target>& targets, bool offer, AtomicStats& stats,
+                    const std::shared_ptr<std::atomic<int64_t>>& shared_bytes = nullptr);
 
 // Tensor bytes a decoded message holds: what a large message costs while it waits for the owner.
 size_t PayloadBytes(const Message& message);

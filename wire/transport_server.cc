@@ -27,6 +27,10 @@ using namespace detail;
 
 namespace {
 
+// How often the I/O thread looks again while offers wait for a broadcast's frames to be released
+// (the release happens on ZeroMQ's threads and does not wake it).
+constexpr int64_t kHoldPollMs = 5;
+
 // A message that completed an offered upload. Its offer took its place in the sequence (checked
 // and recorded then), so its sequence must be the offered id and is not checked again (the peer
 // may have sent later numbers while the upload waited); everything else is checked as usual.
@@ -118,6 +122,8 @@ class Server::Impl {
     Clock::time_point last_progress;  // granted, or its last chunk accepted
     bool decided = true;   // false: a declared contribution waits for the owner's DecideUpload
     bool stream = false;   // its contribution's values go to the owner as they arrive
+    Clock::time_point offered_at;
+    std::optional<TransportEvent> unreported;  // kUploadOffered, held back while a broadcast is out
   };
   // How a peer has used the upload slot; outlives its sessions, so a rejoin does not wipe it.
   struct Uploader {
@@ -166,6 +172,9 @@ class Server::Impl {
                      Message message, std::optional<uint64_t> upload = std::nullopt,
                      bool streamed = false);
   void GrantUploads();
+  // While a broadcast's frames are out, offers wait (upload_hold_for_broadcast_ms).
+  bool HeldForBroadcast(const Upload& up, Clock::time_point now) const;
+  bool ReportOffers();  // reports the offers no longer held; true while some still are
   void ApplyDecisions();  // the owner's DecideUpload answers
   void UploadFailed(const std::string& identity, uint64_t message_id, const std::string& reason);
   void ExpireGrants(Clock::time_point now);  // withdraws grants that saw no chunk in time
@@ -194,6 +203,10 @@ class Server::Impl {
 
   Outbox outbox_;
   EventQueue events_;
+  // Bytes of Broadcast frames some peer's copy of which is still alive (released on ZeroMQ's
+  // threads once sent).
+  const std::shared_ptr<std::atomic<int64_t>> broadcast_bytes_ =
+      std::make_shared<std::atomic<int64_t>>(0);
   AtomicStats stats_;
   std::atomic<uint64_t> current_round_{0};
   std::atomic<bool> stop_{false};
@@ -210,6 +223,7 @@ class Server::Impl {
   size_t active_uploads_ = 0;                // granted and not yet complete, all sessions
   std::map<std::string, Uploader> uploaders_;  // by identity
   uint64_t grant_turns_ = 0;                   // grants given so far
+  bool hold_ran_out_ = false;  // offers stopped waiting for a broadcast still being sent
 
   struct Decision {
     std::string peer;
@@ -349,7 +363,8 @@ Status Server::Impl::Broadcast(const std::vector<std::string>& peers, Message me
     TANDEM_RETURN_IF_ERROR(ValidateMessage(message));
   } else {
     TANDEM_RETURN_IF_ERROR(
-        QueueMessage(message, options_.chunk_bytes, outbox_, targets, false, stats_));
+        QueueMessage(message, options_.chunk_bytes, outbox_, targets, false, stats_,
+                     broadcast_bytes_));
   }
   const int64_t now_ms = NowMs();
   for (PeerState* state : live) {
@@ -395,9 +410,11 @@ TransportStats Server::Impl::peer_stats(const std::string& peer) const {
 void Server::Impl::Run() {
   Clock::time_point next_tick = Clock::now() + tick_;
   bool busy = false;
+  bool holding = false;  // offers wait for a broadcast: its release comes on ZeroMQ's threads
   while (!stop_.load()) {
     const Clock::time_point now = Clock::now();
     int64_t timeout = busy ? 0 : std::max<int64_t>(0, MillisBetween(now, next_tick));
+    if (holding) timeout = std::min<int64_t>(timeout, kHoldPollMs);
     for (const auto& [identity, queue] : queues_) {
       if (!queue.frames.empty()) {
         timeout = std::min(timeout, std::max<int64_t>(0, MillisBetween(now, queue.retry_at)));
@@ -417,6 +434,7 @@ void Server::Impl::Run() {
     TakeOutbox();
     ApplyDecisions();
     if (items[0].revents & ZMQ_POLLIN) ReceiveFrames();
+    holding = ReportOffers();
     // Offers that arrived, uploads that completed, events the owner took: any may free a slot.
     GrantUploads();
     busy = SendQueued();
@@ -701,6 +719,7 @@ void Server::Impl::HandleOffer(const std::string& identity, std::string_view rou
   Upload& up = session->uploads[id];
   up.count = offer->count;
   up.total_bytes = offer->total_bytes;
+  up.offered_at = Clock::now();
   if (options_.stream_contributions && offer->contribution) {
     // The owner decides whether it streams before the upload may be granted.
     up.decided = false;
@@ -710,12 +729,49 @@ void Server::Impl::HandleOffer(const std::string& identity, std::string_view rou
     event.task_id = offer->contribution->task_id;
     event.weight = offer->contribution->weight;
     event.values_total = offer->contribution->values;
-    events_.Push(std::move(event));
+    if (HeldForBroadcast(up, up.offered_at)) {
+      up.unreported = std::move(event);
+    } else {
+      events_.Push(std::move(event));
+    }
   }
   waiting_.push_back(WaitingUpload{identity, session->epoch, id});
   Add(stats_.uploads_offered, peer_stats, &AtomicStats::uploads_offered);
   log_->debug("'{}' offers message {} ({} bytes in {} chunks); {} waiting", identity, id,
               offer->total_bytes, offer->count, waiting_.size());
+}
+
+bool Server::Impl::HeldForBroadcast(const Upload& up, Clock::time_point now) const {
+  return options_.upload_hold_for_broadcast_ms > 0 && broadcast_bytes_->load() > 0 &&
+         MillisBetween(up.offered_at, now) < options_.upload_hold_for_broadcast_ms;
+}
+
+bool Server::Impl::ReportOffers() {
+  if (options_.upload_hold_for_broadcast_ms == 0) return false;
+  const Clock::time_point now = Clock::now();
+  bool holding = false;
+  for (const WaitingUpload& w : waiting_) {
+    auto it = sessions_.find(w.identity);
+    if (it == sessions_.end() || it->second.epoch != w.epoch) continue;
+    auto up = it->second.uploads.find(w.message_id);
+    if (up == it->second.uploads.end() || up->second.granted) continue;
+    if (HeldForBroadcast(up->second, now)) {
+      holding = true;
+      continue;
+    }
+    const int64_t out = broadcast_bytes_->load();
+    if (out > 0 && !hold_ran_out_) {
+      hold_ran_out_ = true;  // logged once per broadcast
+      log_->info("round {}: offers waited {} ms for the broadcast; {} bytes of it not yet sent",
+                 current_round_.load(), options_.upload_hold_for_broadcast_ms, out);
+    }
+    if (out == 0) hold_ran_out_ = false;
+    if (up->second.unreported) {
+      events_.Push(std::move(*up->second.unreported));
+      up->second.unreported.reset();
+    }
+  }
+  return holding;
 }
 
 void Server::Impl::GrantUploads() {
@@ -741,7 +797,8 @@ void Server::Impl::GrantUploads() {
         continue;
       }
       const Uploader& u = uploaders_[w.identity];
-      const bool decided = it->second.uploads.at(w.message_id).decided;
+      const Upload& up = it->second.uploads.at(w.message_id);
+      const bool decided = up.decided && !HeldForBroadcast(up, now);
       if (decided && u.penalty_until <= now && (best == kNone || u.last_turn < best_turn)) {
         best = i;
         best_turn = u.last_turn;

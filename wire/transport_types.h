@@ -64,6 +64,12 @@ struct TransportOptions {
   // events while its chunks arrive, and the result without them as kMessage (kUploadFailed if it
   // will not complete). Off: every upload is reassembled whole, as before.
   bool stream_contributions = false;
+  // Server: while frames of a Broadcast are still held (some peer has not been sent them yet), an
+  // offer that arrives waits up to this long before it is reported (kUploadOffered) or granted, so
+  // the owner does not start a model-sized running sum while the model's frames are still in
+  // memory. Ends early, for every waiting offer, when the last broadcast frame is released.
+  // 0: offers are reported and granted as they arrive.
+  uint32_t upload_hold_for_broadcast_ms = 0;
 };
 
 struct TransportEvent {

@@ -765,5 +765,83 @@ TEST_F(StreamedUploadTest, UploadBrokenPartWayIsReportedAsFailed) {
   EXPECT_FALSE(WaitFor(**server, Kind::kMessage, milliseconds(300)).has_value());
 }
 
+// upload_hold_for_broadcast_ms: while the frames of a broadcast are still queued for a peer that
+// has not read them, an offer is neither reported to the owner nor granted; once that peer has
+// read them (the last copy released), the offer goes on at once, long before the bound.
+TEST_F(StreamedUploadTest, AnOfferWaitsUntilTheBroadcastHasBeenSent) {
+  TransportOptions so = BaseOptions("ipc://" + Path("hold.sock"));
+  so.stream_contributions = true;
+  so.upload_hold_for_broadcast_ms = 60000;
+  so.peer_timeout_ms = 60000;
+  StatusOr<std::unique_ptr<Server>> server = Server::Bind(so);
+  ASSERT_TRUE(server.ok());
+  SharedContext ctx;
+  RawPeer idle(ctx.ctx, (*server)->endpoint(), "idle", /*rcvhwm=*/1);
+  RawPeer uploader(ctx.ctx, (*server)->endpoint(), "uploader");
+  idle.Send(HelloMessage(), 1, 0);
+  ASSERT_TRUE(WaitFor(**server, Kind::kPeerJoined, kWait).has_value());
+  uploader.Send(HelloMessage(), 1, 0);
+  ASSERT_TRUE(WaitFor(**server, Kind::kPeerJoined, kWait).has_value());
+  // 16 MiB in 1 MiB chunks: more than ZeroMQ's queue of one frame and the socket buffers hold.
+  const Message model = AssignMessage(1, 1, std::vector<float>(4 * kMiB, 0.25f));
+  ASSERT_TRUE((*server)->Broadcast({"idle", "uploader"}, model, nullptr).ok());
+
+  Message big = ResultMessage(1, 1, Pattern(1200000, 1.0f));
+  big.envelope.run_id = kRun;
+  big.envelope.sequence = 2;
+  Upload upload = Frames(big);
+  upload.offer.contribution = ContributionOf(big, upload.offer.total_bytes);
+  uploader.Send(EncodeChunkOffer(upload.offer));
+  EXPECT_FALSE(WaitFor(**server, Kind::kUploadOffered, milliseconds(500)).has_value())
+      << "reported while the broadcast's frames were still queued";
+
+  const auto drained = std::chrono::steady_clock::now();
+  int chunks = 0;
+  while (idle.ReceiveFrameOf(MessageType::kChunk, milliseconds(500)).has_value()) ++chunks;
+  EXPECT_GE(chunks, 16);  // 16 MiB of values and the message around them
+  std::optional<TransportEvent> offer = WaitFor(**server, Kind::kUploadOffered, kWait);
+  ASSERT_TRUE(offer.has_value());
+  EXPECT_EQ(offer->peer, "uploader");
+  EXPECT_LT(std::chrono::steady_clock::now() - drained, milliseconds(10000));
+  (*server)->DecideUpload("uploader", 2, true);
+  EXPECT_TRUE(uploader.ReceiveFrameOf(MessageType::kChunkGrant, kWait).has_value());
+}
+
+// The hold is bounded: with a peer that never reads the broadcast, an offer (here one that
+// declares no contribution, so it would be granted at once) is granted once the bound has passed.
+TEST_F(StreamedUploadTest, AnOfferHeldForABroadcastGoesOnAfterTheBound) {
+  TransportOptions so = BaseOptions("ipc://" + Path("bound.sock"));
+  so.stream_contributions = true;
+  so.upload_hold_for_broadcast_ms = 400;
+  so.peer_timeout_ms = 60000;
+  StatusOr<std::unique_ptr<Server>> server = Server::Bind(so);
+  ASSERT_TRUE(server.ok());
+  SharedContext ctx;
+  RawPeer idle(ctx.ctx, (*server)->endpoint(), "idle", /*rcvhwm=*/1);
+  RawPeer uploader(ctx.ctx, (*server)->endpoint(), "uploader");
+  idle.Send(HelloMessage(), 1, 0);
+  ASSERT_TRUE(WaitFor(**server, Kind::kPeerJoined, kWait).has_value());
+  uploader.Send(HelloMessage(), 1, 0);
+  ASSERT_TRUE(WaitFor(**server, Kind::kPeerJoined, kWait).has_value());
+  const Message model = AssignMessage(1, 1, std::vector<float>(4 * kMiB, 0.25f));
+  ASSERT_TRUE((*server)->Broadcast({"idle", "uploader"}, model, nullptr).ok());
+
+  Message big = ResultMessage(1, 1, Pattern(1200000, 1.0f));
+  big.envelope.run_id = kRun;
+  big.envelope.sequence = 2;
+  Upload upload = Frames(big);
+  const auto offered = std::chrono::steady_clock::now();
+  uploader.Send(EncodeChunkOffer(upload.offer));
+  ASSERT_TRUE(uploader.ReceiveFrameOf(MessageType::kChunkGrant, kWait).has_value());
+  EXPECT_GE(std::chrono::steady_clock::now() - offered, milliseconds(350));
+  for (const std::string& frame : upload.frames) uploader.Send(frame);
+  std::optional<TransportEvent> got = WaitFor(**server, Kind::kMessage, kWait);
+  while (got && got->message.type() != MessageType::kTaskResult) {  // the peers' Hellos
+    got = WaitFor(**server, Kind::kMessage, kWait);
+  }
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(std::get<TaskResult>(got->message.body).tensors[0].ToFloat32(), Pattern(1200000, 1.0f));
+}
+
 }  // namespace
 }  // namespace tandem::wire
