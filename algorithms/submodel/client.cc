@@ -35,8 +35,9 @@ Status SubmodelClient::Run(uint64_t round, const wire::TaskAssign& task, wire::T
     // The delta in the global model's coordinates, 0 where this sub-model does not reach; every
     // client counts once, so the coordinator can divide each coordinate by the clients covering it.
     const std::vector<float> delta = result->tensors[0].ToFloat32();
-    std::vector<float> lifted(alignment.parent_size(), 0.0f), coverage(alignment.parent_size());
-    alignment.ScatterAdd(delta, 1.0f, lifted, coverage);
+    std::vector<float> lifted(alignment.parent_size(), 0.0f);
+    const std::vector<size_t>& at = alignment.parent_offsets();
+    for (size_t i = 0; i < delta.size(); ++i) lifted[at[i]] = delta[i];
     result->tensors = {wire::Tensor::Float32("delta", {lifted.size()}, lifted)};
     result->weight = 1.0;
   }
