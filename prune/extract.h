@@ -1,9 +1,12 @@
 // Moving weights and deltas through an alignment map (DESIGN.md "Pruning and parameter
 // alignment"): Extract cuts a parent's parameters down to a child's, Scatter lifts a child's delta
-// back into the parent's coordinates with a per-coordinate coverage count. Sub-model averaging
-// (HeteroFL, Diao et al. 2021; FedRolex, Alam et al. 2022) calls ScatterAdd once per client and
-// ApplyCoveredMean once per round: every parent coordinate moves by the weighted mean of the
-// deltas of the clients whose sub-model covered it, and the others stay as they were.
+// back into the parent's coordinates with a per-coordinate coverage count. ScatterAdd once per
+// client and ApplyCoveredMean once per round are sub-model averaging (HeteroFL, Diao et al. 2021;
+// FedRolex, Alam et al. 2022) in float: every parent coordinate moves by the weighted mean of the
+// deltas of the clients whose sub-model covered it, and the others stay as they were. The
+// `submodel` algorithm computes the same mean in RunningSum's fixed point instead
+// (algorithms/submodel/server.h), so that it does not depend on the order results arrive in and
+// equals FedAvg bit for bit at full width; it uses the offsets of an Alignment.
 //
 // All of these are exact: a map sends each child coordinate to one distinct parent coordinate
 // (prune/alignment_map.h ParentOffsets), so values are copied and added, never mixed.
