@@ -4,14 +4,13 @@
 set -euo pipefail
 
 PACKAGES=(
-  build-essential cmake pkg-config
+  build-essential cmake pkg-config git
   libzmq3-dev cppzmq-dev libeigen3-dev libmsgpack-cxx-dev libssl-dev
   libspdlog-dev libfmt-dev libtomlplusplus-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   fortunes fortunes-min
   # The cross-lingual setup's client languages (data.languages). Not fortunes-br: it is one
-  # file, one category, which cannot be split among clients and a transfer pool, and
-  # because its file lands beside the English ones in the top-level fortunes directory.
+  # file, one category, which cannot be split among clients and a transfer pool.
   fortunes-de fortunes-es fortunes-it fortunes-pl fortunes-ru fortunes-cs
   libopenblas-openmp-dev
   python3 python3-torch python3-numpy libopenblas0-pthread
