@@ -243,12 +243,19 @@ StatusOr<TrainResult> RunTrain(const Config& config, bool resume, FILE* progress
   if (resumed) {
     TANDEM_RETURN_IF_ERROR(
         LoadTrainState(state_path, model.get(), &opt, &start, &rng, lora, &earlier));
-    if (start >= tc.steps) {
-      return Status::FailedPrecondition("run " + tc.name + " is complete (" +
-                                        std::to_string(start) + " of " +
-                                        std::to_string(tc.steps) + " steps); nothing to do");
+    if (start > tc.steps) {
+      return Status::FailedPrecondition(
+          "run " + tc.name + "'s checkpoint is at step " + std::to_string(start) +
+          ", beyond train.steps = " + std::to_string(tc.steps) +
+          "; raise train.steps to continue it");
     }
-    log->info("resumed from {} at step {}", state_path, start);
+    // At the last step without a summary (ClaimRunDirectory refuses a complete run): the
+    // process stopped between its last checkpoint and its summary. Finish it.
+    if (start == tc.steps) {
+      log->info("resumed from {} at its last step {}: finishing the run", state_path, start);
+    } else {
+      log->info("resumed from {} at step {}", state_path, start);
+    }
   } else {
     std::error_code ec;
     fs::remove(metrics_path, ec);
@@ -345,6 +352,10 @@ StatusOr<TrainResult> RunTrain(const Config& config, bool resume, FILE* progress
     }
   }
   progress.Finish();
+  // A session that only finishes the run (resumed at its last step) evaluates once here.
+  if (start == tc.steps) {
+    TANDEM_ASSIGN_OR_RETURN(result.final_val_loss, val_loss());
+  }
   result.steps = step;
   // Tokens per second is this session's rate; seconds are the whole run's.
   result.tokens_per_second = tokens_done / std::max(1e-9, clock.Seconds());

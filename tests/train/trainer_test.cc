@@ -5,6 +5,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
 #include "core/config.h"
@@ -99,6 +100,33 @@ TEST_F(TrainerTest, ResumedSummaryKeepsInitialLossAndSumsSeconds) {
   ASSERT_FALSE(again.ok());
   EXPECT_NE(again.status().message().find("is complete (20 of 20 steps)"), std::string::npos)
       << again.status().message();
+}
+
+// Stopped after its last checkpoint but before its summary (killed in between, or stopped at its
+// last checkpoint on purpose): --resume finishes the run — evaluation and summary — and leaves
+// the model as it was; a checkpoint beyond train.steps is refused.
+TEST_F(TrainerTest, ResumeAtTheLastStepWithoutASummaryFinishesTheRun) {
+  Config config = MakeConfig("cut", 20);
+  ASSERT_TRUE(config.ApplyOverride("train.checkpoint_every=10").ok());
+  auto whole = RunTrain(config, false);
+  ASSERT_TRUE(whole.ok()) << whole.status().ToString();
+  const fs::path run = dir_ / "cut";
+  fs::remove(run / "summary.json");
+  std::ifstream model_in(run / "checkpoints" / "model.safetensors", std::ios::binary);
+  const std::string model((std::istreambuf_iterator<char>(model_in)), {});
+  Config fewer = MakeConfig("cut", 10);
+  auto refused = RunTrain(fewer, /*resume=*/true);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("beyond train.steps = 10"), std::string::npos)
+      << refused.status().message();
+  auto finished = RunTrain(config, /*resume=*/true);
+  ASSERT_TRUE(finished.ok()) << finished.status().ToString();
+  EXPECT_TRUE(fs::exists(run / "summary.json"));
+  EXPECT_EQ(finished->initial_val_loss, whole->initial_val_loss);
+  EXPECT_EQ(finished->final_val_loss, whole->final_val_loss);
+  std::ifstream after_in(run / "checkpoints" / "model.safetensors", std::ios::binary);
+  const std::string after((std::istreambuf_iterator<char>(after_in)), {});
+  EXPECT_EQ(after, model) << "finishing the run changed its model";
 }
 
 TEST_F(TrainerTest, SameNameIsRefusedUnlessOverwritten) {
