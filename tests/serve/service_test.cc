@@ -4,6 +4,7 @@
 // text, requests that are malformed, over a limit, late or from an unknown key are refused without
 // changing what the service counts, and a device whose hand-off is not answered in time answers
 // itself.
+#include <zmq.h>
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -330,42 +331,69 @@ TEST_F(ServiceTest, BadRequestsAreRefusedAndChangeNothing) {
 
 TEST_F(ServiceTest, MalformedFramesNeverReachTheService) {
   Start();
-  std::unique_ptr<wire::Client> client = MustJoin(keys_.client0);
-  ASSERT_NE(client, nullptr);
-  // A message the transport refuses: a ServeRequest whose q is not finite. Client::Send would
-  // refuse to encode it, so the frame is built by hand: an encoded good request, its float bytes
-  // overwritten with a NaN.
-  VerifyRequest verify;
-  verify.context = PromptTokens("abc");
-  verify.draft = {'d'};
-  verify.q.assign(kVocab, 1.0f / kVocab);
-  verify.vocab = kVocab;
-  verify.q[7] = 12345.0f;  // a marker to find in the bytes
-  wire::Message m;
-  m.envelope.run_id = 1;
-  m.envelope.task_id = 9;
-  m.envelope.sequence = 1;
-  m.body = EncodeRequest(verify, 0);
-  StatusOr<std::string> bytes = wire::EncodeMessage(m);
-  ASSERT_TRUE(bytes.ok());
-  const float marker = 12345.0f, nan = std::nanf("");
-  const size_t at = bytes->find(std::string(reinterpret_cast<const char*>(&marker), 4));
+  // A raw ZeroMQ socket with an allowed key, so frames no tandem Client would send reach the
+  // transport: a Hello to join, then a frame that is not msgpack, a ServeRequest cut short, and
+  // one whose kind is an integer.
+  void* ctx = zmq_ctx_new();
+  void* socket = zmq_socket(ctx, ZMQ_DEALER);
+  const int linger = 0, timeout_ms = 5000;
+  zmq_setsockopt(socket, ZMQ_LINGER, &linger, sizeof linger);
+  zmq_setsockopt(socket, ZMQ_RCVTIMEO, &timeout_ms, sizeof timeout_ms);
+  zmq_setsockopt(socket, ZMQ_CURVE_SERVERKEY, keys_.server.public_key.data(), 40);
+  zmq_setsockopt(socket, ZMQ_CURVE_PUBLICKEY, keys_.client0.public_key.data(), 40);
+  zmq_setsockopt(socket, ZMQ_CURVE_SECRETKEY, keys_.client0.secret_key.data(), 40);
+  ASSERT_EQ(zmq_connect(socket, server_->endpoint().c_str()), 0);
+  auto send = [&](const std::string& frame) {
+    ASSERT_EQ(zmq_send(socket, frame.data(), frame.size(), 0), static_cast<int>(frame.size()));
+  };
+  auto receive = [&]() -> std::optional<wire::Message> {  // the next message but heartbeats
+    static char buffer[65536];
+    for (;;) {
+      const int n = zmq_recv(socket, buffer, sizeof buffer, 0);
+      if (n < 0) return std::nullopt;
+      StatusOr<wire::Message> m = wire::DecodeMessage(std::string_view(buffer, n));
+      if (!m.ok()) return std::nullopt;
+      if (!std::holds_alternative<wire::Heartbeat>(m->body)) return *m;
+    }
+  };
+  wire::Message hello;
+  hello.envelope.sequence = 1;
+  hello.body = wire::Hello{"raw", {kServeCapability}};
+  send(*wire::EncodeMessage(hello));
+  std::optional<wire::Message> welcome = receive();
+  ASSERT_TRUE(welcome && std::holds_alternative<wire::Welcome>(welcome->body));
+  wire::Message request;
+  request.envelope.run_id = welcome->envelope.run_id;
+  request.envelope.task_id = 9;
+  request.envelope.sequence = 2;
+  request.body = EncodeRequest(Completion("a", 2, 0.0f, 1), 0);
+  const std::string good = *wire::EncodeMessage(request);
+  std::string integer_kind = good;
+  const size_t at = integer_kind.find("serve.complete");
   ASSERT_NE(at, std::string::npos);
-  StatusOr<wire::Message> decoded = wire::DecodeMessage(
-      bytes->substr(0, at) + std::string(reinterpret_cast<const char*>(&nan), 4) +
-      bytes->substr(at + 4));
-  EXPECT_FALSE(decoded.ok()) << "the codec refuses a NaN in a ServeRequest";
-  // Over the real transport: a request with a wrong msgpack type where the kind goes is refused by
-  // the transport's decoder and answered with an Error; the service never sees it.
+  // The str header byte before "serve.complete" (fixstr, 14 bytes) becomes a positive fixint 7
+  // followed by 14 bytes that no longer belong to any field.
+  integer_kind[at - 1] = 0x07;
   const uint64_t rejected = server_->stats().rejected;
-  wire::ServeRequest r = EncodeRequest(verify, 0);
-  r.kind = "";  // invalid: Client::Send refuses it before anything is sent
-  wire::Message invalid;
-  invalid.envelope.task_id = 10;
-  invalid.body = r;
-  EXPECT_FALSE(client->Send(std::move(invalid)).ok());
-  EXPECT_EQ(server_->stats().rejected, rejected);
+  for (const std::string& frame :
+       {std::string("\xc1\xc1\xc1"), good.substr(0, good.size() - 3), integer_kind}) {
+    send(frame);
+    std::optional<wire::Message> answer = receive();
+    ASSERT_TRUE(answer.has_value());
+    const auto* error = std::get_if<wire::Error>(&answer->body);
+    ASSERT_NE(error, nullptr);
+    EXPECT_EQ(error->code, wire::ErrorCode::kBadMessage);
+  }
+  EXPECT_EQ(server_->stats().rejected, rejected + 3);
   EXPECT_EQ(service_->stats().received, 0u);
+  // The session still works: the good request, sent now, is served.
+  send(good);
+  std::optional<wire::Message> reply = receive();
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_TRUE(std::holds_alternative<wire::ServeReply>(reply->body));
+  EXPECT_EQ(service_->stats().served, 1u);
+  zmq_close(socket);
+  zmq_ctx_term(ctx);
 }
 
 TEST_F(ServiceTest, CallsOverTheClientsLimitAreRefused) {
