@@ -111,6 +111,8 @@ const std::map<std::string, std::string>& Descriptions() {
        "The most tokens a completion request may ask for."},
       {"serve.max_queue",
        "Requests waiting for the inference service's worker at once, across clients; one more is refused as overloaded."},
+      {"serve.threads",
+       "Compute threads of the inference service's worker; one sequence at a time decodes fastest on one at tandem's sizes, and leaves the other cores to the rounds."},
       {"seed",
        "The seed of everything random in the run (initialisation, sampling, noise), unless a more specific seed is set."},
       {"algorithm.name",

@@ -6,6 +6,7 @@
 
 #include "core/logging.h"
 #include "core/rng.h"
+#include "core/threads.h"
 #include "models/gpt_workspace.h"
 #include "models/tokenizer.h"
 #include "route/sampling.h"
@@ -30,6 +31,7 @@ Status ServiceOptions::Validate() const {
   if (default_deadline_ms < 1) return Status::InvalidArgument("serve.deadline_ms must be >= 1");
   if (max_new_tokens < 1) return Status::InvalidArgument("serve.max_new_tokens must be >= 1");
   if (max_gamma < 1) return Status::InvalidArgument("serve.max_gamma must be >= 1");
+  if (threads < 1) return Status::InvalidArgument("serve.threads must be >= 1");
   return Status::Ok();
 }
 
@@ -185,6 +187,7 @@ StatusOr<wire::ServeReply> InferenceService::Compute(const Request& request) {
 
 void InferenceService::WorkerLoop() {
   auto log = GetLogger("serve");
+  SetComputeThreads(options_.threads);
   for (;;) {
     Pending job;
     std::shared_ptr<const GptWeights> weights;

@@ -44,6 +44,10 @@ struct ServiceOptions {
   uint32_t default_deadline_ms = 30000;  // for a request whose deadline_ms is 0
   int max_new_tokens = 256;  // a completion's max_tokens
   int max_gamma = 64;        // a verification's draft length
+  // Compute threads of the worker (OpenMP, set on the worker thread itself: a new thread does not
+  // inherit its creator's setting). One sequence at a time decodes fastest on one thread at
+  // tandem's sizes, and leaves the other cores to the rounds.
+  int threads = 1;
   // Fault injection for tests and benchmarks: called on the worker before each request is
   // computed (a slow model, a stalled worker). Null: nothing.
   std::function<void()> before_compute;
