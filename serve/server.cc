@@ -112,6 +112,10 @@ StatusOr<ServiceStats> RunServe(const Config& config, const ServeRunOptions& opt
   TANDEM_RETURN_IF_ERROR(ServeEvents(server.get(), service.get(), transport.heartbeat_ms,
                                      transport.peer_timeout_ms, options.stop));
   const ServiceStats totals = service->stats();
+  for (const auto& [peer, s] : service->all_peer_stats()) {
+    log->info("'{}': {} calls served ({} completions, {} verifications), {} refused, {} late",
+              peer, s.served, s.completions, s.verifications, s.refused, s.late);
+  }
   service.reset();  // the worker stops before the transport it answers through
   log->info("served {} requests ({} refused, {} late)", totals.served, totals.refused,
             totals.late);

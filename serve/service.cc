@@ -92,6 +92,11 @@ ServiceStats InferenceService::peer_stats(const std::string& peer) const {
   return it == per_peer_.end() ? ServiceStats{} : it->second;
 }
 
+std::map<std::string, ServiceStats> InferenceService::all_peer_stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return per_peer_;
+}
+
 void InferenceService::Refuse(const std::string& peer, uint64_t id, wire::ErrorCode code,
                               const std::string& why) {
   GetLogger("serve")->info("request {} of '{}' refused: {}", id, peer, why);

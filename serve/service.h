@@ -90,6 +90,7 @@ class InferenceService {
 
   ServiceStats stats() const;
   ServiceStats peer_stats(const std::string& peer) const;  // zeros for an unknown peer
+  std::map<std::string, ServiceStats> all_peer_stats() const;  // every client that asked
   RequestLimits limits() const;
 
  private:
