@@ -41,8 +41,20 @@ TOML
 done
 cloud="$dir/runs/cloud/checkpoints/model.safetensors"
 device="$dir/runs/device/checkpoints/model.safetensors"
+for sub in serve ask; do
+  if "$TANDEM" $sub --help >/dev/null 2>&1; then pass "$sub --help"; else fail "$sub --help"; fi
+done
+err="$("$TANDEM" generate --prompt x 2>&1)"; rc=$?
+if [ $rc -ne 0 ] && grep -q -- "--checkpoint is required" <<<"$err"; then pass "generate needs --checkpoint or --cloud"; else
+  fail "generate without a model: exit $rc, $err"; fi
+err="$("$TANDEM" generate --cloud tcp://127.0.0.1:1 --prompt x 2>&1)"; rc=$?
+if [ $rc -ne 0 ] && grep -q -- "--cloud needs --draft" <<<"$err"; then pass "--cloud needs --draft"; else
+  fail "--cloud without --draft: exit $rc, $err"; fi
 "$TANDEM" keygen --out "$dir/keys" --clients 2 > /dev/null || fail "keygen"
 "$TANDEM" keygen --out "$dir/other" --clients 1 > /dev/null || fail "keygen other"
+err="$("$TANDEM" serve "$dir/cloud.toml" --bind tcp://127.0.0.1:0 2>&1)"; rc=$?
+if [ $rc -ne 0 ] && grep -q "serve.checkpoint" <<<"$err"; then pass "serve needs a checkpoint"; else
+  fail "serve without a checkpoint: exit $rc, $err"; fi
 cat > "$dir/serve.toml" <<TOML
 name = "serve"
 out_dir = "$dir/runs"
