@@ -102,7 +102,7 @@ const std::map<std::string, std::string>& Descriptions() {
       {"serve.enabled",
        "Whether the coordinator runs the cloud inference service beside its rounds: completions and speculative-decoding verifications for clients that ask, from a copy of its largest model refreshed after each round."},
       {"serve.max_calls_per_client",
-       "Requests the inference service accepts from one client in all (its budget); beyond it, refused. 0 = no limit."},
+       "Requests the inference service accepts from one client in all (its budget; a late one, never computed, gives its call back); beyond it, refused. 0 = no limit."},
       {"serve.max_gamma",
        "The longest draft a verification request may carry (tokens)."},
       {"serve.max_inflight_per_client",

@@ -131,8 +131,9 @@ void InferenceService::Submit(const std::string& peer, const wire::Message& mess
     (void)send_(peer, std::move(m));
     return;
   }
+  // A late request gave its call back: it was never computed.
   if (options_.max_calls_per_client > 0 &&
-      mine.accepted >= static_cast<uint64_t>(options_.max_calls_per_client)) {
+      mine.accepted - mine.late >= static_cast<uint64_t>(options_.max_calls_per_client)) {
     return refuse(wire::ErrorCode::kRefused,
                   "the client has used its " + std::to_string(options_.max_calls_per_client) +
                       " calls (serve.max_calls_per_client)");

@@ -11,8 +11,9 @@
 // arrive while the worker is busy wait in the queue; the receiving thread only decodes, checks and
 // enqueues. docs/benchmarks.md "The inference service" measures it.
 //
-// Limits, each refused with an Error carrying the request id and changing nothing (no count, no
-// queue entry): a request that does not decode or is out of range (kBadMessage), a client past
+// Limits, each refused with an Error carrying the request id and changing nothing but the
+// refusal counts (`received`, `refused`): no call against the budget, no queue entry, no compute:
+// a request that does not decode or is out of range (kBadMessage), a client past
 // max_calls_per_client (kRefused), one with max_inflight_per_client requests waiting or running or
 // a full queue (kOverloaded), and a request still queued when its deadline passes (kStale: late,
 // never computed).
@@ -38,7 +39,8 @@
 namespace tandem::serve {
 
 struct ServiceOptions {
-  int64_t max_calls_per_client = 0;  // calls a client may have accepted in all; 0 = no limit
+  // Calls a client may have accepted in all, late ones (never computed) not counted; 0 = no limit.
+  int64_t max_calls_per_client = 0;
   int max_inflight_per_client = 4;   // its requests queued or being served at once, >= 1
   int max_queue = 256;               // requests queued at once across clients, >= 1
   uint32_t default_deadline_ms = 30000;  // for a request whose deadline_ms is 0
@@ -57,7 +59,7 @@ struct ServiceOptions {
 // Counts since the service started, in total or for one client.
 struct ServiceStats {
   uint64_t received = 0;  // ServeRequests handed to Submit
-  uint64_t accepted = 0;  // of those, queued (they count against max_calls_per_client)
+  uint64_t accepted = 0;  // of those, queued (less `late`, they count against max_calls_per_client)
   uint64_t served = 0;    // answered with a ServeReply
   uint64_t refused = 0;   // answered at once with an Error (bad, over a limit)
   uint64_t late = 0;      // accepted, then refused as past their deadline before computing

@@ -446,6 +446,7 @@ TEST_F(ServiceTest, RequestsBeyondTheInflightLimitAreRefusedAtOnce) {
 TEST_F(ServiceTest, ARequestPastItsDeadlineIsRefusedUncomputed) {
   std::atomic<int> computed{0};
   ServiceOptions options;
+  options.max_calls_per_client = 2;
   options.before_compute = [&] {
     if (computed++ == 0) std::this_thread::sleep_for(milliseconds(400));  // a slow first request
   };
@@ -466,6 +467,18 @@ TEST_F(ServiceTest, ARequestPastItsDeadlineIsRefusedUncomputed) {
   EXPECT_EQ(s.served, 1u);
   EXPECT_EQ(s.late, 1u);
   EXPECT_EQ(computed.load(), 1) << "the late request was never computed";
+  // The late request gave its call back: with two calls allowed, one more is served, and only
+  // the one after it is over the limit.
+  SendRequest(*client, 3, EncodeRequest(Completion("c", 3, 0.0f, 1), 5000));
+  std::optional<wire::Message> third = AnswerTo(*client, 3);
+  ASSERT_TRUE(third.has_value());
+  EXPECT_TRUE(std::holds_alternative<wire::ServeReply>(third->body));
+  SendRequest(*client, 4, EncodeRequest(Completion("d", 3, 0.0f, 1), 5000));
+  std::optional<wire::Message> fourth = AnswerTo(*client, 4);
+  ASSERT_TRUE(fourth.has_value());
+  const auto* over = std::get_if<wire::Error>(&fourth->body);
+  ASSERT_NE(over, nullptr);
+  EXPECT_EQ(over->code, wire::ErrorCode::kRefused);
 }
 
 TEST_F(ServiceTest, UnauthenticatedClientsGetNowhere) {
