@@ -12,6 +12,7 @@
 #include "coordinator/coordinator.h"
 #include "data/partition.h"
 #include "route/route_run.h"
+#include "serve/server.h"
 #include "train/data_setup.h"
 #include "train/trainer.h"
 
@@ -94,6 +95,24 @@ const std::map<std::string, std::string>& Descriptions() {
        "AdamW learning rate of the supervised warm start (constant)."},
       {"route.warm_start_steps",
        "Supervised steps before the policy gradient that teach the device the hand-off marker; 0 = none."},
+      {"serve.checkpoint",
+       "The cloud model `tandem serve` serves (--checkpoint overrides it); a coordinator with serve.enabled serves its own largest model instead."},
+      {"serve.deadline_ms",
+       "A request's deadline when it gives none (deadline_ms 0): one still queued this long after it arrived is refused as late, uncomputed."},
+      {"serve.enabled",
+       "Whether the coordinator runs the cloud inference service beside its rounds: completions and speculative-decoding verifications for clients that ask, from a copy of its largest model refreshed after each round."},
+      {"serve.max_calls_per_client",
+       "Requests the inference service accepts from one client in all (its budget; a late one, never computed, gives its call back); beyond it, refused. 0 = no limit."},
+      {"serve.max_gamma",
+       "The longest draft a verification request may carry (tokens)."},
+      {"serve.max_inflight_per_client",
+       "Requests of one client queued or being served at once; one more is refused as overloaded."},
+      {"serve.max_new_tokens",
+       "The most tokens a completion request may ask for."},
+      {"serve.max_queue",
+       "Requests waiting for the inference service's worker at once, across clients; one more is refused as overloaded."},
+      {"serve.threads",
+       "Compute threads of the inference service's worker; one sequence at a time decodes fastest on one at tandem's sizes, and leaves the other cores to the rounds."},
       {"seed",
        "The seed of everything random in the run (initialisation, sampling, noise), unless a more specific seed is set."},
       {"algorithm.name",
@@ -461,6 +480,11 @@ StatusOr<std::vector<ConfigKeyRecord>> RecordConfigKeys() {
     Config config = base;
     TANDEM_RETURN_IF_ERROR(config.ApplyOverride("strategy.name=" + name));
     (void)StrategyConfigFromConfig(config);
+  }
+  // `tandem serve` and the coordinator's inference service.
+  {
+    Config config = base;
+    (void)serve::ServeConfigFromConfig(config);
   }
   // `tandem route train|eval`.
   {

@@ -2,6 +2,7 @@
 // config with its --set overrides, and calls into a library; errors print one clear line.
 #include <malloc.h>
 
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -22,6 +23,9 @@
 #include "core/threads.h"
 #include "route/route_run.h"
 #include "route/speculative_command.h"
+#include "serve/ask.h"
+#include "serve/generate_command.h"
+#include "serve/server.h"
 #include "train/commands.h"
 #include "train/report.h"
 #include "train/run_dir.h"
@@ -93,6 +97,29 @@ void PrintSummary(const tandem::CoordinatorResult& r) {
 // The coordinator's round lines go to stderr, beside the log.
 void PrintProgress(const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); }
 
+// `tandem serve` runs until SIGINT or SIGTERM.
+std::atomic<int> g_serve_stop{0};
+void StopServing(int signal) { g_serve_stop = signal; }
+
+// `tandem ask --prompts FILE`: one prompt per line (empty lines skipped).
+StatusOr<std::vector<std::string>> ReadPromptLines(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "r");
+  if (f == nullptr) return tandem::Status::IoError("cannot read " + path);
+  std::vector<std::string> out;
+  std::string line;
+  for (int c; (c = std::fgetc(f)) != EOF;) {
+    if (c != '\n') {
+      line += static_cast<char>(c);
+      continue;
+    }
+    if (!line.empty()) out.push_back(line);
+    line.clear();
+  }
+  if (!line.empty()) out.push_back(line);
+  std::fclose(f);
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -133,7 +160,7 @@ int main(int argc, char** argv) {
   // tandem generate --checkpoint F
   tandem::GenerateOptions gen;
   auto* generate = app.add_subcommand("generate", "Text from a prompt");
-  generate->add_option("--checkpoint", gen.checkpoint, "Model safetensors")->required()->check(CLI::ExistingFile);
+  generate->add_option("--checkpoint", gen.checkpoint, "Model safetensors (not with --cloud)")->check(CLI::ExistingFile);
   generate->add_option("--lora", gen.lora, "LoRA adapters safetensors")->check(CLI::ExistingFile);
   generate->add_option("--prompt", gen.prompt, "Text to continue");
   generate->add_option("--max-tokens", gen.max_tokens, "Bytes to generate")->capture_default_str()->check(CLI::Range(1, 1000000));
@@ -144,6 +171,37 @@ int main(int argc, char** argv) {
   generate->add_option("--draft", spec.draft, "Speculative decoding: the device model drafting for --checkpoint")->check(CLI::ExistingFile);
   generate->add_option("--gamma", spec.gamma, "Speculative decoding: tokens drafted per verification")->capture_default_str()->check(CLI::Range(1, 64));
   generate->add_option("--top-p", spec.top_p, "Speculative decoding: nucleus mass (1: off)")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  tandem::serve::RemoteGenerateOptions remote_gen;
+  generate->add_option("--cloud", remote_gen.endpoint, "Speculative decoding: verify with the inference service at this endpoint (tandem serve)");
+  generate->add_option("--keys", remote_gen.keys_dir, "With --cloud: CURVE key directory (client-K.key, coordinator.pub)");
+  generate->add_option("--id", remote_gen.id, "With --cloud: this device's key client-K")->capture_default_str()->check(CLI::NonNegativeNumber);
+  generate->add_option("--timeout-ms", remote_gen.timeout_ms, "With --cloud: how long one verification may take")->capture_default_str()->check(CLI::Range(1, 3600000));
+
+  // tandem serve CONFIG
+  tandem::serve::ServeRunOptions serve_options;
+  auto* serve = app.add_subcommand("serve", "The cloud inference service alone (no rounds)");
+  serve->add_option("config", config_path, "TOML config ([federation] transport and keys, [serve])")->required()->check(CLI::ExistingFile);
+  serve->add_option("--set", overrides, "Override a config key: --set serve.max_calls_per_client=100");
+  serve->add_option("--checkpoint", serve_options.checkpoint, "The cloud model (default: serve.checkpoint)")->check(CLI::ExistingFile);
+  serve->add_option("--bind", serve_options.bind, "Endpoint to bind (default: federation.endpoint)");
+  serve->add_option("--keys", serve_options.keys_dir, "CURVE key directory (default: federation.keys_dir)");
+
+  // tandem ask CONFIG --connect E --checkpoint DEVICE
+  tandem::serve::AskOptions ask_options;
+  std::string ask_prompt, ask_prompts_file;
+  auto* ask = app.add_subcommand("ask", "A device answering prompts, handing off to the cloud service");
+  ask->add_option("config", config_path, "TOML config ([federation] keys)")->required()->check(CLI::ExistingFile);
+  ask->add_option("--set", overrides, "Override a config key");
+  ask->add_option("--connect", ask_options.connect, "The inference service's endpoint")->required();
+  ask->add_option("--checkpoint", ask_options.checkpoint, "The device model")->required()->check(CLI::ExistingFile);
+  auto* ask_one = ask->add_option("--prompt", ask_prompt, "One prompt");
+  ask->add_option("--prompts", ask_prompts_file, "A file of prompts, one per line")->check(CLI::ExistingFile)->excludes(ask_one);
+  ask->add_option("--budget", ask_options.budget, "Most hand-offs as a fraction of the queries so far")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  ask->add_option("--max-tokens", ask_options.max_tokens, "Tokens per completion")->capture_default_str()->check(CLI::Range(1, 4096));
+  ask->add_option("--timeout-ms", ask_options.timeout_ms, "How long a hand-off waits for the cloud")->capture_default_str()->check(CLI::Range(1, 3600000));
+  ask->add_option("--id", ask_options.id, "This device's key client-K")->capture_default_str()->check(CLI::NonNegativeNumber);
+  ask->add_option("--keys", ask_options.keys_dir, "CURVE key directory (default: federation.keys_dir)");
+  ask->add_option("--seed", ask_options.seed, "Sampling seed")->capture_default_str();
 
   // tandem bench train --preset P --batch B --steps N
   auto* bench = app.add_subcommand("bench", "Benchmarks that compare against a same-run reference");
@@ -369,7 +427,51 @@ int main(int argc, char** argv) {
     Status s = tandem::RunEval(*config, checkpoint, lora, max_tokens, exact_match, json_out, proxy);
     return s.ok() ? 0 : Fail(s);
   }
+  if (*serve) {
+    auto config = LoadConfig(config_path, overrides);
+    if (!config.ok()) return Fail(config.status());
+    std::signal(SIGINT, StopServing);
+    std::signal(SIGTERM, StopServing);
+    serve_options.stop = &g_serve_stop;
+    serve_options.on_bound = [](const std::string& endpoint) {
+      std::printf("serving on %s\n", endpoint.c_str());
+      std::fflush(stdout);
+      return tandem::Status::Ok();
+    };
+    auto totals = tandem::serve::RunServe(*config, serve_options);
+    if (!totals.ok()) return Fail(totals.status());
+    std::printf("served %llu requests (%llu refused, %llu late)\n",
+                static_cast<unsigned long long>(totals->served),
+                static_cast<unsigned long long>(totals->refused),
+                static_cast<unsigned long long>(totals->late));
+    return 0;
+  }
+  if (*ask) {
+    auto config = LoadConfig(config_path, overrides);
+    if (!config.ok()) return Fail(config.status());
+    if (!ask_prompts_file.empty()) {
+      auto lines = ReadPromptLines(ask_prompts_file);
+      if (!lines.ok()) return Fail(lines.status());
+      ask_options.prompts = std::move(*lines);
+    } else if (!ask_prompt.empty()) {
+      ask_options.prompts = {ask_prompt};
+    } else {
+      return Fail(Status::InvalidArgument("tandem ask: --prompt or --prompts"));
+    }
+    Status s = tandem::serve::RunAsk(*config, ask_options);
+    return s.ok() ? 0 : Fail(s);
+  }
   if (*generate) {
+    if (!remote_gen.endpoint.empty()) {
+      if (spec.draft.empty()) return Fail(Status::InvalidArgument("--cloud needs --draft"));
+      if (!gen.checkpoint.empty()) {
+        return Fail(Status::InvalidArgument("--cloud replaces --checkpoint: the cloud model is "
+                                            "the one the service serves"));
+      }
+      Status s = tandem::serve::RunRemoteSpeculativeGenerate(gen, spec, remote_gen);
+      return s.ok() ? 0 : Fail(s);
+    }
+    if (gen.checkpoint.empty()) return Fail(Status::InvalidArgument("--checkpoint is required"));
     if (!spec.draft.empty()) {
       Status s = tandem::RunSpeculativeGenerate(gen, spec);
       return s.ok() ? 0 : Fail(s);

@@ -20,6 +20,8 @@
 #include "data/partition.h"
 #include "models/gpt.h"
 #include "models/gpt_checkpoint.h"
+#include "serve/server.h"
+#include "serve/service.h"
 #include "train/data_setup.h"
 #include "train/evaluate.h"
 #include "train/run_dir.h"
@@ -213,6 +215,7 @@ namespace {
 
 // Everything a run is configured with, read and checked before anything starts.
 struct RunPlan {
+  serve::ServeConfig serve;  // the [serve] section: the inference service beside the rounds
   std::string run_dir, name;
   int64_t seed = 1;
   ModelConfig model;
@@ -230,6 +233,7 @@ struct RunPlan {
 StatusOr<RunPlan> ReadPlan(const Config& config, const ServerPlugin& algorithm,
                            const CoordinatorOptions& options) {
   RunPlan p;
+  TANDEM_ASSIGN_OR_RETURN(p.serve, serve::ServeConfigFromConfig(config));
   TANDEM_ASSIGN_OR_RETURN(p.run_dir, RunDirectory(config));
   TANDEM_ASSIGN_OR_RETURN(p.name, config.GetString("name", "run"));
   TANDEM_ASSIGN_OR_RETURN(p.seed, config.GetInt("seed", 1, 0));
@@ -325,11 +329,13 @@ StatusOr<std::unique_ptr<ServerAlgorithm>> WithPrivacy(std::unique_ptr<ServerAlg
 }
 
 // Feeds the transport's events to the engine until it is done, then says goodbye to every
-// client still connected.
+// client still connected. ServeRequests go to `service` (null: refused), and a client that joins
+// only to ask the service (serve::kServeCapability) is welcomed but never told to the engine.
 Status ServeRounds(wire::Server* server, RoundEngine* engine,
-                   const wire::TransportConfig& transport, const CoordinatorOptions& options) {
+                   const wire::TransportConfig& transport, const CoordinatorOptions& options,
+                   serve::InferenceService* service) {
   auto log = GetLogger("coordinator");
-  std::set<std::string> live;
+  std::set<std::string> live, askers;
   while (!engine->done()) {
     if (options.stop != nullptr && options.stop->load() != 0) {
       // Rounds end with their checkpoint; the round in progress is dropped and redone on resume.
@@ -358,6 +364,7 @@ Status ServeRounds(wire::Server* server, RoundEngine* engine,
           if (const auto* hello = std::get_if<wire::Hello>(&event->message.body)) {
             capabilities = hello->capabilities;
           }
+          const bool asker = capabilities == std::vector<std::string>{serve::kServeCapability};
           wire::Message welcome;
           welcome.envelope.round = engine->current_round();
           const int index = ClientIndexFromName(event->peer);
@@ -368,14 +375,33 @@ Status ServeRounds(wire::Server* server, RoundEngine* engine,
             break;
           }
           live.insert(event->peer);
-          engine->OnJoined(event->peer, capabilities);
+          if (asker) {
+            askers.insert(event->peer);
+          } else {
+            askers.erase(event->peer);
+            engine->OnJoined(event->peer, capabilities);
+          }
           break;
         }
         case wire::TransportEvent::Kind::kPeerLost:
           live.erase(event->peer);
-          engine->OnLost(event->peer);
+          if (askers.erase(event->peer) == 0) engine->OnLost(event->peer);
           break;
         case wire::TransportEvent::Kind::kMessage:
+          if (std::holds_alternative<wire::ServeRequest>(event->message.body)) {
+            if (service != nullptr) {
+              serve::RouteToService(*event, service);
+            } else {
+              wire::Message refusal;
+              refusal.envelope.task_id = event->message.envelope.task_id;
+              refusal.body = wire::Error{wire::ErrorCode::kRefused,
+                                         "this coordinator runs no inference service "
+                                         "(serve.enabled = false)"};
+              (void)server->Send(event->peer, std::move(refusal));
+            }
+            break;
+          }
+          if (askers.count(event->peer)) break;  // nothing but requests is expected of it
           engine->OnMessage(event->peer, event->message);
           break;
         default:
@@ -401,6 +427,19 @@ Status ServeRounds(wire::Server* server, RoundEngine* engine,
     if (!event.ok()) break;
   }
   return engine->status();
+}
+
+// The model the inference service serves: the largest of the algorithm's (the LLM where there
+// is one), or null when it has none.
+const Gpt* LargestModel(const ServerAlgorithm& algorithm) {
+  const Gpt* best = nullptr;
+  for (const RunModel& m : algorithm.Models()) {
+    if (m.model != nullptr &&
+        (best == nullptr || m.model->weights().params().size() > best->weights().params().size())) {
+      best = m.model;
+    }
+  }
+  return best;
 }
 
 // The headline models on the test split: their mean and, with several, each by its suffix.
@@ -490,6 +529,23 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config, const ServerPlu
   // The run has really started: its config and its record of what it ran.
   TANDEM_RETURN_IF_ERROR(WriteTextFile(plan.run_dir + "/config.toml", config.ToToml()));
   TANDEM_RETURN_IF_ERROR(WriteRunRecord(plan.run_dir, config, corpus, run_log.resumed()));
+  // The inference service answers from its own copy of the cloud model (the algorithm's largest),
+  // replaced after each round, so the round that trains the model never waits for a request.
+  std::unique_ptr<serve::InferenceService> service;
+  const Gpt* cloud = plan.serve.enabled ? LargestModel(*active) : nullptr;
+  if (cloud != nullptr) {
+    serve::ServiceOptions service_options = plan.serve.service;
+    service_options.before_compute = options.serve_before_compute;
+    wire::Server* raw = server.get();
+    TANDEM_ASSIGN_OR_RETURN(
+        service, serve::InferenceService::Create(
+                     std::make_shared<const GptWeights>(cloud->weights()), service_options,
+                     [raw](const std::string& peer, wire::Message m) {
+                       return raw->Send(peer, std::move(m));
+                     }));
+    log->info("inference service: {} ({} parameters)", cloud->config().ToString(),
+              cloud->weights().params().size());
+  }
   if (options.on_bound) TANDEM_RETURN_IF_ERROR(options.on_bound(server->endpoint()));
   ServerOutbox outbox(server.get());
   Stopwatch engine_clock;
@@ -506,12 +562,22 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config, const ServerPlu
       TANDEM_RETURN_IF_ERROR(AddLanguageLosses(*active, plan.data, splits.validation,
                                                plan.eval_tokens, "val_loss", &m));
     }
+    if (service) {
+      const serve::ServiceStats s = service->stats();
+      m["serve.served"] = static_cast<double>(s.served);
+      m["serve.refused"] = static_cast<double>(s.refused);
+      m["serve.late"] = static_cast<double>(s.late);
+      if (s.served > 0) m["serve.queue_ms_mean"] = 1000.0 * s.queue_seconds / s.served;
+      service->SetWeights(std::make_shared<const GptWeights>(cloud->weights()));
+    }
     TANDEM_RETURN_IF_ERROR(run_log.WriteRound(round, m, engine.state()).status());
     if (m.count("val_loss")) result.final_val_loss = m.at("val_loss");
     say(RoundLine(round, plan.engine.rounds, m));
     return Status::Ok();
   });
-  TANDEM_RETURN_IF_ERROR(ServeRounds(server.get(), &engine, plan.transport, options));
+  TANDEM_RETURN_IF_ERROR(ServeRounds(server.get(), &engine, plan.transport, options,
+                                     service.get()));
+  service.reset();  // its worker stops before the transport it answers through
 
   // ---- The final numbers. ----
   const RunTotals& totals = run_log.totals();

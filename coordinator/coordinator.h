@@ -39,6 +39,9 @@ struct CoordinatorOptions {
   // whose process has ended since the last call. The engine stops waiting for them
   // (RoundEngine::OnClientExited). Null: only lost connections are noticed.
   std::function<std::vector<std::string>()> exited_clients;
+  // With serve.enabled: called on the inference service's worker before each request is computed
+  // (fault injection for tests: a slow model). Null: nothing.
+  std::function<void()> serve_before_compute;
 };
 
 struct CoordinatorResult {

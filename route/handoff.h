@@ -85,7 +85,8 @@ std::vector<int32_t> DecodeLine(std::shared_ptr<const GptWeights> weights,
 std::string FallbackAnswer(std::shared_ptr<const GptWeights> weights, std::string_view prompt,
                            int max_tokens, const SamplingOptions& sampling, Rng& rng);
 
-// The cloud's answer to a prompt (a service later, a function now).
+// The cloud's answer to a prompt: a model in this process, or the inference service
+// (serve/ask.h).
 using CloudAnswer = std::function<StatusOr<std::string>(std::string_view prompt)>;
 
 struct RoutedAnswer {

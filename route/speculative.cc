@@ -89,6 +89,12 @@ LocalVerifier::LocalVerifier(std::shared_ptr<const GptWeights> weights, Sampling
   TANDEM_CHECK(sampling_.Validate().ok());
 }
 
+void LocalVerifier::Reseed(const SamplingOptions& sampling, uint64_t seed) {
+  TANDEM_CHECK(sampling.Validate().ok());
+  sampling_ = sampling;
+  rng_ = Rng(seed);
+}
+
 StatusOr<Verdict> LocalVerifier::Verify(std::span<const int32_t> context,
                                         std::span<const int32_t> draft, std::span<const float> q) {
   const int V = vocab();

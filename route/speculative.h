@@ -67,6 +67,9 @@ class LocalVerifier : public Verifier {
   int context_length() const override { return workspace_.config().context; }
   StatusOr<Verdict> Verify(std::span<const int32_t> context, std::span<const int32_t> draft,
                            std::span<const float> q) override;
+  // New sampling options (valid) and randomness for the calls that follow; the cache is kept.
+  // What a service verifying for many devices uses: each request brings its own.
+  void Reseed(const SamplingOptions& sampling, uint64_t seed);
 
  private:
   GptWorkspace workspace_;

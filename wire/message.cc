@@ -195,7 +195,8 @@ Status ValidateMetrics(const Metrics& metrics, const std::string& what) {
 
 bool NeedsTaskId(MessageType type) {
   return type == MessageType::kTaskAssign || type == MessageType::kTaskResult ||
-         type == MessageType::kTaskCancel;
+         type == MessageType::kTaskCancel || type == MessageType::kServeRequest ||
+         type == MessageType::kServeReply;
 }
 
 struct BodyValidator {
@@ -236,6 +237,15 @@ struct BodyValidator {
     return ValidateTensors(b.tensors, "TaskResult.tensors", known_finite, streamed);
   }
   Status operator()(const TaskCancel& b) const { return CheckText(b.reason, "TaskCancel.reason"); }
+  Status operator()(const ServeRequest& b) const {
+    TANDEM_RETURN_IF_ERROR(CheckName(b.kind, "ServeRequest.kind"));
+    TANDEM_RETURN_IF_ERROR(ValidateParams(b.params, "ServeRequest.params"));
+    return ValidateTensors(b.tensors, "ServeRequest.tensors", known_finite);
+  }
+  Status operator()(const ServeReply& b) const {
+    TANDEM_RETURN_IF_ERROR(ValidateParams(b.params, "ServeReply.params"));
+    return ValidateTensors(b.tensors, "ServeReply.tensors", known_finite);
+  }
   Status operator()(const Bye& b) const { return CheckText(b.reason, "Bye.reason"); }
   Status operator()(const Error& b) const {
     const auto code = static_cast<uint16_t>(b.code);
@@ -292,13 +302,9 @@ struct BodyPacker {
     pk.pack_uint32(b.peer_timeout_ms);
   }
   void operator()(const Heartbeat&) const { pk.pack_map(0); }
-  void operator()(const TaskAssign& b) const {
-    pk.pack_map(4);
-    PackStr(pk, "kind");
-    PackStr(pk, b.kind);
-    PackStr(pk, "params");
-    pk.pack_map(static_cast<uint32_t>(b.params.size()));
-    for (const auto& [key, value] : b.params) {
+  void PackParams(const Params& params) const {
+    pk.pack_map(static_cast<uint32_t>(params.size()));
+    for (const auto& [key, value] : params) {
       PackStr(pk, key);
       if (const int64_t* i = std::get_if<int64_t>(&value)) {
         pk.pack_int64(*i);
@@ -308,10 +314,35 @@ struct BodyPacker {
         PackStr(pk, std::get<std::string>(value));
       }
     }
+  }
+  void operator()(const TaskAssign& b) const {
+    pk.pack_map(4);
+    PackStr(pk, "kind");
+    PackStr(pk, b.kind);
+    PackStr(pk, "params");
+    PackParams(b.params);
     PackStr(pk, "tensors");
     PackTensors(pk, b.tensors);
     PackStr(pk, "deadline_ms");
     pk.pack_uint32(b.deadline_ms);
+  }
+  void operator()(const ServeRequest& b) const {
+    pk.pack_map(4);
+    PackStr(pk, "kind");
+    PackStr(pk, b.kind);
+    PackStr(pk, "params");
+    PackParams(b.params);
+    PackStr(pk, "tensors");
+    PackTensors(pk, b.tensors);
+    PackStr(pk, "deadline_ms");
+    pk.pack_uint32(b.deadline_ms);
+  }
+  void operator()(const ServeReply& b) const {
+    pk.pack_map(2);
+    PackStr(pk, "params");
+    PackParams(b.params);
+    PackStr(pk, "tensors");
+    PackTensors(pk, b.tensors);
   }
   void operator()(const TaskResult& b) const {
     pk.pack_map(3);
@@ -352,6 +383,8 @@ size_t TensorBytes(const Body& body) {
   };
   if (const auto* a = std::get_if<TaskAssign>(&body)) add(a->tensors);
   if (const auto* r = std::get_if<TaskResult>(&body)) add(r->tensors);
+  if (const auto* q = std::get_if<ServeRequest>(&body)) add(q->tensors);
+  if (const auto* a = std::get_if<ServeReply>(&body)) add(a->tensors);
   return total;
 }
 
@@ -546,6 +579,41 @@ StatusOr<std::string> ReadString(const msgpack::object& o, const std::string& wh
   return std::string(s);
 }
 
+// A parameter map (TaskAssign, ServeRequest, ServeReply): string keys, integer, real or string
+// values, no duplicates.
+StatusOr<Params> DecodeParams(const msgpack::object& params, const std::string& path) {
+  Params out;
+  TANDEM_RETURN_IF_ERROR(ExpectMap(params, path, kMaxMapEntries));
+  for (uint32_t i = 0; i < params.via.map.size; ++i) {
+    const msgpack::object_kv& kv = params.via.map.ptr[i];
+    TANDEM_ASSIGN_OR_RETURN(std::string key, ReadString(kv.key, path + " key", kMaxNameBytes));
+    const std::string field = path + "['" + key + "']";
+    ParamValue value;
+    switch (kv.val.type) {
+      case msgpack::type::POSITIVE_INTEGER:
+        if (kv.val.via.u64 > static_cast<uint64_t>(INT64_MAX)) {
+          return Status::Corruption(field + ": integer does not fit in int64");
+        }
+        value = static_cast<int64_t>(kv.val.via.u64);
+        break;
+      case msgpack::type::NEGATIVE_INTEGER: value = kv.val.via.i64; break;
+      case msgpack::type::FLOAT32:
+      case msgpack::type::FLOAT64: value = kv.val.via.f64; break;
+      case msgpack::type::STR: {
+        TANDEM_ASSIGN_OR_RETURN(value, ReadString(kv.val, field, kMaxStringBytes));
+        break;
+      }
+      default:
+        return Status::Corruption(field + ": expected an integer, a float or a string, got " +
+                                  TypeName(kv.val));
+    }
+    if (!out.emplace(std::move(key), std::move(value)).second) {
+      return Status::Corruption(field + ": duplicate key");
+    }
+  }
+  return out;
+}
+
 StatusOr<Body> DecodeBody(MessageType type, const msgpack::object& o, BinHook* hook) {
   const std::string what(MessageTypeName(type));
   switch (type) {
@@ -584,36 +652,7 @@ StatusOr<Body> DecodeBody(MessageType type, const msgpack::object& o, BinHook* h
       TANDEM_RETURN_IF_ERROR(f.Read(o));
       TaskAssign b;
       TANDEM_ASSIGN_OR_RETURN(b.kind, ReadString(f["kind"], f.Path("kind"), kMaxNameBytes));
-      const msgpack::object& params = f["params"];
-      TANDEM_RETURN_IF_ERROR(ExpectMap(params, f.Path("params"), kMaxMapEntries));
-      for (uint32_t i = 0; i < params.via.map.size; ++i) {
-        const msgpack::object_kv& kv = params.via.map.ptr[i];
-        TANDEM_ASSIGN_OR_RETURN(std::string key,
-                                ReadString(kv.key, f.Path("params") + " key", kMaxNameBytes));
-        const std::string field = f.Path("params") + "['" + key + "']";
-        ParamValue value;
-        switch (kv.val.type) {
-          case msgpack::type::POSITIVE_INTEGER:
-            if (kv.val.via.u64 > static_cast<uint64_t>(INT64_MAX)) {
-              return Status::Corruption(field + ": integer does not fit in int64");
-            }
-            value = static_cast<int64_t>(kv.val.via.u64);
-            break;
-          case msgpack::type::NEGATIVE_INTEGER: value = kv.val.via.i64; break;
-          case msgpack::type::FLOAT32:
-          case msgpack::type::FLOAT64: value = kv.val.via.f64; break;
-          case msgpack::type::STR: {
-            TANDEM_ASSIGN_OR_RETURN(value, ReadString(kv.val, field, kMaxStringBytes));
-            break;
-          }
-          default:
-            return Status::Corruption(field + ": expected an integer, a float or a string, got " +
-                                      TypeName(kv.val));
-        }
-        if (!b.params.emplace(std::move(key), std::move(value)).second) {
-          return Status::Corruption(field + ": duplicate key");
-        }
-      }
+      TANDEM_ASSIGN_OR_RETURN(b.params, DecodeParams(f["params"], f.Path("params")));
       TANDEM_ASSIGN_OR_RETURN(b.tensors, DecodeTensors(f["tensors"], f.Path("tensors"), hook));
       TANDEM_ASSIGN_OR_RETURN(b.deadline_ms, ReadU32(f["deadline_ms"], f.Path("deadline_ms")));
       return Body(std::move(b));
@@ -660,6 +699,24 @@ StatusOr<Body> DecodeBody(MessageType type, const msgpack::object& o, BinHook* h
       b.code = static_cast<ErrorCode>(code);
       TANDEM_ASSIGN_OR_RETURN(b.message,
                               ReadString(f["message"], f.Path("message"), kMaxStringBytes));
+      return Body(std::move(b));
+    }
+    case MessageType::kServeRequest: {
+      Fields<4> f(what, {"kind", "params", "tensors", "deadline_ms"});
+      TANDEM_RETURN_IF_ERROR(f.Read(o));
+      ServeRequest b;
+      TANDEM_ASSIGN_OR_RETURN(b.kind, ReadString(f["kind"], f.Path("kind"), kMaxNameBytes));
+      TANDEM_ASSIGN_OR_RETURN(b.params, DecodeParams(f["params"], f.Path("params")));
+      TANDEM_ASSIGN_OR_RETURN(b.tensors, DecodeTensors(f["tensors"], f.Path("tensors"), hook));
+      TANDEM_ASSIGN_OR_RETURN(b.deadline_ms, ReadU32(f["deadline_ms"], f.Path("deadline_ms")));
+      return Body(std::move(b));
+    }
+    case MessageType::kServeReply: {
+      Fields<2> f(what, {"params", "tensors"});
+      TANDEM_RETURN_IF_ERROR(f.Read(o));
+      ServeReply b;
+      TANDEM_ASSIGN_OR_RETURN(b.params, DecodeParams(f["params"], f.Path("params")));
+      TANDEM_ASSIGN_OR_RETURN(b.tensors, DecodeTensors(f["tensors"], f.Path("tensors"), hook));
       return Body(std::move(b));
     }
     case MessageType::kChunk:
@@ -897,6 +954,8 @@ StatusOr<Message> DecodeUnvalidated(std::string_view bytes, BinHook* hook) {
 std::vector<Tensor>* TensorsOf(Body& body) {
   if (auto* a = std::get_if<TaskAssign>(&body)) return &a->tensors;
   if (auto* r = std::get_if<TaskResult>(&body)) return &r->tensors;
+  if (auto* q = std::get_if<ServeRequest>(&body)) return &q->tensors;
+  if (auto* a = std::get_if<ServeReply>(&body)) return &a->tensors;
   return nullptr;
 }
 
@@ -976,7 +1035,7 @@ StatusOr<MessageType> PeekType(std::string_view bytes) {
                                    " (this build speaks version " +
                                    std::to_string(kProtocolVersion) + ")");
   }
-  if (visitor.ints[1] < kMinMessageType || visitor.ints[1] > kMaxFrameType) {
+  if (visitor.ints[1] < kMinMessageType || visitor.ints[1] > kMaxFrameType) {  // 1..13
     return Status::Corruption("unknown message type " + std::to_string(visitor.ints[1]));
   }
   return static_cast<MessageType>(visitor.ints[1]);

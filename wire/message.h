@@ -105,9 +105,28 @@ struct Error {
   bool operator==(const Error&) const = default;
 };
 
-// Variant order follows MessageType (index + 1 == type); Chunk is framing, not a body.
-using Body =
-    std::variant<Hello, Welcome, Heartbeat, TaskAssign, TaskResult, TaskCancel, Bye, Error>;
+// A request to the cloud inference service (serve/service.h, docs/protocol.md "The inference
+// service"): client-initiated, its id in envelope.task_id (non-zero), never part of a round.
+struct ServeRequest {
+  std::string kind;             // "serve.complete", "serve.verify"; non-empty
+  Params params;
+  std::vector<Tensor> tensors;  // prompt, context, draft, q rows
+  uint32_t deadline_ms = 0;     // time the service has, from receipt; 0 = the service's default
+  bool operator==(const ServeRequest&) const = default;
+};
+
+// The service's answer (envelope.task_id = the request's id). A refused request is answered
+// with an Error carrying the request's id instead.
+struct ServeReply {
+  Params params;                // e.g. "accepted", "next", "text"
+  std::vector<Tensor> tensors;  // e.g. the generated tokens
+  bool operator==(const ServeReply&) const = default;
+};
+
+// Variant order follows MessageType (index + 1 == type for Hello..Error; ServeRequest and
+// ServeReply, after the framing types 9..11, are 12 and 13); Chunk is framing, not a body.
+using Body = std::variant<Hello, Welcome, Heartbeat, TaskAssign, TaskResult, TaskCancel, Bye,
+                          Error, ServeRequest, ServeReply>;
 
 // What every message carries besides its body. The message type is the body's.
 struct Envelope {
@@ -123,7 +142,10 @@ struct Message {
   Envelope envelope;
   Body body;
 
-  MessageType type() const { return static_cast<MessageType>(body.index() + 1); }
+  MessageType type() const {
+    const size_t i = body.index();
+    return static_cast<MessageType>(i < 8 ? i + 1 : i + 4);
+  }
   bool operator==(const Message&) const = default;
 };
 

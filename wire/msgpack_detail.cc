@@ -127,7 +127,7 @@ Status ReadHeader(const msgpack::object& root, MessageType* type) {
                                    std::to_string(kProtocolVersion) + ")");
   }
   TANDEM_ASSIGN_OR_RETURN(const uint64_t raw_type, ReadUint(fields[1], "type"));
-  if (raw_type < kMinMessageType || raw_type > kMaxMessageType) {
+  if (!IsMessageTypeValue(raw_type)) {
     return Status::Corruption("unknown message type " + std::to_string(raw_type));
   }
   *type = static_cast<MessageType>(raw_type);

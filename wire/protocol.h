@@ -26,13 +26,19 @@ enum class MessageType : uint8_t {
   kChunk = 9,        // framing only: one piece of a message too large for one frame (wire/chunk.h)
   kChunkOffer = 10,  // framing only, client -> coordinator: may I send this chunked message?
   kChunkGrant = 11,  // framing only, coordinator -> client: yes, send its chunks now
+  kServeRequest = 12,  // client -> coordinator: ask the cloud inference service (serve/)
+  kServeReply = 13,    // coordinator -> client: the service's answer to one request
 };
-// The types a message or chunk header may carry (DecodeMessage, DecodeChunk): the flow-control
-// frames 10 and 11 have their own decoders and are "unknown" to those two.
+// The types a message or chunk header may carry (DecodeMessage, DecodeChunk): 1..9 and 12..13;
+// the flow-control frames 10 and 11 have their own decoders and are "unknown" to those two.
 inline constexpr uint8_t kMinMessageType = 1;
-inline constexpr uint8_t kMaxMessageType = 9;
+inline constexpr uint8_t kMaxMessageType = 13;
 // The types any frame may carry (PeekType).
-inline constexpr uint8_t kMaxFrameType = 11;
+inline constexpr uint8_t kMaxFrameType = 13;
+
+constexpr bool IsMessageTypeValue(uint64_t raw) {
+  return raw >= kMinMessageType && raw <= kMaxMessageType && raw != 10 && raw != 11;
+}
 
 // Chunk, ChunkOffer and ChunkGrant frames are framing, not messages: no envelope, no sequence.
 constexpr bool IsFramingType(MessageType type) {
@@ -53,6 +59,8 @@ constexpr std::string_view MessageTypeName(MessageType type) {
     case MessageType::kChunk: return "Chunk";
     case MessageType::kChunkOffer: return "ChunkOffer";
     case MessageType::kChunkGrant: return "ChunkGrant";
+    case MessageType::kServeRequest: return "ServeRequest";
+    case MessageType::kServeReply: return "ServeReply";
   }
   return "Unknown";
 }
@@ -65,8 +73,10 @@ constexpr bool ReceivedBy(MessageType type, Role role) {
   switch (type) {
     case MessageType::kHello:
     case MessageType::kTaskResult:
-    case MessageType::kChunkOffer: return role == Role::kCoordinator;
+    case MessageType::kChunkOffer:
+    case MessageType::kServeRequest: return role == Role::kCoordinator;
     case MessageType::kWelcome:
+    case MessageType::kServeReply:
     case MessageType::kTaskAssign:
     case MessageType::kTaskCancel:
     case MessageType::kChunkGrant: return role == Role::kClient;

@@ -127,7 +127,9 @@ Message ErrorMessage(uint64_t run_id, uint64_t round, uint64_t task_id, uint64_t
 
 Status AcceptIntoSession(SessionValidator& validator, const Message& message) {
   const MessageType type = message.type();
-  if ((type == MessageType::kHeartbeat || type == MessageType::kBye) &&
+  // Heartbeats, Byes and the inference service's requests and replies belong to no round.
+  if ((type == MessageType::kHeartbeat || type == MessageType::kBye ||
+       type == MessageType::kServeRequest || type == MessageType::kServeReply) &&
       message.envelope.round < validator.current_round()) {
     Message copy{message.envelope, message.body};
     copy.envelope.round = validator.current_round();

@@ -285,7 +285,7 @@ TEST(FlowControlTest, MalformedOffersAndGrantsAreRejected) {
       {"2 fields", RawFlowFrame(1, grant, {}), "2 fields, expected 3"},
       {"4 fields", RawFlowFrame(1, grant, {7, 8}), "4 fields, expected 3"},
       {"a string id", RawFlowFrame(1, grant, {}, 1), "grant.message_id"},
-      {"unknown type", RawFlowFrame(1, 12, {7}), "unknown type 12"},
+      {"unknown type", RawFlowFrame(1, 14, {7}), "unknown type 14"},
       {"a heartbeat type", RawFlowFrame(1, 3, {7}), "got a Heartbeat frame"},
   };
   for (const Case& c : grants) {

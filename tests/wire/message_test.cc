@@ -111,7 +111,7 @@ TEST(MessageTest, UnsupportedVersionAndUnknownTypeAreNamed) {
     EXPECT_NE(m.status().message().find("unsupported protocol version"), std::string::npos);
     EXPECT_FALSE(PeekType(w.bytes()).ok());
   }
-  for (uint8_t type : {0, 10, 200}) {
+  for (uint8_t type : {0, 10, 11, 14, 200}) {
     RawWriter w;
     w.Envelope(type);
     w.pk().pack_map(0);

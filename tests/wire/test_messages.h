@@ -52,6 +52,14 @@ inline std::vector<Message> SampleMessages() {
   out.push_back({SampleEnvelope(), TaskCancel{"round closed"}});
   out.push_back({SampleEnvelope(0), Bye{"shutting down"}});
   out.push_back({SampleEnvelope(0), Error{ErrorCode::kStale, "sequence 3 after 9"}});
+  ServeRequest request{"serve.verify", {{"temperature", 0.5}, {"top_k", int64_t{0}}}, {}, 250};
+  request.tensors.push_back(Tensor::Uint32("context", {3}, std::vector<uint32_t>{0, 104, 105}));
+  request.tensors.push_back(Tensor::Float32("q", {1, 2}, std::vector<float>{0.25f, 0.75f}));
+  out.push_back({SampleEnvelope(), request});
+  ServeReply reply{{{"accepted", int64_t{2}}, {"next", int64_t{10}}, {"text", std::string("x")}},
+                   {}};
+  reply.tensors.push_back(Tensor::Uint32("tokens", {2}, std::vector<uint32_t>{104, 10}));
+  out.push_back({SampleEnvelope(), reply});
   return out;
 }
 

@@ -1,0 +1,390 @@
+// The cloud inference service (serve/) against the cloud model's own generation in this process,
+// measured in the same run, over tcp://127.0.0.1 with CURVE and the allow-list:
+//
+// 1. Completions: queries per second and latency (mean, p50, p95) of the service, from one client
+//    and from several at once (the service has one worker: concurrent requests queue), against
+//    the same completions generated locally (the ratio is the service's overhead: transport,
+//    CURVE, encoding, queueing).
+// 2. Speculative decoding over the service (RemoteVerifier): acceptance rate, tokens per cloud
+//    round trip, bytes per token (frames both ways) and tokens/s, at γ ∈ {1, 2, 4, 8} and an
+//    injected round-trip delay of 0, 5 and 50 ms (a sleep before each request), against two
+//    references of the same run: the cloud decoding token by token with the delay paid per token
+//    (a cloud that streams its tokens), and one completion request to the service for the whole
+//    text (the delay paid once, the device waiting for all of it).
+//
+// Models: --cloud and --draft checkpoints, or a cloud (slm-small) and a device (slm-micro) trained
+// here for --train-steps steps on arithmetic text (as bench/speculative_bench.cc).
+//
+// Prompts: arithmetic lines, or eight English openings with --english (for checkpoints trained on
+// fortunes, such as the public ones).
+//
+//   tandem_serve_bench [--cloud CKPT --draft CKPT [--english]] [--save DIR] [--train-steps 60] [--requests 24]
+//                      [--clients 3] [--tokens 32] [--prompts 4] [--temperature 1]
+//                      [--delays 0,5,50] [--gammas 1,2,4,8]
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/logging.h"
+#include "core/threads.h"
+#include "data/arithmetic.h"
+#include "data/batcher.h"
+#include "models/generate.h"
+#include "models/gpt_workspace.h"
+#include "models/gpt_checkpoint.h"
+#include "models/tokenizer.h"
+#include "route/handoff.h"
+#include "route/speculative.h"
+#include "serve/remote.h"
+#include "serve/server.h"
+#include "serve/service.h"
+#include "train/local_trainer.h"
+#include "wire/curve.h"
+#include "wire/transport_server.h"
+
+namespace tandem {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+std::vector<int> ParseList(const std::string& s) {
+  std::vector<int> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) out.push_back(std::atoi(item.c_str()));
+  return out;
+}
+
+std::string ArithmeticText(size_t count, uint64_t seed) {
+  std::string text;
+  for (int level = 1; level <= 3; ++level) {
+    auto ex = MakeArithmeticExamples(level, count / 3, seed + level);
+    TANDEM_CHECK(ex.ok());
+    for (const auto& e : *ex) text += e.prompt + e.answer + "\n";
+  }
+  return text;
+}
+
+std::unique_ptr<Gpt> Train(const std::string& preset, int steps, uint64_t seed) {
+  auto config = ModelPreset(preset);
+  TANDEM_CHECK(config.ok());
+  auto model = std::make_unique<Gpt>(*config);
+  model->InitWeights(seed);
+  if (steps == 0) return model;
+  auto batcher = Batcher::Create(TokenDataset(ByteTokenizer::Encode(ArithmeticText(30000, 1))),
+                                 8, config->context);
+  TANDEM_CHECK(batcher.ok());
+  TextTerm term(*batcher);
+  LocalTrainer trainer(model.get(), TrainerOptions{});
+  Rng rng(seed);
+  const auto t0 = Clock::now();
+  auto report = trainer.Run({&term}, steps, 2e-3f, rng);
+  TANDEM_CHECK(report.ok());
+  std::printf("trained %s (%zu params) for %d steps in %.1f s: train loss %.3f\n", preset.c_str(),
+              model->num_params(), steps, Seconds(t0, Clock::now()), report->Mean("train_loss"));
+  return model;
+}
+
+// What the service computes for a completion, in this process: the same kernels, sampler and
+// stopping rule (end-of-text; the requests here set no stop token).
+std::vector<int32_t> LocalComplete(std::shared_ptr<const GptWeights> weights,
+                                   const serve::CompleteRequest& r) {
+  const int V = weights->config().vocab;
+  GptWorkspace ws(weights);
+  Rng rng(r.seed);
+  std::vector<float> probs(V);
+  const float* logits = ws.Decode(r.prompt.data(), static_cast<int>(r.prompt.size()));
+  logits += (r.prompt.size() - 1) * static_cast<size_t>(V);
+  std::vector<int32_t> out;
+  for (int i = 0; i < r.max_tokens; ++i) {
+    SamplingProbs(logits, V, r.sampling, probs.data());
+    const int32_t t = SampleFromProbs(probs, rng);
+    out.push_back(t);
+    if (t == ByteTokenizer::kEndOfText || i + 1 == r.max_tokens) break;
+    logits = ws.Decode(&t, 1);
+  }
+  return out;
+}
+
+struct Latencies {
+  std::vector<double> ms;
+  double Mean() const {
+    double s = 0;
+    for (double v : ms) s += v;
+    return ms.empty() ? 0 : s / ms.size();
+  }
+  double Quantile(double q) const {
+    if (ms.empty()) return 0;
+    std::vector<double> v = ms;
+    std::sort(v.begin(), v.end());
+    return v[std::min(v.size() - 1, static_cast<size_t>(q * v.size()))];
+  }
+};
+
+int Main(int argc, char** argv) {
+  std::string cloud_path, draft_path, save_dir;
+  bool english = false;
+  int train_steps = 60, requests = 24, clients = 3, tokens = 32, prompts = 4;
+  float temperature = 1.0f;
+  std::vector<int> delays = {0, 5, 50}, gammas = {1, 2, 4, 8};
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "%s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--cloud") cloud_path = next();
+    else if (a == "--draft") draft_path = next();
+    else if (a == "--save") save_dir = next();
+    else if (a == "--english") english = true;
+    else if (a == "--train-steps") train_steps = std::atoi(next().c_str());
+    else if (a == "--requests") requests = std::atoi(next().c_str());
+    else if (a == "--clients") clients = std::atoi(next().c_str());
+    else if (a == "--tokens") tokens = std::atoi(next().c_str());
+    else if (a == "--prompts") prompts = std::atoi(next().c_str());
+    else if (a == "--temperature") temperature = std::strtof(next().c_str(), nullptr);
+    else if (a == "--delays") delays = ParseList(next());
+    else if (a == "--gammas") gammas = ParseList(next());
+    else {
+      std::fprintf(stderr, "unknown flag %s (see the comment at the top of serve_bench.cc)\n",
+                   a.c_str());
+      return 2;
+    }
+  }
+  (void)SetupLogging("warn");
+  SetComputeThreads(ComputeThreads());
+  std::unique_ptr<Gpt> cloud, device;
+  if (!cloud_path.empty() || !draft_path.empty()) {
+    auto c = LoadGpt(cloud_path);
+    auto d = LoadGpt(draft_path);
+    if (!c.ok() || !d.ok()) {
+      std::fprintf(stderr, "cannot load: %s\n",
+                   (!c.ok() ? c.status() : d.status()).message().c_str());
+      return 1;
+    }
+    cloud = std::move(*c);
+    device = std::move(*d);
+  } else {
+    cloud = Train("slm-small", train_steps, 11);
+    device = Train("slm-micro", train_steps, 12);
+  }
+  if (!save_dir.empty()) {
+    TANDEM_CHECK(SaveGpt(save_dir + "/cloud.safetensors", *cloud).ok());
+    TANDEM_CHECK(SaveGpt(save_dir + "/device.safetensors", *device).ok());
+  }
+  // One sequence at a time: fastest on one thread at these sizes (see speculative_bench.cc).
+  SetComputeThreads(1);
+
+  // ---- The service on tcp loopback with CURVE and an allow-list of `clients` keys. ----
+  wire::TransportOptions so;
+  so.endpoint = "tcp://127.0.0.1:0";
+  so.curve = true;
+  so.own_keys = *wire::GenerateCurveKeyPair();
+  so.run_id = 0x5e7e;
+  so.heartbeat_interval_ms = 500;
+  so.peer_timeout_ms = 10000;
+  std::vector<wire::CurveKeyPair> client_keys;
+  for (int k = 0; k < std::max(clients, 1); ++k) {
+    client_keys.push_back(*wire::GenerateCurveKeyPair());
+    so.allow_list.name_by_key[client_keys.back().public_key] = "client-" + std::to_string(k);
+  }
+  auto server = wire::Server::Bind(so);
+  TANDEM_CHECK(server.ok());
+  wire::Server* raw = server->get();
+  serve::ServiceOptions service_options;
+  service_options.max_inflight_per_client = 4;
+  auto service = serve::InferenceService::Create(
+      cloud->shared_weights(), service_options,
+      [raw](const std::string& peer, wire::Message m) { return raw->Send(peer, std::move(m)); });
+  TANDEM_CHECK(service.ok());
+  std::atomic<int> stop{0};
+  std::thread loop([&] {
+    TANDEM_CHECK(serve::ServeEvents(raw, service->get(), 500, 10000, &stop).ok());
+  });
+  auto remote_options = [&](int k, int delay_ms) {
+    serve::RemoteOptions o;
+    o.transport.endpoint = raw->endpoint();
+    o.transport.curve = true;
+    o.transport.own_keys = client_keys[k];
+    o.transport.server_public_key = so.own_keys.public_key;
+    o.transport.heartbeat_interval_ms = 500;
+    o.transport.peer_timeout_ms = 10000;
+    o.timeout = std::chrono::milliseconds(60000);
+    o.injected_delay = std::chrono::milliseconds(delay_ms);
+    return o;
+  };
+
+  // Prompts: arithmetic lines, or English openings (--english: for the public checkpoints,
+  // trained on Debian's fortunes).
+  std::vector<std::string> texts;
+  if (!english) {
+    auto examples = MakeArithmeticExamples(3, std::max(prompts, requests), 99);
+    TANDEM_CHECK(examples.ok());
+    for (const auto& e : *examples) texts.push_back(e.prompt + e.answer + "\n");
+  } else {
+    texts = {"The ", "You will ", "A man ", "It is ", "There is ", "When ", "Never ", "If you "};
+  }
+  std::vector<std::vector<int32_t>> prompt_tokens;
+  for (const std::string& text : texts) {
+    std::vector<int32_t> p = {ByteTokenizer::kEndOfText};
+    ByteTokenizer::EncodeAppend(text, &p);
+    prompt_tokens.push_back(p);
+  }
+  size_t longest = 0;
+  for (const auto& p : prompt_tokens) longest = std::max(longest, p.size());
+  prompts = std::min<int>(prompts, static_cast<int>(prompt_tokens.size()));
+  const int context = std::min(cloud->config().context, device->config().context);
+  const int max_new = std::min(tokens, context - static_cast<int>(longest) - 1);
+  SamplingOptions sampling;
+  sampling.temperature = temperature;
+
+  // ---- 1. Completions: the service against local generation. ----
+  auto request_for = [&](int i) {
+    serve::CompleteRequest r;
+    r.prompt = prompt_tokens[i % prompt_tokens.size()];
+    r.max_tokens = max_new;
+    r.sampling = sampling;
+    r.seed = static_cast<uint64_t>(i);
+    return r;
+  };
+  Latencies local_lat;
+  auto t0 = Clock::now();
+  for (int i = 0; i < requests; ++i) {
+    const auto s = Clock::now();
+    const serve::CompleteRequest r = request_for(i);
+    (void)LocalComplete(cloud->shared_weights(), r);
+    local_lat.ms.push_back(1000 * Seconds(s, Clock::now()));
+  }
+  const double local_qps = requests / Seconds(t0, Clock::now());
+  std::printf("\ncompletions: %d requests of up to %d tokens, temperature %.2f\n", requests,
+              max_new, temperature);
+  std::printf("%-26s %10s %10s %10s %10s %10s %12s\n", "", "queries/s", "mean ms", "p50 ms",
+              "p95 ms", "ratio", "queue ms");
+  std::printf("%-26s %10.1f %10.2f %10.2f %10.2f %10s %12s\n", "local generation", local_qps,
+              local_lat.Mean(), local_lat.Quantile(0.5), local_lat.Quantile(0.95), "1.00", "-");
+  for (int n : {1, clients}) {
+    if (n < 1) continue;
+    std::vector<Latencies> lat(n);
+    std::vector<std::unique_ptr<serve::RemoteCloud>> remotes;
+    for (int k = 0; k < n; ++k) {
+      auto r = serve::RemoteCloud::Connect(remote_options(k, 0));
+      TANDEM_CHECK(r.ok());
+      remotes.push_back(std::move(*r));
+    }
+    const serve::ServiceStats before = (*service)->stats();
+    t0 = Clock::now();
+    std::vector<std::thread> threads;
+    for (int k = 0; k < n; ++k) {
+      threads.emplace_back([&, k] {
+        for (int i = k; i < requests; i += n) {
+          const auto s = Clock::now();
+          auto reply = remotes[k]->Complete(request_for(i));
+          TANDEM_CHECK(reply.ok());
+          lat[k].ms.push_back(1000 * Seconds(s, Clock::now()));
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    const double qps = requests / Seconds(t0, Clock::now());
+    const serve::ServiceStats after = (*service)->stats();
+    Latencies all;
+    for (const auto& l : lat) all.ms.insert(all.ms.end(), l.ms.begin(), l.ms.end());
+    const double queue_ms =
+        1000 * (after.queue_seconds - before.queue_seconds) / (after.served - before.served);
+    char label[64];
+    std::snprintf(label, sizeof label, "service, %d client%s", n, n == 1 ? "" : "s at once");
+    std::printf("%-26s %10.1f %10.2f %10.2f %10.2f %10.2f %12.2f\n", label, qps, all.Mean(),
+                all.Quantile(0.5), all.Quantile(0.95), qps / local_qps, queue_ms);
+    std::fflush(stdout);
+  }
+
+  // ---- 2. Speculative decoding over the service. ----
+  std::printf("\nspeculative decoding over the service: %d prompts x up to %d tokens, "
+              "temperature %.2f\n", prompts, max_new, temperature);
+  std::printf("%-6s %-6s %10s %11s %11s %11s %8s %8s %11s %11s %11s\n", "rtt_ms", "gamma",
+              "tok/s", "streamed", "one req", "ratio", "vs one", "accept", "tok/trip",
+              "bytes/tok", "trips");
+  for (int delay : delays) {
+    for (int gamma : gammas) {
+      // The references are measured beside each row, so a changing load on a shared host
+      // moves both sides of a ratio together.
+      // Reference A: the cloud token by token, the delay paid per token.
+      Generator reference(*cloud);
+      Rng rng(5);
+      SamplingConfig plain{temperature, 0};
+      int64_t ref_tokens = 0;
+      t0 = Clock::now();
+      for (int p = 0; p < prompts; ++p) {
+        reference.Reset();
+        const float* logits = nullptr;
+        for (int32_t t : prompt_tokens[p]) logits = reference.Feed(t);
+        for (int i = 0; i < max_new; ++i) {
+          if (delay > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay));
+          const int32_t next = SampleToken(logits, cloud->config().vocab, plain, rng);
+          ++ref_tokens;
+          if (next == ByteTokenizer::kEndOfText) break;
+          logits = reference.Feed(next);
+        }
+      }
+      const double streamed_tps = ref_tokens / Seconds(t0, Clock::now());
+      // Reference B: one completion request per prompt, the delay paid once.
+      auto one = serve::RemoteCloud::Connect(remote_options(0, delay));
+      TANDEM_CHECK(one.ok());
+      int64_t one_tokens = 0;
+      t0 = Clock::now();
+      for (int p = 0; p < prompts; ++p) {
+        auto reply = (*one)->Complete(request_for(p));
+        TANDEM_CHECK(reply.ok());
+        one_tokens += static_cast<int64_t>(reply->tokens.size());
+      }
+      const double one_tps = one_tokens / Seconds(t0, Clock::now());
+      one->reset();
+      auto remote = serve::RemoteCloud::Connect(remote_options(0, delay));
+      TANDEM_CHECK(remote.ok());
+      serve::RemoteVerifier verifier(remote->get(), sampling, 7);
+      SpeculativeDecoder decoder(device->shared_weights(), &verifier, {gamma, sampling});
+      Rng drng(6);
+      const wire::TransportStats b = (*remote)->transport_stats();
+      int64_t n = 0;
+      t0 = Clock::now();
+      for (int p = 0; p < prompts; ++p) {
+        auto out = decoder.Generate(prompt_tokens[p], max_new, drng);
+        TANDEM_CHECK(out.ok());
+        n += static_cast<int64_t>(out->size());
+      }
+      const double tps = n / Seconds(t0, Clock::now());
+      const wire::TransportStats e = (*remote)->transport_stats();
+      const double bytes =
+          static_cast<double>(e.bytes_sent - b.bytes_sent + e.bytes_received - b.bytes_received);
+      const SpeculativeStats& s = decoder.stats();
+      std::printf("%-6d %-6d %10.1f %11.1f %11.1f %11.2f %8.2f %8.3f %11.2f %11.0f %11lld\n",
+                  delay, gamma, tps, streamed_tps, one_tps, tps / streamed_tps, tps / one_tps,
+                  s.acceptance_rate(), s.tokens_per_call(), bytes / n,
+                  static_cast<long long>(s.verifier_calls));
+      std::fflush(stdout);
+    }
+  }
+  stop = 1;
+  loop.join();
+  service->reset();
+  return 0;
+}
+
+}  // namespace
+}  // namespace tandem
+
+int main(int argc, char** argv) { return tandem::Main(argc, argv); }
