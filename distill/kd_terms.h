@@ -48,25 +48,51 @@ DenseTeacher FixedTeacher(std::vector<float> logits, int context, int vocab);
 // A model beside the student computes them (it must outlive the term and share the vocabulary).
 DenseTeacher ModelTeacher(Gpt* teacher);
 
+// Distillation only where the teacher is confident, or weighted by how confident it is (the
+// <section>.confidence_threshold and .confidence_weighting keys of distill-up, fedmkt and
+// fedcollm). A position's confidence c is the teacher's max-probability at the distillation
+// temperature T — for the clients' ensemble, the ensemble's own top probability (under vote
+// uploads, the top vote share). Its KD weight (KdForward's row weight) is
+//     r = [c >= threshold] · (weighting ? c : 1).
+// Off (threshold 0, no weighting): no row weights at all, today's bits.
+struct KdConfidence {
+  double threshold = 0.0;  // in [0, 1]; 0 keeps every position
+  bool weighting = false;
+  bool enabled() const { return threshold > 0.0 || weighting; }
+};
+
+// weights (N) from teacher logits (N,V) at T as KdConfidence says; returns how many rows it
+// masked (weight 0 by the threshold).
+int KdConfidenceWeights(float* weights, const float* teacher_logits, int N, int V,
+                        float temperature, const KdConfidence& confidence);
+
 // KD to dense teacher logits (KdForward): step s trains on windows s·batch .. (mod count).
 class DenseDistillTerm : public LossTerm {
  public:
   DenseDistillTerm(PublicWindows windows, DenseTeacher teacher, KdOptions options, int batch,
-                   int vocab);
+                   int vocab, KdConfidence confidence = {});
   std::string name() const override { return "kd"; }
   StatusOr<TermLoss> Accumulate(Gpt& model, int64_t step, Rng& rng) override;
   // The student's loss over all the windows once, batch by batch, without training (the mean of
   // the batches' losses): measured before and after a round's steps on the same data.
   double MeanLoss(Gpt& student);
+  // Of the positions MeanLoss last saw, the fraction the confidence threshold masked (0 when off).
+  double masked_fraction() const { return masked_fraction_; }
 
  private:
-  void Fill(int first);  // tokens_, targets_rows_ and teacher_logits_ for a batch from `first`
+  // tokens_, targets_rows_, teacher_logits_ (and row_weights_) for a batch from `first`; returns
+  // the rows masked.
+  int Fill(int first);
+  const float* RowWeights() const { return confidence_.enabled() ? row_weights_.data() : nullptr; }
 
   PublicWindows windows_;
   DenseTeacher teacher_;
   KdOptions options_;
   int batch_;
   int vocab_;
+  KdConfidence confidence_;
+  std::vector<float> row_weights_;  // (batch·T), when confidence_ is enabled
+  double masked_fraction_ = 0.0;
   std::vector<int32_t> tokens_, targets_rows_;  // (batch,T)
   std::vector<float> teacher_logits_, dlogits_;  // (batch,T,V)
 };
