@@ -24,6 +24,13 @@ Status ReadServerDistillConfig(const Config& config, const std::string& section,
   c.windows = static_cast<int>(w);
   c.server_steps = static_cast<int>(s);
   c.server_batch = static_cast<int>(b);
+  return Status::Ok();
+}
+
+Status ReadLlmObjectiveConfig(const Config& config, const std::string& section,
+                              ServerDistillConfig* out) {
+  ServerDistillConfig& c = *out;
+  auto key = [&](const char* name) { return section + "." + name; };
   TANDEM_ASSIGN_OR_RETURN(c.confidence.threshold,
                           config.GetDouble(key("confidence_threshold"), c.confidence.threshold,
                                            0.0, 1.0));

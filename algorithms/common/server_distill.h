@@ -26,6 +26,7 @@ struct ServerDistillConfig {
   int server_steps = 8;      // <section>.server_steps: the coordinator's steps per round
   int server_batch = 4;      // <section>.server_batch: windows per step
   double server_lr = 3e-4;   // <section>.server_lr: the LLM's AdamW (kept across rounds)
+  // The upward algorithms only (ReadLlmObjectiveConfig):
   // <section>.confidence_threshold and .confidence_weighting: distil only on positions whose
   // teacher (the clients' ensemble; in fedcollm, the model teaching in each direction) is
   // confident enough, or weight each position by that confidence (distill/kd_terms.h).
@@ -37,10 +38,13 @@ struct ServerDistillConfig {
 };
 
 // Reads the keys above into *out (its values are the defaults), checking their ranges:
-// <section>.temperature, .alpha, .windows, .server_steps, .server_batch, .server_lr,
-// .confidence_threshold, .confidence_weighting, .english_weight.
+// <section>.temperature, .alpha, .windows, .server_steps, .server_batch, .server_lr.
 Status ReadServerDistillConfig(const Config& config, const std::string& section,
                                ServerDistillConfig* out);
+// And the keys of the LLM's objective in the upward algorithms (distill-up, fedmkt, fedcollm):
+// <section>.confidence_threshold, .confidence_weighting, .english_weight.
+Status ReadLlmObjectiveConfig(const Config& config, const std::string& section,
+                              ServerDistillConfig* out);
 
 // The LLM's own loss on the public corpus as a term of its server steps (<section>.english_weight):
 // `weight` · CE of next-token prediction on random (batch, context) windows of `text`, drawn from

@@ -29,6 +29,7 @@ StatusOr<DistillUpConfig> DistillUpConfigFromConfig(const Config& config,
                                                     const std::string& section, bool mutual) {
   DistillUpConfig c;
   TANDEM_RETURN_IF_ERROR(ReadServerDistillConfig(config, section, &c));
+  TANDEM_RETURN_IF_ERROR(ReadLlmObjectiveConfig(config, section, &c));
   TANDEM_ASSIGN_OR_RETURN(c.llm, config.RequireString(section + ".llm"));
   c.mutual = mutual;
   if (c.mutual) {

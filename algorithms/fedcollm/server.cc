@@ -31,6 +31,7 @@ StatusOr<FedCoLLMConfig> FedCoLLMConfigFromConfig(const Config& config) {
   }
   TANDEM_RETURN_IF_ERROR(c.lora.Validate());
   TANDEM_RETURN_IF_ERROR(ReadServerDistillConfig(config, "fedcollm", &c));
+  TANDEM_RETURN_IF_ERROR(ReadLlmObjectiveConfig(config, "fedcollm", &c));
   TANDEM_ASSIGN_OR_RETURN(c.llm, config.RequireString("fedcollm.llm"));
   TANDEM_ASSIGN_OR_RETURN(c.slm_lr, config.GetDouble("fedcollm.slm_lr", c.slm_lr, 0.0, 1.0));
   TANDEM_ASSIGN_OR_RETURN(c.client_eval, config.GetBool("eval.clients", c.client_eval));
