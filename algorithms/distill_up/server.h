@@ -7,6 +7,12 @@
 //
 //   LLM loss on a public window = α·CE(text) + (1 − α)·T²·KL(ensemble^T ‖ LLM^T)
 //
+// plus, with <section>.english_weight = λ > 0, λ·CE on a batch of the public English corpus each
+// step (so the LLM keeps its English). The ensemble is the clients' plain mean, their
+// confidence-weighted mean or their vote histogram (<section>.ensemble), and each position's KD
+// term may be masked or weighted by the ensemble's confidence (<section>.confidence_*); see
+// docs/distillation.md "Sound upward distillation".
+//
 // `fedmkt` (Fan et al. 2024, FedMKT) is the same class with knowledge going both ways every round:
 // the task ("distill.mutual") also carries the LLM's top-k targets on the round's windows, and
 // each client's own SLM trains on its data plus distillation to them before it predicts. FedMKT
