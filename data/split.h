@@ -34,7 +34,16 @@ struct SplitIndices {
 
 struct DatasetSplits {
   std::vector<Record> train, validation, test, public_;
+  // The cross-lingual setup (train/data_setup.h): the public corpus's own public records (English:
+  // the public categories the cloud LLM trained on), which are not in public_ (the transfer pool).
+  // Empty otherwise: public_ is then the public corpus itself. See PublicCorpus.
+  std::vector<Record> public_corpus;
 };
+
+// The public corpus's records: splits.public_corpus, or splits.public_ when that is empty.
+inline const std::vector<Record>& PublicCorpus(const DatasetSplits& splits) {
+  return splits.public_corpus.empty() ? splits.public_ : splits.public_corpus;
+}
 
 // Checks the fractions (not the categories, which need the corpus).
 Status ValidateSplitSpec(const SplitSpec& spec);

@@ -34,6 +34,19 @@ void TeacherLogitsFromMean(float* out, const T* mean, int N, int V, float temper
 
 }  // namespace
 
+const char* EnsembleUploadName(EnsembleUpload upload) {
+  switch (upload) {
+    case EnsembleUpload::kMean: return "mean";
+    case EnsembleUpload::kConfidence: return "confidence";
+    case EnsembleUpload::kVotes: return "votes";
+  }
+  return "?";
+}
+
+size_t EnsembleUploadLength(EnsembleUpload upload, size_t N, size_t V) {
+  return upload == EnsembleUpload::kConfidence ? N * V + N : N * V;
+}
+
 void EnsembleContribution(float* out, const float* logits, int N, int V, float temperature,
                           EnsembleMode mode) {
   TANDEM_CHECK(N >= 0 && V >= 1 && std::isfinite(temperature) && temperature > 0.0f);

@@ -21,10 +21,24 @@
 // EnsembleTeacherLogits. EnsembleAccumulator does the same in one process.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace tandem {
+
+// What each client uploads for the round's ensemble, and so how the coordinator forms it
+// (<section>.ensemble of distill-up and fedmkt):
+//   kMean        its probabilities at T; the ensemble is their plain mean (this file)
+//   kConfidence  w·p and w per position; Σw·p / Σw (distill/confidence.h)
+//   kVotes       a vote for its top-1 (or top-k) token; the noisy vote histogram (distill/votes.h)
+enum class EnsembleUpload { kMean, kConfidence, kVotes };
+
+// "mean", "confidence", "votes": the config's words.
+const char* EnsembleUploadName(EnsembleUpload upload);
+// Values one client uploads for N positions of V tokens.
+size_t EnsembleUploadLength(EnsembleUpload upload, size_t N, size_t V);
 
 enum class EnsembleMode {
   kMeanProbabilities,  // mean of softmax(z/T): a mixture (default)

@@ -115,7 +115,7 @@ void CheckKdOptions(const KdOptions& opt) {
 // --- Dense -----------------------------------------------------------------------------------
 
 KdLoss KdForward(const float* student_logits, const float* teacher_logits, const int32_t* targets,
-                 int N, int V, const KdOptions& opt) {
+                 int N, int V, const KdOptions& opt, const float* row_weights) {
   CheckCommon(student_logits, targets, N, V, opt);
   TANDEM_CHECK(teacher_logits != nullptr || N == 0);
   const double inv_t = 1.0 / opt.temperature;
@@ -138,7 +138,7 @@ KdLoss KdForward(const float* student_logits, const float* teacher_logits, const
       for (int v = 0; v < V; ++v) {
         if (pt[v] > 0.0) kl += pt[v] * ((t[v] * inv_t - lse_t) - (s[v] * inv_t - lse_s));
       }
-      kl_sum += kl;
+      kl_sum += row_weights != nullptr ? row_weights[i] * kl : kl;
     }
   }
   return Finish(ce_sum, kl_sum, count, opt);
@@ -146,7 +146,7 @@ KdLoss KdForward(const float* student_logits, const float* teacher_logits, const
 
 void KdBackward(float* dlogits, const float* student_logits, const float* teacher_logits,
                 const int32_t* targets, int N, int V, const KdOptions& opt, int count,
-                float dloss) {
+                float dloss, const float* row_weights) {
   CheckCommon(student_logits, targets, N, V, opt);
   TANDEM_CHECK(teacher_logits != nullptr || N == 0);
   const double scale = count > 0 ? static_cast<double>(dloss) / count : 0.0;
@@ -168,9 +168,12 @@ void KdBackward(float* dlogits, const float* student_logits, const float* teache
       const float* t = teacher_logits + static_cast<size_t>(i) * V;  // (V)
       CeRowBackward(d, ps.data(), s, targets != nullptr ? targets[i] : 0, V, ce_scale);
       if (kd_scale == 0.0) continue;
+      // A row of weight 0 (masked) gets no KD gradient; the CE part above stays.
+      const double row_scale = row_weights != nullptr ? kd_scale * row_weights[i] : kd_scale;
+      if (row_scale == 0.0) continue;
       SoftmaxRow(ps.data(), s, V, inv_t);
       SoftmaxRow(pt.data(), t, V, inv_t);
-      for (int v = 0; v < V; ++v) d[v] += static_cast<float>(kd_scale * (ps[v] - pt[v]));
+      for (int v = 0; v < V; ++v) d[v] += static_cast<float>(row_scale * (ps[v] - pt[v]));
     }
   }
 }

@@ -44,15 +44,20 @@ void CheckKdOptions(const KdOptions& opt);
 // --- Dense teacher ---------------------------------------------------------------------------
 // student_logits, teacher_logits (N,V); targets (N) in [0, V) or kIgnoreTarget. targets may be
 // null only when α = 0 (pure distillation): every row then counts. All zero when count is 0.
+// row_weights (N), when given, scales each row's KL term (r_i ≥ 0; 0 masks the row's KD, its CE
+// stays): loss = α·ce + (1 − α)·T²·Σ_i r_i·kl_i / count — the divisor is still the row count, so
+// masking rows lowers the KD term's share rather than renormalising it. Null: every r_i = 1, the
+// same bits as without weights (distill/kd_terms.h KdConfidence sets them).
 KdLoss KdForward(const float* student_logits, const float* teacher_logits, const int32_t* targets,
-                 int N, int V, const KdOptions& opt);
+                 int N, int V, const KdOptions& opt, const float* row_weights = nullptr);
 
 // dlogits (N,V) = dloss · d(loss)/d(student_logits), written (not accumulated); zero rows where
 // the target is ignored. `count` is the divisor of the means — KdLoss::count of the forward, or
 // the count over a whole batch when the rows are a shard of it.
+// row_weights as for KdForward: row i's KD gradient is scaled by r_i.
 void KdBackward(float* dlogits, const float* student_logits, const float* teacher_logits,
                 const int32_t* targets, int N, int V, const KdOptions& opt, int count,
-                float dloss = 1.0f);
+                float dloss = 1.0f, const float* row_weights = nullptr);
 
 // --- Sparse top-k teacher ----------------------------------------------------------------------
 // The teacher gives, per row, probabilities q_j at T on its top-k set I and the tail mass r.

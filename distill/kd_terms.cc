@@ -68,19 +68,45 @@ DenseTeacher ModelTeacher(Gpt* teacher) {
   };
 }
 
+int KdConfidenceWeights(float* weights, const float* teacher_logits, int N, int V,
+                        float temperature, const KdConfidence& confidence) {
+  TANDEM_CHECK(N >= 0 && V >= 1 && temperature > 0.0f);
+  TANDEM_CHECK(confidence.threshold >= 0.0 && confidence.threshold <= 1.0);
+  const double inv_t = 1.0 / temperature;
+  int masked = 0;
+#pragma omp parallel for schedule(static) reduction(+ : masked)
+  for (int i = 0; i < N; ++i) {
+    const float* t = teacher_logits + static_cast<size_t>(i) * V;  // (V)
+    // max softmax(t/T) = 1 / Σ_v exp((t_v − max t)/T)
+    const double mx = *std::max_element(t, t + V);
+    double sum = 0.0;
+    for (int v = 0; v < V; ++v) sum += std::exp((t[v] - mx) * inv_t);
+    const double c = 1.0 / sum;
+    if (c < confidence.threshold) {
+      weights[i] = 0.0f;
+      ++masked;
+    } else {
+      weights[i] = confidence.weighting ? static_cast<float>(c) : 1.0f;
+    }
+  }
+  return masked;
+}
+
 DenseDistillTerm::DenseDistillTerm(PublicWindows windows, DenseTeacher teacher,
-                                   KdOptions options, int batch, int vocab)
+                                   KdOptions options, int batch, int vocab,
+                                   KdConfidence confidence)
     : windows_(std::move(windows)), teacher_(std::move(teacher)), options_(options),
-      batch_(batch), vocab_(vocab),
+      batch_(batch), vocab_(vocab), confidence_(confidence),
       tokens_(static_cast<size_t>(batch) * windows_.context()), targets_rows_(tokens_.size()),
       teacher_logits_(tokens_.size() * vocab), dlogits_(teacher_logits_.size()) {
   TANDEM_CHECK(batch >= 1);
+  if (confidence_.enabled()) row_weights_.resize(tokens_.size());
 }
 
 DenseDistillTerm::DenseDistillTerm(PublicWindows windows, Gpt* teacher, KdOptions options,
-                                   int batch, HiddenMatch hidden)
+                                   int batch, HiddenMatch hidden, KdConfidence confidence)
     : DenseDistillTerm(std::move(windows), ModelTeacher(teacher), options, batch,
-                       teacher->config().vocab) {
+                       teacher->config().vocab, confidence) {
   teacher_model_ = teacher;
   hidden_ = std::move(hidden);
   if (hidden_.weight == 0.0f) hidden_.layers.clear();
@@ -92,7 +118,7 @@ DenseDistillTerm::DenseDistillTerm(PublicWindows windows, Gpt* teacher, KdOption
   }
 }
 
-void DenseDistillTerm::Fill(int first) {
+int DenseDistillTerm::Fill(int first) {
   windows_.GatherRun(first, batch_, tokens_.data(), targets_rows_.data());
   teacher_(first, batch_, windows_.context(), tokens_.data(), teacher_logits_.data());
   // The teacher model has just run on these windows: keep its block outputs.
@@ -100,6 +126,10 @@ void DenseDistillTerm::Fill(int first) {
     const float* h = teacher_model_->workspace().block_activations(hidden_.layers[k].second).output;
     std::copy(h, h + teacher_hidden_[k].size(), teacher_hidden_[k].begin());
   }
+  if (!confidence_.enabled()) return 0;
+  return KdConfidenceWeights(row_weights_.data(), teacher_logits_.data(),
+                             static_cast<int>(tokens_.size()), vocab_, options_.temperature,
+                             confidence_);
 }
 
 double DenseDistillTerm::HiddenLoss(const Gpt& student,
@@ -137,19 +167,12 @@ StatusOr<TermLoss> DenseDistillTerm::Accumulate(Gpt& model, int64_t step, Rng&) 
   Fill(static_cast<int>((step * batch_) % windows_.count()));
   model.Forward(tokens_.data(), nullptr, batch_, T);
   const KdLoss l = KdForward(model.logits(), teacher_logits_.data(), targets_rows_.data(), N,
-                             vocab_, options_);
+                             vocab_, options_, RowWeights());
   TermLoss out{l.loss, l.kl, l.ce};
-  if (hidden_.layers.empty()) {
-    if (!std::isfinite(l.loss)) return out;
-    KdBackward(dlogits_.data(), model.logits(), teacher_logits_.data(), targets_rows_.data(), N,
-               vocab_, options_, l.count);
-    model.BackwardFromLogits(dlogits_.data());
-    return out;
-  }
   out.loss += HiddenLoss(model, &hidden_grads_);
   if (!std::isfinite(out.loss)) return out;
   KdBackward(dlogits_.data(), model.logits(), teacher_logits_.data(), targets_rows_.data(), N,
-             vocab_, options_, l.count);
+             vocab_, options_, l.count, 1.0f, RowWeights());
   std::vector<GptWorkspace::HiddenGrad> at_blocks;
   for (size_t k = 0; k < hidden_.layers.size(); ++k) {
     at_blocks.push_back({hidden_.layers[k].first, hidden_grads_[k].data()});
@@ -161,16 +184,17 @@ StatusOr<TermLoss> DenseDistillTerm::Accumulate(Gpt& model, int64_t step, Rng&) 
 double DenseDistillTerm::MeanLoss(Gpt& student, double* hidden) {
   const int T = windows_.context(), N = batch_ * T, W = windows_.count();
   double sum = 0.0, hidden_sum = 0.0;
-  int batches = 0;
+  int batches = 0, masked = 0;
   for (int first = 0; first < W; first += batch_, ++batches) {
-    Fill(first);
+    masked += Fill(first);
     student.Forward(tokens_.data(), nullptr, batch_, T);
     const double h = HiddenLoss(student, nullptr);
     hidden_sum += h;
     sum += KdForward(student.logits(), teacher_logits_.data(), targets_rows_.data(), N, vocab_,
-                     options_).loss + h;
+                     options_, RowWeights()).loss + h;
   }
   if (hidden != nullptr) *hidden = hidden_sum / batches;
+  masked_fraction_ = static_cast<double>(masked) / (static_cast<double>(batches) * N);
   return sum / batches;
 }
 

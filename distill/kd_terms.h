@@ -62,15 +62,33 @@ struct HiddenMatch {
   float weight = 0.0f;                      // 0: off
 };
 
+// Distillation only where the teacher is confident, or weighted by how confident it is (the
+// <section>.confidence_threshold and .confidence_weighting keys of distill-up, fedmkt and
+// fedcollm). A position's confidence c is the teacher's max-probability at the distillation
+// temperature T — for the clients' ensemble, the ensemble's own top probability (under vote
+// uploads, the top vote share). Its KD weight (KdForward's row weight) is
+//     r = [c >= threshold] · (weighting ? c : 1).
+// Off (threshold 0, no weighting): no row weights at all, today's bits.
+struct KdConfidence {
+  double threshold = 0.0;  // in [0, 1]; 0 keeps every position
+  bool weighting = false;
+  bool enabled() const { return threshold > 0.0 || weighting; }
+};
+
+// weights (N) from teacher logits (N,V) at T as KdConfidence says; returns how many rows it
+// masked (weight 0 by the threshold).
+int KdConfidenceWeights(float* weights, const float* teacher_logits, int N, int V,
+                        float temperature, const KdConfidence& confidence);
+
 // KD to dense teacher logits (KdForward): step s trains on windows s·batch .. (mod count).
 class DenseDistillTerm : public LossTerm {
  public:
   DenseDistillTerm(PublicWindows windows, DenseTeacher teacher, KdOptions options, int batch,
-                   int vocab);
+                   int vocab, KdConfidence confidence = {});
   // The teacher is a model beside the student (ModelTeacher), whose block outputs `hidden`
   // matches as well. Requires the blocks to exist in both and the same d_model.
   DenseDistillTerm(PublicWindows windows, Gpt* teacher, KdOptions options, int batch,
-                   HiddenMatch hidden);
+                   HiddenMatch hidden, KdConfidence confidence = {});
   std::string name() const override { return "kd"; }
   // The loss is the KD loss plus the hidden-state term; kl and ce are the KD loss's parts.
   StatusOr<TermLoss> Accumulate(Gpt& model, int64_t step, Rng& rng) override;
@@ -78,9 +96,14 @@ class DenseDistillTerm : public LossTerm {
   // the batches' losses): measured before and after a round's steps on the same data. *hidden,
   // when given, receives the hidden-state term's share of it.
   double MeanLoss(Gpt& student, double* hidden = nullptr);
+  // Of the positions MeanLoss last saw, the fraction the confidence threshold masked (0 when off).
+  double masked_fraction() const { return masked_fraction_; }
 
  private:
-  void Fill(int first);  // tokens_, targets_rows_ and teacher_logits_ for a batch from `first`
+  // tokens_, targets_rows_, teacher_logits_ (and row_weights_, and the teacher's block outputs
+  // when hidden states are matched) for a batch from `first`; returns the rows masked.
+  int Fill(int first);
+  const float* RowWeights() const { return confidence_.enabled() ? row_weights_.data() : nullptr; }
   // The hidden-state term of the student's last Forward; with grads, its gradient per pair.
   double HiddenLoss(const Gpt& student, std::vector<std::vector<float>>* grads) const;
 
@@ -89,6 +112,9 @@ class DenseDistillTerm : public LossTerm {
   KdOptions options_;
   int batch_;
   int vocab_;
+  KdConfidence confidence_;
+  std::vector<float> row_weights_;  // (batch·T), when confidence_ is enabled
+  double masked_fraction_ = 0.0;
   std::vector<int32_t> tokens_, targets_rows_;  // (batch,T)
   std::vector<float> teacher_logits_, dlogits_;  // (batch,T,V)
   const Gpt* teacher_model_ = nullptr;           // with hidden-state matching

@@ -99,6 +99,7 @@ StatusOr<DatasetSplits> LoadCrossLingualSplits(const DataConfig& data,
   out.public_ = SelectRecords(records, idx.transfer);
   out.validation = SelectRecords(records, idx.validation);
   out.test = SelectRecords(records, idx.test);
+  out.public_corpus = SelectRecords(records, idx.public_train);
   return out;
 }
 

@@ -3,7 +3,9 @@
 
 #include "algorithms/common/task_parts.h"
 #include "client/task_params.h"
+#include "distill/confidence.h"
 #include "distill/ensemble.h"
+#include "distill/votes.h"
 #include "train/evaluate.h"
 
 namespace tandem {
@@ -24,6 +26,32 @@ std::vector<float> PredictWindows(Gpt& model, const PublicWindows& windows, floa
                          temperature, EnsembleMode::kMeanProbabilities);
   }
   return probs;
+}
+
+StatusOr<std::vector<float>> PredictUpload(Gpt& model, const PublicWindows& windows,
+                                           float temperature, EnsembleUpload upload,
+                                           int vote_top_k) {
+  if (upload == EnsembleUpload::kMean) return PredictWindows(model, windows, temperature);
+  const int T = windows.context(), V = model.config().vocab, N = windows.count() * T;
+  if (upload == EnsembleUpload::kVotes && (vote_top_k < 1 || vote_top_k > V)) {
+    return Status::InvalidArgument("kd.vote_top_k = " + std::to_string(vote_top_k) +
+                                   " is not in [1, " + std::to_string(V) + "]");
+  }
+  std::vector<float> logits(static_cast<size_t>(N) * V);  // (N,V)
+  std::vector<int32_t> tokens(T), targets(T);
+  for (int w = 0; w < windows.count(); ++w) {
+    windows.Gather(w, tokens.data(), targets.data());
+    model.Forward(tokens.data(), nullptr, 1, T);
+    std::copy(model.logits(), model.logits() + static_cast<size_t>(T) * V,
+              logits.begin() + static_cast<size_t>(w) * T * V);
+  }
+  std::vector<float> out(EnsembleUploadLength(upload, N, V));
+  if (upload == EnsembleUpload::kConfidence) {
+    ConfidenceContribution(out.data(), logits.data(), N, V, temperature);
+  } else {
+    VoteContribution(out.data(), logits.data(), N, V, vote_top_k);
+  }
+  return out;
 }
 
 Status EvaluateOwnModel(ClientContext* context, const wire::TaskAssign& task,

@@ -8,6 +8,7 @@
 
 #include "client/context.h"
 #include "data/public_windows.h"
+#include "distill/ensemble.h"
 #include "wire/message.h"
 
 namespace tandem {
@@ -21,6 +22,14 @@ StatusOr<Gpt*> OwnModelFor(ClientContext* context, const wire::TaskAssign& task,
 // The model's probabilities at `temperature` on each window: (windows · T · V), window by window
 // (distill/ensemble.h's mean-of-probabilities contribution).
 std::vector<float> PredictWindows(Gpt& model, const PublicWindows& windows, float temperature);
+
+// What the client uploads for the ensemble on the windows (N = windows · T positions): its
+// probabilities (PredictWindows), its confidence contribution [w·p (N,V) | w (N)]
+// (distill/confidence.h), or its votes for its top `vote_top_k` tokens (N,V) (distill/votes.h).
+// InvalidArgument when vote_top_k is not in [1, V].
+StatusOr<std::vector<float>> PredictUpload(Gpt& model, const PublicWindows& windows,
+                                           float temperature, EnsembleUpload upload,
+                                           int vote_top_k);
 
 // "distill.eval": the own model on the client's own held-out records (own_val_loss, weighted by
 // their tokens) and on every client's (all_val_loss). Parameters: eval_tokens, seed, model.

@@ -2,8 +2,10 @@
 #include "algorithms/common/server_distill.h"
 
 #include <charconv>
+#include <cmath>
 
 #include "core/config.h"
+#include "models/cross_entropy.h"
 
 namespace tandem {
 
@@ -23,6 +25,60 @@ Status ReadServerDistillConfig(const Config& config, const std::string& section,
   c.server_steps = static_cast<int>(s);
   c.server_batch = static_cast<int>(b);
   return Status::Ok();
+}
+
+Status ReadLlmObjectiveConfig(const Config& config, const std::string& section,
+                              ServerDistillConfig* out) {
+  ServerDistillConfig& c = *out;
+  auto key = [&](const char* name) { return section + "." + name; };
+  TANDEM_ASSIGN_OR_RETURN(c.confidence.threshold,
+                          config.GetDouble(key("confidence_threshold"), c.confidence.threshold,
+                                           0.0, 1.0));
+  TANDEM_ASSIGN_OR_RETURN(c.confidence.weighting,
+                          config.GetBool(key("confidence_weighting"), c.confidence.weighting));
+  TANDEM_ASSIGN_OR_RETURN(c.english_weight,
+                          config.GetDouble(key("english_weight"), c.english_weight, 0.0, 1e3));
+  return Status::Ok();
+}
+
+PublicTextTerm::PublicTextTerm(Batcher batcher, float weight)
+    : batcher_(std::move(batcher)), weight_(weight),
+      tokens_(static_cast<size_t>(batcher_.batch()) * batcher_.context()),
+      targets_(tokens_.size()) {}
+
+StatusOr<TermLoss> PublicTextTerm::Accumulate(Gpt& model, int64_t, Rng& rng) {
+  const int B = batcher_.batch(), T = batcher_.context(), N = B * T;
+  const int V = model.config().vocab;
+  batcher_.Next(&rng, tokens_.data(), targets_.data());
+  model.Forward(tokens_.data(), nullptr, B, T);
+  probs_.resize(static_cast<size_t>(N) * V);
+  losses_.resize(N);
+  int count = 0;
+  TermLoss out;
+  out.loss = CrossEntropyForward(probs_.data(), losses_.data(), model.logits(), targets_.data(), N,
+                                 V, &count);
+  out.ce = out.loss;
+  if (!std::isfinite(out.loss)) return out;
+  // The weighted gradient, in place over the probabilities.
+  CrossEntropyBackward(probs_.data(), probs_.data(), targets_.data(), N, V, count, weight_);
+  model.BackwardFromLogits(probs_.data());
+  return out;
+}
+
+StatusOr<std::unique_ptr<PublicTextTerm>> MakeEnglishTerm(const ServerDistillConfig& config,
+                                                          const std::string& section,
+                                                          const std::vector<Record>& english,
+                                                          int context) {
+  if (!(config.english_weight > 0.0)) return std::unique_ptr<PublicTextTerm>();
+  StatusOr<Batcher> batcher =
+      Batcher::Create(TokenDataset::FromRecords(english), config.server_batch, context);
+  if (!batcher.ok()) {
+    return Status::InvalidArgument(section + ".english_weight > 0 needs public English text of at "
+                                   "least one window (" + std::to_string(context + 1) +
+                                   " tokens): " + batcher.status().message());
+  }
+  return std::make_unique<PublicTextTerm>(std::move(*batcher),
+                                          static_cast<float>(config.english_weight));
 }
 
 ServerOptimizer::ServerOptimizer(std::string name, Gpt* model, TrainerOptions options)

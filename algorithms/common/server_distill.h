@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "core/status.h"
+#include "data/corpus.h"
+#include "distill/kd_terms.h"
 #include "train/local_trainer.h"
 
 namespace tandem {
@@ -24,12 +26,49 @@ struct ServerDistillConfig {
   int server_steps = 8;      // <section>.server_steps: the coordinator's steps per round
   int server_batch = 4;      // <section>.server_batch: windows per step
   double server_lr = 3e-4;   // <section>.server_lr: the LLM's AdamW (kept across rounds)
+  // The upward algorithms only (ReadLlmObjectiveConfig):
+  // <section>.confidence_threshold and .confidence_weighting: distil only on positions whose
+  // teacher (the clients' ensemble; in fedcollm, the model teaching in each direction) is
+  // confident enough, or weight each position by that confidence (distill/kd_terms.h).
+  KdConfidence confidence;
+  // <section>.english_weight: the LLM's own CE on windows of the public corpus (English: in the
+  // cross-lingual setup, the public categories the LLM was trained on, never the transfer pool),
+  // added to its server steps with this weight so that it does not forget English; 0 = off.
+  double english_weight = 0.0;
 };
 
 // Reads the keys above into *out (its values are the defaults), checking their ranges:
 // <section>.temperature, .alpha, .windows, .server_steps, .server_batch, .server_lr.
 Status ReadServerDistillConfig(const Config& config, const std::string& section,
                                ServerDistillConfig* out);
+// And the keys of the LLM's objective in the upward algorithms (distill-up, fedmkt, fedcollm):
+// <section>.confidence_threshold, .confidence_weighting, .english_weight.
+Status ReadLlmObjectiveConfig(const Config& config, const std::string& section,
+                              ServerDistillConfig* out);
+
+// The LLM's own loss on the public corpus as a term of its server steps (<section>.english_weight):
+// `weight` · CE of next-token prediction on random (batch, context) windows of `text`, drawn from
+// the trainer's rng.
+class PublicTextTerm : public LossTerm {
+ public:
+  PublicTextTerm(Batcher batcher, float weight);
+  std::string name() const override { return "english"; }
+  StatusOr<TermLoss> Accumulate(Gpt& model, int64_t step, Rng& rng) override;
+
+ private:
+  Batcher batcher_;
+  float weight_;
+  std::vector<int32_t> tokens_, targets_;  // (B,T)
+  std::vector<float> probs_, losses_;      // (B·T,V), (B·T)
+};
+
+// The PublicTextTerm of a server's steps when config.english_weight > 0 (else null): windows of
+// `context` tokens, config.server_batch at a time, from `english`. Errors: a corpus shorter than
+// one window (the message names the key).
+StatusOr<std::unique_ptr<PublicTextTerm>> MakeEnglishTerm(const ServerDistillConfig& config,
+                                                          const std::string& section,
+                                                          const std::vector<Record>& english,
+                                                          int context);
 
 // The trainer of a model the coordinator trains (distill-up's and fedmkt's LLM, both directions of
 // fedcollm), kept for the whole run: AdamW's moments and step count carry on from one round's

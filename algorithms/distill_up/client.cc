@@ -27,10 +27,13 @@ Status DistillUpClient::Run(uint64_t round, const wire::TaskAssign& task,
   training.round = round;
   std::vector<float> start;
   TANDEM_ASSIGN_OR_RETURN(TrainReport report, TrainOnOwnData(*context_, model, training, &start));
-  const std::vector<float> probs = PredictWindows(*model, windows, up.temperature);
+  TANDEM_ASSIGN_OR_RETURN(std::vector<float> upload,
+                          PredictUpload(*model, windows, up.temperature, up.ensemble,
+                                        up.vote_top_k));
   result->tensors.clear();
-  result->tensors.push_back(wire::Tensor::Float32("probs", {probs.size()}, probs));
-  result->weight = 1.0;  // the ensemble is a plain mean of the clients' distributions
+  result->tensors.push_back(
+      wire::Tensor::Float32(EnsembleTensorName(up.ensemble), {upload.size()}, upload));
+  result->weight = 1.0;  // every client counts once; confidence weights travel in the upload
   ReportTraining(report, result);
   return Status::Ok();
 }

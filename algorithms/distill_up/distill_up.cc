@@ -23,7 +23,8 @@ StatusOr<std::unique_ptr<ServerAlgorithm>> CreateUpwardServer(const ServerContex
                                                   context.splits->public_,
                                                   context.splits->validation, fedavg.eval_tokens,
                                                   context.seed, context.client_models,
-                                                  fedavg.client_eval));
+                                                  fedavg.client_eval,
+                                                  PublicCorpus(*context.splits)));
   GetLogger("coordinator")
       ->info("{}: the LLM ({}) learns from the clients' {} predictions on {} public windows a "
              "round at T = {:g}", section, llm->config().ToString(), context.model.ToString(),

@@ -11,7 +11,9 @@
 #include "distill/kd_terms.h"
 #include "train/local_trainer.h"
 #include "core/timer.h"
+#include "distill/confidence.h"
 #include "distill/ensemble.h"
+#include "distill/votes.h"
 #include "distill/kd_loss.h"
 #include "distill/topk.h"
 #include "models/gpt_checkpoint.h"
@@ -27,6 +29,7 @@ StatusOr<DistillUpConfig> DistillUpConfigFromConfig(const Config& config,
                                                     const std::string& section, bool mutual) {
   DistillUpConfig c;
   TANDEM_RETURN_IF_ERROR(ReadServerDistillConfig(config, section, &c));
+  TANDEM_RETURN_IF_ERROR(ReadLlmObjectiveConfig(config, section, &c));
   TANDEM_ASSIGN_OR_RETURN(c.llm, config.RequireString(section + ".llm"));
   c.mutual = mutual;
   if (c.mutual) {
@@ -39,6 +42,24 @@ StatusOr<DistillUpConfig> DistillUpConfigFromConfig(const Config& config,
     TANDEM_ASSIGN_OR_RETURN(c.selection, config.GetChoice(section + ".selection", "mean",
                                                           {"mean", "min-ce"}));
   }
+  TANDEM_ASSIGN_OR_RETURN(std::string ensemble,
+                          config.GetChoice(section + ".ensemble", "mean",
+                                           {"mean", "confidence", "votes"}));
+  c.ensemble = ensemble == "confidence" ? EnsembleUpload::kConfidence
+               : ensemble == "votes"    ? EnsembleUpload::kVotes
+                                        : EnsembleUpload::kMean;
+  TANDEM_ASSIGN_OR_RETURN(int64_t top_k, config.GetInt(section + ".vote_top_k", c.vote_top_k, 1,
+                                                       1 << 20));
+  c.vote_top_k = static_cast<int>(top_k);
+  if (c.selection == "min-ce" && c.ensemble != EnsembleUpload::kMean) {
+    return Status::InvalidArgument(section + ".selection = \"min-ce\" picks one client's "
+                                   "probabilities per position: it needs " + section +
+                                   ".ensemble = \"mean\"");
+  }
+  if (config.Has(section + ".vote_top_k") && c.ensemble != EnsembleUpload::kVotes) {
+    return Status::InvalidArgument(section + ".vote_top_k applies to " + section +
+                                   ".ensemble = \"votes\" only");
+  }
   return c;
 }
 
@@ -47,7 +68,12 @@ StatusOr<std::unique_ptr<DistillUpServer>> DistillUpServer::Create(
     DistillUpConfig config, LocalTrainConfig local, std::shared_ptr<Gpt> llm,
     const ModelConfig& student, const std::vector<Record>& public_records,
     std::vector<Record> validation, int64_t eval_tokens, uint64_t seed,
-    std::vector<ModelConfig> client_models, bool client_eval) {
+    std::vector<ModelConfig> client_models, bool client_eval, std::vector<Record> english) {
+  if (config.ensemble == EnsembleUpload::kVotes && config.vote_top_k > student.vocab) {
+    return Status::InvalidArgument("vote_top_k = " + std::to_string(config.vote_top_k) +
+                                   " is larger than the vocabulary (" +
+                                   std::to_string(student.vocab) + ")");
+  }
   for (const ModelConfig& m : client_models) {
     if (m.vocab != student.vocab) {
       return Status::InvalidArgument("every client SLM must share one vocabulary: " +
@@ -75,6 +101,11 @@ StatusOr<std::unique_ptr<DistillUpServer>> DistillUpServer::Create(
   for (const ModelConfig& m : client_models) server->context_ = std::min(server->context_, m.context);
   server->client_models_ = std::move(client_models);
   server->client_eval_ = client_eval;
+  if (server->config_.upload) {
+    TANDEM_ASSIGN_OR_RETURN(server->english_,
+                            MakeEnglishTerm(server->config_, server->name(), english,
+                                            server->context_));
+  }
   return server;
 }
 
@@ -90,7 +121,8 @@ DistillUpServer::DistillUpServer(DistillUpConfig config, LocalTrainConfig local,
 }
 
 size_t DistillUpServer::ContributionLength() const {
-  return static_cast<size_t>(config_.windows) * context_ * student_.vocab;
+  return EnsembleUploadLength(config_.ensemble, static_cast<size_t>(config_.windows) * context_,
+                              student_.vocab);
 }
 
 StatusOr<TaskSpec> DistillUpServer::BeginRound(uint64_t round, const std::vector<ClientInfo>&) {
@@ -103,6 +135,8 @@ StatusOr<TaskSpec> DistillUpServer::BeginRound(uint64_t round, const std::vector
   up.temperature = static_cast<float>(config_.temperature);
   up.windows = windows_;
   up.context = context_;
+  up.ensemble = config_.ensemble;
+  up.vote_top_k = config_.vote_top_k;
   TaskSpec spec;
   if (config_.mutual) {
     MutualTask mutual;
@@ -120,7 +154,9 @@ StatusOr<TaskSpec> DistillUpServer::BeginRound(uint64_t round, const std::vector
     spec.kind = kDistillUpTask;
     up.Encode(&spec.params, &spec.tensors);
   }
-  if (config_.upload) spec.contribution = ContributionSpec{"probs", ContributionLength()};
+  if (config_.upload) {
+    spec.contribution = ContributionSpec{EnsembleTensorName(config_.ensemble), ContributionLength()};
+  }
   return spec;
 }
 
@@ -157,28 +193,18 @@ Status DistillUpServer::OnResult(const ClientInfo&, const wire::TaskResult& resu
     return Status::Ok();
   }
   const size_t n = ContributionLength();
-  const wire::Tensor* probs = nullptr;
+  const std::string name = EnsembleTensorName(config_.ensemble);
+  const wire::Tensor* upload = nullptr;
   for (const auto& t : result.tensors) {
-    if (t.name == "probs") probs = &t;
+    if (t.name == name) upload = &t;
   }
-  if (probs == nullptr || probs->dtype != wire::DType::kFloat32 || probs->NumElements() != n) {
-    return Status::InvalidArgument("expected a tensor 'probs' of f32[" + std::to_string(n) + "]");
+  if (upload == nullptr || upload->dtype != wire::DType::kFloat32 || upload->NumElements() != n) {
+    return Status::InvalidArgument("expected a tensor '" + name + "' of f32[" +
+                                   std::to_string(n) + "]");
   }
-  const std::vector<float> values = probs->ToFloat32();
-  // Each row must be a distribution: a client cannot outweigh the others by scaling its upload.
+  const std::vector<float> values = upload->ToFloat32();
+  TANDEM_RETURN_IF_ERROR(CheckUpload(values));
   const int V = student_.vocab;
-  for (size_t row = 0; row < n / V; ++row) {
-    double sum = 0.0;
-    for (int v = 0; v < V; ++v) {
-      const float p = values[row * V + v];
-      if (!(p >= 0.0f && p <= 1.0f)) return Status::InvalidArgument("a probability is outside [0, 1]");
-      sum += p;
-    }
-    if (std::fabs(sum - 1.0) > 1e-3) {
-      return Status::InvalidArgument("row " + std::to_string(row) + " sums to " +
-                                     std::to_string(sum) + ", not 1");
-    }
-  }
   if (config_.selection == "min-ce") {
     // Per position, keep the client whose prediction gives the text's next token the most mass.
     const int T = context_;
@@ -201,6 +227,31 @@ Status DistillUpServer::OnResult(const ClientInfo&, const wire::TaskResult& resu
     TANDEM_RETURN_IF_ERROR(sum_->Add(values, 1.0));
   }
   CountClientLoss(result);
+  return Status::Ok();
+}
+
+Status DistillUpServer::CheckUpload(const std::vector<float>& values) const {
+  // A client cannot outweigh the others by scaling its upload.
+  const int V = student_.vocab, N = config_.windows * context_;
+  if (config_.ensemble == EnsembleUpload::kConfidence) {
+    return CheckConfidenceContribution(values, N, V);
+  }
+  if (config_.ensemble == EnsembleUpload::kVotes) {
+    return CheckVoteContribution(values, N, V, config_.vote_top_k);
+  }
+  // Each row must be a distribution.
+  for (int row = 0; row < N; ++row) {
+    double sum = 0.0;
+    for (int v = 0; v < V; ++v) {
+      const float p = values[static_cast<size_t>(row) * V + v];
+      if (!(p >= 0.0f && p <= 1.0f)) return Status::InvalidArgument("a probability is outside [0, 1]");
+      sum += p;
+    }
+    if (std::fabs(sum - 1.0) > 1e-3) {
+      return Status::InvalidArgument("row " + std::to_string(row) + " sums to " +
+                                     std::to_string(sum) + ", not 1");
+    }
+  }
   return Status::Ok();
 }
 
@@ -254,17 +305,26 @@ Status DistillUpServer::LearnFromEnsemble() {
   }
   sum_.reset();
   mean_.reset();
+  if (config_.ensemble == EnsembleUpload::kConfidence) {
+    // Σ w·p / Σ w: the member count that divides both parts of the mean cancels.
+    const int N = config_.windows * context_, V = student_.vocab;
+    std::vector<float> probs(static_cast<size_t>(N) * V);
+    ConfidenceEnsemble(probs.data(), mean.data(), N, V);
+    return TrainLlm(probs);
+  }
+  // "mean": the mean of probabilities; "votes": the (noisy) vote histogram over the members.
   return TrainLlm(mean);
 }
 
-Status DistillUpServer::TrainLlm(const std::vector<float>& mean) {
+Status DistillUpServer::TrainLlm(const std::vector<float>& probs) {
   Stopwatch watch;
   const int T = context_, V = student_.vocab, W = static_cast<int>(windows_.size());
   const float temperature = static_cast<float>(config_.temperature);
-  // The ensemble as teacher logits at T (the mean of probabilities, floored and renormalised:
-  // DP noise can leave the simplex).
-  std::vector<float> teacher(mean.size());
-  EnsembleTeacherLogits(teacher.data(), mean.data(), W * T, V, temperature,
+  last_ensemble_ = probs;
+  // The ensemble as teacher logits at T (probabilities floored and renormalised: DP noise can
+  // leave the simplex).
+  std::vector<float> teacher(probs.size());
+  EnsembleTeacherLogits(teacher.data(), probs.data(), W * T, V, temperature,
                         EnsembleMode::kMeanProbabilities);
   TANDEM_ASSIGN_OR_RETURN(PublicWindows windows,
                           PublicWindows::Create(public_tokens_, windows_, T));
@@ -272,13 +332,18 @@ Status DistillUpServer::TrainLlm(const std::vector<float>& mean) {
   kd.temperature = temperature;
   kd.alpha = static_cast<float>(config_.alpha);
   DenseDistillTerm term(std::move(windows), FixedTeacher(std::move(teacher), T, V), kd,
-                        std::min(config_.server_batch, W), V);
+                        std::min(config_.server_batch, W), V, config_.confidence);
   LocalTrainer& trainer = llm_optimizer_->BeginRound();
-  Rng unused(seed_);  // the distillation term walks its windows in order and draws nothing
+  // The distillation term walks its windows in order and draws nothing; the English term draws
+  // its windows from the round's own stream.
+  Rng rng(seed_ ^ (0x656e676c697368ULL * (round_ + 1)));
+  std::vector<LossTerm*> terms = {&term};
+  if (english_) terms.push_back(english_.get());
   kd_before_ = term.MeanLoss(*llm_);
+  masked_fraction_ = term.masked_fraction();
   for (int step = 0; step < config_.server_steps; ++step) {
     StatusOr<std::vector<TermLoss>> l =
-        trainer.Step({&term}, static_cast<float>(config_.server_lr), unused);
+        trainer.Step(terms, static_cast<float>(config_.server_lr), rng);
     if (!l.ok()) {
       return Status::Internal("the LLM's distillation diverged; lower " + name() +
                               ".server_lr (" + l.status().message() + ")");
@@ -286,6 +351,7 @@ Status DistillUpServer::TrainLlm(const std::vector<float>& mean) {
     kd_sum_ += (*l)[0].loss;
     kl_sum_ += (*l)[0].kl;
     ce_sum_ += (*l)[0].ce;
+    if (english_) english_sum_ += (*l)[1].loss;
     ++steps_done_;
   }
   kd_after_ = term.MeanLoss(*llm_);
@@ -302,7 +368,8 @@ void DistillUpServer::AbortRound() {
   own_val_sum_ = own_val_weight_ = all_val_sum_ = 0.0;
   evaluations_ = 0;
   client_loss_sum_ = client_weight_ = client_kl_sum_ = 0.0;
-  kd_sum_ = kl_sum_ = ce_sum_ = 0.0;
+  kd_sum_ = kl_sum_ = ce_sum_ = english_sum_ = 0.0;
+  masked_fraction_ = 0.0;
   steps_done_ = 0;
   server_s_ = 0.0;
 }
@@ -325,6 +392,8 @@ Status DistillUpServer::EndRound(uint64_t round, std::map<std::string, double>* 
     (*metrics)["llm_public_ce"] = ce_sum_ / steps_done_;
     (*metrics)["llm_kd_loss_before"] = kd_before_;
     (*metrics)["llm_kd_loss_after"] = kd_after_;
+    if (english_) (*metrics)["llm_english_ce"] = english_sum_ / steps_done_;
+    if (config_.confidence.threshold > 0.0) (*metrics)["llm_kd_masked_fraction"] = masked_fraction_;
   }
   if (!config_.upload) return Status::Ok();  // the LLM is the teacher, and did not move
   (*metrics)["server_train_s"] = server_s_;

@@ -7,6 +7,12 @@
 //
 //   LLM loss on a public window = α·CE(text) + (1 − α)·T²·KL(ensemble^T ‖ LLM^T)
 //
+// plus, with <section>.english_weight = λ > 0, λ·CE on a batch of the public English corpus each
+// step (so the LLM keeps its English). The ensemble is the clients' plain mean, their
+// confidence-weighted mean or their vote histogram (<section>.ensemble), and each position's KD
+// term may be masked or weighted by the ensemble's confidence (<section>.confidence_*); see
+// docs/distillation.md "Sound upward distillation".
+//
 // `fedmkt` (Fan et al. 2024, FedMKT) is the same class with knowledge going both ways every round:
 // the task ("distill.mutual") also carries the LLM's top-k targets on the round's windows, and
 // each client's own SLM trains on its data plus distillation to them before it predicts. FedMKT
@@ -27,6 +33,7 @@
 #include "algorithms/common/teacher_targets.h"
 #include "coordinator/engine.h"
 #include "data/batcher.h"
+#include "distill/ensemble.h"
 #include "models/adamw.h"
 #include "models/gpt.h"
 
@@ -43,6 +50,11 @@ struct DistillUpConfig : ServerDistillConfig {
   double client_alpha = 0.5;     // fedmkt.client_alpha: the clients' public CE weight
   double client_weight = 1.0;    // fedmkt.client_weight: their public batch's weight
   std::string selection = "mean";  // fedmkt.selection: "mean" or "min-ce" (per position)
+  // <section>.ensemble: what the clients upload and how the coordinator combines it —
+  // "mean" (probabilities, their plain mean), "confidence" (Σ w·p / Σ w, distill/confidence.h) or
+  // "votes" (the vote histogram, distill/votes.h); "min-ce" needs "mean".
+  EnsembleUpload ensemble = EnsembleUpload::kMean;
+  int vote_top_k = 1;              // <section>.vote_top_k: tokens each vote is shared among
   // false: distill-down with SLMs that stay local (distill-down.slms = "local"). The clients train
   // their own SLMs with the LLM's targets and send nothing up; the LLM, the teacher, never moves.
   bool upload = true;
@@ -55,14 +67,16 @@ class DistillUpServer : public ServerAlgorithm {
  public:
   // `llm` is the cloud model being trained; `student` the clients' SLM architecture; `local` the
   // clients' local training ([client]); `validation` the held-out records the LLM is evaluated on.
-  // `client_models`, when not empty, gives client K the architecture client_models[K % size]
+  // `english` is the public corpus's text (train/data_setup.h PublicCorpus) for
+  // <section>.english_weight. `client_models`, when not empty, gives client K the architecture client_models[K % size]
   // (heterogeneous clients: only predictions move, so each may run its own SLM); windows are then
   // as long as the shortest context among them.
   static StatusOr<std::unique_ptr<DistillUpServer>> Create(
       DistillUpConfig config, LocalTrainConfig local, std::shared_ptr<Gpt> llm,
       const ModelConfig& student, const std::vector<Record>& public_records,
       std::vector<Record> validation, int64_t eval_tokens, uint64_t seed,
-      std::vector<ModelConfig> client_models = {}, bool client_eval = false);
+      std::vector<ModelConfig> client_models = {}, bool client_eval = false,
+      std::vector<Record> english = {});
 
   std::string name() const override {
     return !config_.upload ? "distill-down" : config_.mutual ? "fedmkt" : "distill-up";
@@ -92,15 +106,21 @@ class DistillUpServer : public ServerAlgorithm {
 
   Gpt& llm() { return *llm_; }
   StatusOr<double> ValidationLoss();
-  // Values each client uploads: windows · context · vocab probabilities.
+  // Values each client uploads: windows · context · vocab (plus windows · context confidence
+  // weights with ensemble = "confidence").
   size_t ContributionLength() const;
+  // The ensemble the LLM last distilled to: (windows · context, vocab) probabilities, before the
+  // floor and renormalisation of EnsembleTeacherLogits.
+  const std::vector<float>& last_ensemble() const { return last_ensemble_; }
 
  private:
   DistillUpServer(DistillUpConfig config, LocalTrainConfig local, std::shared_ptr<Gpt> llm,
                   ModelConfig student, TokenDataset public_tokens, std::vector<Record> validation,
                   int64_t eval_tokens, uint64_t seed);
-  // Trains the LLM on the round's windows against the ensemble `mean` (probabilities).
-  Status TrainLlm(const std::vector<float>& mean);
+  // Trains the LLM on the round's windows against the ensemble `probs` (N,V).
+  Status TrainLlm(const std::vector<float>& probs);
+  // One client's upload checked as config_.ensemble says.
+  Status CheckUpload(const std::vector<float>& values) const;
   // The round's ensemble (from the results or the privacy pipeline's aggregate) into the LLM.
   Status LearnFromEnsemble();
   void CountClientLoss(const wire::TaskResult& result);
@@ -110,6 +130,8 @@ class DistillUpServer : public ServerAlgorithm {
   std::shared_ptr<Gpt> llm_;
   // The LLM's AdamW across rounds (null when the LLM only teaches: config_.upload false).
   std::unique_ptr<ServerOptimizer> llm_optimizer_;
+  std::unique_ptr<PublicTextTerm> english_;  // <section>.english_weight > 0
+  std::vector<float> last_ensemble_;
   ModelConfig student_;
   std::vector<ModelConfig> client_models_;
   int context_ = 0;  // window length: the shortest context of any client's SLM
@@ -132,7 +154,8 @@ class DistillUpServer : public ServerAlgorithm {
   std::optional<std::vector<float>> mean_;  // from the privacy pipeline
   double client_loss_sum_ = 0.0, client_weight_ = 0.0;
   double client_kl_sum_ = 0.0;  // fedmkt: the clients' distillation KL to the LLM
-  double kd_sum_ = 0.0, kl_sum_ = 0.0, ce_sum_ = 0.0;
+  double kd_sum_ = 0.0, kl_sum_ = 0.0, ce_sum_ = 0.0, english_sum_ = 0.0;
+  double masked_fraction_ = 0.0;
   // The LLM's loss over all the round's windows before and after its steps.
   double kd_before_ = 0.0, kd_after_ = 0.0;
   int steps_done_ = 0;

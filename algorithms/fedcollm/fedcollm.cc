@@ -24,7 +24,7 @@ StatusOr<std::unique_ptr<ServerAlgorithm>> CreateServer(const ServerContext& con
   StatusOr<std::unique_ptr<FedCoLLMServer>> made =
       FedCoLLMServer::Create(collm, fedavg.local, fedavg.strategy, std::move(slm), llm,
                              context.splits->public_, context.splits->validation,
-                             fedavg.eval_tokens, context.seed);
+                             fedavg.eval_tokens, context.seed, PublicCorpus(*context.splits));
   if (!made.ok()) return made.status();
   std::unique_ptr<FedCoLLMServer> server = std::move(made).value();
   server->set_llm_shared(shared);

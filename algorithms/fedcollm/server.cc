@@ -31,6 +31,7 @@ StatusOr<FedCoLLMConfig> FedCoLLMConfigFromConfig(const Config& config) {
   }
   TANDEM_RETURN_IF_ERROR(c.lora.Validate());
   TANDEM_RETURN_IF_ERROR(ReadServerDistillConfig(config, "fedcollm", &c));
+  TANDEM_RETURN_IF_ERROR(ReadLlmObjectiveConfig(config, "fedcollm", &c));
   TANDEM_ASSIGN_OR_RETURN(c.llm, config.RequireString("fedcollm.llm"));
   TANDEM_ASSIGN_OR_RETURN(c.slm_lr, config.GetDouble("fedcollm.slm_lr", c.slm_lr, 0.0, 1.0));
   TANDEM_ASSIGN_OR_RETURN(c.client_eval, config.GetBool("eval.clients", c.client_eval));
@@ -40,7 +41,8 @@ StatusOr<FedCoLLMConfig> FedCoLLMConfigFromConfig(const Config& config) {
 StatusOr<std::unique_ptr<FedCoLLMServer>> FedCoLLMServer::Create(
     FedCoLLMConfig config, LocalTrainConfig local, StrategyConfig strategy_config,
     std::unique_ptr<Gpt> slm, std::shared_ptr<Gpt> llm, const std::vector<Record>& public_records,
-    std::vector<Record> validation, int64_t eval_tokens, uint64_t seed) {
+    std::vector<Record> validation, int64_t eval_tokens, uint64_t seed,
+    std::vector<Record> english) {
   if (llm->config().vocab != slm->config().vocab || llm->config().context < slm->config().context) {
     return Status::InvalidArgument("the LLM must share the SLM's vocabulary and cover its context");
   }
@@ -53,10 +55,14 @@ StatusOr<std::unique_ptr<FedCoLLMServer>> FedCoLLMServer::Create(
   if (strategy->NeedsIndividualContributions()) {
     return Status::InvalidArgument("fedcollm averages adapters: use a mean-based strategy");
   }
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<PublicTextTerm> english_term,
+                          MakeEnglishTerm(config, "fedcollm", english, slm->config().context));
   TANDEM_RETURN_IF_ERROR(slm->EnableLora(config.lora, seed));
-  return std::unique_ptr<FedCoLLMServer>(new FedCoLLMServer(
+  auto server = std::unique_ptr<FedCoLLMServer>(new FedCoLLMServer(
       std::move(config), local, std::move(strategy), std::move(slm), std::move(llm),
       std::move(tokens), std::move(validation), eval_tokens, seed));
+  server->english_ = std::move(english_term);
+  return server;
 }
 
 FedCoLLMServer::FedCoLLMServer(FedCoLLMConfig config, LocalTrainConfig local,
@@ -145,7 +151,8 @@ Status FedCoLLMServer::OnAggregate(const Aggregate& aggregate) {
 }
 
 StatusOr<std::pair<double, double>> FedCoLLMServer::Distil(Gpt& teacher, Gpt& student,
-                                                           ServerOptimizer& optimizer, double lr) {
+                                                           ServerOptimizer& optimizer, double lr,
+                                                           LossTerm* extra) {
   const int T = slm_->config().context, V = slm_->config().vocab;
   const int W = static_cast<int>(windows_.size());
   TANDEM_ASSIGN_OR_RETURN(PublicWindows windows,
@@ -154,16 +161,22 @@ StatusOr<std::pair<double, double>> FedCoLLMServer::Distil(Gpt& teacher, Gpt& st
   kd.temperature = static_cast<float>(config_.temperature);
   kd.alpha = static_cast<float>(config_.alpha);
   DenseDistillTerm term(std::move(windows), ModelTeacher(&teacher), kd,
-                        std::min(config_.server_batch, W), V);
+                        std::min(config_.server_batch, W), V, config_.confidence);
   LocalTrainer& trainer = optimizer.BeginRound();
-  Rng unused(seed_);  // the distillation term walks its windows in order and draws nothing
+  // The distillation term walks its windows in order and draws nothing; the English term draws
+  // its windows from the round's own stream.
+  Rng rng(seed_ ^ (0x656e676c697368ULL * (round_ + 1)));
+  std::vector<LossTerm*> terms = {&term};
+  if (extra != nullptr) terms.push_back(extra);
   const double before = term.MeanLoss(student);
+  if (&student == llm_.get()) up_masked_ = term.masked_fraction();
   StatusOr<TrainReport> report =
-      trainer.Run({&term}, config_.server_steps, static_cast<float>(lr), unused);
+      trainer.Run(terms, config_.server_steps, static_cast<float>(lr), rng);
   if (!report.ok()) {
     return Status::Internal("fedcollm's server distillation diverged: " +
                             report.status().message());
   }
+  if (extra != nullptr) english_ce_ = report->Mean(extra->name() + "_loss");
   return std::make_pair(before, term.MeanLoss(student));
 }
 
@@ -175,7 +188,8 @@ StatusOr<std::optional<TaskSpec>> FedCoLLMServer::OnTaskClosed(const TaskReport&
   // LLM → SLM: the averaged adapters learn from the LLM on public text.
   TANDEM_ASSIGN_OR_RETURN(down_, Distil(*llm_, *slm_, slm_optimizer_, config_.slm_lr));
   // SLM → LLM: the LLM learns what the clients' adapters taught the SLM.
-  TANDEM_ASSIGN_OR_RETURN(up_, Distil(*slm_, *llm_, llm_optimizer_, config_.server_lr));
+  TANDEM_ASSIGN_OR_RETURN(up_, Distil(*slm_, *llm_, llm_optimizer_, config_.server_lr,
+                                      english_.get()));
   server_s_ = watch.Seconds();
   if (!config_.client_eval) return std::optional<TaskSpec>();
   evaluating_ = true;
@@ -189,6 +203,7 @@ void FedCoLLMServer::AbortRound() {
   train_loss_sum_ = train_weight_ = 0.0;
   client_val_sum_ = client_val_weight_ = 0.0;
   down_ = up_ = {0, 0};
+  english_ce_ = up_masked_ = 0.0;
   server_s_ = 0.0;
 }
 
@@ -207,6 +222,8 @@ Status FedCoLLMServer::EndRound(uint64_t round, std::map<std::string, double>* m
   (*metrics)["slm_kd_loss_after"] = down_.second;
   (*metrics)["llm_kd_loss_before"] = up_.first;
   (*metrics)["llm_kd_loss_after"] = up_.second;
+  if (english_) (*metrics)["llm_english_ce"] = english_ce_;
+  if (config_.confidence.threshold > 0.0) (*metrics)["llm_kd_masked_fraction"] = up_masked_;
   (*metrics)["server_train_s"] = server_s_;
   TANDEM_ASSIGN_OR_RETURN(double slm, SlmValidationLoss());
   if (std::isfinite(slm)) {

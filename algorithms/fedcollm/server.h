@@ -42,7 +42,8 @@ class FedCoLLMServer : public ServerAlgorithm {
   static StatusOr<std::unique_ptr<FedCoLLMServer>> Create(
       FedCoLLMConfig config, LocalTrainConfig local, StrategyConfig strategy,
       std::unique_ptr<Gpt> slm, std::shared_ptr<Gpt> llm, const std::vector<Record>& public_records,
-      std::vector<Record> validation, int64_t eval_tokens, uint64_t seed);
+      std::vector<Record> validation, int64_t eval_tokens, uint64_t seed,
+      std::vector<Record> english = {});
 
   std::string name() const override { return "fedcollm"; }
   std::vector<std::string> RequiredCapabilities() const override;
@@ -75,10 +76,12 @@ class FedCoLLMServer : public ServerAlgorithm {
                  std::unique_ptr<Gpt> slm, std::shared_ptr<Gpt> llm, TokenDataset public_tokens,
                  std::vector<Record> validation, int64_t eval_tokens, uint64_t seed);
   // `steps` of KD from `teacher` into `student` on the round's windows with `optimizer` (the
-  // student's: its adapters when student == slm, all its weights for the LLM); returns the
-  // student's KD loss on all the windows before and after.
+  // student's: its adapters when student == slm, all its weights for the LLM), plus `extra`
+  // (the LLM's English term) when given; returns the student's KD loss on all the windows before
+  // and after. fedcollm.confidence_* apply to the teacher of either direction.
   StatusOr<std::pair<double, double>> Distil(Gpt& teacher, Gpt& student,
-                                             ServerOptimizer& optimizer, double lr);
+                                             ServerOptimizer& optimizer, double lr,
+                                             LossTerm* extra = nullptr);
   // A task carrying the SLM: its base weights, its adapters and their shape.
   TaskSpec SlmTask(const std::string& kind) const;
 
@@ -94,6 +97,7 @@ class FedCoLLMServer : public ServerAlgorithm {
   uint64_t seed_;
   // AdamW across rounds: the SLM's adapters (LLM -> SLM) and the LLM (SLM -> LLM).
   ServerOptimizer slm_optimizer_, llm_optimizer_;
+  std::unique_ptr<PublicTextTerm> english_;  // fedcollm.english_weight > 0: the LLM's English CE
   uint64_t round_ = 0;
   std::vector<uint32_t> windows_;
   bool aggregated_ = false;
@@ -101,6 +105,8 @@ class FedCoLLMServer : public ServerAlgorithm {
   double train_loss_sum_ = 0.0, train_weight_ = 0.0;
   double client_val_sum_ = 0.0, client_val_weight_ = 0.0;
   std::pair<double, double> down_{0, 0}, up_{0, 0};  // KD loss before / after, each direction
+  double english_ce_ = 0.0;   // the LLM's mean English CE over the round's SLM → LLM steps
+  double up_masked_ = 0.0;    // positions the confidence threshold masked, SLM → LLM
   double server_s_ = 0.0;
 };
 

@@ -36,8 +36,11 @@ Status FedMktClient::Run(uint64_t round, const wire::TaskAssign& task, wire::Tas
   TANDEM_ASSIGN_OR_RETURN(TrainReport report, TrainOnOwnData(*context_, model, training, &start));
   result->tensors.clear();
   if (mutual.upload) {
-    const std::vector<float> probs = PredictWindows(*model, windows, mutual.up.temperature);
-    result->tensors.push_back(wire::Tensor::Float32("probs", {probs.size()}, probs));
+    TANDEM_ASSIGN_OR_RETURN(std::vector<float> upload,
+                            PredictUpload(*model, windows, mutual.up.temperature,
+                                          mutual.up.ensemble, mutual.up.vote_top_k));
+    result->tensors.push_back(wire::Tensor::Float32(EnsembleTensorName(mutual.up.ensemble),
+                                                    {upload.size()}, upload));
   }
   result->weight = 1.0;
   ReportTraining(report, result);

@@ -6,6 +6,13 @@
 #   LLM: before collaboration, fine-tuned on the transfer pool alone (the baseline to beat),
 #        distill-up, fedmkt, fedcollm, and the oracle (fine-tuned on the pooled private data)
 #   SLM: before collaboration, fedavg, distill-down, fedmkt's and fedcollm's SLMs
+# and the soundness options of docs/distillation.md ("Sound upward distillation"):
+#   distill-up, fedmkt, fedcollm again with them on (+conf: the confidence-weighted ensemble,
+#        KD weighted by the ensemble's confidence, the LLM's English CE kept at ENGLISH_WEIGHT;
+#        fedcollm, which averages adapters rather than predictions, the last two);
+#   distill-up under differential privacy (central noise, δ = 1e-5) at each ε of DP_EPSILONS,
+#        uploading probabilities and uploading votes (PATE/GNMax), σ from `tandem privacy sigma`
+#        for ROUNDS rounds at q = 1, every upload clipped to DP_CLIP.
 # Every final model is scored by `tandem eval` on the same held-out sets: one per language and
 # the English one that shows forgetting. Steps whose result exists are skipped, so an interrupted
 # run picks up where it stopped; delete the output directory to start over.
@@ -19,6 +26,12 @@
 #   SET="..."           extra words for every collaborative run
 #   TRAIN_SET="..."     extra words for the two baselines (tandem train)
 #   PUBLIC_SET="..."    extra words for the public checkpoints (tandem train configs/llm-public.toml)
+#   ENGLISH_WEIGHT=0.5  <section>.english_weight of the +conf runs
+#   DP_EPSILONS="1 4 8" the ε of the private distill-up runs
+#   ROUNDS=5            the configs' federation.rounds (what σ is calibrated for; a SET that
+#                       changes the rounds must change ROUNDS too)
+#   DP_CLIP=32          privacy.dp.clip_norm: √(windows · context) = √(8 · 128) for slm-tiny, the
+#                       norm of a round's votes, so no vote (and no probability upload) is clipped
 # The tests run it on a tiny budget through these.
 set -euo pipefail
 set -f  # the *_SET words hold TOML lists, not file patterns
@@ -30,6 +43,10 @@ DATA_SET="${DATA_SET:-}"
 SET="${SET:-}"
 TRAIN_SET="${TRAIN_SET:-}"
 PUBLIC_SET="${PUBLIC_SET:-}"
+ENGLISH_WEIGHT="${ENGLISH_WEIGHT:-0.5}"
+DP_EPSILONS="${DP_EPSILONS:-1 4 8}"
+ROUNDS="${ROUNDS:-5}"
+DP_CLIP="${DP_CLIP:-32}"
 TANDEM="$BUILD_DIR/apps/tandem"
 LLM="$OUT/llm-public/checkpoints/model.safetensors"
 SLM="$OUT/slm-public/checkpoints/model.safetensors"
@@ -109,6 +126,42 @@ for seed in $SEEDS; do
   run "fedcollm-s$seed" configs/xling-fedcollm.toml --set seed="$seed" --set fedcollm.llm="$LLM"
   evaluate "llm-fedcollm-s$seed" "$OUT/fedcollm-s$seed/checkpoints/llm.safetensors"
 done
+
+# ---- The soundness options: the same runs with them on. ----
+for seed in $SEEDS; do
+  run "distill-up-conf-s$seed" configs/xling-distill-up.toml --set seed="$seed" \
+    --set distill-up.llm="$LLM" --set distill-up.ensemble=confidence \
+    --set distill-up.confidence_weighting=true --set distill-up.english_weight="$ENGLISH_WEIGHT"
+  evaluate "llm-distill-up-conf-s$seed" "$OUT/distill-up-conf-s$seed/checkpoints/llm.safetensors"
+  # The confidence ensemble in place of the config's per-position min-ce selection.
+  run "fedmkt-conf-s$seed" configs/xling-fedmkt.toml --set seed="$seed" --set fedmkt.llm="$LLM" \
+    --set fedmkt.selection=mean --set fedmkt.ensemble=confidence \
+    --set fedmkt.confidence_weighting=true --set fedmkt.english_weight="$ENGLISH_WEIGHT"
+  evaluate "llm-fedmkt-conf-s$seed" "$OUT/fedmkt-conf-s$seed/checkpoints/llm.safetensors"
+  run "fedcollm-conf-s$seed" configs/xling-fedcollm.toml --set seed="$seed" \
+    --set fedcollm.llm="$LLM" --set fedcollm.confidence_weighting=true \
+    --set fedcollm.english_weight="$ENGLISH_WEIGHT"
+  evaluate "llm-fedcollm-conf-s$seed" "$OUT/fedcollm-conf-s$seed/checkpoints/llm.safetensors"
+done
+
+# ---- distill-up under differential privacy: probabilities or votes up, at each ε. Every client
+# takes part in every round (q = 1); one Gaussian mechanism per round. ----
+for eps in $DP_EPSILONS; do
+  sigma=$("$TANDEM" privacy sigma --q 1 --steps "$ROUNDS" --delta 1e-5 --target-epsilon "$eps" \
+            --json | /usr/bin/python3 -c 'import json, sys; print(repr(json.load(sys.stdin)["sigma"]))')
+  for seed in $SEEDS; do
+    for upload in mean votes; do
+      run "distill-up-dp-$upload-e$eps-s$seed" configs/xling-distill-up.toml --set seed="$seed" \
+        --set distill-up.llm="$LLM" --set distill-up.ensemble="$upload" \
+        --set privacy.dp.enabled=true --set privacy.dp.noise=central \
+        --set privacy.dp.noise_multiplier="$sigma" --set privacy.dp.clip_norm="$DP_CLIP" \
+        --set privacy.dp.delta=1e-5
+      evaluate "llm-distill-up-dp-$upload-e$eps-s$seed" \
+        "$OUT/distill-up-dp-$upload-e$eps-s$seed/checkpoints/llm.safetensors"
+    done
+  done
+done
 step "done"
 # shellcheck disable=SC2086
-/usr/bin/python3 "$HERE/xling_table.py" "$OUT" --seeds $SEEDS | tee "$OUT/table.md"
+/usr/bin/python3 "$HERE/xling_table.py" "$OUT" --seeds $SEEDS --epsilons $DP_EPSILONS \
+  | tee "$OUT/table.md"

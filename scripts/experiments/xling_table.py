@@ -35,6 +35,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("out")
     ap.add_argument("--seeds", nargs="+", default=["1"])
+    ap.add_argument("--epsilons", nargs="*", default=["1", "4", "8"],
+                    help="the ε of the private distill-up runs")
     args = ap.parse_args()
     ev = os.path.join(args.out, "eval")
 
@@ -50,6 +52,17 @@ def main():
     add("LLM", "transfer pool alone (baseline)", ["llm-pool"])
     for m in ("distill-up", "fedmkt", "fedcollm"):
         add("LLM", m, [f"llm-{m}-s{s}" for s in args.seeds])
+    # The soundness options (docs/distillation.md "Sound upward distillation").
+    add("LLM", "distill-up + confidence ensemble, weighted KD, English kept",
+        [f"llm-distill-up-conf-s{s}" for s in args.seeds])
+    add("LLM", "fedmkt + confidence ensemble (for min-ce), weighted KD, English kept",
+        [f"llm-fedmkt-conf-s{s}" for s in args.seeds])
+    add("LLM", "fedcollm + weighted KD, English kept",
+        [f"llm-fedcollm-conf-s{s}" for s in args.seeds])
+    for eps in args.epsilons:
+        for upload, what in (("mean", "probabilities"), ("votes", "votes (PATE)")):
+            add("LLM", f"distill-up, DP ε = {eps}, {what}",
+                [f"llm-distill-up-dp-{upload}-e{eps}-s{s}" for s in args.seeds])
     add("LLM", "oracle (pooled private data)", ["llm-oracle"])
     add("SLM", "before collaboration", ["slm-public"])
     for m in ("fedavg", "distill-down"):

@@ -10,6 +10,8 @@
 
 #include "algorithms/common/own_model.h"
 #include "algorithms/distill_up/tasks.h"
+#include "distill/confidence.h"
+#include "distill/votes.h"
 #include "tests/algorithms/halves_fixtures.h"
 
 namespace tandem {
@@ -144,6 +146,68 @@ TEST_F(DistillUpClientTest, EvaluationReportsOwnAndAllValLossWithPositiveWeight)
   EXPECT_NEAR(scored.metrics.at("all_val_loss"), all->loss, 1e-6);
   EXPECT_GT(scored.metrics.at("all_val_loss"), 0.0);
   EXPECT_TRUE(server->OnResult(client, scored).ok()) << "its own half refuses the evaluation";
+}
+
+// kd.ensemble = "confidence" and "votes": the same trained model's predictions, uploaded as
+// [w·p | w] (w its max-probability at T = 1) or as votes for its top-k tokens; a top-k beyond
+// the vocabulary or an unknown ensemble is refused.
+TEST_F(DistillUpClientTest, ConfidenceAndVoteUploadsAreTheSameModelsPredictions) {
+  auto server = Server("distill-up");
+  const wire::TaskAssign task = Assign(FirstTask(*server, 1));
+  auto plain = Context(0), weighted = Context(0), voting = Context(0);
+  const std::vector<float> probs = Run(plain.get(), 1, task).tensors.at(0).ToFloat32();
+  const int V = Micro().vocab;
+  const int N = static_cast<int>(probs.size()) / V;
+
+  wire::TaskAssign confidence = task;
+  confidence.params["kd.ensemble"] = std::string("confidence");
+  const wire::TaskResult c = Run(weighted.get(), 1, confidence);
+  ASSERT_EQ(c.tensors.size(), 1u);
+  EXPECT_EQ(c.tensors[0].name, "confidence");
+  const std::vector<float> up = c.tensors[0].ToFloat32();
+  ASSERT_EQ(up.size(), ConfidenceContributionLength(N, V));
+  ASSERT_TRUE(CheckConfidenceContribution(up, N, V).ok());
+  double worst = 0.0;
+  for (int i = 0; i < N; ++i) {
+    const float w = up[static_cast<size_t>(N) * V + i];
+    ASSERT_GT(w, 1.0f / V - 1e-6f);
+    for (int v = 0; v < V; ++v) {
+      worst = std::max(worst, std::fabs(static_cast<double>(up[static_cast<size_t>(i) * V + v]) / w -
+                                        probs[static_cast<size_t>(i) * V + v]));
+    }
+  }
+  EXPECT_LT(worst, 1e-5);
+
+  wire::TaskAssign votes = task;
+  votes.params["kd.ensemble"] = std::string("votes");
+  votes.params["kd.vote_top_k"] = int64_t{3};
+  const wire::TaskResult r = Run(voting.get(), 1, votes);
+  EXPECT_EQ(r.tensors.at(0).name, "votes");
+  const std::vector<float> vote = r.tensors.at(0).ToFloat32();
+  ASSERT_TRUE(CheckVoteContribution(vote, N, V, 3).ok());
+  for (int i = 0; i < N; ++i) {
+    // Every voted token is at least as probable as every token not voted for.
+    float low_voted = 2.0f, high_other = -1.0f;
+    for (int v = 0; v < V; ++v) {
+      const float p = probs[static_cast<size_t>(i) * V + v];
+      if (vote[static_cast<size_t>(i) * V + v] > 0.0f) {
+        low_voted = std::min(low_voted, p);
+      } else {
+        high_other = std::max(high_other, p);
+      }
+    }
+    EXPECT_GE(low_voted, high_other) << "position " << i;
+  }
+
+  wire::TaskResult refused;
+  wire::TaskAssign too_many = votes;
+  too_many.params["kd.vote_top_k"] = int64_t{V + 1};
+  auto context = Context(0);
+  auto h = Handler("distill-up", context.get());
+  EXPECT_FALSE(h->Run(1, too_many, &refused).ok());
+  wire::TaskAssign unknown = task;
+  unknown.params["kd.ensemble"] = std::string("median");
+  EXPECT_FALSE(h->Run(1, unknown, &refused).ok());
 }
 
 }  // namespace

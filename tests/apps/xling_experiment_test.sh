@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # scripts/experiments/xling.sh end to end on a tiny budget (slm-micro everywhere, one step, one
-# round, two languages with one client each; about 30 s alone, up to 4 minutes on a busy
-# machine): every step runs, every final model is scored per
-# language, the runs report their per-language held-out losses, and the table has every row.
+# round, two languages with one client each, one ε; about a minute alone, up to 8 minutes on a
+# busy machine): every step runs, every final model is scored per language, the runs report
+# their per-language held-out losses, the private runs report the ε `tandem privacy epsilon`
+# gives for their σ, and the table has every row.
 # Usage: xling_experiment_test.sh TANDEM_BINARY SOURCE_DIR
 set -uo pipefail
 TANDEM="$1"
@@ -20,17 +21,18 @@ ln -s "$(readlink -f "$TANDEM")" "$work/build/apps/tandem"
 fail() { echo "FAIL: $*"; exit 1; }
 
 cd "$SOURCE_DIR" || fail "no $SOURCE_DIR"
-OUT="$work/out" SEEDS=1 EVAL_TOKENS=512 \
+OUT="$work/out" SEEDS=1 EVAL_TOKENS=512 ROUNDS=1 DP_EPSILONS=4 \
   PUBLIC_SET="--set model.preset=slm-micro --set train.steps=1 --set train.eval_every=0 --set train.checkpoint_every=0 --set train.eval_tokens=256 --set train.batch=2" \
   TRAIN_SET="--set model.preset=slm-micro --set train.steps=1 --set train.eval_tokens=256 --set train.batch=2" \
   DATA_SET='--set data.languages=["fortunes-de","fortunes-it"] --set data.clients_per_language=1' \
   SET="--set model.preset=slm-micro --set federation.clients=2 --set federation.min_results=2 --set federation.rounds=1 --set client.local_steps=1 --set client.batch=2" \
-  timeout 380 bash scripts/experiments/xling.sh "$work/build" > "$work/log" 2>&1 \
+  timeout 680 bash scripts/experiments/xling.sh "$work/build" > "$work/log" 2>&1 \
   || { cat "$work/log"; fail "xling.sh failed"; }
 out="$work/out"
 
 for e in llm-public slm-public llm-pool llm-oracle slm-fedavg-s1 slm-distill-down-s1 \
-         llm-distill-up-s1 llm-fedmkt-s1 llm-fedcollm-s1; do
+         llm-distill-up-s1 llm-fedmkt-s1 llm-fedcollm-s1 llm-distill-up-conf-s1 llm-fedmkt-conf-s1 \
+         llm-fedcollm-conf-s1 llm-distill-up-dp-mean-e4-s1 llm-distill-up-dp-votes-e4-s1; do
   python3 - "$out/eval/$e.json" <<'PY' || fail "$e: no per-language losses"
 import json, math, sys
 langs = json.load(open(sys.argv[1]))["languages"]
@@ -51,7 +53,34 @@ for lang in ("de", "it", "en"):
     assert "final_test_loss_" + lang in summary, lang
 PY
 done
+# The private runs: ε after the run's one round is what the accountant's command line says for the
+# σ it was given (q = 1, one step, δ = 1e-5), and the options reached the runs.
+sigma=$("$TANDEM" privacy sigma --q 1 --steps 1 --delta 1e-5 --target-epsilon 4 --json)
+for upload in mean votes; do
+  run="$out/distill-up-dp-$upload-e4-s1"
+  expected=$("$TANDEM" privacy epsilon --q 1 --steps 1 --delta 1e-5 --json \
+               --sigma "$(python3 -c 'import json, sys; print(repr(json.loads(sys.argv[1])["sigma"]))' "$sigma")")
+  python3 - "$run" "$expected" "$upload" <<'PY' || fail "$upload: ε is not the accountant's"
+import json, sys
+d, expected, upload = sys.argv[1], json.loads(sys.argv[2])["epsilon"], sys.argv[3]
+last = [json.loads(l) for l in open(d + "/metrics.jsonl")][-1]
+assert abs(last["epsilon"] - expected) <= 1e-9 * expected, (last["epsilon"], expected)
+assert abs(expected - 4.0) < 1e-3, expected
+import tomllib
+config = tomllib.load(open(d + "/config.toml", "rb"))
+assert config["distill-up"]["ensemble"] == upload, config["distill-up"]
+PY
+done
+python3 - "$out" <<'PY' || fail "the +conf runs lack their options or their English term"
+import json, sys, tomllib
+out = sys.argv[1]
+for m in ("distill-up", "fedmkt", "fedcollm"):
+    config = tomllib.load(open(f"{out}/{m}-conf-s1/config.toml", "rb"))[m]
+    assert config["english_weight"] == 0.5 and config["confidence_weighting"] is True, config
+    last = [json.loads(l) for l in open(f"{out}/{m}-conf-s1/metrics.jsonl")][-1]
+    assert "llm_english_ce" in last, (m, sorted(last))
+PY
 rows=$(grep -c '^| \(LLM\|SLM\) |' "$work/log")
-[ "$rows" -eq 10 ] || { cat "$work/log"; fail "the table has $rows rows, not 10"; }
+[ "$rows" -eq 15 ] || { cat "$work/log"; fail "the table has $rows rows, not 15"; }
 grep -q '| model | method | de | it | en |' "$work/log" || fail "the table's columns"
 echo "ok: xling.sh ran every step and scored every model per language"

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/coordinator/distill_fixtures.h"
+#include "train/evaluate.h"
 
 namespace tandem {
 namespace {
@@ -13,7 +14,9 @@ namespace {
 using testing::Corpus;
 using testing::Micro;
 
-std::unique_ptr<FedCoLLMServer> Make(double llm_lr, bool client_eval = false) {
+std::unique_ptr<FedCoLLMServer> Make(double llm_lr, bool client_eval = false,
+                                     double english_weight = 0.0, KdConfidence confidence = {},
+                                     std::vector<Record> english = {}) {
   auto slm = std::make_unique<Gpt>(Micro());
   slm->InitWeights(1);
   ModelConfig big = Micro();
@@ -29,8 +32,11 @@ std::unique_ptr<FedCoLLMServer> Make(double llm_lr, bool client_eval = false) {
   c.slm_lr = 3e-3;
   c.server_lr = llm_lr;
   c.client_eval = client_eval;
+  c.english_weight = english_weight;
+  c.confidence = confidence;
   auto s = FedCoLLMServer::Create(c, LocalTrainConfig{}, StrategyConfig{}, std::move(slm),
-                                  std::move(llm), Corpus("public", 30), Corpus("val", 4), 256, 3);
+                                  std::move(llm), Corpus("public", 30), Corpus("val", 4), 256, 3,
+                                  std::move(english));
   EXPECT_TRUE(s.ok()) << s.status().ToString();
   return std::move(s).value();
 }
@@ -113,6 +119,47 @@ TEST(FedCoLLMTest, ClientsScoreTheStepsSlmWithItsAdapters) {
   auto spec = server->BeginRound(2, {a, b});
   ASSERT_TRUE(spec.ok());
   EXPECT_EQ(spec->kind, "fedcollm.train");
+}
+
+// The LLM side of fedcollm keeps its English: english_weight = 0 changes no bit of the LLM;
+// > 0 leaves its loss on the English text lower after the SLM → LLM steps than without. The
+// confidence threshold reports what it masked of the SLM → LLM distillation.
+TEST(FedCoLLMTest, TheEnglishTermKeepsTheLlmsEnglishAndIsOffAtWeightZero) {
+  std::vector<Record> english;
+  for (int i = 0; i < 40; ++i) {
+    english.push_back({"Zebras graze at dawn; lions sleep till noon, number " + std::to_string(i) +
+                           ".\n",
+                       "en/animals"});
+  }
+  ClientInfo c{"client-0", 0, {"fedcollm.train"}};
+  auto round = [&](FedCoLLMServer& server, std::map<std::string, double>* m) {
+    ASSERT_TRUE(server.BeginRound(1, {c}).ok());
+    const size_t n = server.slm().lora_params().size();
+    std::vector<float> delta(n, 0.01f);
+    ASSERT_TRUE(server.OnResult(c, {{wire::Tensor::Float32("delta", {n}, delta)}, 1.0, {}}).ok());
+    ASSERT_TRUE(server.OnTaskClosed(TaskReport{}).ok());
+    ASSERT_TRUE(server.EndRound(1, m).ok());
+  };
+  auto llm = [](FedCoLLMServer& s) {
+    return std::vector<float>(s.llm().params().begin(), s.llm().params().end());
+  };
+  std::map<std::string, double> m0, m1, m2;
+  auto plain = Make(3e-3);
+  round(*plain, &m0);
+  auto off = Make(3e-3, false, 0.0, {}, english);
+  round(*off, &m1);
+  EXPECT_TRUE(llm(*plain) == llm(*off));
+  EXPECT_FALSE(m1.count("llm_english_ce"));
+  auto on = Make(3e-3, false, 1.0, KdConfidence{0.02, false}, english);
+  round(*on, &m2);
+  ASSERT_TRUE(m2.count("llm_english_ce"));
+  ASSERT_TRUE(m2.count("llm_kd_masked_fraction"));
+  EXPECT_GE(m2.at("llm_kd_masked_fraction"), 0.0);
+  EXPECT_LE(m2.at("llm_kd_masked_fraction"), 1.0);
+  auto with = HeldOutLoss(on->llm(), english, 8, 4096);
+  auto without = HeldOutLoss(plain->llm(), english, 8, 4096);
+  ASSERT_TRUE(with.ok() && without.ok());
+  EXPECT_LT(*with, *without - 0.05);
 }
 
 }  // namespace

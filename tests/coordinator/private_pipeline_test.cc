@@ -22,6 +22,9 @@
 #include "coordinator/aggregator.h"
 #include "coordinator/engine.h"
 #include "coordinator/private_server.h"
+#include "core/rng.h"
+#include "distill/confidence.h"
+#include "distill/votes.h"
 #include "privacy/accountant.h"
 
 namespace tandem {
@@ -521,6 +524,74 @@ TEST(PrivatePipelineTest, EpsilonInTheMetricsIsTheAccountantsAndTheBudgetStopsTh
   EXPECT_EQ(g.lines.size(), 3u);
   EXPECT_NE(g.engine->stop_reason().find("budget"), std::string::npos) << g.engine->stop_reason();
   EXPECT_LE(g.lines.back().at("epsilon"), p.dp.epsilon_budget);
+}
+
+// Contributions of distill-up's and fedmkt's ensembles (distill/confidence.h, distill/votes.h):
+// client i uploads what its random logits give, weight 1.
+Scenario EnsembleScenario(int clients, int N, int V, bool votes, int top_k = 1) {
+  Scenario s;
+  s.length = votes ? static_cast<size_t>(N) * V : ConfidenceContributionLength(N, V);
+  Rng rng(77);
+  for (int i = 0; i < clients; ++i) {
+    std::vector<float> z(static_cast<size_t>(N) * V);
+    for (float& x : z) x = static_cast<float>(rng.Normal() * (1.0 + i));
+    std::vector<float> v(s.length);
+    if (votes) {
+      VoteContribution(v.data(), z.data(), N, V, top_k);
+    } else {
+      ConfidenceContribution(v.data(), z.data(), N, V, 2.0f);
+    }
+    s.values.push_back(std::move(v));
+    s.weights.push_back(1.0);
+  }
+  return s;
+}
+
+// The confidence-weighted ensemble under secure aggregation: the masked sum is the clear sum bit
+// for bit, so Σ w·p / Σ w is too; and it is the formula's value up to the sum's 2^-32 grid.
+TEST(PrivatePipelineTest, ConfidenceUploadsGiveTheClearEnsembleBitForBitUnderSecureAggregation) {
+  const int N = 24, V = 16, K = 5;
+  const Scenario s = EnsembleScenario(K, N, V, /*votes=*/false);
+  Federation clear(s, {}, Engine(1), /*with_pipeline=*/false);
+  ASSERT_TRUE(clear.Run());
+  Federation masked(s, SecAgg(3), Engine(1));
+  ASSERT_TRUE(masked.Run()) << (masked.client_errors.empty() ? "" : masked.client_errors[0]);
+  ASSERT_EQ(masked.algorithm->means.size(), 1u);
+  ASSERT_TRUE(SameBits(clear.algorithm->means[0], masked.algorithm->means[0]));
+  std::vector<float> a(N * V), b(N * V);
+  ConfidenceEnsemble(a.data(), clear.algorithm->means[0].data(), N, V);
+  ConfidenceEnsemble(b.data(), masked.algorithm->means[0].data(), N, V);
+  EXPECT_TRUE(SameBits(a, b));
+  for (int i = 0; i < N; ++i) {
+    double den = 0.0;
+    for (const auto& v : s.values) den += v[static_cast<size_t>(N) * V + i];
+    for (int t = 0; t < V; ++t) {
+      double num = 0.0;
+      for (const auto& v : s.values) num += v[static_cast<size_t>(i) * V + t];
+      EXPECT_NEAR(a[i * V + t], num / den, 1e-6);
+    }
+  }
+}
+
+// GNMax's noise on the vote histogram, central: with C = √N (no vote clipped) the histogram's
+// noise has variance σ²C². m = 40000 entries give the sample variance a relative sd of
+// √(2/m) = 0.7 %; a ±5 % band is 7 sd, a false failure below 1e-11. The clean histogram is the
+// exact vote count (nothing was clipped).
+TEST(PrivatePipelineTest, TheVoteHistogramsNoiseHasTheStatedSigma) {
+  const int N = 2500, V = 16, K = 4;
+  const Scenario s = EnsembleScenario(K, N, V, /*votes=*/true);
+  const double sigma = 0.8, clip = VoteSensitivity(N, 1);
+  ASSERT_DOUBLE_EQ(clip, 50.0);
+  Federation f(s, Dp(sigma, clip, "central"), Engine(1));
+  ASSERT_TRUE(f.Run());
+  ASSERT_EQ(f.algorithm->means.size(), 1u);
+  std::vector<double> histogram(s.length, 0.0);
+  for (const auto& v : s.values) {
+    for (size_t j = 0; j < s.length; ++j) histogram[j] += v[j];
+  }
+  EXPECT_EQ(histogram, ClippedSum(s, clip)) << "a vote vector of norm √N is not clipped at √N";
+  const double var = NoiseVariance(f.algorithm->means[0], K, histogram);
+  EXPECT_NEAR(var / (sigma * sigma * clip * clip), 1.0, 0.05);
 }
 
 TEST(PrivatePipelineTest, AdaptiveClippingRaisesTheNormWhenEverythingIsClipped) {
