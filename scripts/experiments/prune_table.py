@@ -97,7 +97,10 @@ def main():
             # The smallest budget at which the recovered cut is as good as from scratch (means).
             matched = "—"
             s_mean = mean(scratch_loss)
-            for p in args.recover_percent:
+            b_mean = mean(before)
+            if b_mean is not None and s_mean is not None and b_mean <= s_mean:
+                matched = "0% (before recovery)"
+            for p in ([] if matched != "—" else args.recover_percent):
                 m = mean(after.get(p, []))
                 if m is not None and s_mean is not None and m <= s_mean:
                     matched = f"{p}% ({100 / p:.0f}× fewer tokens)"

@@ -110,7 +110,7 @@ if "$TANDEM" prune "$dir/run.toml" --checkpoint "$ckpt" --to 0.5 --recover-steps
     --out "$dir/pruned-np.safetensors" > "$dir/prune-np.out" 2>&1 &&
    cmp -s "$dir/pruned-at.safetensors" "$dir/pruned-np.safetensors" &&
    "$TANDEM" eval "$dir/run.toml" --checkpoint "$dir/pruned-at.safetensors" --max-tokens 200 \
-    --json "$dir/pruned-eval.json" > /dev/null 2>&1 &&
+    --set data.public_fraction=0.2 --json "$dir/pruned-eval.json" > /dev/null 2>&1 &&
    python3 - "$dir" <<'PY'
 import json, math, re, sys
 d = sys.argv[1]

@@ -81,7 +81,7 @@ cut, ev = (json.load(open(p)) for p in sys.argv[1:])
 assert abs(cut["recovery"][-1]["loss"] - ev["validation"]["loss"]) < 1e-4, (cut["recovery"], ev)
 PY
 
-rows=$(grep -c '^| \(width\|depth\) ' "$out/table.md")
+rows=$(grep -c '^| \(width\|depth\) `[^`]*` | ' "$out/table.md")
 [ "$rows" -eq 5 ] || { cat "$out/table.md"; fail "the table has $rows rows, not 5"; }
 grep -q '| before recovery | +5% distill | +10% distill | +50% distill | from scratch' \
   "$out/table.md" || fail "the table's columns"
@@ -94,7 +94,7 @@ grep -q '^Reference: d_model=64 n_layer=2 .* from scratch at the parent.s own bu
 # Everything exists: a second run only prints the table.
 timeout 60 bash scripts/experiments/prune.sh "$work/build" > "$work/log2" 2>&1 ||
   { cat "$work/log2"; fail "the second run failed"; }
-if grep -q 'from scratch:\|cut \|evaluating\|training' "$work/log2"; then
+if grep -qE '^\[ *[0-9]+s\] (from scratch|cut|evaluating|training)' "$work/log2"; then
   cat "$work/log2"; fail "the second run redid a step"
 fi
 echo "ok: prune.sh cut, recovered and scored every model, and trained every shape from scratch"
