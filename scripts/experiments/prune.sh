@@ -83,7 +83,8 @@ max_percent=0
 for p in $RECOVER_PERCENT; do [ "$p" -gt "$max_percent" ] && max_percent=$p; done
 eval_at=""
 for p in $RECOVER_PERCENT; do eval_at="$eval_at${eval_at:+,}$(recover_steps "$p")"; done
-# The budget, for the table.
+# The budget, for the table (echo unquoted: one comma between percentages however spaced).
+# shellcheck disable=SC2086
 printf '{"steps": %d, "batch": %d, "eval_tokens": %d, "recover_percent": [%s]}\n' \
   "$STEPS" "$BATCH" "$EVAL_TOKENS" "$(echo $RECOVER_PERCENT | tr ' ' ',')" > "$OUT/budget.json"
 

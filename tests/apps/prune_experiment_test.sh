@@ -81,10 +81,12 @@ cut, ev = (json.load(open(p)) for p in sys.argv[1:])
 assert abs(cut["recovery"][-1]["loss"] - ev["validation"]["loss"]) < 1e-4, (cut["recovery"], ev)
 PY
 
+# shellcheck disable=SC2016  # the backquotes are the table's, not a command
 rows=$(grep -c '^| \(width\|depth\) `[^`]*` | ' "$out/table.md")
 [ "$rows" -eq 5 ] || { cat "$out/table.md"; fail "the table has $rows rows, not 5"; }
 grep -q '| before recovery | +5% distill | +10% distill | +50% distill | from scratch' \
   "$out/table.md" || fail "the table's columns"
+# shellcheck disable=SC2016
 grep -q '^| width `0.68` | .* | taylor | [0-9.]* ± [0-9.]* |' "$out/table.md" ||
   { cat "$out/table.md"; fail "no mean ± sd over the two seeds"; }
 grep -q '^| parent |' "$out/table.md" || fail "no cross-lingual table"
