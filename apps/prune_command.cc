@@ -1,9 +1,12 @@
 // The `tandem prune` command (see prune_command.h).
 #include "apps/prune_command.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <map>
+
+#include <nlohmann/json.hpp>
 
 #include "core/config.h"
 #include "core/progress.h"
@@ -12,6 +15,7 @@
 #include "data/public_windows.h"
 #include "distill/kd_terms.h"
 #include "models/gpt_checkpoint.h"
+#include "models/safetensors.h"
 #include "prune/alignment_map.h"
 #include "prune/extract.h"
 #include "prune/importance.h"
@@ -54,6 +58,12 @@ CLI::App* AddPruneCommand(CLI::App& app, PruneOptions* o) {
   cmd->add_option("--eval-tokens", o->eval_tokens,
                   "Held-out tokens for the before/after losses (0: skip)")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_flag("!--no-parent-eval", o->parent_eval,
+                "Skip the parent's held-out loss (when it is known already)");
+  cmd->add_option("--eval-at", o->eval_at,
+                  "Recovery steps after which the held-out loss is also measured (1,3,10)")
+      ->delimiter(',');
+  cmd->add_option("--json", o->json, "Also write a summary of the cut and its losses here");
   cmd->add_option("--seed", o->seed, "Seed of calibration, random scores and recovery "
                                      "(default: the config's seed)");
   return cmd;
@@ -71,6 +81,15 @@ std::string Millions(size_t n) {
 
 Status RunPrune(const Config& config, const PruneOptions& o) {
   TANDEM_ASSIGN_OR_RETURN(ImportanceMethod method, ParseImportanceMethod(o.method));
+  std::vector<int64_t> eval_at = o.eval_at;
+  std::sort(eval_at.begin(), eval_at.end());
+  eval_at.erase(std::unique(eval_at.begin(), eval_at.end()), eval_at.end());
+  if (!eval_at.empty() && (o.eval_tokens <= 0 || eval_at.front() < 1 ||
+                           eval_at.back() > o.recover_steps)) {
+    return Status::InvalidArgument(
+        "--eval-at needs held-out tokens (--eval-tokens > 0) and steps in [1, --recover-steps = " +
+        std::to_string(o.recover_steps) + "]");
+  }
   int64_t seed = o.seed;
   if (seed < 0) {
     TANDEM_ASSIGN_OR_RETURN(seed, config.GetInt("seed", 1, 0));
@@ -117,9 +136,9 @@ Status RunPrune(const Config& config, const PruneOptions& o) {
   TANDEM_ASSIGN_OR_RETURN(ImportanceScores scores,
                           ComputeImportance(parent->shared_weights(), method, cal,
                                             static_cast<uint64_t>(seed)));
+  const double score_seconds = timer.Seconds();
   std::fprintf(stderr, "prune: %s scores over %d x (%d, %d) public tokens in %.1f s\n",
-               ImportanceMethodName(method), o.calibration_batches, o.batch, T,
-               timer.Seconds());
+               ImportanceMethodName(method), o.calibration_batches, o.batch, T, score_seconds);
   TANDEM_ASSIGN_OR_RETURN(AlignmentMap map, PlanPrune(pc, scores, target));
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<GptWeights> cut, Extract(parent->weights(), map));
   Gpt child(std::shared_ptr<GptWeights>(std::move(cut)));
@@ -132,15 +151,20 @@ Status RunPrune(const Config& config, const PruneOptions& o) {
   const bool eval = o.eval_tokens > 0 && !splits.validation.empty();
   double parent_loss = NAN, pruned_loss = NAN, recovered_loss = NAN;
   if (eval) {
-    TANDEM_ASSIGN_OR_RETURN(LossResult p,
-                            EvaluateLoss(*parent, splits.validation, o.batch, o.eval_tokens));
+    if (o.parent_eval) {
+      TANDEM_ASSIGN_OR_RETURN(LossResult p,
+                              EvaluateLoss(*parent, splits.validation, o.batch, o.eval_tokens));
+      parent_loss = p.loss;
+    }
     TANDEM_ASSIGN_OR_RETURN(LossResult c,
                             EvaluateLoss(child, splits.validation, o.batch, o.eval_tokens));
-    parent_loss = p.loss;
     pruned_loss = c.loss;
     std::fprintf(stderr, "prune: held-out loss parent %.4f, pruned %.4f\n", parent_loss,
                  pruned_loss);
   }
+  // One entry per measured point of the recovery: its steps, its wall seconds so far (training
+  // alone, not the evaluations) and the held-out loss there.
+  nlohmann::json recovery = nlohmann::json::array();
 
   if (o.recover_steps > 0) {
     // Minitron's recovery: distil the child from the parent (DenseDistillTerm with the parent
@@ -161,20 +185,34 @@ Status RunPrune(const Config& config, const PruneOptions& o) {
     LocalTrainer trainer(&child, topts);
     Progress progress("recover", o.recover_steps);
     Rng train_rng(static_cast<uint64_t>(seed) + 1);
+    double train_seconds = 0.0;
+    auto next_eval = eval_at.begin();
     for (int64_t step = 0; step < o.recover_steps; ++step) {
+      Stopwatch step_timer;
       TANDEM_ASSIGN_OR_RETURN(std::vector<TermLoss> losses,
                               trainer.Step({&term}, static_cast<float>(o.lr), train_rng));
+      train_seconds += step_timer.Seconds();
       progress.Update(step + 1, (step + 1) * static_cast<int64_t>(per_batch),
                       {{"loss", losses[0].loss}, {"kl", losses[0].kl}, {"ce", losses[0].ce}});
+      const bool last = step + 1 == o.recover_steps;
+      const bool asked = next_eval != eval_at.end() && *next_eval == step + 1;
+      if (asked) ++next_eval;
+      if (!last && !asked) continue;
+      double loss = NAN;
+      if (eval) {
+        TANDEM_ASSIGN_OR_RETURN(LossResult c,
+                                EvaluateLoss(child, splits.validation, o.batch, o.eval_tokens));
+        loss = c.loss;
+        std::fprintf(stderr, "prune: held-out loss after %lld recovery steps %.4f\n",
+                     static_cast<long long>(step + 1), loss);
+      }
+      if (last) recovered_loss = loss;
+      recovery.push_back({{"steps", step + 1},
+                          {"tokens", (step + 1) * static_cast<int64_t>(per_batch)},
+                          {"seconds", train_seconds},
+                          {"loss", loss}});
     }
     progress.Finish();
-    if (eval) {
-      TANDEM_ASSIGN_OR_RETURN(LossResult c,
-                              EvaluateLoss(child, splits.validation, o.batch, o.eval_tokens));
-      recovered_loss = c.loss;
-      std::fprintf(stderr, "prune: held-out loss after %lld recovery steps %.4f\n",
-                   static_cast<long long>(o.recover_steps), recovered_loss);
-    }
   }
 
   std::map<std::string, std::string> meta = {
@@ -183,6 +221,35 @@ Status RunPrune(const Config& config, const PruneOptions& o) {
       {"prune_shape", o.to},
       {"prune_recover_steps", std::to_string(o.recover_steps)}};
   TANDEM_RETURN_IF_ERROR(SavePrunedGpt(o.out, child.weights(), map, meta));
+  if (!o.json.empty()) {
+    // NaN (a loss not measured) is written as null.
+    const nlohmann::json summary = {
+        {"parent", {{"checkpoint", o.checkpoint},
+                    {"model", pc.ToString()},
+                    {"parameters", parent->num_params()},
+                    {"loss", parent_loss}}},
+        {"child", {{"out", o.out},
+                   {"model", child.config().ToString()},
+                   {"parameters", child.num_params()},
+                   {"parent_layers", map.layers}}},
+        {"shape", o.to},
+        {"method", ImportanceMethodName(method)},
+        {"global", o.global},
+        {"seed", seed},
+        {"batch", o.batch},
+        {"context", T},
+        {"calibration_batches", o.calibration_batches},
+        {"score_seconds", score_seconds},
+        {"eval_tokens", eval ? o.eval_tokens : 0},
+        {"pruned_loss", pruned_loss},
+        {"recover_steps", o.recover_steps},
+        {"lr", o.lr},
+        {"temperature", o.temperature},
+        {"alpha", o.alpha},
+        {"recovery", recovery}};
+    const std::string text = summary.dump(2) + "\n";
+    TANDEM_RETURN_IF_ERROR(WriteFileAtomic(o.json, {text.begin(), text.end()}));
+  }
   std::printf("pruned %s -> %s parameters (%s, %s)%s; written with its alignment map to %s\n",
               Millions(parent->num_params()).c_str(), Millions(child.num_params()).c_str(),
               o.to.c_str(), ImportanceMethodName(method),

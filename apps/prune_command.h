@@ -30,13 +30,20 @@ struct PruneOptions {
   double temperature = 2.0;      // recovery KD temperature
   double alpha = 0.5;            // recovery weight of the text loss (1 - alpha on the KD term)
   int64_t eval_tokens = 16384;   // held-out tokens for the before/after losses (0: skip)
+  bool parent_eval = true;       // also measure the parent's held-out loss
+  // Recovery steps, in (0, recover_steps), after which the held-out loss is also measured: with
+  // a constant learning rate, one recovery of N steps scored at k < N stands for a recovery of k.
+  std::vector<int64_t> eval_at;
+  std::string json;              // a summary of the cut and every loss, written here if set
   int64_t seed = -1;             // -1: the config's seed
 };
 
 // Adds the `prune` subcommand and its flags, filling `options` when parsed.
 CLI::App* AddPruneCommand(CLI::App& app, PruneOptions* options);
 
-// Runs it: progress on stderr, a summary on stdout. Errors say what to fix.
+// Runs it: progress on stderr, a summary on stdout (and in options.json, if set: the parent and
+// child shapes and parameters, the kept parent blocks, the scoring and recovery seconds, and the
+// held-out losses before and during recovery). Errors say what to fix.
 Status RunPrune(const Config& config, const PruneOptions& options);
 
 }  // namespace tandem

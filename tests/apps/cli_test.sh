@@ -98,6 +98,48 @@ expect_error "prune refuses a ratio above 1" "width ratio" \
   --out "$dir/x.safetensors"
 expect_error "prune needs a public split" "public_fraction" \
   "$TANDEM" prune "$dir/run.toml" --checkpoint "$ckpt" --to 0.5 --out "$dir/x.safetensors"
+# --eval-at scores the recovery along the way without changing it (the child is the same bytes as
+# one recovered without it), --json holds every measured loss, the same as the text summary and as
+# `tandem eval` of the written child (at the batch of 16 `tandem eval` uses, so both score the
+# same windows), and --no-parent-eval leaves the parent's loss null.
+if "$TANDEM" prune "$dir/run.toml" --checkpoint "$ckpt" --to 0.5 --recover-steps 3 --batch 16 \
+    --set data.public_fraction=0.2 --eval-at 2,1 --eval-tokens 200 --json "$dir/prune.json" \
+    --out "$dir/pruned-at.safetensors" > "$dir/prune-at.out" 2>&1 &&
+   "$TANDEM" prune "$dir/run.toml" --checkpoint "$ckpt" --to 0.5 --recover-steps 3 --batch 16 \
+    --set data.public_fraction=0.2 --eval-tokens 200 --no-parent-eval --json "$dir/prune-np.json" \
+    --out "$dir/pruned-np.safetensors" > "$dir/prune-np.out" 2>&1 &&
+   cmp -s "$dir/pruned-at.safetensors" "$dir/pruned-np.safetensors" &&
+   "$TANDEM" eval "$dir/run.toml" --checkpoint "$dir/pruned-at.safetensors" --max-tokens 200 \
+    --set data.public_fraction=0.2 --json "$dir/pruned-eval.json" > /dev/null 2>&1 &&
+   python3 - "$dir" <<'PY'
+import json, math, re, sys
+d = sys.argv[1]
+j = json.load(open(d + "/prune.json"))
+np = json.load(open(d + "/prune-np.json"))
+ev = json.load(open(d + "/pruned-eval.json"))
+text = open(d + "/prune-at.out").read()
+assert [r["steps"] for r in j["recovery"]] == [1, 2, 3], j["recovery"]
+assert [r["tokens"] for r in j["recovery"]] == [1024, 2048, 3072], j["recovery"]
+secs = [r["seconds"] for r in j["recovery"]]
+assert 0 < secs[0] <= secs[1] <= secs[2], secs
+losses = [r["loss"] for r in j["recovery"]]
+assert all(math.isfinite(v) for v in losses + [j["pruned_loss"], j["parent"]["loss"]]), j
+for k, v in zip((1, 2, 3), losses):
+    printed = float(re.search(rf"after {k} recovery steps ([0-9.]+)", text).group(1))
+    assert abs(printed - v) < 1e-4, (k, printed, v)
+assert np["parent"]["loss"] is None and np["recovery"][-1]["loss"] == losses[-1], np
+assert abs(ev["validation"]["loss"] - losses[-1]) < 1e-4, (ev["validation"], losses[-1])
+assert j["child"]["parameters"] < j["parent"]["parameters"] and j["child"]["parent_layers"] == [0, 1]
+assert j["method"] == "activation" and j["shape"] == "0.5" and j["seed"] == 2, j
+PY
+then pass "prune --eval-at --json --no-parent-eval"
+else fail "prune --eval-at --json: $(tail -3 "$dir/prune-at.out")"; fi
+expect_error "prune refuses --eval-at past the recovery" "eval-at" \
+  "$TANDEM" prune "$dir/run.toml" --checkpoint "$ckpt" --to 0.5 --recover-steps 3 \
+  --set data.public_fraction=0.2 --eval-at 4 --out "$dir/x.safetensors"
+expect_error "prune refuses --eval-at without recovery" "eval-at" \
+  "$TANDEM" prune "$dir/run.toml" --checkpoint "$ckpt" --to 0.5 \
+  --set data.public_fraction=0.2 --eval-at 1 --out "$dir/x.safetensors"
 if "$TANDEM" bench train --preset slm-micro --batch 2 --steps 2 | grep -qE '^tokens_per_s=[0-9.]+$'; then
   pass "bench train"; else fail "bench train"; fi
 
