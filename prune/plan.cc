@@ -84,6 +84,23 @@ StatusOr<PruneTarget> ParsePruneShape(const std::string& shape, const ModelConfi
     t.n_layer = static_cast<int>(v);
     return t;
   }
+  if (shape.rfind("inner=", 0) == 0) {
+    const std::string n = shape.substr(6);
+    char* end = nullptr;
+    const double r = std::strtod(n.c_str(), &end);
+    if (n.empty() || *end != '\0' || !(r > 0.0 && r <= 1.0)) {
+      return Status::InvalidArgument("--to " + shape +
+                                     ": the inner width ratio must be a number in (0, 1]");
+    }
+    int min_heads = parent.heads(0), min_mlp = parent.mlp_width(0);
+    for (int l = 1; l < parent.n_layer; ++l) {
+      min_heads = std::min(min_heads, parent.heads(l));
+      min_mlp = std::min(min_mlp, parent.mlp_width(l));
+    }
+    t.heads = std::max(1, static_cast<int>(std::ceil(r * min_heads - 1e-9)));
+    t.d_mlp = std::max(1, static_cast<int>(std::ceil(r * min_mlp - 1e-9)));
+    return t;
+  }
   if (!shape.empty() && (std::isdigit(static_cast<unsigned char>(shape[0])) || shape[0] == '.')) {
     char* end = nullptr;
     const double r = std::strtod(shape.c_str(), &end);

@@ -37,6 +37,8 @@ struct PruneTarget {
 //   a preset name ("slm-small")  its d_model, n_layer and MLP width, and as many of the parent's
 //                                heads as fill its attention width (at least one);
 //   a width ratio ("0.5")        in (0, 1]: heads, neurons and channels scaled by it, all blocks;
+//   "inner=R"                    R in (0, 1]: heads and neurons scaled by it (ceil of R times the
+//                                narrowest block's), every embedding channel kept;
 //   "layers=N"                   N blocks of full width (ShortGPT-style depth pruning).
 // InvalidArgument says what is wrong (a ratio out of range, a preset larger than the parent, ...).
 StatusOr<PruneTarget> ParsePruneShape(const std::string& shape, const ModelConfig& parent);

@@ -147,8 +147,16 @@ TEST(PlanTest, ParsePruneShape) {
   EXPECT_EQ(t->n_layer, 4);
   EXPECT_EQ(t->heads, 3);  // 192 / 64
   EXPECT_EQ(t->d_mlp, 768);
+  t = ParsePruneShape("inner=0.5", llm);  // heads and neurons halved, every channel kept
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_EQ(t->d_model, 0);
+  EXPECT_EQ(t->n_layer, 0);
+  EXPECT_EQ(t->heads, 3);
+  EXPECT_EQ(t->d_mlp, 768);
+  EXPECT_DOUBLE_EQ(t->width_ratio, 0.0);
   for (const char* bad : {"0", "1.5", "-0.5", "0.5x", "layers=0", "layers=7", "layers=x",
-                          "llm-medium", "no-such-preset", ""}) {
+                          "inner=0", "inner=1.5", "inner=", "inner=x", "llm-medium",
+                          "no-such-preset", ""}) {
     StatusOr<PruneTarget> b = ParsePruneShape(bad, llm);
     EXPECT_FALSE(b.ok()) << bad;
     EXPECT_NE(b.status().message().find("--to"), std::string::npos) << b.status().message();
@@ -163,6 +171,14 @@ TEST(PlanTest, ParsePruneShape) {
   EXPECT_EQ(child.n_layer, 4);
   EXPECT_EQ(child.attn_width(0), 192);
   EXPECT_EQ(child.mlp_width(3), 768);
+  // inner=R end to end: the parent's channels and depth, R of its heads and neurons.
+  StatusOr<AlignmentMap> inner = PlanPrune(llm, s, *ParsePruneShape("inner=0.5", llm));
+  ASSERT_TRUE(inner.ok());
+  const ModelConfig narrow = inner->ChildConfig();
+  EXPECT_EQ(narrow.d_model, 384);
+  EXPECT_EQ(narrow.n_layer, 6);
+  EXPECT_EQ(narrow.heads(5), 3);
+  EXPECT_EQ(narrow.mlp_width(0), 768);
 }
 
 TEST(PlanTest, EmulatorKeepsBottomTopAndSpreadsTheKeptMiddleEvenly) {
