@@ -243,6 +243,34 @@ TEST_F(SubmodelTest, RollingWindowsReachEveryCoordinateAStaticWindowNeverDoes) {
   EXPECT_GT(never, 0.3) << "a static prefix leaves the rest of every block untouched";
 }
 
+TEST_F(SubmodelTest, ModelsListEachNarrowerTiersSubModelCutFromTheNewGlobalModel) {
+  Use("name = \"fedavg\"\n", "width_divisors = [1, 2, 4]\nwindow = \"rolling\"\n");
+  auto server = Server("submodel");
+  ASSERT_TRUE(server);
+  auto& s = dynamic_cast<SubmodelServer&>(*server);
+  ASSERT_EQ(server->Models().size(), 1u) << "before any round: the global model alone";
+  for (uint64_t round = 1; round <= 2; ++round) {
+    Round(*server, "submodel", round, 3);
+    const std::vector<RunModel> models = server->Models();
+    ASSERT_EQ(models.size(), 3u) << "round " << round;
+    EXPECT_EQ(models[0].name, "model");
+    EXPECT_TRUE(models[0].headline);
+    for (size_t m = 1; m < models.size(); ++m) {
+      const int d = m == 1 ? 2 : 4;
+      EXPECT_EQ(models[m].name, "submodel_d" + std::to_string(d));
+      EXPECT_FALSE(models[m].headline) << "a sub-model is not the run's headline";
+      // This round's window (rolling: it moves every round) of the global model after its step.
+      const Alignment* alignment = s.TierAlignment(d);
+      ASSERT_NE(alignment, nullptr);
+      std::vector<float> expected(alignment->child_size());
+      alignment->Extract(s.model().params(), expected);
+      EXPECT_EQ(models[m].model->config().ToString(), alignment->child_config().ToString());
+      EXPECT_TRUE(SameBits(Copy(models[m].model->params()), expected))
+          << "round " << round << ", d = " << d;
+    }
+  }
+}
+
 TEST_F(SubmodelTest, ATaskForAnotherModelOrAWrongSizeIsRefused) {
   Use("name = \"fedavg\"\n", "width_divisors = [2]\n");
   auto server = Server("submodel");
