@@ -162,9 +162,9 @@ void SubmodelServer::Customize(const ClientInfo& client, wire::TaskAssign* assig
   task.local = LocalTrainParams{config_.local, config_.seed};
   task.map = tier.alignment->map();
   task.scatter = privacy_;
-  task.Encode(&assign->params);
-  assign->params["model"] = tier.model_name;
   assign->tensors = {*tier.weights};
+  task.Encode(&assign->params, &assign->tensors);
+  assign->params["model"] = tier.model_name;
 }
 
 Status SubmodelServer::OnResult(const ClientInfo& client, const wire::TaskResult& result) {

@@ -20,6 +20,8 @@
 #include "client/client.h"
 #include "coordinator/coordinator.h"
 #include "tests/algorithms/halves_fixtures.h"
+#include "wire/message.h"
+#include "wire/protocol.h"
 
 namespace tandem {
 namespace {
@@ -271,6 +273,53 @@ TEST_F(SubmodelTest, ModelsListEachNarrowerTiersSubModelCutFromTheNewGlobalModel
   }
 }
 
+// Regression: an importance window's map for llm-small is tens of kB of short runs, and as a
+// string parameter it broke the wire's 4 KiB limit, so no client ever got its task.
+TEST(SubmodelTaskTest, AnImportanceWindowsMapOfManyRunsCrossesTheWire) {
+  auto parent = ModelPreset("llm-small");
+  ASSERT_TRUE(parent.ok());
+  AlignmentMap map;
+  map.parent = *parent;
+  for (int l = 0; l < parent->n_layer; ++l) map.layers.push_back(l);
+  auto every_other = [](int n) {
+    std::vector<int> v;
+    for (int i = 0; i < n; i += 2) v.push_back(i);
+    return v;
+  };
+  map.channels = every_other(parent->d_model);
+  for (int l = 0; l < parent->n_layer; ++l) {
+    map.heads.push_back(every_other(parent->n_head));
+    map.neurons.push_back(every_other(parent->mlp_width(l)));
+  }
+  ASSERT_TRUE(map.Validate().ok()) << map.Validate().ToString();
+  ASSERT_GT(AlignmentMapToJson(map).size(), wire::kMaxStringBytes);
+  SubmodelTrainTask task;
+  task.map = map;
+  task.scatter = true;
+  wire::Message message;
+  message.envelope.run_id = 1;
+  message.envelope.round = 1;
+  message.envelope.task_id = 1;
+  message.envelope.sequence = 1;
+  wire::TaskAssign assign;
+  assign.kind = kSubmodelTrainTask;
+  assign.deadline_ms = 1000;
+  task.Encode(&assign.params, &assign.tensors);
+  message.body = assign;
+  auto bytes = wire::EncodeMessage(message);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+  auto decoded = wire::DecodeMessage(std::string_view(*bytes));
+  ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
+  auto back = SubmodelTrainTask::Decode(std::get<wire::TaskAssign>(decoded->body));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_TRUE(back->map == map);
+  EXPECT_TRUE(back->scatter);
+  // Without the map's tensor the task is refused.
+  wire::TaskAssign without = assign;
+  without.tensors.clear();
+  EXPECT_FALSE(SubmodelTrainTask::Decode(without).ok());
+}
+
 TEST_F(SubmodelTest, ATaskForAnotherModelOrAWrongSizeIsRefused) {
   Use("name = \"fedavg\"\n", "width_divisors = [2]\n");
   auto server = Server("submodel");
@@ -290,7 +339,14 @@ TEST_F(SubmodelTest, ATaskForAnotherModelOrAWrongSizeIsRefused) {
   EXPECT_NE(s.message().find("sub.map is cut from"), std::string::npos) << s.ToString();
   // A corrupted map.
   wire::TaskAssign bad = task;
-  bad.params["sub.map"] = std::string("{\"format\":\"tandem-alignment\"}");
+  const std::string corrupt = "{\"format\":\"tandem-alignment\"}";
+  for (wire::Tensor& t : bad.tensors) {
+    if (t.name == "sub.map") {
+      t = wire::Tensor::Bytes("sub.map", std::span<const uint8_t>(
+                                             reinterpret_cast<const uint8_t*>(corrupt.data()),
+                                             corrupt.size()));
+    }
+  }
   auto ok_context = Context(0);
   auto ok_handler = Handler("submodel", ok_context.get());
   EXPECT_FALSE(ok_handler->Run(1, bad, &result).ok());
