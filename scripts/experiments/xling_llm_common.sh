@@ -6,23 +6,23 @@
 #                       (tandem train configs/llm-public.toml)
 #   SEEDS="1 2"         seeds of the federated runs
 #   OUT=runs/xling-llm  where everything goes
-#   EVAL_TOKENS=2048    tokens of each held-out set (per language, validation and test) per score
+#   EVAL_TOKENS=1024    tokens of each held-out set (per language, validation and test) per score
 #   DATA_SET="..."      extra `--set key=value` words for the setup's data, given to every run,
 #                       reference and evaluation alike
 #   SET="..."           extra words for every federated run
 #   ORACLE_SET="..."    the oracle's budget (tandem train configs/xling-oracle.toml); default: as
 #                       many sequences as one federated run's clients train on (3 rounds x 8
-#                       clients x 4 steps x 4 = 384 = 48 steps x 8), at the clients' lr
+#                       clients x 3 steps x 4 = 288 = 36 steps x 8), at the clients' lr
 #   PUBLIC_SET="..."    extra words for the public LLM, when it is trained here
 set -euo pipefail
 set -f  # the *_SET words hold TOML lists, not file patterns
 BUILD_DIR="${1:-build}"
 SEEDS="${SEEDS:-1 2}"
 OUT="${OUT:-runs/xling-llm}"
-EVAL_TOKENS="${EVAL_TOKENS:-2048}"
+EVAL_TOKENS="${EVAL_TOKENS:-1024}"
 DATA_SET="${DATA_SET:-}"
 SET="${SET:-}"
-ORACLE_SET="${ORACLE_SET:---set train.steps=48 --set train.batch=8 --set train.lr=5e-4 --set train.warmup_steps=5}"
+ORACLE_SET="${ORACLE_SET:---set train.steps=36 --set train.batch=8 --set train.lr=5e-4 --set train.warmup_steps=5}"
 PUBLIC_SET="${PUBLIC_SET:-}"
 TANDEM="$BUILD_DIR/apps/tandem"
 LLM="${LLM:-$OUT/llm-public/checkpoints/model.safetensors}"
