@@ -77,9 +77,59 @@ DenseDistillTerm::DenseDistillTerm(PublicWindows windows, DenseTeacher teacher,
   TANDEM_CHECK(batch >= 1);
 }
 
+DenseDistillTerm::DenseDistillTerm(PublicWindows windows, Gpt* teacher, KdOptions options,
+                                   int batch, HiddenMatch hidden)
+    : DenseDistillTerm(std::move(windows), ModelTeacher(teacher), options, batch,
+                       teacher->config().vocab) {
+  teacher_model_ = teacher;
+  hidden_ = std::move(hidden);
+  if (hidden_.weight == 0.0f) hidden_.layers.clear();
+  const size_t rows = tokens_.size(), C = static_cast<size_t>(teacher->config().d_model);
+  for (const auto& [s, t] : hidden_.layers) {
+    TANDEM_CHECK(t >= 0 && t < teacher->config().n_layer && s >= 0);
+    teacher_hidden_.emplace_back(rows * C);
+    hidden_grads_.emplace_back(rows * C);
+  }
+}
+
 void DenseDistillTerm::Fill(int first) {
   windows_.GatherRun(first, batch_, tokens_.data(), targets_rows_.data());
   teacher_(first, batch_, windows_.context(), tokens_.data(), teacher_logits_.data());
+  // The teacher model has just run on these windows: keep its block outputs.
+  for (size_t k = 0; k < hidden_.layers.size(); ++k) {
+    const float* h = teacher_model_->workspace().block_activations(hidden_.layers[k].second).output;
+    std::copy(h, h + teacher_hidden_[k].size(), teacher_hidden_[k].begin());
+  }
+}
+
+double DenseDistillTerm::HiddenLoss(const Gpt& student,
+                                    std::vector<std::vector<float>>* grads) const {
+  const size_t P = hidden_.layers.size();
+  if (P == 0) return 0.0;
+  TANDEM_CHECK(student.config().d_model == teacher_model_->config().d_model);
+  double loss = 0.0;
+  for (size_t k = 0; k < P; ++k) {
+    const int layer = hidden_.layers[k].first;
+    TANDEM_CHECK(layer < student.config().n_layer);
+    const float* hs = student.workspace().block_activations(layer).output;
+    const std::vector<float>& ht = teacher_hidden_[k];
+    double diff = 0.0, energy = 0.0;
+    for (size_t i = 0; i < ht.size(); ++i) {
+      const double d = static_cast<double>(hs[i]) - ht[i];
+      diff += d * d;
+      energy += static_cast<double>(ht[i]) * ht[i];
+    }
+    energy = std::max(energy, 1e-30);
+    loss += hidden_.weight * diff / energy / static_cast<double>(P);
+    if (grads != nullptr) {
+      const double scale = 2.0 * hidden_.weight / energy / static_cast<double>(P);
+      std::vector<float>& g = (*grads)[k];
+      for (size_t i = 0; i < ht.size(); ++i) {
+        g[i] = static_cast<float>(scale * (static_cast<double>(hs[i]) - ht[i]));
+      }
+    }
+  }
+  return loss;
 }
 
 StatusOr<TermLoss> DenseDistillTerm::Accumulate(Gpt& model, int64_t step, Rng&) {
@@ -89,23 +139,38 @@ StatusOr<TermLoss> DenseDistillTerm::Accumulate(Gpt& model, int64_t step, Rng&) 
   const KdLoss l = KdForward(model.logits(), teacher_logits_.data(), targets_rows_.data(), N,
                              vocab_, options_);
   TermLoss out{l.loss, l.kl, l.ce};
-  if (!std::isfinite(l.loss)) return out;
+  if (hidden_.layers.empty()) {
+    if (!std::isfinite(l.loss)) return out;
+    KdBackward(dlogits_.data(), model.logits(), teacher_logits_.data(), targets_rows_.data(), N,
+               vocab_, options_, l.count);
+    model.BackwardFromLogits(dlogits_.data());
+    return out;
+  }
+  out.loss += HiddenLoss(model, &hidden_grads_);
+  if (!std::isfinite(out.loss)) return out;
   KdBackward(dlogits_.data(), model.logits(), teacher_logits_.data(), targets_rows_.data(), N,
              vocab_, options_, l.count);
-  model.BackwardFromLogits(dlogits_.data());
+  std::vector<GptWorkspace::HiddenGrad> at_blocks;
+  for (size_t k = 0; k < hidden_.layers.size(); ++k) {
+    at_blocks.push_back({hidden_.layers[k].first, hidden_grads_[k].data()});
+  }
+  model.BackwardFromLogits(dlogits_.data(), at_blocks);
   return out;
 }
 
-double DenseDistillTerm::MeanLoss(Gpt& student) {
+double DenseDistillTerm::MeanLoss(Gpt& student, double* hidden) {
   const int T = windows_.context(), N = batch_ * T, W = windows_.count();
-  double sum = 0.0;
+  double sum = 0.0, hidden_sum = 0.0;
   int batches = 0;
   for (int first = 0; first < W; first += batch_, ++batches) {
     Fill(first);
     student.Forward(tokens_.data(), nullptr, batch_, T);
+    const double h = HiddenLoss(student, nullptr);
+    hidden_sum += h;
     sum += KdForward(student.logits(), teacher_logits_.data(), targets_rows_.data(), N, vocab_,
-                     options_).loss;
+                     options_).loss + h;
   }
+  if (hidden != nullptr) *hidden = hidden_sum / batches;
   return sum / batches;
 }
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <functional>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -48,19 +49,40 @@ DenseTeacher FixedTeacher(std::vector<float> logits, int context, int vocab);
 // A model beside the student computes them (it must outlive the term and share the vocabulary).
 DenseTeacher ModelTeacher(Gpt* teacher);
 
+// Hidden-state matching beside the KD on logits, for a student cut from its teacher model (an
+// emulator and its LLM: Offsite-Tuning's and FedBiOT's alignment). The outputs of chosen student
+// blocks are pulled toward those of the teacher blocks they stand for, by the normalized squared
+// error
+//   weight · (1/P) Σ_pairs Σ‖h_s − h_t‖² / Σ‖h_t‖²     (inner sums over the batch's positions),
+// whose gradient enters the student at those blocks' outputs (GptWorkspace::HiddenGrad).
+// Normalizing by the teacher's own energy makes the term scale-free: 1 is as far as a student
+// that outputs zeros.
+struct HiddenMatch {
+  std::vector<std::pair<int, int>> layers;  // (student block, teacher block); P pairs
+  float weight = 0.0f;                      // 0: off
+};
+
 // KD to dense teacher logits (KdForward): step s trains on windows s·batch .. (mod count).
 class DenseDistillTerm : public LossTerm {
  public:
   DenseDistillTerm(PublicWindows windows, DenseTeacher teacher, KdOptions options, int batch,
                    int vocab);
+  // The teacher is a model beside the student (ModelTeacher), whose block outputs `hidden`
+  // matches as well. Requires the blocks to exist in both and the same d_model.
+  DenseDistillTerm(PublicWindows windows, Gpt* teacher, KdOptions options, int batch,
+                   HiddenMatch hidden);
   std::string name() const override { return "kd"; }
+  // The loss is the KD loss plus the hidden-state term; kl and ce are the KD loss's parts.
   StatusOr<TermLoss> Accumulate(Gpt& model, int64_t step, Rng& rng) override;
   // The student's loss over all the windows once, batch by batch, without training (the mean of
-  // the batches' losses): measured before and after a round's steps on the same data.
-  double MeanLoss(Gpt& student);
+  // the batches' losses): measured before and after a round's steps on the same data. *hidden,
+  // when given, receives the hidden-state term's share of it.
+  double MeanLoss(Gpt& student, double* hidden = nullptr);
 
  private:
   void Fill(int first);  // tokens_, targets_rows_ and teacher_logits_ for a batch from `first`
+  // The hidden-state term of the student's last Forward; with grads, its gradient per pair.
+  double HiddenLoss(const Gpt& student, std::vector<std::vector<float>>* grads) const;
 
   PublicWindows windows_;
   DenseTeacher teacher_;
@@ -69,6 +91,9 @@ class DenseDistillTerm : public LossTerm {
   int vocab_;
   std::vector<int32_t> tokens_, targets_rows_;  // (batch,T)
   std::vector<float> teacher_logits_, dlogits_;  // (batch,T,V)
+  const Gpt* teacher_model_ = nullptr;           // with hidden-state matching
+  HiddenMatch hidden_;
+  std::vector<std::vector<float>> teacher_hidden_, hidden_grads_;  // per pair, (batch,T,C)
 };
 
 }  // namespace tandem

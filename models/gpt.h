@@ -91,6 +91,10 @@ class Gpt {
   void ZeroGrad() { workspace_.ZeroGrad(); }
   void Backward() { workspace_.Backward(); }
   void BackwardFromLogits(const float* dlogits) { workspace_.BackwardFromLogits(dlogits); }
+  void BackwardFromLogits(const float* dlogits,
+                          std::span<const GptWorkspace::HiddenGrad> hidden) {
+    workspace_.BackwardFromLogits(dlogits, hidden);
+  }
 
  private:
   std::shared_ptr<GptWeights> weights_;

@@ -412,8 +412,13 @@ void GptWorkspace::Backward() {
   BackwardFromLogits(acts_->probs);
 }
 
-void GptWorkspace::BackwardFromLogits(const float* dlogits) {
+void GptWorkspace::BackwardFromLogits(const float* dlogits) { BackwardFromLogits(dlogits, {}); }
+
+void GptWorkspace::BackwardFromLogits(const float* dlogits, std::span<const HiddenGrad> hidden) {
   TANDEM_CHECK(acts_ != nullptr);
+  for (const HiddenGrad& h : hidden) {
+    TANDEM_CHECK(h.layer >= 0 && h.layer < weights_->config().n_layer && h.d != nullptr);
+  }
   // The arena must match the weights' adapters (enabled after the last Forward?).
   TANDEM_CHECK(acts_->lora_rank == (weights_->has_lora() ? weights_->lora_config().rank : 0));
   EnsureGrads();
@@ -425,7 +430,7 @@ void GptWorkspace::BackwardFromLogits(const float* dlogits) {
   const int shards = NumShards(B);
   float* lora_g = adapters ? lora_grads_.data() : nullptr;
   if (shards == 1) {
-    BackwardShard(0, B, dlogits, grads_.data(), lora_g);
+    BackwardShard(0, B, dlogits, hidden, grads_.data(), lora_g);
     return;
   }
   // Shard 0 accumulates into grads_; the others into their own buffers, added in at the end.
@@ -457,7 +462,7 @@ void GptWorkspace::BackwardFromLogits(const float* dlogits) {
       g = P > 0 ? mine.data() : nullptr;
       gl = adapters ? mine_lora.data() : nullptr;
     }
-    BackwardShard(b0, b1 - b0, dlogits, g, gl);
+    BackwardShard(b0, b1 - b0, dlogits, hidden, g, gl);
   }
   // Add the other shards' gradients in, element by element in shard order.
   float* grads = grads_.data();
@@ -482,7 +487,8 @@ void GptWorkspace::BackwardFromLogits(const float* dlogits) {
 
 // g: this shard's base gradient buffer (null when no base tensor trains); gl: its adapters'
 // (null when they do not train).
-void GptWorkspace::BackwardShard(int b0, int nb, const float* dlogits_all, float* g, float* gl) {
+void GptWorkspace::BackwardShard(int b0, int nb, const float* dlogits_all,
+                                 std::span<const HiddenGrad> hidden, float* g, float* gl) {
   const GptWeights& w = *weights_;
   const ModelConfig& c = w.config();
   Activations& a = *acts_;
@@ -519,6 +525,12 @@ void GptWorkspace::BackwardShard(int b0, int nb, const float* dlogits_all, float
     Activations::Layer& L = a.layers[l];
     const BlockWeights bw = w.block(l);
     const std::vector<char>& train = train_block_[l];
+    // dres is d(loss)/d(this block's output) here: add what the loss has on it directly.
+    for (const HiddenGrad& h : hidden) {
+      if (h.layer != l) continue;
+      const float* d = h.d + row0 * C;
+      for (size_t i = 0; i < static_cast<size_t>(N) * C; ++i) dres[i] += d[i];
+    }
     const int A = c.attn_width(l), NH = c.heads(l), M = c.mlp_width(l);
     // Shards are not in step (one may be a block below another), so each owns rows of the
     // widest block's scratch; this block's (N,M), (N,3A) ... sit at the start of them.

@@ -83,6 +83,16 @@ class GptWorkspace {
   // Accumulates gradients given dlogits (B,T,V) of any loss of the last Forward's logits (the
   // entry point for distillation losses).
   void BackwardFromLogits(const float* dlogits);
+  // A loss's gradient with respect to one block's output: d (B,T,C), added to the residual
+  // stream's gradient where that block's output enters the blocks above (what hidden-state
+  // matching such as an emulator's alignment to its parent injects).
+  struct HiddenGrad {
+    int layer = 0;              // in [0, n_layer)
+    const float* d = nullptr;   // (B,T,C) of the last Forward's shape
+  };
+  // BackwardFromLogits, plus the gradients `hidden` of the same loss at block outputs. Layers
+  // below the lowest trained block receive theirs with nothing left to train.
+  void BackwardFromLogits(const float* dlogits, std::span<const HiddenGrad> hidden);
 
   // --- Cached decoding --------------------------------------------------------------------
   // Feeds tokens[0..k) at positions [position(), position() + k) of one sequence and returns
@@ -103,7 +113,8 @@ class GptWorkspace {
   void EnsureActivations(int B, int T);
   int NumShards(int B) const;
   void ForwardShard(int b0, int nb, double* loss_sum, int* count);
-  void BackwardShard(int b0, int nb, const float* dlogits, float* g, float* gl);
+  void BackwardShard(int b0, int nb, const float* dlogits, std::span<const HiddenGrad> hidden,
+                     float* g, float* gl);
   // A linear layer's weights and adapter; gradients point into g and gl (null: frozen), and the
   // adapter's inp @ A into xa.
   LinearSlot Linear(int layer, int kind, float* g, float* gl, float* xa) const;

@@ -36,6 +36,8 @@ StatusOr<OffsiteServerConfig> OffsiteServerConfigFromConfig(const Config& config
   c.align.server_steps = c.realign_every_round ? 8 : 0;
   c.align.alpha = 0.0;  // distillation to the LLM alone by default
   TANDEM_RETURN_IF_ERROR(ReadServerDistillConfig(config, section, &c.align));
+  TANDEM_ASSIGN_OR_RETURN(c.hidden_weight,
+                          config.GetDouble(key("hidden_weight"), c.hidden_weight, 0.0, 1e3));
   if (c.realign_every_round) {
     c.proximal_mu = 0.01;
     TANDEM_ASSIGN_OR_RETURN(c.proximal_mu,
@@ -79,6 +81,20 @@ StatusOr<std::unique_ptr<OffsiteServer>> OffsiteServer::Create(
   s->emulator_ranges_ = AdapterRanges(*s->emulator_, s->config_.bottom, s->config_.top);
   s->adapters_ = GatherRanges(s->llm_->params(), s->llm_ranges_);
   TANDEM_CHECK(RangesSize(s->emulator_ranges_) == s->adapters_.size());
+  // The middle blocks train; the adapters, embeddings and final LayerNorm stay the LLM's.
+  std::vector<std::string> middle;
+  const int blocks = s->emulator_->config().n_layer;
+  for (const TensorSpec& t : s->emulator_->layout().tensors()) {
+    for (int l = s->config_.bottom; l < blocks - s->config_.top; ++l) {
+      if (t.name.rfind("h." + std::to_string(l) + ".", 0) == 0) middle.push_back(t.name);
+    }
+  }
+  TANDEM_ASSIGN_OR_RETURN(Trainable trainable,
+                          Trainable::Tensors(s->emulator_->layout(), middle));
+  TrainerOptions options;
+  options.trainable = trainable;
+  s->align_optimizer_ =
+      std::make_unique<ServerOptimizer>("emulator_optimizer", s->emulator_.get(), options);
   return s;
 }
 
@@ -94,7 +110,7 @@ void OffsiteServer::PlugAdapters() {
 Status OffsiteServer::Align(uint64_t round) {
   align_metrics_.clear();
   if (config_.align.server_steps == 0) return Status::Ok();
-  const int T = llm_->config().context, V = llm_->config().vocab;
+  const int T = llm_->config().context;
   std::vector<uint32_t> starts =
       PublicWindows::Draw(public_tokens_.size(), T, config_.align.windows, config_.seed, round);
   TANDEM_ASSIGN_OR_RETURN(PublicWindows windows,
@@ -102,28 +118,30 @@ Status OffsiteServer::Align(uint64_t round) {
   KdOptions kd;
   kd.temperature = static_cast<float>(config_.align.temperature);
   kd.alpha = static_cast<float>(config_.align.alpha);
-  DenseDistillTerm term(std::move(windows), ModelTeacher(llm_.get()), kd,
-                        config_.align.server_batch, V);
-  // The middle blocks train; the adapters, embeddings and final LayerNorm stay the LLM's.
-  std::vector<std::string> middle;
-  const int blocks = emulator_->config().n_layer;
-  for (const TensorSpec& t : emulator_->layout().tensors()) {
-    for (int l = config_.bottom; l < blocks - config_.top; ++l) {
-      if (t.name.rfind("h." + std::to_string(l) + ".", 0) == 0) middle.push_back(t.name);
-    }
+  // The middle's output (the input of the top adapters), in the emulator and in the LLM.
+  HiddenMatch hidden;
+  const int emulator_middle_end = emulator_->config().n_layer - config_.top - 1;
+  if (config_.hidden_weight > 0.0 && emulator_middle_end >= 0) {
+    hidden.layers = {{emulator_middle_end, llm_->config().n_layer - config_.top - 1}};
+    hidden.weight = static_cast<float>(config_.hidden_weight);
   }
-  TANDEM_ASSIGN_OR_RETURN(Trainable trainable, Trainable::Tensors(emulator_->layout(), middle));
-  TrainerOptions options;
-  options.trainable = trainable;
-  LocalTrainer trainer(emulator_.get(), options);
-  const double before = term.MeanLoss(*emulator_);
+  DenseDistillTerm term(std::move(windows), llm_.get(), kd, config_.align.server_batch, hidden);
+  LocalTrainer& trainer = align_optimizer_->BeginRound();
+  double hidden_before = 0.0, hidden_after = 0.0;
+  const double before = term.MeanLoss(*emulator_, &hidden_before);
   Rng rng = Rng(config_.seed).Fork(round);
   for (int s = 0; s < config_.align.server_steps; ++s) {
     TANDEM_RETURN_IF_ERROR(
         trainer.Step({&term}, static_cast<float>(config_.align.server_lr), rng).status());
   }
-  align_metrics_["emulator_kd_loss_before"] = before;
-  align_metrics_["emulator_kd_loss_after"] = term.MeanLoss(*emulator_);
+  const double after = term.MeanLoss(*emulator_, &hidden_after);
+  // kd: the distillation on logits; hidden: the hidden-state term (weighted).
+  align_metrics_["emulator_kd_loss_before"] = before - hidden_before;
+  align_metrics_["emulator_kd_loss_after"] = after - hidden_after;
+  if (!hidden.layers.empty()) {
+    align_metrics_["emulator_hidden_loss_before"] = hidden_before;
+    align_metrics_["emulator_hidden_loss_after"] = hidden_after;
+  }
   ++version_;
   emulator_tensor_.reset();
   return Status::Ok();
@@ -239,6 +257,7 @@ void OffsiteServer::SaveState(std::map<std::string, std::vector<float>>* tensors
   (*metadata)["emulator"] = AlignmentMapToJson(map_);
   (*metadata)["emulator_version"] = std::to_string(version_);
   (*metadata)["strategy"] = strategy_->name();
+  align_optimizer_->Save(tensors, metadata);
 }
 
 Status OffsiteServer::LoadState(const std::map<std::string, std::vector<float>>& tensors,
@@ -279,7 +298,9 @@ Status OffsiteServer::LoadState(const std::map<std::string, std::vector<float>>&
   for (const auto& [name, values] : tensors) {
     if (name.rfind("strategy.", 0) == 0) strategy_state[name.substr(9)] = values;
   }
+  TANDEM_RETURN_IF_ERROR(align_optimizer_->Check(tensors, metadata));
   TANDEM_RETURN_IF_ERROR(strategy_->LoadState(strategy_state, adapters_.size()));
+  TANDEM_RETURN_IF_ERROR(align_optimizer_->Load(tensors, metadata));
   std::memcpy(llm_->params().data(), llm->second.data(), llm->second.size() * sizeof(float));
   std::memcpy(emulator_->params().data(), emulator->second.data(),
               emulator->second.size() * sizeof(float));

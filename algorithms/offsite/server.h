@@ -8,12 +8,15 @@
 // other), and are plugged back into the LLM, whose held-out loss is the run's headline.
 //
 // fedbiot differs in two ways: before every round the coordinator re-aligns the emulator's middle
-// blocks to the full LLM with the current adapters plugged in (distillation on logits over public
-// windows, `fedbiot.server_steps` steps), so the emulator follows the adapters it is used with; and
-// the clients' adapter loss carries a proximal term towards the adapters they were sent.
+// blocks to the full LLM with the current adapters plugged in (distillation over public windows,
+// `fedbiot.server_steps` steps, one AdamW kept across rounds), so the emulator follows the
+// adapters it is used with; and the
+// clients' adapter loss carries a proximal term towards the adapters they were sent.
 //
-// The emulator's distillation is on logits (α·CE + (1 − α)·T²·KL, distill/kd_terms.h) — not the
-// hidden-state MSE of the papers, which needs a gradient injected at a block's output.
+// The emulator's distillation, as in both papers, is KD on logits (α·CE + (1 − α)·T²·KL) plus
+// hidden-state matching (distill/kd_terms.h HiddenMatch): the output of the emulator's middle —
+// what its top adapters read — is pulled toward the LLM's at the same place, by the squared error
+// normalized by the LLM's own, weighted by `<section>.hidden_weight`.
 #pragma once
 
 #include <cstdint>
@@ -47,6 +50,7 @@ struct OffsiteServerConfig {
   // emulator's distillation to the LLM — once before round 1 (offsite; 0 steps = the plain
   // uniform-drop emulator) or before every round (fedbiot).
   ServerDistillConfig align;
+  double hidden_weight = 1.0;        // <section>.hidden_weight: the hidden-state term; 0 = off
   bool realign_every_round = false;  // fedbiot
   double proximal_mu = 0.0;          // fedbiot.proximal_mu: the clients' term to the sent adapters
   int64_t eval_tokens = 32768;       // eval.tokens
@@ -114,6 +118,9 @@ class OffsiteServer : public ServerAlgorithm {
   bool aggregated_ = false;
   double train_loss_sum_ = 0.0, train_weight_ = 0.0;
   std::map<std::string, double> align_metrics_;
+  // The emulator's middle blocks' AdamW, kept across re-alignments and checkpointed (as every
+  // model the coordinator trains: algorithms/common/server_distill.h).
+  std::unique_ptr<ServerOptimizer> align_optimizer_;
 };
 
 }  // namespace tandem

@@ -10,6 +10,8 @@
 
 #include "algorithms/offsite/emulator.h"
 #include "algorithms/offsite/tasks.h"
+#include "data/public_windows.h"
+#include "distill/kd_terms.h"
 #include "tests/algorithms/halves_fixtures.h"
 
 namespace tandem {
@@ -207,8 +209,86 @@ TEST_F(OffsiteTest, FedBiOTRealignsTheEmulatorBeforeEveryRound) {
     ASSERT_TRUE(server.EndRound(round, &metrics).ok());
     ASSERT_TRUE(metrics.count("emulator_kd_loss_before") && metrics.count("emulator_kd_loss_after"));
     EXPECT_LT(metrics["emulator_kd_loss_after"], metrics["emulator_kd_loss_before"]);
+    // The hidden-state term is on by default and falls too.
+    ASSERT_TRUE(metrics.count("emulator_hidden_loss_before") &&
+                metrics.count("emulator_hidden_loss_after"));
+    EXPECT_GT(metrics["emulator_hidden_loss_before"], 0.0);
+    EXPECT_LT(metrics["emulator_hidden_loss_after"], metrics["emulator_hidden_loss_before"]);
   }
   EXPECT_FALSE(SameBits(Copy(server.emulator().params()), cut));
+}
+
+// fedbiot's re-alignment keeps its AdamW across rounds, in the checkpoint: a server restored
+// after round 1 re-aligns in round 2 to the same bits as one that never stopped; a checkpoint
+// without the optimiser is refused and changes nothing.
+TEST_F(OffsiteTest, FedBiOTResumesItsAlignmentBitForBit) {
+  Use("fedbiot", "server_steps = 3\nwindows = 4\nserver_batch = 2\nserver_lr = 0.003\n");
+  auto round = [&](OffsiteServer& server, uint64_t r) {
+    const ClientInfo a = Client(0, server);
+    auto spec = server.BeginRound(r, {a});
+    ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+    wire::TaskResult zero;
+    zero.weight = 1.0;
+    zero.metrics["train_loss"] = 1.0;
+    std::vector<float> d(spec->contribution->length, 0.01f);
+    zero.tensors = {wire::Tensor::Float32("delta", {d.size()}, d)};
+    ASSERT_TRUE(server.OnResult(a, zero).ok());
+    TaskReport report;
+    report.assigned = report.responded = {a.name};
+    ASSERT_TRUE(server.OnTaskClosed(report).ok());
+    std::map<std::string, double> metrics;
+    ASSERT_TRUE(server.EndRound(r, &metrics).ok());
+  };
+  auto made = Server("fedbiot", FourBlocks());
+  ASSERT_TRUE(made);
+  auto& straight = dynamic_cast<OffsiteServer&>(*made);
+  round(straight, 1);
+  std::map<std::string, std::vector<float>> tensors;
+  std::map<std::string, std::string> metadata;
+  straight.SaveState(&tensors, &metadata);
+  ASSERT_TRUE(tensors.count("emulator_optimizer.adam_m"));
+  round(straight, 2);
+
+  auto again = Server("fedbiot", FourBlocks());
+  ASSERT_TRUE(again);
+  auto& resumed = dynamic_cast<OffsiteServer&>(*again);
+  const std::vector<float> fresh = Copy(resumed.emulator().params());
+  auto without = tensors;
+  without.erase("emulator_optimizer.adam_v");
+  EXPECT_FALSE(resumed.LoadState(without, metadata).ok());
+  EXPECT_TRUE(SameBits(Copy(resumed.emulator().params()), fresh)) << "a refused load changed it";
+  ASSERT_TRUE(resumed.LoadState(tensors, metadata).ok());
+  round(resumed, 2);
+  EXPECT_TRUE(SameBits(Copy(resumed.emulator().params()), Copy(straight.emulator().params())));
+  EXPECT_TRUE(SameBits(Copy(resumed.llm().params()), Copy(straight.llm().params())));
+}
+
+// The hidden-state term pulls the emulator's middle toward the LLM's: after the same steps its
+// normalized distance is smaller than with KD on logits alone, which does not report it.
+TEST_F(OffsiteTest, HiddenStateMatchingAlignsTheMiddlesOutput) {
+  auto distance = [&](double hidden_weight) {
+    Use("offsite", "server_steps = 6\nwindows = 4\nserver_batch = 2\nserver_lr = 0.003\n"
+                   "hidden_weight = " + std::to_string(hidden_weight) + "\n");
+    auto made = Server("offsite", FourBlocks());
+    EXPECT_TRUE(made);
+    auto& server = dynamic_cast<OffsiteServer&>(*made);
+    EXPECT_TRUE(server.BeginRound(1, {Client(0, server)}).ok());
+    // Measured the same way for both: a term of weight 1 on the aligned emulator.
+    const TokenDataset text = TokenDataset::FromRecords(splits_.public_);
+    auto windows = PublicWindows::Create(
+        text, PublicWindows::Draw(text.size(), server.llm().config().context, 4, 9, 1),
+        server.llm().config().context);
+    EXPECT_TRUE(windows.ok());
+    HiddenMatch match;
+    match.layers = {{server.emulator().config().n_layer - 2, server.llm().config().n_layer - 2}};
+    match.weight = 1.0f;
+    DenseDistillTerm probe(*windows, &server.llm(), KdOptions{}, 2, match);
+    double hidden = 0.0;
+    probe.MeanLoss(server.emulator(), &hidden);
+    return hidden;
+  };
+  const double with = distance(1.0), without = distance(0.0);
+  EXPECT_LT(with, 0.8 * without) << "with " << with << ", without " << without;
 }
 
 }  // namespace

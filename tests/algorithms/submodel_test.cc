@@ -320,6 +320,37 @@ TEST(SubmodelTaskTest, AnImportanceWindowsMapOfManyRunsCrossesTheWire) {
   EXPECT_FALSE(SubmodelTrainTask::Decode(without).ok());
 }
 
+// A coordinator restored from its checkpoint after round 1 (model, FedAdam's moments, the
+// record of coordinates ever updated) ends round 2 with the uninterrupted run's bits and
+// metrics.
+TEST_F(SubmodelTest, ResumeAfterARoundIsBitForBit) {
+  const std::string strategy = "name = \"fedadam\"\nserver_lr = 0.01\n";
+  Use(strategy, "width_divisors = [1, 2, 4]\nwindow = \"rolling\"\n");
+  auto straight = Server("submodel");
+  ASSERT_TRUE(straight);
+  Round(*straight, "submodel", 1, 3);
+  std::map<std::string, std::vector<float>> tensors;
+  std::map<std::string, std::string> metadata;
+  straight->SaveState(&tensors, &metadata);
+  Round(*straight, "submodel", 2, 3);
+  std::map<std::string, double> straight_metrics;
+  ASSERT_TRUE(straight->EndRound(2, &straight_metrics).ok());
+
+  auto resumed = Server("submodel");
+  ASSERT_TRUE(resumed);
+  ASSERT_TRUE(resumed->LoadState(tensors, metadata).ok());
+  Round(*resumed, "submodel", 2, 3);
+  std::map<std::string, double> resumed_metrics;
+  ASSERT_TRUE(resumed->EndRound(2, &resumed_metrics).ok());
+  auto& a = dynamic_cast<SubmodelServer&>(*straight);
+  auto& b = dynamic_cast<SubmodelServer&>(*resumed);
+  EXPECT_TRUE(SameBits(Copy(a.model().params()), Copy(b.model().params())));
+  ASSERT_TRUE(straight_metrics.count("never_updated_fraction"));
+  EXPECT_EQ(straight_metrics["never_updated_fraction"], resumed_metrics["never_updated_fraction"]);
+  EXPECT_EQ(straight_metrics["val_loss"], resumed_metrics["val_loss"]);
+
+}
+
 TEST_F(SubmodelTest, ATaskForAnotherModelOrAWrongSizeIsRefused) {
   Use("name = \"fedavg\"\n", "width_divisors = [2]\n");
   auto server = Server("submodel");

@@ -27,12 +27,18 @@ import torch_gpt2 as tg  # noqa: E402
 TOL = {"logits": (1e-4, 1e-5), "loss": (1e-5, 0.0), "grad": (1e-3, 1e-7)}
 
 
-def reference(model_path, tokens, targets):
-    """float64 logits (B,T,V), loss and {name: grad} from the checkpoint at model_path."""
+def reference(model_path, tokens, targets, hidden_grads=None):
+    """float64 logits (B,T,V), loss and {name: grad} from the checkpoint at model_path. With
+    hidden_grads {layer: G (B,T,C)}, the gradients are those of loss + sum(G * h_layer), h_layer
+    being that block's output; the loss returned is the cross-entropy alone."""
     model = tg.model_from_file(model_path, dtype=torch.float64)
-    logits = model(torch.from_numpy(tokens.astype(np.int64)))
+    hidden = []
+    logits = model(torch.from_numpy(tokens.astype(np.int64)), hidden)
     loss = tg.loss_fn(logits, torch.from_numpy(targets.astype(np.int64)))
-    loss.backward()
+    total = loss
+    for layer, g in (hidden_grads or {}).items():
+        total = total + (torch.from_numpy(g.astype(np.float64)) * hidden[layer]).sum()
+    total.backward()
     grads = {n: p.grad.numpy() for n, p in model.named()}
     return logits.detach().numpy(), np.array([loss.item()]), grads, model
 
@@ -88,7 +94,15 @@ def check(model_path, expected_path, quiet=False):
             print("error: " + p)
         return 1
 
-    ref_logits, ref_loss, ref_grads, _ = reference(model_path, tokens, targets)
+    hidden_grads = {int(k.split(".")[1]): v for k, v in exp.items() if k.startswith("hidden_grad.")}
+    bad = [l for l, g in hidden_grads.items()
+           if not 0 <= l < cfg["n_layer"] or tuple(g.shape) != (B, T, cfg["n_embd"])]
+    if bad:
+        print(f"error: hidden_grad for layers {bad}: outside the model or not (B,T,C)")
+        return 1
+    if hidden_grads:
+        print(f"with gradients injected at the outputs of blocks {sorted(hidden_grads)}")
+    ref_logits, ref_loss, ref_grads, _ = reference(model_path, tokens, targets, hidden_grads)
     ok = compare("logits", exp["logits"], ref_logits, "logits", quiet)
     ok &= compare("loss", exp["loss"], ref_loss, "loss", quiet)
     for n in shapes:

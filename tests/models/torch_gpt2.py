@@ -158,7 +158,8 @@ class GPT2(torch.nn.Module):
         meta["format"] = "tandem-gpt2"
         return meta
 
-    def forward(self, tokens):  # tokens (B,T) int64 -> logits (B,T,V)
+    def forward(self, tokens, hidden=None):  # tokens (B,T) int64 -> logits (B,T,V)
+        """hidden, a list, receives every block's output (B,T,C) in order."""
         cfg, p = self.cfg, self.p
         B, T = tokens.shape
         C = cfg["n_embd"]
@@ -179,6 +180,8 @@ class GPT2(torch.nn.Module):
             m = F.layer_norm(x, (C,), p(h + "ln_2.weight"), p(h + "ln_2.bias"), 1e-5)
             m = F.gelu(linear(m, p(h + "mlp.c_fc.weight"), p(h + "mlp.c_fc.bias")), approximate="tanh")
             x = x + linear(m, p(h + "mlp.c_proj.weight"), p(h + "mlp.c_proj.bias"))
+            if hidden is not None:
+                hidden.append(x)
         x = F.layer_norm(x, (C,), p("ln_f.weight"), p("ln_f.bias"), 1e-5)
         return x @ p("wte.weight").t()  # (B,T,V), tied head
 

@@ -7,6 +7,7 @@
 
 #include "core/rng.h"
 #include "distill/kd_terms.h"
+#include "tests/models/grad_check.h"
 #include "train/local_trainer.h"
 
 namespace tandem {
@@ -176,6 +177,72 @@ TEST(KdTermsTest, ModelTeacherGivesTheTeachersLogits) {
   for (size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], copy.logits()[i]);
   EXPECT_FALSE(PublicWindows::Create(stream, {static_cast<uint32_t>(stream.size())}, 16).ok());
   EXPECT_FALSE(PublicWindows::Create(stream, {}, 16).ok());
+}
+
+// A student of the teacher's width but fewer blocks (an emulator), its blocks matched to the
+// teacher's: the term's gradient (KD + hidden-state MSE, injected at the block outputs) against
+// central differences of its loss.
+TEST(KdTermsTest, HiddenMatchGradientMatchesFiniteDifferences) {
+  ModelConfig small = Micro();
+  small.n_layer = 2;
+  Gpt teacher(Micro()), student(small);
+  teacher.InitWeights(21);
+  student.InitWeights(22);
+  const TokenDataset stream = Stream(5);
+  auto windows = PublicWindows::Create(stream, {0, 300}, 16);
+  ASSERT_TRUE(windows.ok());
+  KdOptions kd;
+  kd.temperature = 2.0f;
+  kd.alpha = 0.5f;
+  HiddenMatch hidden;
+  hidden.layers = {{0, 0}, {1, 2}};
+  hidden.weight = 0.7f;
+  DenseDistillTerm term(*windows, &teacher, kd, 2, hidden);  // one batch: every window
+  double part = 0.0;
+  const double loss = term.MeanLoss(student, &part);
+  EXPECT_GT(part, 0.05) << "the hidden-state term should weigh in";
+  student.ZeroGrad();
+  Rng rng(1);
+  auto l = term.Accumulate(student, 0, rng);
+  ASSERT_TRUE(l.ok());
+  EXPECT_NEAR(l->loss, loss, 1e-6 * std::fabs(loss));
+  const std::vector<float> analytic(student.grads().begin(), student.grads().end());
+  auto r = testing::CheckGradient(student.params().data(),
+                                  testing::SpreadIndices(student.params().size(), 100),
+                                  analytic.data(), [&] { return term.MeanLoss(student); }, 1e-2);
+  EXPECT_LT(r.max_rel_error, 2e-2) << "abs " << r.max_abs_error << " over " << r.checked;
+  std::printf("hidden match: max relative error %.2e over %d parameters\n", r.max_rel_error,
+              r.checked);
+  // The same student, the KD alone: the hidden term changes the gradient.
+  DenseDistillTerm plain(*windows, &teacher, kd, 2, HiddenMatch{});
+  student.ZeroGrad();
+  ASSERT_TRUE(plain.Accumulate(student, 0, rng).ok());
+  double moved = 0.0;
+  for (size_t i = 0; i < analytic.size(); ++i) {
+    moved = std::max(moved, std::fabs(double(analytic[i]) - student.grads()[i]));
+  }
+  EXPECT_GT(moved, 1e-3);
+}
+
+// With weight 0 the term is the KD term to the model's logits, bit for bit.
+TEST(KdTermsTest, HiddenMatchOfWeightZeroIsThePlainTerm) {
+  Gpt teacher(Micro()), a(Micro()), b(Micro());
+  teacher.InitWeights(31);
+  a.InitWeights(32);
+  b.InitWeights(32);
+  const TokenDataset stream = Stream(6);
+  auto windows = PublicWindows::Create(stream, {0, 100, 200, 300}, 16);
+  ASSERT_TRUE(windows.ok());
+  KdOptions kd;
+  HiddenMatch off;
+  off.layers = {{2, 2}};
+  DenseDistillTerm with(*windows, &teacher, kd, 2, off);
+  DenseDistillTerm plain(*windows, ModelTeacher(&teacher), kd, 2, 256);
+  LocalTrainer ta(&a, TrainerOptions{}), tb(&b, TrainerOptions{});
+  Rng ra(1), rb(1);
+  ASSERT_TRUE(ta.Run({&with}, 3, 1e-3f, ra).ok());
+  ASSERT_TRUE(tb.Run({&plain}, 3, 1e-3f, rb).ok());
+  for (size_t i = 0; i < a.params().size(); ++i) ASSERT_EQ(a.params()[i], b.params()[i]) << i;
 }
 
 }  // namespace
