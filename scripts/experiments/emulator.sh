@@ -27,9 +27,11 @@ for seed in $SEEDS; do
     run "fedbiot-$tag-s$seed" configs/xling-fedbiot.toml --set seed="$seed" \
       --set fedbiot.emulator_keep="$keep"
     for method in off-uniform off-distilled fedbiot; do
-      name="$method-$tag-s$seed"
-      evaluate "$name" "$OUT/$name/checkpoints/model.safetensors"
-      evaluate "$name-emulator" "$OUT/$name/checkpoints/emulator.safetensors"
+      evaluate "$method-$tag-s$seed" "$OUT/$method-$tag-s$seed/checkpoints/model.safetensors"
+    done
+    for method in off-uniform off-distilled; do  # the emulators with their adapters
+      name="$method-$tag-s$seed-emulator"
+      evaluate "$name" "$OUT/${name%-emulator}/checkpoints/emulator.safetensors"
     done
   done
 done

@@ -40,9 +40,8 @@ evals="llm-public llm-oracle"
 for m in full half-quarter uniform quarter-static quarter-rolling quarter-importance; do
   evals="$evals sm-$m-s1"
 done
-for m in off-uniform off-distilled fedbiot; do
-  evals="$evals $m-d50-s1 $m-d50-s1-emulator"
-done
+evals="$evals off-uniform-d50-s1 off-distilled-d50-s1 fedbiot-d50-s1"
+evals="$evals off-uniform-d50-s1-emulator off-distilled-d50-s1-emulator"
 evals="$evals sm-half-quarter-s1-d4 sm-quarter-static-s1-d4"
 for e in $evals; do
   python3 - "$out/eval/$e.json" <<'PY' || fail "$e: no per-language test losses"
