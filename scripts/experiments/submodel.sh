@@ -12,7 +12,8 @@
 # collaboration, the oracle) from xling_llm_common.sh. Steps whose result exists are skipped,
 # so an interrupted run picks up where it stopped; delete OUT to start over.
 #
-# Usage: scripts/experiments/submodel.sh [BUILD_DIR]   (variables: xling_llm_common.sh)
+# Usage: scripts/experiments/submodel.sh [BUILD_DIR]   (variables: xling_llm_common.sh, and
+#   MIXES="full quarter-rolling"   a subset of the mixes above, run in that order)
 source "$(dirname "$0")/xling_llm_common.sh"
 
 # name, then its --set words (every one reads configs/xling-submodel.toml).
@@ -24,6 +25,17 @@ mixes=(
   "quarter-rolling|--set submodel.width_divisors=[4] --set submodel.window=rolling"
   "quarter-importance|--set submodel.width_divisors=[4] --set submodel.window=importance"
 )
+# MIXES="full quarter-rolling ..." runs those alone, in that order (default: all, as listed).
+if [ -n "${MIXES:-}" ]; then
+  chosen=()
+  for want in $MIXES; do
+    found=""
+    for mix in "${mixes[@]}"; do [ "${mix%%|*}" = "$want" ] && found="$mix"; done
+    [ -n "$found" ] || { echo "MIXES: no mix '$want'" >&2; exit 1; }
+    chosen+=("$found")
+  done
+  mixes=("${chosen[@]}")
+fi
 for seed in $SEEDS; do
   for mix in "${mixes[@]}"; do
     name="sm-${mix%%|*}-s$seed"
