@@ -5,7 +5,8 @@
 # seeds, for four client mixes and three windows:
 #   full          every client at full width (FedAvg of the LLM)
 #   half-quarter  half full, half 1/4 (each language one of each), rolling windows
-#   uniform       widths 1, 1/4, 1/2, 1/8 (each language one of {1, 1/2}, one of {1/4, 1/8}), rolling
+#   uniform       widths 1, 1/4, 1/2, 1/8 (each language one of {1, 1/2}, one of {1/4, 1/8}),
+#                 rolling
 #   quarter-{static,rolling,importance}   every client at 1/4: the global model wider than all
 # Every final LLM and every tier's final sub-model (checkpoints/submodel_d<d>.safetensors) is
 # scored by `tandem eval --json` per language; with the references (the LLM before
@@ -50,4 +51,5 @@ for seed in $SEEDS; do
 done
 step "done"
 # shellcheck disable=SC2086
-/usr/bin/python3 "$HERE/xling_llm_table.py" submodel "$OUT" --seeds $SEEDS | tee "$OUT/submodel-table.md"
+/usr/bin/python3 "$HERE/xling_llm_table.py" submodel "$OUT" --seeds $SEEDS \
+  | tee "$OUT/submodel-table.md"
