@@ -415,7 +415,8 @@ void RoundEngine::Dispatch(TaskSpec spec) {
   };
   if (algorithm_->CustomizesTasks()) {
     for (const auto& name : reachable) {
-      if (!outbox_->Send(name, message_for(&task_.members[name])).ok()) {
+      if (Status s = outbox_->Send(name, message_for(&task_.members[name])); !s.ok()) {
+        log->warn("round {}: task {} to {}: {}", round_, task_.id, name, s.message());
         unreachable.push_back(name);
       }
     }

@@ -14,7 +14,7 @@ Status SubmodelClient::Run(uint64_t round, const wire::TaskAssign& task, wire::T
   if (task.kind != kSubmodelTrainTask) {
     return Status::InvalidArgument("unknown task kind '" + task.kind + "'");
   }
-  TANDEM_ASSIGN_OR_RETURN(SubmodelTrainTask train, SubmodelTrainTask::Decode(task.params));
+  TANDEM_ASSIGN_OR_RETURN(SubmodelTrainTask train, SubmodelTrainTask::Decode(task));
   if (!(train.map.parent == context_->model_config())) {
     return Status::InvalidArgument("sub.map is cut from " + train.map.parent.ToString() +
                                    ", this client's model is " + context_->model_config().ToString());

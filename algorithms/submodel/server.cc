@@ -162,9 +162,9 @@ void SubmodelServer::Customize(const ClientInfo& client, wire::TaskAssign* assig
   task.local = LocalTrainParams{config_.local, config_.seed};
   task.map = tier.alignment->map();
   task.scatter = privacy_;
-  task.Encode(&assign->params);
-  assign->params["model"] = tier.model_name;
   assign->tensors = {*tier.weights};
+  task.Encode(&assign->params, &assign->tensors);
+  assign->params["model"] = tier.model_name;
 }
 
 Status SubmodelServer::OnResult(const ClientInfo& client, const wire::TaskResult& result) {
@@ -278,18 +278,27 @@ Status SubmodelServer::EndRound(uint64_t round, std::map<std::string, double>* m
   }
   // The sub-models of the next round's windows, cut from the new global model: what a device of
   // each tier would run.
+  tier_models_.clear();
   for (auto& [d, tier] : tiers_) {
     if (d == 1) continue;
     TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<GptWeights> child,
                             Extract(model_->weights(), tier.alignment->map()));
-    Gpt sub(std::shared_ptr<GptWeights>(std::move(child)));
-    TANDEM_ASSIGN_OR_RETURN(double loss, HeldOutLoss(sub, validation_, 16, config_.eval_tokens));
+    auto sub = std::make_unique<Gpt>(std::shared_ptr<GptWeights>(std::move(child)));
+    TANDEM_ASSIGN_OR_RETURN(double loss,
+                            HeldOutLoss(*sub, validation_, 16, config_.eval_tokens));
     if (std::isfinite(loss)) (*metrics)["val_loss_d" + std::to_string(d)] = loss;
+    tier_models_[d] = std::move(sub);
   }
   return Status::Ok();
 }
 
-std::vector<RunModel> SubmodelServer::Models() const { return {{"model", model_.get(), true, ""}}; }
+std::vector<RunModel> SubmodelServer::Models() const {
+  std::vector<RunModel> models = {{"model", model_.get(), true, ""}};
+  for (const auto& [d, sub] : tier_models_) {
+    models.push_back({"submodel_d" + std::to_string(d), sub.get(), false, ""});
+  }
+  return models;
+}
 
 std::optional<std::string> SubmodelServer::PrivacyConflict() const { return std::nullopt; }
 

@@ -16,6 +16,9 @@
 // knows who contributed and their tiers, not what they sent). The price is bytes: every client
 // uploads the whole model's length whatever its tier, and the DP noise on a coordinate is divided
 // by fewer clients where fewer cover it.
+//
+// Models(): the global model ("model", the headline) and, once a round has ended, each narrower
+// tier's sub-model of that round's window cut from the new global model ("submodel_d<d>").
 #pragma once
 
 #include <cstdint>
@@ -118,6 +121,10 @@ class SubmodelServer : public ServerAlgorithm {
   double uncovered_fraction_ = 0.0;      // of the model's coordinates, this round
   std::vector<uint8_t> ever_covered_;    // (model) 1 once a round has moved the coordinate
   std::map<int, double> tier_loss_sum_, tier_weight_;
+  // (width-1/d sub-model) each tier's sub-model of the last round's window cut from the global
+  // model after its step (EndRound): what a device of that tier runs, checkpointed as
+  // submodel_d<d>.safetensors so it can be scored like any model (tandem eval). Width 1 has none.
+  std::map<int, std::unique_ptr<Gpt>> tier_models_;
 };
 
 }  // namespace tandem

@@ -20,6 +20,8 @@
 #include "client/client.h"
 #include "coordinator/coordinator.h"
 #include "tests/algorithms/halves_fixtures.h"
+#include "wire/message.h"
+#include "wire/protocol.h"
 
 namespace tandem {
 namespace {
@@ -243,6 +245,81 @@ TEST_F(SubmodelTest, RollingWindowsReachEveryCoordinateAStaticWindowNeverDoes) {
   EXPECT_GT(never, 0.3) << "a static prefix leaves the rest of every block untouched";
 }
 
+TEST_F(SubmodelTest, ModelsListEachNarrowerTiersSubModelCutFromTheNewGlobalModel) {
+  Use("name = \"fedavg\"\n", "width_divisors = [1, 2, 4]\nwindow = \"rolling\"\n");
+  auto server = Server("submodel");
+  ASSERT_TRUE(server);
+  auto& s = dynamic_cast<SubmodelServer&>(*server);
+  ASSERT_EQ(server->Models().size(), 1u) << "before any round: the global model alone";
+  for (uint64_t round = 1; round <= 2; ++round) {
+    Round(*server, "submodel", round, 3);
+    const std::vector<RunModel> models = server->Models();
+    ASSERT_EQ(models.size(), 3u) << "round " << round;
+    EXPECT_EQ(models[0].name, "model");
+    EXPECT_TRUE(models[0].headline);
+    for (size_t m = 1; m < models.size(); ++m) {
+      const int d = m == 1 ? 2 : 4;
+      EXPECT_EQ(models[m].name, "submodel_d" + std::to_string(d));
+      EXPECT_FALSE(models[m].headline) << "a sub-model is not the run's headline";
+      // This round's window (rolling: it moves every round) of the global model after its step.
+      const Alignment* alignment = s.TierAlignment(d);
+      ASSERT_NE(alignment, nullptr);
+      std::vector<float> expected(alignment->child_size());
+      alignment->Extract(s.model().params(), expected);
+      EXPECT_EQ(models[m].model->config().ToString(), alignment->child_config().ToString());
+      EXPECT_TRUE(SameBits(Copy(models[m].model->params()), expected))
+          << "round " << round << ", d = " << d;
+    }
+  }
+}
+
+// Regression: an importance window's map for llm-small is tens of kB of short runs, and as a
+// string parameter it broke the wire's 4 KiB limit, so no client ever got its task.
+TEST(SubmodelTaskTest, AnImportanceWindowsMapOfManyRunsCrossesTheWire) {
+  auto parent = ModelPreset("llm-small");
+  ASSERT_TRUE(parent.ok());
+  AlignmentMap map;
+  map.parent = *parent;
+  for (int l = 0; l < parent->n_layer; ++l) map.layers.push_back(l);
+  auto every_other = [](int n) {
+    std::vector<int> v;
+    for (int i = 0; i < n; i += 2) v.push_back(i);
+    return v;
+  };
+  map.channels = every_other(parent->d_model);
+  for (int l = 0; l < parent->n_layer; ++l) {
+    map.heads.push_back(every_other(parent->n_head));
+    map.neurons.push_back(every_other(parent->mlp_width(l)));
+  }
+  ASSERT_TRUE(map.Validate().ok()) << map.Validate().ToString();
+  ASSERT_GT(AlignmentMapToJson(map).size(), wire::kMaxStringBytes);
+  SubmodelTrainTask task;
+  task.map = map;
+  task.scatter = true;
+  wire::Message message;
+  message.envelope.run_id = 1;
+  message.envelope.round = 1;
+  message.envelope.task_id = 1;
+  message.envelope.sequence = 1;
+  wire::TaskAssign assign;
+  assign.kind = kSubmodelTrainTask;
+  assign.deadline_ms = 1000;
+  task.Encode(&assign.params, &assign.tensors);
+  message.body = assign;
+  auto bytes = wire::EncodeMessage(message);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+  auto decoded = wire::DecodeMessage(std::string_view(*bytes));
+  ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
+  auto back = SubmodelTrainTask::Decode(std::get<wire::TaskAssign>(decoded->body));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_TRUE(back->map == map);
+  EXPECT_TRUE(back->scatter);
+  // Without the map's tensor the task is refused.
+  wire::TaskAssign without = assign;
+  without.tensors.clear();
+  EXPECT_FALSE(SubmodelTrainTask::Decode(without).ok());
+}
+
 // A coordinator restored from its checkpoint after round 1 (model, FedAdam's moments, the
 // record of coordinates ever updated) ends round 2 with the uninterrupted run's bits and
 // metrics.
@@ -293,7 +370,14 @@ TEST_F(SubmodelTest, ATaskForAnotherModelOrAWrongSizeIsRefused) {
   EXPECT_NE(s.message().find("sub.map is cut from"), std::string::npos) << s.ToString();
   // A corrupted map.
   wire::TaskAssign bad = task;
-  bad.params["sub.map"] = std::string("{\"format\":\"tandem-alignment\"}");
+  const std::string corrupt = "{\"format\":\"tandem-alignment\"}";
+  for (wire::Tensor& t : bad.tensors) {
+    if (t.name == "sub.map") {
+      t = wire::Tensor::Bytes("sub.map", std::span<const uint8_t>(
+                                             reinterpret_cast<const uint8_t*>(corrupt.data()),
+                                             corrupt.size()));
+    }
+  }
   auto ok_context = Context(0);
   auto ok_handler = Handler("submodel", ok_context.get());
   EXPECT_FALSE(ok_handler->Run(1, bad, &result).ok());
