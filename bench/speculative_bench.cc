@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_models.h"
 #include "core/threads.h"
 #include "data/arithmetic.h"
 #include "data/batcher.h"
@@ -35,19 +36,9 @@
 namespace tandem {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double Seconds(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration<double>(b - a).count();
-}
-
-std::vector<int> ParseList(const std::string& s) {
-  std::vector<int> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) out.push_back(std::atoi(item.c_str()));
-  return out;
-}
+using bench::Clock;
+using bench::ParseList;
+using bench::Seconds;
 
 // A verifier behind a fixed delay per call: the stand-in for a network round trip.
 class DelayedVerifier : public Verifier {
@@ -65,37 +56,6 @@ class DelayedVerifier : public Verifier {
   Verifier* inner_;
   int delay_ms_;
 };
-
-// Arithmetic lines joined by '\n' (no end-of-text between them, so generation runs on).
-std::string ArithmeticText(size_t count, uint64_t seed) {
-  std::string text;
-  for (int level = 1; level <= 3; ++level) {
-    auto ex = MakeArithmeticExamples(level, count / 3, seed + level);
-    TANDEM_CHECK(ex.ok());
-    for (const auto& e : *ex) text += e.prompt + e.answer + "\n";
-  }
-  return text;
-}
-
-std::unique_ptr<Gpt> Train(const std::string& preset, int steps, uint64_t seed) {
-  auto config = ModelPreset(preset);
-  TANDEM_CHECK(config.ok());
-  auto model = std::make_unique<Gpt>(*config);
-  model->InitWeights(seed);
-  auto batcher = Batcher::Create(TokenDataset(ByteTokenizer::Encode(ArithmeticText(30000, 1))),
-                                 8, config->context);
-  TANDEM_CHECK(batcher.ok());
-  TextTerm term(*batcher);
-  LocalTrainer trainer(model.get(), TrainerOptions{});
-  Rng rng(seed);
-  const auto t0 = Clock::now();
-  auto report = trainer.Run({&term}, steps, 2e-3f, rng);
-  TANDEM_CHECK(report.ok());
-  std::printf("trained %s (%zu params) for %d steps in %.1f s: train loss %.3f\n", preset.c_str(),
-              model->num_params(), steps, Seconds(t0, Clock::now()),
-              report->Mean("train_loss"));
-  return model;
-}
 
 int Main(int argc, char** argv) {
   std::string cloud_path, draft_path, save_dir;
@@ -142,8 +102,8 @@ int Main(int argc, char** argv) {
     cloud = std::move(*c);
     device = std::move(*d);
   } else {
-    cloud = Train("slm-small", train_steps, 11);
-    device = Train("slm-micro", train_steps, 12);
+    cloud = bench::TrainOnArithmetic("slm-small", train_steps, 11);
+    device = bench::TrainOnArithmetic("slm-micro", train_steps, 12);
   }
   SetComputeThreads(threads);
   if (!save_dir.empty()) {
