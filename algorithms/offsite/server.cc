@@ -227,7 +227,10 @@ void OffsiteServer::AbortRound() {
 
 Status OffsiteServer::EndRound(uint64_t round, std::map<std::string, double>* metrics) {
   if (train_weight_ > 0) (*metrics)["train_loss"] = train_loss_sum_ / train_weight_;
+  // The alignment's figures belong to the round it ran in (every round for fedbiot, the first
+  // for offsite).
   for (const auto& [k, v] : align_metrics_) (*metrics)[k] = v;
+  align_metrics_.clear();
   (*metrics)["emulator_version"] = static_cast<double>(version_);
   TANDEM_ASSIGN_OR_RETURN(double v, HeldOutLoss(*llm_, validation_, 16, config_.eval_tokens));
   if (std::isfinite(v)) {

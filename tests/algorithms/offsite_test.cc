@@ -265,6 +265,32 @@ TEST_F(OffsiteTest, FedBiOTResumesItsAlignmentBitForBit) {
 
 // The hidden-state term pulls the emulator's middle toward the LLM's: after the same steps its
 // normalized distance is smaller than with KD on logits alone, which does not report it.
+// offsite distils its emulator once: the alignment's figures are in round 1's metrics only.
+TEST_F(OffsiteTest, OffsiteReportsItsOneAlignmentInTheFirstRoundOnly) {
+  Use("offsite", "server_steps = 2\nwindows = 4\nserver_batch = 2\n");
+  auto made = Server("offsite", FourBlocks());
+  ASSERT_TRUE(made);
+  auto& server = dynamic_cast<OffsiteServer&>(*made);
+  const ClientInfo a = Client(0, server);
+  for (uint64_t round = 1; round <= 2; ++round) {
+    auto spec = server.BeginRound(round, {a});
+    ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+    wire::TaskResult zero;
+    zero.weight = 1.0;
+    zero.metrics["train_loss"] = 1.0;
+    std::vector<float> d(spec->contribution->length, 0.0f);
+    zero.tensors = {wire::Tensor::Float32("delta", {d.size()}, d)};
+    ASSERT_TRUE(server.OnResult(a, zero).ok());
+    TaskReport report;
+    report.assigned = report.responded = {a.name};
+    ASSERT_TRUE(server.OnTaskClosed(report).ok());
+    std::map<std::string, double> metrics;
+    ASSERT_TRUE(server.EndRound(round, &metrics).ok());
+    EXPECT_EQ(metrics.count("emulator_kd_loss_after"), round == 1 ? 1u : 0u) << "round " << round;
+    EXPECT_EQ(metrics["emulator_version"], 1.0);
+  }
+}
+
 TEST_F(OffsiteTest, HiddenStateMatchingAlignsTheMiddlesOutput) {
   auto distance = [&](double hidden_weight) {
     Use("offsite", "server_steps = 6\nwindows = 4\nserver_batch = 2\nserver_lr = 0.003\n"
