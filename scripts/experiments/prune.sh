@@ -22,6 +22,8 @@
 #   STEPS=100            the from-scratch budget in steps of BATCH sequences of the parent's
 #   BATCH=4              context; recovery budgets are RECOVER_PERCENT of it, at the same batch
 #   RECOVER_PERCENT="1 3 10"
+#   RECOVER_LR=1e-3      the recovery's learning rate (tandem prune --lr); the table's runs used
+#                        1e-3, before the tool's default became 3e-4
 #   EVAL_TOKENS=8192     held-out tokens every loss is measured on (the same prefix for all)
 #   METHODS="activation taylor magnitude random"   the width cuts' importance scores
 #   SHAPES="..."         the cuts, one word each: NAME:KIND:TO:SCRATCH, where KIND is width or
@@ -46,6 +48,7 @@ PARENT_STOP="${PARENT_STOP:-0}"
 STEPS="${STEPS:-100}"
 BATCH="${BATCH:-4}"
 RECOVER_PERCENT="${RECOVER_PERCENT:-1 3 10}"
+RECOVER_LR="${RECOVER_LR:-1e-3}"
 EVAL_TOKENS="${EVAL_TOKENS:-8192}"
 METHODS="${METHODS:-activation taylor magnitude random}"
 # llm-small (10.80M parameters): width 0.68 keeps 50.2%, width 0.5 25.4%, 3 blocks 50.7% and 2
@@ -174,6 +177,7 @@ for seed in $SEEDS; do
         logged "$OUT/cuts/$cut.log" "$TANDEM" prune "$CONFIG" --checkpoint "$PARENT" --to "$to" \
           --method "$method" --seed "$seed" --batch "$BATCH" --eval-tokens "$EVAL_TOKENS" \
           --no-parent-eval --recover-steps "$(recover_steps "$max_percent")" --eval-at "$eval_at" \
+          --lr "$RECOVER_LR" \
           --out "$OUT/cuts/$cut.safetensors" --json "$OUT/cuts/$cut.json.tmp" $SET
         mv "$OUT/cuts/$cut.json.tmp" "$OUT/cuts/$cut.json"
       fi
