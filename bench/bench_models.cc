@@ -7,6 +7,7 @@
 
 #include "data/arithmetic.h"
 #include "data/batcher.h"
+#include "models/gpt_checkpoint.h"
 #include "models/tokenizer.h"
 #include "train/local_trainer.h"
 
@@ -48,6 +49,25 @@ std::unique_ptr<Gpt> TrainOnArithmetic(const std::string& preset, int steps, uin
   std::printf("trained %s (%zu params) for %d steps in %.1f s: train loss %.3f\n", preset.c_str(),
               model->num_params(), steps, Seconds(t0, Clock::now()), report->Mean("train_loss"));
   return model;
+}
+
+bool LoadOrTrainPair(const std::string& cloud_path, const std::string& draft_path,
+                     int train_steps, std::unique_ptr<Gpt>* cloud, std::unique_ptr<Gpt>* device) {
+  if (cloud_path.empty() && draft_path.empty()) {
+    *cloud = TrainOnArithmetic("slm-small", train_steps, 11);
+    *device = TrainOnArithmetic("slm-micro", train_steps, 12);
+    return true;
+  }
+  auto c = LoadGpt(cloud_path);
+  auto d = LoadGpt(draft_path);
+  if (!c.ok() || !d.ok()) {
+    std::fprintf(stderr, "cannot load: %s\n",
+                 (!c.ok() ? c.status() : d.status()).message().c_str());
+    return false;
+  }
+  *cloud = std::move(*c);
+  *device = std::move(*d);
+  return true;
 }
 
 }  // namespace tandem::bench

@@ -29,4 +29,10 @@ std::string ArithmeticText(size_t count, uint64_t seed);
 // its context) on ArithmeticText(30000, 1), printing its time and loss; untrained when steps = 0.
 std::unique_ptr<Gpt> TrainOnArithmetic(const std::string& preset, int steps, uint64_t seed);
 
+// The benchmarks' cloud and device: the checkpoints given (both paths, or neither), or slm-small
+// and slm-micro trained `train_steps` steps on arithmetic (seeds 11 and 12). Prints why and
+// returns false when a checkpoint cannot be loaded.
+bool LoadOrTrainPair(const std::string& cloud_path, const std::string& draft_path,
+                     int train_steps, std::unique_ptr<Gpt>* cloud, std::unique_ptr<Gpt>* device);
+
 }  // namespace tandem::bench

@@ -91,20 +91,7 @@ int Main(int argc, char** argv) {
   // fastest on one thread (OpenMP's barriers cost more than the work, more so on a loaded host).
   SetComputeThreads(ComputeThreads());
   std::unique_ptr<Gpt> cloud, device;
-  if (!cloud_path.empty() || !draft_path.empty()) {
-    auto c = LoadGpt(cloud_path);
-    auto d = LoadGpt(draft_path);
-    if (!c.ok() || !d.ok()) {
-      std::fprintf(stderr, "cannot load: %s\n",
-                   (!c.ok() ? c.status() : d.status()).message().c_str());
-      return 1;
-    }
-    cloud = std::move(*c);
-    device = std::move(*d);
-  } else {
-    cloud = bench::TrainOnArithmetic("slm-small", train_steps, 11);
-    device = bench::TrainOnArithmetic("slm-micro", train_steps, 12);
-  }
+  if (!bench::LoadOrTrainPair(cloud_path, draft_path, train_steps, &cloud, &device)) return 1;
   SetComputeThreads(threads);
   if (!save_dir.empty()) {
     TANDEM_CHECK(SaveGpt(save_dir + "/cloud.safetensors", *cloud).ok());
