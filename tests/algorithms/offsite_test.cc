@@ -49,6 +49,26 @@ class OffsiteTest : public testing::HalvesTest {
   static ClientInfo Client(int k, const ServerAlgorithm& server) {
     return {"client-" + std::to_string(k), k, server.RequiredCapabilities()};
   }
+  // One round with client-0 answering a delta of `delta` everywhere; the round's metrics.
+  static std::map<std::string, double> RunRound(OffsiteServer& server, uint64_t round,
+                                                float delta) {
+    const ClientInfo a = Client(0, server);
+    std::map<std::string, double> metrics;
+    auto spec = server.BeginRound(round, {a});
+    EXPECT_TRUE(spec.ok()) << spec.status().ToString();
+    if (!spec.ok()) return metrics;
+    wire::TaskResult result;
+    result.weight = 1.0;
+    result.metrics["train_loss"] = 1.0;
+    std::vector<float> d(spec->contribution->length, delta);
+    result.tensors = {wire::Tensor::Float32("delta", {d.size()}, d)};
+    EXPECT_TRUE(server.OnResult(a, result).ok());
+    TaskReport report;
+    report.assigned = report.responded = {a.name};
+    EXPECT_TRUE(server.OnTaskClosed(report).ok());
+    EXPECT_TRUE(server.EndRound(round, &metrics).ok());
+    return metrics;
+  }
 };
 
 TEST_F(OffsiteTest, UntouchedAdaptersPluggedBackGiveTheLlmBitForBit) {
@@ -223,22 +243,7 @@ TEST_F(OffsiteTest, FedBiOTRealignsTheEmulatorBeforeEveryRound) {
 // without the optimiser is refused and changes nothing.
 TEST_F(OffsiteTest, FedBiOTResumesItsAlignmentBitForBit) {
   Use("fedbiot", "server_steps = 3\nwindows = 4\nserver_batch = 2\nserver_lr = 0.003\n");
-  auto round = [&](OffsiteServer& server, uint64_t r) {
-    const ClientInfo a = Client(0, server);
-    auto spec = server.BeginRound(r, {a});
-    ASSERT_TRUE(spec.ok()) << spec.status().ToString();
-    wire::TaskResult zero;
-    zero.weight = 1.0;
-    zero.metrics["train_loss"] = 1.0;
-    std::vector<float> d(spec->contribution->length, 0.01f);
-    zero.tensors = {wire::Tensor::Float32("delta", {d.size()}, d)};
-    ASSERT_TRUE(server.OnResult(a, zero).ok());
-    TaskReport report;
-    report.assigned = report.responded = {a.name};
-    ASSERT_TRUE(server.OnTaskClosed(report).ok());
-    std::map<std::string, double> metrics;
-    ASSERT_TRUE(server.EndRound(r, &metrics).ok());
-  };
+  auto round = [&](OffsiteServer& server, uint64_t r) { RunRound(server, r, 0.01f); };
   auto made = Server("fedbiot", FourBlocks());
   ASSERT_TRUE(made);
   auto& straight = dynamic_cast<OffsiteServer&>(*made);
@@ -271,21 +276,8 @@ TEST_F(OffsiteTest, OffsiteReportsItsOneAlignmentInTheFirstRoundOnly) {
   auto made = Server("offsite", FourBlocks());
   ASSERT_TRUE(made);
   auto& server = dynamic_cast<OffsiteServer&>(*made);
-  const ClientInfo a = Client(0, server);
   for (uint64_t round = 1; round <= 2; ++round) {
-    auto spec = server.BeginRound(round, {a});
-    ASSERT_TRUE(spec.ok()) << spec.status().ToString();
-    wire::TaskResult zero;
-    zero.weight = 1.0;
-    zero.metrics["train_loss"] = 1.0;
-    std::vector<float> d(spec->contribution->length, 0.0f);
-    zero.tensors = {wire::Tensor::Float32("delta", {d.size()}, d)};
-    ASSERT_TRUE(server.OnResult(a, zero).ok());
-    TaskReport report;
-    report.assigned = report.responded = {a.name};
-    ASSERT_TRUE(server.OnTaskClosed(report).ok());
-    std::map<std::string, double> metrics;
-    ASSERT_TRUE(server.EndRound(round, &metrics).ok());
+    std::map<std::string, double> metrics = RunRound(server, round, 0.0f);
     EXPECT_EQ(metrics.count("emulator_kd_loss_after"), round == 1 ? 1u : 0u) << "round " << round;
     EXPECT_EQ(metrics["emulator_version"], 1.0);
   }
