@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <numeric>
 
 #include <omp.h>
 
@@ -579,14 +580,10 @@ void GptWorkspace::Truncate(int position) {
   pos_ = position;
 }
 
-const float* GptWorkspace::Decode(const int32_t* tokens, int k) {
-  const GptWeights& w = *weights_;
-  const ModelConfig& c = w.config();
-  const int C = c.d_model, V = c.vocab, HD = c.head_dim(), ctx = c.context;
-  TANDEM_CHECK(k >= 1 && pos_ + k <= ctx);
-  for (int i = 0; i < k; ++i) TANDEM_CHECK(tokens[i] >= 0 && tokens[i] < V);
-  const int rank = w.has_lora() && !w.lora_merged() ? w.lora_config().rank : 0;
-  if (!decode_ || decode_->rows < k || decode_->lora_rank != rank) {
+void GptWorkspace::EnsureDecodeState(int rows, int rank) {
+  const ModelConfig& c = weights_->config();
+  const int C = c.d_model, V = c.vocab, ctx = c.context;
+  if (!decode_ || decode_->rows < rows || decode_->lora_rank != rank) {
     // Keep the cache when only the scratch grows.
     auto d = std::make_unique<DecodeState>();
     if (decode_) {
@@ -600,10 +597,10 @@ const float* GptWorkspace::Decode(const int32_t* tokens, int k) {
       }
       d->cache.assign(at + 16, 0.0f);
     }
-    const int rows = std::max(k, decode_ ? decode_->rows : 1);
-    d->rows = rows;
+    const int n_rows = std::max(rows, decode_ ? decode_->rows : 1);
+    d->rows = n_rows;
     d->lora_rank = rank;
-    const size_t n = rows;
+    const size_t n = n_rows;
     const size_t sizes[] = {n * C, n * C, n, n, n * c.max_attn_width(),
                             static_cast<size_t>(c.max_heads()) * n * ctx, n * c.max_mlp_width(),
                             n * c.max_mlp_width(), n * V, std::max<size_t>(n * rank, 1)};
@@ -620,6 +617,19 @@ const float* GptWorkspace::Decode(const int32_t* tokens, int k) {
     }
     decode_ = std::move(d);
   }
+}
+
+float* GptWorkspace::DecodeCache(int layer) {
+  return AlignedStart(decode_->cache.data()) + decode_->cache_at[layer];
+}
+
+const float* GptWorkspace::Decode(const int32_t* tokens, int k) {
+  const GptWeights& w = *weights_;
+  const ModelConfig& c = w.config();
+  const int C = c.d_model, V = c.vocab, HD = c.head_dim(), ctx = c.context;
+  TANDEM_CHECK(k >= 1 && pos_ + k <= ctx);
+  for (int i = 0; i < k; ++i) TANDEM_CHECK(tokens[i] >= 0 && tokens[i] < V);
+  EnsureDecodeState(k, w.has_lora() && !w.lora_merged() ? w.lora_config().rank : 0);
   DecodeState& d = *decode_;
   const int p0 = pos_;
   const float* p = w.params().data();
@@ -647,6 +657,140 @@ const float* GptWorkspace::Decode(const int32_t* tokens, int k) {
   Gemm(false, true, k, V, C, 1.0f, d.ln, C, p + w.wte_offset(), C, 0.0f, d.logits, V);
   pos_ += k;
   return d.logits;
+}
+
+// --- Batched decoding ---------------------------------------------------------------------
+
+// Buffers of one batched pass over N rows (all steps' rows, padded), as DecodeState's.
+struct BatchDecoder::Scratch {
+  int rows = 0, k_max = 0, lora_rank = 0;
+  std::vector<float> buffer;
+  float *x, *ln, *mean, *rstd;  // (N,C) (N,C) (N) (N)
+  float* qkv;                   // (N,3Amax) this pass's rows of c_attn, copied into the caches
+  float* atty;                  // (N,Amax)
+  float* att;                   // (NHmax,k_max,context) one sequence's attention at a time
+  float *fch, *fch_gelu;        // (N,Mmax)
+  float* logits;                // (N,V)
+  float* xa;                    // (N,r)
+};
+
+namespace {
+
+// A batch's row count is a multiple of this: see gpt_workspace.h.
+constexpr size_t kRowBlock = 4;
+
+// The fewest rows whose width `w` floats make a multiple of 16 floats (64 bytes).
+int RowsPerAlignment(int w) { return 16 / std::gcd(w, 16); }
+
+}  // namespace
+
+BatchDecoder::BatchDecoder(std::shared_ptr<const GptWeights> weights)
+    : weights_(std::move(weights)) {
+  TANDEM_CHECK(weights_ != nullptr);
+  // A sequence's rows start 64-byte aligned in every (N,width) buffer, as Decode's do: the GELU's
+  // vectorised kernel treats an unaligned head of a buffer differently.
+  const ModelConfig& c = weights_->config();
+  row_step_ = std::lcm(RowsPerAlignment(c.d_model), RowsPerAlignment(c.vocab));
+  for (int l = 0; l < c.n_layer; ++l) {
+    row_step_ = std::lcm(row_step_, RowsPerAlignment(c.attn_width(l)));
+    row_step_ = std::lcm(row_step_, RowsPerAlignment(c.mlp_width(l)));
+  }
+}
+
+BatchDecoder::~BatchDecoder() = default;
+
+std::span<const float* const> BatchDecoder::Decode(std::span<const Step> steps) {
+  const GptWeights& w = *weights_;
+  const ModelConfig& c = w.config();
+  const int C = c.d_model, V = c.vocab, HD = c.head_dim(), ctx = c.context;
+  const int rank = w.has_lora() && !w.lora_merged() ? w.lora_config().rank : 0;
+  TANDEM_CHECK(!steps.empty());
+  // Rows: step j's k_j rows from first_row_[j], a multiple of row_step_; the total padded to a
+  // multiple of kRowBlock, so that the matrix products compute every row in a full block (header).
+  first_row_.resize(steps.size());
+  size_t n = 0;
+  int k_max = 1;
+  for (size_t j = 0; j < steps.size(); ++j) {
+    const Step& s = steps[j];
+    TANDEM_CHECK(s.workspace != nullptr && s.workspace->weights_.get() == weights_.get());
+    TANDEM_CHECK(s.k >= 1 && s.workspace->pos_ + s.k <= ctx);
+    for (int i = 0; i < s.k; ++i) TANDEM_CHECK(s.tokens[i] >= 0 && s.tokens[i] < V);
+    for (size_t o = 0; o < j; ++o) TANDEM_CHECK(steps[o].workspace != s.workspace);
+    n = (n + row_step_ - 1) / row_step_ * row_step_;
+    first_row_[j] = n;
+    n += s.k;
+    k_max = std::max(k_max, s.k);
+  }
+  const int N = static_cast<int>((n + kRowBlock - 1) / kRowBlock * kRowBlock);
+  if (!scratch_ || scratch_->rows < N || scratch_->k_max < k_max || scratch_->lora_rank != rank) {
+    auto d = std::make_unique<Scratch>();
+    d->rows = std::max(N, scratch_ ? scratch_->rows : 0);
+    d->k_max = std::max(k_max, scratch_ ? scratch_->k_max : 0);
+    d->lora_rank = rank;
+    const size_t r = d->rows, A = c.max_attn_width(), M = c.max_mlp_width();
+    const size_t sizes[] = {r * C, r * C, r, r, r * 3 * A, r * A,
+                            static_cast<size_t>(c.max_heads()) * d->k_max * ctx, r * M, r * M,
+                            r * V, std::max<size_t>(r * rank, 1)};
+    float** ptrs[] = {&d->x,   &d->ln,   &d->mean,     &d->rstd,   &d->qkv, &d->atty,
+                      &d->att, &d->fch,  &d->fch_gelu, &d->logits, &d->xa};
+    size_t total = 0;
+    for (size_t s : sizes) total += Align16(s);
+    d->buffer.assign(total + 16, 0.0f);
+    float* base = AlignedStart(d->buffer.data());
+    total = 0;
+    for (size_t i = 0; i < std::size(sizes); ++i) {
+      *ptrs[i] = base + total;
+      total += Align16(sizes[i]);
+    }
+    scratch_ = std::move(d);
+  }
+  Scratch& d = *scratch_;
+  const float* p = w.params().data();
+  // Padding rows start at zero and stay finite; nothing reads their results.
+  std::memset(d.x, 0, sizeof(float) * N * C);
+  for (size_t j = 0; j < steps.size(); ++j) {
+    GptWorkspace& ws = *steps[j].workspace;
+    ws.EnsureDecodeState(1, rank);
+    EmbeddingForward(d.x + first_row_[j] * C, steps[j].tokens, p + w.wte_offset(),
+                     p + w.wpe_offset() + static_cast<size_t>(ws.pos_) * C, 1, steps[j].k, C);
+  }
+  // The linear layers' slots depend on the weights alone: any of the workspaces gives them.
+  const GptWorkspace& any = *steps[0].workspace;
+  for (int l = 0; l < c.n_layer; ++l) {
+    const BlockWeights bw = w.block(l);
+    const int A = c.attn_width(l), NH = c.heads(l), M = c.mlp_width(l);
+    LayerNormForward(d.ln, d.mean, d.rstd, d.x, bw.ln1_w, bw.ln1_b, N, C);
+    any.LinearFwd(any.Linear(l, W::kQkv, nullptr, nullptr, d.xa), d.qkv, d.ln, N, false);
+    std::memset(d.atty, 0, sizeof(float) * N * A);
+    for (size_t j = 0; j < steps.size(); ++j) {
+      GptWorkspace& ws = *steps[j].workspace;
+      const int k = steps[j].k, p0 = ws.pos_;
+      float* cache = ws.DecodeCache(l);  // (context,3A): rows [0, p0) already cached
+      std::memcpy(cache + static_cast<size_t>(p0) * 3 * A, d.qkv + first_row_[j] * 3 * A,
+                  sizeof(float) * k * 3 * A);
+      AttentionForward(d.atty + first_row_[j] * A, d.att, cache, 1, k, NH, HD, /*past=*/p0);
+    }
+    any.LinearFwd(any.Linear(l, W::kAttnProj, nullptr, nullptr, d.xa), d.x, d.atty, N,
+                  /*accumulate=*/true);
+    LayerNormForward(d.ln, d.mean, d.rstd, d.x, bw.ln2_w, bw.ln2_b, N, C);
+    any.LinearFwd(any.Linear(l, W::kFc, nullptr, nullptr, d.xa), d.fch, d.ln, N, false);
+    std::memset(d.fch_gelu, 0, sizeof(float) * N * M);
+    for (size_t j = 0; j < steps.size(); ++j) {
+      GeluForward(d.fch_gelu + first_row_[j] * M, d.fch + first_row_[j] * M,
+                  static_cast<size_t>(steps[j].k) * M);
+    }
+    any.LinearFwd(any.Linear(l, W::kFcProj, nullptr, nullptr, d.xa), d.x, d.fch_gelu, N,
+                  /*accumulate=*/true);
+  }
+  LayerNormForward(d.ln, d.mean, d.rstd, d.x, p + w.lnf_w_offset(), p + w.lnf_b_offset(), N, C);
+  // Tied head: logits (N,V) = lnf (N,C) @ wte^T.
+  Gemm(false, true, N, V, C, 1.0f, d.ln, C, p + w.wte_offset(), C, 0.0f, d.logits, V);
+  logits_.resize(steps.size());
+  for (size_t j = 0; j < steps.size(); ++j) {
+    steps[j].workspace->pos_ += steps[j].k;
+    logits_[j] = d.logits + first_row_[j] * V;
+  }
+  return logits_;
 }
 
 }  // namespace tandem

@@ -11,7 +11,9 @@
 // Decoding: Decode feeds k tokens of one sequence at the next positions of the cache and returns
 // their k rows of logits, through the same layer kernels as Forward; Truncate rolls the cache
 // back (rejected speculative drafts). Decoding uses its own buffers, so a workspace may decode
-// between training steps without disturbing the activations Backward needs.
+// between training steps without disturbing the activations Backward needs. BatchDecoder (below)
+// advances several workspaces' sequences in one pass: one matrix product per linear layer over
+// all their rows.
 //
 // Ownership: a workspace shares ownership of its weights and only reads them.
 // Thread safety: a workspace is used by one thread at a time (its kernels use OpenMP inside).
@@ -105,6 +107,7 @@ class GptWorkspace {
   void Truncate(int position);
 
  private:
+  friend class BatchDecoder;
   struct Activations;
   struct DecodeState;
   struct LinearSlot;
@@ -118,6 +121,10 @@ class GptWorkspace {
   // A linear layer's weights and adapter; gradients point into g and gl (null: frozen), and the
   // adapter's inp @ A into xa.
   LinearSlot Linear(int layer, int kind, float* g, float* gl, float* xa) const;
+  // The key/value cache, and Decode's scratch for at least `rows` rows, for adapters of `rank`.
+  void EnsureDecodeState(int rows, int rank);
+  // Block `layer`'s cache (context,3A): row t holds position t's q, k and v.
+  float* DecodeCache(int layer);
   void LinearFwd(const LinearSlot& s, float* out, const float* inp, int N, bool accumulate) const;
   void LinearBwd(const LinearSlot& s, float* dinp, const float* dout, const float* inp, int N,
                  float* dxa) const;
@@ -139,6 +146,54 @@ class GptWorkspace {
 
   std::unique_ptr<DecodeState> decode_;
   int pos_ = 0;
+};
+
+// Cached decoding of several independent sequences in one pass (the cloud inference service's
+// batch; llama.cpp's llama_batch over several sequences). Each sequence lives in a workspace of
+// its own — its key/value cache and position — and a step feeds k_j tokens to workspace j. The
+// rows of all steps go through every linear layer (c_attn, attention c_proj, c_fc, MLP c_proj,
+// the tied head) as ONE matrix product of (sum of k_j) rows; attention runs per sequence against
+// its own cache; layer norms and the GELU run per row, as in Decode.
+//
+// Bits. Every row computes what Decode computes for it except in the matrix products, whose
+// summation order depends on how the kernel blocks the rows: OpenBLAS's sgemm (0.3.21, SkylakeX
+// kernel, one thread) computes rows in blocks of 16, 8 and 4 in one order, and the 2- and 1-row
+// tails of a row count in others (which depends on the column count). BatchDecoder pads its rows
+// to a multiple of 4, so every row sits in a full block whatever the batch holds: on one compute
+// thread a sequence's logits are bit for bit the same alone or batched with any others (what
+// lets the inference service batch without changing its replies), and the same as Decode's when
+// k is a multiple of 4; otherwise they differ from Decode's in the last bits (~1e-6 relative;
+// tests/models/batch_decode_test.cc). On several threads OpenBLAS splits the rows among them at
+// other boundaries, and only the float tolerance holds.
+//
+// Thread safety: one thread at a time uses a decoder and the workspaces it is given.
+class BatchDecoder {
+ public:
+  // `weights`: what every workspace given to Decode must share (the same object).
+  explicit BatchDecoder(std::shared_ptr<const GptWeights> weights);
+  ~BatchDecoder();
+  BatchDecoder(const BatchDecoder&) = delete;
+  BatchDecoder& operator=(const BatchDecoder&) = delete;
+
+  const GptWeights& weights() const { return *weights_; }
+
+  struct Step {
+    GptWorkspace* workspace = nullptr;  // on weights(); each workspace in one step at most
+    const int32_t* tokens = nullptr;    // (k) in [0, vocab)
+    int k = 0;                          // >= 1; workspace->position() + k <= context
+  };
+  // Feeds every step's tokens at its workspace's next positions (as workspace->Decode(tokens, k)
+  // would) and returns, per step, its logits (k_j,V). Requires at least one step. The pointers
+  // are valid until the next Decode.
+  std::span<const float* const> Decode(std::span<const Step> steps);
+
+ private:
+  struct Scratch;
+  std::shared_ptr<const GptWeights> weights_;
+  int row_step_ = 1;  // a sequence's first row is a multiple of this (see Decode)
+  std::unique_ptr<Scratch> scratch_;
+  std::vector<size_t> first_row_;  // per step
+  std::vector<const float*> logits_;  // per step
 };
 
 }  // namespace tandem
