@@ -27,7 +27,9 @@ StatusOr<ServeConfig> ServeConfigFromConfig(const Config& config) {
   TANDEM_ASSIGN_OR_RETURN(const int64_t tokens,
                           config.GetInt("serve.max_new_tokens", 256, 1, 1 << 20));
   TANDEM_ASSIGN_OR_RETURN(const int64_t gamma, config.GetInt("serve.max_gamma", 64, 1, 1024));
+  TANDEM_ASSIGN_OR_RETURN(const int64_t batch, config.GetInt("serve.max_batch", 8, 1, 1024));
   TANDEM_ASSIGN_OR_RETURN(const int64_t threads, config.GetInt("serve.threads", 1, 1, 1024));
+  s.max_batch = static_cast<int>(batch);
   s.threads = static_cast<int>(threads);
   s.max_inflight_per_client = static_cast<int>(inflight);
   s.max_queue = static_cast<int>(queue);

@@ -24,7 +24,7 @@ struct ServeConfig {
   bool enabled = false;    // serve.enabled: the coordinator runs the service beside its rounds
   std::string checkpoint;  // serve.checkpoint: what `tandem serve` serves
   ServiceOptions service;  // serve.max_calls_per_client, max_inflight_per_client, max_queue,
-                           // deadline_ms, max_new_tokens, max_gamma, threads
+                           // deadline_ms, max_new_tokens, max_gamma, max_batch, threads
 };
 StatusOr<ServeConfig> ServeConfigFromConfig(const Config& config);
 

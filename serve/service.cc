@@ -2,6 +2,8 @@
 #include "serve/service.h"
 
 #include <algorithm>
+#include <optional>
+#include <span>
 #include <vector>
 
 #include "core/logging.h"
@@ -16,10 +18,21 @@ namespace tandem::serve {
 
 // What the worker computes with, rebuilt when the snapshot changes.
 struct InferenceService::WorkerState {
-  std::shared_ptr<const GptWeights> weights;
-  std::unique_ptr<GptWorkspace> workspace;  // completions
-  std::unique_ptr<LocalVerifier> verifier;  // verifications; keeps the last sequence cached
-  std::vector<float> probs;                 // (V)
+  std::shared_ptr<const GptWeights> weights;  // what the batch is computed with
+  std::unique_ptr<BatchDecoder> decoder;
+  std::vector<std::unique_ptr<GptWorkspace>> spare;  // of requests that left, reused
+  std::vector<BatchDecoder::Step> steps;             // (batch) of the current pass
+  std::vector<float> probs;                          // (γ+1,V) or (V)
+};
+
+// A request in the batch: its own cache, its own randomness, what it feeds next.
+struct InferenceService::Active {
+  Pending job;
+  double begun = 0.0;  // when it joined the batch, on the service's clock
+  std::unique_ptr<GptWorkspace> workspace;
+  std::vector<int32_t> feed;  // (k) the tokens of its next pass
+  Rng rng;                    // a completion's sampling, seeded by its seed
+  CompleteReply completion;   // the tokens so far
 };
 
 Status ServiceOptions::Validate() const {
@@ -31,6 +44,7 @@ Status ServiceOptions::Validate() const {
   if (default_deadline_ms < 1) return Status::InvalidArgument("serve.deadline_ms must be >= 1");
   if (max_new_tokens < 1) return Status::InvalidArgument("serve.max_new_tokens must be >= 1");
   if (max_gamma < 1) return Status::InvalidArgument("serve.max_gamma must be >= 1");
+  if (max_batch < 1) return Status::InvalidArgument("serve.max_batch must be >= 1");
   if (threads < 1) return Status::InvalidArgument("serve.threads must be >= 1");
   return Status::Ok();
 }
@@ -160,98 +174,164 @@ void InferenceService::Submit(const std::string& peer, const wire::Message& mess
   wake_.notify_one();
 }
 
-StatusOr<wire::ServeReply> InferenceService::Compute(const Request& request) {
-  WorkerState& w = *worker_state_;
-  const int V = w.weights->config().vocab;
-  if (const auto* c = std::get_if<CompleteRequest>(&request)) {
-    // The service's limits were checked against the context when the request was decoded; a
-    // snapshot with a shorter context (SetWeights) is checked again here.
-    if (c->prompt.size() + c->max_tokens > static_cast<size_t>(w.weights->config().context)) {
-      return Status::InvalidArgument("the request no longer fits the served model's context");
-    }
-    GptWorkspace& ws = *w.workspace;
-    ws.Truncate(0);
-    Rng rng(c->seed);
-    w.probs.resize(V);
-    const float* logits = ws.Decode(c->prompt.data(), static_cast<int>(c->prompt.size()));
-    logits += (c->prompt.size() - 1) * static_cast<size_t>(V);
-    CompleteReply reply;
-    for (int i = 0; i < c->max_tokens; ++i) {
-      SamplingProbs(logits, V, c->sampling, w.probs.data());
-      const int32_t t = SampleFromProbs(w.probs, rng);
-      reply.tokens.push_back(t);
-      if (t == ByteTokenizer::kEndOfText || t == c->stop || i + 1 == c->max_tokens) break;
-      logits = ws.Decode(&t, 1);
-    }
-    return EncodeReply(reply);
+void InferenceService::Finish(const Pending& job, bool served, bool late, double queue_s,
+                              double compute_s) {
+  const bool complete = std::holds_alternative<CompleteRequest>(job.request);
+  std::lock_guard<std::mutex> lock(mu_);
+  --inflight_[job.peer];
+  inflight_ids_[job.peer].erase(job.id);
+  ServiceStats& mine = per_peer_[job.peer];
+  for (ServiceStats* s : {&totals_, &mine}) {
+    if (late) ++s->late;
+    if (!served) continue;
+    ++s->served;
+    ++(complete ? s->completions : s->verifications);
+    s->queue_seconds += queue_s;
+    s->compute_seconds += compute_s;
   }
-  const auto& v = std::get<VerifyRequest>(request);
-  w.verifier->Reseed(v.sampling, v.seed);
-  TANDEM_ASSIGN_OR_RETURN(const Verdict verdict, w.verifier->Verify(v.context, v.draft, v.q));
-  return EncodeReply(VerifyReply{verdict.accepted, verdict.next});
 }
 
-void InferenceService::WorkerLoop() {
-  auto log = GetLogger("serve");
-  SetComputeThreads(options_.threads);
-  for (;;) {
+Status InferenceService::Start(Active* a) {
+  WorkerState& w = *worker_state_;
+  const ModelConfig& c = w.weights->config();
+  if (const auto* r = std::get_if<CompleteRequest>(&a->job.request)) {
+    // The service's limits were checked against the context when the request was decoded; a
+    // snapshot with a shorter context (SetWeights) is checked again here.
+    if (r->prompt.size() + r->max_tokens > static_cast<size_t>(c.context)) {
+      return Status::InvalidArgument("the request no longer fits the served model's context");
+    }
+    a->feed = r->prompt;
+    a->rng = Rng(r->seed);
+  } else {
+    const auto& v = std::get<VerifyRequest>(a->job.request);
+    TANDEM_RETURN_IF_ERROR(ValidateDraft(v.context, v.draft, v.q, c.vocab, c.context));
+    // The whole context and draft in one pass: a request's passes, and so its bits, never
+    // depend on what was cached before it.
+    a->feed = v.context;
+    a->feed.insert(a->feed.end(), v.draft.begin(), v.draft.end());
+  }
+  if (w.spare.empty()) w.spare.push_back(std::make_unique<GptWorkspace>(w.weights));
+  a->workspace = std::move(w.spare.back());
+  w.spare.pop_back();
+  a->workspace->Truncate(0);
+  return Status::Ok();
+}
+
+bool InferenceService::Admit(std::vector<Active>* batch) {
+  WorkerState& w = *worker_state_;
+  while (batch->size() < static_cast<size_t>(options_.max_batch)) {
     Pending job;
     std::shared_ptr<const GptWeights> weights;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      wake_.wait(lock, [&] { return stop_ || !queue_.empty(); });
-      if (stop_) return;
+      if (batch->empty()) wake_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (stop_) return false;
+      if (queue_.empty()) return true;
+      // A new snapshot is taken up between batches: a request finishes on the one it began on.
+      if (weights_ != w.weights && !batch->empty()) return true;
       job = std::move(queue_.front());
       queue_.pop_front();
       weights = weights_;
     }
-    auto finish = [&](bool served, bool late, bool complete, double queue_s, double compute_s) {
-      std::lock_guard<std::mutex> lock(mu_);
-      --inflight_[job.peer];
-      inflight_ids_[job.peer].erase(job.id);
-      ServiceStats& mine = per_peer_[job.peer];
-      for (ServiceStats* s : {&totals_, &mine}) {
-        if (late) ++s->late;
-        if (!served) continue;
-        ++s->served;
-        ++(complete ? s->completions : s->verifications);
-        s->queue_seconds += queue_s;
-        s->compute_seconds += compute_s;
-      }
-    };
-    const double started = Now();
-    if (started > job.deadline) {
-      finish(false, true, false, 0, 0);
+    const double now = Now();
+    if (now > job.deadline) {
+      Finish(job, false, true, 0, 0);
       Refuse(job.peer, job.id, wire::ErrorCode::kStale,
-             "past its deadline: waited " + std::to_string(static_cast<int>(
-                                                (started - job.arrived) * 1000)) + " ms");
+             "past its deadline: waited " +
+                 std::to_string(static_cast<int>((now - job.arrived) * 1000)) + " ms");
       continue;
     }
-    if (worker_state_->weights != weights) {
-      worker_state_->weights = weights;
-      worker_state_->workspace = std::make_unique<GptWorkspace>(weights);
-      worker_state_->verifier = std::make_unique<LocalVerifier>(weights, SamplingOptions{}, 0);
+    if (w.weights != weights) {
+      w.weights = weights;
+      w.decoder = std::make_unique<BatchDecoder>(weights);
+      w.spare.clear();
     }
     if (options_.before_compute) options_.before_compute();
-    const double begun = Now();
-    StatusOr<wire::ServeReply> reply = Compute(job.request);
-    const double done = Now();
-    const bool complete = std::holds_alternative<CompleteRequest>(job.request);
-    if (!reply.ok()) {
-      finish(false, false, complete, 0, 0);
-      log->warn("request {} of '{}' failed: {}", job.id, job.peer, reply.status().message());
-      Refuse(job.peer, job.id, wire::ErrorCode::kBadMessage, reply.status().message());
+    Active a;
+    a.job = std::move(job);
+    a.begun = Now();
+    if (Status s = Start(&a); !s.ok()) {
+      Finish(a.job, false, false, 0, 0);
+      GetLogger("serve")->warn("request {} of '{}' failed: {}", a.job.id, a.job.peer,
+                               s.message());
+      Refuse(a.job.peer, a.job.id, wire::ErrorCode::kBadMessage, s.message());
       continue;
     }
-    reply->params["queue_ms"] = (begun - job.arrived) * 1000.0;
-    reply->params["compute_ms"] = (done - begun) * 1000.0;
-    finish(true, false, complete, begun - job.arrived, done - begun);
-    wire::Message m;
-    m.envelope.task_id = job.id;
-    m.body = std::move(*reply);
-    if (Status s = send_(job.peer, std::move(m)); !s.ok()) {
-      log->info("reply {} to '{}' not sent: {}", job.id, job.peer, s.message());
+    batch->push_back(std::move(a));
+  }
+  return true;
+}
+
+void InferenceService::Step(std::vector<Active>* batch) {
+  WorkerState& w = *worker_state_;
+  const int V = w.weights->config().vocab;
+  w.steps.clear();
+  for (Active& a : *batch) {
+    w.steps.push_back({a.workspace.get(), a.feed.data(), static_cast<int>(a.feed.size())});
+  }
+  const std::span<const float* const> logits = w.decoder->Decode(w.steps);  // (k_i,V) each
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++totals_.passes;
+    totals_.max_batched = std::max<uint64_t>(totals_.max_batched, batch->size());
+  }
+  size_t kept = 0;
+  for (size_t i = 0; i < batch->size(); ++i) {
+    Active& a = (*batch)[i];
+    std::optional<wire::ServeReply> reply;
+    if (const auto* r = std::get_if<CompleteRequest>(&a.job.request)) {
+      // The last row predicts the token after the fed ones.
+      w.probs.resize(V);
+      SamplingProbs(logits[i] + (a.feed.size() - 1) * static_cast<size_t>(V), V, r->sampling,
+                    w.probs.data());
+      const int32_t t = SampleFromProbs(w.probs, a.rng);
+      a.completion.tokens.push_back(t);
+      if (t == ByteTokenizer::kEndOfText || t == r->stop ||
+          a.completion.tokens.size() == static_cast<size_t>(r->max_tokens)) {
+        reply = EncodeReply(a.completion);
+      } else {
+        a.feed.assign(1, t);
+      }
+    } else {
+      // p (γ+1,V): row i is the cloud's distribution for draft[i], from the row of the token
+      // before it; the last row follows the whole draft.
+      const auto& v = std::get<VerifyRequest>(a.job.request);
+      const size_t len = v.context.size(), gamma = v.draft.size();
+      w.probs.resize((gamma + 1) * V);
+      const float* first = logits[i] + (len - 1) * static_cast<size_t>(V);
+      for (size_t r = 0; r <= gamma; ++r) {
+        SamplingProbs(first + r * V, V, v.sampling, w.probs.data() + r * V);
+      }
+      Rng rng(v.seed);
+      const Verdict verdict = SpeculativeAccept(v.draft, v.q, w.probs, V, rng);
+      reply = EncodeReply(VerifyReply{verdict.accepted, verdict.next});
     }
+    if (!reply) {
+      if (kept != i) (*batch)[kept] = std::move(a);
+      ++kept;
+      continue;
+    }
+    const double done = Now();
+    reply->params["queue_ms"] = (a.begun - a.job.arrived) * 1000.0;
+    reply->params["compute_ms"] = (done - a.begun) * 1000.0;
+    Finish(a.job, true, false, a.begun - a.job.arrived, done - a.begun);
+    w.spare.push_back(std::move(a.workspace));
+    wire::Message m;
+    m.envelope.task_id = a.job.id;
+    m.body = std::move(*reply);
+    if (Status s = send_(a.job.peer, std::move(m)); !s.ok()) {
+      GetLogger("serve")->info("reply {} to '{}' not sent: {}", a.job.id, a.job.peer,
+                               s.message());
+    }
+  }
+  batch->resize(kept);
+}
+
+void InferenceService::WorkerLoop() {
+  SetComputeThreads(options_.threads);
+  std::vector<Active> batch;
+  while (Admit(&batch)) {
+    if (!batch.empty()) Step(&batch);
   }
 }
 

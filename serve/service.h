@@ -5,18 +5,24 @@
 // decoded messages and hands its replies to a sender, so tests drive it in-process and the same
 // service runs inside the coordinator and alone.
 //
-// Scheduling: one worker serves the queue in arrival order, one request after another (no
-// cross-request batching: a completion decodes one token per pass and a verification scores its
-// draft in one pass, on the training kernels, which take one sequence per Decode). Requests that
-// arrive while the worker is busy wait in the queue; the receiving thread only decodes, checks and
-// enqueues. docs/benchmarks.md "The inference service" measures it.
+// Scheduling: one worker advances a batch of up to max_batch requests together, in arrival order
+// (continuous batching): each pass feeds every request's next tokens through the model at once
+// (BatchDecoder: one matrix product per linear layer over all their rows) — a completion's prompt
+// and then one token per pass until it ends, a verification's context and whole draft in a single
+// pass — and between passes, finished requests leave and queued ones join. Requests that arrive
+// while the batch is full wait in the queue; the receiving thread only decodes, checks and
+// enqueues. Each request keeps its own randomness (a generator seeded by its seed) and its own
+// key/value cache, and on one compute thread its logits are the same bits whatever shares its
+// passes (models/gpt_workspace.h, BatchDecoder): the replies are those of max_batch = 1, one
+// request at a time. docs/benchmarks.md "The inference service" measures it.
 //
 // Limits, each refused with an Error carrying the request id and changing nothing but the
 // refusal counts (`received`, `refused`): no call against the budget, no queue entry, no compute:
 // a request that does not decode or is out of range (kBadMessage), a client past
 // max_calls_per_client (kRefused), one with max_inflight_per_client requests waiting or running or
 // a full queue (kOverloaded), and a request still queued when its deadline passes (kStale: late,
-// never computed).
+// never computed). The deadline bounds the wait in the queue: a request that has joined the batch
+// is completed and answered even if its deadline passes meanwhile.
 #pragma once
 
 #include <chrono>
@@ -46,12 +52,15 @@ struct ServiceOptions {
   uint32_t default_deadline_ms = 30000;  // for a request whose deadline_ms is 0
   int max_new_tokens = 256;  // a completion's max_tokens
   int max_gamma = 64;        // a verification's draft length
+  // Requests advanced together in one pass, >= 1 (1: one after another).
+  int max_batch = 8;
   // Compute threads of the worker (OpenMP, set on the worker thread itself: a new thread does not
-  // inherit its creator's setting). One sequence at a time decodes fastest on one thread at
-  // tandem's sizes, and leaves the other cores to the rounds.
+  // inherit its creator's setting). Decoding at tandem's sizes is fastest on one thread, which
+  // leaves the other cores to the rounds; on more, OpenBLAS splits a pass's rows among them and a
+  // reply's last bits may depend on what shared its passes.
   int threads = 1;
-  // Fault injection for tests and benchmarks: called on the worker before each request is
-  // computed (a slow model, a stalled worker). Null: nothing.
+  // Fault injection for tests and benchmarks: called on the worker before each request joins the
+  // batch, after its deadline was checked (a slow model, a stalled worker). Null: nothing.
   std::function<void()> before_compute;
   Status Validate() const;
 };
@@ -65,8 +74,10 @@ struct ServiceStats {
   uint64_t late = 0;      // accepted, then refused as past their deadline before computing
   uint64_t completions = 0, verifications = 0;  // of the served
   double queue_seconds = 0.0;    // summed over served requests: arrival to start of compute
-  double compute_seconds = 0.0;  // summed over served requests
+  double compute_seconds = 0.0;  // summed over served requests: joining the batch to the reply
   uint64_t max_queued = 0;       // the most requests ever waiting at once (totals only)
+  uint64_t passes = 0;           // passes of the model over the batch (totals only)
+  uint64_t max_batched = 0;      // the most requests in one pass (totals only)
 };
 
 // Sends one reply to a peer; must be thread-safe (wire::Server::Send is).
@@ -78,7 +89,8 @@ class InferenceService {
   // invalid options.
   static StatusOr<std::unique_ptr<InferenceService>> Create(
       std::shared_ptr<const GptWeights> weights, ServiceOptions options, ReplySender send);
-  ~InferenceService();  // stops the worker after the request it is computing; drops the queue
+  // Stops the worker after the pass it is computing; drops the queue and the batch unanswered.
+  ~InferenceService();
   InferenceService(const InferenceService&) = delete;
   InferenceService& operator=(const InferenceService&) = delete;
 
@@ -106,8 +118,18 @@ class InferenceService {
   InferenceService(std::shared_ptr<const GptWeights> weights, ServiceOptions options,
                    ReplySender send);
   void Refuse(const std::string& peer, uint64_t id, wire::ErrorCode code, const std::string& why);
+  struct Active;
   void WorkerLoop();
-  StatusOr<wire::ServeReply> Compute(const Request& request);
+  // Takes queued requests into the batch while it has room; refuses the late ones. Returns
+  // false when the service stops.
+  bool Admit(std::vector<Active>* batch);
+  // Sets a request up to join the batch (its workspace and first tokens), or says why it cannot
+  // be served by the model being served.
+  Status Start(Active* a);
+  // One pass over the batch; answers and removes the requests that finish.
+  void Step(std::vector<Active>* batch);
+  // Updates the counts of a request that leaves the service.
+  void Finish(const Pending& job, bool served, bool late, double queue_s, double compute_s);
   double Now() const;
 
   const ServiceOptions options_;
