@@ -5,7 +5,12 @@
 //    and from several at once (the service has one worker: concurrent requests queue), against
 //    the same completions generated locally (the ratio is the service's overhead: transport,
 //    CURVE, encoding, queueing).
-// 2. Speculative decoding over the service (RemoteVerifier): acceptance rate, tokens per cloud
+// 2. Concurrent clients (--concurrency 1,4,8): N clients each asking its next completion as soon
+//    as the last is answered, against two services of the same run on their own endpoints: one
+//    batching (serve.max_batch = --max-batch, default 8) and one with max_batch = 1 (requests one
+//    after another). Queries/s, latency (mean, p50, p95), the ratio of queries/s, the service's
+//    mean requests per pass, and whether both gave every request the same reply.
+// 3. Speculative decoding over the service (RemoteVerifier): acceptance rate, tokens per cloud
 //    round trip, bytes per token (frames both ways) and tokens/s, at γ ∈ {1, 2, 4, 8} and an
 //    injected round-trip delay of 0, 5 and 50 ms (a sleep before each request), against two
 //    references of the same run: the cloud decoding token by token with the delay paid per token
@@ -20,7 +25,8 @@
 //
 //   tandem_serve_bench [--cloud CKPT --draft CKPT [--english]] [--save DIR] [--train-steps 60] [--requests 24]
 //                      [--clients 3] [--tokens 32] [--prompts 4] [--temperature 1]
-//                      [--delays 0,5,50] [--gammas 1,2,4,8]
+//                      [--concurrency 1,4,8] [--max-batch 8] [--concurrent-requests 32]
+//                      [--delays 0,5,50] [--gammas 1,2,4,8] [--no-speculative]
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -98,7 +104,9 @@ int Main(int argc, char** argv) {
   bool english = false;
   int train_steps = 60, requests = 24, clients = 3, tokens = 32, prompts = 4;
   float temperature = 1.0f;
-  std::vector<int> delays = {0, 5, 50}, gammas = {1, 2, 4, 8};
+  std::vector<int> delays = {0, 5, 50}, gammas = {1, 2, 4, 8}, concurrency = {1, 4, 8};
+  int max_batch = 8, concurrent_requests = 32;
+  bool speculative = true;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -120,6 +128,10 @@ int Main(int argc, char** argv) {
     else if (a == "--temperature") temperature = std::strtof(next().c_str(), nullptr);
     else if (a == "--delays") delays = ParseList(next());
     else if (a == "--gammas") gammas = ParseList(next());
+    else if (a == "--concurrency") concurrency = ParseList(next());
+    else if (a == "--max-batch") max_batch = std::atoi(next().c_str());
+    else if (a == "--concurrent-requests") concurrent_requests = std::atoi(next().c_str());
+    else if (a == "--no-speculative") speculative = false;
     else {
       std::fprintf(stderr, "unknown flag %s (see the comment at the top of serve_bench.cc)\n",
                    a.c_str());
@@ -146,7 +158,9 @@ int Main(int argc, char** argv) {
   so.heartbeat_interval_ms = 500;
   so.peer_timeout_ms = 10000;
   std::vector<wire::CurveKeyPair> client_keys;
-  for (int k = 0; k < std::max(clients, 1); ++k) {
+  int most_clients = std::max(clients, 1);
+  for (int n : concurrency) most_clients = std::max(most_clients, n);
+  for (int k = 0; k < most_clients; ++k) {
     client_keys.push_back(*wire::GenerateCurveKeyPair());
     so.allow_list.name_by_key[client_keys.back().public_key] = "client-" + std::to_string(k);
   }
@@ -163,9 +177,9 @@ int Main(int argc, char** argv) {
   std::thread loop([&] {
     TANDEM_CHECK(serve::ServeEvents(raw, service->get(), 500, 10000, &stop).ok());
   });
-  auto remote_options = [&](int k, int delay_ms) {
+  auto remote_options = [&](int k, int delay_ms, const std::string& endpoint = "") {
     serve::RemoteOptions o;
-    o.transport.endpoint = raw->endpoint();
+    o.transport.endpoint = endpoint.empty() ? raw->endpoint() : endpoint;
     o.transport.curve = true;
     o.transport.own_keys = client_keys[k];
     o.transport.server_public_key = so.own_keys.public_key;
@@ -260,12 +274,111 @@ int Main(int argc, char** argv) {
     std::fflush(stdout);
   }
 
-  // ---- 2. Speculative decoding over the service. ----
-  std::printf("\nspeculative decoding over the service: %d prompts x up to %d tokens, "
-              "temperature %.2f\n", prompts, max_new, temperature);
-  std::printf("%-6s %-6s %10s %11s %11s %11s %8s %8s %11s %11s %11s\n", "rtt_ms", "gamma",
-              "tok/s", "streamed", "one req", "ratio", "vs one", "accept", "tok/trip",
-              "bytes/tok", "trips");
+  // ---- 2. Concurrent clients: a batching service against one with max_batch = 1. ----
+  // Both on endpoints of their own in this process, with the same keys; the two are measured
+  // beside each other for every client count, so a changing load moves both sides of a ratio.
+  struct Endpoint {
+    std::unique_ptr<wire::Server> server;
+    std::unique_ptr<serve::InferenceService> service;
+    std::atomic<int> stop{0};
+    std::thread loop;
+  };
+  auto start_endpoint = [&](int batch) {
+    auto e = std::make_unique<Endpoint>();
+    auto bound = wire::Server::Bind(so);
+    TANDEM_CHECK(bound.ok());
+    e->server = std::move(*bound);
+    wire::Server* sv = e->server.get();
+    serve::ServiceOptions o = service_options;
+    o.max_batch = batch;
+    auto created = serve::InferenceService::Create(
+        cloud->shared_weights(), o,
+        [sv](const std::string& peer, wire::Message m) { return sv->Send(peer, std::move(m)); });
+    TANDEM_CHECK(created.ok());
+    e->service = std::move(*created);
+    Endpoint* raw_e = e.get();
+    e->loop = std::thread([raw_e] {
+      TANDEM_CHECK(
+          serve::ServeEvents(raw_e->server.get(), raw_e->service.get(), 500, 10000, &raw_e->stop)
+              .ok());
+    });
+    return e;
+  };
+  struct Run {
+    double qps = 0;
+    Latencies lat;
+    double per_pass = 0;  // the service's mean requests per pass
+    std::vector<std::vector<int32_t>> replies;  // by request
+  };
+  // n clients, each asking its next completion as soon as the last is answered.
+  auto run_clients = [&](Endpoint& e, int n, int count) {
+    std::vector<std::unique_ptr<serve::RemoteCloud>> remotes;
+    for (int k = 0; k < n; ++k) {
+      auto r = serve::RemoteCloud::Connect(remote_options(k, 0, e.server->endpoint()));
+      TANDEM_CHECK(r.ok());
+      remotes.push_back(std::move(*r));
+    }
+    Run run;
+    run.replies.resize(count);
+    std::vector<Latencies> lat(n);
+    const serve::ServiceStats before = e.service->stats();
+    const auto start = Clock::now();
+    std::vector<std::thread> threads;
+    for (int k = 0; k < n; ++k) {
+      threads.emplace_back([&, k] {
+        for (int i = k; i < count; i += n) {
+          const auto s = Clock::now();
+          auto reply = remotes[k]->Complete(request_for(i));
+          TANDEM_CHECK(reply.ok());
+          lat[k].ms.push_back(1000 * Seconds(s, Clock::now()));
+          run.replies[i] = reply->tokens;
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    run.qps = count / Seconds(start, Clock::now());
+    for (const auto& l : lat) run.lat.ms.insert(run.lat.ms.end(), l.ms.begin(), l.ms.end());
+    const serve::ServiceStats after = e.service->stats();
+    run.per_pass = static_cast<double>(after.pass_requests - before.pass_requests) /
+                   std::max<uint64_t>(1, after.passes - before.passes);
+    return run;
+  };
+  if (!concurrency.empty()) {
+    std::unique_ptr<Endpoint> serial = start_endpoint(1), batched = start_endpoint(max_batch);
+    (void)run_clients(*serial, 1, 1);  // warm: connections, caches, buffers
+    (void)run_clients(*batched, 1, 1);
+    std::printf("\nconcurrent clients: %d completions of up to %d tokens per row, each client "
+                "asking again when answered; max_batch 1 against %d\n",
+                concurrent_requests, max_new, max_batch);
+    std::printf("%-8s %10s %9s %9s %9s | %10s %9s %9s %9s | %7s %9s %9s\n", "clients",
+                "1: q/s", "mean ms", "p50 ms", "p95 ms", "batch q/s", "mean ms", "p50 ms",
+                "p95 ms", "ratio", "req/pass", "same");
+    for (int n : concurrency) {
+      if (n < 1) continue;
+      const Run one = run_clients(*serial, n, concurrent_requests);
+      const Run many = run_clients(*batched, n, concurrent_requests);
+      std::printf("%-8d %10.2f %9.1f %9.1f %9.1f | %10.2f %9.1f %9.1f %9.1f | %7.2f %9.2f %9s\n",
+                  n, one.qps, one.lat.Mean(), one.lat.Quantile(0.5), one.lat.Quantile(0.95),
+                  many.qps, many.lat.Mean(), many.lat.Quantile(0.5), many.lat.Quantile(0.95),
+                  many.qps / one.qps, many.per_pass, one.replies == many.replies ? "yes" : "NO");
+      std::fflush(stdout);
+    }
+    for (Endpoint* e : {serial.get(), batched.get()}) {
+      e->stop = 1;
+      e->loop.join();
+      e->service.reset();
+    }
+  }
+
+  // ---- 3. Speculative decoding over the service. ----
+  if (!speculative) delays.clear();
+  if (!delays.empty()) {
+    std::printf("\nspeculative decoding over the service: %d prompts x up to %d tokens, "
+                "temperature %.2f\n", prompts, max_new, temperature);
+    std::printf("%-6s %-6s %10s %11s %11s %11s %8s %8s %11s %11s %11s\n", "rtt_ms", "gamma",
+                "tok/s", "streamed", "one req", "ratio", "vs one", "accept", "tok/trip",
+                "bytes/tok", "trips");
+  }
   for (int delay : delays) {
     for (int gamma : gammas) {
       // The references are measured beside each row, so a changing load on a shared host

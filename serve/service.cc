@@ -273,6 +273,7 @@ void InferenceService::Step(std::vector<Active>* batch) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++totals_.passes;
+    totals_.pass_requests += batch->size();
     totals_.max_batched = std::max<uint64_t>(totals_.max_batched, batch->size());
   }
   size_t kept = 0;

@@ -78,6 +78,7 @@ struct ServiceStats {
   uint64_t max_queued = 0;       // the most requests ever waiting at once (totals only)
   uint64_t passes = 0;           // passes of the model over the batch (totals only)
   uint64_t max_batched = 0;      // the most requests in one pass (totals only)
+  uint64_t pass_requests = 0;    // requests in each pass, summed (/ passes: the mean batch)
 };
 
 // Sends one reply to a peer; must be thread-safe (wire::Server::Send is).
