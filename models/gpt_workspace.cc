@@ -676,9 +676,6 @@ struct BatchDecoder::Scratch {
 
 namespace {
 
-// A batch's row count is a multiple of this: see gpt_workspace.h.
-constexpr size_t kRowBlock = 4;
-
 // The fewest rows whose width `w` floats make a multiple of 16 floats (64 bytes).
 int RowsPerAlignment(int w) { return 16 / std::gcd(w, 16); }
 
@@ -691,9 +688,11 @@ BatchDecoder::BatchDecoder(std::shared_ptr<const GptWeights> weights)
   // vectorised kernel treats an unaligned head of a buffer differently.
   const ModelConfig& c = weights_->config();
   row_step_ = std::lcm(RowsPerAlignment(c.d_model), RowsPerAlignment(c.vocab));
+  columns_by_8_ = c.d_model % 8 == 0 && c.vocab % 8 == 0;
   for (int l = 0; l < c.n_layer; ++l) {
     row_step_ = std::lcm(row_step_, RowsPerAlignment(c.attn_width(l)));
     row_step_ = std::lcm(row_step_, RowsPerAlignment(c.mlp_width(l)));
+    columns_by_8_ = columns_by_8_ && (3 * c.attn_width(l)) % 8 == 0 && c.mlp_width(l) % 8 == 0;
   }
 }
 
@@ -706,7 +705,10 @@ std::span<const float* const> BatchDecoder::Decode(std::span<const Step> steps) 
   const int rank = w.has_lora() && !w.lora_merged() ? w.lora_config().rank : 0;
   TANDEM_CHECK(!steps.empty());
   // Rows: step j's k_j rows from first_row_[j], a multiple of row_step_; the total padded to a
-  // multiple of kRowBlock, so that the matrix products compute every row in a full block (header).
+  // multiple of the kernel's row block, so that the matrix products compute every row in a full
+  // block (header): 2 rows when every product's column count is a multiple of 8 (the adapters'
+  // rank too), else 4.
+  const size_t block = columns_by_8_ && rank % 8 == 0 ? 2 : 4;
   first_row_.resize(steps.size());
   size_t n = 0;
   int k_max = 1;
@@ -721,7 +723,7 @@ std::span<const float* const> BatchDecoder::Decode(std::span<const Step> steps) 
     n += s.k;
     k_max = std::max(k_max, s.k);
   }
-  const int N = static_cast<int>((n + kRowBlock - 1) / kRowBlock * kRowBlock);
+  const int N = static_cast<int>((n + block - 1) / block * block);
   if (!scratch_ || scratch_->rows < N || scratch_->k_max < k_max || scratch_->lora_rank != rank) {
     auto d = std::make_unique<Scratch>();
     d->rows = std::max(N, scratch_ ? scratch_->rows : 0);

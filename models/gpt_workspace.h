@@ -157,14 +157,16 @@ class GptWorkspace {
 //
 // Bits. Every row computes what Decode computes for it except in the matrix products, whose
 // summation order depends on how the kernel blocks the rows: OpenBLAS's sgemm (0.3.21, SkylakeX
-// kernel, one thread) computes rows in blocks of 16, 8 and 4 in one order, and the 2- and 1-row
-// tails of a row count in others (which depends on the column count). BatchDecoder pads its rows
-// to a multiple of 4, so every row sits in a full block whatever the batch holds: on one compute
-// thread a sequence's logits are bit for bit the same alone or batched with any others (what
-// lets the inference service batch without changing its replies), and the same as Decode's when
-// k is a multiple of 4; otherwise they differ from Decode's in the last bits (~1e-6 relative;
-// tests/models/batch_decode_test.cc). On several threads OpenBLAS splits the rows among them at
-// other boundaries, and only the float tolerance holds.
+// kernel, one thread) computes rows in blocks of 16, 8, 4 and 2 in one order and a lone last row
+// in another — and when a product's column count is not a multiple of 8, a last pair in another
+// too. BatchDecoder pads its rows to a multiple of 2 (4 when some column count is not a multiple
+// of 8), so every row sits in a full block whatever the batch holds: on one compute thread a
+// sequence's logits are bit for bit the same alone or batched with any others (what lets the
+// inference service batch without changing its replies), and the same as Decode's when k is a
+// multiple of 4 (of 2 for tandem's presets); otherwise they differ from Decode's in the last bits
+// (5e-7 on logits of scale 1; tests/models/batch_decode_test.cc). A pair costs the kernel about
+// what a lone row does. On several threads OpenBLAS splits the rows among them at other
+// boundaries, and only the float tolerance holds.
 //
 // Thread safety: one thread at a time uses a decoder and the workspaces it is given.
 class BatchDecoder {
@@ -191,6 +193,7 @@ class BatchDecoder {
   struct Scratch;
   std::shared_ptr<const GptWeights> weights_;
   int row_step_ = 1;  // a sequence's first row is a multiple of this (see Decode)
+  bool columns_by_8_ = false;  // every product's column count is a multiple of 8
   std::unique_ptr<Scratch> scratch_;
   std::vector<size_t> first_row_;  // per step
   std::vector<const float*> logits_;  // per step
