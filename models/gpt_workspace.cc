@@ -1,8 +1,9 @@
 #include "models/gpt_workspace.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
-#include <numeric>
+#include <limits>
 
 #include <omp.h>
 
@@ -663,35 +664,61 @@ const float* GptWorkspace::Decode(const int32_t* tokens, int k) {
 
 // Buffers of one batched pass over N rows (all steps' rows, padded), as DecodeState's.
 struct BatchDecoder::Scratch {
-  int rows = 0, k_max = 0, lora_rank = 0;
+  int rows = 0, lora_rank = 0;
   std::vector<float> buffer;
   float *x, *ln, *mean, *rstd;  // (N,C) (N,C) (N) (N)
   float* qkv;                   // (N,3Amax) this pass's rows of c_attn, copied into the caches
   float* atty;                  // (N,Amax)
-  float* att;                   // (NHmax,k_max,context) one sequence's attention at a time
+  float* scores;                // (context) one query's attention weights at a time
   float *fch, *fch_gelu;        // (N,Mmax)
+  float *gelu_in, *gelu_out;    // (Mmax) one row, 64-byte aligned
   float* logits;                // (N,V)
   float* xa;                    // (N,r)
 };
 
 namespace {
 
-// The fewest rows whose width `w` floats make a multiple of 16 floats (64 bytes).
-int RowsPerAlignment(int w) { return 16 / std::gcd(w, 16); }
+// Causal attention of the query at position `P` of one sequence, in one fixed order whatever
+// else its pass holds: scores over positions [0, P] one dot product at a time, a scalar softmax,
+// then the values added in position order. cache (context,3A) holds q, k, v of rows [0, P];
+// out (A): heads concatenated; scores (P+1) scratch.
+void AttendOne(float* out, float* scores, const float* cache, int P, int NH, int HD) {
+  const int A = NH * HD;
+  const size_t A3 = 3 * static_cast<size_t>(A);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(HD));
+  for (int h = 0; h < NH; ++h) {
+    const float* q = cache + P * A3 + h * HD;
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int j = 0; j <= P; ++j) {
+      const float* k = cache + j * A3 + A + h * HD;
+      float dot = 0.0f;
+      for (int e = 0; e < HD; ++e) dot += q[e] * k[e];
+      scores[j] = dot * scale;
+      mx = std::max(mx, scores[j]);
+    }
+    float sum = 0.0f;
+    for (int j = 0; j <= P; ++j) {
+      scores[j] = std::exp(scores[j] - mx);
+      sum += scores[j];
+    }
+    float* o = out + h * HD;
+    std::fill(o, o + HD, 0.0f);
+    for (int j = 0; j <= P; ++j) {
+      const float p = scores[j] / sum;
+      const float* v = cache + j * A3 + 2 * A + h * HD;
+      for (int e = 0; e < HD; ++e) o[e] += p * v[e];
+    }
+  }
+}
 
 }  // namespace
 
 BatchDecoder::BatchDecoder(std::shared_ptr<const GptWeights> weights)
     : weights_(std::move(weights)) {
   TANDEM_CHECK(weights_ != nullptr);
-  // A sequence's rows start 64-byte aligned in every (N,width) buffer, as Decode's do: the GELU's
-  // vectorised kernel treats an unaligned head of a buffer differently.
   const ModelConfig& c = weights_->config();
-  row_step_ = std::lcm(RowsPerAlignment(c.d_model), RowsPerAlignment(c.vocab));
   columns_by_8_ = c.d_model % 8 == 0 && c.vocab % 8 == 0;
   for (int l = 0; l < c.n_layer; ++l) {
-    row_step_ = std::lcm(row_step_, RowsPerAlignment(c.attn_width(l)));
-    row_step_ = std::lcm(row_step_, RowsPerAlignment(c.mlp_width(l)));
     columns_by_8_ = columns_by_8_ && (3 * c.attn_width(l)) % 8 == 0 && c.mlp_width(l) % 8 == 0;
   }
 }
@@ -704,37 +731,32 @@ std::span<const float* const> BatchDecoder::Decode(std::span<const Step> steps) 
   const int C = c.d_model, V = c.vocab, HD = c.head_dim(), ctx = c.context;
   const int rank = w.has_lora() && !w.lora_merged() ? w.lora_config().rank : 0;
   TANDEM_CHECK(!steps.empty());
-  // Rows: step j's k_j rows from first_row_[j], a multiple of row_step_; the total padded to a
-  // multiple of the kernel's row block, so that the matrix products compute every row in a full
-  // block (header): 2 rows when every product's column count is a multiple of 8 (the adapters'
-  // rank too), else 4.
+  // Rows: step j's k_j rows from first_row_[j]; the total padded to a multiple of the kernel's
+  // row block, so that the matrix products compute every row in a full block (header): 2 rows
+  // when every product's column count is a multiple of 8 (the adapters' rank too), else 4.
   const size_t block = columns_by_8_ && rank % 8 == 0 ? 2 : 4;
   first_row_.resize(steps.size());
   size_t n = 0;
-  int k_max = 1;
   for (size_t j = 0; j < steps.size(); ++j) {
     const Step& s = steps[j];
     TANDEM_CHECK(s.workspace != nullptr && s.workspace->weights_.get() == weights_.get());
     TANDEM_CHECK(s.k >= 1 && s.workspace->pos_ + s.k <= ctx);
     for (int i = 0; i < s.k; ++i) TANDEM_CHECK(s.tokens[i] >= 0 && s.tokens[i] < V);
     for (size_t o = 0; o < j; ++o) TANDEM_CHECK(steps[o].workspace != s.workspace);
-    n = (n + row_step_ - 1) / row_step_ * row_step_;
     first_row_[j] = n;
     n += s.k;
-    k_max = std::max(k_max, s.k);
   }
   const int N = static_cast<int>((n + block - 1) / block * block);
-  if (!scratch_ || scratch_->rows < N || scratch_->k_max < k_max || scratch_->lora_rank != rank) {
+  if (!scratch_ || scratch_->rows < N || scratch_->lora_rank != rank) {
     auto d = std::make_unique<Scratch>();
     d->rows = std::max(N, scratch_ ? scratch_->rows : 0);
-    d->k_max = std::max(k_max, scratch_ ? scratch_->k_max : 0);
     d->lora_rank = rank;
     const size_t r = d->rows, A = c.max_attn_width(), M = c.max_mlp_width();
-    const size_t sizes[] = {r * C, r * C, r, r, r * 3 * A, r * A,
-                            static_cast<size_t>(c.max_heads()) * d->k_max * ctx, r * M, r * M,
-                            r * V, std::max<size_t>(r * rank, 1)};
-    float** ptrs[] = {&d->x,   &d->ln,   &d->mean,     &d->rstd,   &d->qkv, &d->atty,
-                      &d->att, &d->fch,  &d->fch_gelu, &d->logits, &d->xa};
+    const size_t sizes[] = {r * C, r * C, r, r, r * 3 * A, r * A, static_cast<size_t>(ctx),
+                            r * M, r * M, M, M, r * V, std::max<size_t>(r * rank, 1)};
+    float** ptrs[] = {&d->x,      &d->ln,       &d->mean,    &d->rstd,     &d->qkv,
+                      &d->atty,   &d->scores,   &d->fch,     &d->fch_gelu, &d->gelu_in,
+                      &d->gelu_out, &d->logits, &d->xa};
     size_t total = 0;
     for (size_t s : sizes) total += Align16(s);
     d->buffer.assign(total + 16, 0.0f);
@@ -770,16 +792,29 @@ std::span<const float* const> BatchDecoder::Decode(std::span<const Step> steps) 
       float* cache = ws.DecodeCache(l);  // (context,3A): rows [0, p0) already cached
       std::memcpy(cache + static_cast<size_t>(p0) * 3 * A, d.qkv + first_row_[j] * 3 * A,
                   sizeof(float) * k * 3 * A);
-      AttentionForward(d.atty + first_row_[j] * A, d.att, cache, 1, k, NH, HD, /*past=*/p0);
+      for (int i = 0; i < k; ++i) {
+        AttendOne(d.atty + (first_row_[j] + i) * A, d.scores, cache, p0 + i, NH, HD);
+      }
     }
     any.LinearFwd(any.Linear(l, W::kAttnProj, nullptr, nullptr, d.xa), d.x, d.atty, N,
                   /*accumulate=*/true);
     LayerNormForward(d.ln, d.mean, d.rstd, d.x, bw.ln2_w, bw.ln2_b, N, C);
     any.LinearFwd(any.Linear(l, W::kFc, nullptr, nullptr, d.xa), d.fch, d.ln, N, false);
+    // Row by row from a 64-byte aligned start, so that the vectorised GELU treats every row
+    // alike wherever it sits.
     std::memset(d.fch_gelu, 0, sizeof(float) * N * M);
     for (size_t j = 0; j < steps.size(); ++j) {
-      GeluForward(d.fch_gelu + first_row_[j] * M, d.fch + first_row_[j] * M,
-                  static_cast<size_t>(steps[j].k) * M);
+      for (size_t row = first_row_[j]; row < first_row_[j] + steps[j].k; ++row) {
+        float* out = d.fch_gelu + row * M;
+        const float* in = d.fch + row * M;
+        if (M % 16 == 0) {  // every row is aligned already
+          GeluForward(out, in, M);
+          continue;
+        }
+        std::memcpy(d.gelu_in, in, sizeof(float) * M);
+        GeluForward(d.gelu_out, d.gelu_in, M);
+        std::memcpy(out, d.gelu_out, sizeof(float) * M);
+      }
     }
     any.LinearFwd(any.Linear(l, W::kFcProj, nullptr, nullptr, d.xa), d.x, d.fch_gelu, N,
                   /*accumulate=*/true);

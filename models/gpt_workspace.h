@@ -153,20 +153,23 @@ class GptWorkspace {
 // its own — its key/value cache and position — and a step feeds k_j tokens to workspace j. The
 // rows of all steps go through every linear layer (c_attn, attention c_proj, c_fc, MLP c_proj,
 // the tied head) as ONE matrix product of (sum of k_j) rows; attention runs per sequence against
-// its own cache; layer norms and the GELU run per row, as in Decode.
+// its own cache; layer norms and the GELU run per row.
 //
-// Bits. Every row computes what Decode computes for it except in the matrix products, whose
-// summation order depends on how the kernel blocks the rows: OpenBLAS's sgemm (0.3.21, SkylakeX
-// kernel, one thread) computes rows in blocks of 16, 8, 4 and 2 in one order and a lone last row
-// in another — and when a product's column count is not a multiple of 8, a last pair in another
-// too. BatchDecoder pads its rows to a multiple of 2 (4 when some column count is not a multiple
-// of 8), so every row sits in a full block whatever the batch holds: on one compute thread a
-// sequence's logits are bit for bit the same alone or batched with any others (what lets the
-// inference service batch without changing its replies), and the same as Decode's when k is a
-// multiple of 4 (of 2 for tandem's presets); otherwise they differ from Decode's in the last bits
-// (5e-7 on logits of scale 1; tests/models/batch_decode_test.cc). A pair costs the kernel about
-// what a lone row does. On several threads OpenBLAS splits the rows among them at other
-// boundaries, and only the float tolerance holds.
+// Bits. On one compute thread a row's logits are a function of its sequence's tokens alone: not
+// of what else the batch holds, nor of how the sequence was split into steps (so a cache kept
+// from an earlier request, rolled back with Truncate, continues with the bits a fresh one would
+// compute). That takes three things Decode does not do:
+// - Matrix products in full row blocks. OpenBLAS's sgemm (0.3.21, SkylakeX kernel, one thread)
+//   computes rows in blocks of 16, 8, 4 and 2 in one summation order, and a lone last row — and,
+//   when a product's column count is not a multiple of 8, a last pair — in others. Rows are
+//   padded to a multiple of 2 (of 4 when some column count is not a multiple of 8); a pair costs
+//   the kernel about what a lone row does.
+// - Attention one query at a time in a fixed scalar order (Decode's Eigen products and softmax
+//   block by the number of queries and the buffers' alignment).
+// - The GELU row by row from an aligned start.
+// Against Decode the logits agree to 5e-7 on logits of scale 1 (tests/models/batch_decode_test.cc).
+// On several threads OpenBLAS splits the rows among them at other boundaries, and only that
+// tolerance holds.
 //
 // Thread safety: one thread at a time uses a decoder and the workspaces it is given.
 class BatchDecoder {
@@ -192,7 +195,6 @@ class BatchDecoder {
  private:
   struct Scratch;
   std::shared_ptr<const GptWeights> weights_;
-  int row_step_ = 1;  // a sequence's first row is a multiple of this (see Decode)
   bool columns_by_8_ = false;  // every product's column count is a multiple of 8
   std::unique_ptr<Scratch> scratch_;
   std::vector<size_t> first_row_;  // per step

@@ -1,7 +1,8 @@
 // Batched decoding (BatchDecoder): several sequences, each in a workspace of its own, advanced in
 // one pass must give the logits of separate GptWorkspace::Decode calls — with prompts of
 // different lengths, steps of different k, sequences leaving the batch, and after Truncate — and
-// on one compute thread a sequence's logits must not depend on what else is in the batch.
+// on one compute thread a sequence's logits must not depend on what else is in the batch nor on
+// how its tokens were split into steps.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -162,19 +163,44 @@ TEST_P(BatchDecodeTest, ASequencesBitsDoNotDependOnTheBatch) {
   }
 }
 
-// With k a multiple of 4, Decode's rows sit in full blocks too: the same bits as Decode.
-TEST_P(BatchDecodeTest, StepsOfFourHaveDecodesBits) {
+// Nor on how its tokens were split into steps: fed all at once, in uneven steps beside another
+// sequence, or one token at a time after a rollback, every row has the same bits.
+TEST_P(BatchDecodeTest, ASequencesBitsDoNotDependOnItsSteps) {
   SetComputeThreads(1);
   auto model = TestModel(GetParam());
-  GptWorkspace a(model->shared_weights()), b(model->shared_weights()), ref(model->shared_weights());
+  const std::vector<int32_t> x = RandomTokens(14, 4), y = RandomTokens(9, 5);
   BatchDecoder decoder(model->shared_weights());
-  const std::vector<int32_t> x = RandomTokens(12, 4), y = RandomTokens(7, 5);
-  for (int at = 0; at < 12; at += 4) {
-    const BatchDecoder::Step steps[] = {{&a, x.data() + at, 4}, {&b, y.data(), 1}};
-    if (at > 0) b.Truncate(0);
-    std::span<const float* const> got = decoder.Decode(steps);
-    const float* want = ref.Decode(x.data() + at, 4);
-    EXPECT_EQ(std::memcmp(got[0], want, sizeof(float) * 4 * kVocab), 0) << "at " << at;
+  auto feed = [&](GptWorkspace& ws, int from, int k, std::vector<float>* out,
+                  GptWorkspace* other = nullptr) {
+    std::vector<BatchDecoder::Step> steps = {{&ws, x.data() + from, k}};
+    if (other != nullptr) steps.push_back({other, y.data() + other->position(), 2});
+    std::span<const float* const> logits = decoder.Decode(steps);
+    out->insert(out->end(), logits[0], logits[0] + k * kVocab);
+  };
+  GptWorkspace whole(model->shared_weights());
+  std::vector<float> at_once;
+  feed(whole, 0, 14, &at_once);
+  GptWorkspace split(model->shared_weights()), other(model->shared_weights());
+  std::vector<float> uneven;
+  int at = 0;
+  for (int k : {5, 1, 3, 5}) {
+    feed(split, at, k, &uneven, &other);
+    at += k;
+  }
+  // A cache that held other tokens, rolled back to 6 shared ones, then fed one at a time.
+  GptWorkspace reused(model->shared_weights());
+  std::vector<float> scratch, rolled(at_once.begin(), at_once.begin() + 6 * kVocab);
+  feed(reused, 0, 9, &scratch);
+  reused.Truncate(6);
+  for (int i = 6; i < 14; ++i) feed(reused, i, 1, &rolled);
+  ASSERT_EQ(uneven.size(), at_once.size());
+  ASSERT_EQ(rolled.size(), at_once.size());
+  for (size_t r = 0; r < 14; ++r) {
+    const size_t o = r * kVocab;
+    EXPECT_EQ(std::memcmp(uneven.data() + o, at_once.data() + o, sizeof(float) * kVocab), 0)
+        << "row " << r << " in uneven steps";
+    EXPECT_EQ(std::memcmp(rolled.data() + o, at_once.data() + o, sizeof(float) * kVocab), 0)
+        << "row " << r << " after a rollback";
   }
 }
 
