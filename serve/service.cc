@@ -16,21 +16,34 @@
 
 namespace tandem::serve {
 
+namespace {
+
+// A key/value cache and the tokens it holds (position() of them).
+struct CachedSequence {
+  std::unique_ptr<GptWorkspace> workspace;
+  std::vector<int32_t> tokens;
+};
+
+}  // namespace
+
 // What the worker computes with, rebuilt when the snapshot changes.
 struct InferenceService::WorkerState {
   std::shared_ptr<const GptWeights> weights;  // what the batch is computed with
   std::unique_ptr<BatchDecoder> decoder;
-  std::vector<std::unique_ptr<GptWorkspace>> spare;  // of requests that left, reused
-  std::vector<BatchDecoder::Step> steps;             // (batch) of the current pass
-  std::vector<float> probs;                          // (γ+1,V) or (V)
+  // Caches of requests that left, kept with their tokens: a request that shares a prefix with
+  // one feeds only the rest (a device verifying its text again and again). BatchDecoder computes
+  // the same bits either way, so which cache a request gets never changes its reply.
+  std::vector<CachedSequence> spare;
+  std::vector<BatchDecoder::Step> steps;  // (batch) of the current pass
+  std::vector<float> probs;               // (γ+1,V) or (V)
 };
 
 // A request in the batch: its own cache, its own randomness, what it feeds next.
 struct InferenceService::Active {
   Pending job;
   double begun = 0.0;  // when it joined the batch, on the service's clock
-  std::unique_ptr<GptWorkspace> workspace;
-  std::vector<int32_t> feed;  // (k) the tokens of its next pass
+  CachedSequence cache;
+  std::vector<int32_t> feed;  // (k) the tokens of its next pass, not yet in cache.tokens
   Rng rng;                    // a completion's sampling, seeded by its seed
   CompleteReply completion;   // the tokens so far
 };
@@ -205,15 +218,34 @@ Status InferenceService::Start(Active* a) {
   } else {
     const auto& v = std::get<VerifyRequest>(a->job.request);
     TANDEM_RETURN_IF_ERROR(ValidateDraft(v.context, v.draft, v.q, c.vocab, c.context));
-    // The whole context and draft in one pass: a request's passes, and so its bits, never
-    // depend on what was cached before it.
     a->feed = v.context;
     a->feed.insert(a->feed.end(), v.draft.begin(), v.draft.end());
   }
-  if (w.spare.empty()) w.spare.push_back(std::make_unique<GptWorkspace>(w.weights));
-  a->workspace = std::move(w.spare.back());
-  w.spare.pop_back();
-  a->workspace->Truncate(0);
+  // The spare cache sharing the longest prefix with what the request feeds, less its last
+  // context token at least (the row that predicts what follows it is needed).
+  const size_t limit = std::holds_alternative<CompleteRequest>(a->job.request)
+                           ? a->feed.size() - 1
+                           : std::get<VerifyRequest>(a->job.request).context.size() - 1;
+  size_t best = 0, keep = 0;
+  for (size_t i = 0; i < w.spare.size(); ++i) {
+    const std::vector<int32_t>& t = w.spare[i].tokens;
+    size_t n = 0;
+    while (n < limit && n < t.size() && t[n] == a->feed[n]) ++n;
+    if (i == 0 || n > keep) best = i, keep = n;
+  }
+  if (w.spare.empty()) {
+    a->cache.workspace = std::make_unique<GptWorkspace>(w.weights);
+  } else {
+    a->cache = std::move(w.spare[best]);
+    w.spare.erase(w.spare.begin() + static_cast<std::ptrdiff_t>(best));
+  }
+  a->cache.workspace->Truncate(static_cast<int>(keep));
+  a->cache.tokens.resize(keep);
+  if (keep > 0) {
+    std::lock_guard<std::mutex> lock(mu_);
+    totals_.reused_tokens += keep;
+  }
+  a->feed.erase(a->feed.begin(), a->feed.begin() + static_cast<std::ptrdiff_t>(keep));
   return Status::Ok();
 }
 
@@ -267,7 +299,8 @@ void InferenceService::Step(std::vector<Active>* batch) {
   const int V = w.weights->config().vocab;
   w.steps.clear();
   for (Active& a : *batch) {
-    w.steps.push_back({a.workspace.get(), a.feed.data(), static_cast<int>(a.feed.size())});
+    w.steps.push_back(
+        {a.cache.workspace.get(), a.feed.data(), static_cast<int>(a.feed.size())});
   }
   const std::span<const float* const> logits = w.decoder->Decode(w.steps);  // (k_i,V) each
   {
@@ -279,6 +312,8 @@ void InferenceService::Step(std::vector<Active>* batch) {
   size_t kept = 0;
   for (size_t i = 0; i < batch->size(); ++i) {
     Active& a = (*batch)[i];
+    const size_t from = a.cache.tokens.size();  // the position this pass's first row fed
+    a.cache.tokens.insert(a.cache.tokens.end(), a.feed.begin(), a.feed.end());
     std::optional<wire::ServeReply> reply;
     if (const auto* r = std::get_if<CompleteRequest>(&a.job.request)) {
       // The last row predicts the token after the fed ones.
@@ -299,13 +334,16 @@ void InferenceService::Step(std::vector<Active>* batch) {
       const auto& v = std::get<VerifyRequest>(a.job.request);
       const size_t len = v.context.size(), gamma = v.draft.size();
       w.probs.resize((gamma + 1) * V);
-      const float* first = logits[i] + (len - 1) * static_cast<size_t>(V);
+      const float* first = logits[i] + (len - 1 - from) * static_cast<size_t>(V);
       for (size_t r = 0; r <= gamma; ++r) {
         SamplingProbs(first + r * V, V, v.sampling, w.probs.data() + r * V);
       }
       Rng rng(v.seed);
       const Verdict verdict = SpeculativeAccept(v.draft, v.q, w.probs, V, rng);
       reply = EncodeReply(VerifyReply{verdict.accepted, verdict.next});
+      // Keep the accepted prefix: the device's next context continues it.
+      a.cache.workspace->Truncate(static_cast<int>(len) + verdict.accepted);
+      a.cache.tokens.resize(len + verdict.accepted);
     }
     if (!reply) {
       if (kept != i) (*batch)[kept] = std::move(a);
@@ -316,7 +354,7 @@ void InferenceService::Step(std::vector<Active>* batch) {
     reply->params["queue_ms"] = (a.begun - a.job.arrived) * 1000.0;
     reply->params["compute_ms"] = (done - a.begun) * 1000.0;
     Finish(a.job, true, false, a.begun - a.job.arrived, done - a.begun);
-    w.spare.push_back(std::move(a.workspace));
+    w.spare.push_back(std::move(a.cache));
     wire::Message m;
     m.envelope.task_id = a.job.id;
     m.body = std::move(*reply);

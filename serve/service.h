@@ -12,9 +12,11 @@
 // pass — and between passes, finished requests leave and queued ones join. Requests that arrive
 // while the batch is full wait in the queue; the receiving thread only decodes, checks and
 // enqueues. Each request keeps its own randomness (a generator seeded by its seed) and its own
-// key/value cache, and on one compute thread its logits are the same bits whatever shares its
-// passes (models/gpt_workspace.h, BatchDecoder): the replies are those of max_batch = 1, one
-// request at a time. docs/benchmarks.md "The inference service" measures it.
+// key/value cache — the cache an earlier request left that shares the longest prefix with it, so
+// a device that keeps verifying the same text pays only its new tokens — and on one compute
+// thread its logits are the same bits whatever shares its passes and whatever was cached
+// (models/gpt_workspace.h, BatchDecoder): the replies are those of max_batch = 1, one request at
+// a time. docs/benchmarks.md "The inference service" measures it.
 //
 // Limits, each refused with an Error carrying the request id and changing nothing but the
 // refusal counts (`received`, `refused`): no call against the budget, no queue entry, no compute:
@@ -79,6 +81,7 @@ struct ServiceStats {
   uint64_t passes = 0;           // passes of the model over the batch (totals only)
   uint64_t max_batched = 0;      // the most requests in one pass (totals only)
   uint64_t pass_requests = 0;    // requests in each pass, summed (/ passes: the mean batch)
+  uint64_t reused_tokens = 0;    // tokens requests found cached from earlier ones, not fed again
 };
 
 // Sends one reply to a peer; must be thread-safe (wire::Server::Send is).

@@ -213,6 +213,46 @@ TEST_F(BatchingTest, ConcurrentRequestsGetTheRepliesOfOneAtATime) {
   EXPECT_EQ(batched_stats.verifications, 4u);
 }
 
+// A device verifying its text again and again (each context the last one plus the accepted
+// tokens and the next) finds its tokens cached and feeds only the new ones; every verdict is the
+// one a service that never saw the earlier requests gives.
+TEST_F(BatchingTest, AContinuingVerificationReusesTheCacheAndAnswersAsFresh) {
+  Answers answers;
+  auto service = InferenceService::Create(model_->shared_weights(), {}, answers.sender());
+  ASSERT_TRUE(service.ok());
+  Rng rng(9);
+  VerifyRequest v;
+  v.context = {ByteTokenizer::kEndOfText, 'o', 'n', 'c', 'e', ' '};
+  v.vocab = kVocab;
+  v.sampling.temperature = 1.0f;
+  size_t reused = 0;
+  for (uint64_t id = 1; id <= 6; ++id) {
+    v.draft.clear();
+    for (int t = 0; t < 4; ++t) v.draft.push_back(static_cast<int32_t>(rng.Below(kVocab)));
+    v.q.assign(4 * kVocab, 1.0f / kVocab);
+    v.seed = id;
+    (*service)->Submit("client-0", AsMessage({"client-0", id, EncodeRequest(v, 0)}));
+    ASSERT_TRUE(answers.WaitFor(id));
+    const std::string got = Describe(answers.all().at(id), EncodeRequest(v, 0));
+    // The same request to a service that has computed nothing before.
+    Answers fresh_answers;
+    auto fresh = InferenceService::Create(model_->shared_weights(), {}, fresh_answers.sender());
+    ASSERT_TRUE(fresh.ok());
+    (*fresh)->Submit("client-0", AsMessage({"client-0", id, EncodeRequest(v, 0)}));
+    ASSERT_TRUE(fresh_answers.WaitFor(1));
+    EXPECT_EQ(got, Describe(fresh_answers.all().at(id), EncodeRequest(v, 0))) << "request " << id;
+    if (id > 1) reused += v.context.size() - 1;
+    // The device's next context: this one, the accepted tokens and the next.
+    StatusOr<VerifyReply> verdict = DecodeVerifyReply(
+        std::get<wire::ServeReply>(answers.all().at(id).body), kVocab, 4);
+    ASSERT_TRUE(verdict.ok());
+    v.context.insert(v.context.end(), v.draft.begin(), v.draft.begin() + verdict->accepted);
+    v.context.push_back(verdict->next);
+  }
+  // Every request after the first found all of its context but the last token cached.
+  EXPECT_EQ((*service)->stats().reused_tokens, reused);
+}
+
 // A completion whose deadline (100 ms) passes while it is in the batch — it has joined, and the
 // worker is held 400 ms admitting a second request — is completed and answered; only waiting in
 // the queue past its deadline makes a request late.
