@@ -9,7 +9,8 @@
 //    as the last is answered, against two services of the same run on their own endpoints: one
 //    batching (serve.max_batch = --max-batch, default 8) and one with max_batch = 1 (requests one
 //    after another). Queries/s, latency (mean, p50, p95), the ratio of queries/s, the service's
-//    mean requests per pass, and whether both gave every request the same reply.
+//    mean requests per pass, and whether both gave every request the same reply. The two take
+//    turns (a third of the requests each, three times) so that a changing load weighs on both.
 // 3. Speculative decoding over the service (RemoteVerifier): acceptance rate, tokens per cloud
 //    round trip, bytes per token (frames both ways) and tokens/s, at γ ∈ {1, 2, 4, 8} and an
 //    injected round-trip delay of 0, 5 and 50 ms (a sleep before each request), against two
@@ -305,13 +306,15 @@ int Main(int argc, char** argv) {
     return e;
   };
   struct Run {
-    double qps = 0;
+    double seconds = 0, qps = 0;
     Latencies lat;
+    uint64_t passes = 0, pass_requests = 0;
     double per_pass = 0;  // the service's mean requests per pass
     std::vector<std::vector<int32_t>> replies;  // by request
   };
-  // n clients, each asking its next completion as soon as the last is answered.
-  auto run_clients = [&](Endpoint& e, int n, int count) {
+  // n clients, each asking its next completion as soon as the last is answered: requests
+  // [first, first + count).
+  auto run_clients = [&](Endpoint& e, int n, int count, int first = 0) {
     std::vector<std::unique_ptr<serve::RemoteCloud>> remotes;
     for (int k = 0; k < n; ++k) {
       auto r = serve::RemoteCloud::Connect(remote_options(k, 0, e.server->endpoint()));
@@ -328,7 +331,7 @@ int Main(int argc, char** argv) {
       threads.emplace_back([&, k] {
         for (int i = k; i < count; i += n) {
           const auto s = Clock::now();
-          auto reply = remotes[k]->Complete(request_for(i));
+          auto reply = remotes[k]->Complete(request_for(first + i));
           TANDEM_CHECK(reply.ok());
           lat[k].ms.push_back(1000 * Seconds(s, Clock::now()));
           run.replies[i] = reply->tokens;
@@ -336,12 +339,33 @@ int Main(int argc, char** argv) {
       });
     }
     for (auto& t : threads) t.join();
-    run.qps = count / Seconds(start, Clock::now());
+    run.seconds = Seconds(start, Clock::now());
     for (const auto& l : lat) run.lat.ms.insert(run.lat.ms.end(), l.ms.begin(), l.ms.end());
     const serve::ServiceStats after = e.service->stats();
-    run.per_pass = static_cast<double>(after.pass_requests - before.pass_requests) /
-                   std::max<uint64_t>(1, after.passes - before.passes);
+    run.pass_requests = after.pass_requests - before.pass_requests;
+    run.passes = after.passes - before.passes;
     return run;
+  };
+  // The requests in thirds, the two services taking turns, so that a load that changes during
+  // the row weighs on both alike.
+  auto run_turns = [&](Endpoint& serial_e, Endpoint& batched_e, int n, Run* one, Run* many) {
+    const int turns = 3;
+    for (int t = 0; t < turns; ++t) {
+      const int first = t * concurrent_requests / turns;
+      const int count = (t + 1) * concurrent_requests / turns - first;
+      for (auto [e, total] : {std::pair{&serial_e, one}, std::pair{&batched_e, many}}) {
+        Run part = run_clients(*e, n, count, first);
+        total->seconds += part.seconds;
+        total->lat.ms.insert(total->lat.ms.end(), part.lat.ms.begin(), part.lat.ms.end());
+        total->replies.insert(total->replies.end(), part.replies.begin(), part.replies.end());
+        total->passes += part.passes;
+        total->pass_requests += part.pass_requests;
+      }
+    }
+    for (Run* r : {one, many}) {
+      r->qps = r->replies.size() / r->seconds;
+      r->per_pass = static_cast<double>(r->pass_requests) / std::max<uint64_t>(1, r->passes);
+    }
   };
   if (!concurrency.empty()) {
     std::unique_ptr<Endpoint> serial = start_endpoint(1), batched = start_endpoint(max_batch);
@@ -355,8 +379,8 @@ int Main(int argc, char** argv) {
                 "p95 ms", "ratio", "req/pass", "same");
     for (int n : concurrency) {
       if (n < 1) continue;
-      const Run one = run_clients(*serial, n, concurrent_requests);
-      const Run many = run_clients(*batched, n, concurrent_requests);
+      Run one, many;
+      run_turns(*serial, *batched, n, &one, &many);
       std::printf("%-8d %10.2f %9.1f %9.1f %9.1f | %10.2f %9.1f %9.1f %9.1f | %7.2f %9.2f %9s\n",
                   n, one.qps, one.lat.Mean(), one.lat.Quantile(0.5), one.lat.Quantile(0.95),
                   many.qps, many.lat.Mean(), many.lat.Quantile(0.5), many.lat.Quantile(0.95),
