@@ -346,14 +346,17 @@ int Main(int argc, char** argv) {
     run.passes = after.passes - before.passes;
     return run;
   };
-  // The requests in thirds, the two services taking turns, so that a load that changes during
-  // the row weighs on both alike.
+  // The requests in thirds, the two services taking turns (and the first place), so that a load
+  // that changes during the row weighs on both alike.
   auto run_turns = [&](Endpoint& serial_e, Endpoint& batched_e, int n, Run* one, Run* many) {
     const int turns = 3;
     for (int t = 0; t < turns; ++t) {
       const int first = t * concurrent_requests / turns;
       const int count = (t + 1) * concurrent_requests / turns - first;
-      for (auto [e, total] : {std::pair{&serial_e, one}, std::pair{&batched_e, many}}) {
+      // Which goes first alternates too.
+      std::pair<Endpoint*, Run*> order[] = {{&serial_e, one}, {&batched_e, many}};
+      if (t % 2 == 1) std::swap(order[0], order[1]);
+      for (auto [e, total] : order) {
         Run part = run_clients(*e, n, count, first);
         total->seconds += part.seconds;
         total->lat.ms.insert(total->lat.ms.end(), part.lat.ms.begin(), part.lat.ms.end());
