@@ -38,6 +38,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "core/status.h"
 #include "models/gpt_weights.h"
@@ -80,8 +81,8 @@ struct ServiceStats {
   uint64_t max_queued = 0;       // the most requests ever waiting at once (totals only)
   uint64_t passes = 0;           // passes of the model over the batch (totals only)
   uint64_t max_batched = 0;      // the most requests in one pass (totals only)
-  uint64_t pass_requests = 0;    // requests in each pass, summed (/ passes: the mean batch)
-  uint64_t reused_tokens = 0;    // tokens requests found cached from earlier ones, not fed again
+  uint64_t pass_requests = 0;    // requests in each pass, summed (/ passes: the mean batch; totals)
+  uint64_t reused_tokens = 0;    // tokens found cached from earlier requests (totals only)
 };
 
 // Sends one reply to a peer; must be thread-safe (wire::Server::Send is).
