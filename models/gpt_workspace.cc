@@ -672,6 +672,7 @@ struct BatchDecoder::Scratch {
   float* scores;                // (context) one query's attention weights at a time
   float *fch, *fch_gelu;        // (N,Mmax)
   float *gelu_in, *gelu_out;    // (Mmax) one row, 64-byte aligned
+  float* lora_tmp;              // (max(C,3Amax,Mmax)) one row's xa @ B
   float* logits;                // (N,V)
   float* xa;                    // (N,r)
 };
@@ -733,8 +734,8 @@ std::span<const float* const> BatchDecoder::Decode(std::span<const Step> steps) 
   TANDEM_CHECK(!steps.empty());
   // Rows: step j's k_j rows from first_row_[j]; the total padded to a multiple of the kernel's
   // row block, so that the matrix products compute every row in a full block (header): 2 rows
-  // when every product's column count is a multiple of 8 (the adapters' rank too), else 4.
-  const size_t block = columns_by_8_ && rank % 8 == 0 ? 2 : 4;
+  // when every product's column count is a multiple of 8, else 4.
+  const size_t block = columns_by_8_ ? 2 : 4;
   first_row_.resize(steps.size());
   size_t n = 0;
   for (size_t j = 0; j < steps.size(); ++j) {
@@ -752,11 +753,12 @@ std::span<const float* const> BatchDecoder::Decode(std::span<const Step> steps) 
     d->rows = std::max(N, scratch_ ? scratch_->rows : 0);
     d->lora_rank = rank;
     const size_t r = d->rows, A = c.max_attn_width(), M = c.max_mlp_width();
+    const size_t widest = std::max({static_cast<size_t>(C), 3 * A, M});
     const size_t sizes[] = {r * C, r * C, r, r, r * 3 * A, r * A, static_cast<size_t>(ctx),
-                            r * M, r * M, M, M, r * V, std::max<size_t>(r * rank, 1)};
-    float** ptrs[] = {&d->x,      &d->ln,       &d->mean,    &d->rstd,     &d->qkv,
-                      &d->atty,   &d->scores,   &d->fch,     &d->fch_gelu, &d->gelu_in,
-                      &d->gelu_out, &d->logits, &d->xa};
+                            r * M, r * M, M, M, widest, r * V, std::max<size_t>(r * rank, 1)};
+    float** ptrs[] = {&d->x,      &d->ln,       &d->mean,     &d->rstd,     &d->qkv,
+                      &d->atty,   &d->scores,   &d->fch,      &d->fch_gelu, &d->gelu_in,
+                      &d->gelu_out, &d->lora_tmp, &d->logits, &d->xa};
     size_t total = 0;
     for (size_t s : sizes) total += Align16(s);
     d->buffer.assign(total + 16, 0.0f);
@@ -779,12 +781,36 @@ std::span<const float* const> BatchDecoder::Decode(std::span<const Step> steps) 
                      p + w.wpe_offset() + static_cast<size_t>(ws.pos_) * C, 1, steps[j].k, C);
   }
   // The linear layers' slots depend on the weights alone: any of the workspaces gives them.
+  // out (N,out) = inp (N,in) @ w + b (+ out with accumulate), then the adapter's
+  // scale * (inp @ A) @ B row by row in a fixed order (Eigen's products block by row count).
   const GptWorkspace& any = *steps[0].workspace;
+  const float lora_scale = rank > 0 ? w.lora_config().scale() : 0.0f;
+  auto linear = [&](int l, int kind, float* out, const float* inp, bool accumulate) {
+    const GptWorkspace::LinearSlot s = any.Linear(l, kind, nullptr, nullptr, nullptr);
+    LinearForward(out, inp, s.w, s.b, N, s.in, s.out, accumulate);
+    if (s.lora_a == nullptr) return;
+    for (int i = 0; i < N; ++i) {
+      float* xa = d.xa + static_cast<size_t>(i) * rank;  // (r)
+      const float* x = inp + static_cast<size_t>(i) * s.in;
+      std::fill(xa, xa + rank, 0.0f);
+      for (int c = 0; c < s.in; ++c) {
+        for (int t = 0; t < rank; ++t) xa[t] += x[c] * s.lora_a[static_cast<size_t>(c) * rank + t];
+      }
+      float* tmp = d.lora_tmp;  // (out)
+      std::fill(tmp, tmp + s.out, 0.0f);
+      for (int t = 0; t < rank; ++t) {
+        const float* b = s.lora_b + static_cast<size_t>(t) * s.out;
+        for (int o = 0; o < s.out; ++o) tmp[o] += xa[t] * b[o];
+      }
+      float* y = out + static_cast<size_t>(i) * s.out;
+      for (int o = 0; o < s.out; ++o) y[o] += lora_scale * tmp[o];
+    }
+  };
   for (int l = 0; l < c.n_layer; ++l) {
     const BlockWeights bw = w.block(l);
     const int A = c.attn_width(l), NH = c.heads(l), M = c.mlp_width(l);
     LayerNormForward(d.ln, d.mean, d.rstd, d.x, bw.ln1_w, bw.ln1_b, N, C);
-    any.LinearFwd(any.Linear(l, W::kQkv, nullptr, nullptr, d.xa), d.qkv, d.ln, N, false);
+    linear(l, W::kQkv, d.qkv, d.ln, false);
     std::memset(d.atty, 0, sizeof(float) * N * A);
     for (size_t j = 0; j < steps.size(); ++j) {
       GptWorkspace& ws = *steps[j].workspace;
@@ -796,10 +822,9 @@ std::span<const float* const> BatchDecoder::Decode(std::span<const Step> steps) 
         AttendOne(d.atty + (first_row_[j] + i) * A, d.scores, cache, p0 + i, NH, HD);
       }
     }
-    any.LinearFwd(any.Linear(l, W::kAttnProj, nullptr, nullptr, d.xa), d.x, d.atty, N,
-                  /*accumulate=*/true);
+    linear(l, W::kAttnProj, d.x, d.atty, /*accumulate=*/true);
     LayerNormForward(d.ln, d.mean, d.rstd, d.x, bw.ln2_w, bw.ln2_b, N, C);
-    any.LinearFwd(any.Linear(l, W::kFc, nullptr, nullptr, d.xa), d.fch, d.ln, N, false);
+    linear(l, W::kFc, d.fch, d.ln, false);
     // Row by row from a 64-byte aligned start, so that the vectorised GELU treats every row
     // alike wherever it sits.
     std::memset(d.fch_gelu, 0, sizeof(float) * N * M);
@@ -816,8 +841,7 @@ std::span<const float* const> BatchDecoder::Decode(std::span<const Step> steps) 
         std::memcpy(out, d.gelu_out, sizeof(float) * M);
       }
     }
-    any.LinearFwd(any.Linear(l, W::kFcProj, nullptr, nullptr, d.xa), d.x, d.fch_gelu, N,
-                  /*accumulate=*/true);
+    linear(l, W::kFcProj, d.x, d.fch_gelu, /*accumulate=*/true);
   }
   LayerNormForward(d.ln, d.mean, d.rstd, d.x, p + w.lnf_w_offset(), p + w.lnf_b_offset(), N, C);
   // Tied head: logits (N,V) = lnf (N,C) @ wte^T.

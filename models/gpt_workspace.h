@@ -166,8 +166,10 @@ class GptWorkspace {
 //   the kernel about what a lone row does.
 // - Attention one query at a time in a fixed scalar order (Decode's Eigen products and softmax
 //   block by the number of queries and the buffers' alignment).
-// - The GELU row by row from an aligned start.
-// Against Decode the logits agree to 5e-7 on logits of scale 1 (tests/models/batch_decode_test.cc).
+// - The GELU row by row from an aligned start, and LoRA adapters' products row by row in a fixed
+//   order (Eigen's products, which Decode uses for them, block by the row count).
+// Against Decode the logits agree to 5e-7 on logits of scale 1 (5e-6 with large adapters;
+// tests/models/batch_decode_test.cc).
 // On several threads OpenBLAS splits the rows among them at other boundaries, and only that
 // tolerance holds.
 //
