@@ -2,7 +2,7 @@
 // measured in the same run, over tcp://127.0.0.1 with CURVE and the allow-list:
 //
 // 1. Completions: queries per second and latency (mean, p50, p95) of the service, from one client
-//    and from several at once (the service has one worker: concurrent requests queue), against
+//    and from several at once (one worker, whose batch they share), against
 //    the same completions generated locally (the ratio is the service's overhead: transport,
 //    CURVE, encoding, queueing).
 // 2. Concurrent clients (--concurrency 1,4,8): N clients each asking its next completion as soon
