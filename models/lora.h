@@ -21,6 +21,7 @@ struct LoraConfig {
   // a range of blocks only (offsite's adapter blocks), not read from a config.
   std::vector<int> layers;
 
+  bool operator==(const LoraConfig&) const = default;
   float scale() const { return alpha / static_cast<float>(rank); }
   // Whether block `layer` carries adapters.
   bool has_layer(int layer) const;
