@@ -16,12 +16,12 @@
 #
 # Usage: scripts/experiments/emulator.sh [BUILD_DIR]   (variables: xling_llm_common.sh, and
 #   DROPS="0.5 0.25"    the emulator drop ratios of the full-adapter rows
-#   METHODS="off-uniform off-distilled fedbiot"   which full-adapter rows to run
+#   METHODS="off-uniform off-distilled fedbiot"   which full-adapter rows to run ("" = none)
 #   LORA_DROPS="0.5"    the drop ratios of the LoRA rows ("" = none)
 #   LORA_RANK=8         their rank)
 source "$(dirname "$0")/xling_llm_common.sh"
 DROPS="${DROPS:-0.5 0.25}"
-METHODS="${METHODS:-off-uniform off-distilled fedbiot}"
+METHODS="${METHODS-off-uniform off-distilled fedbiot}"
 LORA_DROPS="${LORA_DROPS-0.5}"
 LORA_RANK="${LORA_RANK:-8}"
 has() { [[ " $METHODS " == *" $1 "* ]]; }
