@@ -306,8 +306,9 @@ void OffsiteServer::SaveState(std::map<std::string, std::vector<float>>* tensors
   (*metadata)["emulator"] = AlignmentMapToJson(map_);
   (*metadata)["emulator_version"] = std::to_string(version_);
   (*metadata)["strategy"] = strategy_->name();
-  (*metadata)["adapters"] = config_.adapters;
   if (lora()) {
+    // Only LoRA checkpoints name their kind: full ones stay as they were before LoRA existed.
+    (*metadata)["adapters"] = config_.adapters;
     // The LLM holds base + merged factors; the base cannot be recovered from it bit for bit.
     (*tensors)["adapters.lora"] = adapters_;
     (*tensors)["llm.adapter_base"] = llm_base_;
@@ -344,7 +345,7 @@ Status OffsiteServer::LoadState(const std::map<std::string, std::vector<float>>&
     return Status::FailedPrecondition("checkpoint was made with strategy " + strategy +
                                       ", the config asks for " + strategy_->name());
   }
-  // Checkpoints from before LoRA adapters existed hold full ones.
+  // A checkpoint without the key holds full adapters (as every one did before LoRA existed).
   auto adapters_kind = metadata.find("adapters");
   const std::string kind = adapters_kind == metadata.end() ? "full" : adapters_kind->second;
   if (kind != config_.adapters) {

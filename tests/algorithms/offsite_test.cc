@@ -525,6 +525,17 @@ TEST_F(OffsiteTest, FedBiOTWithLoraResumesBitForBit) {
   auto other = metadata;
   other["adapters.lora"] = "rank=3";
   EXPECT_FALSE(resumed.LoadState(tensors, other).ok());
+  for (const char* name : {"adapters.lora", "llm.adapter_base"}) {
+    auto without = tensors;
+    without.erase(name);
+    EXPECT_FALSE(resumed.LoadState(without, metadata).ok()) << "no " << name << " accepted";
+    without = tensors;
+    without[name].pop_back();
+    EXPECT_FALSE(resumed.LoadState(without, metadata).ok()) << "a short " << name << " accepted";
+  }
+  auto unnamed = metadata;
+  unnamed.erase("adapters");
+  EXPECT_FALSE(resumed.LoadState(tensors, unnamed).ok()) << "a LoRA checkpoint read as full";
   EXPECT_TRUE(SameBits(Copy(resumed.llm().params()), fresh)) << "a refused load changed it";
   ASSERT_TRUE(resumed.LoadState(tensors, metadata).ok());
   round(resumed, 2);
