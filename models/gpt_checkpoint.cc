@@ -222,6 +222,9 @@ Status SaveLora(const std::string& path, const Gpt& model) {
   std::string targets;
   for (const auto& t : lora.targets) targets += (targets.empty() ? "" : ",") + t;
   meta["lora_targets"] = targets;
+  // Only adapters on some blocks carry the key, so files of adapters on every block stay as they
+  // were.
+  if (!lora.layers.empty()) meta["lora_layers"] = IntList(lora.layers);
   std::vector<TensorToWrite> tensors;
   for (const auto& spec : model.lora_layout().tensors()) {
     tensors.push_back({spec.name, DType::kF32, spec.shape,
@@ -247,6 +250,7 @@ Status LoadLora(const std::string& path, Gpt* model) {
   lora.targets.clear();
   std::stringstream ss(targets->second);
   for (std::string t; std::getline(ss, t, ',');) lora.targets.push_back(t);
+  TANDEM_ASSIGN_OR_RETURN(lora.layers, MetaIntList(file.metadata, "lora_layers", path));
   TANDEM_RETURN_IF_ERROR(lora.Validate().WithContext(path));
   if (model->lora_merged()) {
     return Status::FailedPrecondition(path + ": cannot load adapters into a model whose adapters "
@@ -259,8 +263,9 @@ Status LoadLora(const std::string& path, Gpt* model) {
     };
     const LoraConfig& have = model->lora_config();
     if (have.rank != lora.rank || have.alpha != lora.alpha ||
-        sorted(have.targets) != sorted(lora.targets)) {
-      return Status::InvalidArgument(path + ": adapters (rank, alpha or targets) do not match "
+        sorted(have.targets) != sorted(lora.targets) || have.layers != lora.layers) {
+      return Status::InvalidArgument(path + ": adapters (rank, alpha, targets or layers) do not "
+                                            "match "
                                             "the model's LoRA config");
     }
     // Load into a copy first: a file that fails part-way leaves the model as it was.

@@ -28,7 +28,8 @@ Status SaveGpt(const std::string& path, const Gpt& model,
 // or infinity is an error naming the file and the tensor).
 StatusOr<std::unique_ptr<Gpt>> LoadGpt(const std::string& path);
 
-// The adapters alone (names "h.{i}.attn.c_attn.lora_A", ...; rank and alpha in the metadata).
+// The adapters alone (names "h.{i}.attn.c_attn.lora_A", ...; rank, alpha, targets and, for
+// adapters on some blocks only, lora_layers in the metadata).
 Status SaveLora(const std::string& path, const Gpt& model);
 // Enables LoRA on `model` from the file's config and loads the adapter weights, which must be
 // finite like LoadGpt's; on an error `model` is left as it was.

@@ -155,11 +155,17 @@ int GptWeights::linear_out(int layer, int kind) const {
 Status GptWeights::EnableLora(const LoraConfig& lora, uint64_t seed) {
   TANDEM_RETURN_IF_ERROR(lora.Validate());
   if (lora_) return Status::FailedPrecondition("LoRA adapters are already enabled");
+  if (!lora.layers.empty() && lora.layers.back() >= config_.n_layer) {
+    return Status::InvalidArgument("lora layer " + std::to_string(lora.layers.back()) +
+                                   " is beyond the model's " + std::to_string(config_.n_layer) +
+                                   " blocks");
+  }
   auto state = std::make_unique<LoraState>();
   state->config = lora;
   state->a_offset.assign(static_cast<size_t>(config_.n_layer) * kNumLinear, SIZE_MAX);
   state->b_offset.assign(state->a_offset.size(), SIZE_MAX);
   for (int l = 0; l < config_.n_layer; ++l) {
+    if (!lora.has_layer(l)) continue;
     for (int k = 0; k < kNumLinear; ++k) {
       if (std::find(lora.targets.begin(), lora.targets.end(), kLinearNames[k]) ==
           lora.targets.end()) {

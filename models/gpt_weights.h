@@ -99,7 +99,8 @@ class GptWeights {
   int linear_out(int layer, int kind) const;
 
   // --- LoRA -------------------------------------------------------------------------------
-  // Adds adapters to every block's target layers. A has standard deviation 1/sqrt(fan_in) and B
+  // Adds adapters to the target layers of every block (of lora.layers' blocks when it is not
+  // empty; InvalidArgument when one is beyond n_layer). A has standard deviation 1/sqrt(fan_in) and B
   // is zero, so a new adapter leaves the model's output unchanged.
   Status EnableLora(const LoraConfig& lora, uint64_t seed);
   bool has_lora() const { return lora_ != nullptr; }

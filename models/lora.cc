@@ -28,7 +28,17 @@ Status LoraConfig::Validate() const {
                                      "mlp.c_proj");
     }
   }
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (layers[i] < 0 || (i > 0 && layers[i] <= layers[i - 1])) {
+      return Status::InvalidArgument("lora layers must be distinct non-negative block indices in "
+                                     "ascending order");
+    }
+  }
   return Status::Ok();
+}
+
+bool LoraConfig::has_layer(int layer) const {
+  return layers.empty() || std::binary_search(layers.begin(), layers.end(), layer);
 }
 
 StatusOr<LoraConfig> LoraConfigFromConfig(const Config& config, const std::string& prefix) {

@@ -17,8 +17,16 @@ struct LoraConfig {
   // Which linear layers of every block carry adapters: any of
   // "attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj".
   std::vector<std::string> targets = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};
+  // Which blocks carry them, ascending and distinct; empty = every block. Set by code that adapts
+  // a range of blocks only (offsite's adapter blocks), not read from a config.
+  std::vector<int> layers;
 
+  bool operator==(const LoraConfig&) const = default;
   float scale() const { return alpha / static_cast<float>(rank); }
+  // Whether block `layer` carries adapters.
+  bool has_layer(int layer) const;
+  // Checks rank, alpha, targets, and that layers are ascending, distinct and non-negative (the
+  // model checks the upper bound).
   Status Validate() const;
 };
 

@@ -38,29 +38,54 @@ Status OffsiteClient::Run(uint64_t round, const wire::TaskAssign& task, wire::Ta
         (emulator_version_ < 0 ? std::string("none") : std::to_string(emulator_version_)) +
         " (the coordinator sends it again next round)");
   }
+  // With LoRA the adapters are factors on the adapter blocks, which the emulator carries from
+  // its first such task on; their own weights stay the emulator's.
+  std::optional<LoraConfig> lora;
+  if (train.lora) {
+    lora = AdapterLora(*train.lora, config.n_layer, train.bottom, train.top);
+    if (emulator.has_lora() && !(emulator.lora_config() == *lora)) {
+      return Status::InvalidArgument("the task's LoRA adapters (rank, alpha, targets or blocks) "
+                                     "differ from those this client's emulator carries");
+    }
+  } else if (emulator.has_lora()) {
+    return Status::InvalidArgument("the task asks for full adapters, and this client's emulator "
+                                   "carries LoRA adapters from an earlier task");
+  }
   const std::vector<ParamRange> ranges = AdapterRanges(emulator, train.bottom, train.top);
-  const size_t adapter_size = RangesSize(ranges);
+  const size_t adapter_size = lora ? LoraSize(emulator.weights(), *lora) : RangesSize(ranges);
   const wire::Tensor* adapters = FindTensor(task.tensors, "adapters");
   if (adapters == nullptr || adapters->dtype != wire::DType::kFloat32 ||
       adapters->shape.size() != 1 || adapters->shape[0] != adapter_size) {
     return Status::InvalidArgument("expected a tensor 'adapters' of f32[" +
-                                   std::to_string(adapter_size) + "]");
+                                   std::to_string(adapter_size) + "]" +
+                                   (lora ? " (LoRA factors)" : ""));
   }
   // Everything is checked; only now does the client's emulator change.
   if (weights != nullptr) {
     weights->CopyTo(emulator.params());
     emulator_version_ = train.emulator_version;
   }
-  ScatterRanges(adapters->ToFloat32(), ranges, emulator.params());
+  if (lora) {
+    if (!emulator.has_lora()) TANDEM_RETURN_IF_ERROR(emulator.EnableLora(*lora, 0));
+    adapters->CopyTo(emulator.lora_params());
+  } else {
+    ScatterRanges(adapters->ToFloat32(), ranges, emulator.params());
+  }
 
   OwnDataTraining training;
   training.params = train.local;
   training.round = round;
-  training.trainable = Trainable::Blocks(config, emulator.layout(), train.bottom, train.top);
+  training.trainable = lora ? Trainable::AdaptersOnly()
+                            : Trainable::Blocks(config, emulator.layout(), train.bottom, train.top);
   training.proximal_mu = train.proximal_mu;
   std::vector<float> start;
   TANDEM_ASSIGN_OR_RETURN(TrainReport report,
                           TrainOnOwnData(*context_, &emulator, training, &start));
+  if (lora) {
+    UploadDelta(*context_, emulator.lora_params(), start, result);
+    ReportTraining(report, result);
+    return Status::Ok();
+  }
   std::vector<float> delta = GatherRanges(emulator.params(), ranges);
   const std::vector<float> sent = GatherRanges(start, ranges);
   for (size_t i = 0; i < delta.size(); ++i) delta[i] -= sent[i];

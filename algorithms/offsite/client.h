@@ -1,8 +1,9 @@
 // The client half of `offsite` and `fedbiot`: "offsite.train" loads the emulator when the task
 // carries it (once per version; the client keeps it between rounds) and the adapters every round,
 // trains the adapters alone on the client's own data, the emulator frozen (with FedBiOT's proximal
-// term towards the adapters it was sent), and uploads the adapters' delta. The client never holds
-// the LLM.
+// term towards the adapters it was sent), and uploads the adapters' delta. With LoRA adapters
+// ("offsite.adapters" = "lora") the emulator carries LoRA factors on its adapter blocks, which
+// alone train and move; every base weight stays frozen. The client never holds the LLM.
 #pragma once
 
 #include <cstdint>

@@ -11,6 +11,8 @@
 
 #include "core/status.h"
 #include "models/gpt.h"
+#include "models/lora.h"
+#include "prune/alignment_map.h"
 #include "models/trainable.h"
 
 namespace tandem {
@@ -24,5 +26,22 @@ std::vector<float> GatherRanges(std::span<const float> params, const std::vector
 // Writes `values` (RangesSize long) into `ranges` of `params`.
 void ScatterRanges(std::span<const float> values, const std::vector<ParamRange>& ranges,
                    std::span<float> params);
+
+// --- LoRA adapters (`<section>.adapters = "lora"`) ------------------------------------------
+// With LoRA the adapters are LoRA factors on the adapter blocks alone: the emulator carries them
+// (unmerged, so its adapter blocks' base weights stay as cut), and what moves and is averaged is
+// the emulator's lora_params(). The LLM carries no adapters: its adapter blocks hold their frozen
+// base plus the merged factors, so the LLM file a run writes is standalone.
+
+// `lora` on the adapter blocks of a model of `n_layer` blocks: [0, bottom) and
+// [n_layer - top, n_layer).
+LoraConfig AdapterLora(LoraConfig lora, int n_layer, int bottom, int top);
+// Floats of `lora`'s factors on `weights` (A (in,r) and B (r,out) per adapted linear), from the
+// shapes alone; requires lora.Validate() and its layers below n_layer.
+size_t LoraSize(const GptWeights& weights, const LoraConfig& lora);
+// Adds the emulator's LoRA factors, merged (w += scale · A @ B), into the LLM blocks they belong
+// to: emulator block c is LLM block map.layers[c]. Requires `emulator` to have adapters (not
+// merged) and the LLM's adapted weights to hold their base: the caller restores it first.
+void MergeEmulatorLora(const Gpt& emulator, const AlignmentMap& map, Gpt* llm);
 
 }  // namespace tandem

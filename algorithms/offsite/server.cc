@@ -18,6 +18,21 @@
 #include "train/local_trainer.h"
 
 namespace tandem {
+namespace {
+
+// A LoRA config as the checkpoint records it: "rank=8 alpha=16 targets=a,b layers=0,3".
+std::string LoraText(const LoraConfig& lora) {
+  std::string s = "rank=" + std::to_string(lora.rank) + " alpha=" + std::to_string(lora.alpha) +
+                  " targets=";
+  for (size_t i = 0; i < lora.targets.size(); ++i) s += (i ? "," : "") + lora.targets[i];
+  s += " layers=";
+  for (size_t i = 0; i < lora.layers.size(); ++i) {
+    s += (i ? "," : "") + std::to_string(lora.layers[i]);
+  }
+  return s;
+}
+
+}  // namespace
 
 StatusOr<OffsiteServerConfig> OffsiteServerConfigFromConfig(const Config& config,
                                                            const std::string& section) {
@@ -33,6 +48,19 @@ StatusOr<OffsiteServerConfig> OffsiteServerConfigFromConfig(const Config& config
   c.top = static_cast<int>(top);
   TANDEM_ASSIGN_OR_RETURN(c.emulator_keep,
                           config.GetDouble(key("emulator_keep"), c.emulator_keep, 1e-6, 1.0));
+  TANDEM_ASSIGN_OR_RETURN(c.adapters,
+                          config.GetChoice(key("adapters"), c.adapters, {"full", "lora"}));
+  // Read whatever the choice, so that every key is known; set with "full", they are an error.
+  const std::string lora_prefix = key("lora");
+  const bool lora_keys = config.Has(lora_prefix + ".rank") || config.Has(lora_prefix + ".alpha") ||
+                         config.Has(lora_prefix + ".targets");
+  if (c.adapters == "full" && lora_keys) {
+    return Status::InvalidArgument(config.source() + ": " + lora_prefix +
+                                   ".* is set and " + key("adapters") +
+                                   " = \"full\"; set " + key("adapters") +
+                                   " = \"lora\" to train LoRA adapters");
+  }
+  TANDEM_ASSIGN_OR_RETURN(c.lora, LoraConfigFromConfig(config, lora_prefix));
   c.align.server_steps = c.realign_every_round ? 8 : 0;
   c.align.alpha = 0.0;  // distillation to the LLM alone by default
   TANDEM_RETURN_IF_ERROR(ReadServerDistillConfig(config, section, &c.align));
@@ -81,6 +109,15 @@ StatusOr<std::unique_ptr<OffsiteServer>> OffsiteServer::Create(
   s->emulator_ranges_ = AdapterRanges(*s->emulator_, s->config_.bottom, s->config_.top);
   s->adapters_ = GatherRanges(s->llm_->params(), s->llm_ranges_);
   TANDEM_CHECK(RangesSize(s->emulator_ranges_) == s->adapters_.size());
+  if (s->lora()) {
+    // Fresh factors (B = 0: they change nothing yet) on the emulator's adapter blocks.
+    const LoraConfig lora = AdapterLora(s->config_.lora, s->emulator_->config().n_layer,
+                                        s->config_.bottom, s->config_.top);
+    TANDEM_RETURN_IF_ERROR(
+        s->emulator_->EnableLora(lora, s->config_.seed).WithContext(section + ".lora"));
+    s->llm_base_ = std::move(s->adapters_);
+    s->adapters_.assign(s->emulator_->lora_params().begin(), s->emulator_->lora_params().end());
+  }
   // The middle blocks train; the adapters, embeddings and final LayerNorm stay the LLM's.
   std::vector<std::string> middle;
   const int blocks = s->emulator_->config().n_layer;
@@ -103,6 +140,13 @@ std::vector<std::string> OffsiteServer::RequiredCapabilities() const {
 }
 
 void OffsiteServer::PlugAdapters() {
+  if (lora()) {
+    std::copy(adapters_.begin(), adapters_.end(), emulator_->lora_params().begin());
+    // From the original weights every time: merging onto last round's would add up the rounds.
+    ScatterRanges(llm_base_, llm_ranges_, llm_->params());
+    MergeEmulatorLora(*emulator_, map_, llm_.get());
+    return;
+  }
   ScatterRanges(adapters_, llm_ranges_, llm_->params());
   ScatterRanges(adapters_, emulator_ranges_, emulator_->params());
 }
@@ -160,6 +204,7 @@ StatusOr<TaskSpec> OffsiteServer::BeginRound(uint64_t round,
   task.emulator = map_;
   task.emulator_version = version_;
   task.proximal_mu = config_.proximal_mu;
+  if (lora()) task.lora = config_.lora;
   TaskSpec spec;
   spec.kind = kOffsiteTrainTask;
   task.Encode(&spec.params);
@@ -191,7 +236,8 @@ Status OffsiteServer::OnResult(const ClientInfo& client, const wire::TaskResult&
   if (result.tensors.size() != 1 || delta == nullptr || delta->dtype != wire::DType::kFloat32 ||
       delta->shape.size() != 1 || delta->shape[0] != adapters_.size()) {
     return Status::InvalidArgument("expected one tensor 'delta' of f32[" +
-                                   std::to_string(adapters_.size()) + "] (the adapters)");
+                                   std::to_string(adapters_.size()) + "] (the adapters" +
+                                   (lora() ? "' LoRA factors)" : ")"));
   }
   TANDEM_RETURN_IF_ERROR(strategy_->AddDelta(delta->ToFloat32(), result.weight));
   train_loss_sum_ += loss->second * result.weight;
@@ -260,6 +306,14 @@ void OffsiteServer::SaveState(std::map<std::string, std::vector<float>>* tensors
   (*metadata)["emulator"] = AlignmentMapToJson(map_);
   (*metadata)["emulator_version"] = std::to_string(version_);
   (*metadata)["strategy"] = strategy_->name();
+  if (lora()) {
+    // Only LoRA checkpoints name their kind: full ones stay as they were before LoRA existed.
+    (*metadata)["adapters"] = config_.adapters;
+    // The LLM holds base + merged factors; the base cannot be recovered from it bit for bit.
+    (*tensors)["adapters.lora"] = adapters_;
+    (*tensors)["llm.adapter_base"] = llm_base_;
+    (*metadata)["adapters.lora"] = LoraText(emulator_->lora_config());
+  }
   align_optimizer_->Save(tensors, metadata);
 }
 
@@ -291,6 +345,30 @@ Status OffsiteServer::LoadState(const std::map<std::string, std::vector<float>>&
     return Status::FailedPrecondition("checkpoint was made with strategy " + strategy +
                                       ", the config asks for " + strategy_->name());
   }
+  // A checkpoint without the key holds full adapters (as every one did before LoRA existed).
+  auto adapters_kind = metadata.find("adapters");
+  const std::string kind = adapters_kind == metadata.end() ? "full" : adapters_kind->second;
+  if (kind != config_.adapters) {
+    return Status::FailedPrecondition("checkpoint was made with " + config_.section +
+                                      ".adapters = \"" + kind + "\", the config asks for \"" +
+                                      config_.adapters + "\"");
+  }
+  auto lora_factors = tensors.find("adapters.lora");
+  auto lora_base = tensors.find("llm.adapter_base");
+  if (lora()) {
+    auto text = metadata.find("adapters.lora");
+    if (text == metadata.end() || text->second != LoraText(emulator_->lora_config())) {
+      return Status::FailedPrecondition(
+          "checkpoint's LoRA adapters (" +
+          (text == metadata.end() ? std::string("none") : text->second) +
+          ") differ from the config's (" + LoraText(emulator_->lora_config()) + ")");
+    }
+    if (lora_factors == tensors.end() || lora_factors->second.size() != adapters_.size() ||
+        lora_base == tensors.end() || lora_base->second.size() != llm_base_.size()) {
+      return Status::Corruption("checkpoint lacks adapters.lora or llm.adapter_base of their "
+                                "sizes");
+    }
+  }
   auto llm = tensors.find("llm.params");
   auto emulator = tensors.find("emulator.params");
   if (llm == tensors.end() || llm->second.size() != llm_->params().size() ||
@@ -307,7 +385,13 @@ Status OffsiteServer::LoadState(const std::map<std::string, std::vector<float>>&
   std::memcpy(llm_->params().data(), llm->second.data(), llm->second.size() * sizeof(float));
   std::memcpy(emulator_->params().data(), emulator->second.data(),
               emulator->second.size() * sizeof(float));
-  adapters_ = GatherRanges(llm_->params(), llm_ranges_);
+  if (lora()) {
+    adapters_ = lora_factors->second;
+    llm_base_ = lora_base->second;
+    std::copy(adapters_.begin(), adapters_.end(), emulator_->lora_params().begin());
+  } else {
+    adapters_ = GatherRanges(llm_->params(), llm_ranges_);
+  }
   version_ = version;
   emulator_tensor_.reset();
   client_version_.clear();

@@ -13,6 +13,17 @@
 // adapters it is used with; and the
 // clients' adapter loss carries a proximal term towards the adapters they were sent.
 //
+// Adapters (`<section>.adapters`): "full" — the adapter blocks' weights train, move and are
+// plugged back, as above — or "lora" — LoRA factors (`<section>.lora.rank/alpha/targets`) on
+// the adapter blocks alone train, on the clients, with the blocks' own weights, the emulator's
+// middle and everything else frozen. Only the factors go down and up every round and are averaged
+// as contributions; the emulator carries them unmerged (emulator.safetensors is its frozen base,
+// emulator.lora.safetensors the factors, a file `tandem eval --lora` takes), and they are plugged
+// into the LLM merged (its adapter blocks = their original weights + scale · A @ B, recomputed
+// from the original every round), so the LLM file a run writes is standalone. fedbiot's
+// re-alignment then distils the middle with the factors in both models, and its proximal term
+// is on the factors.
+//
 // The emulator's distillation, as in both papers, is KD on logits (α·CE + (1 − α)·T²·KL) plus
 // hidden-state matching (distill/kd_terms.h HiddenMatch): the output of the emulator's middle —
 // what its top adapters read — is pulled toward the LLM's at the same place, by the squared error
@@ -33,6 +44,7 @@
 #include "data/batcher.h"
 #include "data/corpus.h"
 #include "models/gpt.h"
+#include "models/lora.h"
 #include "prune/alignment_map.h"
 
 namespace tandem {
@@ -51,13 +63,16 @@ struct OffsiteServerConfig {
   // uniform-drop emulator) or before every round (fedbiot).
   ServerDistillConfig align;
   double hidden_weight = 1.0;        // <section>.hidden_weight: the hidden-state term; 0 = off
+  std::string adapters = "full";     // <section>.adapters: "full" blocks or "lora" factors on them
+  LoraConfig lora;                   // <section>.lora.rank / .alpha / .targets (adapters = "lora")
   bool realign_every_round = false;  // fedbiot
   double proximal_mu = 0.0;          // fedbiot.proximal_mu: the clients' term to the sent adapters
   int64_t eval_tokens = 32768;       // eval.tokens
   uint64_t seed = 1;
 };
 
-// Reads [<section>] (offsite or fedbiot), [client], [strategy] and [eval].
+// Reads [<section>] (offsite or fedbiot), [client], [strategy] and [eval]. `<section>.lora.*`
+// keys with adapters = "full" are an error.
 StatusOr<OffsiteServerConfig> OffsiteServerConfigFromConfig(const Config& config,
                                                            const std::string& section);
 
@@ -100,8 +115,10 @@ class OffsiteServer : public ServerAlgorithm {
   // Distils the emulator's middle blocks to the LLM (adapters plugged into both) for
   // align.server_steps steps on the round's public windows; a new version when it trained.
   Status Align(uint64_t round);
-  // adapters_ into the LLM and the emulator.
+  // adapters_ into the LLM and the emulator (LoRA: into the emulator's factors, and merged into
+  // the LLM's adapter blocks from their original weights llm_base_).
   void PlugAdapters();
+  bool lora() const { return config_.adapters == "lora"; }
 
   OffsiteServerConfig config_;
   std::unique_ptr<Gpt> llm_;
@@ -111,7 +128,9 @@ class OffsiteServer : public ServerAlgorithm {
   TokenDataset public_tokens_;
   AlignmentMap map_;
   std::vector<ParamRange> llm_ranges_, emulator_ranges_;  // the adapters in each
-  std::vector<float> adapters_;                           // their current values
+  // The adapters' current values: the blocks' weights, or (LoRA) the emulator's factors.
+  std::vector<float> adapters_;
+  std::vector<float> llm_base_;  // LoRA: the LLM's adapter blocks as loaded (llm_ranges_), frozen
   int64_t version_ = 0;            // the emulator's; 0: as cut, not distilled
   std::map<std::string, int64_t> client_version_;  // the version each client was sent
   std::optional<wire::Tensor> emulator_tensor_;    // the current version's weights, encoded

@@ -1,6 +1,7 @@
 // offsite's task; see algorithms/offsite/tasks.h.
 #include "algorithms/offsite/tasks.h"
 
+#include "algorithms/common/task_parts.h"
 #include "client/task_params.h"
 
 namespace tandem {
@@ -12,6 +13,8 @@ void OffsiteTrainTask::Encode(wire::Params* params) const {
   (*params)["emulator.map"] = AlignmentMapToJson(emulator);
   (*params)["emulator.version"] = emulator_version;
   (*params)["offsite.proximal_mu"] = proximal_mu;
+  (*params)["offsite.adapters"] = std::string(lora ? "lora" : "full");
+  if (lora) EncodeLoraConfig(*lora, params);
 }
 
 StatusOr<OffsiteTrainTask> OffsiteTrainTask::Decode(const wire::Params& params) {
@@ -24,6 +27,13 @@ StatusOr<OffsiteTrainTask> OffsiteTrainTask::Decode(const wire::Params& params) 
   TANDEM_ASSIGN_OR_RETURN(task.emulator_version,
                           IntParam(params, "emulator.version", 0, INT64_MAX));
   TANDEM_ASSIGN_OR_RETURN(task.proximal_mu, RealParam(params, "offsite.proximal_mu", 0.0, 1e6));
+  TANDEM_ASSIGN_OR_RETURN(std::string adapters, StringParam(params, "offsite.adapters"));
+  if (adapters == "lora") {
+    TANDEM_ASSIGN_OR_RETURN(task.lora, DecodeLoraConfig(params));
+  } else if (adapters != "full") {
+    return Status::InvalidArgument("offsite.adapters must be \"full\" or \"lora\", got \"" +
+                                   adapters + "\"");
+  }
   task.bottom = static_cast<int>(bottom);
   task.top = static_cast<int>(top);
   const int blocks = static_cast<int>(task.emulator.layers.size());

@@ -6,7 +6,7 @@ files in OUT/eval, mean +- sd over seeds; `private` is the mean over the clients
 metrics.jsonl (bytes: the mean over its rounds of bytes_up and bytes_down).
 
   xling_llm_table.py submodel OUT --seeds 1 2
-  xling_llm_table.py emulator OUT --seeds 1 2 --drops 0.5 0.25"""
+  xling_llm_table.py emulator OUT --seeds 1 2 --drops 0.5 0.25 [--lora-rank 8]"""
 import argparse
 import json
 import math
@@ -126,10 +126,11 @@ def submodel_table(out, seeds):
     return 0
 
 
-def emulator_table(out, seeds, drops):
+def emulator_table(out, seeds, drops, lora_rank=8):
     tags = {d: f"d{round(100 * float(d))}" for d in drops}
     names = ["llm-public", "llm-oracle"] + [
-        f"{m}-{t}-s{s}" for t in tags.values() for m in ("off-uniform", "off-distilled", "fedbiot")
+        f"{m}-{t}-s{s}" for t in tags.values()
+        for m in ("off-uniform", "off-distilled", "fedbiot", "off-distilled-lora", "fedbiot-lora")
         for s in seeds]
     langs = languages(out, names)
     if not langs:
@@ -148,8 +149,10 @@ def emulator_table(out, seeds, drops):
               " | gap closed | up / round | down / round |")
         print("|---|---|" + "---|" * len(langs) + "---|---|---|")
 
-        def row(label, evals, runs):
+        def row(label, evals, runs, optional=False):
             losses = [test_losses(out, e) for e in evals]
+            if optional and not any(losses):
+                return
             cols = [cell([l.get("private") for l in losses])]
             cols += [cell([l.get(lang) for l in losses]) for lang in langs]
             gaps = []
@@ -173,6 +176,10 @@ def emulator_table(out, seeds, drops):
             runs("off-uniform"))
         row("plug-in, distilled emulator (offsite)", runs("off-distilled"), runs("off-distilled"))
         row("fedbiot (re-aligned emulator, plug-in)", runs("fedbiot"), runs("fedbiot"))
+        row(f"plug-in, distilled emulator, LoRA r = {lora_rank} (offsite)",
+            runs("off-distilled-lora"), runs("off-distilled-lora"), optional=True)
+        row(f"fedbiot, LoRA r = {lora_rank} (re-aligned emulator, plug-in)", runs("fedbiot-lora"),
+            runs("fedbiot-lora"), optional=True)
         row("oracle: full fine-tuning on pooled private data", ["llm-oracle"], [])
         print()
     return 0
@@ -185,10 +192,11 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--seeds", nargs="+", default=["1"])
     ap.add_argument("--drops", nargs="+", default=["0.5", "0.25"])
+    ap.add_argument("--lora-rank", type=int, default=8, help="the LoRA rows' rank (a label)")
     args = ap.parse_args()
     if args.table == "submodel":
         return submodel_table(args.out, args.seeds)
-    return emulator_table(args.out, args.seeds, args.drops)
+    return emulator_table(args.out, args.seeds, args.drops, args.lora_rank)
 
 
 if __name__ == "__main__":

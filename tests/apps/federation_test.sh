@@ -907,6 +907,39 @@ offsite)
   /usr/bin/python3 -c "import sys; sys.exit(0 if $(metric runs/biot 2 emulator_kd_loss_after) < $(metric runs/biot 2 emulator_kd_loss_before) else 1)" ||
     fail "fedbiot's re-alignment did not lower its distillation loss"
   ;;
+offsite-lora)
+  # The same split with LoRA adapters (adapters = "lora"): only the factors on the adapter blocks
+  # go up, far fewer bytes than the full blocks; the plugged-in LLM improves and is written as a
+  # standalone file (the factors merged in), and the emulator's factors beside it as a file
+  # `tandem eval --lora` takes. fedbiot with LoRA too, re-aligning before round 2.
+  split() { TANDEM_THREADS=1 "$TANDEM" run base.toml --set model.n_layer=4 --set federation.rounds=2 \
+              --set 'data.public_categories=["art", "zippy", "linux"]' "$@"; }
+  split --set name=full --set algorithm.name=offsite > full.out 2>&1 ||
+    fail "the full-adapter offsite run failed: $(tail -5 full.out)"
+  split --set name=off --set algorithm.name=offsite --set offsite.adapters=lora \
+    --set offsite.lora.rank=4 > off.out 2>&1 || fail "the LoRA offsite run failed: $(tail -5 off.out)"
+  split --set name=biot --set algorithm.name=fedbiot --set fedbiot.adapters=lora \
+    --set fedbiot.lora.rank=4 --set fedbiot.server_steps=2 > biot.out 2>&1 ||
+    fail "the LoRA fedbiot run failed: $(tail -5 biot.out)"
+  for run in off biot; do
+    [ "$(rounds_done runs/$run)" -eq 2 ] || fail "$run: $(rounds_done runs/$run) rounds"
+    /usr/bin/python3 -c "import sys; sys.exit(0 if $(metric runs/$run 2 val_loss) < $(metric runs/$run 0 val_loss) else 1)" ||
+      fail "$run: the plugged-in model did not improve"
+    [ -f runs/$run/checkpoints/emulator.lora.safetensors ] || fail "$run: no emulator.lora.safetensors"
+    [ ! -f runs/$run/checkpoints/model.lora.safetensors ] || fail "$run: the LLM is not standalone"
+    "$TANDEM" eval base.toml --max-tokens 4096 --checkpoint runs/$run/checkpoints/model.safetensors \
+      > $run-model.out 2>&1 || fail "$run: model.safetensors does not evaluate: $(tail -2 $run-model.out)"
+    "$TANDEM" eval base.toml --max-tokens 4096 --checkpoint runs/$run/checkpoints/emulator.safetensors \
+      --lora runs/$run/checkpoints/emulator.lora.safetensors > $run-emulator.out 2>&1 ||
+      fail "$run: the emulator with its factors does not evaluate: $(tail -2 $run-emulator.out)"
+  done
+  cmp -s runs/full/checkpoints/model.safetensors runs/off/checkpoints/model.safetensors &&
+    fail "the LoRA run wrote the full-adapter run's model"
+  up_full="$(metric runs/full 2 bytes_up)"; up_lora="$(metric runs/off 2 bytes_up)"
+  /usr/bin/python3 -c "import sys; sys.exit(0 if $up_lora < 0.2 * $up_full else 1)" ||
+    fail "LoRA adapters sent $up_lora bytes up, full ones $up_full"
+  [ "$(metric runs/biot 2 emulator_version)" = "2.0" ] || fail "fedbiot did not re-align before round 2"
+  ;;
 *)
   echo "unknown scenario $SCENARIO" >&2; exit 2 ;;
 esac

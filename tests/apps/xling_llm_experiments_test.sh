@@ -3,7 +3,8 @@
 # "LLM", one step of public training, one round, two languages with one client each, one drop
 # ratio; about 60 s alone, two minutes on a busy machine): every
 # run and reference is made and scored per language by tandem eval, the sub-model runs
-# checkpoint the sub-models of their narrower tiers, and both tables have every row with
+# checkpoint the sub-models of their narrower tiers, the emulator's LoRA rows move far fewer bytes
+# up than the full adapters, and both tables have every row with
 # numbers in them. A second pass finds every result and runs nothing.
 # Usage: xling_llm_experiments_test.sh TANDEM_BINARY SOURCE_DIR
 set -uo pipefail
@@ -42,6 +43,7 @@ for m in full half-quarter uniform quarter-static quarter-rolling quarter-import
 done
 evals="$evals off-uniform-d50-s1 off-distilled-d50-s1 fedbiot-d50-s1"
 evals="$evals off-uniform-d50-s1-emulator off-distilled-d50-s1-emulator"
+evals="$evals off-distilled-lora-d50-s1 fedbiot-lora-d50-s1"
 evals="$evals sm-half-quarter-s1-d4 sm-quarter-static-s1-d4"
 for e in $evals; do
   python3 - "$out/eval/$e.json" <<'PY' || fail "$e: no per-language test losses"
@@ -56,7 +58,7 @@ done
 python3 - "$out" <<'PY' || fail "a run has an aborted round"
 import glob, json, sys
 runs = glob.glob(sys.argv[1] + "/*-s1/metrics.jsonl")
-assert len(runs) == 9, runs
+assert len(runs) == 11, runs
 for path in runs:
     for m in map(json.loads, open(path)):
         if m["round"] >= 1:
@@ -71,6 +73,8 @@ first = lambda run: json.loads(open(f"{out}/{run}/metrics.jsonl").readlines()[1]
 assert "emulator_kd_loss_after" in first("off-distilled-d50-s1")
 assert "emulator_kd_loss_after" not in first("off-uniform-d50-s1")
 assert "emulator_kd_loss_after" in first("fedbiot-d50-s1")
+# LoRA adapters move far fewer bytes up than the full blocks.
+assert first("off-distilled-lora-d50-s1")["bytes_up"] < 0.2 * first("off-distilled-d50-s1")["bytes_up"]
 PY
 
 rows=$(grep -c '^| .* | .* | [0-9]' "$work/submodel.log")
@@ -78,7 +82,7 @@ rows=$(grep -c '^| .* | .* | [0-9]' "$work/submodel.log")
 grep -q '| never updated | up / round | down / round |' "$work/submodel.log" \
   || fail "the sub-model table's columns"
 rows=$(grep -c '^| .* | [0-9]' "$work/emulator.log")
-[ "$rows" -eq 7 ] || { cat "$work/emulator.log"; fail "the emulator table has $rows rows, not 7"; }
+[ "$rows" -eq 9 ] || { cat "$work/emulator.log"; fail "the emulator table has $rows rows, not 9"; }
 grep -q '| model | private | de | it | en | gap closed |' "$work/emulator.log" \
   || fail "the emulator table's columns"
 

@@ -136,6 +136,64 @@ TEST(GptGradTest, LoraAdaptersMatchFiniteDifferencesAndBaseIsFrozen) {
   CheckAllTensors(model, model.lora_layout(), model.lora_params().data(), grads.data(), batch);
 }
 
+// Adapters on some blocks only (offsite's adapter blocks): the other blocks have none, the
+// gradients still match, and merging changes only the adapted blocks' weights.
+TEST(GptGradTest, LoraOnSomeLayersMatchesFiniteDifferencesAndMergesOnlyThere) {
+  Gpt model(NonUniformConfig());
+  model.InitWeights(47);
+  LoraConfig lora;
+  lora.rank = 2;
+  lora.alpha = 4.0f;
+  lora.layers = {0, 2};
+  ASSERT_TRUE(model.EnableLora(lora, 7).ok());
+  EXPECT_NE(model.lora_layout().Find("h.0.attn.c_attn.lora_A"), nullptr);
+  EXPECT_EQ(model.lora_layout().Find("h.1.attn.c_attn.lora_A"), nullptr);
+  EXPECT_NE(model.lora_layout().Find("h.2.mlp.c_proj.lora_B"), nullptr);
+  EXPECT_EQ(model.weights().lora_a_offset(1, GptWeights::kFc), SIZE_MAX);
+  // 4 linears of blocks 0 and 2: A (in,2) and B (2,out) each.
+  size_t expected = 0;
+  for (int l : {0, 2}) {
+    for (int k = 0; k < GptWeights::kNumLinear; ++k) {
+      expected += 2 * (model.weights().linear_in(l, k) + model.weights().linear_out(l, k));
+    }
+  }
+  EXPECT_EQ(model.lora_params().size(), expected);
+  Rng rng(11);
+  for (float& p : model.lora_params()) p += static_cast<float>(rng.Normal()) * 0.2f;
+  const Batch batch = RandomBatch(7, 256);
+  model.ZeroGrad();
+  model.Forward(batch.tokens.data(), batch.targets.data(), batch.B, batch.T);
+  model.Backward();
+  std::vector<float> grads(model.lora_grads().begin(), model.lora_grads().end());
+  CheckAllTensors(model, model.lora_layout(), model.lora_params().data(), grads.data(), batch);
+
+  const std::vector<float> base(model.params().begin(), model.params().end());
+  const float adapted = model.Forward(batch.tokens.data(), batch.targets.data(), batch.B, batch.T);
+  model.MergeLora();
+  EXPECT_NEAR(model.Forward(batch.tokens.data(), batch.targets.data(), batch.B, batch.T), adapted,
+              1e-5);
+  for (const auto& t : model.layout().tensors()) {
+    const bool same = std::memcmp(model.params().data() + t.offset, base.data() + t.offset,
+                                  t.size * sizeof(float)) == 0;
+    const bool adapted_weight = t.name.rfind("h.1.", 0) != 0 && t.name.rfind("h.", 0) == 0 &&
+                                t.name.find("c_") != std::string::npos &&
+                                t.name.find(".weight") != std::string::npos;
+    EXPECT_EQ(same, !adapted_weight) << t.name;
+  }
+}
+
+TEST(GptGradTest, LoraLayersAreChecked) {
+  Gpt model(TinyConfig());
+  LoraConfig lora;
+  lora.layers = {1, 0};
+  EXPECT_FALSE(model.EnableLora(lora, 1).ok()) << "descending layers accepted";
+  lora.layers = {0, 2};
+  Status beyond = model.EnableLora(lora, 1);
+  ASSERT_FALSE(beyond.ok()) << "a block beyond n_layer accepted";
+  EXPECT_NE(beyond.message().find("lora layer 2"), std::string::npos) << beyond.message();
+  EXPECT_FALSE(model.has_lora());
+}
+
 TEST(GptGradTest, FreshLoraChangesNothingAndMergeMatches) {
   Gpt model(TinyConfig());
   model.InitWeights(44);

@@ -128,6 +128,35 @@ TEST_F(SafetensorsTest, LoraRoundTrip) {
                         model.lora_params().size() * sizeof(float)), 0);
 }
 
+TEST_F(SafetensorsTest, LoraOnSomeLayersRoundTrips) {
+  Gpt model(Small());
+  model.InitWeights(6);
+  LoraConfig lora;
+  lora.rank = 2;
+  lora.layers = {1};
+  ASSERT_TRUE(model.EnableLora(lora, 1).ok());
+  Rng rng(3);
+  for (float& p : model.lora_params()) p = static_cast<float>(rng.Normal());
+  ASSERT_TRUE(SaveLora(Path("some.safetensors"), model).ok());
+  Gpt other(Small());
+  ASSERT_TRUE(LoadLora(Path("some.safetensors"), &other).ok());
+  EXPECT_EQ(other.lora_config().layers, std::vector<int>{1});
+  ASSERT_EQ(other.lora_params().size(), model.lora_params().size());
+  EXPECT_EQ(std::memcmp(other.lora_params().data(), model.lora_params().data(),
+                        model.lora_params().size() * sizeof(float)), 0);
+  // Adapters on every block do not load over adapters on block 1 alone.
+  Gpt every(Small());
+  LoraConfig all = lora;
+  all.layers.clear();
+  ASSERT_TRUE(every.EnableLora(all, 1).ok());
+  EXPECT_FALSE(LoadLora(Path("some.safetensors"), &every).ok());
+  // Files of adapters on every block carry no lora_layers key.
+  ASSERT_TRUE(SaveLora(Path("every.safetensors"), every).ok());
+  auto file = ReadSafetensors(Path("every.safetensors"));
+  ASSERT_TRUE(file.ok());
+  EXPECT_EQ(file->metadata.count("lora_layers"), 0u);
+}
+
 TEST_F(SafetensorsTest, SavingAMergedModelStoresTheBase) {
   Gpt model(Small());
   model.InitWeights(7);
