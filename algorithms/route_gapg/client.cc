@@ -91,14 +91,15 @@ Status RouteGapgClient::Run(uint64_t round, const wire::TaskAssign& task,
     return Status::InvalidArgument("expected a tensor 'policy' of f32[" + std::to_string(m) + "]");
   }
   // This client's prompts, made once per setting.
-  std::string key = train.split + "/" + std::to_string(train.clients) + "/" +
+  std::string key = train.split + "/" + std::to_string(train.part) + "/" +
+                    std::to_string(train.parts) + "/" +
                     std::to_string(train.examples_per_level) + "/" +
                     std::to_string(train.test_fraction) + "/" + std::to_string(train.seed);
   for (int level : train.levels) key += "/" + std::to_string(level);
   if (key != prompts_key_) {
     TANDEM_ASSIGN_OR_RETURN(RoutePrompts all, MakeRoutePrompts(train.PromptSettings()));
     TANDEM_ASSIGN_OR_RETURN(prompts_, ClientRoutePrompts(all, train.split, train.levels,
-                                                         train.client, train.clients));
+                                                         train.part, train.parts));
     prompts_key_ = key;
   }
   // Everything is checked; only now does the client's device change.

@@ -6,6 +6,7 @@
 
 #include "algorithms/common/task_parts.h"
 #include "algorithms/route_gapg/local_gapg.h"
+#include "algorithms/route_gapg/score.h"
 #include "core/config.h"
 #include "route/gapg.h"
 
@@ -82,7 +83,22 @@ StatusOr<RouteGapgServerConfig> RouteGapgServerConfigFromConfig(const Config& co
   t.seed = static_cast<uint64_t>(seed);
   TANDEM_ASSIGN_OR_RETURN(int64_t clients, config.GetInt("federation.clients", 4, 1, 100'000));
   c.clients = static_cast<int>(clients);
-  t.clients = c.clients;
+  TANDEM_ASSIGN_OR_RETURN(int64_t operand_parts,
+                          config.GetInt(key("operand_parts"), 0, 0, 100'000));
+  if (t.split == "level") {
+    if (operand_parts != 0) {
+      return Status::InvalidArgument("route-gapg.operand_parts applies to split = \"operand\"");
+    }
+    t.parts = static_cast<int>(t.levels.size());
+  } else {
+    t.parts = operand_parts > 0 ? static_cast<int>(operand_parts) : c.clients;
+  }
+  TANDEM_ASSIGN_OR_RETURN(std::vector<int64_t> parts,
+                          config.GetIntList(key("client_parts"), {}, 0, t.parts - 1));
+  c.client_parts.assign(parts.begin(), parts.end());
+  TANDEM_ASSIGN_OR_RETURN(c.eval_budget,
+                          config.GetDouble(key("eval_budget"), c.eval_budget, 0.0, 1.0));
+  TANDEM_ASSIGN_OR_RETURN(c.rounds, config.GetInt("federation.rounds", 10, 1, 1'000'000));
   TANDEM_ASSIGN_OR_RETURN(bool serve, config.GetBool("serve.enabled", false));
   if (!serve) {
     return Status::InvalidArgument("route-gapg: the clients ask the cloud through the "
@@ -91,10 +107,19 @@ StatusOr<RouteGapgServerConfig> RouteGapgServerConfigFromConfig(const Config& co
   // Every client's share of the prompts, checked now rather than at its first task.
   TANDEM_ASSIGN_OR_RETURN(RoutePrompts all, MakeRoutePrompts(t.PromptSettings()));
   for (int k = 0; k < c.clients; ++k) {
-    auto share = ClientRoutePrompts(all, t.split, t.levels, k, c.clients);
-    if (!share.ok()) return share.status().WithContext("route-gapg.split, route-gapg.levels");
+    auto share = ClientRoutePrompts(all, t.split, t.levels, c.PartOf(k), t.parts);
+    if (!share.ok()) {
+      return share.status().WithContext("route-gapg.split, route-gapg.levels (client " +
+                                        std::to_string(k) + ")");
+    }
   }
   return c;
+}
+
+int RouteGapgServerConfig::PartOf(int client_index) const {
+  const int k = std::max(0, client_index);
+  if (!client_parts.empty()) return client_parts[static_cast<size_t>(k) % client_parts.size()];
+  return k % std::max(1, task.parts);
 }
 
 RouteGapgServer::RouteGapgServer(RouteGapgServerConfig config, std::unique_ptr<Gpt> device,
@@ -153,8 +178,8 @@ StatusOr<TaskSpec> RouteGapgServer::BeginRound(uint64_t round, const std::vector
 
 void RouteGapgServer::Customize(const ClientInfo& client, wire::TaskAssign* assign) {
   const size_t k = static_cast<size_t>(std::max(0, client.index));
-  assign->params["route.client"] = static_cast<int64_t>(client.index < 0 ? 0 : client.index) %
-                                   std::max(1, config_.clients);
+  assign->params["route.client"] = static_cast<int64_t>(k);
+  assign->params["route.part"] = static_cast<int64_t>(config_.PartOf(client.index));
   assign->params["route.budget"] = config_.client_budgets[k % config_.client_budgets.size()];
   if (sent_device_[client.name]) return;
   if (!device_tensor_) {
@@ -224,8 +249,9 @@ void RouteGapgServer::AbortRound() {
   sent_device_.clear();  // who received what is unknown
 }
 
-Status RouteGapgServer::EndRound(uint64_t, std::map<std::string, double>* metrics) {
+Status RouteGapgServer::EndRound(uint64_t round, std::map<std::string, double>* metrics) {
   (*metrics)["policy_change"] = policy_change_;
+  if (static_cast<int64_t>(round) == config_.rounds) TANDEM_RETURN_IF_ERROR(Score(metrics));
   // The clients' own figures (not under the privacy pipeline, where results arrive as a mean).
   if (client_metrics_.empty()) return Status::Ok();
   double weight = 0.0;
@@ -256,6 +282,30 @@ Status RouteGapgServer::EndRound(uint64_t, std::map<std::string, double>* metric
   (*metrics)["refused_handoffs"] = refused;
   (*metrics)["serve_bytes_up"] = bytes_up;
   (*metrics)["serve_bytes_down"] = bytes_down;
+  return Status::Ok();
+}
+
+Status RouteGapgServer::Score(std::map<std::string, double>* metrics) const {
+  const RouteGapgTrainTask& t = config_.task;
+  TANDEM_ASSIGN_OR_RETURN(RoutePrompts all, MakeRoutePrompts(t.PromptSettings()));
+  auto put = [&](const std::string& prefix, const RouteShareScore& s) {
+    (*metrics)[prefix + ".accuracy"] = s.accuracy();
+    (*metrics)[prefix + ".local_accuracy"] = s.local_accuracy();
+    (*metrics)[prefix + ".call_ratio"] = s.call_ratio();
+    (*metrics)[prefix + ".device_accuracy"] = s.device_accuracy();
+    (*metrics)[prefix + ".cloud_accuracy"] = s.cloud_accuracy();
+    (*metrics)[prefix + ".queries"] = static_cast<double>(s.queries);
+  };
+  for (int p = 0; p < t.parts; ++p) {
+    TANDEM_ASSIGN_OR_RETURN(RoutePrompts share, ClientRoutePrompts(all, t.split, t.levels, p,
+                                                                   t.parts));
+    TANDEM_ASSIGN_OR_RETURN(RouteShareScore s,
+                            ScoreRouteShare(*device_, *cloud_, share, config_.eval_budget, t));
+    put("eval.part" + std::to_string(p), s);
+  }
+  TANDEM_ASSIGN_OR_RETURN(RouteShareScore s,
+                          ScoreRouteShare(*device_, *cloud_, all, config_.eval_budget, t));
+  put("eval.union", s);
   return Status::Ok();
 }
 

@@ -39,7 +39,12 @@ struct RouteGapgServerConfig {
   // warm_start_handoff_fraction, warm_start_lr, warm_start_batch): route-gapg.<same name>.
   RouteGapgTrainTask task;
   StrategyConfig strategy;
-  int clients = 1;                     // federation.clients (the operand split's N)
+  int clients = 1;                     // federation.clients
+  // Which part of the split client K holds: client_parts[K mod size]; empty: part K mod parts.
+  std::vector<int> client_parts;       // route-gapg.client_parts
+  double eval_budget = 0.3;            // route-gapg.eval_budget: the last round's scoring cap
+  int64_t rounds = 1;                  // federation.rounds: the last round is scored
+  int PartOf(int client_index) const;
 };
 
 // Reads [route-gapg] and [strategy], and checks what can be checked before a run: the rewards,
@@ -90,6 +95,9 @@ class RouteGapgServer : public ServerAlgorithm {
   std::optional<wire::Tensor> device_tensor_;
   bool aggregated_ = false;
   double policy_change_ = 0.0;  // L2 norm of the round's step
+  // The last round's scores of the policy on every part's held-out prompts and on their union.
+  Status Score(std::map<std::string, double>* metrics) const;
+
   // The round's client figures: name -> metric -> value.
   std::map<std::string, std::pair<int, wire::Metrics>> client_metrics_;
 };

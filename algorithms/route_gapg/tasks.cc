@@ -55,7 +55,8 @@ void RouteGapgTrainTask::Encode(wire::Params* params) const {
   p["route.test_fraction"] = test_fraction;
   p["route.seed"] = static_cast<int64_t>(seed);
   p["route.split"] = split;
-  p["route.clients"] = static_cast<int64_t>(clients);
+  p["route.parts"] = static_cast<int64_t>(parts);
+  p["route.part"] = static_cast<int64_t>(part);
   p["route.client"] = static_cast<int64_t>(client);
   p["route.budget"] = budget;
   p["route.trainable"] = trainable;
@@ -90,10 +91,15 @@ StatusOr<RouteGapgTrainTask> RouteGapgTrainTask::Decode(const wire::Params& para
   if (std::find(splits.begin(), splits.end(), t.split) == splits.end()) {
     return Status::InvalidArgument("route.split: unknown split '" + t.split + "'");
   }
-  TANDEM_ASSIGN_OR_RETURN(int64_t clients, IntParam(params, "route.clients", 1, 100'000));
-  TANDEM_ASSIGN_OR_RETURN(int64_t client, IntParam(params, "route.client", 0, clients - 1));
-  t.clients = static_cast<int>(clients);
+  TANDEM_ASSIGN_OR_RETURN(int64_t parts, IntParam(params, "route.parts", 1, 100'000));
+  TANDEM_ASSIGN_OR_RETURN(int64_t part, IntParam(params, "route.part", 0, parts - 1));
+  TANDEM_ASSIGN_OR_RETURN(int64_t client, IntParam(params, "route.client", 0, 100'000'000));
+  t.parts = static_cast<int>(parts);
+  t.part = static_cast<int>(part);
   t.client = static_cast<int>(client);
+  if (t.split == "level" && t.parts != static_cast<int>(t.levels.size())) {
+    return Status::InvalidArgument("route.parts: the level split makes one part per level");
+  }
   TANDEM_ASSIGN_OR_RETURN(t.budget, RealParam(params, "route.budget", 0.0, 1.0));
   if (!(t.budget > 0.0)) return Status::InvalidArgument("route.budget must be in (0, 1]");
   TANDEM_ASSIGN_OR_RETURN(t.trainable, StringParam(params, "route.trainable"));
@@ -143,16 +149,19 @@ RouteConfig RouteGapgTrainTask::PromptSettings() const {
 }
 
 StatusOr<RoutePrompts> ClientRoutePrompts(const RoutePrompts& prompts, const std::string& split,
-                                          const std::vector<int>& levels, int client,
-                                          int clients) {
-  if (levels.empty() || clients < 1 || client < 0 || client >= clients) {
-    return Status::InvalidArgument("route-gapg: client " + std::to_string(client) + " of " +
-                                   std::to_string(clients) + " over " +
-                                   std::to_string(levels.size()) + " levels");
+                                          const std::vector<int>& levels, int part,
+                                          int parts) {
+  if (levels.empty() || parts < 1 || part < 0 || part >= parts ||
+      (split == "level" && parts != static_cast<int>(levels.size()))) {
+    return Status::InvalidArgument("route-gapg: part " + std::to_string(part) + " of " +
+                                   std::to_string(parts) + " over " +
+                                   std::to_string(levels.size()) + " levels under split '" +
+                                   split + "'");
   }
+  const int client = part, clients = parts;
   std::function<bool(const ArithmeticExample&)> mine;
   if (split == "level") {
-    const int level = levels[static_cast<size_t>(client) % levels.size()];
+    const int level = levels[static_cast<size_t>(part)];
     mine = [level](const ArithmeticExample& e) { return e.level == level; };
   } else if (split == "operand") {
     mine = [client, clients](const ArithmeticExample& e) {
@@ -176,7 +185,7 @@ StatusOr<RoutePrompts> ClientRoutePrompts(const RoutePrompts& prompts, const std
   }
   if (out.train.empty() || out.test.empty()) {
     return Status::InvalidArgument(
-        "route-gapg: client " + std::to_string(client) + "'s share under split '" + split +
+        "route-gapg: part " + std::to_string(part) + " of split '" + split +
         "' has " + std::to_string(out.train.size()) + " training and " +
         std::to_string(out.test.size()) + " held-out prompts; both must be non-empty");
   }

@@ -19,10 +19,10 @@ namespace tandem {
 
 inline constexpr char kRouteGapgTrainTask[] = "route-gapg.train";
 
-// How the prompts of route-gapg.levels are divided among the clients.
-//   "level":   client K holds the prompts of levels[K mod |levels|] (one level each);
-//   "operand": every client holds every level, client K of N the prompts whose first operand
-//              falls in the K-th of N equal ranges of the level's operand values.
+// How the prompts of route-gapg.levels are divided into parts, one part per client:
+//   "level":   part P is the prompts of levels[P] (|levels| parts);
+//   "operand": P of N parts is the prompts, of every level, whose first operand falls in the
+//              P-th of N equal ranges of the level's operand values.
 inline const std::vector<std::string>& RouteGapgSplits() {
   static const std::vector<std::string> splits = {"level", "operand"};
   return splits;
@@ -36,8 +36,9 @@ struct RouteGapgTrainTask {
   double test_fraction = 0.3;
   uint64_t seed = 1;               // the run's: the held-out split and the rollouts' randomness
   std::string split = "level";     // RouteGapgSplits()
-  int clients = 1;                 // N of the operand split
-  int client = 0;                  // K: this client's share (set per member)
+  int parts = 1;                   // how many parts the split makes
+  int part = 0;                    // this client's part (set per member)
+  int client = 0;                  // K: the client the task is for (set per member)
   double budget = 1.0;             // this client's hand-off budget, in (0, 1]
   // The policy gradient, as route.* in route_run.h.
   std::string trainable = "marker";
@@ -66,9 +67,10 @@ struct RouteGapgTrainTask {
   RouteConfig PromptSettings() const;
 };
 
-// Client K's share of `prompts` (its training and held-out prompts) under `split`: see
-// RouteGapgSplits(). Errors: an unknown split, a share with no training or no test prompt.
+// Part `part` of `parts` of `prompts` (its training and held-out prompts) under `split`: see
+// RouteGapgSplits(). Errors: an unknown split, a part outside [0, parts) (for "level", parts
+// must be |levels|), a part with no training or no test prompt.
 StatusOr<RoutePrompts> ClientRoutePrompts(const RoutePrompts& prompts, const std::string& split,
-                                          const std::vector<int>& levels, int client, int clients);
+                                          const std::vector<int>& levels, int part, int parts);
 
 }  // namespace tandem

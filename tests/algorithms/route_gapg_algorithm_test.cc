@@ -219,6 +219,15 @@ TEST(RouteGapgConfigTest, ReadsItsSectionAndRefusesBadValues) {
   EXPECT_LT(c->task.rho, 0.0) << "filter = false turns the filter off";
   EXPECT_EQ(c->clients, 2);
 
+  // One client alone on the second of two operand ranges.
+  auto alone = ReadServerConfig("split = \"operand\"\noperand_parts = 2\nclient_parts = [1]\n",
+                                "[federation]\nclients = 1\n[serve]\nenabled = true\n");
+  ASSERT_TRUE(alone.ok()) << alone.status().ToString();
+  EXPECT_EQ(alone->task.parts, 2);
+  EXPECT_EQ(alone->PartOf(0), 1);
+  ExpectRefused("client_parts = [2]\n", "route-gapg.client_parts");
+  ExpectRefused("operand_parts = 2\n", "route-gapg.operand_parts");
+
   ExpectRefused("client_budgets = [0.3, 0]\n", "route-gapg.client_budgets");
   ExpectRefused("client_budgets = [1.5]\n", "route-gapg.client_budgets");
   ExpectRefused("client_budgets = []\n", "route-gapg.client_budgets");
@@ -229,7 +238,7 @@ TEST(RouteGapgConfigTest, ReadsItsSectionAndRefusesBadValues) {
   ExpectRefused("group_size = 1\n", "route-gapg.group_size");
   ExpectRefused("", "serve.enabled", "[federation]\nclients = 2\n[serve]\nenabled = false\n");
   // 200 operand ranges of one-digit first operands leave most clients without a prompt.
-  ExpectRefused("split = \"operand\"\n", "client 1's share",
+  ExpectRefused("split = \"operand\"\n", "client 1",
                 "[federation]\nclients = 200\n[serve]\nenabled = true\n");
 }
 
@@ -237,8 +246,9 @@ TEST(RouteGapgTaskTest, RoundTripsAndRefusesBadValues) {
   RouteGapgTrainTask t = SmallTask();
   t.levels = {1, 3};
   t.split = "operand";
-  t.clients = 3;
-  t.client = 2;
+  t.parts = 3;
+  t.part = 2;
+  t.client = 7;
   t.budget = 0.25;
   wire::Params p;
   t.Encode(&p);
@@ -246,11 +256,12 @@ TEST(RouteGapgTaskTest, RoundTripsAndRefusesBadValues) {
   ASSERT_TRUE(d.ok()) << d.status().ToString();
   EXPECT_EQ(d->levels, t.levels);
   EXPECT_EQ(d->split, "operand");
-  EXPECT_EQ(d->client, 2);
+  EXPECT_EQ(d->part, 2);
+  EXPECT_EQ(d->client, 7);
   EXPECT_DOUBLE_EQ(d->budget, 0.25);
   EXPECT_LT(d->rho, 0.0);
   for (auto [key, value] : std::vector<std::pair<std::string, wire::ParamValue>>{
-           {"route.budget", 0.0}, {"route.budget", 1.5}, {"route.client", int64_t{3}},
+           {"route.budget", 0.0}, {"route.budget", 1.5}, {"route.part", int64_t{3}},
            {"route.split", std::string("digits")}, {"route.levels", std::string("1,x")},
            {"route.handoff_correct", 1.0}, {"route.group_size", int64_t{1}}}) {
     wire::Params bad = p;
@@ -407,7 +418,21 @@ TEST_F(RouteGapgTest, TwoClientsChangeThePolicyAskingEachPromptOnce) {
     EXPECT_LE(served, static_cast<double>(share->train.size()));
     // Every question the client's oracle counted is one request at the service, and no more.
     EXPECT_EQ(served, last["client" + std::to_string(k) + ".cloud_queries_total"].get<double>());
+    EXPECT_TRUE(last.contains("eval.part" + std::to_string(k) + ".accuracy"));
   }
+  // The last round's score on the union is `tandem route eval`'s on the run's policy.
+  auto route = Config::Parse("seed = 4\n[route]\ndevice_checkpoint = \"" + g_device_path +
+                             "\"\ncloud_checkpoint = \"" + g_model_path +
+                             "\"\npolicy_checkpoint = \"" + run.result->run_dir +
+                             "/checkpoints/model.safetensors\"\nlevels = [1]\nmax_tokens = 4\n"
+                             "budget = 0.3\n");
+  ASSERT_TRUE(route.ok()) << route.status().ToString();
+  auto eval = RunRouteEval(*route);
+  ASSERT_TRUE(eval.ok()) << eval.status().ToString();
+  EXPECT_EQ(last["eval.union.queries"].get<double>(), static_cast<double>(eval->queries));
+  EXPECT_DOUBLE_EQ(last["eval.union.accuracy"].get<double>(), eval->accuracy());
+  EXPECT_DOUBLE_EQ(last["eval.union.call_ratio"].get<double>(), eval->call_ratio());
+  EXPECT_DOUBLE_EQ(last["eval.union.local_accuracy"].get<double>(), eval->local_accuracy());
 }
 
 // One client, no privacy, one round: the coordinator's new policy is the client's local GAPG
@@ -422,7 +447,7 @@ TEST_F(RouteGapgTest, OneClientUpdateIsTheLocalGapgStep) {
 
   RouteGapgTrainTask task = SmallTask();
   task.local_steps = 2;
-  task.clients = 1;
+  task.parts = 1;
   auto all = MakeRoutePrompts(task.PromptSettings());
   ASSERT_TRUE(all.ok());
   auto cloud = LoadGpt(g_model_path);
