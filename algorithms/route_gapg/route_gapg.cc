@@ -37,7 +37,8 @@ Algorithm RouteGapgAlgorithm() {
     if (!cloud.ok()) return cloud.status().WithContext("route-gapg.cloud_checkpoint");
     TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<RouteGapgServer> server,
                             RouteGapgServer::Create(std::move(config), std::move(*device),
-                                                    std::move(*cloud), std::move(strategy)));
+                                                    std::move(*cloud), std::move(strategy),
+                                                    context.splits->validation));
     return std::unique_ptr<ServerAlgorithm>(std::move(server));
   };
   a.client.name = a.name;

@@ -9,6 +9,7 @@
 #include "algorithms/route_gapg/score.h"
 #include "core/config.h"
 #include "route/gapg.h"
+#include "train/evaluate.h"
 
 namespace tandem {
 
@@ -94,11 +95,18 @@ StatusOr<RouteGapgServerConfig> RouteGapgServerConfigFromConfig(const Config& co
     t.parts = operand_parts > 0 ? static_cast<int>(operand_parts) : c.clients;
   }
   TANDEM_ASSIGN_OR_RETURN(std::vector<int64_t> parts,
-                          config.GetIntList(key("client_parts"), {}, 0, t.parts - 1));
+                          config.GetIntList(key("client_parts"), {}, 0, 100'000));
+  for (int64_t p : parts) {
+    if (p >= t.parts) {
+      return Status::InvalidArgument("route-gapg.client_parts: part " + std::to_string(p) +
+                                     " of a split into " + std::to_string(t.parts) + " parts");
+    }
+  }
   c.client_parts.assign(parts.begin(), parts.end());
   TANDEM_ASSIGN_OR_RETURN(c.eval_budget,
                           config.GetDouble(key("eval_budget"), c.eval_budget, 0.0, 1.0));
   TANDEM_ASSIGN_OR_RETURN(c.rounds, config.GetInt("federation.rounds", 10, 1, 1'000'000));
+  TANDEM_ASSIGN_OR_RETURN(c.eval_tokens, config.GetInt("eval.tokens", c.eval_tokens, 0));
   TANDEM_ASSIGN_OR_RETURN(bool serve, config.GetBool("serve.enabled", false));
   if (!serve) {
     return Status::InvalidArgument("route-gapg: the clients ask the cloud through the "
@@ -129,7 +137,7 @@ RouteGapgServer::RouteGapgServer(RouteGapgServerConfig config, std::unique_ptr<G
 
 StatusOr<std::unique_ptr<RouteGapgServer>> RouteGapgServer::Create(
     RouteGapgServerConfig config, std::unique_ptr<Gpt> device, std::unique_ptr<Gpt> cloud,
-    std::unique_ptr<Strategy> strategy) {
+    std::unique_ptr<Strategy> strategy, std::vector<Record> validation) {
   if (cloud->params().size() < device->params().size()) {
     return Status::InvalidArgument(
         "route-gapg: the cloud (" + cloud->config().ToString() + ") is smaller than the device (" +
@@ -154,6 +162,7 @@ StatusOr<std::unique_ptr<RouteGapgServer>> RouteGapgServer::Create(
   }
   std::unique_ptr<RouteGapgServer> s(new RouteGapgServer(std::move(config), std::move(device),
                                                          std::move(cloud), std::move(strategy)));
+  s->validation_ = std::move(validation);
   s->range_ = RoutePolicyRange(*s->device_, s->config_.task.trainable);
   const auto p = s->device_->params();
   s->policy_.assign(p.begin() + s->range_.begin, p.begin() + s->range_.end);
@@ -251,6 +260,10 @@ void RouteGapgServer::AbortRound() {
 
 Status RouteGapgServer::EndRound(uint64_t round, std::map<std::string, double>* metrics) {
   (*metrics)["policy_change"] = policy_change_;
+  // The device's text loss on [data]'s held-out records (with route-gapg.trainable = "marker" the
+  // marker row alone moves, and the answers' loss barely does).
+  TANDEM_ASSIGN_OR_RETURN(double v, HeldOutLoss(*device_, validation_, 16, config_.eval_tokens));
+  if (std::isfinite(v)) (*metrics)["val_loss"] = v;
   if (static_cast<int64_t>(round) == config_.rounds) TANDEM_RETURN_IF_ERROR(Score(metrics));
   // The clients' own figures (not under the privacy pipeline, where results arrive as a mean).
   if (client_metrics_.empty()) return Status::Ok();

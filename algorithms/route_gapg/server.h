@@ -20,6 +20,7 @@
 #include "algorithms/common/strategy.h"
 #include "algorithms/route_gapg/tasks.h"
 #include "coordinator/algorithm.h"
+#include "data/corpus.h"
 #include "models/gpt.h"
 #include "models/trainable.h"
 
@@ -44,6 +45,7 @@ struct RouteGapgServerConfig {
   std::vector<int> client_parts;       // route-gapg.client_parts
   double eval_budget = 0.3;            // route-gapg.eval_budget: the last round's scoring cap
   int64_t rounds = 1;                  // federation.rounds: the last round is scored
+  int64_t eval_tokens = 32768;         // eval.tokens: the device's held-out loss on [data]
   int PartOf(int client_index) const;
 };
 
@@ -58,7 +60,8 @@ class RouteGapgServer : public ServerAlgorithm {
   static StatusOr<std::unique_ptr<RouteGapgServer>> Create(RouteGapgServerConfig config,
                                                            std::unique_ptr<Gpt> device,
                                                            std::unique_ptr<Gpt> cloud,
-                                                           std::unique_ptr<Strategy> strategy);
+                                                           std::unique_ptr<Strategy> strategy,
+                                                           std::vector<Record> validation = {});
 
   std::string name() const override { return "route-gapg"; }
   std::vector<std::string> RequiredCapabilities() const override { return {kRouteGapgTrainTask}; }
@@ -88,6 +91,7 @@ class RouteGapgServer : public ServerAlgorithm {
   RouteGapgServerConfig config_;
   std::unique_ptr<Gpt> device_, cloud_;
   std::unique_ptr<Strategy> strategy_;
+  std::vector<Record> validation_;  // [data]'s held-out records: the device's text loss
   ParamRange range_;
   std::vector<float> policy_;  // the trainable values, as in device_
   uint64_t round_ = 0;

@@ -284,8 +284,11 @@ TEST(RouteGapgSplitTest, SharesPartitionThePrompts) {
       ASSERT_TRUE(share.ok()) << share.status().ToString();
       for (const auto& e : share->train) {
         EXPECT_TRUE(seen.insert(e.prompt).second) << e.prompt << " in two shares";
-        if (split == "level") EXPECT_EQ(e.level, k + 1);
-        if (split == "operand" && e.level == 1) EXPECT_EQ(e.prompt[0] >= '5', k == 1) << e.prompt;
+        if (split == "level") {
+          EXPECT_EQ(e.level, k + 1);
+        } else if (e.level == 1) {
+          EXPECT_EQ(e.prompt[0] >= '5', k == 1) << e.prompt;
+        }
       }
       total += share->train.size();
     }
