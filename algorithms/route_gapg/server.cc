@@ -203,10 +203,11 @@ Status RouteGapgServer::OnResult(const ClientInfo& client, const wire::TaskResul
   if (!(result.weight > 0.0)) {
     return Status::InvalidArgument("weight " + std::to_string(result.weight) + " is not positive");
   }
-  for (const char* name : {"mean_reward", "handoff_rate", "cloud_queries"}) {
+  // The client's figures are for the metrics line only; when present they must make sense.
+  for (const char* name : {"mean_reward", "handoff_rate", "cloud_queries", "cloud_queries_total"}) {
     auto it = result.metrics.find(name);
-    if (it == result.metrics.end() || !std::isfinite(it->second) || it->second < 0.0) {
-      return Status::InvalidArgument(std::string("metric '") + name + "' missing or negative");
+    if (it != result.metrics.end() && !(std::isfinite(it->second) && it->second >= 0.0)) {
+      return Status::InvalidArgument(std::string("metric '") + name + "' is negative");
     }
   }
   const wire::Tensor* delta = FindTensor(result.tensors, "delta");
