@@ -261,8 +261,9 @@ void RouteGapgServer::AbortRound() {
 
 Status RouteGapgServer::EndRound(uint64_t round, std::map<std::string, double>* metrics) {
   (*metrics)["policy_change"] = policy_change_;
-  // The device's text loss on [data]'s held-out records (with route-gapg.trainable = "marker" the
-  // marker row alone moves, and the answers' loss barely does).
+  // The device's text loss on [data]'s held-out records. With route-gapg.trainable = "marker"
+  // only the marker's logit moves, which still shifts this loss through the softmax's
+  // denominator: the greedy answers stay, their probabilities do not.
   TANDEM_ASSIGN_OR_RETURN(double v, HeldOutLoss(*device_, validation_, 16, config_.eval_tokens));
   if (std::isfinite(v)) (*metrics)["val_loss"] = v;
   if (static_cast<int64_t>(round) == config_.rounds) TANDEM_RETURN_IF_ERROR(Score(metrics));
