@@ -8,6 +8,7 @@
 #include "algorithms/fedcollm/fedcollm.h"
 #include "algorithms/fedmkt/fedmkt.h"
 #include "algorithms/offsite/offsite.h"
+#include "algorithms/route_gapg/route_gapg.h"
 #include "algorithms/submodel/submodel.h"
 #include "core/config.h"
 
@@ -17,7 +18,7 @@ namespace {
 std::vector<Algorithm>& Registry() {
   static std::vector<Algorithm> registry = {
       FedAvgAlgorithm(), DistillDownAlgorithm(), DistillUpAlgorithm(), FedMktAlgorithm(),
-      FedCoLLMAlgorithm(), SubmodelAlgorithm(), OffsiteAlgorithm(), FedBiOTAlgorithm(),
+      FedCoLLMAlgorithm(), SubmodelAlgorithm(), OffsiteAlgorithm(), FedBiOTAlgorithm(), RouteGapgAlgorithm(),
   };
   return registry;
 }

@@ -113,6 +113,7 @@ StatusOr<SessionSummary> RunClient(const Config& config, const ClientPlugin& alg
     own_params.assign(start->params().begin(), start->params().end());
   }
   ClientContext context(options.index, model, std::move(data), std::move(own_params));
+  context.set_link(link_options);
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<TaskHandler> inner, algorithm.create(&context));
   const ComputeSlots slots = ComputeSlots::ForMachine();
   ComputeHandler handler(std::move(inner), threads, options.use_compute_slots ? &slots : nullptr);

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -16,6 +17,7 @@
 #include "data/batcher.h"
 #include "data/corpus.h"
 #include "models/gpt.h"
+#include "wire/transport_types.h"
 
 namespace tandem {
 
@@ -54,6 +56,12 @@ class ClientContext {
   // Any other role: made by `make` on first use.
   Gpt& model(const std::string& role, const std::function<std::unique_ptr<Gpt>()>& make);
 
+  // How this client reaches the coordinator (endpoint, keys or identity, ZeroMQ context), for a
+  // half that opens a second session of its own — a device asking the coordinator's inference
+  // service (serve/remote.h). Null when the runtime did not set it (a handler tested alone).
+  const wire::TransportOptions* link() const { return link_ ? &*link_ : nullptr; }
+  void set_link(wire::TransportOptions link) { link_ = std::move(link); }
+
  private:
   int index_;
   ModelConfig model_config_;
@@ -61,6 +69,7 @@ class ClientContext {
   TokenDataset train_tokens_, public_tokens_;
   std::vector<float> own_init_;
   std::map<std::string, std::unique_ptr<Gpt>> models_;
+  std::optional<wire::TransportOptions> link_;
 };
 
 // An algorithm's client half as the client runtime knows it; registered by name in

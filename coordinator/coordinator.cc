@@ -568,6 +568,10 @@ StatusOr<CoordinatorResult> RunCoordinator(const Config& config, const ServerPlu
       m["serve.refused"] = static_cast<double>(s.refused);
       m["serve.late"] = static_cast<double>(s.late);
       if (s.served > 0) m["serve.queue_ms_mean"] = 1000.0 * s.queue_seconds / s.served;
+      // Per asking identity: what each device cost the service so far.
+      for (const auto& [peer, ps] : service->all_peer_stats()) {
+        m["serve.served." + peer] = static_cast<double>(ps.served);
+      }
       service->SetWeights(std::make_shared<const GptWeights>(cloud->weights()));
     }
     TANDEM_RETURN_IF_ERROR(run_log.WriteRound(round, m, engine.state()).status());

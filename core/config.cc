@@ -379,6 +379,34 @@ StatusOr<std::vector<int64_t>> Config::GetIntList(std::string_view key, std::vec
   return out;
 }
 
+StatusOr<std::vector<double>> Config::GetDoubleList(std::string_view key, std::vector<double> def,
+                                                   double min, double max) const {
+  NoteUsed(key);
+  Record(key, "number list", List(def, [](double v) { return Number(v); }), Range(min, max));
+  const toml::node* n = Find(*table_, key);
+  if (n == nullptr) return Defaulted(key, std::move(def));
+  const toml::array* arr = n->as_array();
+  if (arr == nullptr) {
+    return Status::InvalidArgument(Where(key) + ": expected an array of numbers, got " +
+                                   TypeName(*n));
+  }
+  std::vector<double> out;
+  for (const auto& item : *arr) {
+    if (!item.is_number()) {
+      return Status::InvalidArgument(Where(key) + ": expected an array of numbers, found " +
+                                     TypeName(item));
+    }
+    const double v = *item.value<double>();
+    if (!(v >= min && v <= max)) {
+      std::ostringstream msg;
+      msg << Where(key) << ": element " << v << " is outside [" << min << ", " << max << "]";
+      return Status::InvalidArgument(msg.str());
+    }
+    out.push_back(v);
+  }
+  return out;
+}
+
 void Config::MarkUsed(std::string_view prefix) const {
   std::vector<std::string> leaves;
   CollectLeaves(*table_, "", &leaves);
@@ -453,7 +481,8 @@ std::string TomlLiteral(T&& value) {
 template <typename T>
 T Config::Defaulted(std::string_view key, T def) const {
   if constexpr (std::is_same_v<T, std::vector<std::string>> ||
-                std::is_same_v<T, std::vector<int64_t>>) {
+                std::is_same_v<T, std::vector<int64_t>> ||
+                std::is_same_v<T, std::vector<double>>) {
     toml::array a;
     for (const auto& v : def) a.push_back(v);
     std::string literal = TomlLiteral(std::move(a));

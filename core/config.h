@@ -71,6 +71,9 @@ class Config {
                                                    std::vector<std::string> def) const;
   StatusOr<std::vector<int64_t>> GetIntList(std::string_view key, std::vector<int64_t> def,
                                             int64_t min = INT64_MIN, int64_t max = INT64_MAX) const;
+  // Numbers (integers accepted), each in [min, max].
+  StatusOr<std::vector<double>> GetDoubleList(std::string_view key, std::vector<double> def,
+                                              double min = -1e308, double max = 1e308) const;
   // A required key: absent is an error.
   StatusOr<std::string> RequireString(std::string_view key) const;
 

@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
@@ -15,6 +16,8 @@
 
 #include "algorithms/common/task_parts.h"
 #include "algorithms/registry.h"
+#include <filesystem>
+
 #include "core/config.h"
 #include "distill/topk.h"
 #include "models/gpt_checkpoint.h"
@@ -29,6 +32,12 @@ inline ModelConfig LlmConfig() {
   ModelConfig c = Micro();
   c.n_layer = 3;
   return c;
+}
+
+// route-gapg's device beside the LLM checkpoint: a slm-micro (the clients' model) that
+// HalvesTest writes.
+inline std::string HalvesDevicePath(const std::string& llm) {
+  return (std::filesystem::path(llm).parent_path() / "halves-device.safetensors").string();
 }
 
 // The sections every algorithm of the registry reads, small enough for unit tests. `llm` is the
@@ -49,6 +58,9 @@ inline std::string HalvesConfigText(const std::string& llm, const std::string& e
          "[offsite]\nbottom = 1\ntop = 0\n"
          "[fedbiot]\nbottom = 1\ntop = 0\nserver_steps = 2\nwindows = 2\nserver_batch = 2\n"
          "[model.lora]\nrank = 2\nalpha = 4.0\n"
+         "[route-gapg]\ndevice_checkpoint = \"" + HalvesDevicePath(llm) + "\"\n"
+         "cloud_checkpoint = \"" + llm + "\"\nmax_tokens = 4\n"
+         "[serve]\nenabled = true\n"
          "[eval]\ntokens = 256\n" + extra;
 }
 
@@ -173,6 +185,9 @@ class HalvesTest : public TempDirTest {
     float* gain = llm.param("ln_f.weight");
     for (int c = 0; c < llm.config().d_model; ++c) gain[c] *= 8.0f;
     ASSERT_TRUE(SaveGpt(llm_path_, llm).ok());
+    Gpt device(Micro());
+    device.InitWeights(13);
+    ASSERT_TRUE(SaveGpt(HalvesDevicePath(llm_path_), device).ok());
     splits_ = HalvesSplits();
     SetConfig("");
   }

@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""The federated-routing table (docs/results.md "Federated routing") from fedroute.sh's output
+directory: per method, mean ± sample std over the seeds present, of accuracy / local accuracy /
+call ratio on each client's held-out prompts (the last line of a route-gapg run: eval.part<P>.*)
+and on the union (`tandem route eval`'s JSON), the gap closed on the union, cloud queries and
+bytes moved."""
+import glob
+import json
+import os
+import re
+import statistics
+import sys
+
+out = sys.argv[1] if len(sys.argv) > 1 else "."
+
+
+def last_line(run):
+    path = os.path.join(out, "runs", run, "metrics.jsonl")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        lines = [json.loads(l) for l in f if l.strip()]
+    return lines
+
+
+def load(path):
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def fmt(values, pct=True, digits=1):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    scale = 100.0 if pct else 1.0
+    m = statistics.mean(values) * scale
+    if len(values) == 1:
+        return f"{m:.{digits}f}"
+    s = statistics.stdev(values) * scale
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+seeds = sorted({int(m.group(1)) for p in glob.glob(os.path.join(out, "results", "*-s*.json"))
+                if (m := re.search(r"-s(\d+)\.json$", p))})
+methods = [("fed", "federated GAPG (2 clients)", "fed"),
+           ("pooled", "GAPG on the pooled prompts", "score-pooled"),
+           ("alone0", "client 0 alone", "alone0"),
+           ("alone1", "client 1 alone", "alone1")]
+cols = ["part 0: acc", "local acc", "call", "part 1: acc", "local acc", "call",
+        "union: acc", "local acc", "call", "gap closed", "cloud queries", "kB moved"]
+print(f"seeds: {' '.join(map(str, seeds))}")
+print()
+print("| method | " + " | ".join(cols) + " |")
+print("|---" * (len(cols) + 1) + "|")
+
+
+def row(name, get):
+    cells = []
+    for key in ["p0.acc", "p0.local", "p0.call", "p1.acc", "p1.local", "p1.call",
+                "u.acc", "u.local", "u.call", "gap"]:
+        cells.append(fmt([get(s, key) for s in seeds]))
+    cells.append(fmt([get(s, "queries") for s in seeds], pct=False, digits=0))
+    cells.append(fmt([get(s, "kb") for s in seeds], pct=False, digits=0))
+    print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+for stem, name, score_run in methods:
+    def get(seed, key, stem=stem, score_run=score_run):
+        lines = last_line(f"{score_run}-s{seed}")
+        union = load(os.path.join(out, "results", f"{stem}-s{seed}.json"))
+        dev = load(os.path.join(out, "results", f"device-s{seed}.json"))
+        cloud = load(os.path.join(out, "results", f"cloud-s{seed}.json"))
+        last = lines[-1] if lines else {}
+        if key.startswith("p"):
+            part, what = key[1], key.split(".")[1]
+            k = {"acc": "accuracy", "local": "local_accuracy", "call": "call_ratio"}[what]
+            return last.get(f"eval.part{part}.{k}")
+        if key.startswith("u."):
+            if union is None:
+                return None
+            return union[{"u.acc": "accuracy", "u.local": "local_accuracy",
+                          "u.call": "call_ratio"}[key]]
+        if key == "gap":
+            if None in (union, dev, cloud) or cloud["accuracy"] == dev["accuracy"]:
+                return None
+            return (union["accuracy"] - dev["accuracy"]) / (cloud["accuracy"] - dev["accuracy"])
+        if key == "queries":
+            if stem == "pooled":
+                summary = load(os.path.join(out, "runs", f"pooled-s{seed}", "summary.json"))
+                return summary and summary.get("cloud_queries_this_session")
+            own = last_line(f"{stem}-s{seed}")
+            return own[-1].get("cloud_queries_total") if own else None
+        if key == "kb":
+            if stem == "pooled":
+                return 0.0
+            own = last_line(f"{stem}-s{seed}")
+            if not own:
+                return None
+            rounds = sum(l.get("bytes_up", 0) + l.get("bytes_down", 0) for l in own)
+            service = own[-1].get("serve_bytes_up", 0) + own[-1].get("serve_bytes_down", 0)
+            return (rounds + service) / 1000.0
+        return None
+    row(name, get)
+
+for b in ("device", "cloud"):
+    accs = [load(os.path.join(out, "results", f"{b}-s{s}.json")) for s in seeds]
+    print(f"| {b} alone (union) | " + " | ".join(["–"] * 6) + " | " +
+          fmt([a and a["accuracy"] for a in accs]) + " | – | " +
+          ("0.0" if b == "device" else "100.0") + " | – | – | – |")
