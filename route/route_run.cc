@@ -47,6 +47,11 @@ StatusOr<RouteConfig> RouteConfigFromConfig(const Config& config) {
                                         10'000'000));
   TANDEM_ASSIGN_OR_RETURN(r.test_fraction,
                           config.GetDouble("route.test_fraction", r.test_fraction, 0.01, 0.99));
+  TANDEM_ASSIGN_OR_RETURN(int64_t task_seed, config.GetInt("route.task_data_seed", 0, 0));
+  r.task_data_seed = static_cast<uint64_t>(task_seed);
+  TANDEM_ASSIGN_OR_RETURN(r.task_data_examples_per_level,
+                          config.GetInt("route.task_data_examples_per_level",
+                                        r.task_data_examples_per_level, 0, 10'000'000));
   TANDEM_ASSIGN_OR_RETURN(int64_t max_tokens,
                           config.GetInt("route.max_tokens", r.max_tokens, 1, 64));
   r.max_tokens = static_cast<int>(max_tokens);
@@ -93,6 +98,7 @@ StatusOr<RouteConfig> RouteConfigFromConfig(const Config& config) {
       r.baseline, config.GetChoice("route.baseline", r.baseline,
                                    {"policy", "device", "cloud", "random", "router", "oracle"}));
   TANDEM_ASSIGN_OR_RETURN(r.budget, config.GetDouble("route.budget", r.budget, 0.0, 1.0));
+  TANDEM_ASSIGN_OR_RETURN(r.cap, config.GetChoice("route.cap", r.cap, {"online", "ranked"}));
   TANDEM_ASSIGN_OR_RETURN(r.policy_checkpoint,
                           config.GetString("route.policy_checkpoint", r.policy_checkpoint));
   TANDEM_ASSIGN_OR_RETURN(r.eval_prompts, config.GetInt("route.eval_prompts", r.eval_prompts, 0));
@@ -300,6 +306,16 @@ double Seconds(std::chrono::steady_clock::time_point since) {
 
 StatusOr<RoutePrompts> MakeRoutePrompts(const RouteConfig& rc) {
   RoutePrompts out;
+  // What task-tuning saw, drawn exactly as train/data_setup.cc's LoadSplits draws it.
+  std::set<std::string> tuned;
+  for (int level : rc.levels) {
+    if (rc.task_data_examples_per_level == 0) break;
+    TANDEM_ASSIGN_OR_RETURN(
+        std::vector<ArithmeticExample> examples,
+        MakeArithmeticExamples(level, static_cast<size_t>(rc.task_data_examples_per_level),
+                               rc.task_data_seed * 1000 + static_cast<uint64_t>(level)));
+    for (auto& e : examples) tuned.insert(std::move(e.prompt));
+  }
   std::set<std::string> seen;
   for (int level : rc.levels) {
     // The examples themselves come from a fixed seed, so every seed splits the same prompts.
@@ -309,7 +325,9 @@ StatusOr<RoutePrompts> MakeRoutePrompts(const RouteConfig& rc) {
     for (auto& e : examples) {
       if (!seen.insert(e.prompt).second) continue;
       const double u = static_cast<double>(HashText(e.prompt, rc.seed) >> 11) * 0x1.0p-53;
-      (u < rc.test_fraction ? out.test : out.train).push_back(std::move(e));
+      const bool test = u < rc.test_fraction;
+      if (test && tuned.count(e.prompt)) ++out.excluded_from_test;
+      (test && !tuned.count(e.prompt) ? out.test : out.train).push_back(std::move(e));
     }
   }
   if (out.train.empty() || out.test.empty()) {
@@ -585,7 +603,7 @@ StatusOr<RouteEvalResult> RunRouteEval(const Config& config) {
     router = std::move(fitted);
   }
 
-  if (rc.baseline == "policy") {
+  if (rc.baseline == "policy" && rc.cap == "online") {
     std::vector<double> scores;
     for (const auto& e : prompts.train) {
       scores.push_back(HandOffProbability(policy->shared_weights(), e.prompt, rc.temperature));
@@ -597,54 +615,79 @@ StatusOr<RouteEvalResult> RunRouteEval(const Config& config) {
   out.baseline = rc.baseline;
   out.budget = rc.baseline == "cloud" ? 1.0 : rc.baseline == "device" ? 0.0 : rc.budget;
   if (rc.baseline == "policy") out.preferred = 0;
-  HandOffCap cap({out.budget, -1});
-  const ParsedCompletion kHandOff{CompletionKind::kHandOff, ""};
+  const bool ranked = rc.cap == "ranked";
+
+  // First what each query would get from the device and what the method asks for, with its
+  // score (higher: more deserving of the cloud); then the cap decides.
+  struct Query {
+    std::string local;   // the device's (or the policy's) own answer, marker banned
+    double score = 0.0;  // the method's ranking of the query for the ranked cap
+    bool asks = false;   // whether the method asks for the cloud
+  };
+  std::vector<Query> queries;
+  queries.reserve(test.size());
   for (const auto& e : test) {
-    RouteDecision decision;
-    std::string answer;
-    bool asked = false;
+    Query q;
     if (rc.baseline == "policy") {
-      // The policy hands off when its marker probability at the answer's first token (at
-      // route.temperature, as it was trained) is among the budget's share of the highest it gives
-      // the training prompts: the same rule as the router's, on the policy's own score. Token-
-      // by-token greedy decoding would instead hand off whenever the marker is the single
-      // likeliest token, which against ten digits sharing the answer's mass happens long before
-      // the policy prefers handing off; the cap then grants requests in arrival order.
-      const double p_handoff = HandOffProbability(policy->shared_weights(), e.prompt,
-                                                  rc.temperature);
-      asked = p_handoff >= threshold;
-      out.preferred += p_handoff > 0.5;
-      const ParsedCompletion wants{asked ? CompletionKind::kHandOff : CompletionKind::kAnswer, ""};
-      decision = cap.Decide(wants);
-      if (decision == RouteDecision::kHandOff) {
-        TANDEM_ASSIGN_OR_RETURN(answer, cloud_answer(e.prompt));
-      } else {
-        answer = FallbackAnswer(policy->shared_weights(), e.prompt, rc.max_tokens, greedy, rng);
-      }
+      // The policy's score is its marker probability at the answer's first token (at
+      // route.temperature, as it was trained). Online, it asks when that is among the budget's
+      // share of the highest it gives the training prompts: the same rule as the router's, on
+      // the policy's own score. Token-by-token greedy decoding would instead hand off whenever
+      // the marker is the single likeliest token, which against ten digits sharing the answer's
+      // mass happens long before the policy prefers handing off; the online cap then grants
+      // requests in arrival order.
+      q.score = HandOffProbability(policy->shared_weights(), e.prompt, rc.temperature);
+      q.asks = ranked || q.score >= threshold;
+      out.preferred += q.score > 0.5;
+      q.local = FallbackAnswer(policy->shared_weights(), e.prompt, rc.max_tokens, greedy, rng);
     } else {
-      std::string local = device_answer(e.prompt);
+      q.local = device_answer(e.prompt);
       if (rc.baseline == "cloud") {
-        asked = true;
+        q.asks = true;
       } else if (rc.baseline == "random") {
-        asked = rng.Uniform() < rc.budget;
+        q.score = rng.Uniform();
+        q.asks = ranked || q.score < rc.budget;
       } else if (rc.baseline == "router") {
-        asked = router->Probability(DeviceRouterFeatures(device->shared_weights(), e.prompt,
-                                                         rc.max_tokens)) >= threshold;
+        q.score = router->Probability(
+            DeviceRouterFeatures(device->shared_weights(), e.prompt, rc.max_tokens));
+        q.asks = ranked || q.score >= threshold;
       } else if (rc.baseline == "oracle") {
-        asked = !ExactMatch(local, e.answer);
+        q.asks = !ExactMatch(q.local, e.answer);
+        q.score = q.asks ? 1.0 : 0.0;
       }
-      decision = cap.Decide(asked ? kHandOff : ParsedCompletion{CompletionKind::kAnswer, local});
-      if (decision == RouteDecision::kHandOff) {
-        TANDEM_ASSIGN_OR_RETURN(answer, cloud_answer(e.prompt));
-      } else {
-        answer = local;
-      }
+    }
+    queries.push_back(std::move(q));
+  }
+
+  std::vector<bool> granted(test.size(), false);
+  if (ranked) {
+    std::vector<double> scores;
+    std::vector<bool> asks;
+    for (const Query& q : queries) {
+      scores.push_back(q.score);
+      asks.push_back(q.asks);
+    }
+    TANDEM_ASSIGN_OR_RETURN(granted, RankedHandOffGrants(scores, asks, out.budget));
+  } else {
+    HandOffCap cap({out.budget, -1});
+    for (size_t i = 0; i < queries.size(); ++i) {
+      const ParsedCompletion wants{
+          queries[i].asks ? CompletionKind::kHandOff : CompletionKind::kAnswer, ""};
+      granted[i] = cap.Decide(wants) == RouteDecision::kHandOff;
+    }
+  }
+
+  for (size_t i = 0; i < test.size(); ++i) {
+    const ArithmeticExample& e = test[i];
+    std::string answer = queries[i].local;
+    if (granted[i]) {
+      TANDEM_ASSIGN_OR_RETURN(answer, cloud_answer(e.prompt));
     }
     const bool right = ExactMatch(answer, e.answer);
     ++out.queries;
     out.correct += right;
-    out.requested += asked;
-    if (decision == RouteDecision::kHandOff) {
+    out.requested += queries[i].asks;
+    if (granted[i]) {
       ++out.handoffs;
       out.cloud_correct += right;
     } else {
