@@ -68,7 +68,7 @@ StatusOr<RouteConfig> RouteConfigFromConfig(const Config& config) {
   r.warm_start_batch = static_cast<int>(ws_batch);
 
   TANDEM_ASSIGN_OR_RETURN(r.trainable,
-                          config.GetChoice("route.trainable", r.trainable, {"marker", "all"}));
+                          config.GetChoice("route.trainable", r.trainable, {"marker", "top", "all"}));
   TANDEM_ASSIGN_OR_RETURN(r.mode, config.GetChoice("route.mode", r.mode, {"gapg", "grpo"}));
   TANDEM_ASSIGN_OR_RETURN(r.steps, config.GetInt("route.steps", r.steps, 0));
   TANDEM_ASSIGN_OR_RETURN(r.lr, config.GetDouble("route.lr", r.lr, 0.0, 1.0));
@@ -99,6 +99,9 @@ StatusOr<RouteConfig> RouteConfigFromConfig(const Config& config) {
                                    {"policy", "device", "cloud", "random", "router", "oracle"}));
   TANDEM_ASSIGN_OR_RETURN(r.budget, config.GetDouble("route.budget", r.budget, 0.0, 1.0));
   TANDEM_ASSIGN_OR_RETURN(r.cap, config.GetChoice("route.cap", r.cap, {"online", "ranked"}));
+  TANDEM_ASSIGN_OR_RETURN(r.policy_answers, config.GetChoice("route.policy_answers",
+                                                             r.policy_answers,
+                                                             {"policy", "device"}));
   TANDEM_ASSIGN_OR_RETURN(r.policy_checkpoint,
                           config.GetString("route.policy_checkpoint", r.policy_checkpoint));
   TANDEM_ASSIGN_OR_RETURN(r.eval_prompts, config.GetInt("route.eval_prompts", r.eval_prompts, 0));
@@ -271,32 +274,56 @@ double HandOffProbability(std::shared_ptr<const GptWeights> weights, std::string
   return std::exp((static_cast<double>(logits[kHandOffToken]) - mx) / temperature) / z;
 }
 
-// The last term of a step when only the marker's output row trains: zeroes every gradient but
-// that row's. The output layer is tied to the token embedding (wte, (V,C)), and the marker never
-// occurs in an input, so its row is exactly the marker's logit: w·h over the final hidden state,
-// a linear hand-off head on the device's own features. The trainer's AdamW moves nothing whose
+// The last term of a step when only part of the model trains: zeroes every gradient outside
+// `ranges` (offsets into the flat buffer, [begin, end)). The trainer's AdamW moves nothing whose
 // gradient and moments are zero (weight decay is off for these runs).
-class MarkerRowOnly : public LossTerm {
+class TrainOnly : public LossTerm {
  public:
-  explicit MarkerRowOnly(const Gpt& model) {
-    const TensorSpec* wte = model.layout().Find("wte.weight");
-    TANDEM_CHECK(wte != nullptr);
-    const size_t C = static_cast<size_t>(model.config().d_model);
-    begin_ = wte->offset + static_cast<size_t>(kHandOffToken) * C;
-    end_ = begin_ + C;
+  explicit TrainOnly(std::vector<std::pair<size_t, size_t>> ranges) : ranges_(std::move(ranges)) {
+    std::sort(ranges_.begin(), ranges_.end());
   }
-  std::string name() const override { return "marker_only"; }
+  std::string name() const override { return "train_only"; }
   void Bind(std::span<const float>, std::span<float> grads) override { grads_ = grads; }
   StatusOr<TermLoss> Accumulate(Gpt&, int64_t, Rng&) override {
-    std::fill(grads_.begin(), grads_.begin() + begin_, 0.0f);
-    std::fill(grads_.begin() + end_, grads_.end(), 0.0f);
+    size_t at = 0;
+    for (const auto& [begin, end] : ranges_) {
+      if (begin > at) std::fill(grads_.begin() + at, grads_.begin() + begin, 0.0f);
+      at = std::max(at, end);
+    }
+    std::fill(grads_.begin() + std::min(at, grads_.size()), grads_.end(), 0.0f);
     return TermLoss{};
   }
 
  private:
-  size_t begin_ = 0, end_ = 0;
+  std::vector<std::pair<size_t, size_t>> ranges_;
   std::span<float> grads_;
 };
+
+// What route.trainable trains, as ranges of the layout. "marker": the marker's output row alone.
+// The output layer is tied to the token embedding (wte, (V,C)), and the marker never occurs in an
+// input, so its row is exactly the marker's logit: w·h over the final hidden state, a linear
+// hand-off head on the device's own features. "top": that row, the top block and the final
+// LayerNorm: the hand-off head reads features the policy learns (the answers' logits move too;
+// route.policy_answers = "device" keeps the task-tuned device answering). "all": everything.
+std::vector<std::pair<size_t, size_t>> TrainableRanges(const Gpt& model,
+                                                       const std::string& trainable) {
+  const ParamLayout& layout = model.layout();
+  if (trainable == "all") return {{0, layout.total()}};
+  const TensorSpec* wte = layout.Find("wte.weight");
+  TANDEM_CHECK(wte != nullptr);
+  const size_t C = static_cast<size_t>(model.config().d_model);
+  const size_t marker = wte->offset + static_cast<size_t>(kHandOffToken) * C;
+  std::vector<std::pair<size_t, size_t>> ranges = {{marker, marker + C}};
+  if (trainable == "top") {
+    const std::string top = "h." + std::to_string(model.config().n_layer - 1) + ".";
+    for (const TensorSpec& t : layout.tensors()) {
+      if (t.name.rfind(top, 0) == 0 || t.name.rfind("ln_f.", 0) == 0) {
+        ranges.push_back({t.offset, t.offset + t.size});
+      }
+    }
+  }
+  return ranges;
+}
 
 double Seconds(std::chrono::steady_clock::time_point since) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
@@ -361,12 +388,12 @@ StatusOr<RouteTrainResult> RunRouteTrain(const Config& config, bool resume, bool
   const int64_t total = rc.warm_start_steps + rc.steps;
 
   TrainerOptions trainer_options;
-  trainer_options.adamw.weight_decay = rc.trainable == "marker" ? 0.0f : 0.1f;
+  trainer_options.adamw.weight_decay = rc.trainable == "all" ? 0.1f : 0.0f;
   LocalTrainer trainer(model.get(), trainer_options);
-  MarkerRowOnly marker_only(*model);
+  TrainOnly train_only(TrainableRanges(*model, rc.trainable));
   auto terms = [&](LossTerm* term) {
     std::vector<LossTerm*> t = {term};
-    if (rc.trainable == "marker") t.push_back(&marker_only);
+    if (rc.trainable != "all") t.push_back(&train_only);
     return t;
   };
   Rng rng(Mix(rc.seed));
@@ -639,7 +666,9 @@ StatusOr<RouteEvalResult> RunRouteEval(const Config& config) {
       q.score = HandOffProbability(policy->shared_weights(), e.prompt, rc.temperature);
       q.asks = ranked || q.score >= threshold;
       out.preferred += q.score > 0.5;
-      q.local = FallbackAnswer(policy->shared_weights(), e.prompt, rc.max_tokens, greedy, rng);
+      q.local = rc.policy_answers == "device"
+                    ? device_answer(e.prompt)
+                    : FallbackAnswer(policy->shared_weights(), e.prompt, rc.max_tokens, greedy, rng);
     } else {
       q.local = device_answer(e.prompt);
       if (rc.baseline == "cloud") {

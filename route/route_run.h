@@ -42,7 +42,8 @@ struct RouteConfig {
   double warm_start_lr = 1e-3;
   int warm_start_batch = 16;
   // What the warm start and the policy gradient train: "marker" (the hand-off marker's output
-  // row alone, so the device's answers stay exactly as they were) or "all".
+  // row alone, so the device's answers stay exactly as they were), "top" (that row, the top
+  // block and the final LayerNorm) or "all".
   std::string trainable = "marker";
   // Policy gradient.
   std::string mode = "gapg";  // or "grpo"
@@ -63,6 +64,9 @@ struct RouteConfig {
   // (RankedHandOffGrants over the whole evaluation set: the budget's share of the highest
   // scores), the same for every method.
   std::string cap = "online";
+  // Who answers the queries the policy keeps: "policy" (its own greedy answer, marker banned) or
+  // "device" (the task-tuned device's, so only the hand-off decisions are the policy's).
+  std::string policy_answers = "policy";
   std::string policy_checkpoint;    // "": the run's checkpoints/model.safetensors
   int64_t eval_prompts = 0;         // 0: every test prompt
   std::string eval_split = "test";  // or "train": how well the routing fits its own prompts

@@ -62,6 +62,8 @@ TEST(RouteConfigTest, RejectsBadValues) {
   ExpectError("steps = -3\n", "route.steps");
   ExpectError("temprature = 1.0\n", "route.temprature");  // unknown key
   ExpectError("cap = \"fifo\"\n", "route.cap");
+  ExpectError("trainable = \"bottom\"\n", "route.trainable");
+  ExpectError("policy_answers = \"cloud\"\n", "route.policy_answers");
   ExpectError("task_data_examples_per_level = -1\n", "route.task_data_examples_per_level");
   ExpectError("task_data_seed = -2\n", "route.task_data_seed");
 }
