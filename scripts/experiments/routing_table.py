@@ -44,7 +44,10 @@ print("| method (budget 30%) | accuracy | local accuracy | call ratio | gap clos
 print("|---|---|---|---|---|---|")
 for method, label in [("device", "device only"), ("cloud", "cloud only"), ("random", "random"),
                       ("router", "router (logistic regression)"), ("grpo", "GRPO"),
-                      ("gapg", "GAPG"), ("oracle", "oracle router")]:
+                      ("gapg", "GAPG"),
+                      ("gapgtop", "GAPG, top block + marker row, the device answering"),
+                      ("gapgtopown", "GAPG, top block + marker row, answering itself"),
+                      ("oracle", "oracle router")]:
     line = row(method, "0.3", label)
     if line:
         print(line)
