@@ -74,8 +74,10 @@ for seed in $SEEDS; do
   # The top-block policy deciding, the task-tuned device answering (like for like) ...
   evaluate "gapgtop-b0.3-s$seed" --set name="route-gapgtop-s$seed" --set route.budget=0.3 \
     --set route.policy_answers=device
-  # ... and answering itself (its answers were post-trained too, as in the paper).
+  # ... and answering itself (its answers were post-trained too, as in the paper), with and
+  # without the cloud.
   evaluate "gapgtopown-b0.3-s$seed" --set name="route-gapgtop-s$seed" --set route.budget=0.3
+  evaluate "gapgtopown-b0.0-s$seed" --set name="route-gapgtop-s$seed" --set route.budget=0.0
   for budget in $BUDGETS; do
     evaluate "gapg-b$budget-s$seed" --set name="route-gapg-s$seed" --set route.budget="$budget"
     evaluate "router-b$budget-s$seed" --set route.baseline=router --set route.budget="$budget"

@@ -11,7 +11,7 @@ the other half by them, handing off the top 30% (the score-ranked cap of `tandem
   prompt      hand-made features of the prompt (operator, carry/borrow, sign, operands' digits)
   hidden+mlp  a one-hidden-layer MLP on the hidden state
 and prints each one's accuracy and gap closed beside random and the oracle.
-Usage: routing_probe.py DEVICE.safetensors CLOUD.safetensors [BUDGET] [SEED]"""
+Usage: routing_probe.py DEVICE.safetensors CLOUD.safetensors [BUDGETS] [SEED]   (BUDGETS: 0.1,0.3)"""
 import math, os, sys
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from torch_gpt2 import model_from_file  # noqa: E402
 
 torch.set_num_threads(1)
 device_path, cloud_path = sys.argv[1], sys.argv[2]
-budget = float(sys.argv[3]) if len(sys.argv) > 3 else 0.3
+budgets = [float(b) for b in (sys.argv[3] if len(sys.argv) > 3 else "0.3").split(",")]
 seed = int(sys.argv[4]) if len(sys.argv) > 4 else 1
 
 prompts, answers, feats = [], [], []
@@ -97,7 +97,7 @@ def fit(X, hidden_units=0, steps=3000, l2=1e-3):
         return net(Z).squeeze(-1).numpy()
 
 
-def ranked(score):
+def ranked(score, budget):
     """Accuracy on the test half when the top ⌊budget·n⌋ scores go to the cloud."""
     s = score[te]
     k = int(math.floor(budget * len(te) + 1e-9))
@@ -107,18 +107,24 @@ def ranked(score):
 
 
 d, c = dev_right[te].mean(), cloud_right[te].mean()
-rows = [("device only", d), ("cloud only", c),
-        ("random", ranked(rng.random(N))),
-        ("confidence (the router's 3 features)", ranked(fit(conf.numpy()))),
-        ("prompt features (carry, sign, digits)", ranked(fit(feats))),
-        ("hidden state, linear (the marker row's reach)", ranked(fit(hidden.numpy()))),
-        ("hidden state, MLP 64", ranked(fit(hidden.numpy(), 64))),
-        ("prompt features, MLP 64", ranked(fit(feats, 64))),
-        ("oracle", ranked((~dev_right).astype(float) + 1e-3 * rng.random(N)))]
-print(f"{N} prompts, {len(te)} scored; device right {d:.3f}, cloud {c:.3f}; budget {budget:.0%}")
+scorers = [("random", rng.random(N)),
+           ("confidence (the router's 3 features)", fit(conf.numpy())),
+           ("prompt features (carry, sign, digits)", fit(feats)),
+           ("hidden state, linear (the marker row's reach)", fit(hidden.numpy())),
+           ("hidden state, MLP 64", fit(hidden.numpy(), 64)),
+           ("prompt features, MLP 64", fit(feats, 64)),
+           ("oracle", (~dev_right).astype(float) + 1e-3 * rng.random(N))]
+print(f"{N} prompts, {len(te)} scored; device right {d:.3f}, cloud {c:.3f}")
 carry = np.array([f[1] for f in feats], dtype=bool)
-print(f"device right with carry/borrow {dev_right[carry].mean():.3f}, without {dev_right[~carry].mean():.3f}; "
-      f"negative answers {dev_right[np.array([f[2] for f in feats], dtype=bool)].mean():.3f}")
-print("| scorer | accuracy | gap closed |\n|---|---|---|")
-for name, acc in rows:
-    print(f"| {name} | {100 * acc:.1f} | {100 * (acc - d) / (c - d):.1f} |")
+negative = np.array([f[2] for f in feats], dtype=bool)
+print(f"device right with carry/borrow {dev_right[carry].mean():.3f}, without "
+      f"{dev_right[~carry].mean():.3f}; negative answers {dev_right[negative].mean():.3f}, "
+      f"others {dev_right[~negative].mean():.3f}")
+print("| scorer | " + " | ".join(f"{b:.0%}: accuracy, gap closed" for b in budgets) + " |")
+print("|---|" + "---|" * len(budgets))
+for name, score in scorers:
+    cells = []
+    for b in budgets:
+        acc = ranked(score, b)
+        cells.append(f"{100 * acc:.1f}, {100 * (acc - d) / (c - d):.1f}")
+    print(f"| {name} | " + " | ".join(cells) + " |")

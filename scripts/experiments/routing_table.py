@@ -51,6 +51,9 @@ for method, label in [("device", "device only"), ("cloud", "cloud only"), ("rand
     line = row(method, "0.3", label)
     if line:
         print(line)
+line = row("gapgtopown", "0.0", "that policy alone, no hand-offs (budget 0)")
+if line:
+    print(line)
 budgets = sorted({b for (m, b) in runs if m == "gapg"}, key=float)
 print("\n| budget | method | accuracy | local accuracy | call ratio | gap closed | preferred call ratio |")
 print("|---|---|---|---|---|---|---|")
