@@ -78,6 +78,16 @@ for seed in $SEEDS; do
   # without the cloud.
   evaluate "gapgtopown-b0.3-s$seed" --set name="route-gapgtop-s$seed" --set route.budget=0.3
   evaluate "gapgtopown-b0.0-s$seed" --set name="route-gapgtop-s$seed" --set route.budget=0.0
+  # Its warm start alone (supervised steps on the training prompts' records, 30% of them the
+  # marker): how much of the better answering is continued task-tuning rather than GAPG.
+  evaluate "gapgtopwarm-b0.0-s$seed" --set name="route-gapgtop-s$seed" --set route.budget=0.0 \
+    --set route.policy_checkpoint="runs/route-gapgtop-s$seed/checkpoints/warm-start.safetensors"
+  # The baselines over the post-trained answers: the router, random and the oracle with the
+  # top-block policy as the device, so its routing is compared like for like.
+  for b in device random router oracle; do
+    evaluate "pt$b-b0.3-s$seed" --set route.baseline=$b --set route.budget=0.3 \
+      --set route.device_checkpoint="runs/route-gapgtop-s$seed/checkpoints/model.safetensors"
+  done
   for budget in $BUDGETS; do
     evaluate "gapg-b$budget-s$seed" --set name="route-gapg-s$seed" --set route.budget="$budget"
     evaluate "router-b$budget-s$seed" --set route.baseline=router --set route.budget="$budget"
