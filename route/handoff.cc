@@ -54,6 +54,33 @@ RouteDecision HandOffCap::Decide(const ParsedCompletion& parsed) {
   return RouteDecision::kHandOffRefused;
 }
 
+StatusOr<std::vector<bool>> RankedHandOffGrants(std::span<const double> scores,
+                                                const std::vector<bool>& asks, double max_fraction) {
+  if (scores.size() != asks.size()) {
+    return Status::InvalidArgument("ranked hand-off cap: " + std::to_string(scores.size()) +
+                                   " scores but " + std::to_string(asks.size()) + " asks");
+  }
+  const HandOffBudget budget{max_fraction, -1};
+  TANDEM_RETURN_IF_ERROR(budget.Validate());
+  for (double s : scores) {
+    if (!std::isfinite(s)) {
+      return Status::InvalidArgument("ranked hand-off cap: a score is not finite");
+    }
+  }
+  const size_t n = scores.size();
+  // ⌊f·n⌋, with the same hair of slack as HandOffCap for f·n that is an integer.
+  const size_t quota = static_cast<size_t>(std::floor(max_fraction * static_cast<double>(n) + 1e-9));
+  std::vector<size_t> order;
+  for (size_t i = 0; i < n; ++i) {
+    if (asks[i]) order.push_back(i);
+  }
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return scores[a] > scores[b]; });
+  std::vector<bool> granted(n, false);
+  for (size_t k = 0; k < std::min(quota, order.size()); ++k) granted[order[k]] = true;
+  return granted;
+}
+
 std::vector<int32_t> DecodeLine(std::shared_ptr<const GptWeights> weights,
                                 std::span<const int32_t> prompt, int max_tokens,
                                 const SamplingOptions& sampling, Rng& rng,

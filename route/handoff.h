@@ -73,6 +73,16 @@ class HandOffCap {
   int64_t queries_ = 0, handoffs_ = 0, refused_ = 0;
 };
 
+// The score-ranked cap, for a batch of queries known in advance (an evaluation set): of the
+// queries that ask for the cloud (asks[i]), the ⌊max_fraction·n⌋ with the highest scores are
+// granted (n = scores.size(), asking or not), ties going to the earlier index. So the granted
+// count never exceeds the budget, and it reaches it whenever enough queries ask. Unlike
+// HandOffCap, where grants follow arrival order, every method run through it spends its budget
+// on the queries it ranks highest. Returns granted[i]. Errors: sizes that differ, max_fraction
+// outside [0, 1], a score that is not finite.
+StatusOr<std::vector<bool>> RankedHandOffGrants(std::span<const double> scores,
+                                                const std::vector<bool>& asks, double max_fraction);
+
 // Decodes a completion of `prompt` (non-empty tokens) from `weights` until '\n', end-of-text or
 // max_tokens, with the tokens in `banned` never drawn (their logits at −∞ before sampling).
 // Requires prompt.size() + max_tokens <= the model's context.

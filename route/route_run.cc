@@ -47,6 +47,11 @@ StatusOr<RouteConfig> RouteConfigFromConfig(const Config& config) {
                                         10'000'000));
   TANDEM_ASSIGN_OR_RETURN(r.test_fraction,
                           config.GetDouble("route.test_fraction", r.test_fraction, 0.01, 0.99));
+  TANDEM_ASSIGN_OR_RETURN(int64_t task_seed, config.GetInt("route.task_data_seed", 0, 0));
+  r.task_data_seed = static_cast<uint64_t>(task_seed);
+  TANDEM_ASSIGN_OR_RETURN(r.task_data_examples_per_level,
+                          config.GetInt("route.task_data_examples_per_level",
+                                        r.task_data_examples_per_level, 0, 10'000'000));
   TANDEM_ASSIGN_OR_RETURN(int64_t max_tokens,
                           config.GetInt("route.max_tokens", r.max_tokens, 1, 64));
   r.max_tokens = static_cast<int>(max_tokens);
@@ -63,7 +68,7 @@ StatusOr<RouteConfig> RouteConfigFromConfig(const Config& config) {
   r.warm_start_batch = static_cast<int>(ws_batch);
 
   TANDEM_ASSIGN_OR_RETURN(r.trainable,
-                          config.GetChoice("route.trainable", r.trainable, {"marker", "all"}));
+                          config.GetChoice("route.trainable", r.trainable, {"marker", "top", "all"}));
   TANDEM_ASSIGN_OR_RETURN(r.mode, config.GetChoice("route.mode", r.mode, {"gapg", "grpo"}));
   TANDEM_ASSIGN_OR_RETURN(r.steps, config.GetInt("route.steps", r.steps, 0));
   TANDEM_ASSIGN_OR_RETURN(r.lr, config.GetDouble("route.lr", r.lr, 0.0, 1.0));
@@ -93,6 +98,10 @@ StatusOr<RouteConfig> RouteConfigFromConfig(const Config& config) {
       r.baseline, config.GetChoice("route.baseline", r.baseline,
                                    {"policy", "device", "cloud", "random", "router", "oracle"}));
   TANDEM_ASSIGN_OR_RETURN(r.budget, config.GetDouble("route.budget", r.budget, 0.0, 1.0));
+  TANDEM_ASSIGN_OR_RETURN(r.cap, config.GetChoice("route.cap", r.cap, {"online", "ranked"}));
+  TANDEM_ASSIGN_OR_RETURN(r.policy_answers, config.GetChoice("route.policy_answers",
+                                                             r.policy_answers,
+                                                             {"policy", "device"}));
   TANDEM_ASSIGN_OR_RETURN(r.policy_checkpoint,
                           config.GetString("route.policy_checkpoint", r.policy_checkpoint));
   TANDEM_ASSIGN_OR_RETURN(r.eval_prompts, config.GetInt("route.eval_prompts", r.eval_prompts, 0));
@@ -265,32 +274,56 @@ double HandOffProbability(std::shared_ptr<const GptWeights> weights, std::string
   return std::exp((static_cast<double>(logits[kHandOffToken]) - mx) / temperature) / z;
 }
 
-// The last term of a step when only the marker's output row trains: zeroes every gradient but
-// that row's. The output layer is tied to the token embedding (wte, (V,C)), and the marker never
-// occurs in an input, so its row is exactly the marker's logit: w·h over the final hidden state,
-// a linear hand-off head on the device's own features. The trainer's AdamW moves nothing whose
+// The last term of a step when only part of the model trains: zeroes every gradient outside
+// `ranges` (offsets into the flat buffer, [begin, end)). The trainer's AdamW moves nothing whose
 // gradient and moments are zero (weight decay is off for these runs).
-class MarkerRowOnly : public LossTerm {
+class TrainOnly : public LossTerm {
  public:
-  explicit MarkerRowOnly(const Gpt& model) {
-    const TensorSpec* wte = model.layout().Find("wte.weight");
-    TANDEM_CHECK(wte != nullptr);
-    const size_t C = static_cast<size_t>(model.config().d_model);
-    begin_ = wte->offset + static_cast<size_t>(kHandOffToken) * C;
-    end_ = begin_ + C;
+  explicit TrainOnly(std::vector<std::pair<size_t, size_t>> ranges) : ranges_(std::move(ranges)) {
+    std::sort(ranges_.begin(), ranges_.end());
   }
-  std::string name() const override { return "marker_only"; }
+  std::string name() const override { return "train_only"; }
   void Bind(std::span<const float>, std::span<float> grads) override { grads_ = grads; }
   StatusOr<TermLoss> Accumulate(Gpt&, int64_t, Rng&) override {
-    std::fill(grads_.begin(), grads_.begin() + begin_, 0.0f);
-    std::fill(grads_.begin() + end_, grads_.end(), 0.0f);
+    size_t at = 0;
+    for (const auto& [begin, end] : ranges_) {
+      if (begin > at) std::fill(grads_.begin() + at, grads_.begin() + begin, 0.0f);
+      at = std::max(at, end);
+    }
+    std::fill(grads_.begin() + std::min(at, grads_.size()), grads_.end(), 0.0f);
     return TermLoss{};
   }
 
  private:
-  size_t begin_ = 0, end_ = 0;
+  std::vector<std::pair<size_t, size_t>> ranges_;
   std::span<float> grads_;
 };
+
+// What route.trainable trains, as ranges of the layout. "marker": the marker's output row alone.
+// The output layer is tied to the token embedding (wte, (V,C)), and the marker never occurs in an
+// input, so its row is exactly the marker's logit: w·h over the final hidden state, a linear
+// hand-off head on the device's own features. "top": that row, the top block and the final
+// LayerNorm: the hand-off head reads features the policy learns (the answers' logits move too;
+// route.policy_answers = "device" keeps the task-tuned device answering). "all": everything.
+std::vector<std::pair<size_t, size_t>> TrainableRanges(const Gpt& model,
+                                                       const std::string& trainable) {
+  const ParamLayout& layout = model.layout();
+  if (trainable == "all") return {{0, layout.total()}};
+  const TensorSpec* wte = layout.Find("wte.weight");
+  TANDEM_CHECK(wte != nullptr);
+  const size_t C = static_cast<size_t>(model.config().d_model);
+  const size_t marker = wte->offset + static_cast<size_t>(kHandOffToken) * C;
+  std::vector<std::pair<size_t, size_t>> ranges = {{marker, marker + C}};
+  if (trainable == "top") {
+    const std::string top = "h." + std::to_string(model.config().n_layer - 1) + ".";
+    for (const TensorSpec& t : layout.tensors()) {
+      if (t.name.rfind(top, 0) == 0 || t.name.rfind("ln_f.", 0) == 0) {
+        ranges.push_back({t.offset, t.offset + t.size});
+      }
+    }
+  }
+  return ranges;
+}
 
 double Seconds(std::chrono::steady_clock::time_point since) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
@@ -300,6 +333,16 @@ double Seconds(std::chrono::steady_clock::time_point since) {
 
 StatusOr<RoutePrompts> MakeRoutePrompts(const RouteConfig& rc) {
   RoutePrompts out;
+  // What task-tuning saw, drawn exactly as train/data_setup.cc's LoadSplits draws it.
+  std::set<std::string> tuned;
+  for (int level : rc.levels) {
+    if (rc.task_data_examples_per_level == 0) break;
+    TANDEM_ASSIGN_OR_RETURN(
+        std::vector<ArithmeticExample> examples,
+        MakeArithmeticExamples(level, static_cast<size_t>(rc.task_data_examples_per_level),
+                               rc.task_data_seed * 1000 + static_cast<uint64_t>(level)));
+    for (auto& e : examples) tuned.insert(std::move(e.prompt));
+  }
   std::set<std::string> seen;
   for (int level : rc.levels) {
     // The examples themselves come from a fixed seed, so every seed splits the same prompts.
@@ -309,7 +352,9 @@ StatusOr<RoutePrompts> MakeRoutePrompts(const RouteConfig& rc) {
     for (auto& e : examples) {
       if (!seen.insert(e.prompt).second) continue;
       const double u = static_cast<double>(HashText(e.prompt, rc.seed) >> 11) * 0x1.0p-53;
-      (u < rc.test_fraction ? out.test : out.train).push_back(std::move(e));
+      const bool test = u < rc.test_fraction;
+      if (test && tuned.count(e.prompt)) ++out.excluded_from_test;
+      (test && !tuned.count(e.prompt) ? out.test : out.train).push_back(std::move(e));
     }
   }
   if (out.train.empty() || out.test.empty()) {
@@ -343,12 +388,12 @@ StatusOr<RouteTrainResult> RunRouteTrain(const Config& config, bool resume, bool
   const int64_t total = rc.warm_start_steps + rc.steps;
 
   TrainerOptions trainer_options;
-  trainer_options.adamw.weight_decay = rc.trainable == "marker" ? 0.0f : 0.1f;
+  trainer_options.adamw.weight_decay = rc.trainable == "all" ? 0.1f : 0.0f;
   LocalTrainer trainer(model.get(), trainer_options);
-  MarkerRowOnly marker_only(*model);
+  TrainOnly train_only(TrainableRanges(*model, rc.trainable));
   auto terms = [&](LossTerm* term) {
     std::vector<LossTerm*> t = {term};
-    if (rc.trainable == "marker") t.push_back(&marker_only);
+    if (rc.trainable != "all") t.push_back(&train_only);
     return t;
   };
   Rng rng(Mix(rc.seed));
@@ -585,7 +630,7 @@ StatusOr<RouteEvalResult> RunRouteEval(const Config& config) {
     router = std::move(fitted);
   }
 
-  if (rc.baseline == "policy") {
+  if (rc.baseline == "policy" && rc.cap == "online") {
     std::vector<double> scores;
     for (const auto& e : prompts.train) {
       scores.push_back(HandOffProbability(policy->shared_weights(), e.prompt, rc.temperature));
@@ -597,54 +642,81 @@ StatusOr<RouteEvalResult> RunRouteEval(const Config& config) {
   out.baseline = rc.baseline;
   out.budget = rc.baseline == "cloud" ? 1.0 : rc.baseline == "device" ? 0.0 : rc.budget;
   if (rc.baseline == "policy") out.preferred = 0;
-  HandOffCap cap({out.budget, -1});
-  const ParsedCompletion kHandOff{CompletionKind::kHandOff, ""};
+  const bool ranked = rc.cap == "ranked";
+
+  // First what each query would get from the device and what the method asks for, with its
+  // score (higher: more deserving of the cloud); then the cap decides.
+  struct Query {
+    std::string local;   // the device's (or the policy's) own answer, marker banned
+    double score = 0.0;  // the method's ranking of the query for the ranked cap
+    bool asks = false;   // whether the method asks for the cloud
+  };
+  std::vector<Query> queries;
+  queries.reserve(test.size());
   for (const auto& e : test) {
-    RouteDecision decision;
-    std::string answer;
-    bool asked = false;
+    Query q;
     if (rc.baseline == "policy") {
-      // The policy hands off when its marker probability at the answer's first token (at
-      // route.temperature, as it was trained) is among the budget's share of the highest it gives
-      // the training prompts: the same rule as the router's, on the policy's own score. Token-
-      // by-token greedy decoding would instead hand off whenever the marker is the single
-      // likeliest token, which against ten digits sharing the answer's mass happens long before
-      // the policy prefers handing off; the cap then grants requests in arrival order.
-      const double p_handoff = HandOffProbability(policy->shared_weights(), e.prompt,
-                                                  rc.temperature);
-      asked = p_handoff >= threshold;
-      out.preferred += p_handoff > 0.5;
-      const ParsedCompletion wants{asked ? CompletionKind::kHandOff : CompletionKind::kAnswer, ""};
-      decision = cap.Decide(wants);
-      if (decision == RouteDecision::kHandOff) {
-        TANDEM_ASSIGN_OR_RETURN(answer, cloud_answer(e.prompt));
-      } else {
-        answer = FallbackAnswer(policy->shared_weights(), e.prompt, rc.max_tokens, greedy, rng);
-      }
+      // The policy's score is its marker probability at the answer's first token (at
+      // route.temperature, as it was trained). Online, it asks when that is among the budget's
+      // share of the highest it gives the training prompts: the same rule as the router's, on
+      // the policy's own score. Token-by-token greedy decoding would instead hand off whenever
+      // the marker is the single likeliest token, which against ten digits sharing the answer's
+      // mass happens long before the policy prefers handing off; the online cap then grants
+      // requests in arrival order.
+      q.score = HandOffProbability(policy->shared_weights(), e.prompt, rc.temperature);
+      q.asks = ranked || q.score >= threshold;
+      out.preferred += q.score > 0.5;
+      q.local = rc.policy_answers == "device"
+                    ? device_answer(e.prompt)
+                    : FallbackAnswer(policy->shared_weights(), e.prompt, rc.max_tokens, greedy, rng);
     } else {
-      std::string local = device_answer(e.prompt);
+      q.local = device_answer(e.prompt);
       if (rc.baseline == "cloud") {
-        asked = true;
+        q.asks = true;
       } else if (rc.baseline == "random") {
-        asked = rng.Uniform() < rc.budget;
+        q.score = rng.Uniform();
+        q.asks = ranked || q.score < rc.budget;
       } else if (rc.baseline == "router") {
-        asked = router->Probability(DeviceRouterFeatures(device->shared_weights(), e.prompt,
-                                                         rc.max_tokens)) >= threshold;
+        q.score = router->Probability(
+            DeviceRouterFeatures(device->shared_weights(), e.prompt, rc.max_tokens));
+        q.asks = ranked || q.score >= threshold;
       } else if (rc.baseline == "oracle") {
-        asked = !ExactMatch(local, e.answer);
+        q.asks = !ExactMatch(q.local, e.answer);
+        q.score = q.asks ? 1.0 : 0.0;
       }
-      decision = cap.Decide(asked ? kHandOff : ParsedCompletion{CompletionKind::kAnswer, local});
-      if (decision == RouteDecision::kHandOff) {
-        TANDEM_ASSIGN_OR_RETURN(answer, cloud_answer(e.prompt));
-      } else {
-        answer = local;
-      }
+    }
+    queries.push_back(std::move(q));
+  }
+
+  std::vector<bool> granted(test.size(), false);
+  if (ranked) {
+    std::vector<double> scores;
+    std::vector<bool> asks;
+    for (const Query& q : queries) {
+      scores.push_back(q.score);
+      asks.push_back(q.asks);
+    }
+    TANDEM_ASSIGN_OR_RETURN(granted, RankedHandOffGrants(scores, asks, out.budget));
+  } else {
+    HandOffCap cap({out.budget, -1});
+    for (size_t i = 0; i < queries.size(); ++i) {
+      const ParsedCompletion wants{
+          queries[i].asks ? CompletionKind::kHandOff : CompletionKind::kAnswer, ""};
+      granted[i] = cap.Decide(wants) == RouteDecision::kHandOff;
+    }
+  }
+
+  for (size_t i = 0; i < test.size(); ++i) {
+    const ArithmeticExample& e = test[i];
+    std::string answer = queries[i].local;
+    if (granted[i]) {
+      TANDEM_ASSIGN_OR_RETURN(answer, cloud_answer(e.prompt));
     }
     const bool right = ExactMatch(answer, e.answer);
     ++out.queries;
     out.correct += right;
-    out.requested += asked;
-    if (decision == RouteDecision::kHandOff) {
+    out.requested += queries[i].asks;
+    if (granted[i]) {
       ++out.handoffs;
       out.cloud_correct += right;
     } else {

@@ -28,6 +28,12 @@ struct RouteConfig {
   std::vector<int> levels = {1};
   int64_t examples_per_level = 2000;
   double test_fraction = 0.3;
+  // Prompts the task-tuning runs saw are never test prompts: those of the first
+  // task_data_examples_per_level records per level that `tandem train` draws with data.seed =
+  // task_data_seed (train/data_setup.h; every split of them, to be safe) go to the training
+  // prompts. 0: no exclusion.
+  uint64_t task_data_seed = 0;
+  int64_t task_data_examples_per_level = 0;
   int max_tokens = 8;  // answer tokens decoded per completion
   // Supervised warm start: the device learns to emit the marker on a random
   // warm_start_handoff_fraction of training records (the others keep their answers).
@@ -36,7 +42,8 @@ struct RouteConfig {
   double warm_start_lr = 1e-3;
   int warm_start_batch = 16;
   // What the warm start and the policy gradient train: "marker" (the hand-off marker's output
-  // row alone, so the device's answers stay exactly as they were) or "all".
+  // row alone, so the device's answers stay exactly as they were), "top" (that row, the top
+  // block and the final LayerNorm) or "all".
   std::string trainable = "marker";
   // Policy gradient.
   std::string mode = "gapg";  // or "grpo"
@@ -53,6 +60,13 @@ struct RouteConfig {
   // Evaluation.
   std::string baseline = "policy";  // policy, device, cloud, random, router, oracle
   double budget = 0.3;              // the test-time cap's max_fraction
+  // How the cap grants: "online" (HandOffCap over the queries in arrival order) or "ranked"
+  // (RankedHandOffGrants over the whole evaluation set: the budget's share of the highest
+  // scores), the same for every method.
+  std::string cap = "online";
+  // Who answers the queries the policy keeps: "policy" (its own greedy answer, marker banned) or
+  // "device" (the task-tuned device's, so only the hand-off decisions are the policy's).
+  std::string policy_answers = "policy";
   std::string policy_checkpoint;    // "": the run's checkpoints/model.safetensors
   int64_t eval_prompts = 0;         // 0: every test prompt
   std::string eval_split = "test";  // or "train": how well the routing fits its own prompts
@@ -65,6 +79,7 @@ std::string RouteRunDirectory(const RouteConfig& rc);
 
 struct RoutePrompts {
   std::vector<ArithmeticExample> train, test;  // disjoint by prompt text
+  int64_t excluded_from_test = 0;  // prompts sent to training because task-tuning saw them
 };
 StatusOr<RoutePrompts> MakeRoutePrompts(const RouteConfig& rc);
 

@@ -44,10 +44,37 @@ print("| method (budget 30%) | accuracy | local accuracy | call ratio | gap clos
 print("|---|---|---|---|---|---|")
 for method, label in [("device", "device only"), ("cloud", "cloud only"), ("random", "random"),
                       ("router", "router (logistic regression)"), ("grpo", "GRPO"),
-                      ("gapg", "GAPG"), ("oracle", "oracle router")]:
+                      ("gapg", "GAPG"),
+                      ("gapgtop", "GAPG, top block + marker row, the device answering"),
+                      ("gapgtopown", "GAPG, top block + marker row, answering itself"),
+                      ("oracle", "oracle router")]:
     line = row(method, "0.3", label)
     if line:
         print(line)
+for method, budget, label in [
+        ("gapgtopown", "0.0", "that policy alone, no hand-offs (budget 0)"),
+        ("gapgtopwarm", "0.0", "its warm start alone, no hand-offs (budget 0)")]:
+    line = row(method, budget, label)
+    if line:
+        print(line)
+if runs.get(("ptdevice", "0.3")):
+    print("\nThe top-block policy as the answering device (gap closed from its own answers to the cloud):\n")
+    print("| method (budget 30%) | accuracy | local accuracy | call ratio | gap closed | |")
+    print("|---|---|---|---|---|---|")
+    base = runs[("ptdevice", "0.3")]
+    for method, label in [("ptdevice", "the policy alone"), ("ptrandom", "random"),
+                          ("ptrouter", "router on its confidence"),
+                          ("gapgtopown", "GAPG: its own hand-offs"), ("ptoracle", "oracle router")]:
+        r = runs.get((method, "0.3"), {})
+        seeds = sorted(s for s in r if s in base and s in runs[("cloud", "0.3")])
+        if not seeds:
+            continue
+        cl = runs[("cloud", "0.3")]
+        closed = [(r[s]["accuracy"] - base[s]["accuracy"]) / (cl[s]["accuracy"] - base[s]["accuracy"])
+                  for s in seeds]
+        local = [r[s]["local_accuracy"] for s in seeds if r[s]["local_answered"] > 0]
+        print(f"| {label} | {stat(r[s]['accuracy'] for s in seeds)} | {stat(local)} | "
+              f"{stat(r[s]['call_ratio'] for s in seeds)} | {stat(closed)} | |")
 budgets = sorted({b for (m, b) in runs if m == "gapg"}, key=float)
 print("\n| budget | method | accuracy | local accuracy | call ratio | gap closed | preferred call ratio |")
 print("|---|---|---|---|---|---|---|")

@@ -2,6 +2,7 @@
 // arithmetic, and a refused hand-off answered by the device with the marker banned.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <memory>
@@ -82,6 +83,58 @@ std::shared_ptr<Gpt> MarkerModel() {
     bias[c] = static_cast<float>(30.0 * wte[kHandOffToken * C + c] / norm2);  // its logit: 30
   }
   return model;
+}
+
+TEST(RankedHandOffGrantsTest, GrantsTheBudgetsShareOfTheHighestScores) {
+  const std::vector<double> scores = {0.9, 0.1, 0.5, 0.7, 0.3, 0.2, 0.8, 0.4, 0.6, 0.05};
+  const std::vector<bool> all(scores.size(), true);
+  for (double f : {0.0, 0.1, 0.25, 0.3, 0.35, 0.5, 0.99, 1.0}) {
+    auto g = RankedHandOffGrants(scores, all, f);
+    ASSERT_TRUE(g.ok()) << g.status().message();
+    const size_t quota = static_cast<size_t>(std::floor(f * scores.size() + 1e-9));
+    size_t granted = 0;
+    double lowest_granted = 2.0, highest_refused = -1.0;
+    for (size_t i = 0; i < scores.size(); ++i) {
+      granted += (*g)[i];
+      if ((*g)[i]) lowest_granted = std::min(lowest_granted, scores[i]);
+      else highest_refused = std::max(highest_refused, scores[i]);
+    }
+    EXPECT_EQ(granted, quota) << "budget " << f;  // exactly the budget, never more
+    if (granted > 0 && granted < scores.size()) EXPECT_GT(lowest_granted, highest_refused);
+  }
+  // 30% of 10 is 3: the three highest scores, 0.9, 0.8 and 0.7.
+  auto g = RankedHandOffGrants(scores, all, 0.3);
+  ASSERT_TRUE(g.ok());
+  EXPECT_EQ(*g, (std::vector<bool>{true, false, false, true, false, false, true, false, false,
+                                   false}));
+}
+
+TEST(RankedHandOffGrantsTest, OnlyQueriesThatAskAreGrantedAndTiesGoToTheEarlier) {
+  // Half the budget of 6 is 3, but only two ask: both granted, the high scorers that do not ask
+  // are not.
+  const std::vector<double> scores = {5.0, 1.0, 4.0, 0.0, 3.0, 2.0};
+  const std::vector<bool> asks = {false, true, false, true, false, false};
+  auto g = RankedHandOffGrants(scores, asks, 0.5);
+  ASSERT_TRUE(g.ok());
+  EXPECT_EQ(*g, (std::vector<bool>{false, true, false, true, false, false}));
+  // Equal scores: the earlier queries first.
+  const std::vector<double> flat(5, 0.5);
+  auto t = RankedHandOffGrants(flat, std::vector<bool>(5, true), 0.4);
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(*t, (std::vector<bool>{true, true, false, false, false}));
+}
+
+TEST(RankedHandOffGrantsTest, RejectsBadInput) {
+  const std::vector<double> scores = {0.1, 0.2};
+  const std::vector<bool> asks = {true, true};
+  EXPECT_FALSE(RankedHandOffGrants(scores, std::vector<bool>{true}, 0.5).ok());
+  EXPECT_FALSE(RankedHandOffGrants(scores, asks, 1.5).ok());
+  EXPECT_FALSE(RankedHandOffGrants(scores, asks, -0.1).ok());
+  const std::vector<double> nan = {0.1, std::nan("")};
+  EXPECT_FALSE(RankedHandOffGrants(nan, asks, 0.5).ok());
+  auto empty = RankedHandOffGrants({}, {}, 0.5);
+  ASSERT_TRUE(empty.ok());
+  EXPECT_TRUE(empty->empty());
 }
 
 TEST(HandOffCapTest, RefusedHandOffIsAnsweredByTheDeviceWithoutTheMarker) {

@@ -115,6 +115,30 @@ check(r["oracle"]["correct"] >= r["device"]["correct"], "oracle >= device")
 sys.exit(0 if ok else 1)
 PY
 
+# The score-ranked cap: every method spends exactly the budget's share (the oracle: its
+# mistakes, up to that share), on the same queries as the online cap.
+for b in policy random router oracle device; do
+  "$TANDEM" --log-level warn route eval "$dir/route.toml" --set route.baseline=$b \
+    --set route.cap=ranked --json "$dir/ranked-$b.json" >/dev/null 2>"$dir/eval.err" \
+    || fail "ranked eval $b: $(cat "$dir/eval.err")"
+done
+python3 - "$dir" <<'PY' && pass "the ranked cap spends the budget exactly" || fail "ranked cap checks"
+import json, math, sys
+d = sys.argv[1]
+r = {b: json.load(open(f"{d}/ranked-{b}.json")) for b in ["policy", "random", "router", "oracle", "device"]}
+q = r["oracle"]["queries"]
+quota = math.floor(0.3 * q + 1e-9)
+ok = True
+for b in ["policy", "random", "router"]:
+    if r[b]["handoffs"] != quota or r[b]["queries"] != q:
+        print("  violated:", b, r[b], "quota", quota); ok = False
+wrong = q - r["device"]["correct"]
+if r["oracle"]["handoffs"] != min(quota, wrong) or r["oracle"]["correct"] < r["device"]["correct"]:
+    print("  violated: oracle", r["oracle"], "wrong", wrong); ok = False
+sys.exit(0 if ok else 1)
+PY
+expect_error "unknown cap" "route.cap" "$TANDEM" route eval "$dir/route.toml" --set route.cap=fifo
+
 expect_error "budget outside [0, 1]" "route.budget" "$TANDEM" route eval "$dir/route.toml" --set route.budget=1.5
 expect_error "a_c >= a_a" "route.handoff_correct" "$TANDEM" route train "$dir/route.toml" --overwrite --set route.handoff_correct=2.0
 expect_error "unknown baseline" "route.baseline" "$TANDEM" route eval "$dir/route.toml" --set route.baseline=best

@@ -61,6 +61,11 @@ TEST(RouteConfigTest, RejectsBadValues) {
   ExpectError("max_tokens = 0\n", "route.max_tokens");
   ExpectError("steps = -3\n", "route.steps");
   ExpectError("temprature = 1.0\n", "route.temprature");  // unknown key
+  ExpectError("cap = \"fifo\"\n", "route.cap");
+  ExpectError("trainable = \"bottom\"\n", "route.trainable");
+  ExpectError("policy_answers = \"cloud\"\n", "route.policy_answers");
+  ExpectError("task_data_examples_per_level = -1\n", "route.task_data_examples_per_level");
+  ExpectError("task_data_seed = -2\n", "route.task_data_seed");
 }
 
 TEST(RoutePromptsTest, TrainAndTestAreDisjointAndCoverEveryPrompt) {
@@ -85,6 +90,32 @@ TEST(RoutePromptsTest, TrainAndTestAreDisjointAndCoverEveryPrompt) {
   size_t moved = 0;
   for (const auto& e : q->test) moved += train.count(e.prompt);
   EXPECT_GT(moved, 0u);
+}
+
+// With the task-tuning data named, no prompt that `tandem train` drew for it is a test prompt.
+TEST(RoutePromptsTest, TaskTuningPromptsAreNeverTestPrompts) {
+  auto r = Read("levels = [2]\nexamples_per_level = 2000\ntask_data_seed = 12\n"
+                "task_data_examples_per_level = 3000\n");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->cap, "online");
+  auto p = MakeRoutePrompts(*r);
+  ASSERT_TRUE(p.ok()) << p.status().message();
+  auto tuned = MakeArithmeticExamples(2, 3000, 12 * 1000 + 2);
+  ASSERT_TRUE(tuned.ok());
+  std::set<std::string> seen;
+  for (const auto& e : *tuned) seen.insert(e.prompt);
+  for (const auto& e : p->test) EXPECT_EQ(seen.count(e.prompt), 0u) << e.prompt;
+  EXPECT_FALSE(p->test.empty());
+  EXPECT_GT(p->excluded_from_test, 0);
+  // Without the exclusion the same split would have held those prompts out: they moved to
+  // training, nothing was lost.
+  RouteConfig plain = *r;
+  plain.task_data_examples_per_level = 0;
+  auto q = MakeRoutePrompts(plain);
+  ASSERT_TRUE(q.ok());
+  EXPECT_EQ(q->excluded_from_test, 0);
+  EXPECT_EQ(q->test.size(), p->test.size() + static_cast<size_t>(p->excluded_from_test));
+  EXPECT_EQ(q->train.size() + q->test.size(), p->train.size() + p->test.size());
 }
 
 TEST(RoutePromptsTest, TooFewPromptsIsAnError) {
