@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "models/generate.h"
+#include "models/gpt_workspace.h"
 #include "models/tokenizer.h"
 
 namespace tandem {
@@ -105,15 +106,24 @@ std::vector<int32_t> DecodeLine(std::shared_ptr<const GptWeights> weights,
   return out;
 }
 
-namespace {
-
 std::vector<int32_t> PromptTokens(std::string_view prompt) {
   std::vector<int32_t> tokens = {ByteTokenizer::kEndOfText};
   ByteTokenizer::EncodeAppend(prompt, &tokens);
   return tokens;
 }
 
-}  // namespace
+double HandOffProbability(std::shared_ptr<const GptWeights> weights, std::string_view prompt,
+                          double temperature) {
+  const std::vector<int32_t> tokens = PromptTokens(prompt);
+  const int V = weights->config().vocab;
+  GptWorkspace ws(std::move(weights));
+  const float* logits = ws.Decode(tokens.data(), static_cast<int>(tokens.size()));
+  logits += (tokens.size() - 1) * static_cast<size_t>(V);
+  const double mx = *std::max_element(logits, logits + V);
+  double z = 0.0;
+  for (int v = 0; v < V; ++v) z += std::exp((static_cast<double>(logits[v]) - mx) / temperature);
+  return std::exp((static_cast<double>(logits[kHandOffToken]) - mx) / temperature) / z;
+}
 
 std::string FallbackAnswer(std::shared_ptr<const GptWeights> weights, std::string_view prompt,
                            int max_tokens, const SamplingOptions& sampling, Rng& rng) {

@@ -91,6 +91,14 @@ std::vector<int32_t> DecodeLine(std::shared_ptr<const GptWeights> weights,
                                 const SamplingOptions& sampling, Rng& rng,
                                 std::span<const int32_t> banned = {});
 
+// A prompt's tokens as tandem's records lay them out: end-of-text, then the prompt's bytes.
+std::vector<int32_t> PromptTokens(std::string_view prompt);
+
+// The probability that `weights` starts its completion of `prompt` with the hand-off marker, at
+// `temperature` (> 0): the policy's score for a query.
+double HandOffProbability(std::shared_ptr<const GptWeights> weights, std::string_view prompt,
+                          double temperature);
+
 // The device's answer when its hand-off is refused: DecodeLine with the marker banned.
 std::string FallbackAnswer(std::shared_ptr<const GptWeights> weights, std::string_view prompt,
                            int max_tokens, const SamplingOptions& sampling, Rng& rng);

@@ -145,11 +145,6 @@ Status AppendLine(const std::string& path, const std::string& line) {
   return Status::Ok();
 }
 
-std::vector<int32_t> PromptTokens(std::string_view prompt) {
-  std::vector<int32_t> tokens = {ByteTokenizer::kEndOfText};
-  ByteTokenizer::EncodeAppend(prompt, &tokens);
-  return tokens;
-}
 
 // Every prompt and max_tokens new tokens fit the model's context.
 Status CheckFits(const ModelConfig& model, const RoutePrompts& prompts, int max_tokens,
@@ -257,21 +252,6 @@ std::vector<Record> WarmStartRecords(const std::vector<ArithmeticExample>& train
     out.push_back(std::move(r));
   }
   return out;
-}
-
-// The probability that `weights` starts its completion of `prompt` with the hand-off marker, at
-// `temperature`.
-double HandOffProbability(std::shared_ptr<const GptWeights> weights, std::string_view prompt,
-                          double temperature) {
-  const std::vector<int32_t> tokens = PromptTokens(prompt);
-  const int V = weights->config().vocab;
-  GptWorkspace ws(std::move(weights));
-  const float* logits = ws.Decode(tokens.data(), static_cast<int>(tokens.size()));
-  logits += (tokens.size() - 1) * static_cast<size_t>(V);
-  const double mx = *std::max_element(logits, logits + V);
-  double z = 0.0;
-  for (int v = 0; v < V; ++v) z += std::exp((static_cast<double>(logits[v]) - mx) / temperature);
-  return std::exp((static_cast<double>(logits[kHandOffToken]) - mx) / temperature) / z;
 }
 
 // The last term of a step when only part of the model trains: zeroes every gradient outside
@@ -579,6 +559,14 @@ std::string RouteEvalResult::Json() const {
   return j.dump();
 }
 
+Rng ShuffleIntoEvalOrder(std::vector<ArithmeticExample>* queries, uint64_t seed) {
+  Rng rng(Mix(seed ^ 0x4556414Cull));
+  for (size_t i = queries->size(); i > 1; --i) {
+    std::swap((*queries)[i - 1], (*queries)[rng.Below(i)]);
+  }
+  return rng;
+}
+
 StatusOr<RouteEvalResult> RunRouteEval(const Config& config) {
   TANDEM_ASSIGN_OR_RETURN(RouteConfig rc, RouteConfigFromConfig(config));
   TANDEM_ASSIGN_OR_RETURN(RoutePrompts prompts, MakeRoutePrompts(rc));
@@ -599,8 +587,7 @@ StatusOr<RouteEvalResult> RunRouteEval(const Config& config) {
 
   // The queries arrive in an order drawn from the seed; the online cap sees them in turn.
   std::vector<ArithmeticExample> test = rc.eval_split == "train" ? prompts.train : prompts.test;
-  Rng rng(Mix(rc.seed ^ 0x4556414Cull));
-  for (size_t i = test.size(); i > 1; --i) std::swap(test[i - 1], test[rng.Below(i)]);
+  Rng rng = ShuffleIntoEvalOrder(&test, rc.seed);
   if (rc.eval_prompts > 0 && static_cast<size_t>(rc.eval_prompts) < test.size()) {
     test.resize(static_cast<size_t>(rc.eval_prompts));
   }

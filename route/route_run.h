@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/rng.h"
 #include "core/status.h"
 #include "data/arithmetic.h"
 
@@ -117,6 +118,10 @@ struct RouteEvalResult {
   std::string Line() const;
   std::string Json() const;
 };
+
+// Shuffles `queries` into the order `tandem route eval` asks them in, drawn from `seed`, and
+// returns the generator after the shuffle (evaluation draws from it next).
+Rng ShuffleIntoEvalOrder(std::vector<ArithmeticExample>* queries, uint64_t seed);
 
 // One baseline on the test prompts, in an order shuffled by the seed, under the budget.
 StatusOr<RouteEvalResult> RunRouteEval(const Config& config);
