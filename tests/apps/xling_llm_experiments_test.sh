@@ -31,7 +31,7 @@ export OUT="$work/out" SEEDS=1 EVAL_TOKENS=256 DROPS=0.5 \
   DATA_SET='--set data.languages=["fortunes-de","fortunes-it"] --set data.clients_per_language=1' \
   SET="--set model.preset=slm-tiny --set federation.clients=2 --set federation.min_results=2 --set federation.rounds=1 --set client.local_steps=1 --set client.batch=2 --set eval.tokens=256"
 for script in submodel emulator; do
-  timeout 200 bash "scripts/experiments/$script.sh" "$work/build" > "$work/$script.log" 2>&1 \
+  timeout 330 bash "scripts/experiments/$script.sh" "$work/build" > "$work/$script.log" 2>&1 \
     || { cat "$work/$script.log"; fail "$script.sh failed"; }
 done
 out="$work/out"
