@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The federated-routing experiment (docs/routing.md "Federated routing"; docs/results.md
-# "Federated routing"): routing.sh's device and cloud (configs/train-route-device.toml,
-# train-route-cloud.toml, trained here if absent), then for each seed
+# "Federated routing"): the one-digit device and cloud (configs/train-route1-device.toml,
+# train-route1-cloud.toml, trained here if absent), then for each seed
 #   fed      route-gapg, both clients (configs/route-fed.toml)
 #   pooled   `tandem route train` on the union of their prompts (configs/route-fed-pooled.toml)
 #   alone0/1 route-gapg with one client on its own part only
@@ -26,14 +26,14 @@ cd "$OUT"
 run() { nice -n 5 "$TANDEM" --log-level warn "$@"; }
 done_run() { [ -f "runs/$1/summary.json" ] && grep -q '"complete": true' "runs/$1/summary.json"; }
 
-# 1-2. The device and the cloud, as routing.sh makes them.
-if [ ! -f runs/route-device/checkpoints/model.safetensors ]; then
-  run train "$SRC/configs/train-route-device.toml" --overwrite 2>&1 | grep -E "held-out" || true
+# 1-2. The device, and the cloud: the same run resumed to the end of its schedule.
+if [ ! -f runs/route1-device/checkpoints/model.safetensors ]; then
+  run train "$SRC/configs/train-route1-device.toml" --overwrite 2>&1 | grep -E "held-out" || true
 fi
-if ! done_run route-cloud; then
-  rm -rf runs/route-cloud
-  cp -r runs/route-device runs/route-cloud
-  run train "$SRC/configs/train-route-cloud.toml" --resume 2>&1 | grep -E "held-out" || true
+if ! done_run route1-cloud; then
+  rm -rf runs/route1-cloud
+  cp -r runs/route1-device runs/route1-cloud
+  run train "$SRC/configs/train-route1-cloud.toml" --resume 2>&1 | grep -E "held-out" || true
 fi
 
 for seed in $SEEDS; do
