@@ -40,7 +40,7 @@ std::vector<Target> CoordinatorTarget() {
 
 std::string RandomRoutingId() {
   std::random_device rd;
-  std::string id(16, '\0');
+  std::string id(kCurveRoutingIdBytes, '\0');
   for (char& c : id) c = static_cast<char>(rd() & 0xFF);
   if (id[0] == '\0') id[0] = 1;  // ids starting with 0 are reserved for ZeroMQ's own
   return id;
@@ -134,9 +134,14 @@ Status Client::Impl::Start() {
   if (options_.curve) {
     TANDEM_RETURN_IF_ERROR(ValidateKeyPair(options_.own_keys).WithContext("client CURVE keys"));
     TANDEM_RETURN_IF_ERROR(ValidateCurveKey(options_.server_public_key, "server public key"));
-  } else if (!IsValidClientName(options_.identity)) {
-    return Status::InvalidArgument("client: without CURVE the identity must be 1 to 64 of "
-                                   "A-Z a-z 0-9 _ . - (got '" + options_.identity + "')");
+  } else if (!IsValidClientName(options_.identity) ||
+             (options_.service_session &&
+              !IsValidClientName(options_.identity + std::string(kServiceSessionSuffix)))) {
+    return Status::InvalidArgument(
+        "client: without CURVE the identity must be 1 to " +
+        std::to_string(kMaxClientNameBytes -
+                       (options_.service_session ? kServiceSessionSuffix.size() : 0)) +
+        " of A-Z a-z 0-9 _ . - (got '" + options_.identity + "')");
   }
   if (options_.reconnect_interval_ms == 0 ||
       options_.reconnect_interval_max_ms < options_.reconnect_interval_ms) {
@@ -158,7 +163,9 @@ Status Client::Impl::OpenSocket() {
     CloseSocket(socket);
     return s;
   };
-  const std::string routing_id = options_.curve ? RandomRoutingId() : options_.identity;
+  const std::string routing_id =
+      (options_.curve ? RandomRoutingId() : options_.identity) +
+      std::string(options_.service_session ? kServiceSessionSuffix : "");
   for (Status s : {SetOption(socket, ZMQ_LINGER, 0, "ZMQ_LINGER"), SetMaxMessageSize(socket),
                    SetOption(socket, ZMQ_SNDHWM, options_.high_water_mark, "ZMQ_SNDHWM"),
                    SetOption(socket, ZMQ_RCVHWM, options_.high_water_mark, "ZMQ_RCVHWM"),

@@ -41,6 +41,11 @@ inline int64_t MillisBetween(Clock::time_point a, Clock::time_point b) {
 
 bool IsInproc(const std::string& endpoint);  // ZeroMQ runs no security handshake there
 
+// A CURVE client's routing id: this many random bytes (unguessable, so no other client can take
+// its connection over with ZMQ_ROUTER_HANDOVER), then kServiceSessionSuffix for its service
+// session. The Server reads the identity from ZAP's User-Id and only the suffix from the id.
+constexpr size_t kCurveRoutingIdBytes = 16;
+
 // Counters behind TransportStats, updated from any thread.
 struct AtomicStats {
   std::atomic<uint64_t> bytes_sent{0}, bytes_received{0}, frames_sent{0}, frames_received{0},

@@ -574,6 +574,15 @@ void Server::Impl::HandleFrame(std::string_view routing_id, ZmqMessage& payload)
       return;
     }
     identity = user_id;
+    if (routing_id.size() == kCurveRoutingIdBytes + kServiceSessionSuffix.size() &&
+        routing_id.ends_with(kServiceSessionSuffix)) {
+      identity += kServiceSessionSuffix;  // the key's service session
+      if (!IsValidClientName(identity)) {
+        Reject(Printable(routing_id), nullptr,
+               "the service session of '" + std::string(user_id) + "' has too long a name");
+        return;
+      }
+    }
   } else {
     identity = std::string(routing_id);
     if (!IsValidClientName(identity)) {

@@ -6,12 +6,17 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "wire/curve.h"
 #include "wire/message.h"
 #include "wire/protocol.h"
 
 namespace tandem::wire {
+
+// The suffix of a client's service session's identity ("client-3" asks as "client-3.serve"):
+// TransportOptions.service_session.
+inline constexpr std::string_view kServiceSessionSuffix = ".serve";
 
 struct TransportOptions {
   // "tcp://127.0.0.1:0" (port 0 = any free port), "tcp://0.0.0.0:5555", "ipc:///path",
@@ -28,6 +33,11 @@ struct TransportOptions {
   // such as "client-3". Without curve the Server trusts it (local ipc/inproc use); with curve the
   // identity is the allow-list NAME of the client's key, set by ZAP, and this field is ignored.
   std::string identity;
+  // Client: open the client's service session (for serve/ requests only) rather than its round
+  // session. Its identity is the client's own plus kServiceSessionSuffix: without CURVE appended
+  // to `identity`; with CURVE the Server appends it to the key's allow-list NAME, so one key has
+  // at most these two sessions and each keeps its own sequence numbers and liveness.
+  bool service_session = false;
   uint64_t run_id = 0;  // Server: the run id stamped on everything it sends; non-zero
   // Send a Heartbeat when nothing else went to a peer for this long. A Client adopts the
   // interval and timeout of the Welcome it accepts.

@@ -41,16 +41,9 @@ StatusOr<serve::RemoteCloud*> RouteGapgClient::Service() {
     return Status::FailedPrecondition("route-gapg: this client has no link to the coordinator "
                                       "to ask its inference service");
   }
-  if (link->curve) {
-    // Under CURVE a session's identity is its key's: a second session with the client's own
-    // key would replace the round session at the coordinator.
-    return Status::FailedPrecondition(
-        "route-gapg: the service session needs an identity of its own, and under CURVE that is "
-        "a key of its own; run route-gapg without CURVE (ipc://, inproc://) for now");
-  }
   serve::RemoteOptions options;
   options.transport = *link;
-  options.transport.identity = link->identity + ".serve";
+  options.transport.service_session = true;  // "<client name>.serve", with or without CURVE
   options.timeout = std::chrono::milliseconds(60000);
   TANDEM_ASSIGN_OR_RETURN(service_, serve::RemoteCloud::Connect(options));
   return service_.get();

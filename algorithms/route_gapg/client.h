@@ -1,11 +1,12 @@
 // The client half of `route-gapg`: "route-gapg.train" loads the device model when the task
 // carries it (once per version; kept between rounds) and the policy's trainable values every
 // round, runs RunLocalGapg (local_gapg.h) on this client's own training prompts, and uploads the
-// trainable values' delta. Its cloud is the coordinator's inference service: a second session
-// (serve/remote.h RemoteCloud, identity "<client name>.serve", opened on first use and kept)
-// answering serve.complete greedily. The answers' correctness is cached by prompt in this
-// process (CloudOracle), so each prompt is asked at most once per client process; a client
-// process that restarts (a resumed run) rebuilds the cache by asking again.
+// trainable values' delta. Its cloud is the coordinator's inference service: the client's
+// service session (serve/remote.h RemoteCloud, identity "<client name>.serve" with or without
+// CURVE, opened on first use and kept) answering serve.complete greedily. The answers'
+// correctness is cached by prompt in this process (CloudOracle), so each prompt is asked at most
+// once per client process; a client process that restarts (a resumed run) rebuilds the cache by
+// asking again.
 #pragma once
 
 #include <cstdint>

@@ -33,6 +33,7 @@
 #include "route/handoff.h"
 #include "route/policy_gradient.h"
 #include "tests/temp_dir.h"
+#include "wire/curve.h"
 #include "train/local_trainer.h"
 
 namespace tandem {
@@ -436,6 +437,31 @@ TEST_F(RouteGapgTest, TwoClientsChangeThePolicyAskingEachPromptOnce) {
   EXPECT_DOUBLE_EQ(last["eval.union.accuracy"].get<double>(), eval->accuracy());
   EXPECT_DOUBLE_EQ(last["eval.union.call_ratio"].get<double>(), eval->call_ratio());
   EXPECT_DOUBLE_EQ(last["eval.union.local_accuracy"].get<double>(), eval->local_accuracy());
+}
+
+// Over tcp, where CURVE is on by default: each client's service session uses the client's own
+// key and is counted at the service as "client-K.serve"; the round sessions are unaffected.
+TEST_F(RouteGapgTest, RunsUnderCurveWithTheClientsOwnKeys) {
+  const std::string keys = Path("keys");
+  ASSERT_TRUE(wire::Keygen(keys, 2, /*overwrite=*/false).ok());
+  std::string text = ConfigText(2, 1, "split = \"operand\"\nwarm_start_steps = 20\n"
+                                      "warm_start_lr = 0.01\nlr = 0.01\n");
+  const std::string ipc = "transport = \"ipc\"";
+  ASSERT_NE(text.find(ipc), std::string::npos);
+  text.replace(text.find(ipc), ipc.size(), "transport = \"tcp\"\nkeys_dir = \"" + keys + "\"");
+  RunOutcome run = Run(text, 2);
+  ASSERT_TRUE(run.result.ok()) << run.result.status().ToString();
+  EXPECT_EQ(run.result->aborted_rounds, 0u);
+  ASSERT_EQ(run.lines.size(), 2u);
+  const auto& last = run.lines.back();
+  EXPECT_GT(last["policy_change"].get<double>(), 0.0);
+  for (int k = 0; k < 2; ++k) {
+    const std::string key = "serve.served.client-" + std::to_string(k) + ".serve";
+    ASSERT_TRUE(last.contains(key)) << key;
+    EXPECT_GT(last[key].get<double>(), 0.0);
+    EXPECT_EQ(last[key].get<double>(),
+              last["client" + std::to_string(k) + ".cloud_queries_total"].get<double>());
+  }
 }
 
 // One client, no privacy, one round: the coordinator's new policy is the client's local GAPG

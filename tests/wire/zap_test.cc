@@ -41,6 +41,28 @@ TEST_F(ZapTest, TcpCurveRoundTripIdentityComesFromTheKey) {
   RoundTrip(**server, **client, "client-1", 2);
 }
 
+// One key, two sessions: the round session is the key's NAME, the service session the NAME plus
+// ".serve"; both stay live side by side and each gets its own traffic.
+TEST_F(ZapTest, ServiceSessionOfAKeyIsItsNamePlusServe) {
+  CurveSetup keys;
+  StatusOr<std::unique_ptr<Server>> server = Server::Bind(keys.ServerOptions());
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  const std::string endpoint = (*server)->endpoint();
+  StatusOr<std::unique_ptr<Client>> round =
+      Client::Connect(keys.ClientOptions(endpoint, keys.client0));
+  ASSERT_TRUE(round.ok()) << round.status().ToString();
+  Join(**server, **round, "client-0");
+  TransportOptions so = keys.ClientOptions(endpoint, keys.client0);
+  so.service_session = true;
+  so.identity = "client-1";  // a claimed identity is ignored under CURVE, suffix or not
+  StatusOr<std::unique_ptr<Client>> service = Client::Connect(so);
+  ASSERT_TRUE(service.ok()) << service.status().ToString();
+  Join(**server, **service, "client-0.serve");
+  RoundTrip(**server, **service, "client-0.serve", 3);
+  RoundTrip(**server, **round, "client-0", 4);
+  EXPECT_EQ((*server)->peers(), (std::vector<std::string>{"client-0", "client-0.serve"}));
+}
+
 TEST_F(ZapTest, KeyNotOnTheAllowListGetsNowhere) {
   CurveSetup keys;
   StatusOr<std::unique_ptr<Server>> server = Server::Bind(keys.ServerOptions());
