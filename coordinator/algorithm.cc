@@ -19,4 +19,31 @@ StatusOr<std::shared_ptr<Gpt>> SharedObjects::LoadModel(const std::string& key,
   return it->second;
 }
 
+StatusOr<std::string> SavedValue(const std::map<std::string, std::string>& metadata,
+                                 const std::string& key) {
+  auto it = metadata.find(key);
+  if (it == metadata.end()) return Status::Corruption("checkpoint lacks " + key);
+  return it->second;
+}
+
+Status ExpectSavedValue(const std::map<std::string, std::string>& metadata, const std::string& key,
+                        const std::string& expected, const std::string& what) {
+  auto it = metadata.find(key);
+  if (it != metadata.end() && it->second == expected) return Status::Ok();
+  return Status::FailedPrecondition("checkpoint holds " + what + " " +
+                                    (it == metadata.end() ? std::string("?") : it->second) +
+                                    ", the config asks for " + expected);
+}
+
+StatusOr<const std::vector<float>*> SavedTensor(
+    const std::map<std::string, std::vector<float>>& tensors, const std::string& name,
+    size_t size) {
+  auto it = tensors.find(name);
+  if (it == tensors.end() || it->second.size() != size) {
+    return Status::Corruption("checkpoint lacks " + name + " of " + std::to_string(size) +
+                              " values");
+  }
+  return &it->second;
+}
+
 }  // namespace tandem

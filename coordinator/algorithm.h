@@ -167,6 +167,19 @@ class ServerAlgorithm {
 };
 
 
+// What a LoadState reads of the state its SaveState wrote, with the errors every half gives: a
+// missing entry is Corruption ("checkpoint lacks KEY"), one that names something other than
+// what the run's config builds is FailedPrecondition (the checkpoint belongs to another run).
+StatusOr<std::string> SavedValue(const std::map<std::string, std::string>& metadata,
+                                 const std::string& key);
+// `key` holds `expected`: "checkpoint holds WHAT <saved>, the config asks for <expected>".
+Status ExpectSavedValue(const std::map<std::string, std::string>& metadata, const std::string& key,
+                        const std::string& expected, const std::string& what);
+// The tensor `name`, of exactly `size` values (the model's or the state's size).
+StatusOr<const std::vector<float>*> SavedTensor(
+    const std::map<std::string, std::vector<float>>& tensors, const std::string& name,
+    size_t size);
+
 // What an algorithm declares about itself to the coordinator runtime, beyond its tasks (which
 // declare their contributions in TaskSpec::contribution).
 struct AlgorithmTraits {

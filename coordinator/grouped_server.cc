@@ -106,18 +106,11 @@ void SharedModelState::SaveState(std::map<std::string, std::vector<float>>* tens
 
 Status SharedModelState::LoadState(const std::map<std::string, std::vector<float>>& tensors,
                                    const std::map<std::string, std::string>& metadata) {
-  auto config = metadata.find(name_ + ".model");
-  if (config == metadata.end() || config->second != model_->config().ToString()) {
-    return Status::FailedPrecondition(
-        "checkpoint holds the shared " + name_ + " " +
-        (config == metadata.end() ? std::string("?") : config->second) + ", the config asks for " +
-        model_->config().ToString());
-  }
-  auto params = tensors.find(name_ + ".params");
-  if (params == tensors.end() || params->second.size() != model_->params().size()) {
-    return Status::Corruption("checkpoint lacks " + name_ + ".params of the model's size");
-  }
-  std::copy(params->second.begin(), params->second.end(), model_->params().begin());
+  TANDEM_RETURN_IF_ERROR(ExpectSavedValue(metadata, name_ + ".model", model_->config().ToString(),
+                                          "the shared " + name_));
+  TANDEM_ASSIGN_OR_RETURN(const std::vector<float>* params,
+                          SavedTensor(tensors, name_ + ".params", model_->params().size()));
+  std::copy(params->begin(), params->end(), model_->params().begin());
   return Status::Ok();
 }
 

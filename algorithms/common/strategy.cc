@@ -10,6 +10,7 @@
 #include <set>
 
 #include "coordinator/aggregator.h"
+#include "coordinator/algorithm.h"
 
 namespace tandem {
 namespace {
@@ -477,14 +478,28 @@ StatusOr<std::unique_ptr<Strategy>> MakeStrategy(const StrategyConfig& config) {
   return std::unique_ptr<Strategy>(new CoordinateWise(config));
 }
 
+void SaveStrategyState(const Strategy& strategy,
+                       std::map<std::string, std::vector<float>>* tensors) {
+  for (auto& [name, values] : strategy.SaveState()) {
+    (*tensors)["strategy." + name] = std::move(values);
+  }
+}
+
+Status LoadStrategyState(const std::map<std::string, std::vector<float>>& tensors, size_t length,
+                         Strategy* strategy) {
+  std::map<std::string, std::vector<float>> state;
+  for (const auto& [key, values] : tensors) {
+    if (key.rfind("strategy.", 0) == 0) state[key.substr(9)] = values;
+  }
+  return strategy->LoadState(state, length);
+}
+
 void SaveModelWithStrategy(const Gpt& model, const Strategy& strategy,
                            std::map<std::string, std::vector<float>>* tensors,
                            std::map<std::string, std::string>* metadata) {
   const auto p = model.params();
   (*tensors)["model.params"] = std::vector<float>(p.begin(), p.end());
-  for (auto& [name, values] : strategy.SaveState()) {
-    (*tensors)["strategy." + name] = std::move(values);
-  }
+  SaveStrategyState(strategy, tensors);
   (*metadata)["model"] = model.config().ToString();
   (*metadata)["strategy"] = strategy.name();
 }
@@ -492,29 +507,12 @@ void SaveModelWithStrategy(const Gpt& model, const Strategy& strategy,
 Status LoadModelWithStrategy(const std::map<std::string, std::vector<float>>& tensors,
                              const std::map<std::string, std::string>& metadata, Gpt* model,
                              Strategy* strategy) {
-  auto name = metadata.find("model");
-  if (name == metadata.end() || name->second != model->config().ToString()) {
-    return Status::FailedPrecondition("checkpoint holds model " +
-                                      (name == metadata.end() ? "?" : name->second) +
-                                      ", the config asks for " + model->config().ToString());
-  }
-  auto made_with = metadata.find("strategy");
-  if (made_with == metadata.end() || made_with->second != strategy->name()) {
-    return Status::FailedPrecondition("checkpoint was made with strategy " +
-                                      (made_with == metadata.end() ? "?" : made_with->second) +
-                                      ", the config asks for " + strategy->name());
-  }
-  auto params = tensors.find("model.params");
-  if (params == tensors.end() || params->second.size() != model->params().size()) {
-    return Status::Corruption("checkpoint lacks model.params of the model's size");
-  }
-  std::map<std::string, std::vector<float>> strategy_state;
-  for (const auto& [key, values] : tensors) {
-    if (key.rfind("strategy.", 0) == 0) strategy_state[key.substr(9)] = values;
-  }
-  TANDEM_RETURN_IF_ERROR(strategy->LoadState(strategy_state, model->params().size()));
-  std::memcpy(model->params().data(), params->second.data(),
-              params->second.size() * sizeof(float));
+  TANDEM_RETURN_IF_ERROR(ExpectSavedValue(metadata, "model", model->config().ToString(), "model"));
+  TANDEM_RETURN_IF_ERROR(ExpectSavedValue(metadata, "strategy", strategy->name(), "strategy"));
+  TANDEM_ASSIGN_OR_RETURN(const std::vector<float>* params,
+                          SavedTensor(tensors, "model.params", model->params().size()));
+  TANDEM_RETURN_IF_ERROR(LoadStrategyState(tensors, model->params().size(), strategy));
+  std::memcpy(model->params().data(), params->data(), params->size() * sizeof(float));
   return Status::Ok();
 }
 

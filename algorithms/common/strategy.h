@@ -98,6 +98,14 @@ class Strategy {
 // InvalidArgument when ValidateStrategyConfig fails.
 StatusOr<std::unique_ptr<Strategy>> MakeStrategy(const StrategyConfig& config);
 
+// A strategy's state inside a coordinator half's checkpoint: each tensor as "strategy.<name>".
+void SaveStrategyState(const Strategy& strategy,
+                       std::map<std::string, std::vector<float>>* tensors);
+// Restores the checkpoint's "strategy.*" tensors into `strategy` (Strategy::LoadState: every
+// tensor of `length` values; InvalidArgument and no change otherwise).
+Status LoadStrategyState(const std::map<std::string, std::vector<float>>& tensors, size_t length,
+                         Strategy* strategy);
+
 // The checkpointed state of a coordinator half that steps one model with a strategy (fedavg,
 // submodel): the model's parameters as "model.params", the strategy's state as
 // "strategy.<name>", and metadata "model" and "strategy" that a resume must match.

@@ -415,16 +415,11 @@ void DistillUpServer::SaveState(std::map<std::string, std::vector<float>>* tenso
 
 Status DistillUpServer::LoadState(const std::map<std::string, std::vector<float>>& tensors,
                                   const std::map<std::string, std::string>& metadata) {
-  auto m = metadata.find("model");
-  if (m == metadata.end() || m->second != llm_->config().ToString()) {
-    return Status::InvalidArgument("the checkpoint holds another model than this run's LLM");
-  }
-  auto t = tensors.find("model.params");
-  if (t == tensors.end() || t->second.size() != llm_->params().size()) {
-    return Status::InvalidArgument("the checkpoint's LLM parameters are missing or the wrong size");
-  }
+  TANDEM_RETURN_IF_ERROR(ExpectSavedValue(metadata, "model", llm_->config().ToString(), "LLM"));
+  TANDEM_ASSIGN_OR_RETURN(const std::vector<float>* t,
+                          SavedTensor(tensors, "model.params", llm_->params().size()));
   if (llm_optimizer_) TANDEM_RETURN_IF_ERROR(llm_optimizer_->Check(tensors, metadata));
-  std::copy(t->second.begin(), t->second.end(), llm_->params().begin());
+  std::copy(t->begin(), t->end(), llm_->params().begin());
   if (llm_optimizer_) TANDEM_RETURN_IF_ERROR(llm_optimizer_->Load(tensors, metadata));
   return Status::Ok();
 }

@@ -240,7 +240,7 @@ void FedCoLLMServer::SaveState(std::map<std::string, std::vector<float>>* tensor
                                std::map<std::string, std::string>* metadata) const {
   const auto a = slm_->lora_params();
   (*tensors)["slm.lora"] = std::vector<float>(a.begin(), a.end());
-  for (auto& [name, values] : strategy_->SaveState()) (*tensors)["strategy." + name] = values;
+  SaveStrategyState(*strategy_, tensors);
   // Both optimisers are this half's own, also when the LLM is shared with other groups.
   slm_optimizer_.Save(tensors, metadata);
   llm_optimizer_.Save(tensors, metadata);
@@ -257,28 +257,20 @@ Status FedCoLLMServer::LoadState(const std::map<std::string, std::vector<float>>
                                  const std::map<std::string, std::string>& metadata) {
   // The model SaveState names: the LLM's architecture, or the SLM's when the LLM is shared.
   const std::string model = (llm_shared_ ? slm_->config() : llm_->config()).ToString();
-  auto m = metadata.find("model");
-  if (m == metadata.end() || m->second != model) {
-    return Status::InvalidArgument("the checkpoint holds model " +
-                                   (m == metadata.end() ? "?" : m->second) + ", this run " + model);
-  }
-  auto a = tensors.find("slm.lora");
-  auto l = tensors.find("llm.params");
-  if (a == tensors.end() || a->second.size() != slm_->lora_params().size() ||
-      (!llm_shared_ && (l == tensors.end() || l->second.size() != llm_->params().size()))) {
-    return Status::InvalidArgument("the checkpoint is not this fedcollm run's");
-  }
-  std::map<std::string, std::vector<float>> strategy_state;
-  for (const auto& [name, values] : tensors) {
-    if (name.rfind("strategy.", 0) == 0) strategy_state[name.substr(9)] = values;
+  TANDEM_RETURN_IF_ERROR(ExpectSavedValue(metadata, "model", model, "model"));
+  TANDEM_ASSIGN_OR_RETURN(const std::vector<float>* a,
+                          SavedTensor(tensors, "slm.lora", slm_->lora_params().size()));
+  const std::vector<float>* l = nullptr;
+  if (!llm_shared_) {
+    TANDEM_ASSIGN_OR_RETURN(l, SavedTensor(tensors, "llm.params", llm_->params().size()));
   }
   TANDEM_RETURN_IF_ERROR(slm_optimizer_.Check(tensors, metadata));
   TANDEM_RETURN_IF_ERROR(llm_optimizer_.Check(tensors, metadata));
-  TANDEM_RETURN_IF_ERROR(strategy_->LoadState(strategy_state, slm_->lora_params().size()));
+  TANDEM_RETURN_IF_ERROR(LoadStrategyState(tensors, slm_->lora_params().size(), strategy_.get()));
   TANDEM_RETURN_IF_ERROR(slm_optimizer_.Load(tensors, metadata));
   TANDEM_RETURN_IF_ERROR(llm_optimizer_.Load(tensors, metadata));
-  std::copy(a->second.begin(), a->second.end(), slm_->lora_params().begin());
-  if (!llm_shared_) std::copy(l->second.begin(), l->second.end(), llm_->params().begin());
+  std::copy(a->begin(), a->end(), slm_->lora_params().begin());
+  if (!llm_shared_) std::copy(l->begin(), l->end(), llm_->params().begin());
   return Status::Ok();
 }
 

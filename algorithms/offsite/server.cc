@@ -299,9 +299,7 @@ void OffsiteServer::SaveState(std::map<std::string, std::vector<float>>* tensors
   (*tensors)["llm.params"] = std::vector<float>(l.begin(), l.end());
   const auto e = emulator_->params();
   (*tensors)["emulator.params"] = std::vector<float>(e.begin(), e.end());
-  for (auto& [name, values] : strategy_->SaveState()) {
-    (*tensors)["strategy." + name] = std::move(values);
-  }
+  SaveStrategyState(*strategy_, tensors);
   (*metadata)["model"] = llm_->config().ToString();
   (*metadata)["emulator"] = AlignmentMapToJson(map_);
   (*metadata)["emulator_version"] = std::to_string(version_);
@@ -319,32 +317,20 @@ void OffsiteServer::SaveState(std::map<std::string, std::vector<float>>* tensors
 
 Status OffsiteServer::LoadState(const std::map<std::string, std::vector<float>>& tensors,
                                 const std::map<std::string, std::string>& metadata) {
-  auto find = [&](const char* key) -> StatusOr<std::string> {
-    auto it = metadata.find(key);
-    if (it == metadata.end()) return Status::Corruption(std::string("checkpoint lacks ") + key);
-    return it->second;
-  };
-  TANDEM_ASSIGN_OR_RETURN(std::string model, find("model"));
-  if (model != llm_->config().ToString()) {
-    return Status::FailedPrecondition("checkpoint holds model " + model +
-                                      ", the config asks for " + llm_->config().ToString());
-  }
-  TANDEM_ASSIGN_OR_RETURN(std::string map, find("emulator"));
+  TANDEM_RETURN_IF_ERROR(ExpectSavedValue(metadata, "model", llm_->config().ToString(), "model"));
+  TANDEM_ASSIGN_OR_RETURN(std::string map, SavedValue(metadata, "emulator"));
   if (map != AlignmentMapToJson(map_)) {
     return Status::FailedPrecondition("checkpoint's emulator keeps other blocks than the config's "
                                       "(" + config_.section + ".bottom, .top, .emulator_keep)");
   }
-  TANDEM_ASSIGN_OR_RETURN(std::string version_text, find("emulator_version"));
+  TANDEM_ASSIGN_OR_RETURN(std::string version_text, SavedValue(metadata, "emulator_version"));
   char* end = nullptr;
   const long long version = std::strtoll(version_text.c_str(), &end, 10);
   if (version_text.empty() || *end != '\0' || version < 0) {
     return Status::Corruption("checkpoint's emulator_version '" + version_text + "'");
   }
-  TANDEM_ASSIGN_OR_RETURN(std::string strategy, find("strategy"));
-  if (strategy != strategy_->name()) {
-    return Status::FailedPrecondition("checkpoint was made with strategy " + strategy +
-                                      ", the config asks for " + strategy_->name());
-  }
+  TANDEM_RETURN_IF_ERROR(
+      ExpectSavedValue(metadata, "strategy", strategy_->name(), "strategy"));
   // A checkpoint without the key holds full adapters (as every one did before LoRA existed).
   auto adapters_kind = metadata.find("adapters");
   const std::string kind = adapters_kind == metadata.end() ? "full" : adapters_kind->second;
@@ -353,8 +339,8 @@ Status OffsiteServer::LoadState(const std::map<std::string, std::vector<float>>&
                                       ".adapters = \"" + kind + "\", the config asks for \"" +
                                       config_.adapters + "\"");
   }
-  auto lora_factors = tensors.find("adapters.lora");
-  auto lora_base = tensors.find("llm.adapter_base");
+  const std::vector<float>* lora_factors = nullptr;
+  const std::vector<float>* lora_base = nullptr;
   if (lora()) {
     auto text = metadata.find("adapters.lora");
     if (text == metadata.end() || text->second != LoraText(emulator_->lora_config())) {
@@ -363,31 +349,21 @@ Status OffsiteServer::LoadState(const std::map<std::string, std::vector<float>>&
           (text == metadata.end() ? std::string("none") : text->second) +
           ") differ from the config's (" + LoraText(emulator_->lora_config()) + ")");
     }
-    if (lora_factors == tensors.end() || lora_factors->second.size() != adapters_.size() ||
-        lora_base == tensors.end() || lora_base->second.size() != llm_base_.size()) {
-      return Status::Corruption("checkpoint lacks adapters.lora or llm.adapter_base of their "
-                                "sizes");
-    }
+    TANDEM_ASSIGN_OR_RETURN(lora_factors, SavedTensor(tensors, "adapters.lora", adapters_.size()));
+    TANDEM_ASSIGN_OR_RETURN(lora_base, SavedTensor(tensors, "llm.adapter_base", llm_base_.size()));
   }
-  auto llm = tensors.find("llm.params");
-  auto emulator = tensors.find("emulator.params");
-  if (llm == tensors.end() || llm->second.size() != llm_->params().size() ||
-      emulator == tensors.end() || emulator->second.size() != emulator_->params().size()) {
-    return Status::Corruption("checkpoint lacks llm.params or emulator.params of their sizes");
-  }
-  std::map<std::string, std::vector<float>> strategy_state;
-  for (const auto& [name, values] : tensors) {
-    if (name.rfind("strategy.", 0) == 0) strategy_state[name.substr(9)] = values;
-  }
+  TANDEM_ASSIGN_OR_RETURN(const std::vector<float>* llm,
+                          SavedTensor(tensors, "llm.params", llm_->params().size()));
+  TANDEM_ASSIGN_OR_RETURN(const std::vector<float>* emulator,
+                          SavedTensor(tensors, "emulator.params", emulator_->params().size()));
   TANDEM_RETURN_IF_ERROR(align_optimizer_->Check(tensors, metadata));
-  TANDEM_RETURN_IF_ERROR(strategy_->LoadState(strategy_state, adapters_.size()));
+  TANDEM_RETURN_IF_ERROR(LoadStrategyState(tensors, adapters_.size(), strategy_.get()));
   TANDEM_RETURN_IF_ERROR(align_optimizer_->Load(tensors, metadata));
-  std::memcpy(llm_->params().data(), llm->second.data(), llm->second.size() * sizeof(float));
-  std::memcpy(emulator_->params().data(), emulator->second.data(),
-              emulator->second.size() * sizeof(float));
+  std::memcpy(llm_->params().data(), llm->data(), llm->size() * sizeof(float));
+  std::memcpy(emulator_->params().data(), emulator->data(), emulator->size() * sizeof(float));
   if (lora()) {
-    adapters_ = lora_factors->second;
-    llm_base_ = lora_base->second;
+    adapters_ = *lora_factors;
+    llm_base_ = *lora_base;
     std::copy(adapters_.begin(), adapters_.end(), emulator_->lora_params().begin());
   } else {
     adapters_ = GatherRanges(llm_->params(), llm_ranges_);

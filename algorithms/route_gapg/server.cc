@@ -339,9 +339,7 @@ void RouteGapgServer::SaveState(std::map<std::string, std::vector<float>>* tenso
                                 std::map<std::string, std::string>* metadata) const {
   const auto p = device_->params();
   (*tensors)["device.params"] = std::vector<float>(p.begin(), p.end());
-  for (auto& [name, values] : strategy_->SaveState()) {
-    (*tensors)["strategy." + name] = std::move(values);
-  }
+  SaveStrategyState(*strategy_, tensors);
   (*metadata)["model"] = device_->config().ToString();
   (*metadata)["trainable"] = config_.task.trainable;
   (*metadata)["strategy"] = strategy_->name();
@@ -349,38 +347,15 @@ void RouteGapgServer::SaveState(std::map<std::string, std::vector<float>>* tenso
 
 Status RouteGapgServer::LoadState(const std::map<std::string, std::vector<float>>& tensors,
                                   const std::map<std::string, std::string>& metadata) {
-  auto find = [&](const char* key) -> StatusOr<std::string> {
-    auto it = metadata.find(key);
-    if (it == metadata.end()) return Status::Corruption(std::string("checkpoint lacks ") + key);
-    return it->second;
-  };
-  TANDEM_ASSIGN_OR_RETURN(std::string model, find("model"));
-  if (model != device_->config().ToString()) {
-    return Status::FailedPrecondition("checkpoint holds device " + model +
-                                      ", the config's is " + device_->config().ToString());
-  }
-  TANDEM_ASSIGN_OR_RETURN(std::string trainable, find("trainable"));
-  if (trainable != config_.task.trainable) {
-    return Status::FailedPrecondition("checkpoint trained route-gapg.trainable = " + trainable +
-                                      ", the config says " + config_.task.trainable);
-  }
-  TANDEM_ASSIGN_OR_RETURN(std::string strategy, find("strategy"));
-  if (strategy != strategy_->name()) {
-    return Status::FailedPrecondition("checkpoint was made with strategy " + strategy +
-                                      ", the config asks for " + strategy_->name());
-  }
-  auto params = tensors.find("device.params");
-  if (params == tensors.end() || params->second.size() != device_->params().size()) {
-    return Status::Corruption("checkpoint lacks device.params of " +
-                              std::to_string(device_->params().size()) + " values");
-  }
-  std::map<std::string, std::vector<float>> strategy_state;
-  for (const auto& [name, values] : tensors) {
-    if (name.rfind("strategy.", 0) == 0) strategy_state[name.substr(9)] = values;
-  }
-  TANDEM_RETURN_IF_ERROR(strategy_->LoadState(strategy_state, policy_.size()));
-  std::memcpy(device_->params().data(), params->second.data(),
-              params->second.size() * sizeof(float));
+  TANDEM_RETURN_IF_ERROR(
+      ExpectSavedValue(metadata, "model", device_->config().ToString(), "device"));
+  TANDEM_RETURN_IF_ERROR(ExpectSavedValue(metadata, "trainable", config_.task.trainable,
+                                          "route-gapg.trainable ="));
+  TANDEM_RETURN_IF_ERROR(ExpectSavedValue(metadata, "strategy", strategy_->name(), "strategy"));
+  TANDEM_ASSIGN_OR_RETURN(const std::vector<float>* params,
+                          SavedTensor(tensors, "device.params", device_->params().size()));
+  TANDEM_RETURN_IF_ERROR(LoadStrategyState(tensors, policy_.size(), strategy_.get()));
+  std::memcpy(device_->params().data(), params->data(), params->size() * sizeof(float));
   const auto p = device_->params();
   policy_.assign(p.begin() + range_.begin, p.begin() + range_.end);
   sent_device_.clear();

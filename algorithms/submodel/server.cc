@@ -311,13 +311,11 @@ void SubmodelServer::SaveState(std::map<std::string, std::vector<float>>* tensor
 
 Status SubmodelServer::LoadState(const std::map<std::string, std::vector<float>>& tensors,
                                  const std::map<std::string, std::string>& metadata) {
-  auto covered = tensors.find("submodel.ever_covered");
-  if (covered == tensors.end() || covered->second.size() != model_->params().size()) {
-    return Status::Corruption("checkpoint lacks submodel.ever_covered of the model's size");
-  }
+  TANDEM_ASSIGN_OR_RETURN(const std::vector<float>* covered,
+                          SavedTensor(tensors, "submodel.ever_covered", model_->params().size()));
   std::vector<uint8_t> ever_covered;
-  ever_covered.reserve(covered->second.size());
-  for (float v : covered->second) {
+  ever_covered.reserve(covered->size());
+  for (float v : *covered) {
     if (v != 0.0f && v != 1.0f) return Status::Corruption("submodel.ever_covered is not 0/1");
     ever_covered.push_back(v == 1.0f ? 1 : 0);
   }

@@ -137,6 +137,39 @@ std::vector<std::pair<std::string, State>> Corruptions(const State& good) {
 
 class ServerCheckpointTest : public testing::HalvesTest {};
 
+// The three lookups every LoadState goes through: a missing entry is Corruption naming it, a
+// foreign one FailedPrecondition naming both values, a tensor of another size Corruption.
+TEST(SavedStateTest, LookupsNameWhatIsMissingOrForeign) {
+  const std::map<std::string, std::string> metadata = {{"model", "slm-micro"}};
+  const std::map<std::string, std::vector<float>> tensors = {{"model.params", {1.0f, 2.0f}}};
+  ASSERT_TRUE(SavedValue(metadata, "model").ok());
+  EXPECT_EQ(*SavedValue(metadata, "model"), "slm-micro");
+  StatusOr<std::string> missing = SavedValue(metadata, "strategy");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), StatusCode::kCorruption);
+  EXPECT_EQ(missing.status().message(), "checkpoint lacks strategy");
+
+  EXPECT_TRUE(ExpectSavedValue(metadata, "model", "slm-micro", "model").ok());
+  Status foreign = ExpectSavedValue(metadata, "model", "slm-tiny", "model");
+  EXPECT_EQ(foreign.code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(foreign.message(), "checkpoint holds model slm-micro, the config asks for slm-tiny");
+  Status absent = ExpectSavedValue(metadata, "strategy", "fedavg", "strategy");
+  EXPECT_EQ(absent.code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(absent.message(), "checkpoint holds strategy ?, the config asks for fedavg");
+
+  StatusOr<const std::vector<float>*> params = SavedTensor(tensors, "model.params", 2);
+  ASSERT_TRUE(params.ok());
+  EXPECT_EQ(*params, &tensors.at("model.params"));
+  for (const auto& [name, size] : std::vector<std::pair<std::string, size_t>>{
+           {"model.params", 3}, {"llm.params", 2}}) {
+    StatusOr<const std::vector<float>*> wrong = SavedTensor(tensors, name, size);
+    ASSERT_FALSE(wrong.ok()) << name;
+    EXPECT_EQ(wrong.status().code(), StatusCode::kCorruption);
+    EXPECT_EQ(wrong.status().message(),
+              "checkpoint lacks " + name + " of " + std::to_string(size) + " values");
+  }
+}
+
 TEST_F(ServerCheckpointTest, EveryServerHalfResumesBitForBitFromItsState) {
   for (const Algorithm& algorithm : Algorithms()) {
     SCOPED_TRACE(algorithm.name);
