@@ -104,8 +104,46 @@ for stem, name, score_run in methods:
         return None
     row(name, get)
 
-for b in ("device", "cloud"):
+def part_of(run, seed, part, what):
+    lines = last_line(f"{run}-s{seed}")
+    return lines[-1].get(f"eval.part{part}.{what}") if lines else None
+
+
+# The two ends on each part: the device and the cloud alone on the part's held-out prompts, as
+# the federated run's last round measured them (the same prompts and models in every run).
+for b, what in (("device", "device_accuracy"), ("cloud", "cloud_accuracy")):
     accs = [load(os.path.join(out, "results", f"{b}-s{s}.json")) for s in seeds]
-    print(f"| {b} alone (union) | " + " | ".join(["–"] * 6) + " | " +
+    parts = []
+    for p in (0, 1):
+        parts += [fmt([part_of("fed", s, p, what) for s in seeds]), "–",
+                  "0.0" if b == "device" else "100.0"]
+    print(f"| {b} alone | " + " | ".join(parts) + " | " +
           fmt([a and a["accuracy"] for a in accs]) + " | – | " +
           ("0.0" if b == "device" else "100.0") + " | – | – | – |")
+
+# The baselines on the union through the same cap (`tandem route eval`, route.baseline).
+for b, name in (("random", "random (union)"), ("router", "router (union)")):
+    rows = [load(os.path.join(out, "results", f"{b}-s{s}.json")) for s in seeds]
+    if not any(rows):
+        continue
+    gaps = []
+    for s, r in zip(seeds, rows):
+        dev = load(os.path.join(out, "results", f"device-s{s}.json"))
+        cloud = load(os.path.join(out, "results", f"cloud-s{s}.json"))
+        if None in (r, dev, cloud) or cloud["accuracy"] == dev["accuracy"]:
+            gaps.append(None)
+        else:
+            gaps.append((r["accuracy"] - dev["accuracy"]) / (cloud["accuracy"] - dev["accuracy"]))
+    print(f"| {name} | " + " | ".join(["–"] * 6) + " | " +
+          fmt([r and r["accuracy"] for r in rows]) + " | " +
+          fmt([r and r["local_accuracy"] for r in rows]) + " | " +
+          fmt([r and r["call_ratio"] for r in rows]) + " | " + fmt(gaps) + " | – | – |")
+
+print()
+counts = []
+for s in seeds:
+    union = load(os.path.join(out, "results", f"device-s{s}.json"))
+    p0, p1 = part_of("fed", s, 0, "queries"), part_of("fed", s, 1, "queries")
+    counts.append(f"seed {s}: part 0 {p0 and int(p0)}, part 1 {p1 and int(p1)}, "
+                  f"union {union and union.get('queries')}")
+print("held-out prompts: " + "; ".join(counts))
