@@ -3,7 +3,9 @@
 directory: per method, mean ± sample std over the seeds present, of accuracy / local accuracy /
 call ratio on each client's held-out prompts (the last line of a route-gapg run: eval.part<P>.*)
 and on the union (`tandem route eval`'s JSON), the gap closed on the union, cloud queries and
-bytes moved."""
+bytes moved (every frame of the coordinator's socket: the rounds and the clients' sessions with the
+service); then the device, the cloud, random and the router, each part's gap closed and the
+held-out prompt counts."""
 import glob
 import json
 import os
@@ -98,9 +100,10 @@ for stem, name, score_run in methods:
             own = last_line(f"{stem}-s{seed}")
             if not own:
                 return None
+            # The coordinator's bytes_up/bytes_down count every frame of its socket, the
+            # clients' service sessions included (serve_bytes_* is their share, not extra).
             rounds = sum(l.get("bytes_up", 0) + l.get("bytes_down", 0) for l in own)
-            service = own[-1].get("serve_bytes_up", 0) + own[-1].get("serve_bytes_down", 0)
-            return (rounds + service) / 1000.0
+            return rounds / 1000.0
         return None
     row(name, get)
 
@@ -138,6 +141,24 @@ for b, name in (("random", "random (union)"), ("router", "router (union)")):
           fmt([r and r["accuracy"] for r in rows]) + " | " +
           fmt([r and r["local_accuracy"] for r in rows]) + " | " +
           fmt([r and r["call_ratio"] for r in rows]) + " | " + fmt(gaps) + " | – | – |")
+
+# Each part's gap closed: (accuracy - device) / (cloud - device) on the part's held-out prompts,
+# per seed (random's expectation under the ranked cap is its call ratio).
+print()
+print("| method | part 0: gap closed | part 1: gap closed |")
+print("|---|---|---|")
+for stem, name, score_run in methods:
+    cells = []
+    for p in (0, 1):
+        gaps = []
+        for s in seeds:
+            acc = part_of(score_run, s, p, "accuracy")
+            dev = part_of(score_run, s, p, "device_accuracy")
+            cloud = part_of(score_run, s, p, "cloud_accuracy")
+            gaps.append(None if None in (acc, dev, cloud) or cloud == dev
+                        else (acc - dev) / (cloud - dev))
+        cells.append(fmt(gaps))
+    print(f"| {name} | " + " | ".join(cells) + " |")
 
 print()
 counts = []
