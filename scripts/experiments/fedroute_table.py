@@ -160,6 +160,29 @@ for stem, name, score_run in methods:
         cells.append(fmt(gaps))
     print(f"| {name} | " + " | ".join(cells) + " |")
 
+# Paired differences (the same seed: the same held-out prompts, device and cloud), in points of
+# accuracy: what the seeds' spread of each method hides when the methods move together.
+def acc_of(stem, score_run, seed, where):
+    if where == "union":
+        r = load(os.path.join(out, "results", f"{stem}-s{seed}.json"))
+        return r and r["accuracy"]
+    return part_of(score_run, seed, where, "accuracy")
+
+
+print()
+print("| paired difference, accuracy | part 0 | part 1 | union |")
+print("|---|---|---|---|")
+by_stem = {stem: score_run for stem, _, score_run in methods}
+for a, b in (("fed", "pooled"), ("fed", "alone0"), ("fed", "alone1"), ("alone0", "alone1")):
+    cells = []
+    for where in (0, 1, "union"):
+        diffs = []
+        for s in seeds:
+            x, y = acc_of(a, by_stem[a], s, where), acc_of(b, by_stem[b], s, where)
+            diffs.append(None if None in (x, y) else x - y)
+        cells.append(fmt(diffs))
+    print(f"| {a} − {b} | " + " | ".join(cells) + " |")
+
 print()
 counts = []
 for s in seeds:
