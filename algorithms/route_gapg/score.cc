@@ -9,10 +9,15 @@
 namespace tandem {
 StatusOr<RouteShareScore> ScoreRouteShare(const Gpt& policy, const Gpt& cloud,
                                           const RoutePrompts& prompts, double budget,
+                                          const std::string& cap,
                                           const RouteGapgTrainTask& task) {
   if (prompts.train.empty() || prompts.test.empty()) {
     return Status::InvalidArgument("route-gapg scoring needs training and held-out prompts");
   }
+  if (cap != "online" && cap != "ranked") {
+    return Status::InvalidArgument("route-gapg.eval_cap: unknown cap '" + cap + "'");
+  }
+  const bool ranked = cap == "ranked";
   const auto weights = policy.shared_weights();
   std::vector<double> scores;
   for (const auto& e : prompts.train) {
@@ -23,12 +28,30 @@ StatusOr<RouteShareScore> ScoreRouteShare(const Gpt& policy, const Gpt& cloud,
   Rng rng = ShuffleIntoEvalOrder(&test, task.seed);
   SamplingOptions greedy;
   greedy.temperature = 0.0f;
-  HandOffCap cap({budget, -1});
-  RouteShareScore out;
+  // Online, a query asks when its marker probability is among the budget's share of the highest
+  // on the training prompts and HandOffCap grants in order; ranked, every query asks and the
+  // budget's share of the held-out prompts with the highest probabilities is granted.
+  std::vector<double> test_scores;
   for (const auto& e : test) {
-    const bool asked = HandOffProbability(weights, e.prompt, task.temperature) >= threshold;
-    const RouteDecision decision = cap.Decide(
-        ParsedCompletion{asked ? CompletionKind::kHandOff : CompletionKind::kAnswer, ""});
+    test_scores.push_back(HandOffProbability(weights, e.prompt, task.temperature));
+  }
+  std::vector<bool> granted(test.size(), false);
+  if (ranked) {
+    TANDEM_ASSIGN_OR_RETURN(granted, RankedHandOffGrants(test_scores,
+                                                         std::vector<bool>(test.size(), true),
+                                                         budget));
+  } else {
+    HandOffCap online({budget, -1});
+    for (size_t i = 0; i < test.size(); ++i) {
+      const bool asked = test_scores[i] >= threshold;
+      granted[i] = online.Decide(ParsedCompletion{
+                       asked ? CompletionKind::kHandOff : CompletionKind::kAnswer, ""}) ==
+                   RouteDecision::kHandOff;
+    }
+  }
+  RouteShareScore out;
+  for (size_t i = 0; i < test.size(); ++i) {
+    const ArithmeticExample& e = test[i];
     Rng cloud_rng(0);  // greedy: never drawn from
     const std::string cloud_answer =
         ParseCompletion(ByteTokenizer::Decode(DecodeLine(cloud.shared_weights(),
@@ -42,7 +65,7 @@ StatusOr<RouteShareScore> ScoreRouteShare(const Gpt& policy, const Gpt& cloud,
     ++out.queries;
     out.cloud_correct += cloud_right;
     out.device_correct += device_right;
-    if (decision == RouteDecision::kHandOff) {
+    if (granted[i]) {
       ++out.handoffs;
       out.correct += cloud_right;
     } else {

@@ -2,13 +2,16 @@
 // route.baseline = "policy" (route/route_run.cc): the queries in an order drawn from the seed; the
 // policy asks for the cloud when its marker probability at the answer's first token (at the
 // task's temperature) is among the budget's share of the highest it gives the part's training
-// prompts; the cap (HandOffCap at `budget`) grants or refuses; the cloud answers greedily, the
+// prompts; the cap grants or refuses (`cap` as route.cap: "online", HandOffCap at `budget` in that
+// order; "ranked", RankedHandOffGrants: the budget's share of the part's held-out prompts, to the
+// highest marker probabilities, every query asking); the cloud answers greedily, the
 // device with its marker banned (FallbackAnswer). Also the device alone and the cloud alone on the
 // same prompts, for the gap closed. `tandem route eval` cannot restrict itself to an operand
 // range; this is how the last round of a route-gapg run scores every client's part.
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "algorithms/route_gapg/tasks.h"
 #include "core/status.h"
@@ -30,10 +33,11 @@ struct RouteShareScore {
   double cloud_accuracy() const { return queries ? double(cloud_correct) / queries : 0.0; }
 };
 
-// Scores `policy` on `prompts.test` (threshold from `prompts.train`) at `budget`, with the task's
-// seed, temperature and max_tokens.
+// Scores `policy` on `prompts.test` (the online threshold from `prompts.train`) at `budget`
+// through `cap` ("online" or "ranked"), with the task's seed, temperature and max_tokens.
+// Errors: no training or held-out prompt, an unknown cap.
 StatusOr<RouteShareScore> ScoreRouteShare(const Gpt& policy, const Gpt& cloud,
                                           const RoutePrompts& prompts, double budget,
-                                          const RouteGapgTrainTask& task);
+                                          const std::string& cap, const RouteGapgTrainTask& task);
 
 }  // namespace tandem

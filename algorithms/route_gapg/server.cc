@@ -29,6 +29,10 @@ StatusOr<RouteGapgServerConfig> RouteGapgServerConfigFromConfig(const Config& co
                                         10'000'000));
   TANDEM_ASSIGN_OR_RETURN(t.test_fraction,
                           config.GetDouble(key("test_fraction"), t.test_fraction, 0.01, 0.99));
+  TANDEM_ASSIGN_OR_RETURN(int64_t task_data_seed, config.GetInt(key("task_data_seed"), 0, 0));
+  t.task_data_seed = static_cast<uint64_t>(task_data_seed);
+  TANDEM_ASSIGN_OR_RETURN(t.task_data_examples_per_level,
+                          config.GetInt(key("task_data_examples_per_level"), 0, 0, 10'000'000));
   TANDEM_ASSIGN_OR_RETURN(c.client_budgets,
                           config.GetDoubleList(key("client_budgets"), c.client_budgets, 0.0, 1.0));
   if (c.client_budgets.empty()) {
@@ -86,14 +90,8 @@ StatusOr<RouteGapgServerConfig> RouteGapgServerConfigFromConfig(const Config& co
   c.clients = static_cast<int>(clients);
   TANDEM_ASSIGN_OR_RETURN(int64_t operand_parts,
                           config.GetInt(key("operand_parts"), 0, 0, 100'000));
-  if (t.split == "level") {
-    if (operand_parts != 0) {
-      return Status::InvalidArgument("route-gapg.operand_parts applies to split = \"operand\"");
-    }
-    t.parts = static_cast<int>(t.levels.size());
-  } else {
-    t.parts = operand_parts > 0 ? static_cast<int>(operand_parts) : c.clients;
-  }
+  TANDEM_ASSIGN_OR_RETURN(t.parts,
+                          RouteGapgPartCount(t.split, t.levels, operand_parts, c.clients));
   TANDEM_ASSIGN_OR_RETURN(std::vector<int64_t> parts,
                           config.GetIntList(key("client_parts"), {}, 0, 100'000));
   for (int64_t p : parts) {
@@ -105,6 +103,8 @@ StatusOr<RouteGapgServerConfig> RouteGapgServerConfigFromConfig(const Config& co
   c.client_parts.assign(parts.begin(), parts.end());
   TANDEM_ASSIGN_OR_RETURN(c.eval_budget,
                           config.GetDouble(key("eval_budget"), c.eval_budget, 0.0, 1.0));
+  TANDEM_ASSIGN_OR_RETURN(c.eval_cap,
+                          config.GetChoice(key("eval_cap"), c.eval_cap, {"online", "ranked"}));
   TANDEM_ASSIGN_OR_RETURN(c.rounds, config.GetInt("federation.rounds", 10, 1, 1'000'000));
   TANDEM_ASSIGN_OR_RETURN(c.eval_tokens, config.GetInt("eval.tokens", c.eval_tokens, 0));
   TANDEM_ASSIGN_OR_RETURN(bool serve, config.GetBool("serve.enabled", false));
@@ -315,11 +315,11 @@ Status RouteGapgServer::Score(std::map<std::string, double>* metrics) const {
     TANDEM_ASSIGN_OR_RETURN(RoutePrompts share, ClientRoutePrompts(all, t.split, t.levels, p,
                                                                    t.parts));
     TANDEM_ASSIGN_OR_RETURN(RouteShareScore s,
-                            ScoreRouteShare(*device_, *cloud_, share, config_.eval_budget, t));
+                            ScoreRouteShare(*device_, *cloud_, share, config_.eval_budget, config_.eval_cap, t));
     put("eval.part" + std::to_string(p), s);
   }
   TANDEM_ASSIGN_OR_RETURN(RouteShareScore s,
-                          ScoreRouteShare(*device_, *cloud_, all, config_.eval_budget, t));
+                          ScoreRouteShare(*device_, *cloud_, all, config_.eval_budget, config_.eval_cap, t));
   put("eval.union", s);
   return Status::Ok();
 }

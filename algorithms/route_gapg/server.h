@@ -44,6 +44,9 @@ struct RouteGapgServerConfig {
   // Which part of the split client K holds: client_parts[K mod size]; empty: part K mod parts.
   std::vector<int> client_parts;       // route-gapg.client_parts
   double eval_budget = 0.3;            // route-gapg.eval_budget: the last round's scoring cap
+  // route-gapg.eval_cap: how that cap grants, as route.cap for `tandem route eval`: "online"
+  // (HandOffCap in arrival order) or "ranked" (RankedHandOffGrants on the marker probability).
+  std::string eval_cap = "online";
   int64_t rounds = 1;                  // federation.rounds: the last round is scored
   int64_t eval_tokens = 32768;         // eval.tokens: the device's held-out loss on [data]
   int PartOf(int client_index) const;

@@ -46,13 +46,47 @@ int FirstOperand(const std::string& prompt) {
   return v;
 }
 
+// The first operator's character: the one after the leading digits (operands are non-negative).
+char FirstOperator(const std::string& prompt) {
+  for (char c : prompt) {
+    if (c < '0' || c > '9') return c;
+  }
+  return '\0';
+}
+
 }  // namespace
+
+std::string RouteGapgOperators(const std::vector<int>& levels) {
+  std::string out;
+  for (int level : levels) {
+    auto spec = GetArithmeticLevel(level);
+    if (!spec.ok()) continue;
+    for (char op : spec->operators) {
+      if (out.find(op) == std::string::npos) out += op;
+    }
+  }
+  return out;
+}
+
+StatusOr<int> RouteGapgPartCount(const std::string& split, const std::vector<int>& levels,
+                                 int64_t operand_parts, int clients) {
+  if (split != "operand" && operand_parts != 0) {
+    return Status::InvalidArgument("route-gapg.operand_parts applies to split = \"operand\"");
+  }
+  if (split == "level") return static_cast<int>(levels.size());
+  if (split == "operator") return static_cast<int>(RouteGapgOperators(levels).size());
+  if (split == "operand") return operand_parts > 0 ? static_cast<int>(operand_parts) : clients;
+  return Status::InvalidArgument("route-gapg.split: unknown split '" + split +
+                                 "' (known: level, operand, operator)");
+}
 
 void RouteGapgTrainTask::Encode(wire::Params* params) const {
   auto& p = *params;
   p["route.levels"] = JoinLevels(levels);
   p["route.examples_per_level"] = examples_per_level;
   p["route.test_fraction"] = test_fraction;
+  p["route.task_data_seed"] = static_cast<int64_t>(task_data_seed);
+  p["route.task_data_examples_per_level"] = task_data_examples_per_level;
   p["route.seed"] = static_cast<int64_t>(seed);
   p["route.split"] = split;
   p["route.parts"] = static_cast<int64_t>(parts);
@@ -84,6 +118,11 @@ StatusOr<RouteGapgTrainTask> RouteGapgTrainTask::Decode(const wire::Params& para
   TANDEM_ASSIGN_OR_RETURN(t.examples_per_level,
                           IntParam(params, "route.examples_per_level", 1, 10'000'000));
   TANDEM_ASSIGN_OR_RETURN(t.test_fraction, RealParam(params, "route.test_fraction", 0.01, 0.99));
+  TANDEM_ASSIGN_OR_RETURN(int64_t task_data_seed,
+                          IntParam(params, "route.task_data_seed", 0, INT64_MAX));
+  t.task_data_seed = static_cast<uint64_t>(task_data_seed);
+  TANDEM_ASSIGN_OR_RETURN(t.task_data_examples_per_level,
+                          IntParam(params, "route.task_data_examples_per_level", 0, 10'000'000));
   TANDEM_ASSIGN_OR_RETURN(int64_t seed, IntParam(params, "route.seed", 0, INT64_MAX));
   t.seed = static_cast<uint64_t>(seed);
   TANDEM_ASSIGN_OR_RETURN(t.split, StringParam(params, "route.split"));
@@ -99,6 +138,10 @@ StatusOr<RouteGapgTrainTask> RouteGapgTrainTask::Decode(const wire::Params& para
   t.client = static_cast<int>(client);
   if (t.split == "level" && t.parts != static_cast<int>(t.levels.size())) {
     return Status::InvalidArgument("route.parts: the level split makes one part per level");
+  }
+  if (t.split == "operator" && t.parts != static_cast<int>(RouteGapgOperators(t.levels).size())) {
+    return Status::InvalidArgument(
+        "route.parts: the operator split makes one part per operator of the levels");
   }
   TANDEM_ASSIGN_OR_RETURN(t.budget, RealParam(params, "route.budget", 0.0, 1.0));
   if (!(t.budget > 0.0)) return Status::InvalidArgument("route.budget must be in (0, 1]");
@@ -144,6 +187,8 @@ RouteConfig RouteGapgTrainTask::PromptSettings() const {
   rc.levels = levels;
   rc.examples_per_level = examples_per_level;
   rc.test_fraction = test_fraction;
+  rc.task_data_seed = task_data_seed;
+  rc.task_data_examples_per_level = task_data_examples_per_level;
   rc.max_tokens = max_tokens;
   return rc;
 }
@@ -151,8 +196,10 @@ RouteConfig RouteGapgTrainTask::PromptSettings() const {
 StatusOr<RoutePrompts> ClientRoutePrompts(const RoutePrompts& prompts, const std::string& split,
                                           const std::vector<int>& levels, int part,
                                           int parts) {
+  const std::string operators = RouteGapgOperators(levels);
   if (levels.empty() || parts < 1 || part < 0 || part >= parts ||
-      (split == "level" && parts != static_cast<int>(levels.size()))) {
+      (split == "level" && parts != static_cast<int>(levels.size())) ||
+      (split == "operator" && parts != static_cast<int>(operators.size()))) {
     return Status::InvalidArgument("route-gapg: part " + std::to_string(part) + " of " +
                                    std::to_string(parts) + " over " +
                                    std::to_string(levels.size()) + " levels under split '" +
@@ -172,9 +219,12 @@ StatusOr<RoutePrompts> ClientRoutePrompts(const RoutePrompts& prompts, const std
       const int64_t v = FirstOperand(e.prompt) - lo;
       return static_cast<int>(v * clients / (hi - lo + 1)) == client;
     };
+  } else if (split == "operator") {
+    const char op = operators[static_cast<size_t>(part)];
+    mine = [op](const ArithmeticExample& e) { return FirstOperator(e.prompt) == op; };
   } else {
     return Status::InvalidArgument("route-gapg.split: unknown split '" + split +
-                                   "' (known: level, operand)");
+                                   "' (known: level, operand, operator)");
   }
   RoutePrompts out;
   for (const auto& e : prompts.train) {

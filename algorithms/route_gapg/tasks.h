@@ -22,11 +22,24 @@ inline constexpr char kRouteGapgTrainTask[] = "route-gapg.train";
 // How the prompts of route-gapg.levels are divided into parts, one part per client:
 //   "level":   part P is the prompts of levels[P] (|levels| parts);
 //   "operand": P of N parts is the prompts, of every level, whose first operand falls in the
-//              P-th of N equal ranges of the level's operand values.
+//              P-th of N equal ranges of the level's operand values;
+//   "operator": part P is the prompts, of every level, whose first operator is the P-th of
+//              RouteGapgOperators(levels) (level 2: part 0 the additions, part 1 the
+//              subtractions), so there are as many parts as the levels have operators.
 inline const std::vector<std::string>& RouteGapgSplits() {
-  static const std::vector<std::string> splits = {"level", "operand"};
+  static const std::vector<std::string> splits = {"level", "operand", "operator"};
   return splits;
 }
+
+// The operators of `levels` (data/arithmetic.h), each once, in the order the levels list them:
+// {2, 4} gives "+-*". Levels outside 1..kArithmeticMaxLevel contribute nothing.
+std::string RouteGapgOperators(const std::vector<int>& levels);
+
+// How many parts `split` makes of `levels`' prompts for `clients` clients: |levels| for "level",
+// |RouteGapgOperators(levels)| for "operator", `operand_parts` (or `clients` when 0) for
+// "operand". Errors: an unknown split, operand_parts set for a split other than "operand".
+StatusOr<int> RouteGapgPartCount(const std::string& split, const std::vector<int>& levels,
+                                 int64_t operand_parts, int clients);
 
 struct RouteGapgTrainTask {
   // Which prompts: the route.* prompt settings (levels, examples_per_level, test_fraction,
@@ -34,6 +47,10 @@ struct RouteGapgTrainTask {
   std::vector<int> levels;         // "route.levels", comma-separated on the wire
   int64_t examples_per_level = 2000;
   double test_fraction = 0.3;
+  // The task-tuning run's records (route.task_data_seed, route.task_data_examples_per_level in
+  // route_run.h) are never held-out prompts; 0 examples: no exclusion.
+  uint64_t task_data_seed = 0;
+  int64_t task_data_examples_per_level = 0;
   uint64_t seed = 1;               // the run's: the held-out split and the rollouts' randomness
   std::string split = "level";     // RouteGapgSplits()
   int parts = 1;                   // how many parts the split makes
@@ -63,13 +80,15 @@ struct RouteGapgTrainTask {
   // Range-checks every value, as RouteConfigFromConfig and RouteGapgServerConfig do.
   static StatusOr<RouteGapgTrainTask> Decode(const wire::Params& params);
 
-  // The route.* settings MakeRoutePrompts reads (levels, examples_per_level, test_fraction, seed).
+  // The route.* settings MakeRoutePrompts reads (levels, examples_per_level, test_fraction,
+  // task_data_seed, task_data_examples_per_level, seed).
   RouteConfig PromptSettings() const;
 };
 
 // Part `part` of `parts` of `prompts` (its training and held-out prompts) under `split`: see
 // RouteGapgSplits(). Errors: an unknown split, a part outside [0, parts) (for "level", parts
-// must be |levels|), a part with no training or no test prompt.
+// must be |levels|; for "operator", |RouteGapgOperators(levels)|), a part with no training or no
+// test prompt.
 StatusOr<RoutePrompts> ClientRoutePrompts(const RoutePrompts& prompts, const std::string& split,
                                           const std::vector<int>& levels, int part, int parts);
 

@@ -3,7 +3,9 @@
 directory: per method, mean ± sample std over the seeds present, of accuracy / local accuracy /
 call ratio on each client's held-out prompts (the last line of a route-gapg run: eval.part<P>.*)
 and on the union (`tandem route eval`'s JSON), the gap closed on the union, cloud queries and
-bytes moved."""
+bytes moved (every frame of the coordinator's socket: the rounds and the clients' sessions with the
+service); then the device, the cloud, random and the router, each part's gap closed and the
+held-out prompt counts."""
 import glob
 import json
 import os
@@ -98,14 +100,94 @@ for stem, name, score_run in methods:
             own = last_line(f"{stem}-s{seed}")
             if not own:
                 return None
+            # The coordinator's bytes_up/bytes_down count every frame of its socket, the
+            # clients' service sessions included (serve_bytes_* is their share, not extra).
             rounds = sum(l.get("bytes_up", 0) + l.get("bytes_down", 0) for l in own)
-            service = own[-1].get("serve_bytes_up", 0) + own[-1].get("serve_bytes_down", 0)
-            return (rounds + service) / 1000.0
+            return rounds / 1000.0
         return None
     row(name, get)
 
-for b in ("device", "cloud"):
+def part_of(run, seed, part, what):
+    lines = last_line(f"{run}-s{seed}")
+    return lines[-1].get(f"eval.part{part}.{what}") if lines else None
+
+
+# The two ends on each part: the device and the cloud alone on the part's held-out prompts, as
+# the federated run's last round measured them (the same prompts and models in every run).
+for b, what in (("device", "device_accuracy"), ("cloud", "cloud_accuracy")):
     accs = [load(os.path.join(out, "results", f"{b}-s{s}.json")) for s in seeds]
-    print(f"| {b} alone (union) | " + " | ".join(["–"] * 6) + " | " +
+    parts = []
+    for p in (0, 1):
+        parts += [fmt([part_of("fed", s, p, what) for s in seeds]), "–",
+                  "0.0" if b == "device" else "100.0"]
+    print(f"| {b} alone | " + " | ".join(parts) + " | " +
           fmt([a and a["accuracy"] for a in accs]) + " | – | " +
           ("0.0" if b == "device" else "100.0") + " | – | – | – |")
+
+# The baselines on the union through the same cap (`tandem route eval`, route.baseline).
+for b, name in (("random", "random (union)"), ("router", "router (union)")):
+    rows = [load(os.path.join(out, "results", f"{b}-s{s}.json")) for s in seeds]
+    if not any(rows):
+        continue
+    gaps = []
+    for s, r in zip(seeds, rows):
+        dev = load(os.path.join(out, "results", f"device-s{s}.json"))
+        cloud = load(os.path.join(out, "results", f"cloud-s{s}.json"))
+        if None in (r, dev, cloud) or cloud["accuracy"] == dev["accuracy"]:
+            gaps.append(None)
+        else:
+            gaps.append((r["accuracy"] - dev["accuracy"]) / (cloud["accuracy"] - dev["accuracy"]))
+    print(f"| {name} | " + " | ".join(["–"] * 6) + " | " +
+          fmt([r and r["accuracy"] for r in rows]) + " | " +
+          fmt([r and r["local_accuracy"] for r in rows]) + " | " +
+          fmt([r and r["call_ratio"] for r in rows]) + " | " + fmt(gaps) + " | – | – |")
+
+# Each part's gap closed: (accuracy - device) / (cloud - device) on the part's held-out prompts,
+# per seed (random's expectation under the ranked cap is its call ratio).
+print()
+print("| method | part 0: gap closed | part 1: gap closed |")
+print("|---|---|---|")
+for stem, name, score_run in methods:
+    cells = []
+    for p in (0, 1):
+        gaps = []
+        for s in seeds:
+            acc = part_of(score_run, s, p, "accuracy")
+            dev = part_of(score_run, s, p, "device_accuracy")
+            cloud = part_of(score_run, s, p, "cloud_accuracy")
+            gaps.append(None if None in (acc, dev, cloud) or cloud == dev
+                        else (acc - dev) / (cloud - dev))
+        cells.append(fmt(gaps))
+    print(f"| {name} | " + " | ".join(cells) + " |")
+
+# Paired differences (the same seed: the same held-out prompts, device and cloud), in points of
+# accuracy: what the seeds' spread of each method hides when the methods move together.
+def acc_of(stem, score_run, seed, where):
+    if where == "union":
+        r = load(os.path.join(out, "results", f"{stem}-s{seed}.json"))
+        return r and r["accuracy"]
+    return part_of(score_run, seed, where, "accuracy")
+
+
+print()
+print("| paired difference, accuracy | part 0 | part 1 | union |")
+print("|---|---|---|---|")
+by_stem = {stem: score_run for stem, _, score_run in methods}
+for a, b in (("fed", "pooled"), ("fed", "alone0"), ("fed", "alone1"), ("alone0", "alone1")):
+    cells = []
+    for where in (0, 1, "union"):
+        diffs = []
+        for s in seeds:
+            x, y = acc_of(a, by_stem[a], s, where), acc_of(b, by_stem[b], s, where)
+            diffs.append(None if None in (x, y) else x - y)
+        cells.append(fmt(diffs))
+    print(f"| {a} − {b} | " + " | ".join(cells) + " |")
+
+print()
+counts = []
+for s in seeds:
+    union = load(os.path.join(out, "results", f"device-s{s}.json"))
+    p0, p1 = part_of("fed", s, 0, "queries"), part_of("fed", s, 1, "queries")
+    counts.append(f"seed {s}: part 0 {p0 and int(p0)}, part 1 {p1 and int(p1)}, "
+                  f"union {union and union.get('queries')}")
+print("held-out prompts: " + "; ".join(counts))

@@ -5,6 +5,7 @@
 // computed directly, a resume bit for bit, and a run under secure aggregation.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -20,6 +21,7 @@
 
 #include "algorithms/registry.h"
 #include "algorithms/route_gapg/local_gapg.h"
+#include "algorithms/route_gapg/score.h"
 #include "algorithms/route_gapg/server.h"
 #include "algorithms/route_gapg/tasks.h"
 #include "client/client.h"
@@ -229,6 +231,26 @@ TEST(RouteGapgConfigTest, ReadsItsSectionAndRefusesBadValues) {
   ExpectRefused("client_parts = [2]\n", "route-gapg.client_parts");
   ExpectRefused("operand_parts = 2\n", "route-gapg.operand_parts");
 
+  // The operator split makes one part per operator of the levels: level 2 has + and -.
+  auto by_op = ReadServerConfig("levels = [2]\nsplit = \"operator\"\nclient_parts = [1]\n"
+                                "task_data_seed = 12\ntask_data_examples_per_level = 300\n"
+                                "eval_cap = \"ranked\"\n",
+                                "[federation]\nclients = 1\n[serve]\nenabled = true\n");
+  ASSERT_TRUE(by_op.ok()) << by_op.status().ToString();
+  EXPECT_EQ(by_op->task.parts, 2);
+  EXPECT_EQ(by_op->PartOf(0), 1);
+  EXPECT_EQ(by_op->task.task_data_seed, 12u);
+  EXPECT_EQ(by_op->task.task_data_examples_per_level, 300);
+  EXPECT_EQ(by_op->eval_cap, "ranked");
+  EXPECT_EQ(ReadServerConfig("")->eval_cap, "online") << "the default keeps the old scores";
+  ExpectRefused("levels = [2]\nsplit = \"operator\"\noperand_parts = 2\n",
+                "route-gapg.operand_parts");
+  // Level 1 has one operator: a single part, which client_parts cannot name as part 1.
+  ExpectRefused("levels = [1]\nsplit = \"operator\"\nclient_parts = [1]\n",
+                "route-gapg.client_parts");
+  ExpectRefused("eval_cap = \"sorted\"\n", "route-gapg.eval_cap");
+  ExpectRefused("task_data_examples_per_level = -1\n", "route-gapg.task_data_examples_per_level");
+
   ExpectRefused("client_budgets = [0.3, 0]\n", "route-gapg.client_budgets");
   ExpectRefused("client_budgets = [1.5]\n", "route-gapg.client_budgets");
   ExpectRefused("client_budgets = []\n", "route-gapg.client_budgets");
@@ -261,6 +283,31 @@ TEST(RouteGapgTaskTest, RoundTripsAndRefusesBadValues) {
   EXPECT_EQ(d->client, 7);
   EXPECT_DOUBLE_EQ(d->budget, 0.25);
   EXPECT_LT(d->rho, 0.0);
+  EXPECT_EQ(d->task_data_seed, 0u);
+  EXPECT_EQ(d->task_data_examples_per_level, 0);
+
+  RouteGapgTrainTask by_op = SmallTask();
+  by_op.levels = {2};
+  by_op.split = "operator";
+  by_op.parts = 2;
+  by_op.part = 1;
+  by_op.task_data_seed = 12;
+  by_op.task_data_examples_per_level = 20000;
+  wire::Params op_params;
+  by_op.Encode(&op_params);
+  auto op = RouteGapgTrainTask::Decode(op_params);
+  ASSERT_TRUE(op.ok()) << op.status().ToString();
+  EXPECT_EQ(op->split, "operator");
+  EXPECT_EQ(op->part, 1);
+  EXPECT_EQ(op->PromptSettings().task_data_seed, 12u);
+  EXPECT_EQ(op->PromptSettings().task_data_examples_per_level, 20000);
+  for (auto [key, value] : std::vector<std::pair<std::string, wire::ParamValue>>{
+           {"route.parts", int64_t{3}}, {"route.task_data_examples_per_level", int64_t{-1}}}) {
+    wire::Params bad = op_params;
+    bad[key] = value;
+    if (key == "route.parts") bad["route.part"] = int64_t{0};
+    EXPECT_FALSE(RouteGapgTrainTask::Decode(bad).ok()) << key;
+  }
   for (auto [key, value] : std::vector<std::pair<std::string, wire::ParamValue>>{
            {"route.budget", 0.0}, {"route.budget", 1.5}, {"route.part", int64_t{3}},
            {"route.split", std::string("digits")}, {"route.levels", std::string("1,x")},
@@ -296,6 +343,99 @@ TEST(RouteGapgSplitTest, SharesPartitionThePrompts) {
     EXPECT_EQ(total, all->train.size()) << split << ": the shares cover every training prompt";
   }
   EXPECT_FALSE(ClientRoutePrompts(*all, "digits", rc.levels, 0, 2).ok());
+}
+
+TEST(RouteGapgSplitTest, OperatorSplitPartitionsThePromptsByOperator) {
+  EXPECT_EQ(RouteGapgOperators({2}), "+-");
+  EXPECT_EQ(RouteGapgOperators({1, 4, 2}), "+*-");
+  RouteConfig rc;
+  rc.levels = {1, 2};
+  rc.examples_per_level = 400;
+  auto all = MakeRoutePrompts(rc);
+  ASSERT_TRUE(all.ok());
+  std::set<std::string> seen;
+  size_t train = 0, test = 0;
+  for (int k = 0; k < 2; ++k) {
+    auto share = ClientRoutePrompts(*all, "operator", rc.levels, k, 2);
+    ASSERT_TRUE(share.ok()) << share.status().ToString();
+    const std::string mine = k == 0 ? "+" : "-", other = k == 0 ? "-" : "+";
+    for (const auto* part : {&share->train, &share->test}) {
+      for (const auto& e : *part) {
+        EXPECT_TRUE(seen.insert(e.prompt).second) << e.prompt << " in two shares";
+        EXPECT_NE(e.prompt.find(mine), std::string::npos) << e.prompt << " in part " << k;
+        EXPECT_EQ(e.prompt.find(other), std::string::npos) << e.prompt << " in part " << k;
+      }
+    }
+    if (k == 1) {
+      for (const auto& e : share->train) EXPECT_EQ(e.level, 2) << "level 1 has no subtraction";
+    }
+    train += share->train.size();
+    test += share->test.size();
+  }
+  EXPECT_EQ(train, all->train.size()) << "the parts cover every training prompt";
+  EXPECT_EQ(test, all->test.size()) << "the parts cover every held-out prompt";
+  // One part per operator of the levels, no more, no fewer.
+  EXPECT_FALSE(ClientRoutePrompts(*all, "operator", rc.levels, 0, 3).ok());
+  EXPECT_FALSE(ClientRoutePrompts(*all, "operator", {1}, 0, 2).ok());
+  EXPECT_TRUE(ClientRoutePrompts(*all, "operator", {1}, 0, 1).ok());
+}
+
+// The ranked cap of a part's score, as `tandem route eval`'s route.cap = "ranked": exactly
+// floor(budget * n) hand-offs to the highest marker probabilities, so budget 0 is the device
+// alone and budget 1 the cloud alone; the online cap grants no more than its budget either.
+TEST_F(RouteGapgTest, RankedScoreGrantsTheBudgetsShareToTheHighestScores) {
+  RouteGapgTrainTask task = SmallTask();
+  task.temperature = 0.3;
+  auto all = MakeRoutePrompts(task.PromptSettings());
+  ASSERT_TRUE(all.ok());
+  auto device = LoadGpt(g_device_path);
+  auto cloud = LoadGpt(g_model_path);
+  ASSERT_TRUE(device.ok() && cloud.ok());
+  const int64_t n = static_cast<int64_t>(all->test.size());
+  ASSERT_GT(n, 10);
+  auto ranked = ScoreRouteShare(**device, **cloud, *all, 0.3, "ranked", task);
+  ASSERT_TRUE(ranked.ok()) << ranked.status().ToString();
+  EXPECT_EQ(ranked->queries, n);
+  EXPECT_EQ(ranked->handoffs, static_cast<int64_t>(std::floor(0.3 * n)));
+  EXPECT_EQ(ranked->local_answered + ranked->handoffs, n);
+  auto none = ScoreRouteShare(**device, **cloud, *all, 0.0, "ranked", task);
+  auto every = ScoreRouteShare(**device, **cloud, *all, 1.0, "ranked", task);
+  ASSERT_TRUE(none.ok() && every.ok());
+  EXPECT_EQ(none->handoffs, 0);
+  EXPECT_EQ(none->correct, none->device_correct);
+  EXPECT_EQ(every->handoffs, n);
+  EXPECT_EQ(every->correct, every->cloud_correct);
+  // Recomputed here: the cloud answers the floor(0.3 n) prompts with the highest marker
+  // probabilities, the device (marker banned) the others.
+  std::vector<std::pair<double, size_t>> by_score;
+  std::vector<bool> device_right, cloud_right;
+  SamplingOptions greedy;
+  greedy.temperature = 0.0f;
+  for (size_t i = 0; i < all->test.size(); ++i) {
+    const auto& e = all->test[i];
+    by_score.push_back({-HandOffProbability((*device)->shared_weights(), e.prompt, 0.3), i});
+    Rng rng(0);
+    device_right.push_back(ExactMatch(
+        FallbackAnswer((*device)->shared_weights(), e.prompt, task.max_tokens, greedy, rng),
+        e.answer));
+    cloud_right.push_back(ExactMatch(
+        ParseCompletion(ByteTokenizer::Decode(DecodeLine((*cloud)->shared_weights(),
+                                                         PromptTokens(e.prompt), task.max_tokens,
+                                                         greedy, rng)))
+            .answer,
+        e.answer));
+  }
+  std::sort(by_score.begin(), by_score.end());
+  int64_t expected = 0;
+  for (size_t r = 0; r < by_score.size(); ++r) {
+    const size_t i = by_score[r].second;
+    expected += static_cast<int64_t>(r) < ranked->handoffs ? cloud_right[i] : device_right[i];
+  }
+  EXPECT_EQ(ranked->correct, expected);
+  auto online = ScoreRouteShare(**device, **cloud, *all, 0.3, "online", task);
+  ASSERT_TRUE(online.ok());
+  EXPECT_LE(online->handoffs, static_cast<int64_t>(std::floor(0.3 * n)) + 1);
+  EXPECT_FALSE(ScoreRouteShare(**device, **cloud, *all, 0.3, "sorted", task).ok());
 }
 
 // Budget 1, no filter, no warm start: the client's pass is the GAPG step of route/ exactly —
