@@ -18,6 +18,8 @@
 #include <memory>
 #include <string>
 
+#include "core/sanitizers.h"
+
 namespace tandem::privacy {
 namespace {
 
@@ -103,7 +105,7 @@ inline uint64_t LoadLe64(const uint8_t* p) {
 // compiler supports it (picked at load time): the pass then runs at memory speed. Not under
 // ThreadSanitizer: the ifunc resolver would be instrumented and run before TSan's runtime exists,
 // crashing every program that links tandem_privacy while it loads.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__SANITIZE_THREAD__)
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(TANDEM_THREAD_SANITIZER)
 __attribute__((target_clones("avx2", "default")))
 #endif
 void AddStreamWords(uint64_t* __restrict acc, const uint8_t* __restrict stream, size_t words,

@@ -13,6 +13,9 @@ PACKAGES=(
   # file, one category, which cannot be split among clients and a transfer pool.
   fortunes-de fortunes-es fortunes-it fortunes-pl fortunes-ru fortunes-cs
   libopenblas-openmp-dev
+  # The sanitizer trees of `make test` (README, "Sanitizers"): clang with its sanitizer runtimes,
+  # its OpenMP runtime and its linker.
+  clang lld libomp-dev libclang-rt-dev
   python3 python3-torch python3-numpy libopenblas0-pthread
   gnuplot-nox
   slurmctld slurmd slurm-client munge iproute2 util-linux

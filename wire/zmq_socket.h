@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 
+#include "core/sanitizers.h"
 #include "core/status.h"
 #include "wire/chunk.h"
 
@@ -72,7 +73,7 @@ class WakeFd {
 // built with ThreadSanitizer, so in a TSan build tandem tells TSan about these hand-overs: a send
 // releases the bytes and the lent frame, a receive and the free callback acquire them. Nothing in
 // other builds.
-#if defined(__SANITIZE_THREAD__)
+#if defined(TANDEM_THREAD_SANITIZER)
 extern "C" void __tsan_acquire(void* addr);
 extern "C" void __tsan_release(void* addr);
 inline void ZmqHandOverRelease(const void* addr) { __tsan_release(const_cast<void*>(addr)); }

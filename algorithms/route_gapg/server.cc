@@ -273,7 +273,9 @@ Status RouteGapgServer::EndRound(uint64_t round, std::map<std::string, double>* 
   std::map<std::string, double> mean;
   double queries = 0.0, queries_total = 0.0, refused = 0.0, bytes_up = 0.0, bytes_down = 0.0;
   for (const auto& [name, entry] : client_metrics_) {
-    const auto& [index, m] = entry;
+    // Named, not a structured binding: clang before 16 cannot capture bindings in a lambda.
+    const int index = entry.first;
+    const wire::Metrics& m = entry.second;
     auto get = [&](const char* k) {
       auto it = m.find(k);
       return it == m.end() ? 0.0 : it->second;

@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/sanitizers.h"
 #include "core/timer.h"
 #include "tests/temp_dir.h"
 #include "tests/wire/transport_test_util.h"
@@ -320,7 +321,15 @@ TEST_F(TransportServerTest, BroadcastFramesAreSharedNotCopied) {
   ASSERT_TRUE(Eventually([&] { return (*server)->stats().frames_sent >= 8 * 48; }));
   std::this_thread::sleep_for(milliseconds(100));
   const double growth = static_cast<double>(ResidentBytes()) - static_cast<double>(rss_before);
-  EXPECT_LT(growth, 2.5 * model_bytes) << "frames were copied per peer";
+  // Under ThreadSanitizer the resident size also holds the shadow of every byte written and the
+  // freed copy, which TSan's allocator keeps: about 3x for one shared encoding. A copy per peer
+  // would still be at least 8x.
+#if defined(TANDEM_THREAD_SANITIZER)
+  const double growth_bound = 5.0 * model_bytes;
+#else
+  const double growth_bound = 2.5 * model_bytes;
+#endif
+  EXPECT_LT(growth, growth_bound) << "frames were copied per peer";
   EXPECT_LT((*server)->stats().bytes_encoded, model_bytes + kMiB);
   peers.clear();
 }
