@@ -19,11 +19,15 @@ StatusOr<RouteShareScore> ScoreRouteShare(const Gpt& policy, const Gpt& cloud,
   }
   const bool ranked = cap == "ranked";
   const auto weights = policy.shared_weights();
-  std::vector<double> scores;
-  for (const auto& e : prompts.train) {
-    scores.push_back(HandOffProbability(weights, e.prompt, task.temperature));
+  // The online threshold needs every training prompt's probability; the ranked cap does not.
+  double threshold = 0.0;
+  if (!ranked) {
+    std::vector<double> scores;
+    for (const auto& e : prompts.train) {
+      scores.push_back(HandOffProbability(weights, e.prompt, task.temperature));
+    }
+    threshold = TopFractionThreshold(scores, budget);
   }
-  const double threshold = TopFractionThreshold(scores, budget);
   std::vector<ArithmeticExample> test = prompts.test;
   Rng rng = ShuffleIntoEvalOrder(&test, task.seed);
   SamplingOptions greedy;
