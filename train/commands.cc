@@ -106,6 +106,17 @@ Status RunEval(const Config& config, const std::string& checkpoint, const std::s
       }
       std::printf("%-16s %10.4f %10.4f\n", language.c_str(), v.loss, t);
       out["languages"][language] = {{"validation", v.loss}, {"test", t}};
+      if (tuned && test.count(language)) {
+        // Proxy-tuning per language: the test records only (the table's column).
+        ProxyTuneOptions options;
+        options.alpha = proxy.alpha;
+        options.batch = 16;
+        options.max_tokens = max_tokens;
+        TANDEM_ASSIGN_OR_RETURN(
+            LossResult p, EvaluateProxyTuned(*model, *tuned, *base, test.at(language), options));
+        std::printf("%-16s %10s %10.4f\n", (language + "+proxy").c_str(), "", p.loss);
+        out["languages"][language]["test_proxy_tuned"] = p.loss;
+      }
     }
   }
   // Exact match is meaningful only for prompt/answer tasks, not for free text that happens to

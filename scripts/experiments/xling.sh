@@ -3,13 +3,16 @@
 # edge SLMs start from checkpoints trained on the public categories of English fortunes; eight
 # clients hold fortunes in four other languages (configs/xling-*.toml), and every method runs
 # from those checkpoints on several seeds:
-#   LLM: before collaboration, fine-tuned on the transfer pool alone (the baseline to beat),
-#        distill-up, fedmkt, fedcollm, and the oracle (fine-tuned on the pooled private data)
-#   SLM: before collaboration, fedavg, distill-down, fedmkt's and fedcollm's SLMs
+#   LLM: before collaboration, fine-tuned on the transfer pool alone (the baseline to beat, given
+#        the upward runs' LLM budget: 5 rounds x 16 server steps of 8 windows), distill-up,
+#        fedmkt, fedcollm, proxy-tuning with fedavg's SLM, and the oracle (the same budget on the
+#        pooled private data)
+#   SLM: before collaboration, fedavg, distill-down, fedcollm's SLM
 # and the soundness options of docs/distillation.md ("Sound upward distillation"):
 #   distill-up, fedmkt, fedcollm again with them on (+conf: the confidence-weighted ensemble,
 #        KD weighted by the ensemble's confidence, the LLM's English CE kept at ENGLISH_WEIGHT;
-#        fedcollm, which averages adapters rather than predictions, the last two);
+#        fedcollm, which averages adapters rather than predictions, the last two), and distill-up
+#        with each of the three alone, which apportions what they do together;
 #   distill-up under differential privacy (central noise, δ = 1e-5) at each ε of DP_EPSILONS,
 #        uploading probabilities and uploading votes (PATE/GNMax), σ from `tandem privacy sigma`
 #        for ROUNDS rounds at q = 1, every upload clipped to DP_CLIP.
@@ -19,6 +22,9 @@
 #
 # Usage: scripts/experiments/xling.sh [BUILD_DIR]
 #   SEEDS="1 2 3"       seeds of the collaborative runs
+#   WIDE_SEEDS=$SEEDS   seeds of every row but the headline two (distill-up without and with every
+#                       option); a budget-limited run sets fewer. Each of them runs whole, headline
+#                       rows first, before the remaining SEEDS' headline rows.
 #   OUT=runs/xling      where everything goes
 #   EVAL_TOKENS=32768   tokens of each held-out set every loss is measured on
 #   DATA_SET="..."      extra `--set key=value` words for the setup's data, given to every run,
@@ -30,13 +36,14 @@
 #   DP_EPSILONS="1 4 8" the ε of the private distill-up runs
 #   ROUNDS=5            the configs' federation.rounds (what σ is calibrated for; a SET that
 #                       changes the rounds must change ROUNDS too)
-#   DP_CLIP=32          privacy.dp.clip_norm: √(windows · context) = √(8 · 128) for slm-tiny, the
+#   DP_CLIP=90.51       privacy.dp.clip_norm: √(windows · context) = √(64 · 128) for slm-tiny, the
 #                       norm of a round's votes, so no vote (and no probability upload) is clipped
 # The tests run it on a tiny budget through these.
 set -euo pipefail
 set -f  # the *_SET words hold TOML lists, not file patterns
 BUILD_DIR="${1:-build}"
 SEEDS="${SEEDS:-1 2 3}"
+WIDE_SEEDS="${WIDE_SEEDS:-$SEEDS}"
 OUT="${OUT:-runs/xling}"
 EVAL_TOKENS="${EVAL_TOKENS:-32768}"
 DATA_SET="${DATA_SET:-}"
@@ -46,7 +53,7 @@ PUBLIC_SET="${PUBLIC_SET:-}"
 ENGLISH_WEIGHT="${ENGLISH_WEIGHT:-0.5}"
 DP_EPSILONS="${DP_EPSILONS:-1 4 8}"
 ROUNDS="${ROUNDS:-5}"
-DP_CLIP="${DP_CLIP:-32}"
+DP_CLIP="${DP_CLIP:-90.51}"
 TANDEM="$BUILD_DIR/apps/tandem"
 LLM="$OUT/llm-public/checkpoints/model.safetensors"
 SLM="$OUT/slm-public/checkpoints/model.safetensors"
@@ -76,14 +83,14 @@ if [ ! -f "$OUT/slm-public/summary.json" ]; then
     --set out_dir="$OUT" --set name=slm-public --set model.preset=slm-tiny $PUBLIC_SET
 fi
 # Every score: the checkpoint on the setup's held-out sets, per language (tandem eval --json).
-evaluate() {  # evaluate NAME CHECKPOINT
-  local name="$1" checkpoint="$2"
+evaluate() {  # evaluate NAME CHECKPOINT [tandem eval options]
+  local name="$1" checkpoint="$2"; shift 2
   [ -f "$OUT/eval/$name.json" ] && return
   mkdir -p "$OUT/eval"
   step "evaluating $name"
   # shellcheck disable=SC2086
   logged "$OUT/eval/$name.log" "$TANDEM" eval configs/xling-pool.toml --checkpoint "$checkpoint" \
-    --max-tokens "$EVAL_TOKENS" --exact-match 0 --json "$OUT/eval/$name.json.tmp" $DATA_SET
+    --max-tokens "$EVAL_TOKENS" --exact-match 0 --json "$OUT/eval/$name.json.tmp" "$@" $DATA_SET
   mv "$OUT/eval/$name.json.tmp" "$OUT/eval/$name.json"
 }
 evaluate llm-public "$LLM"
@@ -112,44 +119,70 @@ run() {  # run NAME CONFIG [--set ...]
     --set out_dir="$OUT" --set data.seed=1 --set model.init_checkpoint="$SLM" \
     --set eval.tokens="$EVAL_TOKENS" "$@" $DATA_SET $SET
 }
-for seed in $SEEDS; do
-  run "fedavg-s$seed" configs/xling-fedavg-slm.toml --set seed="$seed"
-  evaluate "slm-fedavg-s$seed" "$OUT/fedavg-s$seed/checkpoints/model.safetensors"
-  run "distill-down-s$seed" configs/xling-distill-down.toml --set seed="$seed" \
-    --set distill-down.teacher="$LLM"
-  evaluate "slm-distill-down-s$seed" "$OUT/distill-down-s$seed/checkpoints/model.safetensors"
+# The three soundness options of docs/distillation.md ("Sound upward distillation"), as --set
+# words for SECTION: the confidence-weighted ensemble, KD weighted by the ensemble's confidence,
+# the LLM's English CE kept at ENGLISH_WEIGHT.
+ensemble_option() { echo "--set $1.ensemble=confidence"; }
+weighting_option() { echo "--set $1.confidence_weighting=true"; }
+english_option() { echo "--set $1.english_weight=$ENGLISH_WEIGHT"; }
+# shellcheck disable=SC2046  # the option functions print several words on purpose
+upward() {  # upward SEED: the headline rows, distill-up without and with every option
+  local seed="$1"
   run "distill-up-s$seed" configs/xling-distill-up.toml --set seed="$seed" \
     --set distill-up.llm="$LLM"
   evaluate "llm-distill-up-s$seed" "$OUT/distill-up-s$seed/checkpoints/llm.safetensors"
+  run "distill-up-conf-s$seed" configs/xling-distill-up.toml --set seed="$seed" \
+    --set distill-up.llm="$LLM" $(ensemble_option distill-up) $(weighting_option distill-up) \
+    $(english_option distill-up)
+  evaluate "llm-distill-up-conf-s$seed" "$OUT/distill-up-conf-s$seed/checkpoints/llm.safetensors"
+}
+# shellcheck disable=SC2046
+others() {  # others SEED: every other row
+  local seed="$1"
+  # The SLMs, and proxy-tuning: the public LLM steered by fedavg's SLM minus the public SLM, no
+  # LLM training.
+  run "fedavg-s$seed" configs/xling-fedavg-slm.toml --set seed="$seed"
+  evaluate "slm-fedavg-s$seed" "$OUT/fedavg-s$seed/checkpoints/model.safetensors"
+  evaluate "llm-proxy-tune-s$seed" "$LLM" --proxy-tuned \
+    "$OUT/fedavg-s$seed/checkpoints/model.safetensors" --proxy-base "$SLM"
+  run "distill-down-s$seed" configs/xling-distill-down.toml --set seed="$seed" \
+    --set distill-down.teacher="$LLM"
+  evaluate "slm-distill-down-s$seed" "$OUT/distill-down-s$seed/checkpoints/model.safetensors"
+  # fedmkt and fedcollm without and with the options (fedmkt's confidence ensemble in place of its
+  # per-position min-ce selection; fedcollm averages adapters, not predictions, so it takes the
+  # last two).
   run "fedmkt-s$seed" configs/xling-fedmkt.toml --set seed="$seed" --set fedmkt.llm="$LLM"
   evaluate "llm-fedmkt-s$seed" "$OUT/fedmkt-s$seed/checkpoints/llm.safetensors"
+  run "fedmkt-conf-s$seed" configs/xling-fedmkt.toml --set seed="$seed" --set fedmkt.llm="$LLM" \
+    --set fedmkt.selection=mean $(ensemble_option fedmkt) $(weighting_option fedmkt) \
+    $(english_option fedmkt)
+  evaluate "llm-fedmkt-conf-s$seed" "$OUT/fedmkt-conf-s$seed/checkpoints/llm.safetensors"
   run "fedcollm-s$seed" configs/xling-fedcollm.toml --set seed="$seed" --set fedcollm.llm="$LLM"
   evaluate "llm-fedcollm-s$seed" "$OUT/fedcollm-s$seed/checkpoints/llm.safetensors"
-done
-
-# ---- The soundness options: the same runs with them on. ----
-for seed in $SEEDS; do
-  run "distill-up-conf-s$seed" configs/xling-distill-up.toml --set seed="$seed" \
-    --set distill-up.llm="$LLM" --set distill-up.ensemble=confidence \
-    --set distill-up.confidence_weighting=true --set distill-up.english_weight="$ENGLISH_WEIGHT"
-  evaluate "llm-distill-up-conf-s$seed" "$OUT/distill-up-conf-s$seed/checkpoints/llm.safetensors"
-  # The confidence ensemble in place of the config's per-position min-ce selection.
-  run "fedmkt-conf-s$seed" configs/xling-fedmkt.toml --set seed="$seed" --set fedmkt.llm="$LLM" \
-    --set fedmkt.selection=mean --set fedmkt.ensemble=confidence \
-    --set fedmkt.confidence_weighting=true --set fedmkt.english_weight="$ENGLISH_WEIGHT"
-  evaluate "llm-fedmkt-conf-s$seed" "$OUT/fedmkt-conf-s$seed/checkpoints/llm.safetensors"
   run "fedcollm-conf-s$seed" configs/xling-fedcollm.toml --set seed="$seed" \
-    --set fedcollm.llm="$LLM" --set fedcollm.confidence_weighting=true \
-    --set fedcollm.english_weight="$ENGLISH_WEIGHT"
+    --set fedcollm.llm="$LLM" $(weighting_option fedcollm) $(english_option fedcollm)
   evaluate "llm-fedcollm-conf-s$seed" "$OUT/fedcollm-conf-s$seed/checkpoints/llm.safetensors"
+  # The options one at a time, to apportion what the three together do.
+  local option
+  for option in ensemble weighting english; do
+    run "distill-up-$option-s$seed" configs/xling-distill-up.toml --set seed="$seed" \
+      --set distill-up.llm="$LLM" $("${option}_option" distill-up)
+    evaluate "llm-distill-up-$option-s$seed" \
+      "$OUT/distill-up-$option-s$seed/checkpoints/llm.safetensors"
+  done
+}
+for seed in $WIDE_SEEDS; do
+  upward "$seed"
+  others "$seed"
 done
+for seed in $SEEDS; do upward "$seed"; done
 
 # ---- distill-up under differential privacy: probabilities or votes up, at each ε. Every client
 # takes part in every round (q = 1); one Gaussian mechanism per round. ----
 for eps in $DP_EPSILONS; do
   sigma=$("$TANDEM" privacy sigma --q 1 --steps "$ROUNDS" --delta 1e-5 --target-epsilon "$eps" \
             --json | /usr/bin/python3 -c 'import json, sys; print(repr(json.load(sys.stdin)["sigma"]))')
-  for seed in $SEEDS; do
+  for seed in $WIDE_SEEDS; do
     for upload in mean votes; do
       run "distill-up-dp-$upload-e$eps-s$seed" configs/xling-distill-up.toml --set seed="$seed" \
         --set distill-up.llm="$LLM" --set distill-up.ensemble="$upload" \
@@ -163,5 +196,6 @@ for eps in $DP_EPSILONS; do
 done
 step "done"
 # shellcheck disable=SC2086
-/usr/bin/python3 "$HERE/xling_table.py" "$OUT" --seeds $SEEDS --epsilons $DP_EPSILONS \
+/usr/bin/python3 "$HERE/xling_table.py" "$OUT" --seeds $SEEDS --wide-seeds $WIDE_SEEDS \
+  --epsilons $DP_EPSILONS \
   | tee "$OUT/table.md"

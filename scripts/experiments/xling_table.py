@@ -31,63 +31,138 @@ def cell(values):
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
+def run_cost(out, runs):
+    """Mean bytes up and down per round and wall seconds of the runs' summary.json files."""
+    up, down, secs = [], [], []
+    for run in runs:
+        summary = load(os.path.join(out, run, "summary.json"))
+        if not summary or not summary.get("rounds"):
+            continue
+        up.append(summary["bytes_up"] / summary["rounds"])
+        down.append(summary["bytes_down"] / summary["rounds"])
+        secs.append(summary["seconds"])
+    if not up:
+        return None
+    return statistics.mean(up), statistics.mean(down), statistics.mean(secs)
+
+
+def mib(b):
+    return f"{b / 2**20:.2f} MiB" if b >= 2**20 else f"{b / 2**10:.1f} KiB"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("out")
-    ap.add_argument("--seeds", nargs="+", default=["1"])
+    ap.add_argument("--seeds", nargs="+", default=["1"],
+                    help="the seeds of the headline rows (distill-up without and with every option)")
+    ap.add_argument("--wide-seeds", nargs="*", default=None,
+                    help="the seeds of every other row (default: --seeds)")
     ap.add_argument("--epsilons", nargs="*", default=["1", "4", "8"],
                     help="the ε of the private distill-up runs")
     args = ap.parse_args()
+    wide = args.wide_seeds if args.wide_seeds is not None else args.seeds
+    # Every seed any row ran, the headline rows' first.
+    headline = list(dict.fromkeys(args.seeds + wide))
     ev = os.path.join(args.out, "eval")
 
-    rows = []  # (model, method, {lang: [values]})
-    def add(model, method, names):
+    rows = []  # (model, method, {lang: [values]}, runs)
+    def add(model, method, names, runs=(), key="test"):
         per = {}
         for name in names:
-            for lang, v in languages_of(load(os.path.join(ev, name + ".json"))).items():
-                per.setdefault(lang, []).append(v)
-        rows.append((model, method, per))
+            evaluation = load(os.path.join(ev, name + ".json")) or {}
+            for lang, v in evaluation.get("languages", {}).items():
+                if v.get(key) is not None:
+                    per.setdefault(lang, []).append(v[key])
+        rows.append((model, method, per, list(runs)))
+
+    def seeded(model, method, prefix, seeds, run_prefix=None):
+        add(model, method, [f"{model.lower()}-{prefix}-s{s}" for s in seeds],
+            [f"{run_prefix or prefix}-s{s}" for s in seeds])
 
     add("LLM", "before collaboration", ["llm-public"])
-    add("LLM", "transfer pool alone (baseline)", ["llm-pool"])
-    for m in ("distill-up", "fedmkt", "fedcollm"):
-        add("LLM", m, [f"llm-{m}-s{s}" for s in args.seeds])
-    # The soundness options (docs/distillation.md "Sound upward distillation").
-    add("LLM", "distill-up + confidence ensemble, weighted KD, English kept",
-        [f"llm-distill-up-conf-s{s}" for s in args.seeds])
-    add("LLM", "fedmkt + confidence ensemble (for min-ce), weighted KD, English kept",
-        [f"llm-fedmkt-conf-s{s}" for s in args.seeds])
-    add("LLM", "fedcollm + weighted KD, English kept",
-        [f"llm-fedcollm-conf-s{s}" for s in args.seeds])
+    add("LLM", "transfer pool alone (baseline, the upward runs' LLM budget)", ["llm-pool"])
+    seeded("LLM", "distill-up", "distill-up", headline)
+    seeded("LLM", "distill-up + confidence ensemble, weighted KD, English kept", "distill-up-conf",
+           headline)
+    seeded("LLM", "distill-up + confidence ensemble only", "distill-up-ensemble", wide)
+    seeded("LLM", "distill-up + KD weighted by confidence only", "distill-up-weighting", wide)
+    seeded("LLM", "distill-up + English kept only", "distill-up-english", wide)
+    seeded("LLM", "fedmkt (min-ce selection)", "fedmkt", wide)
+    seeded("LLM", "fedmkt + confidence ensemble (for min-ce), weighted KD, English kept",
+           "fedmkt-conf", wide)
+    seeded("LLM", "fedcollm", "fedcollm", wide)
+    seeded("LLM", "fedcollm + weighted KD, English kept", "fedcollm-conf", wide)
+    add("LLM", "proxy-tune (public LLM + fedavg's SLM − public SLM)",
+        [f"llm-proxy-tune-s{s}" for s in wide], [f"fedavg-s{s}" for s in wide],
+        key="test_proxy_tuned")
     for eps in args.epsilons:
         for upload, what in (("mean", "probabilities"), ("votes", "votes (PATE)")):
-            add("LLM", f"distill-up, DP ε = {eps}, {what}",
-                [f"llm-distill-up-dp-{upload}-e{eps}-s{s}" for s in args.seeds])
-    add("LLM", "oracle (pooled private data)", ["llm-oracle"])
+            seeded("LLM", f"distill-up, DP ε = {eps}, {what}", f"distill-up-dp-{upload}-e{eps}",
+                   wide)
+    add("LLM", "oracle (pooled private data, the same LLM budget)", ["llm-oracle"])
     add("SLM", "before collaboration", ["slm-public"])
     for m in ("fedavg", "distill-down"):
-        add("SLM", m, [f"slm-{m}-s{s}" for s in args.seeds])
+        seeded("SLM", m, m, wide)
     per = {}
-    for s in args.seeds:
+    for s in wide:
         summary = load(os.path.join(args.out, f"fedcollm-s{s}", "summary.json")) or {}
         for k, v in summary.items():
             if k.startswith("final_test_loss_") and "." not in k:
                 per.setdefault(k[len("final_test_loss_"):], []).append(v)
-    rows.append(("SLM", "fedcollm (its run's evaluation)", per))
+    rows.append(("SLM", "fedcollm (its run's evaluation)", per, [f"fedcollm-s{s}" for s in wide]))
 
-    langs = sorted({lang for _, _, per in rows for lang in per})
+    langs = sorted({lang for _, _, per, _ in rows for lang in per})
     if not langs:
         print(f"no evaluations in {ev}", file=sys.stderr)
         return 1
     # The public corpus last: the column that shows forgetting.
+    private = [l for l in langs if l != "en"]
     if "en" in langs:
-        langs = [l for l in langs if l != "en"] + ["en"]
-    print(f"Test loss per language (nats/token; seeds {' '.join(args.seeds)}; 'en' is the public "
-          "corpus: lower is better everywhere)\n")
-    print("| model | method | " + " | ".join(langs) + " |")
-    print("|---|---|" + "---|" * len(langs))
-    for model, method, per in rows:
-        print(f"| {model} | {method} | " + " | ".join(cell(per.get(l, [])) for l in langs) + " |")
+        langs = private + ["en"]
+
+    def private_mean(per):
+        """Per seed, the mean over the private languages (None unless every one is there)."""
+        columns = [per.get(l, []) for l in private]
+        n = min((len(c) for c in columns), default=0)
+        if n == 0:
+            return []
+        return [statistics.mean(c[i] for c in columns) for i in range(n)]
+
+    def find(model, method_start):
+        for m, method, per, _ in rows:
+            if m == model and method.startswith(method_start):
+                return private_mean(per)
+        return []
+    before, oracle = find("LLM", "before"), find("LLM", "oracle")
+    pool = find("LLM", "transfer pool")
+    gap = before[0] - oracle[0] if before and oracle else None
+
+    print(f"Test loss per language (nats/token; headline seeds {' '.join(headline)}, other rows "
+          f"{' '.join(wide)}; 'en' is the public corpus: lower is better everywhere). 'private' is "
+          "the mean over the clients' languages; 'gap' the share of the LLM's gap to the oracle "
+          "it closes there, (before - row) / (before - oracle); 'vs pool' the row minus the "
+          "transfer-pool baseline there (negative: better than the baseline).\n")
+    print("| model | method | n | " + " | ".join(langs) +
+          " | private | gap | vs pool | up / round | down / round | wall |")
+    print("|---|---|---|" + "---|" * len(langs) + "---|---|---|---|---|---|")
+    for model, method, per, runs in rows:
+        n = max((len(v) for v in per.values()), default=0)
+        if n == 0:
+            continue
+        means = private_mean(per)
+        closed = vs = "—"
+        if model == "LLM" and means and gap:
+            shares = [100 * (before[0] - m) / gap for m in means]
+            closed = (f"{shares[0]:.1f} %" if len(shares) == 1 else
+                      f"{statistics.mean(shares):.1f} ± {statistics.stdev(shares):.1f} %")
+            if pool:
+                vs = cell([m - pool[0] for m in means])
+        cost = run_cost(args.out, runs)
+        up = down = wall = "—"
+        if cost:
+            up, down, wall = mib(cost[0]), mib(cost[1]), f"{cost[2] / 60:.1f} min"
+        print(f"| {model} | {method} | {n} | " + " | ".join(cell(per.get(l, [])) for l in langs) +
+              f" | {cell(means)} | {closed} | {vs} | {up} | {down} | {wall} |")
     return 0
 
 

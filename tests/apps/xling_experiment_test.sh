@@ -32,7 +32,9 @@ out="$work/out"
 
 for e in llm-public slm-public llm-pool llm-oracle slm-fedavg-s1 slm-distill-down-s1 \
          llm-distill-up-s1 llm-fedmkt-s1 llm-fedcollm-s1 llm-distill-up-conf-s1 llm-fedmkt-conf-s1 \
-         llm-fedcollm-conf-s1 llm-distill-up-dp-mean-e4-s1 llm-distill-up-dp-votes-e4-s1; do
+         llm-fedcollm-conf-s1 llm-distill-up-ensemble-s1 llm-distill-up-weighting-s1 \
+         llm-distill-up-english-s1 llm-proxy-tune-s1 llm-distill-up-dp-mean-e4-s1 \
+         llm-distill-up-dp-votes-e4-s1; do
   python3 - "$out/eval/$e.json" <<'PY' || fail "$e: no per-language losses"
 import json, math, sys
 langs = json.load(open(sys.argv[1]))["languages"]
@@ -40,6 +42,35 @@ assert set(langs) == {"de", "it", "en"}, langs
 assert all(math.isfinite(v["validation"]) and math.isfinite(v["test"]) for v in langs.values())
 PY
 done
+# Proxy-tuning is scored per language; at strength 0 it is the LLM alone, to the last digit.
+python3 - "$out/eval/llm-proxy-tune-s1.json" <<'PY' || fail "proxy-tune: no per-language score"
+import json, math, sys
+langs = json.load(open(sys.argv[1]))["languages"]
+assert all(math.isfinite(v["test_proxy_tuned"]) for v in langs.values()), langs
+assert any(v["test_proxy_tuned"] != v["test"] for v in langs.values()), langs
+PY
+"$TANDEM" eval configs/xling-pool.toml --checkpoint "$out/llm-public/checkpoints/model.safetensors" \
+  --proxy-tuned "$out/fedavg-s1/checkpoints/model.safetensors" --proxy-alpha 0 \
+  --proxy-base "$out/slm-public/checkpoints/model.safetensors" --max-tokens 512 --exact-match 0 \
+  --json "$work/alpha0.json" --set 'data.languages=["fortunes-de","fortunes-it"]' \
+  --set data.clients_per_language=1 > "$work/alpha0.log" 2>&1 || { cat "$work/alpha0.log"; fail "eval"; }
+python3 - "$work/alpha0.json" <<'PY' || fail "proxy-tune at strength 0 is not the LLM's loss"
+import json, sys
+langs = json.load(open(sys.argv[1]))["languages"]
+assert all(abs(v["test_proxy_tuned"] - v["test"]) <= 1e-6 * v["test"] for v in langs.values()), langs
+PY
+# Each option alone reached its run, and only it.
+python3 - "$out" <<'PY' || fail "the one-option runs"
+import sys, tomllib
+out = sys.argv[1]
+expected = {"ensemble": ("ensemble", "confidence"), "weighting": ("confidence_weighting", True),
+            "english": ("english_weight", 0.5)}
+for run, (key, value) in expected.items():
+    config = tomllib.load(open(f"{out}/distill-up-{run}-s1/config.toml", "rb"))["distill-up"]
+    assert config.get(key) == value, (run, config)
+    for other, (k, _) in expected.items():
+        assert other == run or k not in config, (run, config)
+PY
 for run in fedavg distill-down distill-up fedmkt fedcollm; do
   python3 - "$out/$run-s1" <<'PY' || fail "$run: the run does not report every language"
 import json, sys
@@ -81,6 +112,10 @@ for m in ("distill-up", "fedmkt", "fedcollm"):
     assert "llm_english_ce" in last, (m, sorted(last))
 PY
 rows=$(grep -c '^| \(LLM\|SLM\) |' "$work/log")
-[ "$rows" -eq 15 ] || { cat "$work/log"; fail "the table has $rows rows, not 15"; }
-grep -q '| model | method | de | it | en |' "$work/log" || fail "the table's columns"
+[ "$rows" -eq 19 ] || { cat "$work/log"; fail "the table has $rows rows, not 19"; }
+grep -q '| model | method | n | de | it | en | private | gap | vs pool |' "$work/log" \
+  || fail "the table's columns"
+# The oracle closes all of its own gap, the starting point none of it.
+grep -q '^| LLM | oracle .* | 100.0 % |' "$work/log" || fail "the oracle's gap share"
+grep -q '^| LLM | before collaboration .* | 0.0 % |' "$work/log" || fail "the start's gap share"
 echo "ok: xling.sh ran every step and scored every model per language"
