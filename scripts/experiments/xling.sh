@@ -23,8 +23,9 @@
 # Usage: scripts/experiments/xling.sh [BUILD_DIR]
 #   SEEDS="1 2 3"       seeds of the collaborative runs
 #   WIDE_SEEDS=$SEEDS   seeds of every row but the headline two (distill-up without and with every
-#                       option); a budget-limited run sets fewer. Each of them runs whole, headline
-#                       rows first, before the remaining SEEDS' headline rows.
+#                       option); a budget-limited run sets fewer. The order: for WIDE_SEEDS the
+#                       headline rows and fedmkt's and fedcollm's with the options, then the
+#                       remaining SEEDS' headline rows, then every other row.
 #   OUT=runs/xling      where everything goes
 #   EVAL_TOKENS=32768   tokens of each held-out set every loss is measured on
 #   DATA_SET="..."      extra `--set key=value` words for the setup's data, given to every run,
@@ -126,7 +127,7 @@ ensemble_option() { echo "--set $1.ensemble=confidence"; }
 weighting_option() { echo "--set $1.confidence_weighting=true"; }
 english_option() { echo "--set $1.english_weight=$ENGLISH_WEIGHT"; }
 # shellcheck disable=SC2046  # the option functions print several words on purpose
-upward() {  # upward SEED: the headline rows, distill-up without and with every option
+headline() {  # headline SEED: distill-up without and with every option
   local seed="$1"
   run "distill-up-s$seed" configs/xling-distill-up.toml --set seed="$seed" \
     --set distill-up.llm="$LLM"
@@ -137,7 +138,29 @@ upward() {  # upward SEED: the headline rows, distill-up without and with every 
   evaluate "llm-distill-up-conf-s$seed" "$OUT/distill-up-conf-s$seed/checkpoints/llm.safetensors"
 }
 # shellcheck disable=SC2046
-others() {  # others SEED: every other row
+best() {  # best SEED: fedmkt and fedcollm with the options (fedmkt's confidence ensemble in place
+          # of its per-position min-ce selection; fedcollm averages adapters, not predictions, so
+          # it takes the last two)
+  local seed="$1"
+  run "fedmkt-conf-s$seed" configs/xling-fedmkt.toml --set seed="$seed" --set fedmkt.llm="$LLM" \
+    --set fedmkt.selection=mean $(ensemble_option fedmkt) $(weighting_option fedmkt) \
+    $(english_option fedmkt)
+  evaluate "llm-fedmkt-conf-s$seed" "$OUT/fedmkt-conf-s$seed/checkpoints/llm.safetensors"
+  run "fedcollm-conf-s$seed" configs/xling-fedcollm.toml --set seed="$seed" \
+    --set fedcollm.llm="$LLM" $(weighting_option fedcollm) $(english_option fedcollm)
+  evaluate "llm-fedcollm-conf-s$seed" "$OUT/fedcollm-conf-s$seed/checkpoints/llm.safetensors"
+}
+# shellcheck disable=SC2046
+apportion() {  # apportion SEED: the options one at a time, to apportion what the three do together
+  local seed="$1" option
+  for option in ensemble weighting english; do
+    run "distill-up-$option-s$seed" configs/xling-distill-up.toml --set seed="$seed" \
+      --set distill-up.llm="$LLM" $("${option}_option" distill-up)
+    evaluate "llm-distill-up-$option-s$seed" \
+      "$OUT/distill-up-$option-s$seed/checkpoints/llm.safetensors"
+  done
+}
+rest() {  # rest SEED: every other row
   local seed="$1"
   # The SLMs, and proxy-tuning: the public LLM steered by fedavg's SLM minus the public SLM, no
   # LLM training.
@@ -148,34 +171,17 @@ others() {  # others SEED: every other row
   run "distill-down-s$seed" configs/xling-distill-down.toml --set seed="$seed" \
     --set distill-down.teacher="$LLM"
   evaluate "slm-distill-down-s$seed" "$OUT/distill-down-s$seed/checkpoints/model.safetensors"
-  # fedmkt and fedcollm without and with the options (fedmkt's confidence ensemble in place of its
-  # per-position min-ce selection; fedcollm averages adapters, not predictions, so it takes the
-  # last two).
+  # fedmkt and fedcollm as they are, without the options.
   run "fedmkt-s$seed" configs/xling-fedmkt.toml --set seed="$seed" --set fedmkt.llm="$LLM"
   evaluate "llm-fedmkt-s$seed" "$OUT/fedmkt-s$seed/checkpoints/llm.safetensors"
-  run "fedmkt-conf-s$seed" configs/xling-fedmkt.toml --set seed="$seed" --set fedmkt.llm="$LLM" \
-    --set fedmkt.selection=mean $(ensemble_option fedmkt) $(weighting_option fedmkt) \
-    $(english_option fedmkt)
-  evaluate "llm-fedmkt-conf-s$seed" "$OUT/fedmkt-conf-s$seed/checkpoints/llm.safetensors"
   run "fedcollm-s$seed" configs/xling-fedcollm.toml --set seed="$seed" --set fedcollm.llm="$LLM"
   evaluate "llm-fedcollm-s$seed" "$OUT/fedcollm-s$seed/checkpoints/llm.safetensors"
-  run "fedcollm-conf-s$seed" configs/xling-fedcollm.toml --set seed="$seed" \
-    --set fedcollm.llm="$LLM" $(weighting_option fedcollm) $(english_option fedcollm)
-  evaluate "llm-fedcollm-conf-s$seed" "$OUT/fedcollm-conf-s$seed/checkpoints/llm.safetensors"
-  # The options one at a time, to apportion what the three together do.
-  local option
-  for option in ensemble weighting english; do
-    run "distill-up-$option-s$seed" configs/xling-distill-up.toml --set seed="$seed" \
-      --set distill-up.llm="$LLM" $("${option}_option" distill-up)
-    evaluate "llm-distill-up-$option-s$seed" \
-      "$OUT/distill-up-$option-s$seed/checkpoints/llm.safetensors"
-  done
 }
-for seed in $WIDE_SEEDS; do
-  upward "$seed"
-  others "$seed"
-done
-for seed in $SEEDS; do upward "$seed"; done
+# The most telling rows first, so that a run cut short still has them: the headline rows and the
+# best of the other two methods, the headline rows' other seeds, then the rest.
+for seed in $WIDE_SEEDS; do headline "$seed"; best "$seed"; done
+for seed in $SEEDS; do headline "$seed"; done
+for seed in $WIDE_SEEDS; do apportion "$seed"; rest "$seed"; done
 
 # ---- distill-up under differential privacy: probabilities or votes up, at each ε. Every client
 # takes part in every round (q = 1); one Gaussian mechanism per round. ----
