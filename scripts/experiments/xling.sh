@@ -97,6 +97,33 @@ evaluate() {  # evaluate NAME CHECKPOINT [tandem eval options]
 evaluate llm-public "$LLM"
 evaluate slm-public "$SLM"
 
+# A distill-up or fedmkt run scores its LLM itself at the end, on the same held-out sets
+# (summary.json's final_test_loss_<language>), so its summary is its score and the LLM is not
+# evaluated twice. Both evaluations stop after the batch that reaches EVAL_TOKENS, in batches of
+# 8 and 16 windows: they score the same tokens, tandem eval's test loss to 1e-7, when EVAL_TOKENS
+# is a multiple of 16 windows of every preset's context (4096); otherwise tandem eval scores it.
+from_summary() {  # from_summary NAME RUN
+  local name="$1" run="$2"
+  if (( EVAL_TOKENS % 4096 != 0 )); then
+    evaluate "$name" "$OUT/$run/checkpoints/llm.safetensors"
+    return
+  fi
+  [ -f "$OUT/eval/$name.json" ] && return
+  mkdir -p "$OUT/eval"
+  /usr/bin/python3 - "$OUT/$run/summary.json" "$OUT/eval/$name.json" <<'PY'
+import json, sys
+summary = json.load(open(sys.argv[1]))
+prefix = "final_test_loss_"
+languages = {k[len(prefix):]: {"test": v} for k, v in summary.items()
+             if k.startswith(prefix) and "." not in k}
+if not languages:
+    sys.exit(f"{sys.argv[1]} has no per-language test losses")
+with open(sys.argv[2] + ".tmp", "w") as f:
+    json.dump({"summary": sys.argv[1], "languages": languages}, f, indent=2)
+PY
+  mv "$OUT/eval/$name.json.tmp" "$OUT/eval/$name.json"
+}
+
 # ---- The baselines: the public LLM fine-tuned on the transfer pool, and on all private data. ----
 for baseline in pool oracle; do
   if [ ! -f "$OUT/xling-$baseline/summary.json" ]; then
@@ -131,11 +158,11 @@ headline() {  # headline SEED: distill-up without and with every option
   local seed="$1"
   run "distill-up-s$seed" configs/xling-distill-up.toml --set seed="$seed" \
     --set distill-up.llm="$LLM"
-  evaluate "llm-distill-up-s$seed" "$OUT/distill-up-s$seed/checkpoints/llm.safetensors"
+  from_summary "llm-distill-up-s$seed" "distill-up-s$seed"
   run "distill-up-conf-s$seed" configs/xling-distill-up.toml --set seed="$seed" \
     --set distill-up.llm="$LLM" $(ensemble_option distill-up) $(weighting_option distill-up) \
     $(english_option distill-up)
-  evaluate "llm-distill-up-conf-s$seed" "$OUT/distill-up-conf-s$seed/checkpoints/llm.safetensors"
+  from_summary "llm-distill-up-conf-s$seed" "distill-up-conf-s$seed"
 }
 # shellcheck disable=SC2046
 best() {  # best SEED: fedmkt and fedcollm with the options (fedmkt's confidence ensemble in place
@@ -145,7 +172,7 @@ best() {  # best SEED: fedmkt and fedcollm with the options (fedmkt's confidence
   run "fedmkt-conf-s$seed" configs/xling-fedmkt.toml --set seed="$seed" --set fedmkt.llm="$LLM" \
     --set fedmkt.selection=mean $(ensemble_option fedmkt) $(weighting_option fedmkt) \
     $(english_option fedmkt)
-  evaluate "llm-fedmkt-conf-s$seed" "$OUT/fedmkt-conf-s$seed/checkpoints/llm.safetensors"
+  from_summary "llm-fedmkt-conf-s$seed" "fedmkt-conf-s$seed"
   run "fedcollm-conf-s$seed" configs/xling-fedcollm.toml --set seed="$seed" \
     --set fedcollm.llm="$LLM" $(weighting_option fedcollm) $(english_option fedcollm)
   evaluate "llm-fedcollm-conf-s$seed" "$OUT/fedcollm-conf-s$seed/checkpoints/llm.safetensors"
@@ -156,8 +183,7 @@ apportion() {  # apportion SEED: the options one at a time, to apportion what th
   for option in ensemble weighting english; do
     run "distill-up-$option-s$seed" configs/xling-distill-up.toml --set seed="$seed" \
       --set distill-up.llm="$LLM" $("${option}_option" distill-up)
-    evaluate "llm-distill-up-$option-s$seed" \
-      "$OUT/distill-up-$option-s$seed/checkpoints/llm.safetensors"
+    from_summary "llm-distill-up-$option-s$seed" "distill-up-$option-s$seed"
   done
 }
 rest() {  # rest SEED: every other row
@@ -173,7 +199,7 @@ rest() {  # rest SEED: every other row
   evaluate "slm-distill-down-s$seed" "$OUT/distill-down-s$seed/checkpoints/model.safetensors"
   # fedmkt and fedcollm as they are, without the options.
   run "fedmkt-s$seed" configs/xling-fedmkt.toml --set seed="$seed" --set fedmkt.llm="$LLM"
-  evaluate "llm-fedmkt-s$seed" "$OUT/fedmkt-s$seed/checkpoints/llm.safetensors"
+  from_summary "llm-fedmkt-s$seed" "fedmkt-s$seed"
   run "fedcollm-s$seed" configs/xling-fedcollm.toml --set seed="$seed" --set fedcollm.llm="$LLM"
   evaluate "llm-fedcollm-s$seed" "$OUT/fedcollm-s$seed/checkpoints/llm.safetensors"
 }
@@ -195,8 +221,7 @@ for eps in $DP_EPSILONS; do
         --set privacy.dp.enabled=true --set privacy.dp.noise=central \
         --set privacy.dp.noise_multiplier="$sigma" --set privacy.dp.clip_norm="$DP_CLIP" \
         --set privacy.dp.delta=1e-5
-      evaluate "llm-distill-up-dp-$upload-e$eps-s$seed" \
-        "$OUT/distill-up-dp-$upload-e$eps-s$seed/checkpoints/llm.safetensors"
+      from_summary "llm-distill-up-dp-$upload-e$eps-s$seed" "distill-up-dp-$upload-e$eps-s$seed"
     done
   done
 done

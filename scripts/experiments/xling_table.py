@@ -141,7 +141,9 @@ def main():
           f"{' '.join(wide)}; 'en' is the public corpus: lower is better everywhere). 'private' is "
           "the mean over the clients' languages; 'gap' the share of the LLM's gap to the oracle "
           "it closes there, (before - row) / (before - oracle); 'vs pool' the row minus the "
-          "transfer-pool baseline there (negative: better than the baseline).\n")
+          "transfer-pool baseline there (negative: better than the baseline), and in brackets the "
+          "share of the oracle's lead over the baseline that the row makes up, "
+          "(pool - row) / (pool - oracle).\n")
     print("| model | method | n | " + " | ".join(langs) +
           " | private | gap | vs pool | up / round | down / round | wall |")
     print("|---|---|---|" + "---|" * len(langs) + "---|---|---|---|---|---|")
@@ -157,6 +159,10 @@ def main():
                       f"{statistics.mean(shares):.1f} ± {statistics.stdev(shares):.1f} %")
             if pool:
                 vs = cell([m - pool[0] for m in means])
+                if oracle and pool[0] != oracle[0]:
+                    beyond = [100 * (pool[0] - m) / (pool[0] - oracle[0]) for m in means]
+                    vs += (f" ({beyond[0]:.0f} %)" if len(beyond) == 1 else
+                           f" ({statistics.mean(beyond):.0f} ± {statistics.stdev(beyond):.0f} %)")
         cost = run_cost(args.out, runs)
         up = down = wall = "—"
         if cost:
