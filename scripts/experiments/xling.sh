@@ -156,8 +156,10 @@ english_option() { echo "--set $1.english_weight=$ENGLISH_WEIGHT"; }
 # shellcheck disable=SC2046  # the option functions print several words on purpose
 headline() {  # headline SEED: distill-up without and with every option
   local seed="$1"
+  # eval.clients: the clients' own SLMs, which only ever train on their own data (the "local only"
+  # SLMs), scored each round on their own language and on all; it does not change the LLM's bits.
   run "distill-up-s$seed" configs/xling-distill-up.toml --set seed="$seed" \
-    --set distill-up.llm="$LLM"
+    --set distill-up.llm="$LLM" --set eval.clients=true
   from_summary "llm-distill-up-s$seed" "distill-up-s$seed"
   run "distill-up-conf-s$seed" configs/xling-distill-up.toml --set seed="$seed" \
     --set distill-up.llm="$LLM" $(ensemble_option distill-up) $(weighting_option distill-up) \
@@ -170,7 +172,7 @@ best() {  # best SEED: fedmkt and fedcollm with the options (fedmkt's confidence
           # it takes the last two)
   local seed="$1"
   run "fedmkt-conf-s$seed" configs/xling-fedmkt.toml --set seed="$seed" --set fedmkt.llm="$LLM" \
-    --set fedmkt.selection=mean $(ensemble_option fedmkt) $(weighting_option fedmkt) \
+    --set eval.clients=true --set fedmkt.selection=mean $(ensemble_option fedmkt) $(weighting_option fedmkt) \
     $(english_option fedmkt)
   from_summary "llm-fedmkt-conf-s$seed" "fedmkt-conf-s$seed"
   run "fedcollm-conf-s$seed" configs/xling-fedcollm.toml --set seed="$seed" \
@@ -198,7 +200,8 @@ rest() {  # rest SEED: every other row
     --set distill-down.teacher="$LLM"
   evaluate "slm-distill-down-s$seed" "$OUT/distill-down-s$seed/checkpoints/model.safetensors"
   # fedmkt and fedcollm as they are, without the options.
-  run "fedmkt-s$seed" configs/xling-fedmkt.toml --set seed="$seed" --set fedmkt.llm="$LLM"
+  run "fedmkt-s$seed" configs/xling-fedmkt.toml --set seed="$seed" --set fedmkt.llm="$LLM" \
+    --set eval.clients=true
   from_summary "llm-fedmkt-s$seed" "fedmkt-s$seed"
   run "fedcollm-s$seed" configs/xling-fedcollm.toml --set seed="$seed" --set fedcollm.llm="$LLM"
   evaluate "llm-fedcollm-s$seed" "$OUT/fedcollm-s$seed/checkpoints/llm.safetensors"

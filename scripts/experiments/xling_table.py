@@ -169,6 +169,32 @@ def main():
             up, down, wall = mib(cost[0]), mib(cost[1]), f"{cost[2] / 60:.1f} min"
         print(f"| {model} | {method} | {n} | " + " | ".join(cell(per.get(l, [])) for l in langs) +
               f" | {cell(means)} | {closed} | {vs} | {up} | {down} | {wall} |")
+    # The clients' own SLMs (eval.clients): distill-up's train on their own data alone, fedmkt's
+    # also distil the LLM's targets.
+    slm_rows = []
+    for method, prefix, seeds in (("local only (distill-up's clients)", "distill-up", headline),
+                                  ("fedmkt's clients", "fedmkt", wide),
+                                  ("fedmkt + options' clients", "fedmkt-conf", wide)):
+        own, every = [], []
+        for s in seeds:
+            path = os.path.join(args.out, f"{prefix}-s{s}", "metrics.jsonl")
+            try:
+                last = [json.loads(line) for line in open(path)][-1]
+            except (OSError, ValueError, IndexError):
+                continue
+            if "slm_own_val_loss" in last:
+                own.append(last["slm_own_val_loss"])
+                every.append(last["slm_all_val_loss"])
+        if own:
+            slm_rows.append((method, own, every))
+    if slm_rows:
+        print("\nThe clients' own SLMs after the last round (validation loss, nats/token; own: each "
+              "client on its own categories, weighted by their tokens; all: each on every private "
+              "category, averaged over clients):\n")
+        print("| SLMs | n | own language | all languages |")
+        print("|---|---|---|---|")
+        for method, own, every in slm_rows:
+            print(f"| {method} | {len(own)} | {cell(own)} | {cell(every)} |")
     return 0
 
 

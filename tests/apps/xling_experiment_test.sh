@@ -131,6 +131,8 @@ rows=$(grep -c '^| \(LLM\|SLM\) |' "$work/log")
 [ "$rows" -eq 19 ] || { cat "$work/log"; fail "the table has $rows rows, not 19"; }
 grep -q '| model | method | n | de | it | en | private | gap | vs pool |' "$work/log" \
   || fail "the table's columns"
+grep -q "^| local only (distill-up's clients) | 1 | [0-9]" "$work/log" || fail "the local-only SLMs"
+grep -q "^| fedmkt's clients | 1 | [0-9]" "$work/log" || fail "fedmkt's SLMs"
 # The oracle closes all of its own gap, the starting point none of it.
 grep -q '^| LLM | oracle .* | 100.0 % |' "$work/log" || fail "the oracle's gap share"
 grep -q '^| LLM | before collaboration .* | 0.0 % |' "$work/log" || fail "the start's gap share"
