@@ -188,14 +188,16 @@ apportion() {  # apportion SEED: the options one at a time, to apportion what th
     from_summary "llm-distill-up-$option-s$seed" "distill-up-$option-s$seed"
   done
 }
-rest() {  # rest SEED: every other row
+slms() {  # slms SEED: the SLMs of fedavg, and proxy-tuning with them
   local seed="$1"
-  # The SLMs, and proxy-tuning: the public LLM steered by fedavg's SLM minus the public SLM, no
-  # LLM training.
+  # Proxy-tuning: the public LLM steered by fedavg's SLM minus the public SLM, no LLM training.
   run "fedavg-s$seed" configs/xling-fedavg-slm.toml --set seed="$seed"
   evaluate "slm-fedavg-s$seed" "$OUT/fedavg-s$seed/checkpoints/model.safetensors"
   evaluate "llm-proxy-tune-s$seed" "$LLM" --proxy-tuned \
     "$OUT/fedavg-s$seed/checkpoints/model.safetensors" --proxy-base "$SLM"
+}
+rest() {  # rest SEED: every other row
+  local seed="$1"
   run "distill-down-s$seed" configs/xling-distill-down.toml --set seed="$seed" \
     --set distill-down.teacher="$LLM"
   evaluate "slm-distill-down-s$seed" "$OUT/distill-down-s$seed/checkpoints/model.safetensors"
@@ -210,7 +212,7 @@ rest() {  # rest SEED: every other row
 # best of the other two methods, the headline rows' other seeds, then the rest.
 for seed in $WIDE_SEEDS; do headline "$seed"; best "$seed"; done
 for seed in $SEEDS; do headline "$seed"; done
-for seed in $WIDE_SEEDS; do apportion "$seed"; rest "$seed"; done
+for seed in $WIDE_SEEDS; do slms "$seed"; apportion "$seed"; rest "$seed"; done
 
 # ---- distill-up under differential privacy: probabilities or votes up, at each ε. Every client
 # takes part in every round (q = 1); one Gaussian mechanism per round. ----
