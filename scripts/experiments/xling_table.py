@@ -18,10 +18,6 @@ def load(path):
         return None
 
 
-def languages_of(evaluation):
-    return {lang: v.get("test") for lang, v in (evaluation or {}).get("languages", {}).items()}
-
-
 def cell(values):
     values = [v for v in values if v is not None and not math.isnan(v)]
     if not values:
@@ -75,9 +71,9 @@ def main():
                     per.setdefault(lang, []).append(v[key])
         rows.append((model, method, per, list(runs)))
 
-    def seeded(model, method, prefix, seeds, run_prefix=None):
+    def seeded(model, method, prefix, seeds):
         add(model, method, [f"{model.lower()}-{prefix}-s{s}" for s in seeds],
-            [f"{run_prefix or prefix}-s{s}" for s in seeds])
+            [f"{prefix}-s{s}" for s in seeds])
 
     add("LLM", "before collaboration", ["llm-public"])
     add("LLM", "transfer pool alone (baseline, the upward runs' LLM budget)", ["llm-pool"])
@@ -121,7 +117,7 @@ def main():
         langs = private + ["en"]
 
     def private_mean(per):
-        """Per seed, the mean over the private languages (None unless every one is there)."""
+        """Per seed, the mean over the private languages (empty unless every one is there)."""
         columns = [per.get(l, []) for l in private]
         n = min((len(c) for c in columns), default=0)
         if n == 0:
