@@ -68,6 +68,10 @@ Status RunEval(const Config& config, const std::string& checkpoint, const std::s
   for (const std::string& line : DescribeRunRecord(run_dir)) {
     std::printf("trained by %s: %s\n", run_dir.c_str(), line.c_str());
   }
+  ProxyTuneOptions proxy_options;
+  proxy_options.alpha = proxy.alpha;
+  proxy_options.batch = 16;
+  proxy_options.max_tokens = max_tokens;
   std::printf("%-16s %10s %12s %12s\n", "split", "loss", "perplexity", "tokens");
   for (const auto& [name, records] : {std::pair{"validation", &splits.validation},
                                       std::pair{"test", &splits.test}}) {
@@ -77,12 +81,8 @@ Status RunEval(const Config& config, const std::string& checkpoint, const std::s
                 static_cast<long long>(r.tokens));
     out[name] = {{"loss", r.loss}, {"perplexity", r.perplexity}, {"tokens", r.tokens}};
     if (tuned) {
-      ProxyTuneOptions options;
-      options.alpha = proxy.alpha;
-      options.batch = 16;
-      options.max_tokens = max_tokens;
       TANDEM_ASSIGN_OR_RETURN(LossResult p,
-                              EvaluateProxyTuned(*model, *tuned, *base, *records, options));
+                              EvaluateProxyTuned(*model, *tuned, *base, *records, proxy_options));
       const std::string label = std::string(name) + "+proxy";
       std::printf("%-16s %10.4f %12.3f %12lld\n", label.c_str(), p.loss, p.perplexity,
                   static_cast<long long>(p.tokens));
@@ -108,12 +108,8 @@ Status RunEval(const Config& config, const std::string& checkpoint, const std::s
       out["languages"][language] = {{"validation", v.loss}, {"test", t}};
       if (tuned && test.count(language)) {
         // Proxy-tuning per language: the test records only (the table's column).
-        ProxyTuneOptions options;
-        options.alpha = proxy.alpha;
-        options.batch = 16;
-        options.max_tokens = max_tokens;
-        TANDEM_ASSIGN_OR_RETURN(
-            LossResult p, EvaluateProxyTuned(*model, *tuned, *base, test.at(language), options));
+        TANDEM_ASSIGN_OR_RETURN(LossResult p, EvaluateProxyTuned(*model, *tuned, *base,
+                                                                 test.at(language), proxy_options));
         std::printf("%-16s %10s %10.4f\n", (language + "+proxy").c_str(), "", p.loss);
         out["languages"][language]["test_proxy_tuned"] = p.loss;
       }
