@@ -11,8 +11,9 @@
 # and the soundness options of docs/distillation.md ("Sound upward distillation"):
 #   distill-up, fedmkt, fedcollm again with them on (+conf: the confidence-weighted ensemble,
 #        KD weighted by the ensemble's confidence, the LLM's English CE kept at ENGLISH_WEIGHT;
-#        fedcollm, which averages adapters rather than predictions, the last two), and distill-up
-#        with each of the three alone, which apportions what they do together;
+#        fedcollm, which averages adapters rather than predictions, the last two), fedmkt with
+#        its own min-ce selection and the last two, and distill-up with each of the three alone,
+#        which apportions what they do together;
 #   distill-up under differential privacy (central noise, δ = 1e-5) at each ε of DP_EPSILONS,
 #        uploading probabilities and uploading votes (PATE/GNMax), σ from `tandem privacy sigma`
 #        for ROUNDS rounds at q = 1, every upload clipped to DP_CLIP.
@@ -168,13 +169,18 @@ headline() {  # headline SEED: distill-up without and with every option
 }
 # shellcheck disable=SC2046
 best() {  # best SEED: fedmkt and fedcollm with the options (fedmkt's confidence ensemble in place
-          # of its per-position min-ce selection; fedcollm averages adapters, not predictions, so
-          # it takes the last two)
+          # of its per-position min-ce selection, and min-ce with the last two; fedcollm averages
+          # adapters, not predictions, so it takes the last two)
   local seed="$1"
   run "fedmkt-conf-s$seed" configs/xling-fedmkt.toml --set seed="$seed" --set fedmkt.llm="$LLM" \
     --set eval.clients=true --set fedmkt.selection=mean $(ensemble_option fedmkt) $(weighting_option fedmkt) \
     $(english_option fedmkt)
   from_summary "llm-fedmkt-conf-s$seed" "fedmkt-conf-s$seed"
+  # fedmkt's own per-position selection (min-ce: the client whose prediction scores the pool's
+  # next token best) with the other two options.
+  run "fedmkt-mince-conf-s$seed" configs/xling-fedmkt.toml --set seed="$seed" \
+    --set fedmkt.llm="$LLM" $(weighting_option fedmkt) $(english_option fedmkt)
+  from_summary "llm-fedmkt-mince-conf-s$seed" "fedmkt-mince-conf-s$seed"
   run "fedcollm-conf-s$seed" configs/xling-fedcollm.toml --set seed="$seed" \
     --set fedcollm.llm="$LLM" $(weighting_option fedcollm) $(english_option fedcollm)
   evaluate "llm-fedcollm-conf-s$seed" "$OUT/fedcollm-conf-s$seed/checkpoints/llm.safetensors"

@@ -86,6 +86,8 @@ def main():
     seeded("LLM", "fedmkt (min-ce selection)", "fedmkt", wide)
     seeded("LLM", "fedmkt + confidence ensemble (for min-ce), weighted KD, English kept",
            "fedmkt-conf", wide)
+    seeded("LLM", "fedmkt (min-ce selection) + weighted KD, English kept", "fedmkt-mince-conf",
+           wide)
     seeded("LLM", "fedcollm", "fedcollm", wide)
     seeded("LLM", "fedcollm + weighted KD, English kept", "fedcollm-conf", wide)
     add("LLM", "proxy-tune (public LLM + fedavg's SLM − public SLM)",

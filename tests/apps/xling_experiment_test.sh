@@ -32,7 +32,7 @@ out="$work/out"
 
 for e in llm-public slm-public llm-pool llm-oracle slm-fedavg-s1 slm-distill-down-s1 \
          llm-distill-up-s1 llm-fedmkt-s1 llm-fedcollm-s1 llm-distill-up-conf-s1 llm-fedmkt-conf-s1 \
-         llm-fedcollm-conf-s1 llm-distill-up-ensemble-s1 llm-distill-up-weighting-s1 \
+         llm-fedmkt-mince-conf-s1 llm-fedcollm-conf-s1 llm-distill-up-ensemble-s1 llm-distill-up-weighting-s1 \
          llm-distill-up-english-s1 llm-proxy-tune-s1 llm-distill-up-dp-mean-e4-s1 \
          llm-distill-up-dp-votes-e4-s1; do
   python3 - "$out/eval/$e.json" <<'PY' || fail "$e: no per-language losses"
@@ -126,9 +126,12 @@ for m in ("distill-up", "fedmkt", "fedcollm"):
     assert config["english_weight"] == 0.5 and config["confidence_weighting"] is True, config
     last = [json.loads(l) for l in open(f"{out}/{m}-conf-s1/metrics.jsonl")][-1]
     assert "llm_english_ce" in last, (m, sorted(last))
+config = tomllib.load(open(f"{out}/fedmkt-mince-conf-s1/config.toml", "rb"))["fedmkt"]
+assert config["english_weight"] == 0.5 and config["confidence_weighting"] is True, config
+assert config.get("selection", "min-ce") == "min-ce" and "ensemble" not in config, config
 PY
 rows=$(grep -c '^| \(LLM\|SLM\) |' "$work/log")
-[ "$rows" -eq 19 ] || { cat "$work/log"; fail "the table has $rows rows, not 19"; }
+[ "$rows" -eq 20 ] || { cat "$work/log"; fail "the table has $rows rows, not 20"; }
 grep -q '| model | method | n | de | it | en | private | gap | vs pool |' "$work/log" \
   || fail "the table's columns"
 grep -q "^| local only (distill-up's clients) | 1 | [0-9]" "$work/log" || fail "the local-only SLMs"
