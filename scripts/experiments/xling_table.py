@@ -46,6 +46,16 @@ def mib(b):
     return f"{b / 2**20:.2f} MiB" if b >= 2**20 else f"{b / 2**10:.1f} KiB"
 
 
+def last_round_languages(metrics_path):
+    """{lang: {"validation": loss}} from the val_loss_<lang> entries of a run's last round."""
+    try:
+        last = [json.loads(line) for line in open(metrics_path)][-1]
+    except (OSError, ValueError, IndexError):
+        return {}
+    return {k[len("val_loss_"):]: {"validation": v} for k, v in last.items()
+            if k.startswith("val_loss_")}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("out")
@@ -185,10 +195,29 @@ def main():
                 every.append(last["slm_all_val_loss"])
         if own:
             slm_rows.append((method, own, every))
+    # The runs whose clients end with one shared SLM: own language and all are the same model, so
+    # both are the mean of its per-language validation losses (tandem eval's, or for fedcollm's
+    # SLM its run's last round's).
+    for method, seeds, loader in (
+            ("fedavg (one shared SLM)", wide,
+             lambda s: (load(os.path.join(ev, f"slm-fedavg-s{s}.json")) or {}).get("languages")),
+            ("distill-down (one shared SLM)", wide,
+             lambda s: (load(os.path.join(ev, f"slm-distill-down-s{s}.json")) or {}).get("languages")),
+            ("fedcollm (one shared SLM)", wide, lambda s: last_round_languages(
+                os.path.join(args.out, f"fedcollm-s{s}", "metrics.jsonl")))):
+        shared = []
+        for s in seeds:
+            langs_of = loader(s) or {}
+            values = [langs_of.get(l, {}).get("validation") for l in private]
+            if values and all(v is not None for v in values):
+                shared.append(statistics.mean(values))
+        if shared:
+            slm_rows.append((method, shared, shared))
     if slm_rows:
         print("\nThe clients' own SLMs after the last round (validation loss, nats/token; own: each "
               "client on its own categories, weighted by their tokens; all: each on every private "
-              "category, averaged over clients):\n")
+              "category, averaged over clients; for one shared SLM both are the mean of its "
+              "per-language validation losses):\n")
         print("| SLMs | n | own language | all languages |")
         print("|---|---|---|---|")
         for method, own, every in slm_rows:

@@ -136,6 +136,9 @@ grep -q '| model | method | n | de | it | en | private | gap | vs pool |' "$work
   || fail "the table's columns"
 grep -q "^| local only (distill-up's clients) | 1 | [0-9]" "$work/log" || fail "the local-only SLMs"
 grep -q "^| fedmkt's clients | 1 | [0-9]" "$work/log" || fail "fedmkt's SLMs"
+for shared in fedavg distill-down fedcollm; do
+  grep -q "^| $shared (one shared SLM) | 1 | [0-9]" "$work/log" || fail "$shared's shared SLM"
+done
 # The oracle closes all of its own gap, the starting point none of it.
 grep -q '^| LLM | oracle .* | 100.0 % |' "$work/log" || fail "the oracle's gap share"
 grep -q '^| LLM | before collaboration .* | 0.0 % |' "$work/log" || fail "the start's gap share"
