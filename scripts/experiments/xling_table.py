@@ -46,14 +46,18 @@ def mib(b):
     return f"{b / 2**20:.2f} MiB" if b >= 2**20 else f"{b / 2**10:.1f} KiB"
 
 
-def last_round_languages(metrics_path):
-    """{lang: {"validation": loss}} from the val_loss_<lang> entries of a run's last round."""
+def last_round(metrics_path):
+    """The last line of a run's metrics.jsonl, {} if there is none."""
     try:
-        last = [json.loads(line) for line in open(metrics_path)][-1]
+        return [json.loads(line) for line in open(metrics_path)][-1]
     except (OSError, ValueError, IndexError):
         return {}
-    return {k[len("val_loss_"):]: {"validation": v} for k, v in last.items()
-            if k.startswith("val_loss_")}
+
+
+def last_round_languages(metrics_path):
+    """{lang: {"validation": loss}} from the val_loss_<lang> entries of a run's last round."""
+    return {k[len("val_loss_"):]: {"validation": v}
+            for k, v in last_round(metrics_path).items() if k.startswith("val_loss_")}
 
 
 def main():
@@ -185,11 +189,7 @@ def main():
                                   ("fedmkt + options' clients", "fedmkt-conf", wide)):
         own, every = [], []
         for s in seeds:
-            path = os.path.join(args.out, f"{prefix}-s{s}", "metrics.jsonl")
-            try:
-                last = [json.loads(line) for line in open(path)][-1]
-            except (OSError, ValueError, IndexError):
-                continue
+            last = last_round(os.path.join(args.out, f"{prefix}-s{s}", "metrics.jsonl"))
             if "slm_own_val_loss" in last:
                 own.append(last["slm_own_val_loss"])
                 every.append(last["slm_all_val_loss"])
@@ -198,15 +198,15 @@ def main():
     # The runs whose clients end with one shared SLM: own language and all are the same model, so
     # both are the mean of its per-language validation losses (tandem eval's, or for fedcollm's
     # SLM its run's last round's).
-    for method, seeds, loader in (
-            ("fedavg (one shared SLM)", wide,
-             lambda s: (load(os.path.join(ev, f"slm-fedavg-s{s}.json")) or {}).get("languages")),
-            ("distill-down (one shared SLM)", wide,
-             lambda s: (load(os.path.join(ev, f"slm-distill-down-s{s}.json")) or {}).get("languages")),
-            ("fedcollm (one shared SLM)", wide, lambda s: last_round_languages(
+    def evaluated(name):
+        return lambda s: (load(os.path.join(ev, f"slm-{name}-s{s}.json")) or {}).get("languages")
+    for method, loader in (
+            ("fedavg (one shared SLM)", evaluated("fedavg")),
+            ("distill-down (one shared SLM)", evaluated("distill-down")),
+            ("fedcollm (one shared SLM)", lambda s: last_round_languages(
                 os.path.join(args.out, f"fedcollm-s{s}", "metrics.jsonl")))):
         shared = []
-        for s in seeds:
+        for s in wide:
             langs_of = loader(s) or {}
             values = [langs_of.get(l, {}).get("validation") for l in private]
             if values and all(v is not None for v in values):
