@@ -86,6 +86,13 @@ start_client() {  # K ENDPOINT [args...]
   CLIENT_PID[$k]=$!
 }
 endpoint_of() { sed -n 's/^coordinator listening on //p' "$1" | head -1; }
+# The endpoint a coordinator prints on stdout. Wait for that line itself: the log line
+# "[coordinator] listening on ..." goes to stderr first, and a wait on it alone raced the print.
+# Sets ep (not a $(...): a timeout's fail must end the script, not a subshell).
+await_endpoint() {  # FILE
+  wait_for 30 "the coordinator's endpoint in $1" grep -q "^coordinator listening on " "$1"
+  ep="$(endpoint_of "$1")"
+}
 declare -a CLIENT_PID
 
 # A small "LLM" (runs/llm) trained on the public categories, with base.toml's data given the
@@ -201,8 +208,7 @@ kill-client)
   # the client restarted rejoins and takes part again.
   start_coordinator k --set federation.min_results=2 --set federation.rounds=4 \
     --set client.local_steps=400
-  wait_for 30 "the coordinator's endpoint" grep -q "listening on" coord-k.out
-  ep="$(endpoint_of coord-k.out)"
+  await_endpoint coord-k.out
   for k in 0 1 2; do start_client "$k" "$ep" --set federation.min_results=2; done
   wait_for 60 "round 1's tasks" grep -q "task 1 (fedavg.train) sent" runs/fed/coordinator.log
   sleep 0.5
@@ -219,14 +225,12 @@ kill-client)
 resume)
   # Uninterrupted reference run.
   start_coordinator a --set name=ref --set federation.rounds=4 --set client.local_steps=300
-  wait_for 30 "endpoint" grep -q "listening on" coord-a.out
-  ep="$(endpoint_of coord-a.out)"
+  await_endpoint coord-a.out
   for k in 0 1 2; do start_client "$k" "$ep" --set name=ref; done
   wait "$COORD_PID" || fail "reference coordinator failed"
   # The same run, its coordinator SIGKILLed during round 3 and restarted with --resume.
   start_coordinator b --set name=cut --set federation.rounds=4 --set client.local_steps=300
-  wait_for 30 "endpoint" grep -q "listening on" coord-b.out
-  ep="$(endpoint_of coord-b.out)"
+  await_endpoint coord-b.out
   for k in 0 1 2; do start_client "$k" "$ep" --set name=cut; done
   wait_for 120 "round 2" has_rounds runs/cut 2
   wait_for 60 "round 3's task" grep -q "round 3: task" runs/cut/coordinator.log
@@ -249,8 +253,7 @@ allow-list)
   cp keys/coordinator.pub stranger/coordinator.pub
   start_coordinator z --set federation.transport=tcp --set federation.rounds=2 \
     --set federation.wait_for_clients_s=60 --keys keys --bind tcp://127.0.0.1:0
-  wait_for 30 "endpoint" grep -q "listening on" coord-z.out
-  ep="$(endpoint_of coord-z.out)"
+  await_endpoint coord-z.out
   start_client 2 "$ep" --set federation.transport=tcp --keys stranger --set client.give_up_s=4
   stranger_pid="${CLIENT_PID[2]}"
   sleep 2
@@ -268,8 +271,7 @@ straggler)
   # other two; resumed after the deadline, its late result is dropped and the run goes on.
   start_coordinator s --set federation.min_results=2 --set federation.round_deadline_s=6 \
     --set federation.peer_timeout_ms=30000 --set client.local_steps=200
-  wait_for 30 "endpoint" grep -q "listening on" coord-s.out
-  ep="$(endpoint_of coord-s.out)"
+  await_endpoint coord-s.out
   for k in 0 1 2; do start_client "$k" "$ep" --set federation.peer_timeout_ms=30000; done
   wait_for 60 "round 1's tasks" grep -q "task 1 (fedavg.train) sent" runs/fed/coordinator.log
   kill -STOP "${CLIENT_PID[2]}"
@@ -621,14 +623,12 @@ EOF2
     local ref="$1-ref" cut="$1-cut" ep
     # Rounds long enough (local_steps) that the kill lands before the run ends.
     start_coordinator "$ref" --set name="$ref" --set federation.rounds=4 --set client.local_steps=50
-    wait_for 30 "$ref: endpoint" grep -q "listening on" "coord-$ref.out"
-    ep="$(endpoint_of "coord-$ref.out")"
+    await_endpoint "coord-$ref.out"
     for k in 0 1 2; do start_client "$k" "$ep" --set name="$ref"; done
     wait "$COORD_PID" || fail "$ref: coordinator failed: $(tail -5 "coord-$ref.out")"
     for k in 0 1 2; do wait "${CLIENT_PID[$k]}" || fail "$ref: client $k failed"; done
     start_coordinator "$cut" --set name="$cut" --set federation.rounds=4 --set client.local_steps=50
-    wait_for 30 "$cut: endpoint" grep -q "listening on" "coord-$cut.out"
-    ep="$(endpoint_of "coord-$cut.out")"
+    await_endpoint "coord-$cut.out"
     for k in 0 1 2; do start_client "$k" "$ep" --set name="$cut"; done
     # Round 3's first task goes out after round 2's checkpoint is written.
     wait_for 60 "$cut: round 3's task" grep -q "round 3: task" "runs/$cut/coordinator.log"
@@ -711,8 +711,7 @@ tcp-default-curve)
   grep -q "cannot resolve the coordinator's host 'no-such-node.invalid'" unresolved.out ||
     fail "no error naming the unresolvable host: $(tail -3 unresolved.out)"
   start_coordinator d --bind tcp://127.0.0.1:0 --keys keys --set federation.rounds=2
-  wait_for 30 "endpoint" grep -q "listening on" coord-d.out
-  ep="$(endpoint_of coord-d.out)"
+  await_endpoint coord-d.out
   # A client that opts out of CURVE talks in the clear, is warned, and cannot join.
   start_client 2 "$ep" --set federation.curve=false --set client.give_up_s=3
   clear_pid="${CLIENT_PID[2]}"
