@@ -22,7 +22,7 @@
 # run picks up where it stopped; delete the output directory to start over.
 #
 # Usage: scripts/experiments/xling.sh [BUILD_DIR]
-#   SEEDS="1 2 3"       seeds of the collaborative runs
+#   SEEDS="1 2 3"       seeds of the collaborative runs and of the two baselines
 #   WIDE_SEEDS=$SEEDS   seeds of every row but the headline two (distill-up without and with every
 #                       option); a budget-limited run sets fewer. The order: for WIDE_SEEDS the
 #                       headline rows and fedmkt's and fedcollm's with the options, then the
@@ -125,15 +125,21 @@ PY
   mv "$OUT/eval/$name.json.tmp" "$OUT/eval/$name.json"
 }
 
-# ---- The baselines: the public LLM fine-tuned on the transfer pool, and on all private data. ----
-for baseline in pool oracle; do
-  if [ ! -f "$OUT/xling-$baseline/summary.json" ]; then
-    step "baseline xling-$baseline (configs/xling-$baseline.toml)"
-    # shellcheck disable=SC2086
-    logged "$OUT/xling-$baseline.log" "$TANDEM" train "configs/xling-$baseline.toml" --overwrite \
-      --set out_dir="$OUT" --set model.init_checkpoint="$LLM" $DATA_SET $TRAIN_SET
-  fi
-  evaluate "llm-$baseline" "$OUT/xling-$baseline/checkpoints/model.safetensors"
+# ---- The baselines: the public LLM fine-tuned on the transfer pool, and on all private data, on
+# every seed (the seed draws the windows and their order): every "vs pool" is against their
+# mean, and their own spread shows how much of a row's lead the baseline's seed alone could make.
+for seed in $SEEDS; do
+  for baseline in pool oracle; do
+    name="xling-$baseline-s$seed"
+    if [ ! -f "$OUT/$name/summary.json" ]; then
+      step "baseline $name (configs/xling-$baseline.toml)"
+      # shellcheck disable=SC2086
+      logged "$OUT/$name.log" "$TANDEM" train "configs/xling-$baseline.toml" --overwrite \
+        --set out_dir="$OUT" --set name="$name" --set seed="$seed" \
+        --set model.init_checkpoint="$LLM" $DATA_SET $TRAIN_SET
+    fi
+    evaluate "llm-$baseline-s$seed" "$OUT/$name/checkpoints/model.safetensors"
+  done
 done
 
 # ---- The collaborative runs: one split of the data (data.seed = 1, as the public models had);

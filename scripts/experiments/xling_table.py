@@ -28,21 +28,26 @@ def cell(values):
 
 
 def run_cost(out, runs):
-    """Mean bytes up and down per round and wall seconds of the runs' summary.json files."""
+    """Mean bytes up and down per round and wall seconds of the runs' summary.json files; the
+    bytes are None for a run of one process (tandem train), which sends none."""
     up, down, secs = [], [], []
     for run in runs:
         summary = load(os.path.join(out, run, "summary.json"))
-        if not summary or not summary.get("rounds"):
+        if not summary or "seconds" not in summary:
             continue
-        up.append(summary["bytes_up"] / summary["rounds"])
-        down.append(summary["bytes_down"] / summary["rounds"])
+        if summary.get("rounds"):
+            up.append(summary["bytes_up"] / summary["rounds"])
+            down.append(summary["bytes_down"] / summary["rounds"])
         secs.append(summary["seconds"])
-    if not up:
+    if not secs:
         return None
-    return statistics.mean(up), statistics.mean(down), statistics.mean(secs)
+    bytes_of = lambda b: statistics.mean(b) if b else None
+    return bytes_of(up), bytes_of(down), statistics.mean(secs)
 
 
 def mib(b):
+    if b is None:
+        return "—"
     return f"{b / 2**20:.2f} MiB" if b >= 2**20 else f"{b / 2**10:.1f} KiB"
 
 
@@ -90,7 +95,8 @@ def main():
             [f"{prefix}-s{s}" for s in seeds])
 
     add("LLM", "before collaboration", ["llm-public"])
-    add("LLM", "transfer pool alone (baseline, the upward runs' LLM budget)", ["llm-pool"])
+    add("LLM", "transfer pool alone (baseline, the upward runs' LLM budget)",
+        [f"llm-pool-s{s}" for s in headline], [f"xling-pool-s{s}" for s in headline])
     seeded("LLM", "distill-up", "distill-up", headline)
     seeded("LLM", "distill-up + confidence ensemble, weighted KD, English kept", "distill-up-conf",
            headline)
@@ -111,7 +117,8 @@ def main():
         for upload, what in (("mean", "probabilities"), ("votes", "votes (PATE)")):
             seeded("LLM", f"distill-up, DP ε = {eps}, {what}", f"distill-up-dp-{upload}-e{eps}",
                    wide)
-    add("LLM", "oracle (pooled private data, the same LLM budget)", ["llm-oracle"])
+    add("LLM", "oracle (pooled private data, the same LLM budget)",
+        [f"llm-oracle-s{s}" for s in headline], [f"xling-oracle-s{s}" for s in headline])
     add("SLM", "before collaboration", ["slm-public"])
     for m in ("fedavg", "distill-down"):
         seeded("SLM", m, m, wide)
@@ -145,17 +152,20 @@ def main():
             if m == model and method.startswith(method_start):
                 return private_mean(per)
         return []
-    before, oracle = find("LLM", "before"), find("LLM", "oracle")
-    pool = find("LLM", "transfer pool")
-    gap = before[0] - oracle[0] if before and oracle else None
+    # The baselines ran on every seed: a row is measured against their means.
+    before, oracle, pool = (statistics.mean(v) if v else None for v in (
+        find("LLM", "before"), find("LLM", "oracle"), find("LLM", "transfer pool")))
+    gap = before - oracle if before is not None and oracle is not None else None
 
-    print(f"Test loss per language (nats/token; headline seeds {' '.join(headline)}, other rows "
-          f"{' '.join(wide)}; 'en' is the public corpus: lower is better everywhere). 'private' is "
-          "the mean over the clients' languages; 'gap' the share of the LLM's gap to the oracle "
-          "it closes there, (before - row) / (before - oracle); 'vs pool' the row minus the "
-          "transfer-pool baseline there (negative: better than the baseline), and in brackets the "
+    print(f"Test loss per language (nats/token; headline rows and the two baselines seeds "
+          f"{' '.join(headline)}, other rows {' '.join(wide)}, whatever of them has run: n; 'en' "
+          "is the public corpus: lower is better everywhere). 'private' is the mean over the "
+          "clients' languages; 'gap' the share of the LLM's gap to the oracle it closes there, "
+          "(before - row) / (before - oracle); 'vs pool' the row minus the transfer-pool "
+          "baseline there (negative: better than the baseline), and in brackets the "
           "share of the oracle's lead over the baseline that the row makes up, "
-          "(pool - row) / (pool - oracle).\n")
+          "(pool - row) / (pool - oracle), with the oracle and the pool the means over their "
+          "seeds.\n")
     print("| model | method | n | " + " | ".join(langs) +
           " | private | gap | vs pool | up / round | down / round | wall |")
     print("|---|---|---|" + "---|" * len(langs) + "---|---|---|---|---|---|")
@@ -166,13 +176,13 @@ def main():
         means = private_mean(per)
         closed = vs = "—"
         if model == "LLM" and means and gap:
-            shares = [100 * (before[0] - m) / gap for m in means]
+            shares = [100 * (before - m) / gap for m in means]
             closed = (f"{shares[0]:.1f} %" if len(shares) == 1 else
                       f"{statistics.mean(shares):.1f} ± {statistics.stdev(shares):.1f} %")
-            if pool:
-                vs = cell([m - pool[0] for m in means])
-                if oracle and pool[0] != oracle[0]:
-                    beyond = [100 * (pool[0] - m) / (pool[0] - oracle[0]) for m in means]
+            if pool is not None:
+                vs = cell([m - pool for m in means])
+                if oracle is not None and pool != oracle:
+                    beyond = [100 * (pool - m) / (pool - oracle) for m in means]
                     vs += (f" ({beyond[0]:.0f} %)" if len(beyond) == 1 else
                            f" ({statistics.mean(beyond):.0f} ± {statistics.stdev(beyond):.0f} %)")
         cost = run_cost(args.out, runs)

@@ -30,7 +30,7 @@ OUT="$work/out" SEEDS=1 EVAL_TOKENS=4096 ROUNDS=1 DP_EPSILONS=4 \
   || { cat "$work/log"; fail "xling.sh failed"; }
 out="$work/out"
 
-for e in llm-public slm-public llm-pool llm-oracle slm-fedavg-s1 slm-distill-down-s1 \
+for e in llm-public slm-public llm-pool-s1 llm-oracle-s1 slm-fedavg-s1 slm-distill-down-s1 \
          llm-distill-up-s1 llm-fedmkt-s1 llm-fedcollm-s1 llm-distill-up-conf-s1 llm-fedmkt-conf-s1 \
          llm-fedmkt-mince-conf-s1 llm-fedcollm-conf-s1 llm-distill-up-ensemble-s1 llm-distill-up-weighting-s1 \
          llm-distill-up-english-s1 llm-proxy-tune-s1 llm-distill-up-dp-mean-e4-s1 \
@@ -139,6 +139,12 @@ grep -q "^| fedmkt's clients | 1 | [0-9]" "$work/log" || fail "fedmkt's SLMs"
 for shared in fedavg distill-down fedcollm; do
   grep -q "^| $shared (one shared SLM) | 1 | [0-9]" "$work/log" || fail "$shared's shared SLM"
 done
+# The baselines ran on the seed and show their wall time (tandem train sends no bytes).
+for baseline in pool oracle; do
+  python3 -c 'import sys, tomllib; assert tomllib.load(open(sys.argv[1], "rb"))["seed"] == 1' \
+    "$out/xling-$baseline-s1/config.toml" || fail "the $baseline baseline's seed"
+done
+grep -q '^| LLM | transfer pool alone .* | — | — | [0-9.]* min |$' "$work/log" || fail "the pool's cost"
 # The oracle closes all of its own gap, the starting point none of it.
 grep -q '^| LLM | oracle .* | 100.0 % |' "$work/log" || fail "the oracle's gap share"
 grep -q '^| LLM | before collaboration .* | 0.0 % |' "$work/log" || fail "the start's gap share"
