@@ -134,6 +134,11 @@ int main(int argc, char** argv) {
   std::vector<std::string> overrides;
   bool resume = false, overwrite = false;
   const char* kOverwriteHelp = "Clear an existing run of this name first (report and logs too)";
+  // An endpoint given on the command line is never empty: an empty value (a script's unset
+  // variable) would otherwise mean "the config's endpoint" and connect somewhere else quietly.
+  const CLI::Validator kEndpoint(
+      [](const std::string& e) { return e.empty() ? std::string("an empty endpoint") : std::string(); },
+      "ENDPOINT");
   auto* train = app.add_subcommand("train", "Centralized training of one model");
   train->add_option("config", config_path, "TOML config")->required()->check(CLI::ExistingFile);
   train->add_option("--set", overrides, "Override a config key: --set train.steps=100");
@@ -183,7 +188,7 @@ int main(int argc, char** argv) {
   serve->add_option("config", config_path, "TOML config ([federation] transport and keys, [serve])")->required()->check(CLI::ExistingFile);
   serve->add_option("--set", overrides, "Override a config key: --set serve.max_calls_per_client=100");
   serve->add_option("--checkpoint", serve_options.checkpoint, "The cloud model (default: serve.checkpoint)")->check(CLI::ExistingFile);
-  serve->add_option("--bind", serve_options.bind, "Endpoint to bind (default: federation.endpoint)");
+  serve->add_option("--bind", serve_options.bind, "Endpoint to bind (default: federation.endpoint)")->check(kEndpoint);
   serve->add_option("--keys", serve_options.keys_dir, "CURVE key directory (default: federation.keys_dir)");
 
   // tandem ask CONFIG --connect E --checkpoint DEVICE
@@ -192,7 +197,7 @@ int main(int argc, char** argv) {
   auto* ask = app.add_subcommand("ask", "A device answering prompts, handing off to the cloud service");
   ask->add_option("config", config_path, "TOML config ([federation] keys)")->required()->check(CLI::ExistingFile);
   ask->add_option("--set", overrides, "Override a config key");
-  ask->add_option("--connect", ask_options.connect, "The inference service's endpoint")->required();
+  ask->add_option("--connect", ask_options.connect, "The inference service's endpoint")->required()->check(kEndpoint);
   ask->add_option("--checkpoint", ask_options.checkpoint, "The device model")->required()->check(CLI::ExistingFile);
   auto* ask_one = ask->add_option("--prompt", ask_prompt, "One prompt");
   ask->add_option("--prompts", ask_prompts_file, "A file of prompts, one per line")->check(CLI::ExistingFile)->excludes(ask_one);
@@ -228,7 +233,7 @@ int main(int argc, char** argv) {
   coordinator->add_option("--set", overrides, "Override a config key");
   coordinator->add_flag("--resume", resume, "Continue from the last checkpoint");
   coordinator->add_flag("--overwrite", overwrite, kOverwriteHelp);
-  coordinator->add_option("--bind", bind, "Endpoint to bind (default: federation.endpoint)");
+  coordinator->add_option("--bind", bind, "Endpoint to bind (default: federation.endpoint)")->check(kEndpoint);
   coordinator->add_option("--keys", keys_dir, "CURVE key directory (default: federation.keys_dir)");
 
   // tandem client CONFIG --id K
@@ -237,7 +242,7 @@ int main(int argc, char** argv) {
   auto* client = app.add_subcommand("client", "One edge client");
   client->add_option("config", config_path, "TOML config")->required()->check(CLI::ExistingFile);
   client->add_option("--id", client_id, "This client's K: its data partition and key client-K")->required()->check(CLI::NonNegativeNumber);
-  client->add_option("--connect", connect, "Coordinator endpoint (default: federation.endpoint)");
+  client->add_option("--connect", connect, "Coordinator endpoint (default: federation.endpoint)")->check(kEndpoint);
   client->add_option("--keys", keys_dir, "CURVE key directory (default: federation.keys_dir)");
   client->add_option("--set", overrides, "Override a config key");
 

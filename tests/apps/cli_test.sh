@@ -165,6 +165,11 @@ expect_error "run rejects a bad federation.partition at start" "federation.parti
   timeout 20 "$TANDEM" run "$dir/fed.toml" --set federation.partition=bycategory
 expect_error "coordinator rejects client.give_up_s out of range at start" "client.give_up_s" \
   timeout 20 "$TANDEM" coordinator "$dir/fed.toml" --set client.give_up_s=0
+# An empty endpoint (a script's unset variable) is an error, not the config's endpoint.
+expect_error "client rejects an empty --connect" "connect.*empty endpoint" \
+  timeout 20 "$TANDEM" client "$dir/fed.toml" --id 0 --connect ""
+expect_error "coordinator rejects an empty --bind" "bind.*empty endpoint" \
+  timeout 20 "$TANDEM" coordinator "$dir/fed.toml" --bind ""
 # "Keys listed nowhere": the error suggests the key that was meant.
 expect_error "misspelt key suggests the nearest key" "did you mean train.steps" \
   "$TANDEM" train "$dir/run.toml" --set train.stpes=3
