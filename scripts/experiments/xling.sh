@@ -13,7 +13,8 @@
 #        KD weighted by the ensemble's confidence, the LLM's English CE kept at ENGLISH_WEIGHT;
 #        fedcollm, which averages adapters rather than predictions, the last two), fedmkt with
 #        its own min-ce selection and the last two, and distill-up with each of the three alone,
-#        which apportions what they do together;
+#        which apportions what they do together; fedmkt with its clients ignoring the LLM's
+#        targets (client_weight = 0), which separates its selection from its downward half;
 #   distill-up under differential privacy (central noise, δ = 1e-5) at each ε of DP_EPSILONS,
 #        uploading probabilities and uploading votes (PATE/GNMax), σ from `tandem privacy sigma`
 #        for ROUNDS rounds at q = 1, every upload clipped to DP_CLIP.
@@ -217,6 +218,11 @@ rest() {  # rest SEED: every other row
   run "fedmkt-s$seed" configs/xling-fedmkt.toml --set seed="$seed" --set fedmkt.llm="$LLM" \
     --set eval.clients=true
   from_summary "llm-fedmkt-s$seed" "fedmkt-s$seed"
+  # fedmkt's selection without its downward half: the clients get the LLM's targets and weigh
+  # them 0, so they train as the local-only SLMs do, and what the LLM gains is min-ce's alone.
+  run "fedmkt-up-only-s$seed" configs/xling-fedmkt.toml --set seed="$seed" --set fedmkt.llm="$LLM" \
+    --set fedmkt.client_weight=0
+  from_summary "llm-fedmkt-up-only-s$seed" "fedmkt-up-only-s$seed"
   run "fedcollm-s$seed" configs/xling-fedcollm.toml --set seed="$seed" --set fedcollm.llm="$LLM"
   evaluate "llm-fedcollm-s$seed" "$OUT/fedcollm-s$seed/checkpoints/llm.safetensors"
 }

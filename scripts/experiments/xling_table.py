@@ -104,6 +104,8 @@ def main():
     seeded("LLM", "distill-up + KD weighted by confidence only", "distill-up-weighting", wide)
     seeded("LLM", "distill-up + English kept only", "distill-up-english", wide)
     seeded("LLM", "fedmkt (min-ce selection)", "fedmkt", wide)
+    seeded("LLM", "fedmkt (min-ce selection), clients ignore the LLM's targets (client_weight 0)",
+           "fedmkt-up-only", wide)
     seeded("LLM", "fedmkt + confidence ensemble (for min-ce), weighted KD, English kept",
            "fedmkt-conf", wide)
     seeded("LLM", "fedmkt (min-ce selection) + weighted KD, English kept", "fedmkt-mince-conf",

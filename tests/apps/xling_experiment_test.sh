@@ -32,7 +32,7 @@ out="$work/out"
 
 for e in llm-public slm-public llm-pool-s1 llm-oracle-s1 slm-fedavg-s1 slm-distill-down-s1 \
          llm-distill-up-s1 llm-fedmkt-s1 llm-fedcollm-s1 llm-distill-up-conf-s1 llm-fedmkt-conf-s1 \
-         llm-fedmkt-mince-conf-s1 llm-fedcollm-conf-s1 llm-distill-up-ensemble-s1 llm-distill-up-weighting-s1 \
+         llm-fedmkt-mince-conf-s1 llm-fedmkt-up-only-s1 llm-fedcollm-conf-s1 llm-distill-up-ensemble-s1 llm-distill-up-weighting-s1 \
          llm-distill-up-english-s1 llm-proxy-tune-s1 llm-distill-up-dp-mean-e4-s1 \
          llm-distill-up-dp-votes-e4-s1; do
   python3 - "$out/eval/$e.json" <<'PY' || fail "$e: no per-language losses"
@@ -118,7 +118,7 @@ config = tomllib.load(open(d + "/config.toml", "rb"))
 assert config["distill-up"]["ensemble"] == upload, config["distill-up"]
 PY
 done
-python3 - "$out" <<'PY' || fail "the +conf runs lack their options or their English term"
+python3 - "$out" <<'PY' || fail "the +conf and up-only runs lack their options or their English term"
 import json, sys, tomllib
 out = sys.argv[1]
 for m in ("distill-up", "fedmkt", "fedcollm"):
@@ -129,9 +129,11 @@ for m in ("distill-up", "fedmkt", "fedcollm"):
 config = tomllib.load(open(f"{out}/fedmkt-mince-conf-s1/config.toml", "rb"))["fedmkt"]
 assert config["english_weight"] == 0.5 and config["confidence_weighting"] is True, config
 assert config.get("selection", "min-ce") == "min-ce" and "ensemble" not in config, config
+config = tomllib.load(open(f"{out}/fedmkt-up-only-s1/config.toml", "rb"))["fedmkt"]
+assert config["client_weight"] == 0 and "english_weight" not in config, config
 PY
 rows=$(grep -c '^| \(LLM\|SLM\) |' "$work/log")
-[ "$rows" -eq 20 ] || { cat "$work/log"; fail "the table has $rows rows, not 20"; }
+[ "$rows" -eq 21 ] || { cat "$work/log"; fail "the table has $rows rows, not 21"; }
 grep -q '| model | method | n | de | it | en | private | gap | vs pool |' "$work/log" \
   || fail "the table's columns"
 grep -q "^| local only (distill-up's clients) | 1 | [0-9]" "$work/log" || fail "the local-only SLMs"
