@@ -82,13 +82,24 @@ def main():
 
     rows = []  # (model, method, {lang: [values]}, runs)
     def add(model, method, names, runs=(), key="test"):
-        per = {}
-        for name in names:
+        """A row of NAMES' evaluations; RUNS, one per name, are the runs that made them."""
+        per, kept = {}, []
+        for i, name in enumerate(names):
+            # A round that timed out left the model unchanged: that run had less of the budget
+            # every row shares, so it is left out (and said so) rather than averaged in.
+            run = runs[i] if i < len(runs) else None
+            summary = load(os.path.join(args.out, run, "summary.json")) if run else None
+            if summary and summary.get("aborted_rounds"):
+                print(f"note: {run} left out: {summary['aborted_rounds']} of its rounds were "
+                      f"aborted (delete {os.path.join(args.out, run)} and rerun)", file=sys.stderr)
+                continue
+            if run:
+                kept.append(run)
             evaluation = load(os.path.join(ev, name + ".json")) or {}
             for lang, v in evaluation.get("languages", {}).items():
                 if v.get(key) is not None:
                     per.setdefault(lang, []).append(v[key])
-        rows.append((model, method, per, list(runs)))
+        rows.append((model, method, per, kept))
 
     def seeded(model, method, prefix, seeds):
         add(model, method, [f"{model.lower()}-{prefix}-s{s}" for s in seeds],

@@ -150,4 +150,16 @@ grep -q '^| LLM | transfer pool alone .* | — | — | [0-9.]* min |$' "$work/lo
 # The oracle closes all of its own gap, the starting point none of it.
 grep -q '^| LLM | oracle .* | 100.0 % |' "$work/log" || fail "the oracle's gap share"
 grep -q '^| LLM | before collaboration .* | 0.0 % |' "$work/log" || fail "the start's gap share"
+# A run with an aborted round had less of the shared budget: the table leaves it out, and says so.
+python3 - "$out/fedmkt-s1/summary.json" <<'PY'
+import json, sys
+summary = json.load(open(sys.argv[1]))
+summary["aborted_rounds"] = 1
+json.dump(summary, open(sys.argv[1], "w"))
+PY
+python3 scripts/experiments/xling_table.py "$out" --seeds 1 --epsilons 4 > "$work/table2" 2> "$work/table2.err" \
+  || fail "xling_table.py with an aborted run"
+grep -q "fedmkt-s1 left out: 1 of its rounds were aborted" "$work/table2.err" || fail "no note: $(cat "$work/table2.err")"
+! grep -q '^| LLM | fedmkt (min-ce selection) |' "$work/table2" || fail "the aborted run is still in the table"
+grep -q '^| LLM | fedmkt (min-ce selection) + weighted KD' "$work/table2" || fail "the other fedmkt rows went too"
 echo "ok: xling.sh ran every step and scored every model per language"
