@@ -85,13 +85,12 @@ start_client() {  # K ENDPOINT [args...]
   PIDS+=($!)
   CLIENT_PID[$k]=$!
 }
-endpoint_of() { sed -n 's/^coordinator listening on //p' "$1" | head -1; }
 # The endpoint a coordinator prints on stdout. Wait for that line itself: the log line
 # "[coordinator] listening on ..." goes to stderr first, and a wait on it alone raced the print.
 # Sets ep (not a $(...): a timeout's fail must end the script, not a subshell).
 await_endpoint() {  # FILE
   wait_for 30 "the coordinator's endpoint in $1" grep -q "^coordinator listening on " "$1"
-  ep="$(endpoint_of "$1")"
+  ep="$(sed -n 's/^coordinator listening on //p' "$1" | head -1)"
 }
 declare -a CLIENT_PID
 
